@@ -1,0 +1,75 @@
+# ember — build, test, run, bench.  See README.md.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wno-unused-parameter -I. -MMD -MP
+LDFLAGS ?=
+BUILD   ?= build
+# ember is static: it must run alone in an empty chroot, and a static exec
+# is the cheapest start (see README, "Start budget").
+STATIC  ?= -static
+LIBS    := -linih -lpthread
+
+CORE_SRCS := $(wildcard monitor/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c jail/*.c)
+CORE_SRCS := $(filter-out monitor/main.c,$(CORE_SRCS))
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
+
+.PHONY: all deps guests unit integration test run bench asan clean format
+all: $(BUILD)/ember guests
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libember.a: $(CORE_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/ember: $(BUILD)/monitor/main.o $(BUILD)/libember.a
+	$(CC) $(LDFLAGS) $(STATIC) -o $@ $^ $(LIBS)
+
+$(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libember.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libember.a $(LIBS) -lcmocka
+
+guests:
+	$(MAKE) -C tests/guest BUILD=$(abspath $(BUILD))/guest
+
+deps:
+	@sh tests/install-deps.sh
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+integration: $(BUILD)/ember guests
+	python3 -m pytest -q -rs tests/integration
+
+# The README's test command: installs what is missing, builds, runs all.
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+
+run: deps
+	$(MAKE) all
+	@sh examples/run-hello.sh $(BUILD)/ember
+
+bench: deps
+	$(MAKE) all
+	python3 tests/bench/bench.py --ember $(BUILD)/ember --guests $(BUILD)/guest
+
+# Sanitizer build: dynamic (ASan cannot be static), separate build dir.
+asan:
+	$(MAKE) BUILD=build-asan STATIC= CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	        LDFLAGS="-fsanitize=address,undefined" all unit
+	EMBER=build-asan/ember GUESTS=build-asan/guest python3 -m pytest -q -rs tests/integration
+
+format:
+	clang-format -i $(wildcard */*.c */*.h tests/unit/*.c)
+
+clean:
+	rm -rf build build-asan
+
+-include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d

@@ -1,0 +1,73 @@
+/* VM definitions: what to run and with what, independent of how it was
+ * given (INI file, command line, later the API).  Parsing fills a
+ * struct vm_config; cfg_validate() checks it as a whole.  Nothing here
+ * touches KVM. */
+#ifndef EMBER_CONFIG_H
+#define EMBER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_NAME_MAX 64          /* [A-Za-z0-9_.-], as jail ids */
+#define CFG_PATH_MAX 4096
+#define CFG_CMDLINE_MAX 8192     /* storage; each boot protocol sets its own limit */
+#define CFG_MAX_VCPUS 32         /* as Firecracker */
+#define CFG_MIN_MEM (1ULL << 20) /* 1 MiB */
+#define CFG_MAX_MEM (1ULL << 40) /* 1 TiB */
+#define CFG_DEFAULT_MEM (64ULL << 20)
+#define CFG_ERR_MAX 512
+
+enum cfg_irqchip {
+	CFG_IRQCHIP_AUTO = 0, /* on for SMP and Linux kernels, off otherwise */
+	CFG_IRQCHIP_ON,
+	CFG_IRQCHIP_OFF,
+};
+
+struct vm_config {
+	char name[CFG_NAME_MAX + 1];
+	unsigned vcpus;
+	uint64_t mem_size; /* bytes */
+	char kernel[CFG_PATH_MAX];
+	char initrd[CFG_PATH_MAX]; /* "" = none */
+	char cmdline[CFG_CMDLINE_MAX + 1];
+	size_t cmdline_len; /* strlen(cmdline); may exceed a protocol's limit */
+	char serial_out[CFG_PATH_MAX]; /* "" or "stdout", "none", or a file path */
+	uint64_t timeout_ms;           /* 0 = run until the guest stops */
+	enum cfg_irqchip irqchip;
+};
+
+/* Defaults: 1 vCPU, 64 MiB, serial to stdout, no timeout, irqchip auto. */
+void cfg_defaults(struct vm_config *c);
+
+/* Parse an INI file into c (on top of what c already holds).  Sections:
+ * [vm] name, vcpus, memory, kernel, initrd, cmdline, timeout, irqchip;
+ * [serial] output.  Relative paths are taken from the INI file's folder.
+ * Unknown sections/keys, bad values and duplicate keys are errors.
+ * 0 on success; else -errno and err holds "FILE:LINE: [section] key: why"
+ * (or "FILE: why" when the file cannot be read). */
+__attribute__((warn_unused_result)) int cfg_parse_ini(const char *path, struct vm_config *c,
+                                                      char *err, size_t errlen);
+
+/* Set one key as the INI file would ("vm", "memory", "128M").  Used by the
+ * command line so both spellings share one validator.  0 or -EINVAL with
+ * the reason in err (no file/line prefix). */
+__attribute__((warn_unused_result)) int cfg_set(struct vm_config *c, const char *section,
+                                                const char *key, const char *value, char *err,
+                                                size_t errlen);
+
+/* "64M", "1G", "512K", "4096" (bare number = MiB, as QEMU's -m).  Suffixes
+ * K/M/G/T, case-insensitive, optional trailing "iB"/"B".  0 or -EINVAL /
+ * -ERANGE (overflow). */
+__attribute__((warn_unused_result)) int cfg_parse_size(const char *s, uint64_t *bytes);
+
+/* "5", "2.5", "500ms", "10s" (bare number = seconds) to milliseconds. */
+__attribute__((warn_unused_result)) int cfg_parse_duration(const char *s, uint64_t *ms);
+
+/* Whole-config checks: kernel given, vcpus 1..CFG_MAX_VCPUS, memory within
+ * [CFG_MIN_MEM, CFG_MAX_MEM] and a multiple of 4 KiB.  0 or -EINVAL with
+ * the reason in err. */
+__attribute__((warn_unused_result)) int cfg_validate(const struct vm_config *c, char *err,
+                                                     size_t errlen);
+
+#endif

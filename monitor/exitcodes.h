@@ -1,0 +1,15 @@
+/* ember's process exit codes (documented in README.md, "Exit codes").
+ * A guest's own status (exit port, later hvt halt) is passed through
+ * unchanged, so these sit in a range small guests rarely use. */
+#ifndef EMBER_EXITCODES_H
+#define EMBER_EXITCODES_H
+
+#define EXIT_GUEST_RESET 0   /* guest reset through i8042 (0xFE to port 0x64) */
+#define EXIT_CONFIG 121      /* bad command line, INI, or kernel/initrd file */
+#define EXIT_HOST 122        /* host/KVM failure: /dev/kvm, ioctls, memory */
+#define EXIT_TRIPLE_FAULT 123 /* guest triple fault / shutdown */
+#define EXIT_TIMEOUT 124     /* --timeout expired (as timeout(1)) */
+#define EXIT_KVM_ERROR 125   /* KVM internal error / failed entry; registers on stderr */
+#define EXIT_GUEST_HALTED 126 /* HLT with no interrupt source: the guest can never resume */
+
+#endif

@@ -1,0 +1,52 @@
+/* Guest physical memory: the only way any part of ember touches guest RAM.
+ *
+ * RAM is one anonymous mapping split around the 32-bit MMIO hole
+ * (0xC000_0000 .. 4 GiB): guest-physical [0, min(size, 3 GiB)) and, for
+ * larger guests, [4 GiB, 4 GiB + rest).  Every access goes through
+ * gmem_ptr(), which checks the whole range [gpa, gpa+len) against one
+ * region without overflowing; a bad guest address yields NULL, never a
+ * host pointer outside the mapping. */
+#ifndef EMBER_GUEST_MEM_H
+#define EMBER_GUEST_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GMEM_HOLE_START 0xC0000000ULL
+#define GMEM_HOLE_END 0x100000000ULL
+#define GMEM_MAX_REGIONS 2
+
+struct gmem_region {
+	uint64_t gpa;  /* guest-physical start */
+	uint64_t size; /* bytes */
+	uint8_t *host; /* host address of gpa */
+};
+
+struct gmem {
+	struct gmem_region r[GMEM_MAX_REGIONS];
+	unsigned nr;
+	uint64_t ram_size; /* sum of region sizes */
+	uint8_t *base;     /* the one mapping, ram_size bytes */
+};
+
+/* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
+ * cost nothing) and lay them out around the hole.  0 or -errno. */
+__attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_size);
+
+/* Unmap; safe on a zeroed or already-freed gmem. */
+void gmem_free(struct gmem *m);
+
+/* Host pointer to [gpa, gpa+len) if that range lies wholly inside one RAM
+ * region, else NULL.  len 0 is refused.  Overflow-safe for any inputs. */
+void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len);
+
+/* Copy in/out of guest RAM; -EFAULT if any byte falls outside RAM. */
+__attribute__((warn_unused_result)) int gmem_write(const struct gmem *m, uint64_t gpa,
+                                                   const void *src, uint64_t len);
+__attribute__((warn_unused_result)) int gmem_read(const struct gmem *m, uint64_t gpa, void *dst,
+                                                  uint64_t len);
+
+/* Highest guest-physical address + 1 that is RAM below the hole. */
+uint64_t gmem_low_end(const struct gmem *m);
+
+#endif

@@ -1,0 +1,231 @@
+/* ember: command line.  `ember run` boots one microVM and exits with the
+ * guest's verdict (see README.md, "Exit codes"). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "monitor/exitcodes.h"
+#include "monitor/vm.h"
+
+#define EMBER_VERSION "0.1.0"
+
+static const char usage_main[] =
+    "usage: ember <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run       boot one microVM (ember run --help)\n"
+    "  version   print the version\n"
+    "  help      this text, or help on a command (ember help run)\n";
+
+static const char usage_run[] =
+    "usage: ember run [FILE.ini] [options]\n"
+    "\n"
+    "Boot one microVM: a PVH ELF (unikernels, ember's test guests), a Linux\n"
+    "bzImage, or a vmlinux ELF.  Options override the INI file's values.\n"
+    "\n"
+    "  --kernel PATH      kernel image (required unless the INI file gives it)\n"
+    "  --memory SIZE      guest RAM: 64M, 1G, 512K; bare number = MiB (default 64M)\n"
+    "  --vcpus N          vCPUs, 1..32 (default 1)\n"
+    "  --cmdline STR      kernel command line\n"
+    "  --initrd PATH      initial ramdisk\n"
+    "  --timeout SECS     stop the guest after SECS (2.5, 500ms, 1m); exit 124\n"
+    "  --serial OUT       guest serial output: stdout (default), none, or a file\n"
+    "  --irqchip MODE     auto (default: on for SMP and Linux), on, off\n"
+    "  --name NAME        VM name for messages\n"
+    "  --dry-run          validate the configuration and load the kernel, run nothing\n"
+    "  --stats            print boot timings on stderr when the guest stops\n"
+    "  --verbose          log unhandled port and MMIO accesses on stderr\n"
+    "  -h, --help         this text\n"
+    "\n"
+    "Guest serial output goes to stdout; ember's messages go to stderr.\n"
+    "Exit codes: the guest's status through the exit port (0xf4); 0 on guest\n"
+    "reset (i8042); 121 bad configuration or kernel; 122 host/KVM failure;\n"
+    "123 triple fault; 124 timeout; 125 KVM internal error (registers on\n"
+    "stderr); 126 guest halted with no interrupt source.\n";
+
+/* Options that are config keys: the command line and the INI file share
+ * cfg_set(), so both are validated alike. */
+static const struct {
+	const char *opt, *section, *key;
+} cfg_opts[] = {
+    {"kernel", "vm", "kernel"},   {"memory", "vm", "memory"},   {"vcpus", "vm", "vcpus"},
+    {"cmdline", "vm", "cmdline"}, {"initrd", "vm", "initrd"},   {"timeout", "vm", "timeout"},
+    {"irqchip", "vm", "irqchip"}, {"name", "vm", "name"},       {"serial", "serial", "output"},
+};
+
+struct run_opts {
+	const char *ini;
+	bool dry_run, stats, verbose;
+	/* cfg_set() calls deferred until the INI file is read */
+	struct {
+		const char *section, *key, *value, *opt;
+	} sets[64];
+	unsigned nr_sets;
+};
+
+static double ms_between(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static int parse_run_args(int argc, char **argv, struct run_opts *o)
+{
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(usage_run, stdout);
+			return -1;
+		}
+		if (strcmp(a, "--dry-run") == 0) {
+			o->dry_run = true;
+			continue;
+		}
+		if (strcmp(a, "--stats") == 0) {
+			o->stats = true;
+			continue;
+		}
+		if (strcmp(a, "--verbose") == 0) {
+			o->verbose = true;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+			if (a[0] == '-' && a[1] != '\0') {
+				fprintf(stderr, "ember run: unknown option %s (see ember run --help)\n", a);
+				return EXIT_CONFIG;
+			}
+			if (o->ini) {
+				fprintf(stderr, "ember run: one INI file only (got %s and %s)\n", o->ini,
+				        a);
+				return EXIT_CONFIG;
+			}
+			o->ini = a;
+			continue;
+		}
+		/* --opt=value or --opt value */
+		const char *name = a + 2, *eq = strchr(name, '=');
+		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+		unsigned k;
+		for (k = 0; k < sizeof(cfg_opts) / sizeof(cfg_opts[0]); k++)
+			if (strlen(cfg_opts[k].opt) == nlen && strncmp(cfg_opts[k].opt, name, nlen) == 0)
+				break;
+		if (k == sizeof(cfg_opts) / sizeof(cfg_opts[0])) {
+			fprintf(stderr, "ember run: unknown option --%.*s (see ember run --help)\n",
+			        (int)nlen, name);
+			return EXIT_CONFIG;
+		}
+		const char *value = eq ? eq + 1 : NULL;
+		if (!value) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "ember run: --%s needs a value\n", cfg_opts[k].opt);
+				return EXIT_CONFIG;
+			}
+			value = argv[++i];
+		}
+		if (o->nr_sets == sizeof(o->sets) / sizeof(o->sets[0])) {
+			fprintf(stderr, "ember run: too many options\n");
+			return EXIT_CONFIG;
+		}
+		o->sets[o->nr_sets].section = cfg_opts[k].section;
+		o->sets[o->nr_sets].key = cfg_opts[k].key;
+		o->sets[o->nr_sets].opt = cfg_opts[k].opt;
+		o->sets[o->nr_sets++].value = value;
+	}
+	return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	static struct vm_config cfg; /* large (paths); keep it off the stack */
+	static struct vm vm;
+	struct run_opts o;
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+
+	memset(&o, 0, sizeof(o));
+	int r = parse_run_args(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+
+	cfg_defaults(&cfg);
+	if (o.ini && cfg_parse_ini(o.ini, &cfg, err, sizeof(err))) {
+		fprintf(stderr, "ember: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	for (unsigned i = 0; i < o.nr_sets; i++) {
+		if (cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
+		            sizeof(err))) {
+			fprintf(stderr, "ember: --%s: %s\n", o.sets[i].opt, err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (cfg_validate(&cfg, err, sizeof(err))) {
+		fprintf(stderr, "ember: %s\n", err);
+		return EXIT_CONFIG;
+	}
+
+	vm.dry_run = o.dry_run;
+	vm.verbose = o.verbose;
+	r = vm_build(&vm, &cfg, err, sizeof(err));
+	if (r) {
+		fprintf(stderr, "ember: %s\n", err);
+		vm_destroy(&vm);
+		return r;
+	}
+	if (o.dry_run) {
+		fprintf(stderr,
+		        "ember: %s: configuration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu MiB%s\n",
+		        cfg.name, vm.boot.proto == BOOT_PVH ? "PVH" : "Linux 64-bit",
+		        (unsigned long long)vm.boot.entry, cfg.vcpus,
+		        (unsigned long long)(cfg.mem_size >> 20), vm.has_irqchip ? ", irqchip" : "");
+		vm_destroy(&vm);
+		return 0;
+	}
+
+	r = vm_run(&vm);
+	/* A normal end (reset, exit status 0) is silent; anything else says
+	 * why on stderr, so a script's log explains the exit code. */
+	if (r != 0 || o.stats)
+		fprintf(stderr, "ember: %s: %s\n", cfg.name, vm.stop_reason);
+	if (o.stats) {
+		struct vm_stats *s = &vm.stats;
+		fprintf(stderr, "ember: stats: build %.3f ms", ms_between(&s->t_start, &s->t_running));
+		if (atomic_load(&s->have_first_output))
+			fprintf(stderr, ", first output %.3f ms",
+			        ms_between(&s->t_start, &s->t_first_output));
+		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu)\n",
+		        ms_between(&s->t_start, &s->t_stop),
+		        (unsigned long long)vm.vcpus[0].nr_exits,
+		        (unsigned long long)vm.vcpus[0].nr_pio_exits,
+		        (unsigned long long)vm.vcpus[0].nr_mmio_exits);
+	}
+	/* Teardown is the kernel's job at exit; doing it here would only add
+	 * to the time before our parent sees the exit code. */
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return EXIT_CONFIG;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(argc - 2, argv + 2);
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("ember %s\n", EMBER_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		if (argc > 2 && strcmp(argv[2], "run") == 0)
+			fputs(usage_run, stdout);
+		else
+			fputs(usage_main, stdout);
+		return 0;
+	}
+	fprintf(stderr, "ember: unknown command '%s'\n%s", cmd, usage_main);
+	return EXIT_CONFIG;
+}

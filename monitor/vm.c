@@ -1,0 +1,561 @@
+/* VM assembly and the vmm thread's wait.  Order matters for start time:
+ * load the kernel into plain memory first (bad input fails before any KVM
+ * work), then VM, memory slots, irqchip (slots first: 7 ms otherwise),
+ * vCPUs, devices. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "monitor/exitcodes.h"
+#include "monitor/layout.h"
+#include "monitor/vm.h"
+
+#define KVM_API_EXPECTED 12
+
+struct mapped_file {
+	const uint8_t *data;
+	size_t len;
+};
+
+/* Map a whole regular file read-only.  0 or -errno, reason in err. */
+static int map_file(const char *what, const char *path, struct mapped_file *f, char *err,
+                    size_t errlen)
+{
+	f->data = NULL;
+	f->len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
+		return -e;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s %s: not a regular file", what, path);
+		close(fd);
+		return -EINVAL;
+	}
+	if (st.st_size == 0) {
+		snprintf(err, errlen, "%s %s: file is empty", what, path);
+		close(fd);
+		return -EINVAL;
+	}
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	int e = errno;
+	close(fd);
+	if (p == MAP_FAILED) {
+		snprintf(err, errlen, "%s %s: cannot map: %s", what, path, strerror(e));
+		return -e;
+	}
+	f->data = p;
+	f->len = (size_t)st.st_size;
+	return 0;
+}
+
+static void unmap_file(struct mapped_file *f)
+{
+	if (f->data)
+		munmap((void *)f->data, f->len);
+	f->data = NULL;
+}
+
+static void now(struct timespec *t)
+{
+	clock_gettime(CLOCK_MONOTONIC, t);
+}
+
+/* Load kernel, initrd and boot structures into guest memory.  Pure: no
+ * KVM yet, so --dry-run checks exactly this. */
+static int load_guest(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+	struct mapped_file k, rd = {0};
+	char why[VM_ERR_MAX];
+	int r = map_file("kernel", cfg->kernel, &k, err, errlen);
+	if (r)
+		return EXIT_CONFIG;
+
+	why[0] = '\0';
+	switch (loader_probe(k.data, k.len)) {
+	case KFMT_ELF:
+		r = loader_elf(&vm->mem, k.data, k.len, &vm->boot, why, sizeof(why));
+		break;
+	case KFMT_BZIMAGE:
+		r = loader_bzimage(&vm->mem, k.data, k.len, &vm->boot, why, sizeof(why));
+		break;
+	default:
+		snprintf(why, sizeof(why), "not an ELF executable or a Linux bzImage");
+		r = -ENOEXEC;
+		break;
+	}
+	unmap_file(&k);
+	if (r) {
+		snprintf(err, errlen, "kernel %s: %s", cfg->kernel, why);
+		return EXIT_CONFIG;
+	}
+
+	if (cfg->initrd[0]) {
+		if (map_file("initrd", cfg->initrd, &rd, err, errlen))
+			return EXIT_CONFIG;
+		r = loader_initrd(&vm->mem, &vm->boot, rd.data, rd.len, &vm->initrd_gpa, why,
+		                  sizeof(why));
+		vm->initrd_size = rd.len;
+		unmap_file(&rd);
+		if (r) {
+			snprintf(err, errlen, "initrd %s: %s", cfg->initrd, why);
+			return EXIT_CONFIG;
+		}
+	}
+
+	r = boot_cmdline(&vm->mem, cfg->cmdline, cfg->cmdline_len, vm->boot.cmdline_max);
+	if (r) {
+		snprintf(err, errlen, "cmdline: %zu bytes is too long for this kernel (at most %u)",
+		         cfg->cmdline_len, vm->boot.cmdline_max);
+		return EXIT_CONFIG;
+	}
+
+	uint64_t gdt[VCPU_GDT_ENTRIES], idt = 0;
+	vcpu_gdt_build(gdt, vm->boot.proto == BOOT_PVH ? VCPU_MODE_PVH32 : VCPU_MODE_LONG64);
+	if (gmem_write(&vm->mem, LAYOUT_GDT, gdt, sizeof(gdt)) ||
+	    gmem_write(&vm->mem, LAYOUT_IDT, &idt, sizeof(idt))) {
+		snprintf(err, errlen, "memory: too small for boot structures");
+		return EXIT_CONFIG;
+	}
+	if (vm->boot.proto == BOOT_PVH)
+		r = boot_pvh_info(&vm->mem, vm->initrd_gpa, vm->initrd_size);
+	else
+		r = boot_page_tables(&vm->mem) ?: boot_zero_page(&vm->mem, &vm->boot,
+		                                                  vm->initrd_gpa, vm->initrd_size);
+	if (r) {
+		snprintf(err, errlen, "cannot write boot structures: %s", strerror(-r));
+		return EXIT_CONFIG;
+	}
+	return 0;
+}
+
+/* Pulse an ISA interrupt (edge-triggered on the IOAPIC). */
+static void vm_irq(void *opaque, unsigned irq)
+{
+	struct vm *vm = opaque;
+	struct kvm_irq_level l = {.irq = irq, .level = 1};
+	ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+	l.level = 0;
+	ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+static void dev_stop(void *opaque, int code, const char *why)
+{
+	vm_stop(opaque, code, why);
+}
+
+static void first_output(void *opaque)
+{
+	struct vm *vm = opaque;
+	now(&vm->stats.t_first_output);
+	atomic_store(&vm->stats.have_first_output, true);
+}
+
+static int on_pio(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
+                  bool is_write)
+{
+	struct vm *vm = opaque;
+	int r = bus_dispatch(&vm->pio, port, data, len, is_write);
+	if (r == -ENOENT || r == -ERANGE) {
+		/* Nothing there: reads float high, as on a real ISA bus. */
+		if (!is_write)
+			memset(data, 0xff, len);
+		if (vm->verbose)
+			fprintf(stderr, "ember: vcpu%u: unhandled %s of port 0x%x (%u bytes)\n",
+			        v->index, is_write ? "write" : "read", port, len);
+		return 0;
+	}
+	return r;
+}
+
+static int on_mmio(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
+                   bool is_write)
+{
+	struct vm *vm = opaque;
+	int r = bus_dispatch(&vm->mmio, addr, data, len, is_write);
+	if (r == -ENOENT || r == -ERANGE) {
+		if (!is_write)
+			memset(data, 0xff, len);
+		if (vm->verbose)
+			fprintf(stderr, "ember: vcpu%u: unhandled %s of guest address 0x%llx (%u bytes)\n",
+			        v->index, is_write ? "write" : "read", (unsigned long long)addr, len);
+		return 0;
+	}
+	return r;
+}
+
+static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
+{
+	struct vm *vm = opaque;
+	char msg[128];
+	int code;
+
+	switch (why) {
+	case VCPU_STOP_SHUTDOWN:
+		code = EXIT_TRIPLE_FAULT;
+		snprintf(msg, sizeof(msg), "vcpu%u: triple fault (shutdown)", v->index);
+		break;
+	case VCPU_STOP_HALTED:
+		code = EXIT_GUEST_HALTED;
+		snprintf(msg, sizeof(msg),
+		         "vcpu%u: guest halted with no interrupt source (no irqchip)", v->index);
+		break;
+	case VCPU_STOP_IOCTL:
+		code = EXIT_HOST;
+		snprintf(msg, sizeof(msg), "vcpu%u: KVM_RUN failed: %s", v->index, strerror(errno));
+		break;
+	default:
+		code = EXIT_KVM_ERROR;
+		snprintf(msg, sizeof(msg), "vcpu%u: KVM could not run the guest (exit reason %u)",
+		         v->index, v->run->exit_reason);
+		break;
+	}
+	/* Only the first stop reports; a kicked vCPU's state is not news. */
+	if (atomic_load(&vm->stopping))
+		return;
+	if (code == EXIT_TRIPLE_FAULT || code == EXIT_KVM_ERROR)
+		vcpu_dump(v, stderr);
+	vm_stop(vm, code, msg);
+}
+
+static const struct vcpu_exit_ops exit_ops = {
+    .pio = on_pio,
+    .mmio = on_mmio,
+    .stopped = on_stopped,
+};
+
+static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+	if (cfg->irqchip == CFG_IRQCHIP_OFF) {
+		if (cfg->vcpus > 1) {
+			snprintf(err, errlen, "vcpus: %u vCPUs need the irqchip (irqchip = off)",
+			         cfg->vcpus);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (cfg->irqchip == CFG_IRQCHIP_ON)
+		return 1;
+	/* auto: its teardown costs 16-24 ms here, so only guests that use
+	 * interrupts get one. */
+	return cfg->vcpus > 1 || vm->boot.is_linux || vm->boot.proto == BOOT_LINUX64;
+}
+
+/* KVM_GET_SUPPORTED_CPUID takes ~0.35 ms here (every CPUID the kernel
+ * runs traps to the host's hypervisor), as long as creating the VM and
+ * its vCPU together: so it runs on a helper thread meanwhile. */
+struct cpuid_job {
+	pthread_t thread;
+	bool started;
+	int kvm_fd;
+	struct kvm_cpuid2 *cpuid;
+	int err;
+};
+
+static void *cpuid_thread(void *arg)
+{
+	struct cpuid_job *j = arg;
+	j->err = vcpu_supported_cpuid(j->kvm_fd, &j->cpuid);
+	return NULL;
+}
+
+static void cpuid_start(struct cpuid_job *j, int kvm_fd)
+{
+	j->kvm_fd = kvm_fd;
+	j->cpuid = NULL;
+	j->err = 0;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	j->started = pthread_create(&j->thread, &attr, cpuid_thread, j) == 0;
+	pthread_attr_destroy(&attr);
+	if (!j->started) /* no thread: do it inline */
+		cpuid_thread(j);
+}
+
+static int cpuid_finish(struct cpuid_job *j)
+{
+	if (j->started)
+		pthread_join(j->thread, NULL);
+	j->started = false;
+	return j->err;
+}
+
+static int host_err(char *err, size_t errlen, const char *what)
+{
+	snprintf(err, errlen, "%s: %s", what, strerror(errno));
+	return EXIT_HOST;
+}
+
+static int open_kvm(struct vm *vm, char *err, size_t errlen)
+{
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0)
+		return host_err(err, errlen, "/dev/kvm");
+	int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (api != KVM_API_EXPECTED) {
+		snprintf(err, errlen, "/dev/kvm: API version %d, need %d", api, KVM_API_EXPECTED);
+		return EXIT_HOST;
+	}
+	return 0;
+}
+
+static int create_kvm(struct vm *vm, char *err, size_t errlen)
+{
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0)
+		return host_err(err, errlen, "KVM_CREATE_VM");
+	int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (sz <= 0)
+		return host_err(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
+	vm->run_size = (size_t)sz;
+
+	for (unsigned i = 0; i < vm->mem.nr; i++) {
+		struct kvm_userspace_memory_region reg = {
+		    .slot = i,
+		    .guest_phys_addr = vm->mem.r[i].gpa,
+		    .memory_size = vm->mem.r[i].size,
+		    .userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].host,
+		};
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
+			return host_err(err, errlen, "KVM_SET_USER_MEMORY_REGION");
+	}
+	/* Needed on Intel for real-mode emulation (APs start in real mode). */
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
+		return host_err(err, errlen, "KVM_SET_TSS_ADDR");
+	if (vm->has_irqchip) {
+		/* After the memory slots: the other order costs 7 ms here. */
+		if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+			return host_err(err, errlen, "KVM_CREATE_IRQCHIP");
+		struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+		if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+			return host_err(err, errlen, "KVM_CREATE_PIT2");
+	}
+	return 0;
+}
+
+static int create_vcpus(struct vm *vm, struct cpuid_job *job, char *err, size_t errlen)
+{
+	int r = 0;
+	for (unsigned i = 0; i < vm->nr_vcpus && !r; i++) {
+		r = vcpu_create(&vm->vcpus[i], vm->vm_fd, i, vm->run_size);
+		if (r)
+			snprintf(err, errlen, "vcpu%u: KVM_CREATE_VCPU: %s", i, strerror(-r));
+	}
+	int cr = cpuid_finish(job);
+	if (r)
+		goto out;
+	if (cr) {
+		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-cr));
+		r = cr;
+		goto out;
+	}
+	for (unsigned i = 0; i < vm->nr_vcpus && !r; i++) {
+		r = vcpu_init(&vm->vcpus[i], job->cpuid, vm->nr_vcpus, vm->has_irqchip);
+		if (r)
+			snprintf(err, errlen, "vcpu%u: setup: %s", i, strerror(-r));
+	}
+out:
+	free(job->cpuid);
+	job->cpuid = NULL;
+	if (r)
+		return EXIT_HOST;
+
+	struct vcpu_entry e = {
+	    .rip = vm->boot.entry,
+	    .gdt_gpa = LAYOUT_GDT,
+	    .idt_gpa = LAYOUT_IDT,
+	};
+	if (vm->boot.proto == BOOT_PVH) {
+		e.mode = VCPU_MODE_PVH32;
+		e.rbx = LAYOUT_PVH_INFO;
+	} else {
+		e.mode = VCPU_MODE_LONG64;
+		e.rsi = LAYOUT_ZERO_PAGE;
+		e.rsp = e.rbp = LAYOUT_BOOT_STACK;
+		e.cr3 = LAYOUT_PML4;
+	}
+	r = vcpu_set_entry(&vm->vcpus[0], &e);
+	if (r) {
+		snprintf(err, errlen, "vcpu0: entry state: %s", strerror(-r));
+		return EXIT_HOST;
+	}
+	return 0;
+}
+
+static int open_serial(struct vm *vm, char *err, size_t errlen)
+{
+	const char *out = vm->cfg->serial_out;
+	vm->serial_fd = -1;
+	if (!out[0] || strcmp(out, "stdout") == 0)
+		return STDOUT_FILENO;
+	if (strcmp(out, "none") == 0)
+		return -1;
+	vm->serial_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (vm->serial_fd < 0) {
+		snprintf(err, errlen, "serial output %s: %s", out, strerror(errno));
+		return -2;
+	}
+	return vm->serial_fd;
+}
+
+static int build(struct vm *vm, struct cpuid_job *job, char *err, size_t errlen);
+
+int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	bool dry = vm->dry_run, verbose = vm->verbose;
+	memset(vm, 0, sizeof(*vm));
+	vm->dry_run = dry;
+	vm->verbose = verbose;
+	vm->cfg = cfg;
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = vm->serial_fd = -1;
+	vm->nr_vcpus = cfg->vcpus;
+	now(&vm->stats.t_start);
+
+	struct cpuid_job job = {0};
+	int r;
+	if (!vm->dry_run) {
+		r = open_kvm(vm, err, errlen);
+		if (r)
+			return r;
+		cpuid_start(&job, vm->kvm_fd);
+	}
+	r = build(vm, &job, err, errlen);
+	if (!vm->dry_run) {
+		cpuid_finish(&job); /* no-op if create_vcpus() finished it */
+		free(job.cpuid);
+	}
+	return r;
+}
+
+static int build(struct vm *vm, struct cpuid_job *job, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+	int r = gmem_init(&vm->mem, cfg->mem_size);
+	if (r) {
+		snprintf(err, errlen, "memory: cannot map %llu MiB: %s",
+		         (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+		return EXIT_HOST;
+	}
+	r = load_guest(vm, err, errlen);
+	if (r)
+		return r;
+	r = want_irqchip(vm, err, errlen);
+	if (r < 0)
+		return EXIT_CONFIG;
+	vm->has_irqchip = r;
+	if (vm->has_irqchip && vm->boot.proto == BOOT_LINUX64 &&
+	    boot_mptable(&vm->mem, vm->nr_vcpus)) {
+		snprintf(err, errlen, "vcpus: no room for an MP table for %u vCPUs", vm->nr_vcpus);
+		return EXIT_CONFIG;
+	}
+	int out_fd = open_serial(vm, err, errlen);
+	if (out_fd == -2)
+		return EXIT_CONFIG;
+	if (vm->dry_run)
+		return 0;
+
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC);
+	if (vm->stop_efd < 0)
+		return host_err(err, errlen, "eventfd");
+	r = create_kvm(vm, err, errlen);
+	if (r)
+		return r;
+	r = create_vcpus(vm, job, err, errlen);
+	if (r)
+		return r;
+
+	r = uart_init(&vm->com1, &vm->pio, PORT_COM1, IRQ_COM1, out_fd,
+	              vm->has_irqchip ? vm_irq : NULL, vm);
+	vm->com1.first_output = first_output;
+	vm->com1.first_opaque = vm;
+	if (!r)
+		r = i8042_init(&vm->kbd, &vm->pio, dev_stop, vm);
+	if (!r)
+		r = exit_port_init(&vm->exitp, &vm->pio, dev_stop, vm);
+	if (r) {
+		snprintf(err, errlen, "devices: %s", strerror(-r));
+		return EXIT_HOST;
+	}
+	return 0;
+}
+
+void vm_stop(struct vm *vm, int code, const char *why)
+{
+	int expected = 0;
+	if (!atomic_compare_exchange_strong(&vm->stopping, &expected, 1))
+		return;
+	now(&vm->stats.t_stop);
+	vm->exit_code = code;
+	snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", why);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+	uint64_t one = 1;
+	while (write(vm->stop_efd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+int vm_run(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
+		if (r) {
+			char msg[96];
+			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i, strerror(-r));
+			vm_stop(vm, EXIT_HOST, msg);
+			break;
+		}
+	}
+	now(&vm->stats.t_running);
+
+	int timeout = -1;
+	if (vm->cfg->timeout_ms)
+		timeout = vm->cfg->timeout_ms > INT32_MAX ? INT32_MAX : (int)vm->cfg->timeout_ms;
+	struct pollfd p = {.fd = vm->stop_efd, .events = POLLIN};
+	for (;;) {
+		int n = poll(&p, 1, timeout);
+		if (n < 0 && errno == EINTR)
+			continue; /* a precise deadline is not worth a timerfd here */
+		if (n == 0) {
+			char msg[64];
+			snprintf(msg, sizeof(msg), "timeout after %.3g s",
+			         (double)vm->cfg->timeout_ms / 1000.0);
+			vm_stop(vm, EXIT_TIMEOUT, msg);
+		}
+		break;
+	}
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+	return vm->exit_code;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		if (vm->vcpus[i].run)
+			vcpu_destroy(&vm->vcpus[i]);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	if (vm->serial_fd >= 0)
+		close(vm->serial_fd);
+	gmem_free(&vm->mem);
+	vm->vm_fd = vm->kvm_fd = vm->stop_efd = vm->serial_fd = -1;
+}

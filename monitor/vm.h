@@ -1,0 +1,77 @@
+/* One microVM: assembly from a struct vm_config, the run, the teardown.
+ * The vmm thread (main's) builds everything, then waits for a stop while
+ * the vCPU threads run; only this file's caller (main) exits the process. */
+#ifndef EMBER_VM_H
+#define EMBER_VM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "monitor/bus.h"
+#include "monitor/guest_mem.h"
+#include "monitor/legacy.h"
+#include "monitor/loader.h"
+#include "vcpu/vcpu.h"
+
+#define VM_ERR_MAX 512
+
+struct vm_stats {
+	struct timespec t_start;        /* vm_build() entered */
+	struct timespec t_running;      /* vCPU threads started */
+	struct timespec t_first_output; /* the guest's first serial byte */
+	struct timespec t_stop;         /* the stop was requested */
+	atomic_bool have_first_output;
+};
+
+struct vm {
+	const struct vm_config *cfg;
+	int kvm_fd, vm_fd;
+	size_t run_size;
+	struct gmem mem;
+	struct bus pio, mmio;
+	struct vcpu vcpus[CFG_MAX_VCPUS];
+	unsigned nr_vcpus;
+	bool has_irqchip;
+	struct load_result boot;
+	uint64_t initrd_gpa, initrd_size;
+	int serial_fd; /* owned when not stdout */
+
+	struct uart com1;
+	struct i8042 kbd;
+	struct exit_port exitp;
+
+	/* Stop: the first vm_stop() wins and sets exit_code and reason. */
+	atomic_int stopping;
+	int exit_code;
+	char stop_reason[256];
+	int stop_efd; /* written once on stop; the vmm thread waits on it */
+
+	bool dry_run;
+	bool verbose;
+	struct vm_stats stats;
+};
+
+/* Build the VM from cfg: read and load the kernel (and initrd), write boot
+ * structures, then (unless vm->dry_run) create the KVM VM, memory slots,
+ * irqchip when needed, vCPUs and devices.  Nothing runs yet.  On failure
+ * returns an EXIT_* code (EXIT_CONFIG for bad input, EXIT_HOST for host
+ * trouble) with the reason in err; vm_destroy() is still safe. */
+__attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_config *cfg,
+                                                 char *err, size_t errlen);
+
+/* Start the vCPUs and wait until the guest stops or the timeout passes.
+ * Returns ember's exit code (see monitor/exitcodes.h); the reason is in
+ * vm->stop_reason. */
+int vm_run(struct vm *vm);
+
+/* Stop the VM (any thread): first caller sets code and reason; all vCPUs
+ * are kicked and the vmm thread woken. */
+void vm_stop(struct vm *vm, int code, const char *why);
+
+/* Release everything vm_build() acquired. */
+void vm_destroy(struct vm *vm);
+
+#endif

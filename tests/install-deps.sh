@@ -1,0 +1,15 @@
+#!/bin/sh
+# Install the Debian packages ember's build and tests need, only if missing.
+set -e
+PKGS="build-essential libinih-dev libcmocka-dev libseccomp-dev libcap-ng-dev
+libjansson-dev libhttp-parser-dev python3-pytest busybox-static cpio xz-utils
+zstd qemu-system-x86 iproute2"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "install-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends $missing >/dev/null

@@ -1,0 +1,174 @@
+/* vCPU lifecycle and the run loop: one thread per vCPU, every exit handed
+ * to the owner's vcpu_exit_ops. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vcpu/vcpu.h"
+
+/* Interrupts KVM_RUN; its handler does nothing (the EINTR is the point). */
+#define VCPU_KICK_SIGNAL SIGUSR1
+
+int vcpu_create(struct vcpu *v, int vm_fd, unsigned index, size_t run_size)
+{
+	memset(v, 0, sizeof(*v));
+	v->fd = -1;
+	v->index = index;
+	int fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
+	if (fd < 0)
+		return -errno;
+	void *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (run == MAP_FAILED) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	v->fd = fd;
+	v->run = run;
+	v->run_size = run_size;
+	return 0;
+}
+
+static void on_kick(int sig)
+{
+	(void)sig;
+}
+
+static enum vcpu_stop handle_io(struct vcpu *v, int *stop)
+{
+	struct kvm_run *run = v->run;
+	bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
+	uint8_t *data = (uint8_t *)run + run->io.data_offset;
+	v->nr_pio_exits++;
+	/* rep ins/outs arrive as count accesses back to back. */
+	for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
+		int r = v->ops->pio(v->opaque, v, run->io.port, data, run->io.size, is_write);
+		if (r > 0) {
+			*stop = 1;
+			return VCPU_STOP_HANDLER;
+		}
+	}
+	return 0;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	struct kvm_run *run = v->run;
+	enum vcpu_stop why = VCPU_STOP_KICKED;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, VCPU_KICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+
+	for (;;) {
+		if (atomic_load(&v->stop))
+			break;
+		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+			if (errno == EINTR || errno == EAGAIN) {
+				run->immediate_exit = 0;
+				continue;
+			}
+			why = VCPU_STOP_IOCTL;
+			break;
+		}
+		v->nr_exits++;
+		int stop = 0;
+		switch (run->exit_reason) {
+		case KVM_EXIT_IO:
+			why = handle_io(v, &stop);
+			break;
+		case KVM_EXIT_MMIO:
+			v->nr_mmio_exits++;
+			if (v->ops->mmio(v->opaque, v, run->mmio.phys_addr, run->mmio.data,
+			                 run->mmio.len, run->mmio.is_write) > 0) {
+				why = VCPU_STOP_HANDLER;
+				stop = 1;
+			}
+			break;
+		case KVM_EXIT_HLT:
+			/* Only reaches userspace without an in-kernel LAPIC: no
+			 * interrupt can ever arrive, so the guest is done. */
+			why = VCPU_STOP_HALTED;
+			stop = 1;
+			break;
+		case KVM_EXIT_SHUTDOWN:
+			why = VCPU_STOP_SHUTDOWN;
+			stop = 1;
+			break;
+		case KVM_EXIT_SYSTEM_EVENT:
+			why = VCPU_STOP_SHUTDOWN;
+			stop = 1;
+			break;
+		case KVM_EXIT_INTR:
+			break;
+		default: /* INTERNAL_ERROR, FAIL_ENTRY, anything unexpected */
+			why = VCPU_STOP_INTERNAL;
+			stop = 1;
+			break;
+		}
+		if (stop)
+			break;
+	}
+	if (why != VCPU_STOP_KICKED && why != VCPU_STOP_HANDLER)
+		v->ops->stopped(v->opaque, v, why);
+	return NULL;
+}
+
+int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque)
+{
+	v->ops = ops;
+	v->opaque = opaque;
+
+	/* The kick handler is process-wide and installed once; without
+	 * SA_RESTART so KVM_RUN returns EINTR. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_kick;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+		return -errno;
+
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	/* The loop needs little stack; keep RSS small with many vCPUs. */
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	int r = pthread_create(&v->thread, &attr, vcpu_thread, v);
+	pthread_attr_destroy(&attr);
+	if (r)
+		return -r;
+	v->thread_started = true;
+	return 0;
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	atomic_store(&v->stop, true);
+	if (v->run)
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (v->thread_started)
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_join(struct vcpu *v)
+{
+	if (v->thread_started) {
+		pthread_join(v->thread, NULL);
+		v->thread_started = false;
+	}
+}
+
+void vcpu_destroy(struct vcpu *v)
+{
+	if (v->run)
+		munmap(v->run, v->run_size);
+	if (v->fd >= 0)
+		close(v->fd);
+	v->run = NULL;
+	v->fd = -1;
+}

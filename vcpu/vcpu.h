@@ -1,0 +1,121 @@
+/* Virtual CPUs: KVM vCPU setup (CPUID, MSRs, FPU, entry state) and the
+ * per-vCPU thread that runs KVM_RUN and hands every exit to its owner
+ * through struct vcpu_exit_ops.  vcpu/ knows nothing of devices, config
+ * or the API; it only knows x86 and KVM. */
+#ifndef EMBER_VCPU_H
+#define EMBER_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* GDT layout every entry mode uses (as Firecracker's, so FC-style guests
+ * see what they expect): null, code, data, TSS. */
+#define VCPU_GDT_ENTRIES 4
+#define VCPU_SEL_CODE 0x08
+#define VCPU_SEL_DATA 0x10
+#define VCPU_SEL_TSS 0x18
+
+enum vcpu_mode {
+	VCPU_MODE_PVH32 = 1, /* 32-bit protected mode, paging off (PVH boot ABI) */
+	VCPU_MODE_LONG64,    /* 64-bit long mode, identity paging via cr3 */
+};
+
+/* Register state at the first instruction.  Unused fields stay 0. */
+struct vcpu_entry {
+	enum vcpu_mode mode;
+	uint64_t rip, rsp, rbp;
+	uint64_t rsi, rdi, rbx;
+	uint64_t cr3;     /* LONG64: PML4 address */
+	uint64_t gdt_gpa; /* where the caller placed vcpu_gdt_build()'s table */
+	uint64_t idt_gpa; /* an empty IDT (limit 0) lives here */
+};
+
+/* Why a vCPU thread stopped running the guest. */
+enum vcpu_stop {
+	VCPU_STOP_KICKED = 1, /* asked to stop (vcpu_kick) */
+	VCPU_STOP_SHUTDOWN,   /* triple fault or shutdown: the guest is gone */
+	VCPU_STOP_HALTED,     /* HLT with no irqchip: nothing can ever wake it */
+	VCPU_STOP_INTERNAL,   /* KVM internal error, failed entry, unknown exit */
+	VCPU_STOP_HANDLER,    /* an exit handler asked to stop (returned > 0) */
+	VCPU_STOP_IOCTL,      /* KVM_RUN itself failed */
+};
+
+struct vcpu;
+
+/* Supplied by the owner (the monitor).  pio/mmio: data holds len bytes to
+ * fill (read) or consume (write).  Return 0 to keep running, > 0 to stop
+ * this vCPU (the handler has already recorded why), < 0 for a failed
+ * access (logged, the guest goes on).  stopped: called once from the vCPU
+ * thread when its loop ends for any reason but VCPU_STOP_KICKED and
+ * VCPU_STOP_HANDLER. */
+struct vcpu_exit_ops {
+	int (*pio)(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
+	           bool is_write);
+	int (*mmio)(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
+	            bool is_write);
+	void (*stopped)(void *opaque, struct vcpu *v, enum vcpu_stop why);
+};
+
+struct vcpu {
+	int fd;
+	unsigned index; /* also the APIC id */
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool thread_started;
+	atomic_bool stop; /* set by vcpu_kick(); checked before every KVM_RUN */
+	const struct vcpu_exit_ops *ops;
+	void *opaque;
+	bool has_irqchip;       /* HLT is handled in the kernel when true */
+	uint64_t nr_exits;      /* all userspace exits, for statistics */
+	uint64_t nr_pio_exits;
+	uint64_t nr_mmio_exits;
+};
+
+/* The host's KVM_GET_SUPPORTED_CPUID, allocated; free() it.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_supported_cpuid(int kvm_fd,
+                                                             struct kvm_cpuid2 **out);
+
+/* Create vCPU `index` on vm_fd and map its kvm_run (run_size from
+ * KVM_GET_VCPU_MMAP_SIZE).  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_create(struct vcpu *v, int vm_fd, unsigned index,
+                                                    size_t run_size);
+
+/* Program CPUID (the supported set, patched: APIC id = index, logical
+ * count = nr_vcpus, hypervisor bit set, x2APIC topology leaf; no APIC
+ * bits without an irqchip), the boot MSRs and a reset FPU.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_init(struct vcpu *v,
+                                                  const struct kvm_cpuid2 *supported,
+                                                  unsigned nr_vcpus, bool has_irqchip);
+
+/* Fill gdt[] for mode (code descriptor 64-bit for LONG64, 32-bit for
+ * PVH32).  The caller copies it to entry->gdt_gpa. */
+void vcpu_gdt_build(uint64_t gdt[VCPU_GDT_ENTRIES], enum vcpu_mode mode);
+
+/* Load registers and system registers for the first instruction (BSP
+ * only; APs wait for INIT/SIPI in the in-kernel LAPIC).  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v,
+                                                       const struct vcpu_entry *e);
+
+/* Start the vCPU thread: KVM_RUN in a loop, exits to ops.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops,
+                                                   void *opaque);
+
+/* Ask the vCPU to leave KVM_RUN and stop; safe from any thread, any
+ * number of times. */
+void vcpu_kick(struct vcpu *v);
+
+/* Wait for the vCPU thread to end (after vcpu_kick or a stop). */
+void vcpu_join(struct vcpu *v);
+
+/* Registers, segments and control registers, for a post-mortem. */
+void vcpu_dump(struct vcpu *v, FILE *out);
+
+/* Unmap kvm_run and close the fd. */
+void vcpu_destroy(struct vcpu *v);
+
+#endif
