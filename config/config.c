@@ -27,11 +27,11 @@ struct key {
 	const char *section;
 	const char *name;
 	int (*set)(struct vm_config *c, const char *v, const struct base *b, char *err,
-	           size_t errlen);
+		   size_t errlen);
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
+						      ...)
 {
 	va_list ap;
 
@@ -146,8 +146,8 @@ int cfg_parse_size(const char *s, uint64_t *bytes)
  * never has to be guessed. */
 int cfg_parse_duration(const char *s, uint64_t *ms)
 {
-	static const uint64_t pow10[] = {1,      10,      100,      1000,      10000,
-	                                 100000, 1000000, 10000000, 100000000, 1000000000};
+	static const uint64_t pow10[] = {1,	 10,	  100,	    1000,      10000,
+					 100000, 1000000, 10000000, 100000000, 1000000000};
 	bool overflow = false;
 	uint64_t whole, frac = 0, mult;
 	size_t nfrac = 0;
@@ -227,15 +227,17 @@ static int check_mem(uint64_t b, const char *what, char *err, size_t errlen)
 /* Jail ids and file names are made from the name, so it must be one
  * harmless path component. */
 static int set_name(struct vm_config *c, const char *v, const struct base *b, char *err,
-                    size_t errlen)
+		    size_t errlen)
 {
-	static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
+	static const char ok[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-";
 	size_t n = strlen(v), span = strspn(v, ok);
 
 	if (n < 1 || n > CFG_NAME_MAX)
 		return fail(err, errlen, "must be 1..%d characters, not %zu", CFG_NAME_MAX, n);
 	if (span != n)
-		return fail(err, errlen, "\"%.64s\" has '%c': use only A-Z a-z 0-9 _ . -", v, v[span]);
+		return fail(err, errlen, "\"%.64s\" has '%c': use only A-Z a-z 0-9 _ . -", v,
+			    v[span]);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
 		return fail(err, errlen, "\"%s\" cannot be a name: it means a folder", v);
 	memcpy(c->name, v, n + 1);
@@ -243,7 +245,7 @@ static int set_name(struct vm_config *c, const char *v, const struct base *b, ch
 }
 
 static int set_vcpus(struct vm_config *c, const char *v, const struct base *b, char *err,
-                     size_t errlen)
+		     size_t errlen)
 {
 	bool overflow = false;
 	const char *p = v;
@@ -251,16 +253,16 @@ static int set_vcpus(struct vm_config *c, const char *v, const struct base *b, c
 
 	if (!digits(&p, &n, &overflow) || *p)
 		return fail(err, errlen, "\"%.64s\" is not a number: must be 1..%d", v,
-		            CFG_MAX_VCPUS);
+			    CFG_MAX_VCPUS);
 	if (overflow || n < 1 || n > CFG_MAX_VCPUS)
 		return fail(err, errlen, "\"%.64s\" is out of range: must be 1..%d", v,
-		            CFG_MAX_VCPUS);
+			    CFG_MAX_VCPUS);
 	c->vcpus = (unsigned)n;
 	return 0;
 }
 
 static int set_memory(struct vm_config *c, const char *v, const struct base *b, char *err,
-                      size_t errlen)
+		      size_t errlen)
 {
 	char what[80], lim[32];
 	uint64_t bytes;
@@ -283,7 +285,7 @@ static int set_memory(struct vm_config *c, const char *v, const struct base *b, 
 /* Store a path, taking a relative one from b's folder.  An empty value
  * is refused unless empty_ok (initrd: "" = none). */
 static int set_path(char dst[CFG_PATH_MAX], const char *v, const struct base *b, bool empty_ok,
-                    char *err, size_t errlen)
+		    char *err, size_t errlen)
 {
 	size_t dirlen = (*v && *v != '/') ? b->dirlen : 0;
 	size_t n = dirlen + strlen(v);
@@ -298,42 +300,43 @@ static int set_path(char dst[CFG_PATH_MAX], const char *v, const struct base *b,
 }
 
 static int set_kernel(struct vm_config *c, const char *v, const struct base *b, char *err,
-                      size_t errlen)
+		      size_t errlen)
 {
 	return set_path(c->kernel, v, b, false, err, errlen);
 }
 
 static int set_initrd(struct vm_config *c, const char *v, const struct base *b, char *err,
-                      size_t errlen)
+		      size_t errlen)
 {
 	return set_path(c->initrd, v, b, true, err, errlen);
 }
 
-/* Set the cmdline, or extend it (an INI continuation line) with one space
- * between, once the whole is known to fit. */
-static int put_cmdline(struct vm_config *c, bool extend, const char *v, char *err, size_t errlen)
+/* Set the cmdline to v[0..n), or extend it (an INI continuation line) with
+ * one space between, once the whole is known to fit. */
+static int put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n, char *err,
+		       size_t errlen)
 {
 	size_t at = extend && c->cmdline_len ? c->cmdline_len + 1 : 0;
-	size_t n = at + strlen(v);
 
-	if (n > CFG_CMDLINE_MAX)
-		return fail(err, errlen, "%zu bytes, longer than %d", n, CFG_CMDLINE_MAX);
+	if (at + n > CFG_CMDLINE_MAX)
+		return fail(err, errlen, "%zu bytes, longer than %d", at + n, CFG_CMDLINE_MAX);
 	if (at)
 		c->cmdline[at - 1] = ' ';
-	memcpy(c->cmdline + at, v, n - at + 1);
-	c->cmdline_len = n;
+	memcpy(c->cmdline + at, v, n);
+	c->cmdline[at + n] = '\0';
+	c->cmdline_len = at + n;
 	return 0;
 }
 
 /* Verbatim: quotes and inner blanks belong to the kernel. */
 static int set_cmdline(struct vm_config *c, const char *v, const struct base *b, char *err,
-                       size_t errlen)
+		       size_t errlen)
 {
-	return put_cmdline(c, false, v, err, errlen);
+	return put_cmdline(c, false, v, strlen(v), err, errlen);
 }
 
 static int set_timeout(struct vm_config *c, const char *v, const struct base *b, char *err,
-                       size_t errlen)
+		       size_t errlen)
 {
 	uint64_t ms;
 	int rc = cfg_parse_duration(v, &ms);
@@ -341,14 +344,14 @@ static int set_timeout(struct vm_config *c, const char *v, const struct base *b,
 	if (rc == -ERANGE)
 		return fail(err, errlen, "\"%.64s\" is too long", v);
 	if (rc)
-		return fail(err, errlen, "\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)",
-		            v);
+		return fail(err, errlen,
+			    "\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)", v);
 	c->timeout_ms = ms;
 	return 0;
 }
 
 static int set_irqchip(struct vm_config *c, const char *v, const struct base *b, char *err,
-                       size_t errlen)
+		       size_t errlen)
 {
 	if (!strcmp(v, "auto"))
 		c->irqchip = CFG_IRQCHIP_AUTO;
@@ -364,7 +367,7 @@ static int set_irqchip(struct vm_config *c, const char *v, const struct base *b,
 /* "stdout" and "none" are words, anything else a file ("./none" for a
  * file of that name). */
 static int set_output(struct vm_config *c, const char *v, const struct base *b, char *err,
-                      size_t errlen)
+		      size_t errlen)
 {
 	static const struct base here = {"", 0};
 
@@ -377,11 +380,19 @@ static int set_output(struct vm_config *c, const char *v, const struct base *b, 
 
 /* Order within a section is the order of the "known:" list in messages.
  * Index = bit in struct parse.seen. */
+/* clang-format off */
 static const struct key keys[] = {
-	{"vm", "name", set_name},       {"vm", "vcpus", set_vcpus},     {"vm", "memory", set_memory},
-	{"vm", "kernel", set_kernel},   {"vm", "initrd", set_initrd},   {"vm", "cmdline", set_cmdline},
-	{"vm", "timeout", set_timeout}, {"vm", "irqchip", set_irqchip}, {"serial", "output", set_output},
+	{"vm", "name", set_name},
+	{"vm", "vcpus", set_vcpus},
+	{"vm", "memory", set_memory},
+	{"vm", "kernel", set_kernel},
+	{"vm", "initrd", set_initrd},
+	{"vm", "cmdline", set_cmdline},
+	{"vm", "timeout", set_timeout},
+	{"vm", "irqchip", set_irqchip},
+	{"serial", "output", set_output},
 };
+/* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= 32, "struct parse.seen is a uint32_t");
 
@@ -402,7 +413,7 @@ static int unknown_key(const char *section, char *err, size_t errlen)
 	for (size_t i = 0; i < NKEYS; i++)
 		if (!strcmp(keys[i].section, section) && len < sizeof(list))
 			len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
-			                        len ? ", " : "", keys[i].name);
+						len ? ", " : "", keys[i].name);
 	return fail(err, errlen, "unknown key (known: %s)", list);
 }
 
@@ -410,7 +421,7 @@ static int unknown_key(const char *section, char *err, size_t errlen)
  * (a bit per keys[] entry), NULL from the command line, which may
  * override a key as often as it likes. */
 static int set_key(struct vm_config *c, const char *section, const char *name, const char *value,
-                   const struct base *b, uint32_t *seen, char *err, size_t errlen)
+		   const struct base *b, uint32_t *seen, char *err, size_t errlen)
 {
 	if (!*section)
 		return fail(err, errlen, "not in a section (put it under [vm] or [serial])");
@@ -442,8 +453,8 @@ void cfg_defaults(struct vm_config *c)
 	c->irqchip = CFG_IRQCHIP_AUTO;
 }
 
-int cfg_set(struct vm_config *c, const char *section, const char *key, const char *value,
-            char *err, size_t errlen)
+int cfg_set(struct vm_config *c, const char *section, const char *key, const char *value, char *err,
+	    size_t errlen)
 {
 	static const struct base as_given = {"", 0};
 
@@ -460,7 +471,7 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
 	if (c->vcpus < 1 || c->vcpus > CFG_MAX_VCPUS)
 		return fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
-		            CFG_MAX_VCPUS);
+			    CFG_MAX_VCPUS);
 	strcpy(what, "memory: ");
 	fmt_size(what + strlen(what), sizeof(what) - strlen(what), c->mem_size);
 	return check_mem(c->mem_size, what, err, errlen);
@@ -482,11 +493,10 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
  */
 struct parse {
 	struct vm_config *c;
-	const char *path;
 	struct base base;
 	FILE *f;
-	int lineno;     /* of the line inih is working on */
-	bool indented;  /* that line starts with a blank */
+	int lineno;	/* of the line inih is working on */
+	bool indented;	/* that line starts with a blank */
 	bool have_prev; /* a key since the last [section]: inih's prev_name */
 	uint32_t seen;
 	int err_line; /* first error of ours, 0 = none */
@@ -502,6 +512,7 @@ static char *read_line(char *buf, int size, void *stream)
 
 	if (p->err_line || p->read_errno)
 		return NULL; /* the first error is all we report */
+	errno = 0;
 	if (!fgets(buf, size, p->f)) {
 		if (ferror(p->f))
 			p->read_errno = errno ? errno : EIO;
@@ -515,9 +526,9 @@ static char *read_line(char *buf, int size, void *stream)
 		if (ch != EOF) {
 			p->err_line = p->lineno;
 			snprintf(p->why, sizeof(p->why),
-			         "line too long (at most %d characters; continue a long cmdline "
-			         "on indented lines)",
-			         size - 3);
+				 "line too long (at most %d characters; continue a long cmdline "
+				 "on indented lines)",
+				 size - 3);
 			return NULL;
 		}
 	}
@@ -529,6 +540,23 @@ static char *read_line(char *buf, int size, void *stream)
 	if (*s == '[' && !(p->indented && p->have_prev))
 		p->have_prev = false;
 	return buf;
+}
+
+/* Length of a continuation value without its inline comment: inih 55
+ * keeps " ; ..." there, though it drops it from a key's first line (and
+ * later inih from both).  Same rule as inih: ';' after a blank. */
+static size_t uncommented(const char *v)
+{
+	size_t n = strlen(v);
+
+	for (size_t i = 1; i < n; i++)
+		if (v[i] == ';' && isspace((unsigned char)v[i - 1])) {
+			n = i;
+			break;
+		}
+	while (n && isspace((unsigned char)v[n - 1]))
+		n--;
+	return n;
 }
 
 static int on_key(void *user, const char *section, const char *name, const char *value)
@@ -546,12 +574,13 @@ static int on_key(void *user, const char *section, const char *name, const char 
 	else if (!cont)
 		rc = set_key(p->c, section, name, value, &p->base, &p->seen, why, sizeof(why));
 	else if (!strcmp(section, "vm") && !strcmp(name, "cmdline"))
-		rc = put_cmdline(p->c, true, value, why, sizeof(why));
+		rc = put_cmdline(p->c, true, value, uncommented(value), why, sizeof(why));
 	else
-		rc = fail(why, sizeof(why),
-		          "indented line \"%.64s\" continues this value; only cmdline may (a new key "
-		          "must not be indented)",
-		          value);
+		rc = fail(
+		    why, sizeof(why),
+		    "indented line \"%.64s\" continues this value; only cmdline may (a new key "
+		    "must not be indented)",
+		    value);
 	if (rc == 0)
 		return 1;
 	p->err_line = p->lineno;
@@ -566,7 +595,7 @@ int cfg_parse_ini(const char *path, struct vm_config *c, char *err, size_t errle
 {
 	/* Parsed into a copy, so that a file with an error changes nothing. */
 	struct vm_config tmp = *c;
-	struct parse p = {.c = &tmp, .path = path};
+	struct parse p = {.c = &tmp};
 	const char *slash = strrchr(path, '/');
 	int rc, e;
 
@@ -594,7 +623,7 @@ int cfg_parse_ini(const char *path, struct vm_config *c, char *err, size_t errle
 	 * that our handler never saw. */
 	if (rc > 0 && (!p.err_line || rc < p.err_line))
 		return fail(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
-		            path, rc);
+			    path, rc);
 	if (p.err_line)
 		return fail(err, errlen, "%s:%d: %s", path, p.err_line, p.why);
 	*c = tmp;
