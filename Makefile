@@ -43,8 +43,10 @@ deps:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+PYTHON ?= /usr/bin/python3
+
 integration: $(BUILD)/ember guests
-	python3 -m pytest -q -rs tests/integration
+	$(PYTHON) -m pytest -q -rs tests/integration
 
 # The README's test command: installs what is missing, builds, runs all.
 test: deps
@@ -58,13 +60,13 @@ run: deps
 
 bench: deps
 	$(MAKE) all
-	python3 tests/bench/bench.py --ember $(BUILD)/ember --guests $(BUILD)/guest
+	$(PYTHON) tests/bench/bench.py --ember $(BUILD)/ember --guests $(BUILD)/guest
 
 # Sanitizer build: dynamic (ASan cannot be static), separate build dir.
 asan:
 	$(MAKE) BUILD=build-asan STATIC= CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
 	        LDFLAGS="-fsanitize=address,undefined" all unit
-	EMBER=build-asan/ember GUESTS=build-asan/guest python3 -m pytest -q -rs tests/integration
+	EMBER=build-asan/ember GUESTS=build-asan/guest $(PYTHON) -m pytest -q -rs tests/integration
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/unit/*.c)

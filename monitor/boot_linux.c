@@ -3,11 +3,11 @@
  * Source of truth: Documentation/arch/x86/boot.rst (the "real-mode kernel
  * header", protocol 2.12+ for the 64-bit entry) and
  * arch/x86/include/uapi/asm/bootparam.h for the byte offsets.  The image is
- * hostile input: every read goes through rd8/rd16/rd32/rd64, which check
- * the offset against the file length. */
+ * hostile input: the header is copied out of it only as far as the file
+ * goes, and each check first makes sure its bytes came from the file. */
 #include <errno.h>
-#include <stddef.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,7 +25,7 @@ struct setup_header {
 	uint16_t vid_mode;
 	uint16_t root_dev;
 	uint16_t boot_flag; /* 0xAA55 */
-	uint16_t jump;      /* short jmp; its second byte gives the header end */
+	uint16_t jump;	    /* short jmp; its second byte gives the header end */
 	uint32_t header;    /* "HdrS" */
 	uint16_t version;   /* protocol, major << 8 | minor */
 	uint32_t realmode_swtch;
@@ -114,22 +114,22 @@ _Static_assert(LAYOUT_ZERO_PAGE + sizeof(struct boot_params) <= LAYOUT_PML4, "ze
 #define CAN_USE_HEAP 0x80u
 #define XLF_KERNEL_64 0x0001u
 #define XLF_CAN_BE_LOADED_ABOVE_4G 0x0002u
-#define LOADER_TYPE_UNDEFINED 0xffu    /* boot.rst: boot loader id 0xFF, "undefined" */
-#define HEAP_END 0xfe00u               /* boot.rst's value for a 0x10000-byte setup */
-#define KERNEL_ALIGN 0x1000000u        /* LOAD_PHYSICAL_ADDR; Firecracker's vmlinux header */
-#define ENTRY64_OFFSET 0x200u          /* boot.rst, "64-bit Boot Protocol" */
+#define LOADER_TYPE_UNDEFINED 0xffu /* boot.rst: boot loader id 0xFF, "undefined" */
+#define HEAP_END 0xfe00u	    /* boot.rst's value for a 0x10000-byte setup */
+#define KERNEL_ALIGN 0x1000000u	    /* LOAD_PHYSICAL_ADDR; Firecracker's vmlinux header */
+#define ENTRY64_OFFSET 0x200u	    /* boot.rst, "64-bit Boot Protocol" */
 #define SECTOR 512u
 #define CMDLINE_CAP (LAYOUT_CMDLINE_MAX - 1)
 
 static int truncated(char *err, size_t errlen, const char *what, size_t need, size_t len)
 {
 	snprintf(err, errlen, "bzImage truncated: %s needs %zu bytes, the file has %zu", what, need,
-	         len);
+		 len);
 	return -ENOEXEC;
 }
 
 int loader_bzimage(const struct gmem *m, const uint8_t *img, size_t len, struct load_result *out,
-                   char *err, size_t errlen)
+		   char *err, size_t errlen)
 {
 	struct setup_header h;
 
@@ -142,39 +142,39 @@ int loader_bzimage(const struct gmem *m, const uint8_t *img, size_t len, struct 
 		       len - HDR_START < sizeof(h) ? len - HDR_START : sizeof(h));
 	if (len < HDR_OFF(version))
 		return truncated(err, errlen, "the boot_flag and \"HdrS\" header", HDR_OFF(version),
-		                 len);
+				 len);
 	if (h.boot_flag != BOOT_FLAG_MAGIC || h.header != HDRS_MAGIC) {
 		snprintf(err, errlen,
-		         "not a bzImage: boot_flag 0x%04x (want 0xaa55), header 0x%08x (want "
-		         "0x53726448, \"HdrS\")",
-		         h.boot_flag, h.header);
+			 "not a bzImage: boot_flag 0x%04x (want 0xaa55), header 0x%08x (want "
+			 "0x53726448, \"HdrS\")",
+			 h.boot_flag, h.header);
 		return -ENOEXEC;
 	}
 	if (len < HDR_OFF(version) + 2)
 		return truncated(err, errlen, "the version field", HDR_OFF(version) + 2, len);
 	if (h.version < PROTO_MIN) {
 		snprintf(err, errlen,
-		         "bzImage boot protocol version 0x%04x (%u.%02u) is too old: the 64-bit "
-		         "entry needs 2.12 or later",
-		         h.version, h.version >> 8, h.version & 0xff);
+			 "bzImage boot protocol version 0x%04x (%u.%02u) is too old: the 64-bit "
+			 "entry needs 2.12 or later",
+			 h.version, h.version >> 8, h.version & 0xff);
 		return -ENOEXEC;
 	}
 	/* boot.rst: the header ends at 0x202 + the byte at 0x201. */
 	size_t hdr_end = HDR_OFF(header) + (h.jump >> 8);
 	if (hdr_end < HDR_END_MIN) {
 		snprintf(err, errlen,
-		         "bzImage setup header ends at 0x%zx (jump 0x%04x), before init_size that "
-		         "protocol 0x%04x has",
-		         hdr_end, h.jump, h.version);
+			 "bzImage setup header ends at 0x%zx (jump 0x%04x), before init_size that "
+			 "protocol 0x%04x has",
+			 hdr_end, h.jump, h.version);
 		return -ENOEXEC;
 	}
 	if (hdr_end > len)
 		return truncated(err, errlen, "the setup header", hdr_end, len);
 	if (!(h.xloadflags & XLF_KERNEL_64)) {
 		snprintf(err, errlen,
-		         "bzImage xloadflags 0x%04x lacks XLF_KERNEL_64: a 32-bit-only kernel "
-		         "(ember boots x86_64 kernels)",
-		         h.xloadflags);
+			 "bzImage xloadflags 0x%04x lacks XLF_KERNEL_64: a 32-bit-only kernel "
+			 "(ember boots x86_64 kernels)",
+			 h.xloadflags);
 		return -ENOEXEC;
 	}
 
@@ -183,17 +183,17 @@ int loader_bzimage(const struct gmem *m, const uint8_t *img, size_t len, struct 
 	size_t kofs = ((size_t)sects + 1) * SECTOR;
 	if (kofs >= len) {
 		snprintf(err, errlen,
-		         "bzImage setup_sects %u puts the protected-mode kernel at 0x%zx, past the "
-		         "end of the %zu-byte file",
-		         h.setup_sects, kofs, len);
+			 "bzImage setup_sects %u puts the protected-mode kernel at 0x%zx, past the "
+			 "end of the %zu-byte file",
+			 h.setup_sects, kofs, len);
 		return -ENOEXEC;
 	}
 	size_t payload = len - kofs;
 	if ((uint64_t)h.syssize * 16 > payload) {
 		snprintf(err, errlen,
-		         "bzImage truncated: syssize 0x%x means %llu bytes of kernel after 0x%zx, "
-		         "the file has %zu",
-		         h.syssize, (unsigned long long)h.syssize * 16, kofs, payload);
+			 "bzImage truncated: syssize 0x%x means %llu bytes of kernel after 0x%zx, "
+			 "the file has %zu",
+			 h.syssize, (unsigned long long)h.syssize * 16, kofs, payload);
 		return -ENOEXEC;
 	}
 
@@ -205,9 +205,9 @@ int loader_bzimage(const struct gmem *m, const uint8_t *img, size_t len, struct 
 	uint64_t low_end = gmem_low_end(m);
 	if (load >= low_end || need > low_end - load) {
 		snprintf(err, errlen,
-		         "kernel needs 0x%" PRIx64 " bytes at 0x%" PRIx64 " but the guest has only %"
-		         PRIu64 " MiB",
-		         need, load, m->ram_size >> 20);
+			 "kernel needs 0x%" PRIx64 " bytes at 0x%" PRIx64
+			 " but the guest has only %" PRIu64 " MiB",
+			 need, load, m->ram_size >> 20);
 		return -ENOMEM;
 	}
 	if (gmem_write(m, load, img + kofs, payload) < 0) {
@@ -247,7 +247,7 @@ static void vmlinux_header(struct setup_header *h)
 }
 
 int boot_zero_page(const struct gmem *m, const struct load_result *res, uint64_t initrd_gpa,
-                   uint64_t initrd_size)
+		   uint64_t initrd_size)
 {
 	struct boot_params bp;
 	struct e820_entry map[E820_MAX_ZEROPAGE];

@@ -5,16 +5,30 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#define GMEM_GUARD 4096ULL
+
 int gmem_init(struct gmem *m, uint64_t ram_size)
 {
 	memset(m, 0, sizeof(*m));
 	if (ram_size == 0 || (ram_size & 0xfff))
 		return -EINVAL;
-	/* MAP_NORESERVE: a 4 GiB guest that touches 10 MiB costs 10 MiB. */
-	void *p = mmap(NULL, ram_size, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	/* A PROT_NONE page on each side: a host pointer that overruns guest
+	 * RAM faults instead of reaching other memory, and the mapping never
+	 * merges with a neighbour.  MAP_NORESERVE: a 4 GiB guest that
+	 * touches 10 MiB costs 10 MiB. */
+	if (ram_size > UINT64_MAX - 2 * GMEM_GUARD)
+		return -EINVAL;
+	uint8_t *g = mmap(NULL, ram_size + 2 * GMEM_GUARD, PROT_NONE,
+	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (g == MAP_FAILED)
 		return -errno;
+	void *p = mmap(g + GMEM_GUARD, ram_size, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	if (p == MAP_FAILED) {
+		int e = -errno;
+		munmap(g, ram_size + 2 * GMEM_GUARD);
+		return e;
+	}
 	m->base = p;
 	m->ram_size = ram_size;
 	uint64_t low = ram_size < GMEM_HOLE_START ? ram_size : GMEM_HOLE_START;
@@ -31,7 +45,7 @@ int gmem_init(struct gmem *m, uint64_t ram_size)
 void gmem_free(struct gmem *m)
 {
 	if (m->base)
-		munmap(m->base, m->ram_size);
+		munmap(m->base - GMEM_GUARD, m->ram_size + 2 * GMEM_GUARD);
 	memset(m, 0, sizeof(*m));
 }
 

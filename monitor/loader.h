@@ -31,7 +31,8 @@ struct load_result {
 	uint64_t kernel_end;    /* one past the highest byte loaded (incl. bss / init_size) */
 	bool is_linux;          /* ELF "Linux" notes or a bzImage: wants an irqchip */
 	uint32_t cmdline_max;   /* longest command line the kernel takes, without NUL */
-	uint64_t initrd_max;    /* highest address the initrd may end at */
+	uint64_t initrd_max;    /* last byte the initrd may occupy (inclusive, like the
+	                         * boot protocol's initrd_addr_max) */
 	/* bzImage only: the setup header bytes (0x1f1..0x1f1+hdr_len) to copy
 	 * into the zero page, as the boot protocol asks. */
 	uint8_t setup_hdr[0x80];
@@ -101,7 +102,10 @@ __attribute__((warn_unused_result)) int boot_zero_page(const struct gmem *m,
                                                        uint64_t initrd_gpa, uint64_t initrd_size);
 
 /* Intel MP table (spec 1.4) at LAYOUT_EBDA announcing nr_cpus CPUs, the
- * IOAPIC and ISA IRQs 0-15 (Linux finds APs and the IOAPIC through it). */
+ * IOAPIC and all 24 of its pins as ISA IRQs (Linux kernels built with
+ * CONFIG_X86_MPPARSE find APs and the IOAPIC through it).  -EINVAL for 0
+ * CPUs, -E2BIG past 37 (it must end below 0xa0000), -EFAULT if RAM ends
+ * below 640 KiB. */
 __attribute__((warn_unused_result)) int boot_mptable(const struct gmem *m, unsigned nr_cpus);
 
 #endif

@@ -187,8 +187,12 @@ static int cmd_run(int argc, char **argv)
 	r = vm_run(&vm);
 	/* A normal end (reset, exit status 0) is silent; anything else says
 	 * why on stderr, so a script's log explains the exit code. */
-	if (r != 0 || o.stats)
-		fprintf(stderr, "ember: %s: %s\n", cfg.name, vm.stop_reason);
+	if (r != 0 || o.stats) {
+		if (strcmp(cfg.name, "ember") == 0)
+			fprintf(stderr, "ember: %s\n", vm.stop_reason);
+		else
+			fprintf(stderr, "ember: %s: %s\n", cfg.name, vm.stop_reason);
+	}
 	if (o.stats) {
 		struct vm_stats *s = &vm.stats;
 		fprintf(stderr, "ember: stats: build %.3f ms", ms_between(&s->t_start, &s->t_running));
@@ -201,8 +205,9 @@ static int cmd_run(int argc, char **argv)
 		        (unsigned long long)vm.vcpus[0].nr_pio_exits,
 		        (unsigned long long)vm.vcpus[0].nr_mmio_exits);
 	}
-	/* Teardown is the kernel's job at exit; doing it here would only add
-	 * to the time before our parent sees the exit code. */
+	/* Teardown is the kernel's job at exit, and it is slow: let a child
+	 * do it after our parent has the exit code. */
+	vm_detach_teardown(&vm);
 	return r;
 }
 

@@ -16,10 +16,10 @@
 
 #define MP_END 0xa0000ULL /* end of base memory */
 
-struct mpf_intel { /* §4.1 MP floating pointer structure */
+struct mpf_intel {	   /* §4.1 MP floating pointer structure */
 	char signature[4]; /* "_MP_" */
 	uint32_t physptr;  /* configuration table address */
-	uint8_t length;    /* in 16-byte paragraphs: 1 */
+	uint8_t length;	   /* in 16-byte paragraphs: 1 */
 	uint8_t spec_rev;  /* 4 = version 1.4 */
 	uint8_t checksum;  /* all 16 bytes sum to 0 */
 	uint8_t feature1;  /* 0: a configuration table is present */
@@ -27,7 +27,7 @@ struct mpf_intel { /* §4.1 MP floating pointer structure */
 	uint8_t feature3[3];
 } __attribute__((packed));
 
-struct mpc_table { /* §4.2 MP configuration table header */
+struct mpc_table {	   /* §4.2 MP configuration table header */
 	char signature[4]; /* "PCMP" */
 	uint16_t length;   /* base table, header included */
 	uint8_t spec_rev;
@@ -89,10 +89,10 @@ enum { MP_INT = 0, MP_NMI = 1, MP_SMI = 2, MP_EXTINT = 3 };
 #define MP_SPEC_1_4 4
 #define CPU_ENABLED 0x01
 #define CPU_BSP 0x02
-#define CPU_SIGNATURE 0x600  /* family 6 */
-#define CPU_FEATURES 0x201   /* APIC | FPU, as Firecracker */
-#define LAPIC_VERSION 0x14   /* KVM's in-kernel local APIC */
-#define IOAPIC_VERSION 0x11  /* KVM's in-kernel IOAPIC */
+#define CPU_SIGNATURE 0x600 /* family 6 */
+#define CPU_FEATURES 0x201  /* APIC | FPU, as Firecracker */
+#define LAPIC_VERSION 0x14  /* KVM's in-kernel local APIC */
+#define IOAPIC_VERSION 0x11 /* KVM's in-kernel IOAPIC */
 #define IOAPIC_USABLE 0x01
 #define ISA_BUS_ID 0
 #define LINT_ALL_APICS 0xff
@@ -101,8 +101,8 @@ enum { MP_INT = 0, MP_NMI = 1, MP_SMI = 2, MP_EXTINT = 3 };
  * routes an IOAPIC pin only if the MP table names it. */
 #define MP_IRQS 24
 
-#define MP_FIXED_SIZE                                                                            \
-	(sizeof(struct mpf_intel) + sizeof(struct mpc_table) + sizeof(struct mpc_bus) +          \
+#define MP_FIXED_SIZE                                                                              \
+	(sizeof(struct mpf_intel) + sizeof(struct mpc_table) + sizeof(struct mpc_bus) +            \
 	 sizeof(struct mpc_ioapic) + (MP_IRQS + 2) * sizeof(struct mpc_intsrc))
 #define MP_MAX_CPUS ((MP_END - LAYOUT_EBDA - MP_FIXED_SIZE) / sizeof(struct mpc_cpu))
 _Static_assert(MP_MAX_CPUS >= 32, "the MP table area holds at least 32 CPUs");
@@ -127,10 +127,10 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 	memset(buf, 0, sizeof(buf));
 
 	struct mpf_intel mpf = {
-		.signature = {'_', 'M', 'P', '_'},
-		.physptr = (uint32_t)(LAYOUT_EBDA + sizeof(mpf)),
-		.length = 1,
-		.spec_rev = MP_SPEC_1_4,
+	    .signature = {'_', 'M', 'P', '_'},
+	    .physptr = (uint32_t)(LAYOUT_EBDA + sizeof(mpf)),
+	    .length = 1,
+	    .spec_rev = MP_SPEC_1_4,
 	};
 	mpf.checksum = checksum(&mpf, sizeof(mpf));
 	memcpy(buf, &mpf, sizeof(mpf));
@@ -139,12 +139,12 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 
 	for (unsigned i = 0; i < nr_cpus; i++) {
 		struct mpc_cpu c = {
-			.type = MP_PROCESSOR,
-			.apic_id = (uint8_t)i,
-			.apic_ver = LAPIC_VERSION,
-			.flags = CPU_ENABLED | (i == 0 ? CPU_BSP : 0),
-			.signature = CPU_SIGNATURE,
-			.features = CPU_FEATURES,
+		    .type = MP_PROCESSOR,
+		    .apic_id = (uint8_t)i,
+		    .apic_ver = LAPIC_VERSION,
+		    .flags = CPU_ENABLED | (i == 0 ? CPU_BSP : 0),
+		    .signature = CPU_SIGNATURE,
+		    .features = CPU_FEATURES,
 		};
 		memcpy(buf + off, &c, sizeof(c));
 		off += sizeof(c);
@@ -156,23 +156,23 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 	off += sizeof(bus);
 	count++;
 	struct mpc_ioapic io = {
-		.type = MP_IOAPIC,
-		.apic_id = (uint8_t)nr_cpus,
-		.apic_ver = IOAPIC_VERSION,
-		.flags = IOAPIC_USABLE,
-		.addr = (uint32_t)LAYOUT_IOAPIC,
+	    .type = MP_IOAPIC,
+	    .apic_id = (uint8_t)nr_cpus,
+	    .apic_ver = IOAPIC_VERSION,
+	    .flags = IOAPIC_USABLE,
+	    .addr = (uint32_t)LAYOUT_IOAPIC,
 	};
 	memcpy(buf + off, &io, sizeof(io));
 	off += sizeof(io);
 	count++;
 	for (unsigned irq = 0; irq < MP_IRQS; irq++) {
 		struct mpc_intsrc s = {
-			.type = MP_INTSRC,
-			.irq_type = MP_INT,
-			.src_bus = ISA_BUS_ID,
-			.src_irq = (uint8_t)irq,
-			.dst_apic = (uint8_t)nr_cpus,
-			.dst_pin = (uint8_t)irq,
+		    .type = MP_INTSRC,
+		    .irq_type = MP_INT,
+		    .src_bus = ISA_BUS_ID,
+		    .src_irq = (uint8_t)irq,
+		    .dst_apic = (uint8_t)nr_cpus,
+		    .dst_pin = (uint8_t)irq,
 		};
 		memcpy(buf + off, &s, sizeof(s));
 		off += sizeof(s);
@@ -181,21 +181,21 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 	/* Virtual wire mode: the 8259's output on every LAPIC's LINT0, NMI on
 	 * LINT1 (§5.1 default configuration). */
 	const struct mpc_intsrc lint[2] = {
-		{.type = MP_LINTSRC, .irq_type = MP_EXTINT, .dst_apic = 0, .dst_pin = 0},
-		{.type = MP_LINTSRC, .irq_type = MP_NMI, .dst_apic = LINT_ALL_APICS, .dst_pin = 1},
+	    {.type = MP_LINTSRC, .irq_type = MP_EXTINT, .dst_apic = 0, .dst_pin = 0},
+	    {.type = MP_LINTSRC, .irq_type = MP_NMI, .dst_apic = LINT_ALL_APICS, .dst_pin = 1},
 	};
 	memcpy(buf + off, lint, sizeof(lint));
 	off += sizeof(lint);
 	count += 2;
 
 	struct mpc_table t = {
-		.signature = {'P', 'C', 'M', 'P'},
-		.length = (uint16_t)(off - table),
-		.spec_rev = MP_SPEC_1_4,
-		.oem = {'E', 'M', 'B', 'E', 'R', ' ', ' ', ' '},
-		.product = {'0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'},
-		.count = count,
-		.lapic = (uint32_t)LAYOUT_LAPIC,
+	    .signature = {'P', 'C', 'M', 'P'},
+	    .length = (uint16_t)(off - table),
+	    .spec_rev = MP_SPEC_1_4,
+	    .oem = {'E', 'M', 'B', 'E', 'R', ' ', ' ', ' '},
+	    .product = {'0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'},
+	    .count = count,
+	    .lapic = (uint32_t)LAYOUT_LAPIC,
 	};
 	memcpy(buf + table, &t, sizeof(t));
 	buf[table + offsetof(struct mpc_table, checksum)] = checksum(buf + table, off - table);

@@ -47,20 +47,20 @@ static void make_image(void)
 {
 	memset(img, 0, sizeof(img));
 	put(0x1f1, 1, SETUP_SECTS);
-	put(0x1f4, 4, PAYLOAD / 16);   /* syssize */
-	put(0x1fe, 2, 0xaa55);         /* boot_flag */
+	put(0x1f4, 4, PAYLOAD / 16); /* syssize */
+	put(0x1fe, 2, 0xaa55);	     /* boot_flag */
 	put(0x200, 2, 0xeb | (HDR_END - 0x202) << 8);
 	memcpy(img + 0x202, "HdrS", 4);
-	put(0x206, 2, 0x020f);         /* version 2.15 */
-	put(0x211, 1, 0x01);           /* loadflags: LOADED_HIGH */
-	put(0x214, 4, 0x100000);       /* code32_start */
-	put(0x22c, 4, 0x7fffffff);     /* initrd_addr_max */
-	put(0x230, 4, 0x200000);       /* kernel_alignment */
-	put(0x234, 1, 1);              /* relocatable_kernel */
-	put(0x236, 2, 0x0001);         /* xloadflags: XLF_KERNEL_64 */
-	put(0x238, 4, 0x7ff);          /* cmdline_size */
-	put(0x258, 8, 0x1000000);      /* pref_address */
-	put(0x260, 4, INIT_SIZE);      /* init_size */
+	put(0x206, 2, 0x020f);	   /* version 2.15 */
+	put(0x211, 1, 0x01);	   /* loadflags: LOADED_HIGH */
+	put(0x214, 4, 0x100000);   /* code32_start */
+	put(0x22c, 4, 0x7fffffff); /* initrd_addr_max */
+	put(0x230, 4, 0x200000);   /* kernel_alignment */
+	put(0x234, 1, 1);	   /* relocatable_kernel */
+	put(0x236, 2, 0x0001);	   /* xloadflags: XLF_KERNEL_64 */
+	put(0x238, 4, 0x7ff);	   /* cmdline_size */
+	put(0x258, 8, 0x1000000);  /* pref_address */
+	put(0x260, 4, INIT_SIZE);  /* init_size */
 	for (size_t i = 0; i < PAYLOAD; i++)
 		img[KOFS + i] = (uint8_t)(i * 7 + 3);
 }
@@ -283,17 +283,17 @@ static void test_zero_page_bzimage(void **state)
 	assert_int_equal(get(zp, 0x1fe, 2), 0xaa55);
 	assert_memory_equal(zp + 0x202, "HdrS", 4);
 	assert_int_equal(get(zp, 0x206, 2), 0x020f);
-	assert_int_equal(zp[0x210], 0xff);                 /* type_of_loader */
-	assert_int_equal(zp[0x211], 0x81);                 /* LOADED_HIGH | CAN_USE_HEAP */
-	assert_int_equal(get(zp, 0x224, 2), 0xfe00);       /* heap_end_ptr */
+	assert_int_equal(zp[0x210], 0xff);		     /* type_of_loader */
+	assert_int_equal(zp[0x211], 0x81);		     /* LOADED_HIGH | CAN_USE_HEAP */
+	assert_int_equal(get(zp, 0x224, 2), 0xfe00);	     /* heap_end_ptr */
 	assert_int_equal(get(zp, 0x228, 4), LAYOUT_CMDLINE); /* cmd_line_ptr */
-	assert_int_equal(get(zp, 0xc8, 4), 0);             /* ext_cmd_line_ptr */
-	assert_int_equal(get(zp, 0x238, 4), 0x7ff);        /* cmdline_size */
-	assert_int_equal(get(zp, 0x218, 4), 0x3000000);    /* ramdisk_image */
-	assert_int_equal(get(zp, 0x21c, 4), 0x12345);      /* ramdisk_size */
-	assert_int_equal(get(zp, 0xc0, 4), 0);             /* ext_ramdisk_image */
-	assert_int_equal(get(zp, 0xc4, 4), 0);             /* ext_ramdisk_size */
-	assert_int_equal(get(zp, 0x258, 8), 0x1000000);    /* pref_address kept */
+	assert_int_equal(get(zp, 0xc8, 4), 0);		     /* ext_cmd_line_ptr */
+	assert_int_equal(get(zp, 0x238, 4), 0x7ff);	     /* cmdline_size */
+	assert_int_equal(get(zp, 0x218, 4), 0x3000000);	     /* ramdisk_image */
+	assert_int_equal(get(zp, 0x21c, 4), 0x12345);	     /* ramdisk_size */
+	assert_int_equal(get(zp, 0xc0, 4), 0);		     /* ext_ramdisk_image */
+	assert_int_equal(get(zp, 0xc4, 4), 0);		     /* ext_ramdisk_size */
+	assert_int_equal(get(zp, 0x258, 8), 0x1000000);	     /* pref_address kept */
 	assert_int_equal(get(zp, 0x260, 4), INIT_SIZE);
 
 	/* e820: RAM [0, EBDA), reserved [EBDA, 1 MiB), RAM [1 MiB, 64 MiB). */
@@ -362,25 +362,25 @@ static void test_zero_page_bad_result(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_good_image, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_setup_sects_zero_means_four, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pref_address, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_payload_larger_than_init_size, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cmdline_max_from_header, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_initrd_max, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_old_version, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_kernel_64, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_short_header, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_setup_sects_huge, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_syssize_past_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_init_size_larger_than_ram, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hostile_headers_no_crash, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zero_page_bzimage, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zero_page_vmlinux, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zero_page_high_initrd_and_ram, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zero_page_bad_result, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_good_image, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_setup_sects_zero_means_four, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pref_address, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_payload_larger_than_init_size, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cmdline_max_from_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_initrd_max, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_old_version, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_kernel_64, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_short_header, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_setup_sects_huge, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_syssize_past_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_init_size_larger_than_ram, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_hostile_headers_no_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_zero_page_bzimage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_zero_page_vmlinux, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_zero_page_high_initrd_and_ram, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_zero_page_bad_result, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

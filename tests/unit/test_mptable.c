@@ -79,9 +79,9 @@ static void check_table(unsigned nr_cpus)
 		assert_true(off < len);
 		const uint8_t *p = t + off;
 		switch (p[0]) {
-		case 0: /* processor */
+		case 0:				      /* processor */
 			assert_int_equal(p[1], cpus); /* APIC id = index */
-			assert_true(p[3] & 1);       /* enabled */
+			assert_true(p[3] & 1);	      /* enabled */
 			if (p[3] & 2)
 				bsps++;
 			assert_int_equal(!!(p[3] & 2), cpus == 0);
@@ -102,11 +102,11 @@ static void check_table(unsigned nr_cpus)
 			off += 8;
 			break;
 		case 3:
-			assert_int_equal(p[1], 0);       /* INT */
-			assert_int_equal(p[4], 0);       /* ISA bus */
-			assert_int_equal(p[5], ints);    /* source IRQ */
+			assert_int_equal(p[1], 0);	 /* INT */
+			assert_int_equal(p[4], 0);	 /* ISA bus */
+			assert_int_equal(p[5], ints);	 /* source IRQ */
 			assert_int_equal(p[6], nr_cpus); /* to the IOAPIC */
-			assert_int_equal(p[7], ints);    /* pin = IRQ */
+			assert_int_equal(p[7], ints);	 /* pin = IRQ */
 			ints++;
 			off += 8;
 			break;
@@ -178,11 +178,11 @@ static void test_no_ram_for_table(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_one_cpu, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_two_cpus, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_32_cpus, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_ram_for_table, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_one_cpu, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_two_cpus, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_32_cpus, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_no_ram_for_table, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
