@@ -12,6 +12,8 @@
 #include "monitor/vm.h"
 
 #define EMBER_VERSION "0.1.0"
+/* tmpfs: gone at reboot, when its contents would be stale anyway */
+#define DEFAULT_CPUID_CACHE "/run/ember/supported-cpuid"
 
 static const char usage_main[] =
     "usage: ember <command> [options]\n"
@@ -39,6 +41,8 @@ static const char usage_run[] =
     "  --dry-run          validate the configuration and load the kernel, run nothing\n"
     "  --stats            print boot timings on stderr when the guest stops\n"
     "  --verbose          log unhandled port and MMIO accesses on stderr\n"
+    "  --no-cpuid-cache   always ask KVM for the supported CPUID (see README;\n"
+    "                     EMBER_CPUID_CACHE=PATH moves the cache file)\n"
     "  -h, --help         this text\n"
     "\n"
     "Guest serial output goes to stdout; ember's messages go to stderr.\n"
@@ -59,7 +63,7 @@ static const struct {
 
 struct run_opts {
 	const char *ini;
-	bool dry_run, stats, verbose;
+	bool dry_run, stats, verbose, no_cpuid_cache;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
 		const char *section, *key, *value, *opt;
@@ -90,6 +94,10 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		}
 		if (strcmp(a, "--verbose") == 0) {
 			o->verbose = true;
+			continue;
+		}
+		if (strcmp(a, "--no-cpuid-cache") == 0) {
+			o->no_cpuid_cache = true;
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
@@ -168,6 +176,10 @@ static int cmd_run(int argc, char **argv)
 
 	vm.dry_run = o.dry_run;
 	vm.verbose = o.verbose;
+	if (!o.no_cpuid_cache) {
+		const char *env = getenv("EMBER_CPUID_CACHE");
+		vm.cpuid_cache = env ? env : DEFAULT_CPUID_CACHE;
+	}
 	r = vm_build(&vm, &cfg, err, sizeof(err));
 	if (r) {
 		fprintf(stderr, "ember: %s\n", err);
@@ -195,15 +207,17 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (o.stats) {
 		struct vm_stats *s = &vm.stats;
-		fprintf(stderr, "ember: stats: build %.3f ms", ms_between(&s->t_start, &s->t_running));
+		fprintf(stderr, "ember: stats: vcpus started %.3f ms",
+		        ms_between(&s->t_start, &s->t_running));
 		if (atomic_load(&s->have_first_output))
 			fprintf(stderr, ", first output %.3f ms",
 			        ms_between(&s->t_start, &s->t_first_output));
-		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu)\n",
+		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu), cpuid %s\n",
 		        ms_between(&s->t_start, &s->t_stop),
 		        (unsigned long long)vm.vcpus[0].nr_exits,
 		        (unsigned long long)vm.vcpus[0].nr_pio_exits,
-		        (unsigned long long)vm.vcpus[0].nr_mmio_exits);
+		        (unsigned long long)vm.vcpus[0].nr_mmio_exits,
+		        vm.cpuid_cache_hit ? "cached" : "from KVM");
 	}
 	/* Teardown is the kernel's job at exit, and it is slow: let a child
 	 * do it after our parent has the exit code. */

@@ -47,10 +47,12 @@ struct vm {
 	atomic_int stopping;
 	int exit_code;
 	char stop_reason[256];
-	int stop_efd; /* written once on stop; the vmm thread waits on it */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = no timeout */
 
 	bool dry_run;
 	bool verbose;
+	const char *cpuid_cache; /* NULL: always ask KVM */
+	bool cpuid_cache_hit;
 	struct vm_stats stats;
 };
 
@@ -62,9 +64,9 @@ struct vm {
 __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_config *cfg,
                                                  char *err, size_t errlen);
 
-/* Start the vCPUs and wait until the guest stops or the timeout passes.
- * Returns ember's exit code (see monitor/exitcodes.h); the reason is in
- * vm->stop_reason. */
+/* Run the guest until it stops or the timeout passes: the boot vCPU on the
+ * calling thread, the others on their own threads.  Returns ember's exit
+ * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
 
 /* Stop the VM (any thread): first caller sets code and reason; all vCPUs

@@ -10,9 +10,6 @@
 
 #include "vcpu/vcpu.h"
 
-/* Interrupts KVM_RUN; its handler does nothing (the EINTR is the point). */
-#define VCPU_KICK_SIGNAL SIGUSR1
-
 int vcpu_create(struct vcpu *v, int vm_fd, unsigned index, size_t run_size)
 {
 	memset(v, 0, sizeof(*v));
@@ -55,13 +52,31 @@ static enum vcpu_stop handle_io(struct vcpu *v, int *stop)
 	return 0;
 }
 
-static void *vcpu_thread(void *arg)
+/* The kick handler is process-wide; without SA_RESTART so KVM_RUN
+ * returns EINTR.  Installing it again is harmless. */
+static int install_kick_handler(void)
 {
-	struct vcpu *v = arg;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_kick;
+	sigemptyset(&sa.sa_mask);
+	return sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0 ? -errno : 0;
+}
+
+enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque)
+{
 	struct kvm_run *run = v->run;
 	enum vcpu_stop why = VCPU_STOP_KICKED;
 	sigset_t set;
 
+	v->ops = ops;
+	v->opaque = opaque;
+	v->thread = pthread_self();
+	atomic_store(&v->thread_set, true);
+	if (install_kick_handler() < 0) {
+		ops->stopped(opaque, v, VCPU_STOP_IOCTL);
+		return VCPU_STOP_IOCTL;
+	}
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
@@ -72,6 +87,11 @@ static void *vcpu_thread(void *arg)
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				run->immediate_exit = 0;
+				if (!atomic_load(&v->stop) && v->ops->interrupted &&
+				    v->ops->interrupted(v->opaque, v) > 0) {
+					why = VCPU_STOP_HANDLER;
+					break;
+				}
 				continue;
 			}
 			why = VCPU_STOP_IOCTL;
@@ -117,6 +137,13 @@ static void *vcpu_thread(void *arg)
 	}
 	if (why != VCPU_STOP_KICKED && why != VCPU_STOP_HANDLER)
 		v->ops->stopped(v->opaque, v, why);
+	return why;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct vcpu *v = arg;
+	vcpu_run(v, v->ops, v->opaque);
 	return NULL;
 }
 
@@ -124,15 +151,6 @@ int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque)
 {
 	v->ops = ops;
 	v->opaque = opaque;
-
-	/* The kick handler is process-wide and installed once; without
-	 * SA_RESTART so KVM_RUN returns EINTR. */
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_kick;
-	sigemptyset(&sa.sa_mask);
-	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
-		return -errno;
 
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -151,7 +169,7 @@ void vcpu_kick(struct vcpu *v)
 	atomic_store(&v->stop, true);
 	if (v->run)
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-	if (v->thread_started)
+	if (atomic_load(&v->thread_set))
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
 }
 

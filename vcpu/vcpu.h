@@ -7,6 +7,7 @@
 
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,7 +50,9 @@ struct vcpu;
 /* Supplied by the owner (the monitor).  pio/mmio: data holds len bytes to
  * fill (read) or consume (write).  Return 0 to keep running, > 0 to stop
  * this vCPU (the handler has already recorded why), < 0 for a failed
- * access (logged, the guest goes on).  stopped: called once from the vCPU
+ * access (logged, the guest goes on).  interrupted (optional): KVM_RUN
+ * returned EINTR without a kick, i.e. some other signal (the monitor's
+ * timeout timer); > 0 stops the vCPU.  stopped: called once from the vCPU
  * thread when its loop ends for any reason but VCPU_STOP_KICKED and
  * VCPU_STOP_HANDLER. */
 struct vcpu_exit_ops {
@@ -57,16 +60,22 @@ struct vcpu_exit_ops {
 	           bool is_write);
 	int (*mmio)(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
 	            bool is_write);
+	int (*interrupted)(void *opaque, struct vcpu *v);
 	void (*stopped)(void *opaque, struct vcpu *v, enum vcpu_stop why);
 };
+
+/* The signal that kicks a vCPU out of KVM_RUN (its handler does nothing;
+ * the EINTR is the point).  Owners may use it to interrupt a vCPU too. */
+#define VCPU_KICK_SIGNAL SIGUSR1
 
 struct vcpu {
 	int fd;
 	unsigned index; /* also the APIC id */
 	struct kvm_run *run;
 	size_t run_size;
-	pthread_t thread;
-	bool thread_started;
+	pthread_t thread;        /* the thread running the loop, once it runs */
+	atomic_bool thread_set;  /* thread is valid: kicks may signal it */
+	bool thread_started;     /* created by vcpu_start(): join it */
 	atomic_bool stop; /* set by vcpu_kick(); checked before every KVM_RUN */
 	const struct vcpu_exit_ops *ops;
 	void *opaque;
@@ -79,6 +88,14 @@ struct vcpu {
 /* The host's KVM_GET_SUPPORTED_CPUID, allocated; free() it.  0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_supported_cpuid(int kvm_fd,
                                                              struct kvm_cpuid2 **out);
+
+/* The same answer, from a cache file when it was written by this boot of
+ * this KVM module (else the ioctl, and the file is rewritten atomically).
+ * cache_path NULL or "" disables the cache.  *hit says which.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_supported_cpuid_cached(int kvm_fd,
+                                                                    const char *cache_path,
+                                                                    struct kvm_cpuid2 **out,
+                                                                    bool *hit);
 
 /* Create vCPU `index` on vm_fd and map its kvm_run (run_size from
  * KVM_GET_VCPU_MMAP_SIZE).  0 or -errno. */
@@ -101,7 +118,12 @@ void vcpu_gdt_build(uint64_t gdt[VCPU_GDT_ENTRIES], enum vcpu_mode mode);
 __attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v,
                                                        const struct vcpu_entry *e);
 
-/* Start the vCPU thread: KVM_RUN in a loop, exits to ops.  0 or -errno. */
+/* Run the vCPU on the calling thread (KVM_RUN in a loop, exits to ops)
+ * until it stops; returns why.  Used for the boot vCPU, so a single-vCPU
+ * VM needs no thread and no cross-CPU wake-up (0.2 ms or more here). */
+enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque);
+
+/* Start a thread that does vcpu_run().  0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops,
                                                    void *opaque);
 

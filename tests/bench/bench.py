@@ -51,7 +51,7 @@ QEMU_ARGS = [
 ]
 
 STATS_RE = re.compile(
-    r"ember: stats: build ([\d.]+) ms(?:, first output ([\d.]+) ms)?, "
+    r"ember: stats: vcpus started ([\d.]+) ms(?:, first output ([\d.]+) ms)?, "
     r"stop ([\d.]+) ms, exits (\d+)")
 
 
@@ -451,7 +451,7 @@ def main():
         row("RSS, whole process", mib("ember", "total"), mib("qemu", "total"), "MiB"),
         row("peak RSS: VmHWM at %.1f s" % RSS_SAMPLE_S, mib("ember", "hwm"), mib("qemu", "hwm"), "MiB"),
         row("peak RSS: ru_maxrss (wait4)", mib("ember", "maxrss"), mib("qemu", "maxrss"), "MiB"),
-        row("ember internal: main → VM built", summary(stats["build"]), None, "ms"),
+        row("ember internal: main → VM built, vCPUs started", summary(stats["build"]), None, "ms"),
         row("ember internal: main → first output", summary(stats["first"]), None, "ms"),
         row("ember internal: main → stop", summary(stats["stop"]), None, "ms"),
         row("ember internal: VM exits", summary(stats["exits"]), None, "n"),
