@@ -9,6 +9,8 @@
 #include "vcpu/vcpu.h"
 
 #define MSR_IA32_TSC 0x10
+#define MSR_IA32_APICBASE 0x1b
+#define APICBASE_BSP (1u << 8)
 #define MSR_IA32_SYSENTER_CS 0x174
 #define MSR_IA32_SYSENTER_ESP 0x175
 #define MSR_IA32_SYSENTER_EIP 0x176
@@ -26,6 +28,22 @@
 #define CR4_PAE 0x20ULL
 #define EFER_LME 0x100ULL
 #define EFER_LMA 0x400ULL
+
+/* Without an in-kernel LAPIC there is no APIC at all: disable it in
+ * IA32_APIC_BASE too, since KVM derives CPUID.1:EDX.APIC from that MSR. */
+static int disable_apic(struct vcpu *v)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m;
+	memset(&m, 0, sizeof(m));
+	m.hdr.nmsrs = 1;
+	m.e.index = MSR_IA32_APICBASE;
+	m.e.data = 0xfee00000ULL | (v->index == 0 ? APICBASE_BSP : 0);
+	int r = ioctl(v->fd, KVM_SET_MSRS, &m);
+	return r < 0 ? -errno : r == 1 ? 0 : -EINVAL;
+}
 
 static int set_msrs(struct vcpu *v)
 {
@@ -81,6 +99,8 @@ int vcpu_init(struct vcpu *v, const struct kvm_cpuid2 *supported, unsigned nr_vc
 	if (r)
 		return r;
 	v->has_irqchip = has_irqchip;
+	if (!has_irqchip && (r = disable_apic(v)))
+		return r;
 	r = set_msrs(v);
 	if (r)
 		return r;
