@@ -53,7 +53,10 @@ def test_cpuid_cache_created_reused_and_repaired(tmp_path, monkeypatch):
         r = run_guest("cpuid", "--stats")
         assert r.returncode == 0 and "cpuid from KVM" in r.stderr
         assert fields(r.stdout) == fields(first.stdout)
-        assert cache.read_bytes() == good
+        # rewritten whole: the next run uses it (the bytes may differ from
+        # the first answer: KVM reports the APIC id of the CPU it ran on)
+        assert len(cache.read_bytes()) == len(good)
+        assert "cpuid cached" in run_guest("cpuid", "--stats").stderr
     assert not [p for p in cache.parent.iterdir() if p.name.endswith(".tmp")]
 
 
