@@ -24,6 +24,27 @@ enum cfg_irqchip {
 	CFG_IRQCHIP_OFF,
 };
 
+#define CFG_MAX_BLOCKS 16
+#define CFG_MAX_NETS 16
+#define CFG_IFNAME_MAX 15 /* IFNAMSIZ - 1 */
+
+/* A block device: [block.NAME] (Solo5 hvt manifest name) with path and
+ * read_only; later issues reuse it for virtio drives. */
+struct cfg_block {
+	char name[CFG_NAME_MAX + 1];
+	char path[CFG_PATH_MAX];
+	bool read_only;
+};
+
+/* A network device: [net.NAME] with tap (host interface name) and an
+ * optional mac ("02:00:00:00:00:01"). */
+struct cfg_net {
+	char name[CFG_NAME_MAX + 1];
+	char tap[CFG_IFNAME_MAX + 1];
+	uint8_t mac[6];
+	bool has_mac;
+};
+
 struct vm_config {
 	char name[CFG_NAME_MAX + 1];
 	unsigned vcpus;
@@ -35,6 +56,10 @@ struct vm_config {
 	char serial_out[CFG_PATH_MAX]; /* "" or "stdout", "none", or a file path */
 	uint64_t timeout_ms;           /* 0 = run until the guest stops */
 	enum cfg_irqchip irqchip;
+	struct cfg_block blocks[CFG_MAX_BLOCKS];
+	unsigned nr_blocks;
+	struct cfg_net nets[CFG_MAX_NETS];
+	unsigned nr_nets;
 };
 
 /* Defaults: 1 vCPU, 64 MiB, serial to stdout, no timeout, irqchip auto. */
@@ -42,16 +67,21 @@ void cfg_defaults(struct vm_config *c);
 
 /* Parse an INI file into c (on top of what c already holds).  Sections:
  * [vm] name, vcpus, memory, kernel, initrd, cmdline, timeout, irqchip;
- * [serial] output.  Relative paths are taken from the INI file's folder.
+ * [serial] output; [block.NAME] path, read_only; [net.NAME] tap, mac.
+ * NAME is 1..CFG_NAME_MAX of [A-Za-z0-9_]; a section name used twice
+ * (in one file) is an error.  Relative paths are taken from the INI file's
+ * folder.
  * Unknown sections/keys, bad values and duplicate keys are errors.
  * 0 on success; else -errno and err holds "FILE:LINE: [section] key: why"
  * (or "FILE: why" when the file cannot be read). */
 __attribute__((warn_unused_result)) int cfg_parse_ini(const char *path, struct vm_config *c,
                                                       char *err, size_t errlen);
 
-/* Set one key as the INI file would ("vm", "memory", "128M").  Used by the
- * command line so both spellings share one validator.  0 or -EINVAL with
- * the reason in err (no file/line prefix). */
+/* Set one key as the INI file would ("vm", "memory", "128M"; or
+ * "block.storage", "path", "disk.img", which creates block device
+ * "storage" on first use).  Used by the command line so both spellings
+ * share one validator.  0 or -EINVAL with the reason in err (no file/line
+ * prefix). */
 __attribute__((warn_unused_result)) int cfg_set(struct vm_config *c, const char *section,
                                                 const char *key, const char *value, char *err,
                                                 size_t errlen);
@@ -65,8 +95,9 @@ __attribute__((warn_unused_result)) int cfg_parse_size(const char *s, uint64_t *
 __attribute__((warn_unused_result)) int cfg_parse_duration(const char *s, uint64_t *ms);
 
 /* Whole-config checks: kernel given, vcpus 1..CFG_MAX_VCPUS, memory within
- * [CFG_MIN_MEM, CFG_MAX_MEM] and a multiple of 4 KiB.  0 or -EINVAL with
- * the reason in err. */
+ * [CFG_MIN_MEM, CFG_MAX_MEM] and a multiple of 4 KiB, every block device
+ * has a path and every net device a tap.  0 or -EINVAL with the reason in
+ * err. */
 __attribute__((warn_unused_result)) int cfg_validate(const struct vm_config *c, char *err,
                                                      size_t errlen);
 

@@ -10,12 +10,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "guest_mem.h"
+#include "monitor/guest_mem.h"
+#include "monitor/hvt.h"
 
 enum boot_proto {
 	BOOT_NONE = 0,
 	BOOT_PVH,     /* ELF with XEN_ELFNOTE_PHYS32_ENTRY: 32-bit entry, ebx = start info */
 	BOOT_LINUX64, /* Linux 64-bit boot protocol: bzImage, or a vmlinux ELF without PVH note */
+	BOOT_HVT,     /* Solo5 hvt unikernel: ELF with a "Solo5" ABI1 note */
 };
 
 enum kernel_format {
@@ -37,6 +39,9 @@ struct load_result {
 	 * into the zero page, as the boot protocol asks. */
 	uint8_t setup_hdr[0x80];
 	uint32_t setup_hdr_len;
+	/* ELF only: Solo5 notes (pointers into the image, valid while it is
+	 * mapped) */
+	struct hvt_notes solo5;
 };
 
 /* Guess the format from magic numbers (ELF: 7f 'E' 'L' 'F'; bzImage:
@@ -47,8 +52,9 @@ enum kernel_format loader_probe(const uint8_t *img, size_t len);
  * addresses (p_paddr).  Refuses: truncated headers, segments past the end
  * of the file, filesz > memsz, segments outside RAM or below 1 MiB,
  * overlapping segments, a PVH entry outside a loaded segment.  Picks
- * BOOT_PVH if a PT_NOTE holds XEN_ELFNOTE_PHYS32_ENTRY (Xen note type 18),
- * else BOOT_LINUX64 with e_entry. */
+ * BOOT_HVT if a PT_NOTE holds a Solo5 ABI1 note (the caller checks its
+ * target and version), BOOT_PVH if one holds XEN_ELFNOTE_PHYS32_ENTRY
+ * (Xen note type 18), else BOOT_LINUX64 with e_entry. */
 __attribute__((warn_unused_result)) int loader_elf(const struct gmem *m, const uint8_t *img,
                                                    size_t len, struct load_result *out,
                                                    char *err, size_t errlen);

@@ -15,7 +15,7 @@
 /* One program header, whatever the ELF class. */
 struct phdr {
 	uint32_t type;
-	uint64_t offset, paddr, filesz, memsz;
+	uint64_t offset, paddr, filesz, memsz, align;
 };
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -ENOEXEC)
@@ -81,11 +81,13 @@ static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned 
 		if (is64) {
 			Elf64_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz};
+			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz,
+			                      h.p_align};
 		} else {
 			Elf32_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz};
+			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz,
+			                      h.p_align};
 		}
 	}
 	*nr = phnum;
@@ -94,12 +96,13 @@ static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned 
 
 /* Walk the notes of one PT_NOTE segment (ELF gABI, 4-byte aligned). */
 static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, bool *has_pvh,
-                      uint64_t *pvh_entry, bool *is_linux, char *err, size_t errlen)
+                      uint64_t *pvh_entry, bool *is_linux, struct hvt_notes *solo5, char *err,
+                      size_t errlen)
 {
 	if (!in_file(len, ph->offset, ph->filesz))
 		return ERR("ELF note segment at 0x%llx lies past the end of the file",
 		           (unsigned long long)ph->offset);
-	const uint8_t *p = img + ph->offset, *end = p + ph->filesz;
+	const uint8_t *seg = img + ph->offset, *p = seg, *end = p + ph->filesz;
 	while ((size_t)(end - p) >= 12) {
 		uint32_t namesz, descsz, type;
 		memcpy(&namesz, p, 4);
@@ -125,7 +128,28 @@ static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, boo
 		}
 		if (namesz == 6 && memcmp(name, "Linux", 6) == 0)
 			*is_linux = true;
+		if (namesz == 6 && memcmp(name, "Solo5", 6) == 0) {
+			if (type == HVT_NOTE_ABI1) {
+				if (descsz < 8)
+					return ERR("Solo5 ABI note is %u bytes (8 or more expected)",
+					           descsz);
+				memcpy(&solo5->target, desc, 4);
+				memcpy(&solo5->version, desc + 4, 4);
+				solo5->has_abi = true;
+			} else if (type == HVT_NOTE_MFT1) {
+				/* struct mft starts 8-aligned from the note header
+				 * (24 bytes in), 4 bytes into the descriptor. */
+				if (descsz < 4)
+					return ERR("Solo5 manifest note is %u bytes", descsz);
+				solo5->mft = desc + 4;
+				solo5->mft_len = descsz - 4;
+			}
+		}
 		p = desc + dlen;
+		/* In an 8-aligned note segment each note starts 8-aligned
+		 * (gABI; Solo5's manifest note is such a note). */
+		if (ph->align == 8 && (size_t)(p - seg) % 8)
+			p += 8 - (size_t)(p - seg) % 8;
 	}
 	return 0;
 }
@@ -155,7 +179,8 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 	for (unsigned i = 0; i < nr; i++) {
 		const struct phdr *p = &ph[i];
 		if (p->type == PT_NOTE) {
-			ret = scan_notes(img, len, p, &has_pvh, &pvh_entry, &is_linux, err, errlen);
+			ret = scan_notes(img, len, p, &has_pvh, &pvh_entry, &is_linux, &out->solo5,
+			                 err, errlen);
 			if (ret)
 				return ret;
 		}
@@ -196,6 +221,11 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 	if (loads == 0)
 		return ERR("ELF has no loadable segment");
 
+	bool hvt = out->solo5.has_abi;
+	if (hvt && img[EI_CLASS] != ELFCLASS64)
+		return ERR("a Solo5 unikernel must be a 64-bit ELF");
+	if (hvt)
+		has_pvh = false; /* the Solo5 note decides */
 	uint64_t entry = has_pvh ? pvh_entry : e_entry;
 	bool entry_ok = false;
 	for (unsigned i = 0; i < nr; i++)
@@ -215,7 +245,7 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 		memcpy(dst, img + p->offset, p->filesz);
 		memset(dst + p->filesz, 0, p->memsz - p->filesz);
 	}
-	out->proto = has_pvh ? BOOT_PVH : BOOT_LINUX64;
+	out->proto = hvt ? BOOT_HVT : has_pvh ? BOOT_PVH : BOOT_LINUX64;
 	out->entry = entry;
 	out->kernel_start = lo;
 	out->kernel_end = hi;

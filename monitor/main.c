@@ -24,10 +24,11 @@ static const char usage_main[] =
     "  help      this text, or help on a command (ember help run)\n";
 
 static const char usage_run[] =
-    "usage: ember run [FILE.ini] [options]\n"
+    "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
     "\n"
     "Boot one microVM: a PVH ELF (unikernels, ember's test guests), a Linux\n"
-    "bzImage, or a vmlinux ELF.  Options override the INI file's values.\n"
+    "bzImage, a vmlinux ELF, or a Solo5 hvt unikernel (found by its notes).\n"
+    "Options override the INI file's values.\n"
     "\n"
     "  --kernel PATH      kernel image (required unless the INI file gives it)\n"
     "  --memory SIZE      guest RAM: 64M, 1G, 512K; bare number = MiB (default 64M)\n"
@@ -45,11 +46,19 @@ static const char usage_run[] =
     "                     EMBER_CPUID_CACHE=PATH moves the cache file)\n"
     "  -h, --help         this text\n"
     "\n"
+    "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary):\n"
+    "  --mem=MIB                 guest RAM in MiB\n"
+    "  --block:NAME=PATH         attach manifest block device NAME to a disk image\n"
+    "  --net:NAME=TAP            attach manifest net device NAME to a host tap\n"
+    "  --net-mac:NAME=MAC        its MAC (default: random, locally administered)\n"
+    "  -- KERNEL ARGS...         the unikernel and its command line\n"
+    "\n"
     "Guest serial output goes to stdout; ember's messages go to stderr.\n"
     "Exit codes: the guest's status through the exit port (0xf4); 0 on guest\n"
     "reset (i8042); 121 bad configuration or kernel; 122 host/KVM failure;\n"
     "123 triple fault; 124 timeout; 125 KVM internal error (registers on\n"
-    "stderr); 126 guest halted with no interrupt source.\n";
+    "stderr); 126 guest halted with no interrupt source; 120 a guest's\n"
+    "hypercall with a bad pointer.  hvt: the halt status (255 = abort).\n";
 
 /* Options that are config keys: the command line and the INI file share
  * cfg_set(), so both are validated alike. */
@@ -66,10 +75,78 @@ struct run_opts {
 	bool dry_run, stats, verbose, no_cpuid_cache;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
-		const char *section, *key, *value, *opt;
-	} sets[64];
+		char section[CFG_NAME_MAX + 8];
+		const char *key, *value, *opt;
+	} sets[96];
 	unsigned nr_sets;
+	/* Solo5-style "-- KERNEL ARGS...": ARGS become the command line */
+	char *cmdline;
 };
+
+static int add_set(struct run_opts *o, const char *section, const char *key, const char *value,
+                   const char *opt)
+{
+	if (o->nr_sets == sizeof(o->sets) / sizeof(o->sets[0])) {
+		fprintf(stderr, "ember run: too many options\n");
+		return EXIT_CONFIG;
+	}
+	if (snprintf(o->sets[o->nr_sets].section, sizeof(o->sets[0].section), "%s", section) >=
+	    (int)sizeof(o->sets[0].section)) {
+		fprintf(stderr, "ember run: %s: device name too long (at most %d characters)\n", opt,
+		        CFG_NAME_MAX);
+		return EXIT_CONFIG;
+	}
+	o->sets[o->nr_sets].key = key;
+	o->sets[o->nr_sets].opt = opt;
+	o->sets[o->nr_sets++].value = value;
+	return 0;
+}
+
+/* Solo5's spellings, so solo5-hvt launch scripts only change the binary:
+ * --mem=MiB, --block:NAME=PATH, --net:NAME=TAP, --net-mac:NAME=MAC. */
+static int solo5_option(struct run_opts *o, const char *a, bool *matched)
+{
+	static const struct {
+		const char *prefix, *kind, *key;
+	} dev[] = {
+	    {"--block:", "block", "path"},
+	    {"--net:", "net", "tap"},
+	    {"--net-mac:", "net", "mac"},
+	};
+	*matched = true;
+	if (strncmp(a, "--mem=", 6) == 0)
+		return add_set(o, "vm", "memory", a + 6, "--mem");
+	for (unsigned i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) {
+		size_t n = strlen(dev[i].prefix);
+		if (strncmp(a, dev[i].prefix, n) != 0)
+			continue;
+		const char *name = a + n, *eq = strchr(name, '=');
+		if (!eq || eq == name) {
+			fprintf(stderr, "ember run: %s: expected %sNAME=VALUE\n", a, dev[i].prefix);
+			return EXIT_CONFIG;
+		}
+		char section[CFG_NAME_MAX + 8];
+		snprintf(section, sizeof(section), "%s.%.*s", dev[i].kind, (int)(eq - name), name);
+		return add_set(o, section, dev[i].key, eq + 1, a);
+	}
+	*matched = false;
+	return 0;
+}
+
+/* Join argv into one space-separated command line. */
+static char *join_args(int argc, char **argv)
+{
+	size_t len = 1;
+	for (int i = 0; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	char *s = malloc(len), *p = s;
+	if (!s)
+		return NULL;
+	*p = '\0';
+	for (int i = 0; i < argc; i++)
+		p += sprintf(p, "%s%s", i ? " " : "", argv[i]);
+	return s;
+}
 
 static double ms_between(const struct timespec *a, const struct timespec *b)
 {
@@ -100,6 +177,25 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			o->no_cpuid_cache = true;
 			continue;
 		}
+		if (strcmp(a, "--") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "ember run: -- must be followed by a kernel\n");
+				return EXIT_CONFIG;
+			}
+			int r = add_set(o, "vm", "kernel", argv[i + 1], "--");
+			if (r)
+				return r;
+			o->cmdline = join_args(argc - i - 2, argv + i + 2);
+			if (!o->cmdline)
+				return EXIT_HOST;
+			return add_set(o, "vm", "cmdline", o->cmdline, "--");
+		}
+		bool solo5;
+		int sr = solo5_option(o, a, &solo5);
+		if (sr)
+			return sr;
+		if (solo5)
+			continue;
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
 			if (a[0] == '-' && a[1] != '\0') {
 				fprintf(stderr, "ember run: unknown option %s (see ember run --help)\n", a);
@@ -133,14 +229,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			}
 			value = argv[++i];
 		}
-		if (o->nr_sets == sizeof(o->sets) / sizeof(o->sets[0])) {
-			fprintf(stderr, "ember run: too many options\n");
-			return EXIT_CONFIG;
-		}
-		o->sets[o->nr_sets].section = cfg_opts[k].section;
-		o->sets[o->nr_sets].key = cfg_opts[k].key;
-		o->sets[o->nr_sets].opt = cfg_opts[k].opt;
-		o->sets[o->nr_sets++].value = value;
+		int r = add_set(o, cfg_opts[k].section, cfg_opts[k].key, value, cfg_opts[k].opt);
+		if (r)
+			return r;
 	}
 	return 0;
 }
@@ -165,7 +256,8 @@ static int cmd_run(int argc, char **argv)
 	for (unsigned i = 0; i < o.nr_sets; i++) {
 		if (cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
 		            sizeof(err))) {
-			fprintf(stderr, "ember: --%s: %s\n", o.sets[i].opt, err);
+			fprintf(stderr, "ember: %s%s: %s\n", o.sets[i].opt[0] == '-' ? "" : "--",
+			        o.sets[i].opt, err);
 			return EXIT_CONFIG;
 		}
 	}
@@ -189,7 +281,10 @@ static int cmd_run(int argc, char **argv)
 	if (o.dry_run) {
 		fprintf(stderr,
 		        "ember: %s: configuration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu MiB%s\n",
-		        cfg.name, vm.boot.proto == BOOT_PVH ? "PVH" : "Linux 64-bit",
+		        cfg.name,
+		        vm.boot.proto == BOOT_PVH   ? "PVH"
+		        : vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
+		                                    : "Linux 64-bit",
 		        (unsigned long long)vm.boot.entry, cfg.vcpus,
 		        (unsigned long long)(cfg.mem_size >> 20), vm.has_irqchip ? ", irqchip" : "");
 		vm_destroy(&vm);

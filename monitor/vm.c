@@ -72,6 +72,31 @@ static void now(struct timespec *t)
 	clock_gettime(CLOCK_MONOTONIC, t);
 }
 
+/* A Solo5 hvt unikernel: no initrd, one vCPU, no interrupts; devices from
+ * the manifest, attached by name. */
+static int load_hvt(struct vm *vm, char *err, size_t errlen)
+{
+	const struct vm_config *cfg = vm->cfg;
+	if (cfg->initrd[0]) {
+		snprintf(err, errlen, "initrd: hvt unikernels take no initrd");
+		return EXIT_CONFIG;
+	}
+	if (cfg->vcpus != 1) {
+		snprintf(err, errlen, "vcpus: hvt unikernels run on one vCPU (asked for %u)",
+		         cfg->vcpus);
+		return EXIT_CONFIG;
+	}
+	if (cfg->irqchip == CFG_IRQCHIP_ON) {
+		snprintf(err, errlen, "irqchip: hvt unikernels take no interrupts (irqchip = on)");
+		return EXIT_CONFIG;
+	}
+	int r = hvt_attach(vm->hvt, cfg, err, errlen);
+	if (!r)
+		r = hvt_setup(vm->hvt, &vm->mem, cfg->mem_size, vm->boot.kernel_end, cfg->cmdline,
+		              cfg->cmdline_len, err, errlen);
+	return r ? EXIT_CONFIG : 0;
+}
+
 /* Load kernel, initrd and boot structures into guest memory.  Pure: no
  * KVM yet, so --dry-run checks exactly this. */
 static int load_guest(struct vm *vm, char *err, size_t errlen)
@@ -96,11 +121,19 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 		r = -ENOEXEC;
 		break;
 	}
+	if (r == 0 && vm->boot.proto == BOOT_HVT) {
+		/* The manifest lives in the image: take it before unmapping. */
+		vm->hvt = malloc(sizeof(*vm->hvt));
+		r = vm->hvt ? hvt_init(vm->hvt, &vm->boot.solo5, why, sizeof(why)) : -ENOMEM;
+	}
 	unmap_file(&k);
+	vm->boot.solo5.mft = NULL;
 	if (r) {
 		snprintf(err, errlen, "kernel %s: %s", cfg->kernel, why);
 		return EXIT_CONFIG;
 	}
+	if (vm->boot.proto == BOOT_HVT)
+		return load_hvt(vm, err, errlen);
 
 	if (cfg->initrd[0]) {
 		if (map_file("initrd", cfg->initrd, &rd, err, errlen))
@@ -232,6 +265,13 @@ static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
 
 static int on_interrupted(void *opaque, struct vcpu *v);
 
+/* hvt's POLL was interrupted: stop if the VM is stopping or timed out. */
+static int hvt_check(void *opaque)
+{
+	struct vm *vm = opaque;
+	return atomic_load(&vm->stopping) ? 1 : on_interrupted(vm, NULL);
+}
+
 static const struct vcpu_exit_ops exit_ops = {
     .pio = on_pio,
     .mmio = on_mmio,
@@ -242,6 +282,8 @@ static const struct vcpu_exit_ops exit_ops = {
 static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_config *cfg = vm->cfg;
+	if (vm->boot.proto == BOOT_HVT)
+		return 0;
 	if (cfg->irqchip == CFG_IRQCHIP_OFF) {
 		if (cfg->vcpus > 1) {
 			snprintf(err, errlen, "vcpus: %u vCPUs need the irqchip (irqchip = off)",
@@ -341,6 +383,16 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 	if (vm->boot.proto == BOOT_PVH) {
 		e.mode = VCPU_MODE_PVH32;
 		e.rbx = LAYOUT_PVH_INFO;
+	} else if (vm->boot.proto == BOOT_HVT) {
+		/* solo5-hvt's entry: rdi = boot info, stack at the top of RAM */
+		e.mode = VCPU_MODE_HVT64;
+		e.rdi = HVT_BOOT_INFO;
+		e.rsp = vm->hvt->mem_size - 8;
+		e.cr3 = HVT_PML4;
+		e.gdt_gpa = HVT_GDT;
+		e.idt_gpa = HVT_GDT + 0x40;
+		int khz = ioctl(vm->vcpus[0].fd, KVM_GET_TSC_KHZ, 0);
+		hvt_set_tsc(vm->hvt, khz > 0 ? (uint64_t)khz * 1000 : 0);
 	} else {
 		e.mode = VCPU_MODE_LONG64;
 		e.rsi = LAYOUT_ZERO_PAGE;
@@ -426,6 +478,13 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		r = i8042_init(&vm->kbd, &vm->pio, dev_stop, vm);
 	if (!r)
 		r = exit_port_init(&vm->exitp, &vm->pio, dev_stop, vm);
+	if (!r && vm->hvt) {
+		vm->hvt->out_fd = out_fd;
+		vm->hvt->stop = dev_stop;
+		vm->hvt->check = hvt_check;
+		vm->hvt->opaque = vm;
+		r = hvt_register(vm->hvt, &vm->pio);
+	}
 	if (r) {
 		snprintf(err, errlen, "devices: %s", strerror(-r));
 		return EXIT_HOST;
@@ -540,6 +599,11 @@ void vm_destroy(struct vm *vm)
 		close(vm->kvm_fd);
 	if (vm->serial_fd >= 0)
 		close(vm->serial_fd);
+	if (vm->hvt) {
+		hvt_close(vm->hvt);
+		free(vm->hvt);
+		vm->hvt = NULL;
+	}
 	gmem_free(&vm->mem);
 	vm->vm_fd = vm->kvm_fd = vm->serial_fd = -1;
 }

@@ -39,6 +39,7 @@ struct vm {
 	uint64_t initrd_gpa, initrd_size;
 	int serial_fd; /* owned when not stdout */
 
+	struct hvt_guest *hvt; /* Solo5 hvt guests only */
 	struct uart com1;
 	struct i8042 kbd;
 	struct exit_port exitp;

@@ -23,6 +23,7 @@
 enum vcpu_mode {
 	VCPU_MODE_PVH32 = 1, /* 32-bit protected mode, paging off (PVH boot ABI) */
 	VCPU_MODE_LONG64,    /* 64-bit long mode, identity paging via cr3 */
+	VCPU_MODE_HVT64,     /* long mode as solo5-hvt sets it: also SSE enabled, NX */
 };
 
 /* Register state at the first instruction.  Unused fields stay 0. */

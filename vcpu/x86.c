@@ -23,6 +23,12 @@
 #define MSR_KERNEL_GS_BASE 0xc0000102
 
 #define CR0_PE 0x1ULL
+#define CR0_MP 0x2ULL
+#define CR0_NE 0x20ULL
+#define CR0_WP 0x10000ULL
+#define CR4_OSFXSR 0x200ULL
+#define CR4_OSXMMEXCPT 0x400ULL
+#define EFER_NXE 0x800ULL
 #define CR0_ET 0x10ULL
 #define CR0_PG 0x80000000ULL
 #define CR4_PAE 0x20ULL
@@ -119,7 +125,7 @@ static uint64_t gdt_entry(uint16_t flags, uint32_t base, uint32_t limit)
 void vcpu_gdt_build(uint64_t gdt[VCPU_GDT_ENTRIES], enum vcpu_mode mode)
 {
 	gdt[0] = 0;
-	gdt[1] = gdt_entry(mode == VCPU_MODE_LONG64 ? 0xa09b : 0xc09b, 0, 0xfffff);
+	gdt[1] = gdt_entry(mode == VCPU_MODE_PVH32 ? 0xc09b : 0xa09b, 0, 0xfffff);
 	gdt[2] = gdt_entry(0xc093, 0, 0xfffff);
 	gdt[3] = gdt_entry(0x808b, 0, 0xfffff);
 }
@@ -178,6 +184,13 @@ int vcpu_set_entry(struct vcpu *v, const struct vcpu_entry *e)
 		sregs.cr3 = e->cr3;
 		sregs.cr4 = CR4_PAE;
 		sregs.efer = EFER_LME | EFER_LMA;
+		break;
+	case VCPU_MODE_HVT64:
+		/* Solo5 unikernels use SSE (x87 off, FXSR on) and NX pages. */
+		sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+		sregs.cr3 = e->cr3;
+		sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+		sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
 		break;
 	default:
 		return -EINVAL;

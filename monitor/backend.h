@@ -1,0 +1,60 @@
+/* Host-side device backends, apart from the guest-facing frontends (hvt
+ * hypercalls today, virtio devices later), so both share one
+ * implementation of "a disk file" and "a tap". */
+#ifndef EMBER_BACKEND_H
+#define EMBER_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BLK_SECTOR 512
+
+struct blk_backend {
+	int fd;
+	uint64_t capacity; /* bytes, a multiple of BLK_SECTOR */
+	bool read_only;
+};
+
+/* Open a raw disk image.  Its size must be a non-zero multiple of 512.
+ * 0 or -errno with the reason in err (naming the path). */
+__attribute__((warn_unused_result)) int blk_open(struct blk_backend *b, const char *path,
+                                                 bool read_only, char *err, size_t errlen);
+
+/* Whole transfers at byte offset off; the caller has checked the range
+ * against capacity.  0 or -errno (-EROFS for a write to a read-only disk). */
+__attribute__((warn_unused_result)) int blk_read(struct blk_backend *b, uint64_t off, void *buf,
+                                                 size_t len);
+__attribute__((warn_unused_result)) int blk_write(struct blk_backend *b, uint64_t off,
+                                                  const void *buf, size_t len);
+__attribute__((warn_unused_result)) int blk_flush(struct blk_backend *b);
+
+/* True when [off, off+len) is inside the disk and both are multiples of
+ * block_size; overflow-safe. */
+bool blk_range_ok(const struct blk_backend *b, uint64_t off, uint64_t len, uint64_t block_size);
+
+void blk_close(struct blk_backend *b);
+
+#define TAP_MTU 1500
+#define TAP_HLEN 14 /* Ethernet header */
+
+struct tap_backend {
+	int fd; /* non-blocking */
+	char name[16];
+};
+
+/* Attach to host tap interface `name` (IFF_TAP | IFF_NO_PI) through
+ * /dev/net/tun.  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int tap_open(struct tap_backend *t, const char *name, char *err,
+                                                 size_t errlen);
+
+/* One frame.  read: bytes read, -EAGAIN when none is queued, or -errno.
+ * write: 0 or -errno. */
+ssize_t tap_read(struct tap_backend *t, void *buf, size_t len);
+__attribute__((warn_unused_result)) int tap_write(struct tap_backend *t, const void *buf,
+                                                  size_t len);
+
+void tap_close(struct tap_backend *t);
+
+#endif

@@ -1,0 +1,84 @@
+/* Raw disk image backend. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "monitor/backend.h"
+
+int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err, size_t errlen)
+{
+	b->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (b->fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	struct stat st;
+	if (fstat(b->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		blk_close(b);
+		return -EINVAL;
+	}
+	if (st.st_size == 0 || st.st_size % BLK_SECTOR) {
+		snprintf(err, errlen, "%s: size %lld is not a non-zero multiple of %d bytes", path,
+		         (long long)st.st_size, BLK_SECTOR);
+		blk_close(b);
+		return -EINVAL;
+	}
+	b->capacity = (uint64_t)st.st_size;
+	b->read_only = read_only;
+	return 0;
+}
+
+bool blk_range_ok(const struct blk_backend *b, uint64_t off, uint64_t len, uint64_t block_size)
+{
+	return block_size && off % block_size == 0 && len % block_size == 0 && off <= b->capacity &&
+	       len <= b->capacity - off;
+}
+
+int blk_read(struct blk_backend *b, uint64_t off, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t n = pread(b->fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) /* the file shrank under us */
+			return -EIO;
+		p += n, off += (uint64_t)n, len -= (size_t)n;
+	}
+	return 0;
+}
+
+int blk_write(struct blk_backend *b, uint64_t off, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	if (b->read_only)
+		return -EROFS;
+	while (len) {
+		ssize_t n = pwrite(b->fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n, off += (uint64_t)n, len -= (size_t)n;
+	}
+	return 0;
+}
+
+int blk_flush(struct blk_backend *b)
+{
+	return fdatasync(b->fd) < 0 ? -errno : 0;
+}
+
+void blk_close(struct blk_backend *b)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	b->fd = -1;
+}

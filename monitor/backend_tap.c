@@ -1,0 +1,73 @@
+/* Tap backend: one host tap interface, opened through /dev/net/tun. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "monitor/backend.h"
+
+int tap_open(struct tap_backend *t, const char *name, char *err, size_t errlen)
+{
+	struct ifreq ifr;
+	t->fd = -1;
+	if (strlen(name) >= sizeof(ifr.ifr_name) || !name[0]) {
+		snprintf(err, errlen, "tap '%s': not a valid interface name", name);
+		return -EINVAL;
+	}
+	int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "tap %s: /dev/net/tun: %s", name, strerror(e));
+		return -e;
+	}
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	memcpy(ifr.ifr_name, name, strlen(name));
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "tap %s: cannot attach: %s%s", name, strerror(e),
+		         e == EBUSY ? " (another process holds it)"
+		         : e == EPERM ? " (needs CAP_NET_ADMIN, or a tap owned by this user)"
+		                      : "");
+		close(fd);
+		return -e;
+	}
+	t->fd = fd;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	return 0;
+}
+
+ssize_t tap_read(struct tap_backend *t, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = read(t->fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+int tap_write(struct tap_backend *t, const void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = write(t->fd, buf, len);
+		if (n == (ssize_t)len)
+			return 0;
+		if (n >= 0)
+			return -EIO;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+void tap_close(struct tap_backend *t)
+{
+	if (t->fd >= 0)
+		close(t->fd);
+	t->fd = -1;
+}
