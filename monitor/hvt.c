@@ -354,6 +354,11 @@ static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool 
 		if (a.len == 0)
 			return 0;
 		const char *s = guest_buf(g, nr, "string", a.data, a.len, &stop);
+		if (s && !g->wrote) {
+			g->wrote = true;
+			if (g->first_output)
+				g->first_output(g->opaque);
+		}
 		if (s && g->out_fd >= 0) {
 			for (uint64_t done = 0; done < a.len;) {
 				ssize_t w = write(g->out_fd, s + done, a.len - done);

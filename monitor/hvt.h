@@ -149,7 +149,9 @@ struct hvt_guest {
 	int out_fd; /* PUTS goes here (the serial output); -1: discarded */
 	hvt_stop_fn stop;
 	hvt_check_fn check;
+	void (*first_output)(void *opaque); /* the first PUTS, for --stats */
 	void *opaque;
+	bool wrote;
 	uint64_t nr_calls[HVT_NR_CALLS];
 };
 

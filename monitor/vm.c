@@ -482,6 +482,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		vm->hvt->out_fd = out_fd;
 		vm->hvt->stop = dev_stop;
 		vm->hvt->check = hvt_check;
+		vm->hvt->first_output = first_output;
 		vm->hvt->opaque = vm;
 		r = hvt_register(vm->hvt, &vm->pio);
 	}
