@@ -1,7 +1,8 @@
 /* VM definitions from INI files and the command line.  One table of keys
  * serves both spellings: cfg_set() is the only validator of values, and
  * cfg_parse_ini() adds what only a file has (FILE:LINE, its folder for
- * relative paths, duplicate keys). */
+ * relative paths, duplicate keys and sections).  Sizes and durations are
+ * parsed in units.c. */
 #include "config/config.h"
 
 #include <ctype.h>
@@ -11,6 +12,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "config/units.h"
 
 #define PAGE_SIZE 4096u
 
@@ -23,10 +26,32 @@ struct base {
 	size_t dirlen;
 };
 
+/* Section kinds: [vm], [serial], and the device kinds [block.NAME] and
+ * [net.NAME], whose NAME picks (or adds) one device. */
+enum kind { KIND_VM, KIND_SERIAL, KIND_BLOCK, KIND_NET, NKINDS };
+
+static const struct {
+	const char *name; /* the section, or its part before the '.' */
+	const char *what; /* devices: "block device" */
+	unsigned max;	  /* devices: how many there may be; 0 for the others */
+} kinds[NKINDS] = {
+    [KIND_VM] = {"vm", NULL, 0},
+    [KIND_SERIAL] = {"serial", NULL, 0},
+    [KIND_BLOCK] = {"block", "block device", CFG_MAX_BLOCKS},
+    [KIND_NET] = {"net", "net device", CFG_MAX_NETS},
+};
+
+/* What a setter writes: the VM, and in a device section that device. */
+struct target {
+	struct vm_config *c;
+	struct cfg_block *blk;
+	struct cfg_net *net;
+};
+
 struct key {
-	const char *section;
+	enum kind kind;
 	const char *name;
-	int (*set)(struct vm_config *c, const char *v, const struct base *b, char *err,
+	int (*set)(const struct target *t, const char *v, const struct base *b, char *err,
 		   size_t errlen);
 };
 
@@ -43,166 +68,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, 
 	return -EINVAL;
 }
 
-/* ---- sizes and durations ---- */
-
-static bool is_digit(char ch)
-{
-	return ch >= '0' && ch <= '9';
-}
-
-/* ASCII only: tolower() would follow the locale. */
-static char lower(char ch)
-{
-	return ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
-}
-
-/* Leading decimal digits of *s into *n, advancing *s.  Returns how many
- * there were; *overflow is set (not cleared) when they exceed 64 bits.
- * Done by hand because strtoull also takes blanks, signs and "0x". */
-static size_t digits(const char **s, uint64_t *n, bool *overflow)
-{
-	const char *p = *s;
-
-	*n = 0;
-	for (; is_digit(*p); p++) {
-		unsigned d = (unsigned)(*p - '0');
-
-		if (*n > (UINT64_MAX - d) / 10)
-			*overflow = true;
-		else
-			*n = *n * 10 + d;
-	}
-	size_t len = (size_t)(p - *s);
-	*s = p;
-	return len;
-}
-
-/* cfg_parse_size without refusing 0, so that cfg_set can say "below the
- * minimum" for "0M".  Fractions ("1.5G") are refused: write 1536M; an
- * exact integer is never rounded. */
-static int parse_size(const char *s, uint64_t *bytes)
-{
-	bool overflow = false;
-	unsigned shift;
-	uint64_t n;
-
-	if (!digits(&s, &n, &overflow))
-		return -EINVAL;
-	switch (lower(*s)) {
-	case '\0':
-		shift = 20; /* bare number: MiB, as QEMU's -m */
-		break;
-	case 'b':
-		shift = 0; /* "4096B": bytes, as QEMU */
-		break;
-	case 'k':
-		shift = 10;
-		break;
-	case 'm':
-		shift = 20;
-		break;
-	case 'g':
-		shift = 30;
-		break;
-	case 't':
-		shift = 40;
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*s && lower(*s) != 'b') {
-		s++;
-		if (lower(*s) == 'i' && lower(s[1]) == 'b')
-			s += 2;
-		else if (lower(*s) == 'b')
-			s++;
-	} else if (*s) {
-		s++;
-	}
-	if (*s)
-		return -EINVAL;
-	if (overflow || n > (UINT64_MAX >> shift))
-		return -ERANGE;
-	*bytes = n << shift;
-	return 0;
-}
-
-int cfg_parse_size(const char *s, uint64_t *bytes)
-{
-	uint64_t b;
-	int rc = parse_size(s, &b);
-
-	if (rc)
-		return rc;
-	if (b == 0)
-		return -EINVAL;
-	*bytes = b;
-	return 0;
-}
-
-/* Digits and '.' then "ms", "s" (the default) or "m".  The result must be
- * a whole number of milliseconds: "1.5ms" and "0.0001" are refused rather
- * than rounded.  Suffixes are lower case only, so "M" (mega? minutes?)
- * never has to be guessed. */
-int cfg_parse_duration(const char *s, uint64_t *ms)
-{
-	static const uint64_t pow10[] = {1,	 10,	  100,	    1000,      10000,
-					 100000, 1000000, 10000000, 100000000, 1000000000};
-	bool overflow = false;
-	uint64_t whole, frac = 0, mult;
-	size_t nfrac = 0;
-
-	if (!digits(&s, &whole, &overflow))
-		return -EINVAL;
-	if (*s == '.') {
-		const char *f = ++s;
-
-		if (!digits(&s, &frac, &overflow))
-			return -EINVAL;
-		/* Trailing zeros change nothing; more than 9 other digits are
-		 * finer than 1 ms even in minutes. */
-		nfrac = (size_t)(s - f);
-		while (nfrac && f[nfrac - 1] == '0')
-			nfrac--;
-		if (nfrac >= sizeof(pow10) / sizeof(pow10[0]))
-			return -EINVAL;
-		frac = 0;
-		for (size_t i = 0; i < nfrac; i++)
-			frac = frac * 10 + (uint64_t)(f[i] - '0');
-	}
-	if (!strcmp(s, "ms"))
-		mult = 1;
-	else if (!strcmp(s, "s") || !*s)
-		mult = 1000;
-	else if (!strcmp(s, "m"))
-		mult = 60000;
-	else
-		return -EINVAL;
-	/* frac < 10^9 and mult <= 60000: no overflow here. */
-	if (frac * mult % pow10[nfrac])
-		return -EINVAL;
-	if (overflow || whole > (UINT64_MAX - frac * mult / pow10[nfrac]) / mult)
-		return -ERANGE;
-	*ms = whole * mult + frac * mult / pow10[nfrac];
-	return 0;
-}
-
-/* "64M" rather than 67108864 in messages, where that is exact. */
-static void fmt_size(char *buf, size_t len, uint64_t b)
-{
-	static const char units[] = "TGMK";
-
-	for (unsigned i = 0; i < 4; i++) {
-		unsigned shift = 40 - 10 * i;
-
-		if (b && b % (1ULL << shift) == 0) {
-			snprintf(buf, len, "%" PRIu64 "%c", b >> shift, units[i]);
-			return;
-		}
-	}
-	snprintf(buf, len, "%" PRIu64 " bytes", b);
-}
-
 /* ---- one setter per key ---- */
 
 /* Memory checks shared by cfg_set and cfg_validate.  what: how the message
@@ -212,11 +77,11 @@ static int check_mem(uint64_t b, const char *what, char *err, size_t errlen)
 	char lim[32];
 
 	if (b < CFG_MIN_MEM) {
-		fmt_size(lim, sizeof(lim), CFG_MIN_MEM);
+		units_fmt_size(lim, sizeof(lim), CFG_MIN_MEM);
 		return fail(err, errlen, "%s is below the minimum %s", what, lim);
 	}
 	if (b > CFG_MAX_MEM) {
-		fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
+		units_fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
 		return fail(err, errlen, "%s is above the maximum %s", what, lim);
 	}
 	if (b % PAGE_SIZE)
@@ -226,7 +91,7 @@ static int check_mem(uint64_t b, const char *what, char *err, size_t errlen)
 
 /* Jail ids and file names are made from the name, so it must be one
  * harmless path component. */
-static int set_name(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_name(const struct target *t, const char *v, const struct base *b, char *err,
 		    size_t errlen)
 {
 	static const char ok[] =
@@ -240,37 +105,37 @@ static int set_name(struct vm_config *c, const char *v, const struct base *b, ch
 			    v[span]);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
 		return fail(err, errlen, "\"%s\" cannot be a name: it means a folder", v);
-	memcpy(c->name, v, n + 1);
+	memcpy(t->c->name, v, n + 1);
 	return 0;
 }
 
-static int set_vcpus(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_vcpus(const struct target *t, const char *v, const struct base *b, char *err,
 		     size_t errlen)
 {
 	bool overflow = false;
 	const char *p = v;
 	uint64_t n;
 
-	if (!digits(&p, &n, &overflow) || *p)
+	if (!units_digits(&p, &n, &overflow) || *p)
 		return fail(err, errlen, "\"%.64s\" is not a number: must be 1..%d", v,
 			    CFG_MAX_VCPUS);
 	if (overflow || n < 1 || n > CFG_MAX_VCPUS)
 		return fail(err, errlen, "\"%.64s\" is out of range: must be 1..%d", v,
 			    CFG_MAX_VCPUS);
-	c->vcpus = (unsigned)n;
+	t->c->vcpus = (unsigned)n;
 	return 0;
 }
 
-static int set_memory(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_memory(const struct target *t, const char *v, const struct base *b, char *err,
 		      size_t errlen)
 {
 	char what[80], lim[32];
 	uint64_t bytes;
-	int rc = parse_size(v, &bytes);
+	int rc = units_parse_size(v, &bytes);
 
 	snprintf(what, sizeof(what), "\"%.64s\"", v);
 	if (rc == -ERANGE) {
-		fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
+		units_fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
 		return fail(err, errlen, "%s is too large (at most %s)", what, lim);
 	}
 	if (rc)
@@ -278,7 +143,7 @@ static int set_memory(struct vm_config *c, const char *v, const struct base *b, 
 	rc = check_mem(bytes, what, err, errlen);
 	if (rc)
 		return rc;
-	c->mem_size = bytes;
+	t->c->mem_size = bytes;
 	return 0;
 }
 
@@ -299,16 +164,16 @@ static int set_path(char dst[CFG_PATH_MAX], const char *v, const struct base *b,
 	return 0;
 }
 
-static int set_kernel(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_kernel(const struct target *t, const char *v, const struct base *b, char *err,
 		      size_t errlen)
 {
-	return set_path(c->kernel, v, b, false, err, errlen);
+	return set_path(t->c->kernel, v, b, false, err, errlen);
 }
 
-static int set_initrd(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_initrd(const struct target *t, const char *v, const struct base *b, char *err,
 		      size_t errlen)
 {
-	return set_path(c->initrd, v, b, true, err, errlen);
+	return set_path(t->c->initrd, v, b, true, err, errlen);
 }
 
 /* Set the cmdline to v[0..n), or extend it (an INI continuation line) with
@@ -329,13 +194,13 @@ static int put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n
 }
 
 /* Verbatim: quotes and inner blanks belong to the kernel. */
-static int set_cmdline(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_cmdline(const struct target *t, const char *v, const struct base *b, char *err,
 		       size_t errlen)
 {
-	return put_cmdline(c, false, v, strlen(v), err, errlen);
+	return put_cmdline(t->c, false, v, strlen(v), err, errlen);
 }
 
-static int set_timeout(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_timeout(const struct target *t, const char *v, const struct base *b, char *err,
 		       size_t errlen)
 {
 	uint64_t ms;
@@ -346,19 +211,19 @@ static int set_timeout(struct vm_config *c, const char *v, const struct base *b,
 	if (rc)
 		return fail(err, errlen,
 			    "\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)", v);
-	c->timeout_ms = ms;
+	t->c->timeout_ms = ms;
 	return 0;
 }
 
-static int set_irqchip(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_irqchip(const struct target *t, const char *v, const struct base *b, char *err,
 		       size_t errlen)
 {
 	if (!strcmp(v, "auto"))
-		c->irqchip = CFG_IRQCHIP_AUTO;
+		t->c->irqchip = CFG_IRQCHIP_AUTO;
 	else if (!strcmp(v, "on"))
-		c->irqchip = CFG_IRQCHIP_ON;
+		t->c->irqchip = CFG_IRQCHIP_ON;
 	else if (!strcmp(v, "off"))
-		c->irqchip = CFG_IRQCHIP_OFF;
+		t->c->irqchip = CFG_IRQCHIP_OFF;
 	else
 		return fail(err, errlen, "\"%.64s\" is not one of auto, on, off", v);
 	return 0;
@@ -366,7 +231,7 @@ static int set_irqchip(struct vm_config *c, const char *v, const struct base *b,
 
 /* "stdout" and "none" are words, anything else a file ("./none" for a
  * file of that name). */
-static int set_output(struct vm_config *c, const char *v, const struct base *b, char *err,
+static int set_output(const struct target *t, const char *v, const struct base *b, char *err,
 		      size_t errlen)
 {
 	static const struct base here = {"", 0};
@@ -375,71 +240,307 @@ static int set_output(struct vm_config *c, const char *v, const struct base *b, 
 		return fail(err, errlen, "empty (use stdout, none or a file path)");
 	if (!strcmp(v, "stdout") || !strcmp(v, "none"))
 		b = &here;
-	return set_path(c->serial_out, v, b, false, err, errlen);
+	return set_path(t->c->serial_out, v, b, false, err, errlen);
+}
+
+/* ---- devices: [block.NAME] and [net.NAME] ---- */
+
+static int set_block_path(const struct target *t, const char *v, const struct base *b, char *err,
+			  size_t errlen)
+{
+	return set_path(t->blk->path, v, b, false, err, errlen);
+}
+
+/* ASCII, case-insensitive: strcasecmp would follow the locale. */
+static bool word_is(const char *v, const char *word)
+{
+	for (; *v && *word; v++, word++)
+		if (units_lower(*v) != *word)
+			return false;
+	return *v == *word;
+}
+
+static int set_read_only(const struct target *t, const char *v, const struct base *b, char *err,
+			 size_t errlen)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (word_is(v, yes[i])) {
+			t->blk->read_only = true;
+			return 0;
+		}
+		if (word_is(v, no[i])) {
+			t->blk->read_only = false;
+			return 0;
+		}
+	}
+	return fail(err, errlen,
+		    "\"%.64s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", v);
+}
+
+/* A host interface name as the kernel's dev_valid_name() takes it, less
+ * '%', which TUNSETIFF would expand into a new interface's name: ember
+ * attaches to a tap that exists, it does not make one. */
+static int set_tap(const struct target *t, const char *v, const struct base *b, char *err,
+		   size_t errlen)
+{
+	size_t n = strlen(v);
+
+	if (!n)
+		return fail(err, errlen, "empty (the name of a host tap interface)");
+	if (n > CFG_IFNAME_MAX)
+		return fail(err, errlen, "\"%.64s\" is %zu characters, longer than %d", v, n,
+			    CFG_IFNAME_MAX);
+	if (!strcmp(v, ".") || !strcmp(v, ".."))
+		return fail(err, errlen, "\"%s\" is not an interface name", v);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)v[i];
+
+		if (ch < 0x20 || ch == 0x7f)
+			return fail(err, errlen,
+				    "has a control character (0x%02x): not an interface name", ch);
+		if (ch == ' ' || ch == '/' || ch == ':' || ch == '%')
+			return fail(err, errlen,
+				    "\"%s\" has '%c': not allowed in an interface name", v, ch);
+	}
+	memcpy(t->net->tap, v, n + 1);
+	return 0;
+}
+
+static int hex_digit(char ch)
+{
+	ch = units_lower(ch);
+	if (units_is_digit(ch))
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	return -1;
+}
+
+/* Exactly "xx:xx:xx:xx:xx:xx", hex in either case. */
+static bool parse_mac(const char *s, uint8_t mac[6])
+{
+	for (int i = 0; i < 6; i++, s += 3) {
+		int hi = hex_digit(s[0]), lo = hi < 0 ? -1 : hex_digit(s[1]);
+
+		if (lo < 0 || s[2] != (i < 5 ? ':' : '\0'))
+			return false;
+		mac[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
+}
+
+/* A guest's own address must be unicast (multicast is the low bit of the
+ * first octet, broadcast included) and not all zero. */
+static int set_mac(const struct target *t, const char *v, const struct base *b, char *err,
+		   size_t errlen)
+{
+	uint8_t mac[6];
+
+	if (!parse_mac(v, mac))
+		return fail(err, errlen,
+			    "\"%.64s\" is not a MAC address (use six hex pairs: 02:00:00:00:00:01)",
+			    v);
+	if (mac[0] & 1)
+		return fail(err, errlen,
+			    "\"%s\" is a multicast address (low bit of the first octet set): a "
+			    "device needs a unicast one, e.g. 02:00:00:00:00:01",
+			    v);
+	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
+		return fail(err, errlen, "\"%s\" is all zero: not a usable address", v);
+	memcpy(t->net->mac, mac, sizeof(mac));
+	t->net->has_mac = true;
+	return 0;
 }
 
 /* Order within a section is the order of the "known:" list in messages.
- * Index = bit in struct parse.seen. */
+ * Index = bit in struct seen's words. */
 /* clang-format off */
 static const struct key keys[] = {
-	{"vm", "name", set_name},
-	{"vm", "vcpus", set_vcpus},
-	{"vm", "memory", set_memory},
-	{"vm", "kernel", set_kernel},
-	{"vm", "initrd", set_initrd},
-	{"vm", "cmdline", set_cmdline},
-	{"vm", "timeout", set_timeout},
-	{"vm", "irqchip", set_irqchip},
-	{"serial", "output", set_output},
+	{KIND_VM, "name", set_name},
+	{KIND_VM, "vcpus", set_vcpus},
+	{KIND_VM, "memory", set_memory},
+	{KIND_VM, "kernel", set_kernel},
+	{KIND_VM, "initrd", set_initrd},
+	{KIND_VM, "cmdline", set_cmdline},
+	{KIND_VM, "timeout", set_timeout},
+	{KIND_VM, "irqchip", set_irqchip},
+	{KIND_SERIAL, "output", set_output},
+	{KIND_BLOCK, "path", set_block_path},
+	{KIND_BLOCK, "read_only", set_read_only},
+	{KIND_NET, "tap", set_tap},
+	{KIND_NET, "mac", set_mac},
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(NKEYS <= 32, "struct parse.seen is a uint32_t");
+_Static_assert(NKEYS <= 32, "struct seen's words are uint32_t");
 
-static bool section_known(const char *section)
+/* The keys one INI file has set so far, a bit per keys[] entry: for [vm]
+ * and [serial] however often they are opened, and for each device (whose
+ * section may be opened once per file).  NULL from the command line,
+ * which may override a key as often as it likes. */
+struct seen {
+	uint32_t vm;
+	uint32_t blocks[CFG_MAX_BLOCKS];
+	uint32_t nets[CFG_MAX_NETS];
+};
+
+/* A section name taken apart: its kind and, for a device, its name. */
+struct section {
+	enum kind kind;
+	const char *dev; /* after the '.'; NULL for [vm] and [serial] */
+};
+
+/* Solo5 manifest names: [A-Za-z0-9_], so also safe in messages and as
+ * parts of file or jail names. */
+static int check_dev_name(enum kind k, const char *name, char *err, size_t errlen)
 {
-	for (size_t i = 0; i < NKEYS; i++)
-		if (!strcmp(keys[i].section, section))
-			return true;
-	return false;
+	static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_";
+	size_t n = strlen(name), span = strspn(name, ok);
+
+	if (!n)
+		return fail(err, errlen, "no device name (use [%s.NAME])", kinds[k].name);
+	if (n > CFG_NAME_MAX)
+		return fail(err, errlen, "device name must be 1..%d characters, not %zu",
+			    CFG_NAME_MAX, n);
+	if (span != n)
+		return fail(err, errlen, "device name \"%.64s\" has '%c': use only A-Z a-z 0-9 _",
+			    name, name[span]);
+	return 0;
 }
 
-static int unknown_key(const char *section, char *err, size_t errlen)
+/* 0; -ENOENT for a section of no known kind; -EINVAL for a device
+ * section without a good name.  err says why. */
+static int parse_section(const char *s, struct section *sec, char *err, size_t errlen)
+{
+	const char *dot = strchr(s, '.');
+	size_t klen = dot ? (size_t)(dot - s) : strlen(s), len = 0;
+	char list[128];
+
+	for (int k = 0; k < NKINDS; k++) {
+		if (strlen(kinds[k].name) != klen || strncmp(kinds[k].name, s, klen))
+			continue;
+		if (!kinds[k].max && dot)
+			break; /* [vm.x] */
+		sec->kind = (enum kind)k;
+		sec->dev = kinds[k].max ? (dot ? dot + 1 : "") : NULL;
+		return sec->dev ? check_dev_name(sec->kind, sec->dev, err, errlen) : 0;
+	}
+	list[0] = '\0';
+	for (int k = 0; k < NKINDS && len < sizeof(list); k++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s[%s%s]", k ? ", " : "",
+					kinds[k].name, kinds[k].max ? ".NAME" : "");
+	fail(err, errlen, "unknown section [%.80s] (known: %s)", s, list);
+	return -ENOENT;
+}
+
+static unsigned *dev_count(struct vm_config *c, enum kind k)
+{
+	return k == KIND_BLOCK ? &c->nr_blocks : &c->nr_nets;
+}
+
+static char *dev_name(struct vm_config *c, enum kind k, unsigned i)
+{
+	return k == KIND_BLOCK ? c->blocks[i].name : c->nets[i].name;
+}
+
+/* The index of device name (checked) of kind k, added with nothing set if
+ * there is none yet (*added), or -EINVAL when there are already as many
+ * as may be. */
+static int dev_get(struct vm_config *c, enum kind k, const char *name, bool *added, char *err,
+		   size_t errlen)
+{
+	unsigned *nr = dev_count(c, k);
+
+	*added = false;
+	for (unsigned i = 0; i < *nr && i < kinds[k].max; i++)
+		if (!strcmp(dev_name(c, k, i), name))
+			return (int)i;
+	if (*nr >= kinds[k].max)
+		return fail(err, errlen, "too many %ss (at most %u)", kinds[k].what, kinds[k].max);
+	if (k == KIND_BLOCK)
+		memset(&c->blocks[*nr], 0, sizeof(c->blocks[0]));
+	else
+		memset(&c->nets[*nr], 0, sizeof(c->nets[0]));
+	strcpy(dev_name(c, k, *nr), name);
+	*added = true;
+	return (int)(*nr)++;
+}
+
+/* Take back the device dev_get() has just added. */
+static void dev_drop_last(struct vm_config *c, enum kind k)
+{
+	unsigned *nr = dev_count(c, k);
+
+	(*nr)--;
+	if (k == KIND_BLOCK)
+		memset(&c->blocks[*nr], 0, sizeof(c->blocks[0]));
+	else
+		memset(&c->nets[*nr], 0, sizeof(c->nets[0]));
+}
+
+/* ---- one table for both spellings ---- */
+
+static int unknown_key(enum kind k, char *err, size_t errlen)
 {
 	char list[256];
 	size_t len = 0;
 
 	list[0] = '\0';
 	for (size_t i = 0; i < NKEYS; i++)
-		if (!strcmp(keys[i].section, section) && len < sizeof(list))
+		if (keys[i].kind == k && len < sizeof(list))
 			len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
 						len ? ", " : "", keys[i].name);
 	return fail(err, errlen, "unknown key (known: %s)", list);
 }
 
-/* The one setter for both spellings.  seen: the INI file's keys so far
- * (a bit per keys[] entry), NULL from the command line, which may
- * override a key as often as it likes. */
+/* The one setter for both spellings.  A device section's device is added
+ * on its first key, and taken back if that key's value is refused. */
 static int set_key(struct vm_config *c, const char *section, const char *name, const char *value,
-		   const struct base *b, uint32_t *seen, char *err, size_t errlen)
+		   const struct base *b, struct seen *seen, char *err, size_t errlen)
 {
+	struct target t = {.c = c};
+	const struct key *key = NULL;
+	uint32_t *bits = NULL, bit = 0;
+	struct section sec;
+	bool added = false;
+	int rc, i = 0;
+
 	if (!*section)
 		return fail(err, errlen, "not in a section (put it under [vm] or [serial])");
-	if (!section_known(section))
-		return fail(err, errlen, "unknown section [%.64s]", section);
-	for (size_t i = 0; i < NKEYS; i++) {
-		int rc;
-
-		if (strcmp(keys[i].section, section) || strcmp(keys[i].name, name))
-			continue;
-		if (seen && (*seen & (1u << i)))
-			return fail(err, errlen, "duplicate key");
-		rc = keys[i].set(c, value, b, err, errlen);
-		if (rc == 0 && seen)
-			*seen |= 1u << i;
-		return rc;
+	if (parse_section(section, &sec, err, errlen))
+		return -EINVAL;
+	for (size_t j = 0; j < NKEYS && !key; j++)
+		if (keys[j].kind == sec.kind && !strcmp(keys[j].name, name)) {
+			key = &keys[j];
+			bit = 1u << j;
+		}
+	if (!key)
+		return unknown_key(sec.kind, err, errlen);
+	if (sec.dev) {
+		i = dev_get(c, sec.kind, sec.dev, &added, err, errlen);
+		if (i < 0)
+			return i;
+		if (sec.kind == KIND_BLOCK)
+			t.blk = &c->blocks[i];
+		else
+			t.net = &c->nets[i];
 	}
-	return unknown_key(section, err, errlen);
+	if (seen) {
+		bits = !sec.dev			? &seen->vm
+		       : sec.kind == KIND_BLOCK ? &seen->blocks[i]
+						: &seen->nets[i];
+		if (*bits & bit)
+			return fail(err, errlen, "duplicate key");
+	}
+	rc = key->set(&t, value, b, err, errlen);
+	if (rc && added)
+		dev_drop_last(c, sec.kind);
+	if (rc == 0 && bits)
+		*bits |= bit;
+	return rc;
 }
 
 void cfg_defaults(struct vm_config *c)
@@ -466,6 +567,7 @@ int cfg_set(struct vm_config *c, const char *section, const char *key, const cha
 int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 {
 	char what[48];
+	int rc;
 
 	if (!c->kernel[0])
 		return fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
@@ -473,36 +575,87 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 		return fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
 			    CFG_MAX_VCPUS);
 	strcpy(what, "memory: ");
-	fmt_size(what + strlen(what), sizeof(what) - strlen(what), c->mem_size);
-	return check_mem(c->mem_size, what, err, errlen);
+	units_fmt_size(what + strlen(what), sizeof(what) - strlen(what), c->mem_size);
+	rc = check_mem(c->mem_size, what, err, errlen);
+	if (rc)
+		return rc;
+	if (c->nr_blocks > CFG_MAX_BLOCKS || c->nr_nets > CFG_MAX_NETS)
+		return fail(err, errlen, "%u block and %u net devices: at most %d and %d",
+			    c->nr_blocks, c->nr_nets, CFG_MAX_BLOCKS, CFG_MAX_NETS);
+	for (unsigned i = 0; i < c->nr_blocks; i++)
+		if (!c->blocks[i].path[0])
+			return fail(err, errlen, "[block.%.64s]: no path given (path = FILE)",
+				    c->blocks[i].name);
+	for (unsigned i = 0; i < c->nr_nets; i++)
+		if (!c->nets[i].tap[0])
+			return fail(err, errlen,
+				    c->nets[i].has_mac
+					? "[net.%.64s]: mac given but no tap (tap = NAME)"
+					: "[net.%.64s]: no tap given (tap = NAME)",
+				    c->nets[i].name);
+	return 0;
 }
 
 /* ---- INI files ----
  *
- * inih reads through read_line() rather than by file name, for three
+ * inih reads through read_line() rather than by file name, for four
  * reasons.  It tells us each line's number (Debian builds inih without
  * INI_HANDLER_LINENO).  It catches lines longer than inih's buffer
  * (ini_max_line, 200), which inih would silently split, parsing the tail
- * as a line of its own.  And it sees each raw line, which is the only way
+ * as a line of its own.  It sees each raw line, which is the only way
  * to tell a continuation line (indented; inih hands it to the handler
  * under the previous key's name) from a repeated key.  Continuations are
  * how a cmdline longer than one line is written:
  *
  *     cmdline = console=ttyS0 reboot=k panic=1
  *               root=/dev/vda rw          ; joined with one space
+ *
+ * And it sees "[section]" lines, which inih does not report (and cuts to
+ * 49 characters, shorter than [block.NAME] may be): a device section is
+ * checked on its own line, and opens its device even without keys.
  */
 struct parse {
 	struct vm_config *c;
 	struct base base;
 	FILE *f;
-	int lineno;	/* of the line inih is working on */
-	bool indented;	/* that line starts with a blank */
-	bool have_prev; /* a key since the last [section]: inih's prev_name */
-	uint32_t seen;
+	int lineno;	   /* of the line inih is working on */
+	bool indented;	   /* that line starts with a blank */
+	bool have_prev;	   /* a key since the last [section]: inih's prev_name */
+	char section[256]; /* the current section, in full (lines are shorter) */
+	struct seen seen;
+	/* the line of each device's section in this file, 0 = none yet */
+	int block_line[CFG_MAX_BLOCKS];
+	int net_line[CFG_MAX_NETS];
 	int err_line; /* first error of ours, 0 = none */
 	int read_errno;
 	char why[CFG_ERR_MAX];
 };
+
+/* A "[name]" line, name being len bytes at s.  0, or -EINVAL with the
+ * reason in p->why. */
+static int open_section(struct parse *p, const char *s, size_t len)
+{
+	char why[CFG_ERR_MAX];
+	struct section sec;
+	bool added;
+	int i, *line;
+
+	memcpy(p->section, s, len);
+	p->section[len] = '\0';
+	i = parse_section(p->section, &sec, why, sizeof(why));
+	if (i == -ENOENT || (!i && !sec.dev))
+		return 0; /* an unknown section is an error once it has a key */
+	if (!i)
+		i = dev_get(p->c, sec.kind, sec.dev, &added, why, sizeof(why));
+	if (i < 0)
+		return fail(p->why, sizeof(p->why), "[%.80s]: %s", p->section, why);
+	line = sec.kind == KIND_BLOCK ? &p->block_line[i] : &p->net_line[i];
+	if (*line)
+		return fail(p->why, sizeof(p->why), "duplicate section [%.80s], first at line %d",
+			    p->section, *line);
+	*line = p->lineno;
+	return 0;
+}
 
 static char *read_line(char *buf, int size, void *stream)
 {
@@ -532,13 +685,27 @@ static char *read_line(char *buf, int size, void *stream)
 			return NULL;
 		}
 	}
+	if (p->lineno == 1 && !strncmp(s, "\xEF\xBB\xBF", 3))
+		s += 3; /* a UTF-8 BOM, which inih skips */
 	while (*s && isspace((unsigned char)*s))
 		s++;
 	p->indented = s > buf;
 	/* inih takes an indented line after a key as its continuation, even
 	 * one that starts with '['; any other '[' line opens a section. */
-	if (*s == '[' && !(p->indented && p->have_prev))
+	if (*s == '[' && !(p->indented && p->have_prev)) {
+		const char *end = ++s;
+
 		p->have_prev = false;
+		/* Up to ']', as inih: one not found, or after an inline comment
+		 * (';' after a blank), is inih's syntax error on this line. */
+		while (*end && *end != ']' &&
+		       !(*end == ';' && end > s && isspace((unsigned char)end[-1])))
+			end++;
+		if (*end == ']' && open_section(p, s, (size_t)(end - s))) {
+			p->err_line = p->lineno;
+			return NULL;
+		}
+	}
 	return buf;
 }
 
@@ -559,9 +726,12 @@ static size_t uncommented(const char *v)
 	return n;
 }
 
-static int on_key(void *user, const char *section, const char *name, const char *value)
+/* inih's section argument is ignored for p->section: the same, but not
+ * cut short. */
+static int on_key(void *user, const char *inih_section, const char *name, const char *value)
 {
 	struct parse *p = user;
+	const char *section = p->section;
 	bool cont = p->indented && p->have_prev;
 	char why[CFG_ERR_MAX];
 	int rc;
@@ -585,7 +755,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		return 1;
 	p->err_line = p->lineno;
 	if (*section)
-		fail(p->why, sizeof(p->why), "[%.64s] %.64s: %s", section, name, why);
+		fail(p->why, sizeof(p->why), "[%.80s] %.64s: %s", section, name, why);
 	else
 		fail(p->why, sizeof(p->why), "%.64s: %s", name, why);
 	return 0;
