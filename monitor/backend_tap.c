@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "monitor/backend.h"
@@ -17,6 +18,28 @@ int tap_open(struct tap_backend *t, const char *name, char *err, size_t errlen)
 	if (strlen(name) >= sizeof(ifr.ifr_name) || !name[0]) {
 		snprintf(err, errlen, "tap '%s': not a valid interface name", name);
 		return -EINVAL;
+	}
+	/* As solo5-hvt: the interface must exist and be up.  TUNSETIFF would
+	 * quietly create a new, unconfigured one (a typo then "works" and
+	 * every frame vanishes). */
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock >= 0) {
+		memset(&ifr, 0, sizeof(ifr));
+		memcpy(ifr.ifr_name, name, strlen(name));
+		int r = ioctl(sock, SIOCGIFFLAGS, &ifr);
+		int e = errno;
+		close(sock);
+		if (r < 0) {
+			snprintf(err, errlen, "tap %s: %s%s", name, strerror(e),
+			         e == ENODEV ? " (create it first: ip tuntap add dev NAME mode tap)"
+			                     : "");
+			return e == ENODEV ? -ENOENT : -e;
+		}
+		if (!(ifr.ifr_flags & IFF_UP)) {
+			snprintf(err, errlen, "tap %s: interface is down (ip link set %s up)", name,
+			         name);
+			return -ENETDOWN;
+		}
 	}
 	int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0) {

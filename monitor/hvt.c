@@ -147,6 +147,7 @@ int hvt_setup(struct hvt_guest *g, const struct gmem *m, uint64_t ram, uint64_t 
 		return ERR("memory: hvt unikernels get at most %llu MiB (asked for %llu MiB)",
 		           (unsigned long long)(HVT_MAX_MEM >> 20), (unsigned long long)(ram >> 20));
 	g->mem_size = ram & ~(HVT_PAGE - 1);
+	kernel_end = (kernel_end + 4095) & ~4095ULL; /* page-aligned, as solo5-hvt's */
 	g->kernel_end = kernel_end;
 	/* room for the kernel and at least a page of stack above it */
 	if (g->mem_size < HVT_PAGE || kernel_end + 4096 > g->mem_size)
@@ -224,8 +225,12 @@ static void do_block(struct hvt_guest *g, unsigned nr, struct hc_block *a, int *
 {
 	bool write = nr == HVT_BLOCK_WRITE;
 	if (!is_dev(g, a->handle, HVT_MFT_BLOCK) ||
-	    !blk_range_ok(&g->blk[a->handle], a->offset, a->len, BLK_SECTOR) || a->len == 0) {
+	    !blk_range_ok(&g->blk[a->handle], a->offset, a->len, BLK_SECTOR)) {
 		a->ret = SOLO5_R_EINVAL;
+		return;
+	}
+	if (a->len == 0) { /* nothing to move, as solo5-hvt */
+		a->ret = SOLO5_R_OK;
 		return;
 	}
 	void *buf = guest_buf(g, nr, "data buffer", a->data, a->len, stop);
@@ -398,12 +403,10 @@ static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool 
 		struct hc_halt a;
 		memcpy(&a, arg, sizeof(a));
 		int status = a.exit_status & 0xff;
+		/* The cookie is a guest pointer like any other (512 bytes). */
 		if (a.cookie && !gmem_ptr(g->mem, a.cookie, HVT_HALT_COOKIE_MAX))
-			snprintf(msg, sizeof(msg),
-			         "guest halted with status %d (its HALT cookie 0x%llx lies outside "
-			         "guest RAM)",
-			         a.exit_status, (unsigned long long)a.cookie);
-		else if (status == 255)
+			return fault(g, nr, "cookie", a.cookie, HVT_HALT_COOKIE_MAX);
+		if (status == 255)
 			snprintf(msg, sizeof(msg), "guest aborted (halt status 255)");
 		else
 			snprintf(msg, sizeof(msg), "guest halted with status %d", a.exit_status);

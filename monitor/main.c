@@ -279,9 +279,8 @@ static int cmd_run(int argc, char **argv)
 		return r;
 	}
 	if (o.dry_run) {
-		fprintf(stderr,
-		        "ember: %s: configuration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu MiB%s\n",
-		        cfg.name,
+		fprintf(stderr, "ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu MiB%s\n",
+		        strcmp(cfg.name, "ember") ? cfg.name : "", strcmp(cfg.name, "ember") ? ": " : "",
 		        vm.boot.proto == BOOT_PVH   ? "PVH"
 		        : vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
 		                                    : "Linux 64-bit",
