@@ -1,14 +1,12 @@
-/* VM assembly and the vmm thread's wait.  Order matters for start time:
+/* VM assembly (running it is vm_run.c).  Order matters for start time:
  * load the kernel into plain memory first (bad input fails before any KVM
  * work), then VM, memory slots, irqchip (slots first: 7 ms otherwise),
  * vCPUs, devices. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -196,88 +194,11 @@ static void first_output(void *opaque)
 	atomic_store(&vm->stats.have_first_output, true);
 }
 
-static int on_pio(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
-                  bool is_write)
-{
-	struct vm *vm = opaque;
-	int r = bus_dispatch(&vm->pio, port, data, len, is_write);
-	if (r == -ENOENT || r == -ERANGE) {
-		/* Nothing there: reads float high, as on a real ISA bus. */
-		if (!is_write)
-			memset(data, 0xff, len);
-		if (vm->verbose)
-			fprintf(stderr, "ember: vcpu%u: unhandled %s of port 0x%x (%u bytes)\n",
-			        v->index, is_write ? "write" : "read", port, len);
-		return 0;
-	}
-	return r;
-}
-
-static int on_mmio(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
-                   bool is_write)
-{
-	struct vm *vm = opaque;
-	int r = bus_dispatch(&vm->mmio, addr, data, len, is_write);
-	if (r == -ENOENT || r == -ERANGE) {
-		if (!is_write)
-			memset(data, 0xff, len);
-		if (vm->verbose)
-			fprintf(stderr, "ember: vcpu%u: unhandled %s of guest address 0x%llx (%u bytes)\n",
-			        v->index, is_write ? "write" : "read", (unsigned long long)addr, len);
-		return 0;
-	}
-	return r;
-}
-
-static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
-{
-	struct vm *vm = opaque;
-	char msg[128];
-	int code;
-
-	switch (why) {
-	case VCPU_STOP_SHUTDOWN:
-		code = EXIT_TRIPLE_FAULT;
-		snprintf(msg, sizeof(msg), "vcpu%u: triple fault (shutdown)", v->index);
-		break;
-	case VCPU_STOP_HALTED:
-		code = EXIT_GUEST_HALTED;
-		snprintf(msg, sizeof(msg),
-		         "vcpu%u: guest halted with no interrupt source (no irqchip)", v->index);
-		break;
-	case VCPU_STOP_IOCTL:
-		code = EXIT_HOST;
-		snprintf(msg, sizeof(msg), "vcpu%u: KVM_RUN failed: %s", v->index, strerror(errno));
-		break;
-	default:
-		code = EXIT_KVM_ERROR;
-		snprintf(msg, sizeof(msg), "vcpu%u: KVM could not run the guest (exit reason %u)",
-		         v->index, v->run->exit_reason);
-		break;
-	}
-	/* Only the first stop reports; a kicked vCPU's state is not news. */
-	if (atomic_load(&vm->stopping))
-		return;
-	if (code == EXIT_TRIPLE_FAULT || code == EXIT_KVM_ERROR)
-		vcpu_dump(v, stderr);
-	vm_stop(vm, code, msg);
-}
-
-static int on_interrupted(void *opaque, struct vcpu *v);
-
 /* hvt's POLL was interrupted: stop if the VM is stopping or timed out. */
 static int hvt_check(void *opaque)
 {
-	struct vm *vm = opaque;
-	return atomic_load(&vm->stopping) ? 1 : on_interrupted(vm, NULL);
+	return vm_check_stop(opaque);
 }
-
-static const struct vcpu_exit_ops exit_ops = {
-    .pio = on_pio,
-    .mmio = on_mmio,
-    .interrupted = on_interrupted,
-    .stopped = on_stopped,
-};
 
 static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 {
@@ -493,102 +414,6 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	return 0;
 }
 
-void vm_stop(struct vm *vm, int code, const char *why)
-{
-	int expected = 0;
-	if (!atomic_compare_exchange_strong(&vm->stopping, &expected, 1))
-		return;
-	now(&vm->stats.t_stop);
-	vm->exit_code = code;
-	snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", why);
-	for (unsigned i = 0; i < vm->nr_vcpus; i++)
-		vcpu_kick(&vm->vcpus[i]);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
-/* KVM_RUN was interrupted by a signal that was not a kick: the timeout
- * timer's.  Past the deadline, stop the VM. */
-static int on_interrupted(void *opaque, struct vcpu *v)
-{
-	struct vm *vm = opaque;
-	if (!vm->deadline_ns || now_ns() < vm->deadline_ns)
-		return 0;
-	char msg[64];
-	snprintf(msg, sizeof(msg), "timeout after %.3g s", (double)vm->cfg->timeout_ms / 1000.0);
-	vm_stop(vm, EXIT_TIMEOUT, msg);
-	return 1;
-}
-
-/* A POSIX timer aimed at this thread (the boot vCPU's): its signal pulls
- * KVM_RUN out with EINTR and on_interrupted() checks the deadline.  It
- * repeats every 10 ms in case a tick lands outside KVM_RUN. */
-static int arm_timeout(struct vm *vm, timer_t *timer)
-{
-	vm->deadline_ns = now_ns() + vm->cfg->timeout_ms * 1000000ULL;
-	struct sigevent sev;
-	memset(&sev, 0, sizeof(sev));
-	sev.sigev_notify = SIGEV_THREAD_ID;
-	sev.sigev_signo = VCPU_KICK_SIGNAL;
-	sev._sigev_un._tid = gettid();
-	if (timer_create(CLOCK_MONOTONIC, &sev, timer) < 0)
-		return -errno;
-	struct itimerspec its = {
-	    .it_value = {.tv_sec = (time_t)(vm->cfg->timeout_ms / 1000),
-	                 .tv_nsec = (long)(vm->cfg->timeout_ms % 1000) * 1000000L},
-	    .it_interval = {.tv_nsec = 10000000L},
-	};
-	if (timer_settime(*timer, 0, &its, NULL) < 0) {
-		int e = -errno;
-		timer_delete(*timer);
-		return e;
-	}
-	return 0;
-}
-
-int vm_run(struct vm *vm)
-{
-	timer_t timer;
-	bool timed = false;
-
-	if (vm->cfg->timeout_ms) {
-		int r = arm_timeout(vm, &timer);
-		if (r) {
-			char msg[96];
-			snprintf(msg, sizeof(msg), "cannot arm the timeout: %s", strerror(-r));
-			vm_stop(vm, EXIT_HOST, msg);
-			return vm->exit_code;
-		}
-		timed = true;
-	}
-	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
-	for (unsigned i = 1; i < vm->nr_vcpus; i++) {
-		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
-		if (r) {
-			char msg[96];
-			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i, strerror(-r));
-			vm_stop(vm, EXIT_HOST, msg);
-			break;
-		}
-	}
-	now(&vm->stats.t_running);
-	if (!atomic_load(&vm->stopping))
-		vcpu_run(&vm->vcpus[0], &exit_ops, vm);
-	/* vCPU 0 only returns once the VM is stopping (or it stopped it). */
-	if (!atomic_load(&vm->stopping))
-		vm_stop(vm, EXIT_HOST, "vcpu0: stopped for no reason");
-	if (timed)
-		timer_delete(timer);
-	for (unsigned i = 1; i < vm->nr_vcpus; i++)
-		vcpu_join(&vm->vcpus[i]);
-	return vm->exit_code;
-}
-
 void vm_destroy(struct vm *vm)
 {
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
@@ -607,54 +432,4 @@ void vm_destroy(struct vm *vm)
 	}
 	gmem_free(&vm->mem);
 	vm->vm_fd = vm->kvm_fd = vm->serial_fd = -1;
-}
-
-/* The child that inherits the VM: it waits for ember to exit (the pipe's
- * write end closes then), and its own exit drops the last references to
- * the KVM objects.  Shares ember's memory (CLONE_VM), so it must touch
- * nothing but its stack and raw syscalls. */
-static int teardown_child(void *arg)
-{
-	const int *p = arg; /* the pipe, at the bottom of our stack mapping */
-	char c;
-	close(p[1]); /* our copy of the write end: EOF must mean ember exited */
-	while (read(p[0], &c, 1) < 0 && errno == EINTR)
-		;
-	_exit(0);
-}
-
-void vm_detach_teardown(struct vm *vm)
-{
-	enum { STACK = 64 * 1024 };
-	if (vm->vm_fd < 0)
-		return;
-	/* Our stdio goes first, so the child never holds the caller's pipes
-	 * open: a reader sees EOF the moment we exit. */
-	fflush(NULL);
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null >= 0) {
-		dup2(null, STDIN_FILENO);
-		dup2(null, STDOUT_FILENO);
-		dup2(null, STDERR_FILENO);
-		close(null);
-	}
-	void *stack = mmap(NULL, STACK, PROT_READ | PROT_WRITE,
-	                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (stack == MAP_FAILED)
-		return;
-	int *p = stack;
-	if (pipe(p) < 0) {
-		munmap(stack, STACK);
-		return;
-	}
-	/* exit signal 0: nobody waits for it; init reaps it. */
-	pid_t pid = clone(teardown_child, (char *)stack + STACK, CLONE_VM, p);
-	close(p[0]);
-	if (pid < 0) {
-		close(p[1]);
-		munmap(stack, STACK);
-		return;
-	}
-	/* The child has its own copies of every fd: ours close at our exit
-	 * without tearing anything down.  Keep p[1] open until then. */
 }

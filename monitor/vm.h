@@ -70,8 +70,13 @@ __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_
  * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
 
+/* > 0 when the VM must stop now: it is stopping already, or its --timeout
+ * has passed (then this stops it with EXIT_TIMEOUT).  Any thread; for
+ * code that waits on the guest's behalf (hvt POLL) after a signal. */
+int vm_check_stop(struct vm *vm);
+
 /* Stop the VM (any thread): first caller sets code and reason; all vCPUs
- * are kicked and the vmm thread woken. */
+ * are kicked. */
 void vm_stop(struct vm *vm, int code, const char *why);
 
 /* Called just before the process exits: hand the KVM objects to a child
