@@ -74,4 +74,4 @@ format:
 clean:
 	rm -rf build build-asan
 
--include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d
+-include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d $(UNIT_BINS:=.d)

@@ -94,16 +94,12 @@ def build_tools(bdir):
             "dynamic": out("hello_dynamic"), "floor": floor}
 
 
-def guest(guests_dir, bdir, name, fallback_src):
-    """build/guest/NAME if the guest helper built it, else our own copy."""
+def guest(guests_dir, name):
+    """GUESTS/NAME, as `make guests` builds it (`make bench` does first)."""
     p = os.path.join(guests_dir, name)
-    if os.path.isfile(p):
-        return p, False
-    obj = os.path.join(bdir, name + ".o")
-    elf = os.path.join(bdir, name)
-    sh(["gcc", "-m32", "-c", os.path.join(HERE, fallback_src), "-o", obj])
-    sh(["ld", "-m", "elf_i386", "-T", os.path.join(HERE, "guest.ld"), obj, "-o", elf])
-    return elf, True
+    if not os.path.isfile(p):
+        die("no guest %s: run make guests (or give --guests DIR)" % p)
+    return p
 
 
 # ----------------------------------------------------------------- timing
@@ -347,8 +343,8 @@ def main():
         die("no ember binary at %s (make first)" % ember)
     bdir = os.path.join(os.path.abspath(a.build_dir), "bench")
     tools = build_tools(bdir)
-    hello, hello_fb = guest(a.guests, bdir, "bench_hello.elf", "guest_hello.S")
-    loop, loop_fb = guest(a.guests, bdir, "loop.elf", "guest_loop.S")
+    hello = guest(a.guests, "bench_hello.elf")
+    loop = guest(a.guests, "loop.elf")
 
     qemu = None if a.no_qemu else shutil.which(a.qemu)
     qemu_note = "QEMU not run (--no-qemu)" if a.no_qemu else \
@@ -549,10 +545,6 @@ def main():
     if qemu:
         out.append("    RSS: " + q(rss_cmds["qemu"][0]) + "   # SIGTERM after the sample")
     notes = []
-    if hello_fb or loop_fb:
-        notes.append("guests built by the bench from tests/bench/guest_*.S "
-                     "(build/guest had no %s)" % " / ".join(
-                         n for n, fb in (("bench_hello.elf", hello_fb), ("loop.elf", loop_fb)) if fb))
     for k, how in hows.items():
         if "merged" in how:
             notes.append("%s: the guest-RAM mapping shares a VMA with a neighbouring "

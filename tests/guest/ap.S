@@ -35,12 +35,7 @@ ap_entry32:
 
         .code64
 ap_entry64:
-        mov $KERNEL_DS, %eax
-        mov %eax, %ds
-        mov %eax, %es
-        mov %eax, %ss
-        mov %eax, %fs
-        mov %eax, %gs
+        load_kernel_data_segments
         /* Stacks are handed out in arrival order (lock xadd, no cmpxchg). */
         mov $AP_STACK_SIZE, %eax
         lock xadd %eax, ap_stack_used(%rip)

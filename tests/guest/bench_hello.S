@@ -3,11 +3,9 @@
  * memory access: `hello\n` as six immediate outb's (unrolled, 13
  * instructions; a lodsb/out/dec/jnz loop would run 28), then the i8042
  * reset, which stops the VM with status 0. */
-        .section .note.Xen, "a"
-        .p2align 2
-        .long 4, 4, 18                /* namesz, descsz, XEN_ELFNOTE_PHYS32_ENTRY */
-        .asciz "Xen"
-        .long _start
+#include "boot.inc"
+
+        pvh_entry_note _start
 
         .section .text.entry, "ax"
         .code32

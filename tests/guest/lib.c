@@ -23,72 +23,16 @@ void print(const char *s)
 		serial_putc(*s++);
 }
 
-static void put_num(u64 v, unsigned base, int width, char pad)
+static void serial_write(void *ctx, const char *s, size_t n)
 {
-	char buf[24];
-	int n = 0;
-
-	do {
-		buf[n++] = "0123456789abcdef"[v % base];
-		v /= base;
-	} while (v);
-	while (width-- > n)
-		serial_putc(pad);
-	while (n)
-		serial_putc(buf[--n]);
+	(void)ctx;
+	while (n--)
+		serial_putc(*s++);
 }
 
-/* %s %c %d %u %x %p %%, an optional '0' flag and width, 'l' ignored. */
 void kvprintf(const char *fmt, va_list ap)
 {
-	for (; *fmt; fmt++) {
-		if (*fmt != '%') {
-			serial_putc(*fmt);
-			continue;
-		}
-		char pad = ' ';
-		int width = 0, lng = 0;
-		if (*++fmt == '0')
-			pad = *fmt++;
-		while (*fmt >= '0' && *fmt <= '9')
-			width = width * 10 + (*fmt++ - '0');
-		while (*fmt == 'l')
-			lng = 1, fmt++;
-		switch (*fmt) {
-		case 'd': {
-			long v = lng ? va_arg(ap, long) : va_arg(ap, int);
-			if (v < 0) {
-				serial_putc('-');
-				v = -v;
-			}
-			put_num((u64)v, 10, width, pad);
-			break;
-		}
-		case 'u':
-			put_num(lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned), 10, width,
-				pad);
-			break;
-		case 'x':
-			put_num(lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned), 16, width,
-				pad);
-			break;
-		case 'p':
-			print("0x");
-			put_num((u64)va_arg(ap, void *), 16, width, pad);
-			break;
-		case 's':
-			print(va_arg(ap, const char *));
-			break;
-		case 'c':
-			serial_putc((char)va_arg(ap, int));
-			break;
-		case '%':
-			serial_putc('%');
-			break;
-		default: /* also the NUL after a lone '%' */
-			return;
-		}
-	}
+	fmt_vprintf(serial_write, NULL, fmt, ap);
 }
 
 void kprintf(const char *fmt, ...)
@@ -130,52 +74,6 @@ const char *cmdline(void)
 	const struct hvm_start_info *si = start_info();
 
 	return si && si->cmdline_paddr ? (const char *)si->cmdline_paddr : "";
-}
-
-const char *cmdline_arg(const char *key)
-{
-	size_t klen = strlen(key);
-
-	for (const char *p = cmdline(); *p;) {
-		while (*p == ' ')
-			p++;
-		size_t i = 0;
-		while (i < klen && p[i] == key[i])
-			i++;
-		if (i == klen && p[i] == '=')
-			return p + i + 1;
-		while (*p && *p != ' ')
-			p++;
-	}
-	return NULL;
-}
-
-int parse_u64(const char *s, u64 *out)
-{
-	unsigned base = 10;
-	u64 v = 0;
-	int digits = 0;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	}
-	for (; *s && *s != ' '; s++, digits++) {
-		unsigned d;
-		if (*s >= '0' && *s <= '9')
-			d = *s - '0';
-		else if (base == 16 && (*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
-			d = (*s | 0x20) - 'a' + 10;
-		else
-			return -1;
-		if (v > (~0ULL - d) / base)
-			return -1; /* overflow */
-		v = v * base + d;
-	}
-	if (!digits)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 /* ---- page tables ---- */
@@ -283,34 +181,4 @@ void guest_init(void)
 	gdt[6] = 103 | (base & 0xffffff) << 16 | 0x89ULL << 40 | ((base >> 24) & 0xff) << 56;
 	gdt[7] = base >> 32;
 	__asm__ volatile("ltr %w0" : : "r"(0x30));
-}
-
-/* ---- what the compiler may call even with -fno-builtin ---- */
-
-size_t strlen(const char *s)
-{
-	size_t n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-void *memcpy(void *dst, const void *src, size_t n)
-{
-	u8 *d = dst;
-	const u8 *s = src;
-
-	while (n--)
-		*d++ = *s++;
-	return dst;
-}
-
-void *memset(void *dst, int c, size_t n)
-{
-	u8 *d = dst;
-
-	while (n--)
-		*d++ = (u8)c;
-	return dst;
 }

@@ -1,17 +1,11 @@
 /* The test guests' small library: serial output, exit, PVH start info,
- * command-line parsing, ring-3 calls.  Freestanding, integer-only: guest
+ * the command line, ring-3 calls; with klib.h, the C library and printf
+ * they share with the hvt guests.  Freestanding, integer-only: guest
  * ring-0 code is emulated on this host and the emulator has no SSE/x87. */
 #ifndef GUEST_LIB_H
 #define GUEST_LIB_H
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-typedef uint8_t u8;
-typedef uint16_t u16;
-typedef uint32_t u32;
-typedef uint64_t u64;
+#include "klib.h"
 
 #define PORT_COM1 0x3f8
 #define PORT_EXIT 0xf4 /* outb S: the VM stops, the monitor exits with S */
@@ -69,20 +63,14 @@ static inline void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
  * each poll would be one more exit. */
 void serial_putc(char c);
 void print(const char *s); /* no newline added */
-void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void kvprintf(const char *fmt, va_list ap);
+void kvprintf(const char *fmt, va_list ap); /* kprintf: klib.h */
 
 __attribute__((noreturn)) void exit_guest(int status); /* port 0xf4 */
 __attribute__((noreturn)) void reset_guest(void);      /* i8042 0xFE */
 
 /* NULL if the monitor's start info is missing or has a bad magic. */
 const struct hvm_start_info *start_info(void);
-const char *cmdline(void); /* "" when there is none */
-/* Value of `key=` in the command line (a pointer into it, ending at a space
- * or NUL), or NULL. */
-const char *cmdline_arg(const char *key);
-/* Decimal or 0x-hex up to a space or NUL; 0 on success, -1 if malformed. */
-int parse_u64(const char *s, u64 *out);
+/* cmdline(), cmdline_arg(), parse_u64(): klib.h */
 
 /* Identity-map the 2 MiB page holding pa (0-4 GiB is mapped at boot);
  * 0 on success, -1 when out of page-table pages. */
@@ -91,10 +79,6 @@ int map_2m(u64 pa);
 /* fn(arg) in ring 3, where code runs natively on this host.  fn must not do
  * port I/O or anything privileged.  BSP only, not reentrant. */
 long user_call(long (*fn)(void *), void *arg);
-
-size_t strlen(const char *s);
-void *memcpy(void *dst, const void *src, size_t n);
-void *memset(void *dst, int c, size_t n);
 
 extern char __image_start[], __image_end[]; /* guest.ld */
 

@@ -9,14 +9,7 @@
  * this uses long mode with 2 MiB pages. */
 #include "boot.inc"
 
-/* PVH: Xen ELF note XEN_ELFNOTE_PHYS32_ENTRY (18), desc = 32-bit entry. */
-        .section .note.Xen, "a"
-        .p2align 2
-        .long 4                       /* namesz: "Xen\0" */
-        .long 4                       /* descsz */
-        .long 18                      /* XEN_ELFNOTE_PHYS32_ENTRY */
-        .asciz "Xen"
-        .long _start
+        pvh_entry_note _start
 
 /* Entry: 32-bit protected mode, paging off, ebx = struct hvm_start_info. */
         .section .text.entry, "ax"
@@ -30,12 +23,7 @@ _start:
 
         .code64
 start64:
-        mov $KERNEL_DS, %eax
-        mov %eax, %ds
-        mov %eax, %es
-        mov %eax, %ss
-        mov %eax, %fs
-        mov %eax, %gs
+        load_kernel_data_segments
         lea boot_stack_top(%rip), %rsp
         call guest_init
         call main

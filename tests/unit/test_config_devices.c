@@ -8,65 +8,8 @@
 
 #include <cmocka.h>
 
-#include <errno.h>
-#include <ftw.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "config/config.h"
-
-struct fixture {
-	char dir[64];
-	char path[128]; /* the last file written */
-};
-
-static int setup(void **state)
-{
-	struct fixture *fx = calloc(1, sizeof(*fx));
-
-	if (!fx)
-		return -1;
-	strcpy(fx->dir, "/tmp/ember-test-config-dev-XXXXXX");
-	if (!mkdtemp(fx->dir)) {
-		free(fx);
-		return -1;
-	}
-	*state = fx;
-	return 0;
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-	int rc = nftw(fx->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
-
-	free(fx);
-	return rc;
-}
-
-/* Write text to DIR/name and return the file's path. */
-static const char *write_file(struct fixture *fx, const char *name, const char *text)
-{
-	FILE *f;
-
-	snprintf(fx->path, sizeof(fx->path), "%s/%s", fx->dir, name);
-	f = fopen(fx->path, "w");
-	assert_non_null(f);
-	assert_int_equal(fputs(text, f) >= 0, 1);
-	assert_int_equal(fclose(f), 0);
-	return fx->path;
-}
+#define CONFIG_FIXTURE_DIR "/tmp/ember-test-config-dev-XXXXXX"
+#include "config_fixture.h"
 
 /* A config that cfg_validate takes, so that tests see the device checks. */
 static void defaults(struct vm_config *c)
@@ -209,16 +152,9 @@ static void test_ini_read_only_words(void **state)
 /* An INI file named without a folder: device paths stay as written. */
 static void test_ini_device_path_no_folder(void **state)
 {
-	struct fixture *fx = *state;
 	struct vm_config c;
-	char err[CFG_ERR_MAX] = "", cwd[4096];
 
-	write_file(fx, "here.ini", "[block.d]\npath = disk.img\n");
-	assert_non_null(getcwd(cwd, sizeof(cwd)));
-	assert_int_equal(chdir(fx->dir), 0);
-	cfg_defaults(&c);
-	assert_int_equal(cfg_parse_ini("here.ini", &c, err, sizeof(err)), 0);
-	assert_int_equal(chdir(cwd), 0);
+	parse_ini_in_dir(*state, "[block.d]\npath = disk.img\n", &c);
 	assert_string_equal(c.blocks[0].path, "disk.img");
 }
 
@@ -300,12 +236,6 @@ static void test_ini_devices_on_top(void **state)
 	assert_int_equal(c.nr_nets, 1);
 }
 
-struct bad_case {
-	const char *text;
-	int line;
-	const char *msg; /* all of it, after "FILE:LINE: " */
-};
-
 #define NAME65 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define KNOWN "(known: [vm], [serial], [block.NAME], [net.NAME])"
 #define NOT_MAC "is not a MAC address (use six hex pairs: 02:00:00:00:00:01)"
@@ -386,29 +316,10 @@ static const struct bad_case bad_cases[] = {
      "[block.bad-]: device name \"bad-\" has '-': use only A-Z a-z 0-9 _"},
 };
 
+/* Each message is checked whole. */
 static void test_ini_devices_bad(void **state)
 {
-	struct fixture *fx = *state;
-
-	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
-		const struct bad_case *bc = &bad_cases[i];
-		struct vm_config c, before;
-		char err[CFG_ERR_MAX] = "", want[CFG_ERR_MAX], name[32];
-		const char *path;
-		int rc;
-
-		snprintf(name, sizeof(name), "bad%zu.ini", i);
-		path = write_file(fx, name, bc->text);
-		cfg_defaults(&c);
-		memcpy(&before, &c, sizeof(c));
-		rc = cfg_parse_ini(path, &c, err, sizeof(err));
-		snprintf(want, sizeof(want), "%s:%d: %s", path, bc->line, bc->msg);
-		if (rc != -EINVAL || strcmp(err, want))
-			fail_msg("case %zu:\n%s\nrc %d, err \"%s\"\nwant \"%s\"", i, bc->text, rc,
-				 err, want);
-		/* A file with an error changes nothing. */
-		assert_memory_equal(&c, &before, sizeof(c));
-	}
+	expect_bad_inis(*state, bad_cases, sizeof(bad_cases) / sizeof(bad_cases[0]), false);
 }
 
 /* CFG_MAX_BLOCKS / CFG_MAX_NETS sections fit; one more is an error on

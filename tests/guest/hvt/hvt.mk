@@ -13,7 +13,8 @@ HVT_GUESTS := hello walltime poll blk net halt badptr devices
 HVT_GUESTS_OTHER := solo5_layout
 # Variants the monitor must refuse: other ABI notes, no manifest.
 HVT_REFUSED := abi_v1 wrong_target no_mft
-HVT_RUNTIME := $(HVT_OUT)/obj/start.o $(HVT_OUT)/obj/runtime.o
+# The runtime, and the C library the PVH guests use too (KLIB: ../Makefile).
+HVT_RUNTIME := $(HVT_OUT)/obj/start.o $(HVT_OUT)/obj/runtime.o $(KLIB)
 HVT_ABI_V2 := $(HVT_OUT)/obj/note_abi_v2.o
 # Reached only through the pattern rule: keep them (not intermediate).
 .SECONDARY: $(HVT_RUNTIME)

@@ -10,14 +10,7 @@
 #ifndef HVT_GUEST_H
 #define HVT_GUEST_H
 
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-typedef uint8_t u8;
-typedef uint16_t u16;
-typedef uint32_t u32;
-typedef uint64_t u64;
+#include "../klib.h" /* u8..u64, mem and str functions, kprintf, cmdline_arg */
 
 /* ---- ELF notes (elf_abi.h, mft_abi.h) ----
  * Each note is the first (and only) note of its own PT_NOTE program
@@ -236,9 +229,8 @@ extern const struct hvt_boot_info *hvt_bi;
 extern u64 hvt_entry_rdi, hvt_entry_rsp, hvt_entry_rflags;
 
 void hvt_puts(const char *s, u64 len);
-/* Formats into a buffer and PUTS it (one hypercall per call unless the
- * line is long).  %s %c %d %u %x %p, '0' flag, width, 'l'. */
-void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* kprintf (klib.h) formats into a buffer and PUTS it: one hypercall per
+ * call unless the line is long. */
 u64 hvt_walltime(void);
 /* Returns the call's ret (solo5-hvt: number of ready handles). */
 int hvt_poll(u64 timeout_ns, u64 *ready_set);
@@ -254,20 +246,11 @@ const struct hvt_mft *hvt_mft(void);
 int hvt_mft_find(const char *name, u32 type, const struct hvt_mft_entry **e);
 const char *hvt_result_name(int r); /* "OK", "AGAIN", "EINVAL", ... */
 
-const char *cmdline(void);		  /* "" when none */
-int cmdline_has(const char *word);	  /* word appears as a whole word */
-const char *cmdline_arg(const char *key); /* value of key=, or NULL */
-int parse_u64(const char *s, u64 *out);	  /* decimal or 0x hex up to space/NUL */
+int cmdline_has(const char *word); /* word appears as a whole word */
 
 /* Bump allocation from kernel_end (page-aligned start); never freed.
  * NULL if it would reach the last MiB (the stack). */
 void *hvt_alloc(u64 size);
-
-size_t strlen(const char *s);
-int strcmp(const char *a, const char *b);
-int memcmp(const void *a, const void *b, size_t n);
-void *memcpy(void *dst, const void *src, size_t n);
-void *memset(void *dst, int c, size_t n);
 
 /* Each guest's entry; its return value is the halt status. */
 int main(const struct hvt_boot_info *bi);

@@ -124,32 +124,23 @@ static void out_flush(struct outbuf *o)
 	o->n = 0;
 }
 
-static void out_c(struct outbuf *o, char c)
+/* fmt_vprintf's output: flushed only when full and more is to come. */
+static void out_write(void *ctx, const char *s, size_t n)
 {
-	if (o->n == sizeof(o->b))
+	struct outbuf *o = ctx;
+
+	for (;;) {
+		size_t room = sizeof(o->b) - o->n, k = n < room ? n : room;
+		char *d = o->b + o->n;
+
+		o->n += (unsigned)k;
+		n -= k;
+		while (k--)
+			*d++ = *s++;
+		if (!n)
+			return;
 		out_flush(o);
-	o->b[o->n++] = c;
-}
-
-static void out_s(struct outbuf *o, const char *s)
-{
-	while (*s)
-		out_c(o, *s++);
-}
-
-static void out_num(struct outbuf *o, u64 v, unsigned base, int width, char pad)
-{
-	char buf[24];
-	int n = 0;
-
-	do {
-		buf[n++] = "0123456789abcdef"[v % base];
-		v /= base;
-	} while (v);
-	while (width-- > n)
-		out_c(o, pad);
-	while (n)
-		out_c(o, buf[--n]);
+	}
 }
 
 void kprintf(const char *fmt, ...)
@@ -159,55 +150,7 @@ void kprintf(const char *fmt, ...)
 
 	o.n = 0;
 	va_start(ap, fmt);
-	for (; *fmt; fmt++) {
-		if (*fmt != '%') {
-			out_c(&o, *fmt);
-			continue;
-		}
-		char pad = ' ';
-		int width = 0, lng = 0;
-		if (*++fmt == '0')
-			pad = *fmt++;
-		while (*fmt >= '0' && *fmt <= '9')
-			width = width * 10 + (*fmt++ - '0');
-		while (*fmt == 'l')
-			lng = 1, fmt++;
-		switch (*fmt) {
-		case 'd': {
-			long v = lng ? va_arg(ap, long) : va_arg(ap, int);
-			if (v < 0) {
-				out_c(&o, '-');
-				v = -v;
-			}
-			out_num(&o, (u64)v, 10, width, pad);
-			break;
-		}
-		case 'u':
-			out_num(&o, lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned), 10,
-				width, pad);
-			break;
-		case 'x':
-			out_num(&o, lng ? va_arg(ap, unsigned long) : va_arg(ap, unsigned), 16,
-				width, pad);
-			break;
-		case 'p':
-			out_s(&o, "0x");
-			out_num(&o, (u64)(uintptr_t)va_arg(ap, void *), 16, width, pad);
-			break;
-		case 's':
-			out_s(&o, va_arg(ap, const char *));
-			break;
-		case 'c':
-			out_c(&o, (char)va_arg(ap, int));
-			break;
-		case '%':
-			out_c(&o, '%');
-			break;
-		default: /* also the NUL after a lone '%' */
-			goto done;
-		}
-	}
-done:
+	fmt_vprintf(out_write, &o, fmt, ap);
 	va_end(ap);
 	out_flush(&o);
 }
@@ -267,49 +210,6 @@ int cmdline_has(const char *word)
 	return 0;
 }
 
-const char *cmdline_arg(const char *key)
-{
-	size_t klen = strlen(key);
-
-	for (const char *p = cmdline(); *p;) {
-		while (*p == ' ')
-			p++;
-		size_t n = word_len(p);
-		if (n > klen && memcmp(p, key, klen) == 0 && p[klen] == '=')
-			return p + klen + 1;
-		p += n;
-	}
-	return NULL;
-}
-
-int parse_u64(const char *s, u64 *out)
-{
-	unsigned base = 10;
-	u64 v = 0;
-	int digits = 0;
-
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	}
-	for (; *s && *s != ' '; s++, digits++) {
-		unsigned d;
-		if (*s >= '0' && *s <= '9')
-			d = (unsigned)(*s - '0');
-		else if (base == 16 && (*s | 0x20) >= 'a' && (*s | 0x20) <= 'f')
-			d = (unsigned)((*s | 0x20) - 'a' + 10);
-		else
-			return -1;
-		if (v > (~0ULL - d) / base)
-			return -1; /* overflow */
-		v = v * base + d;
-	}
-	if (!digits)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* ---- memory ---- */
 
 void *hvt_alloc(u64 size)
@@ -321,51 +221,4 @@ void *hvt_alloc(u64 size)
 		return NULL;
 	heap_next = end;
 	return (void *)(uintptr_t)p;
-}
-
-/* ---- what the compiler may call even with -fno-builtin ---- */
-
-size_t strlen(const char *s)
-{
-	size_t n = 0;
-
-	while (s[n])
-		n++;
-	return n;
-}
-
-int strcmp(const char *a, const char *b)
-{
-	while (*a && *a == *b)
-		a++, b++;
-	return (u8)*a - (u8)*b;
-}
-
-int memcmp(const void *a, const void *b, size_t n)
-{
-	const u8 *x = a, *y = b;
-
-	for (; n; n--, x++, y++)
-		if (*x != *y)
-			return *x - *y;
-	return 0;
-}
-
-void *memcpy(void *dst, const void *src, size_t n)
-{
-	u8 *d = dst;
-	const u8 *s = src;
-
-	while (n--)
-		*d++ = *s++;
-	return dst;
-}
-
-void *memset(void *dst, int c, size_t n)
-{
-	u8 *d = dst;
-
-	while (n--)
-		*d++ = (u8)c;
-	return dst;
 }
