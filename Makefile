@@ -8,16 +8,16 @@ BUILD   ?= build
 # ember is static: it must run alone in an empty chroot, and a static exec
 # is the cheapest start (see README, "Start budget").
 STATIC  ?= -static
-LIBS    := -linih -lpthread
+LIBS    := -linih -lseccomp -lcap-ng -lpthread
 
 CORE_SRCS := $(wildcard monitor/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c jail/*.c)
-CORE_SRCS := $(filter-out monitor/main.c,$(CORE_SRCS))
+CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c,$(CORE_SRCS))
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 .PHONY: all deps guests unit integration test run bench asan clean format
-all: $(BUILD)/ember guests
+all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -27,8 +27,20 @@ $(BUILD)/libember.a: $(CORE_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/ember: $(BUILD)/monitor/main.o $(BUILD)/libember.a
+# no_nss.o: see jail/no_nss.c (keeps glibc's NSS out of the static link)
+$(BUILD)/ember: $(BUILD)/monitor/main.o $(BUILD)/jail/no_nss.o $(BUILD)/libember.a
 	$(CC) $(LDFLAGS) $(STATIC) -o $@ $^ $(LIBS)
+
+# The jailer runs on the host, as root: dynamic (it resolves --uid/--gid
+# names through NSS), nothing beyond libc.
+$(BUILD)/ember-jailer: $(BUILD)/jail/jailer.o $(BUILD)/libember.a
+	$(CC) $(LDFLAGS) -o $@ $^
+
+# Test-only: loads one role's seccomp filter, then makes one syscall
+# (tests/integration/test_seccomp.py).
+$(BUILD)/tools/seccomp_probe: tests/tools/seccomp_probe.c $(BUILD)/jail/no_nss.o $(BUILD)/libember.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) $(STATIC) -o $@ $< $(BUILD)/jail/no_nss.o $(BUILD)/libember.a $(LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libember.a
 	@mkdir -p $(dir $@)
@@ -45,7 +57,7 @@ unit: $(UNIT_BINS)
 
 PYTHON ?= /usr/bin/python3
 
-integration: $(BUILD)/ember guests
+integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 	$(PYTHON) -m pytest -q -rs tests/integration
 
 # The README's test command: installs what is missing, builds, runs all.
@@ -74,4 +86,5 @@ format:
 clean:
 	rm -rf build build-asan
 
--include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d $(UNIT_BINS:=.d)
+-include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
+	$(BUILD)/tools/seccomp_probe.d

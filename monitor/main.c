@@ -44,6 +44,10 @@ static const char usage_run[] =
     "  --verbose          log unhandled port and MMIO accesses on stderr\n"
     "  --no-cpuid-cache   always ask KVM for the supported CPUID (see README;\n"
     "                     EMBER_CPUID_CACHE=PATH moves the cache file)\n"
+    "  --seccomp MODE     enforce (default): a syscall outside the allowlist\n"
+    "                     kills ember; log: allow it and log it (kernel audit\n"
+    "                     log); off: no filter (see docs/jail.md)\n"
+    "  --no-seccomp       the same as --seccomp off: debugging only\n"
     "  -h, --help         this text\n"
     "\n"
     "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary):\n"
@@ -73,6 +77,7 @@ static const struct {
 struct run_opts {
 	const char *ini;
 	bool dry_run, stats, verbose, no_cpuid_cache;
+	enum jail_seccomp_mode seccomp;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
 		char section[CFG_NAME_MAX + 8];
@@ -81,6 +86,7 @@ struct run_opts {
 	unsigned nr_sets;
 	/* Solo5-style "-- KERNEL ARGS...": ARGS become the command line */
 	char *cmdline;
+	char cmdline_buf[CFG_CMDLINE_MAX + 2];
 };
 
 static int add_set(struct run_opts *o, const char *section, const char *key, const char *value,
@@ -133,21 +139,17 @@ static int solo5_option(struct run_opts *o, const char *a, bool *matched)
 	return 0;
 }
 
-/* Join argv into one space-separated command line. */
-static char *join_args(int argc, char **argv)
+/* Join argv into one space-separated command line, in buf.  A line that
+ * does not fit is cut to one byte over CFG_CMDLINE_MAX, so cfg_set()
+ * refuses it as too long. */
+static char *join_args(int argc, char **argv, char *buf, size_t len)
 {
-	size_t len = 1;
-	for (int i = 0; i < argc; i++)
-		len += strlen(argv[i]) + 1;
-	char *s = malloc(len), *p = s;
-	if (!s)
-		return NULL;
-	*p = '\0';
-	for (int i = 0; i < argc; i++)
-		p += sprintf(p, "%s%s", i ? " " : "", argv[i]);
-	return s;
+	size_t o = 0;
+	buf[0] = '\0';
+	for (int i = 0; i < argc && o + 1 < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? " " : "", argv[i]);
+	return buf;
 }
-
 static double ms_between(const struct timespec *a, const struct timespec *b)
 {
 	return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
@@ -177,6 +179,19 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			o->no_cpuid_cache = true;
 			continue;
 		}
+		if (strcmp(a, "--no-seccomp") == 0) {
+			o->seccomp = JAIL_SECCOMP_OFF;
+			continue;
+		}
+		if (strncmp(a, "--seccomp", 9) == 0 && (a[9] == '=' || a[9] == '\0')) {
+			const char *mode = a[9] == '=' ? a + 10 : i + 1 < argc ? argv[++i] : "";
+			if (jail_seccomp_mode_parse(mode, &o->seccomp)) {
+				fprintf(stderr, "ember run: --seccomp: \"%s\" is not enforce, log or off\n",
+				        mode);
+				return EXIT_CONFIG;
+			}
+			continue;
+		}
 		if (strcmp(a, "--") == 0) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "ember run: -- must be followed by a kernel\n");
@@ -185,10 +200,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			int r = add_set(o, "vm", "kernel", argv[i + 1], "--");
 			if (r)
 				return r;
-			o->cmdline = join_args(argc - i - 2, argv + i + 2);
-			if (!o->cmdline)
-				return EXIT_HOST;
-			return add_set(o, "vm", "cmdline", o->cmdline, "--");
+			o->cmdline = join_args(argc - i - 2, argv + i + 2, o->cmdline_buf,
+			                       sizeof(o->cmdline_buf));
+			return add_set(o, "vm", "cmdline", o->cmdline, "-- ARGS");
 		}
 		bool solo5;
 		int sr = solo5_option(o, a, &solo5);
@@ -267,6 +281,7 @@ static int cmd_run(int argc, char **argv)
 	}
 
 	vm.dry_run = o.dry_run;
+	vm.seccomp = o.seccomp;
 	vm.verbose = o.verbose;
 	if (!o.no_cpuid_cache) {
 		const char *env = getenv("EMBER_CPUID_CACHE");

@@ -348,10 +348,12 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 {
 	bool dry = vm->dry_run, verbose = vm->verbose;
 	const char *cache = vm->cpuid_cache;
+	enum jail_seccomp_mode seccomp = vm->seccomp;
 	memset(vm, 0, sizeof(*vm));
 	vm->dry_run = dry;
 	vm->verbose = verbose;
 	vm->cpuid_cache = cache;
+	vm->seccomp = seccomp;
 	vm->cfg = cfg;
 	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
 	vm->nr_vcpus = cfg->vcpus;
@@ -430,6 +432,8 @@ void vm_destroy(struct vm *vm)
 		free(vm->hvt);
 		vm->hvt = NULL;
 	}
+	jail_filter_free(&vm->vmm_filter);
+	jail_filter_free(&vm->vcpu_filter);
 	gmem_free(&vm->mem);
 	vm->vm_fd = vm->kvm_fd = vm->serial_fd = -1;
 }

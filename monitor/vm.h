@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "config/config.h"
+#include "jail/jail.h"
 #include "monitor/bus.h"
 #include "monitor/guest_mem.h"
 #include "monitor/legacy.h"
@@ -50,6 +51,14 @@ struct vm {
 	char stop_reason[256];
 	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = no timeout */
 
+	/* The drop phase (vm_run): the seccomp mode, each thread's filter
+	 * (built once, loaded by every vCPU thread itself), and what the
+	 * teardown child needs, made before the drop. */
+	enum jail_seccomp_mode seccomp;
+	struct jail_filter vmm_filter, vcpu_filter;
+	void *teardown_stack; /* NULL: the kernel tears down at exit */
+	int teardown_pipe[2];
+
 	bool dry_run;
 	bool verbose;
 	const char *cpuid_cache; /* NULL: always ask KVM */
@@ -66,7 +75,10 @@ __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_
                                                  char *err, size_t errlen);
 
 /* Run the guest until it stops or the timeout passes: the boot vCPU on the
- * calling thread, the others on their own threads.  Returns ember's exit
+ * calling thread, the others on their own threads.  First the drop phase
+ * (docs/jail.md): capabilities go, and every thread loads its seccomp
+ * filter (vm->seccomp) before its first KVM_RUN; from then on the process
+ * makes only the syscalls jail/seccomp.c allows.  Returns ember's exit
  * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
 
@@ -83,8 +95,9 @@ void vm_stop(struct vm *vm, int code, const char *why);
  * process that outlives ember briefly, so the exit status reaches our
  * parent without waiting for KVM's teardown (16-24 ms with an irqchip,
  * ~0.4 ms without, on these hosts).  The child closes its stdio at once,
- * so readers of ember's output see EOF when ember exits.  Best effort: on
- * any failure the kernel tears down at exit as usual. */
+ * so readers of ember's output see EOF when ember exits.  Only after
+ * vm_run(), whose drop phase made the child's stack and pipe.  Best
+ * effort: on any failure the kernel tears down at exit as usual. */
 void vm_detach_teardown(struct vm *vm);
 
 /* Release everything vm_build() acquired. */

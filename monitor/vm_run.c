@@ -1,7 +1,6 @@
 /* Running a VM: vCPU exit dispatch, stopping, the timeout, and the exit
  * path that leaves KVM's teardown to a child process. */
 #include <errno.h>
-#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +11,8 @@
 
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
+
+_Static_assert(JAIL_KICK_SIGNAL == VCPU_KICK_SIGNAL, "the filters allow only the kick signal");
 
 static uint64_t now_ns(void);
 
@@ -90,11 +91,29 @@ static int on_interrupted(void *opaque, struct vcpu *v)
 }
 
 
+/* On each vCPU's thread, before its first KVM_RUN: load the thread's
+ * filter.  vCPU 0 runs on the main thread, which also does the vmm's
+ * work after the drop. */
+static int on_ready(void *opaque, struct vcpu *v)
+{
+	struct vm *vm = opaque;
+	int r = jail_filter_apply(v->index == 0 ? &vm->vmm_filter : &vm->vcpu_filter);
+	if (r) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "vcpu%u: cannot load the seccomp filter: %s", v->index,
+		         strerror(-r));
+		vm_stop(vm, EXIT_HOST, msg);
+		return 1;
+	}
+	return 0;
+}
+
 static const struct vcpu_exit_ops exit_ops = {
     .pio = on_pio,
     .mmio = on_mmio,
     .interrupted = on_interrupted,
     .stopped = on_stopped,
+    .ready = on_ready,
 };
 
 void vm_stop(struct vm *vm, int code, const char *why)
@@ -154,26 +173,68 @@ static int arm_timeout(struct vm *vm, timer_t *timer)
 	return 0;
 }
 
+enum { TEARDOWN_STACK = 64 * 1024 };
+
+/* What vm_detach_teardown() needs, made while mmap and pipe are still
+ * allowed.  Best effort: without it the kernel tears down at exit. */
+static void prepare_teardown(struct vm *vm)
+{
+	void *stack = mmap(NULL, TEARDOWN_STACK, PROT_READ | PROT_WRITE,
+	                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return;
+	if (pipe(vm->teardown_pipe) < 0) {
+		munmap(stack, TEARDOWN_STACK);
+		return;
+	}
+	vm->teardown_stack = stack;
+}
+
+/* The drop phase (docs/jail.md): every resource is acquired and no guest
+ * instruction has run.  Capabilities go for the whole process before any
+ * vCPU thread exists (threads copy their creator's); the filters are
+ * built here, once, and each vCPU thread loads its own in on_ready(). */
+static int drop_privileges(struct vm *vm, char *msg, size_t len)
+{
+	prepare_teardown(vm);
+	int r = jail_drop_caps();
+	if (r) {
+		snprintf(msg, len, "cannot drop capabilities: %s", strerror(-r));
+		return r;
+	}
+	r = jail_filter_build(&vm->vmm_filter, JAIL_ROLE_VMM, vm->seccomp);
+	if (!r && vm->nr_vcpus > 1)
+		r = jail_filter_build(&vm->vcpu_filter, JAIL_ROLE_VCPU, vm->seccomp);
+	if (r)
+		snprintf(msg, len, "cannot build the seccomp filters: %s", strerror(-r));
+	return r;
+}
+
 int vm_run(struct vm *vm)
 {
 	timer_t timer;
 	bool timed = false;
+	char msg[128];
 
 	if (vm->cfg->timeout_ms) {
 		int r = arm_timeout(vm, &timer);
 		if (r) {
-			char msg[96];
 			snprintf(msg, sizeof(msg), "cannot arm the timeout: %s", strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
 			return vm->exit_code;
 		}
 		timed = true;
 	}
+	if (drop_privileges(vm, msg, sizeof(msg))) {
+		vm_stop(vm, EXIT_HOST, msg);
+		if (timed)
+			timer_delete(timer);
+		return vm->exit_code;
+	}
 	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
 	for (unsigned i = 1; i < vm->nr_vcpus; i++) {
 		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
 		if (r) {
-			char msg[96];
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i, strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
 			break;
@@ -195,11 +256,17 @@ int vm_run(struct vm *vm)
 /* The child that inherits the VM: it waits for ember to exit (the pipe's
  * write end closes then), and its own exit drops the last references to
  * the KVM objects.  Shares ember's memory (CLONE_VM), so it must touch
- * nothing but its stack and raw syscalls. */
+ * nothing but its stack and raw syscalls; it runs under the main thread's
+ * seccomp filter, which allows it close, read and exit_group. */
 static int teardown_child(void *arg)
 {
-	const int *p = arg; /* the pipe, at the bottom of our stack mapping */
+	const int *p = arg;
 	char c;
+	/* Our copies of the caller's stdio first: a reader must see EOF the
+	 * moment ember exits (a jail has no /dev/null to dup2 over them). */
+	close(STDIN_FILENO);
+	close(STDOUT_FILENO);
+	close(STDERR_FILENO);
 	close(p[1]); /* our copy of the write end: EOF must mean ember exited */
 	while (read(p[0], &c, 1) < 0 && errno == EINTR)
 		;
@@ -208,36 +275,15 @@ static int teardown_child(void *arg)
 
 void vm_detach_teardown(struct vm *vm)
 {
-	enum { STACK = 64 * 1024 };
-	if (vm->vm_fd < 0)
+	if (vm->vm_fd < 0 || !vm->teardown_stack)
 		return;
-	/* Our stdio goes first, so the child never holds the caller's pipes
-	 * open: a reader sees EOF the moment we exit. */
 	fflush(NULL);
-	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (null >= 0) {
-		dup2(null, STDIN_FILENO);
-		dup2(null, STDOUT_FILENO);
-		dup2(null, STDERR_FILENO);
-		close(null);
-	}
-	void *stack = mmap(NULL, STACK, PROT_READ | PROT_WRITE,
-	                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-	if (stack == MAP_FAILED)
-		return;
-	int *p = stack;
-	if (pipe(p) < 0) {
-		munmap(stack, STACK);
-		return;
-	}
 	/* exit signal 0: nobody waits for it; init reaps it. */
-	pid_t pid = clone(teardown_child, (char *)stack + STACK, CLONE_VM, p);
-	close(p[0]);
-	if (pid < 0) {
-		close(p[1]);
-		munmap(stack, STACK);
-		return;
-	}
+	pid_t pid = clone(teardown_child, (char *)vm->teardown_stack + TEARDOWN_STACK, CLONE_VM,
+	                  vm->teardown_pipe);
+	close(vm->teardown_pipe[0]);
+	if (pid < 0)
+		close(vm->teardown_pipe[1]);
 	/* The child has its own copies of every fd: ours close at our exit
-	 * without tearing anything down.  Keep p[1] open until then. */
+	 * without tearing anything down.  Keep the write end open until then. */
 }

@@ -80,6 +80,8 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	if (ops->ready && ops->ready(opaque, v))
+		return VCPU_STOP_HANDLER;
 
 	for (;;) {
 		if (atomic_load(&v->stop))

@@ -55,7 +55,10 @@ struct vcpu;
  * returned EINTR without a kick, i.e. some other signal (the monitor's
  * timeout timer); > 0 stops the vCPU.  stopped: called once from the vCPU
  * thread when its loop ends for any reason but VCPU_STOP_KICKED and
- * VCPU_STOP_HANDLER. */
+ * VCPU_STOP_HANDLER.  ready (optional): called on the vCPU's own thread
+ * once its signals are set up, just before its first KVM_RUN (the
+ * monitor loads the thread's seccomp filter there); nonzero ends the loop
+ * before the guest runs, as VCPU_STOP_HANDLER (the hook says why). */
 struct vcpu_exit_ops {
 	int (*pio)(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
 	           bool is_write);
@@ -63,6 +66,7 @@ struct vcpu_exit_ops {
 	            bool is_write);
 	int (*interrupted)(void *opaque, struct vcpu *v);
 	void (*stopped)(void *opaque, struct vcpu *v, enum vcpu_stop why);
+	int (*ready)(void *opaque, struct vcpu *v);
 };
 
 /* The signal that kicks a vCPU out of KVM_RUN (its handler does nothing;

@@ -1,0 +1,534 @@
+/* ember-jailer: build a jail and exec ember inside it, with Firecracker's
+ * jailer contract and order (docs/jail.md).  main() is the list of steps;
+ * each step succeeds or says why.  Everything a step makes on the host is
+ * put on the undo list (a directory fd plus a name, so it still works
+ * after pivot_root has hidden the host), and a failure removes it all in
+ * reverse: a refused or failed jail leaves nothing behind. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "jail/jailer.h"
+
+static const struct {
+	const char *dir, *name;
+	unsigned major, minor;
+} devices[] = {
+    {"dev", "kvm", 10, 232},	 /* the VM */
+    {"dev/net", "tun", 10, 200}, /* tap devices (virtio-net, hvt net) */
+    {"dev", "urandom", 1, 9},	 /* entropy for what cannot use getrandom */
+};
+
+/* Resolve --uid/--gid: a number as is, a name through the host's
+ * databases (before the jail hides them). */
+static int resolve_ids(struct jailer *j)
+{
+	uint32_t n;
+	int r = jailer_parse_id_number(j->a.uid, &n);
+	if (r == 0) {
+		j->uid = n;
+	} else {
+		struct passwd *pw = getpwnam(j->a.uid);
+		if (!pw)
+			return jailer_fail(j, JAILER_EXIT_USAGE, "--uid \"%s\": no such user",
+					   j->a.uid);
+		j->uid = pw->pw_uid;
+	}
+	r = jailer_parse_id_number(j->a.gid, &n);
+	if (r == 0) {
+		j->gid = n;
+	} else {
+		struct group *gr = getgrnam(j->a.gid);
+		if (!gr)
+			return jailer_fail(j, JAILER_EXIT_USAGE, "--gid \"%s\": no such group",
+					   j->a.gid);
+		j->gid = gr->gr_gid;
+	}
+	return 0;
+}
+
+/* The exec file: a regular, static x86-64 executable.  Opened once, so
+ * what was checked is what gets copied. */
+static int check_exec_file(struct jailer *j)
+{
+	const char *path = j->a.exec_file;
+	j->exec_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (j->exec_fd < 0)
+		return jailer_fail(j, JAILER_EXIT_USAGE, "--exec-file %s: %s", path,
+				   strerror(errno));
+	struct stat st;
+	if (fstat(j->exec_fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return jailer_fail(j, JAILER_EXIT_USAGE, "--exec-file %s: not a regular file",
+				   path);
+	static uint8_t head[64 * 1024];
+	ssize_t n = pread(j->exec_fd, head, sizeof(head), 0);
+	char why[160];
+	if (n < 0 || jailer_check_static_elf(head, (size_t)n, why, sizeof(why)))
+		return jailer_fail(j, JAILER_EXIT_USAGE, "--exec-file %s: %s", path,
+				   n < 0 ? strerror(errno) : why);
+	return 0;
+}
+
+/* Where the jail goes must allow exec and device nodes.  The closest
+ * existing ancestor of the chroot base tells. */
+static int check_base(struct jailer *j)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s", j->a.chroot_base);
+	struct statvfs sv;
+	while (statvfs(p, &sv) < 0) {
+		char *slash = strrchr(p, '/');
+		if (errno != ENOENT || !slash)
+			return jailer_fail(j, JAILER_EXIT_USAGE, "--chroot-base-dir %s: %s",
+					   j->a.chroot_base, strerror(errno));
+		slash[slash == p] = '\0';
+	}
+	if (sv.f_flag & ST_NOEXEC)
+		return jailer_fail(j, JAILER_EXIT_USAGE,
+				   "--chroot-base-dir %s: its filesystem is mounted noexec",
+				   j->a.chroot_base);
+	if (sv.f_flag & ST_NODEV)
+		return jailer_fail(
+		    j, JAILER_EXIT_USAGE,
+		    "--chroot-base-dir %s: its filesystem is mounted nodev (the jail's "
+		    "/dev/kvm would not open)",
+		    j->a.chroot_base);
+	return 0;
+}
+
+static int open_netns(struct jailer *j)
+{
+	j->netns_fd = open(j->a.netns, O_RDONLY | O_CLOEXEC);
+	if (j->netns_fd < 0)
+		return jailer_fail(j, JAILER_EXIT_USAGE, "--netns %s: %s", j->a.netns,
+				   strerror(errno));
+	struct statfs sf;
+	if (fstatfs(j->netns_fd, &sf) < 0 || sf.f_type != NSFS_MAGIC ||
+	    ioctl(j->netns_fd, NS_GET_NSTYPE) != CLONE_NEWNET)
+		return jailer_fail(j, JAILER_EXIT_USAGE, "--netns %s: not a network namespace",
+				   j->a.netns);
+	return 0;
+}
+
+/* A jail whose lock is held is live: refuse before making anything. */
+static int check_live(struct jailer *j)
+{
+	char lock[PATH_MAX + 16];
+	snprintf(lock, sizeof(lock), "%s/jail.lock", j->id_dir);
+	j->lock_fd = open(lock, O_RDWR | O_NOFOLLOW); /* kept across exec on purpose */
+	if (j->lock_fd < 0)
+		return errno == ENOENT
+			   ? 0
+			   : jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", lock, strerror(errno));
+	if (flock(j->lock_fd, LOCK_EX | LOCK_NB) == 0)
+		return 0; /* a dead jail's leftovers: reused, as Firecracker does */
+	char pid[24] = "?";
+	ssize_t n = pread(j->lock_fd, pid, sizeof(pid) - 1, 0);
+	pid[n > 0 ? n : 1] = '\0';
+	pid[strcspn(pid, "\n")] = '\0';
+	close(j->lock_fd);
+	j->lock_fd = -1;
+	return jailer_fail(j, JAILER_EXIT_USAGE,
+			   "--id %s: a jail with this id is running (pid %s; %s is locked)",
+			   j->a.id, pid, lock);
+}
+
+/* Every check that needs the host but changes nothing. */
+static int validate(struct jailer *j)
+{
+	int r = resolve_ids(j);
+	if (!r)
+		r = check_exec_file(j);
+	if (!r)
+		r = check_base(j);
+	if (!r && j->a.netns)
+		r = open_netns(j);
+	if (!r && j->a.daemonize) {
+		/* opened now: the jail has no /dev/null */
+		j->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (j->null_fd < 0)
+			r = jailer_fail(j, JAILER_EXIT_HOST, "/dev/null: %s", strerror(errno));
+	}
+	if (!r)
+		r = jailer_check_cgroups(j);
+	if (!r)
+		r = check_live(j);
+	return r;
+}
+
+static int write_pid(struct jailer *j, int fd, pid_t pid)
+{
+	char s[24];
+	int n = snprintf(s, sizeof(s), "%d\n", (int)pid);
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, s, (size_t)n, 0) != n)
+		return jailer_fail(j, JAILER_EXIT_HOST, "cannot record pid %d: %s", (int)pid,
+				   strerror(errno));
+	return 0;
+}
+
+/* <base>/<exec name>/<id>/root, its lock, and the copy of the program. */
+static int make_chroot(struct jailer *j)
+{
+	int r = jailer_mkdirs(j, AT_FDCWD, j->id_dir, UNDO_DIR, &j->id_fd);
+	if (r)
+		return r;
+	if (j->lock_fd < 0) {
+		j->lock_fd =
+		    openat(j->id_fd, "jail.lock", O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+		if (j->lock_fd >= 0 &&
+		    (r = jailer_undo_push(j, j->id_fd, "jail.lock", UNDO_FILE, -1)))
+			return r;
+		if (j->lock_fd < 0 && errno == EEXIST)
+			j->lock_fd = openat(j->id_fd, "jail.lock", O_RDWR | O_NOFOLLOW);
+		if (j->lock_fd < 0)
+			return jailer_fail(j, JAILER_EXIT_HOST, "%s/jail.lock: %s", j->id_dir,
+					   strerror(errno));
+		if (flock(j->lock_fd, LOCK_EX | LOCK_NB) < 0)
+			return jailer_fail(
+			    j, JAILER_EXIT_USAGE,
+			    "--id %s: a jail with this id is starting (%s/jail.lock)", j->a.id,
+			    j->id_dir);
+	}
+	r = write_pid(j, j->lock_fd, getpid());
+	if (!r)
+		r = jailer_mkdir_at(j, j->id_fd, "root", UNDO_DIR, -1, &j->root_fd, NULL);
+	if (r)
+		return r;
+
+	/* The root becomes the jailed uid's (below): never follow what a
+	 * previous tenant may have left there. */
+	if (unlinkat(j->root_fd, j->exec_name, 0) < 0 && errno != ENOENT)
+		return jailer_fail(j, JAILER_EXIT_HOST, "%s/root/%s: %s", j->id_dir, j->exec_name,
+				   strerror(errno));
+	int out = openat(j->root_fd, j->exec_name,
+			 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
+	if (out < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "%s/root/%s: %s", j->id_dir, j->exec_name,
+				   strerror(errno));
+	r = jailer_undo_push(j, j->root_fd, j->exec_name, UNDO_FILE, -1);
+	static char buf[256 * 1024];
+	off_t off = 0;
+	ssize_t n;
+	while (!r && (n = pread(j->exec_fd, buf, sizeof(buf), off)) != 0) {
+		if (n < 0 || write(out, buf, (size_t)n) != n)
+			r = jailer_fail(j, JAILER_EXIT_HOST, "copying %s into the jail: %s",
+					j->a.exec_file, strerror(errno ? errno : EIO));
+		off += n > 0 ? n : 0;
+	}
+	if (!r && fchmod(out, 0755) < 0)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "chmod the copy: %s", strerror(errno));
+	close(out);
+	close(j->exec_fd);
+	j->exec_fd = -1;
+	return r;
+}
+
+static int set_rlimits(struct jailer *j)
+{
+	struct jailer_rlimit def = {RLIMIT_NOFILE, "no-file", JAILER_DEFAULT_NOFILE};
+	const struct jailer_rlimit *l = j->a.nr_rlimits ? j->a.rlimits : &def;
+	unsigned n = j->a.nr_rlimits ? j->a.nr_rlimits : 1;
+	for (unsigned i = 0; i < n; i++) {
+		struct rlimit rl = {l[i].value, l[i].value};
+		if (setrlimit(l[i].resource, &rl) < 0)
+			return jailer_fail(j, JAILER_EXIT_HOST, "--resource-limit %s=%llu: %s",
+					   l[i].name, (unsigned long long)l[i].value,
+					   strerror(errno));
+	}
+	return 0;
+}
+
+/* A new mount namespace whose root is the jail: bind it onto itself (a
+ * mount point), pivot_root into it with the old root stacked on top, and
+ * detach the old root.  Nothing of the host stays reachable by path. */
+static int enter_jail(struct jailer *j)
+{
+	char root[PATH_MAX + 8];
+	snprintf(root, sizeof(root), "%s/root", j->id_dir);
+	if (unshare(CLONE_NEWNS) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "unshare(CLONE_NEWNS): %s",
+				   strerror(errno));
+	if (mount(NULL, "/", NULL, MS_PRIVATE | MS_REC, NULL) < 0 ||
+	    mount(root, root, NULL, MS_BIND, NULL) < 0 || chdir(root) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "bind-mount %s: %s", root, strerror(errno));
+	if (syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+	    chdir("/") < 0 || chroot(".") < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "pivot_root into %s: %s", root,
+				   strerror(errno));
+	return 0;
+}
+
+/* Inside the jail: the device nodes ember needs, owned by uid:gid, and
+ * the root itself (as Firecracker's, so the program may create its
+ * sockets there). */
+static int make_devices(struct jailer *j)
+{
+	int top = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (top < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "/: %s", strerror(errno));
+	int r = 0;
+	for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && !r; i++) {
+		int dir;
+		r = jailer_mkdirs(j, top, devices[i].dir, UNDO_DIR, &dir);
+		if (r)
+			break;
+		const char *name = devices[i].name;
+		if (unlinkat(dir, name, 0) < 0 && errno != ENOENT)
+			r = jailer_fail(j, JAILER_EXIT_HOST, "/%s/%s: %s", devices[i].dir, name,
+					strerror(errno));
+		else if (mknodat(dir, name, S_IFCHR | 0600,
+				 makedev(devices[i].major, devices[i].minor)) < 0)
+			r = jailer_fail(j, JAILER_EXIT_HOST, "mknod /%s/%s: %s", devices[i].dir,
+					name, strerror(errno));
+		else if ((r = jailer_undo_push(j, dir, name, UNDO_FILE, -1)) == 0 &&
+			 fchownat(dir, name, j->uid, j->gid, AT_SYMLINK_NOFOLLOW) < 0)
+			r = jailer_fail(j, JAILER_EXIT_HOST, "chown /%s/%s: %s", devices[i].dir,
+					name, strerror(errno));
+		close(dir);
+	}
+	if (!r && fchownat(top, "", j->uid, j->gid, AT_EMPTY_PATH) < 0)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "chown the jail's root: %s", strerror(errno));
+	close(top);
+	return r;
+}
+
+static int join_netns(struct jailer *j)
+{
+	if (setns(j->netns_fd, CLONE_NEWNET) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "--netns %s: setns: %s", j->a.netns,
+				   strerror(errno));
+	close(j->netns_fd);
+	j->netns_fd = -1;
+	return 0;
+}
+
+/* The child the waiting jailer forwards a stop to: a signal handler's
+ * only way to know it. */
+static volatile sig_atomic_t child_pid;
+
+/* Ctrl-C or a kill of the waiting jailer stops the VM: pid 1 of a pid
+ * namespace ignores signals it has no handler for, so it gets SIGKILL. */
+static void forward(int sig)
+{
+	(void)sig;
+	if (child_pid > 0)
+		kill(child_pid, SIGKILL);
+}
+
+/* --new-pid-ns: the program runs as pid 1 of a new pid namespace.  The
+ * parent writes its host pid to /<exec name>.pid (in the jail's root)
+ * and to the lock, then lets it go on.  *child: 0 in the child, which
+ * goes on with the steps (and owns the undo list from then on); the pid
+ * in the parent, whose part is done.  0 or an exit code. */
+static int new_pid_ns(struct jailer *j, pid_t *child)
+{
+	int go[2];
+	if (unshare(CLONE_NEWPID) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "unshare(CLONE_NEWPID): %s",
+				   strerror(errno));
+	if (pipe2(go, O_CLOEXEC) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "pipe: %s", strerror(errno));
+	char pidfile[NAME_MAX + 8];
+	snprintf(pidfile, sizeof(pidfile), "%s.pid", j->exec_name);
+	pid_t pid = fork();
+	if (pid < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "fork: %s", strerror(errno));
+	*child = pid;
+	if (pid == 0) {
+		char c;
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1) {
+			/* the parent failed: it says why and cleans up */
+			jailer_undo_forget(j);
+			j->err[0] = '\0';
+			return JAILER_EXIT_HOST;
+		}
+		close(go[0]);
+		int top = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		int r = top < 0 ? jailer_fail(j, JAILER_EXIT_HOST, "/: %s", strerror(errno))
+				: jailer_undo_push(j, top, pidfile, UNDO_FILE, -1);
+		if (top >= 0)
+			close(top);
+		return r;
+	}
+	close(go[0]);
+	int fd = -1, r = 0;
+	if (unlinkat(AT_FDCWD, pidfile, 0) < 0 && errno != ENOENT)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "/%s: %s", pidfile, strerror(errno));
+	if (!r &&
+	    (fd = open(pidfile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "/%s: %s", pidfile, strerror(errno));
+	if (!r)
+		r = write_pid(j, fd, pid);
+	if (!r)
+		r = write_pid(j, j->lock_fd, pid);
+	if (fd >= 0)
+		close(fd);
+	if (r) {
+		close(go[1]); /* the child returns at EOF */
+		waitpid(pid, NULL, 0);
+		unlinkat(AT_FDCWD, pidfile, 0);
+		return r;
+	}
+	if (write(go[1], "g", 1) != 1) {
+		/* the child is gone already; its status says why */
+	}
+	close(go[1]);
+	jailer_undo_forget(j);
+	return 0;
+}
+
+/* The parent of --new-pid-ns without --daemonize: out of the jail's
+ * cgroups (it must not count against its limits), wait, and pass the
+ * child's status on. */
+static int wait_for(struct jailer *j, pid_t pid)
+{
+	jailer_leave_cgroups(j);
+	child_pid = pid;
+	struct sigaction sa = {.sa_handler = forward};
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return JAILER_EXIT_HOST;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Firecracker's: setsid, and stdio onto /dev/null.  setsid fails for a
+ * process group leader (a job started by a shell): start the jailer from
+ * a fork, or use --new-pid-ns, whose child is never one. */
+static int daemonize(struct jailer *j)
+{
+	if (setsid() < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST,
+				   "--daemonize: setsid: %s (a process group leader cannot; start "
+				   "ember-jailer from a fork, or add --new-pid-ns)",
+				   strerror(errno));
+	if (dup2(j->null_fd, STDIN_FILENO) < 0 || dup2(j->null_fd, STDOUT_FILENO) < 0 ||
+	    dup2(j->null_fd, STDERR_FILENO) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "--daemonize: dup2: %s", strerror(errno));
+	close(j->null_fd);
+	j->null_fd = -1;
+	return 0;
+}
+
+/* uid:gid, no supplementary groups, and an empty bounding set first (the
+ * program cannot empty it once it is not root); no exec may ever raise
+ * privileges again. */
+static int drop_privileges(struct jailer *j)
+{
+	for (unsigned long cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			return jailer_fail(j, JAILER_EXIT_HOST, "PR_CAPBSET_DROP: %s",
+					   strerror(errno));
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return jailer_fail(j, JAILER_EXIT_HOST, "PR_CAP_AMBIENT: %s", strerror(errno));
+	if (setgroups(0, NULL) < 0 || setresgid(j->gid, j->gid, j->gid) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "setgid %u: %s", (unsigned)j->gid,
+				   strerror(errno));
+	if (setresuid(j->uid, j->uid, j->uid) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "setuid %u: %s", (unsigned)j->uid,
+				   strerror(errno));
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct jailer j = {.exec_fd = -1,
+				  .netns_fd = -1,
+				  .null_fd = -1,
+				  .lock_fd = -1,
+				  .id_fd = -1,
+				  .root_fd = -1};
+	int r = jailer_parse_args(argc - 1, argv + 1, &j.a, j.err, sizeof(j.err));
+	if (r == 1) {
+		fputs(jailer_usage(), stdout);
+		return 0;
+	}
+	if (r) {
+		fprintf(stderr, "ember-jailer: %s\n", j.err);
+		return JAILER_EXIT_USAGE;
+	}
+	j.exec_name = jailer_exec_name(j.a.exec_file);
+	if (snprintf(j.id_dir, sizeof(j.id_dir), "%s/%s/%s", j.a.chroot_base, j.exec_name,
+		     j.a.id) >= (int)sizeof(j.id_dir)) {
+		fprintf(stderr, "ember-jailer: --chroot-base-dir: path too long\n");
+		return JAILER_EXIT_USAGE;
+	}
+	umask(022);
+
+	/* Nothing of the caller's reaches the jail: no fd but stdio, no
+	 * environment.  (Firecracker's first steps.) */
+	close_range(3, ~0U, 0);
+	clearenv();
+
+	r = validate(&j); /* changes nothing */
+	if (!r)
+		r = make_chroot(&j);
+	if (!r)
+		r = set_rlimits(&j);
+	if (!r)
+		r = jailer_make_cgroups(&j);
+	if (!r)
+		r = enter_jail(&j);
+	if (!r)
+		r = make_devices(&j);
+	if (!r && j.a.netns)
+		r = join_netns(&j);
+	pid_t child = 0;
+	if (!r && j.a.new_pid_ns)
+		r = new_pid_ns(&j, &child);
+	if (!r && child > 0) /* the parent's part is done */
+		return j.a.daemonize ? 0 : wait_for(&j, child);
+	if (!r && j.a.daemonize)
+		r = daemonize(&j);
+	if (!r)
+		r = drop_privileges(&j);
+	if (r) {
+		jailer_undo_all(&j);
+		if (j.err[0])
+			fprintf(stderr, "ember-jailer: %s\n", j.err);
+		return r;
+	}
+
+	/* exec: the undo list's fds are close-on-exec; the lock's is not. */
+	char *args[j.a.exec_argc + 2];
+	char path[NAME_MAX + 2];
+	snprintf(path, sizeof(path), "/%s", j.exec_name);
+	args[0] = (char *)j.exec_name;
+	for (int i = 0; i < j.a.exec_argc; i++)
+		args[i + 1] = j.a.exec_argv[i];
+	args[j.a.exec_argc + 1] = NULL;
+	char *env[] = {NULL};
+	execve(path, args, env);
+	/* As uid:gid nothing can be removed any more; say what is left. */
+	fprintf(stderr,
+		"ember-jailer: exec %s in the jail: %s (remove %s and its cgroups: "
+		"docs/jail.md, \"Cleanup\")\n",
+		path, strerror(errno), j.id_dir);
+	return JAILER_EXIT_HOST;
+}

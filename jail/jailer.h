@@ -1,0 +1,216 @@
+/* ember-jailer's insides: private to jail/jailer*.c and tests/unit/
+ * test_jailer.c.  The pure parts (jailer_args.c, jailer_paths.c:
+ * arguments, ids, limits, cgroup specs and paths, /proc parsing, the ELF
+ * check) take text and give text, so the unit test drives them without
+ * root.  jail/jailer.c does the steps, in Firecracker's order
+ * (docs/jail.md), with struct jailer, the undo list (jailer_undo.c) and
+ * the cgroup steps (jailer_cgroup.c). */
+#ifndef EMBER_JAILER_H
+#define EMBER_JAILER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#define JAILER_ID_MAX 64
+#define JAILER_MAX_CGROUPS 16
+#define JAILER_MAX_RLIMITS 8
+#define JAILER_DEFAULT_BASE "/srv/jailer"
+#define JAILER_DEFAULT_NOFILE 2048 /* as Firecracker's jailer, when no limit is given */
+#define JAILER_ERR_MAX 512
+
+/* Exit codes of ember-jailer itself (the jailed program's own once it
+ * runs).  As ember's: 121 the arguments are refused and nothing was
+ * created; 122 a step failed on the host and what it made is removed. */
+#define JAILER_EXIT_USAGE 121
+#define JAILER_EXIT_HOST 122
+
+/* The controllers --cgroup may name. */
+#define JAILER_CONTROLLERS "cpu memory pids cpuset"
+
+struct jailer_cgroup {
+	char controller[16]; /* "cpu", from "cpu.shares" */
+	char file[64];	     /* "cpu.shares" */
+	const char *value;   /* written as is */
+};
+
+struct jailer_rlimit {
+	int resource; /* RLIMIT_NOFILE, RLIMIT_FSIZE */
+	const char *name;
+	rlim_t value;
+};
+
+struct jailer_args {
+	const char *id;
+	const char *exec_file;
+	const char *uid, *gid; /* as given: a number or a name */
+	const char *chroot_base;
+	const char *netns;
+	const char *parent_cgroup; /* NULL: the exec file's name */
+	int cgroup_version;	   /* 1 or 2 */
+	bool daemonize, new_pid_ns;
+	struct jailer_cgroup cgroups[JAILER_MAX_CGROUPS];
+	unsigned nr_cgroups;
+	struct jailer_rlimit rlimits[JAILER_MAX_RLIMITS];
+	unsigned nr_rlimits;
+	char **exec_argv; /* after "--": the jailed program's own arguments */
+	int exec_argc;
+};
+
+/* Parse the jailer's command line (argv[0] excluded).  Checks every value
+ * that needs no system lookup: id, uid/gid syntax, cgroup and limit specs,
+ * parent cgroup path, cgroup version, and that --id, --exec-file, --uid,
+ * --gid are there.  Returns 0, 1 for --help (nothing else parsed), or
+ * -EINVAL with a message naming the option in err. */
+__attribute__((warn_unused_result)) int
+jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, size_t errlen);
+
+/* The --help text. */
+const char *jailer_usage(void);
+
+/* A VM id: 1..64 characters of [A-Za-z0-9-].  0 or -EINVAL. */
+__attribute__((warn_unused_result)) int jailer_check_id(const char *id);
+
+/* "no-file=N" or "fsize=N" (N decimal, fits rlim_t and is not
+ * RLIM_INFINITY) -> *out.  0 or -EINVAL. */
+__attribute__((warn_unused_result)) int jailer_parse_rlimit(const char *spec,
+							    struct jailer_rlimit *out);
+
+/* "FILE=VALUE": FILE is CONTROLLER.NAME with CONTROLLER one of
+ * JAILER_CONTROLLERS and NAME of [A-Za-z0-9_.-]; VALUE is not empty and
+ * holds no newline.  0 or -EINVAL. */
+__attribute__((warn_unused_result)) int jailer_parse_cgroup(const char *spec,
+							    struct jailer_cgroup *out);
+
+/* A uid or gid given as a decimal number below 2^32 - 1 -> *out: 0.
+ * -ENOENT when s is a name to look up (a letter or '_', then letters,
+ * digits, '_', '.', '-', maybe a final '$'), -EINVAL for anything else. */
+__attribute__((warn_unused_result)) int jailer_parse_id_number(const char *s, uint32_t *out);
+
+/* A relative cgroup path of [A-Za-z0-9_.-] components: no leading '/',
+ * no "." or ".." component, no empty component.  0 or -EINVAL. */
+__attribute__((warn_unused_result)) int jailer_check_cgroup_path(const char *path);
+
+/* The last path component of exec_file ("ember" for "/usr/bin/ember"),
+ * a pointer into exec_file; "" when it ends with '/'. */
+const char *jailer_exec_name(const char *exec_file);
+
+/* Find a cgroup mount in the text of /proc/mounts: version 1, the
+ * "cgroup" mount whose options list `controller`; version 2, the first
+ * "cgroup2" mount (controller unused).  Octal escapes (\040) in the mount
+ * point are decoded.  0, -ENOENT (none), or -ENAMETOOLONG. */
+__attribute__((warn_unused_result)) int jailer_cgroup_mount(const char *mounts, int version,
+							    const char *controller, char *out,
+							    size_t outlen);
+
+/* This process's cgroup in one hierarchy, from the text of
+ * /proc/self/cgroup: version 1, the line whose controller list names
+ * `controller`; version 2, the "0::" line.  The path is relative to the
+ * hierarchy's root, without the leading '/' ("" for the root).  0,
+ * -ENOENT, or -ENAMETOOLONG. */
+__attribute__((warn_unused_result)) int
+jailer_self_cgroup(const char *text, int version, const char *controller, char *out, size_t outlen);
+
+/* Whether word is one of the words of list (separated by spaces, tabs,
+ * newlines or commas), e.g. a controller in cgroup.controllers. */
+bool jailer_has_word(const char *list, const char *word);
+
+/* out = "<a>/<b>[/<c>]" (c may be NULL).  0 or -ENAMETOOLONG. */
+__attribute__((warn_unused_result)) int jailer_path_join(char *out, size_t outlen, const char *a,
+							 const char *b, const char *c);
+
+/* The cgroup v2 controllers the request needs, each once, as the line
+ * cgroup.subtree_control takes ("+cpu +memory").  0 or -ENAMETOOLONG. */
+__attribute__((warn_unused_result)) int jailer_subtree_line(const struct jailer_args *a, char *out,
+							    size_t outlen);
+
+/* Check an executable image (its first len bytes, at least the ELF and
+ * program headers) can run alone in an empty chroot: a 64-bit x86-64 ELF
+ * executable with no PT_INTERP (static).  0, or -ENOEXEC with why. */
+__attribute__((warn_unused_result)) int jailer_check_static_elf(const uint8_t *img, size_t len,
+								char *why, size_t whylen);
+
+/* The jailer's state while it works (jail/jailer.c, jail/jailer_cgroup.c). */
+#define JAILER_MAX_UNDO 48
+
+enum undo_kind {
+	UNDO_FILE,   /* unlink */
+	UNDO_DIR,    /* rmdir */
+	UNDO_CGROUP, /* move ourselves back to our first cgroup, then rmdir */
+};
+
+/* One thing a step made: its parent directory (an fd, so it can still be
+ * found after pivot_root) and its name. */
+struct undo {
+	int dirfd;
+	int procs_fd; /* UNDO_CGROUP: cgroup.procs of the cgroup we started in */
+	enum undo_kind kind;
+	char name[256];
+};
+
+struct jailer {
+	struct jailer_args a;
+	uid_t uid;
+	gid_t gid;
+	const char *exec_name;
+	char id_dir[4096]; /* <base>/<exec name>/<id> */
+	int exec_fd;	   /* the exec file, opened once: what was checked is copied */
+	int netns_fd;	   /* --netns, opened and checked before anything is made */
+	int null_fd;	   /* --daemonize: /dev/null, opened before the jail hides it */
+	int lock_fd;	   /* <id_dir>/jail.lock, flock'ed; inherited by the program */
+	int id_fd, root_fd;
+	/* per --cgroup: its hierarchy's mount point and our cgroup there */
+	char cg_mount[JAILER_MAX_CGROUPS][256];
+	char cg_self[JAILER_MAX_CGROUPS][256];
+	int procs_fd[JAILER_MAX_CGROUPS]; /* cgroup.procs where we started, per hierarchy */
+	unsigned nr_procs;
+	struct undo undo[JAILER_MAX_UNDO];
+	unsigned nr_undo;
+	char err[JAILER_ERR_MAX];
+};
+
+/* Record why the jailer stops in j->err; returns code (an exit code). */
+int jailer_fail(struct jailer *j, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Put one made thing on the undo list (dirfd is duplicated).  0 or an
+ * exit code. */
+__attribute__((warn_unused_result)) int
+jailer_undo_push(struct jailer *j, int dirfd, const char *name, enum undo_kind kind, int procs_fd);
+
+/* Remove everything on the undo list, newest first (a cgroup after
+ * moving this process back to where it started). */
+void jailer_undo_all(struct jailer *j);
+
+/* Keep everything made (the jail is handed over); close the list's fds. */
+void jailer_undo_forget(struct jailer *j);
+
+/* mkdir -p of path (relative to start_fd, or absolute), 0755; each
+ * directory made goes on the undo list as `kind`.  *out_fd: an O_PATH fd
+ * of the last one.  0 or an exit code. */
+__attribute__((warn_unused_result)) int
+jailer_mkdirs(struct jailer *j, int start_fd, const char *path, enum undo_kind kind, int *out_fd);
+
+/* One directory, name in dirfd, 0755; on the undo list as `kind` (with
+ * procs_fd) if made here, *made_it (may be NULL) says so.  An existing
+ * symlink is refused.  *out_fd: its O_PATH fd.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_mkdir_at(struct jailer *j, int dirfd,
+							const char *name, enum undo_kind kind,
+							int procs_fd, int *out_fd, bool *made_it);
+
+/* Find each --cgroup's hierarchy and our place in it; for v2, that its
+ * controller is available.  Changes nothing.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_check_cgroups(struct jailer *j);
+
+/* Create <hierarchy>/<parent>/<id> in each hierarchy the --cgroup values
+ * name (v2: enabling the controllers on the way down), write the values,
+ * and move this process in.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_make_cgroups(struct jailer *j);
+
+/* Move this process back to the cgroups it started in (the jail's keep
+ * whoever else is in them).  Best effort. */
+void jailer_leave_cgroups(struct jailer *j);
+
+#endif

@@ -1,0 +1,419 @@
+/* ember-jailer's pure parts: arguments, ids, limits, cgroup specs and
+ * paths (v1 and v2), /proc parsing, and the static-ELF check. */
+#include <elf.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "jail/jailer.h"
+
+static char err[JAILER_ERR_MAX];
+
+/* Parse a NULL-terminated list of arguments. */
+static int parse(struct jailer_args *a, ...)
+{
+	static char *argv[64];
+	int argc = 0;
+	va_list ap;
+	va_start(ap, a);
+	for (char *s; (s = va_arg(ap, char *)) != NULL && argc < 64;)
+		argv[argc++] = s;
+	va_end(ap);
+	err[0] = '\0';
+	return jailer_parse_args(argc, argv, a, err, sizeof(err));
+}
+
+#define BASE "--id", "vm-1", "--exec-file", "/usr/bin/ember", "--uid", "123", "--gid", "100"
+
+static void test_ids(void **state)
+{
+	assert_int_equal(jailer_check_id("a"), 0);
+	assert_int_equal(jailer_check_id("551e7604-e35c-42b3-b825-416853441234"), 0);
+	assert_int_equal(jailer_check_id("ABC-xyz-09"), 0);
+	char max[JAILER_ID_MAX + 2];
+	memset(max, 'x', JAILER_ID_MAX);
+	max[JAILER_ID_MAX] = '\0';
+	assert_int_equal(jailer_check_id(max), 0);
+	max[JAILER_ID_MAX] = 'x';
+	max[JAILER_ID_MAX + 1] = '\0';
+	assert_int_equal(jailer_check_id(max), -EINVAL); /* 65 */
+	assert_int_equal(jailer_check_id(""), -EINVAL);
+	assert_int_equal(jailer_check_id("a_b"), -EINVAL);
+	assert_int_equal(jailer_check_id("a.b"), -EINVAL);
+	assert_int_equal(jailer_check_id("../x"), -EINVAL);
+	assert_int_equal(jailer_check_id("a/b"), -EINVAL);
+	assert_int_equal(jailer_check_id("a b"), -EINVAL);
+	assert_int_equal(jailer_check_id("caf\xc3\xa9"), -EINVAL);
+}
+
+static void test_parse_minimal_and_defaults(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse(&a, BASE, NULL), 0);
+	assert_string_equal(a.id, "vm-1");
+	assert_string_equal(a.exec_file, "/usr/bin/ember");
+	assert_string_equal(a.uid, "123");
+	assert_string_equal(a.gid, "100");
+	assert_string_equal(a.chroot_base, "/srv/jailer");
+	assert_int_equal(a.cgroup_version, 1);
+	assert_null(a.parent_cgroup);
+	assert_null(a.netns);
+	assert_false(a.daemonize);
+	assert_false(a.new_pid_ns);
+	assert_int_equal(a.nr_cgroups, 0);
+	assert_int_equal(a.nr_rlimits, 0);
+	assert_int_equal(a.exec_argc, 0);
+}
+
+static void test_parse_everything(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse(&a, BASE, "--chroot-base-dir=/var/jail", "--netns",
+			       "/var/run/netns/n1", "--daemonize", "--new-pid-ns",
+			       "--cgroup-version", "2", "--cgroup", "cpu.max=50000 100000",
+			       "--cgroup=memory.max=256M", "--parent-cgroup", "vms/ext",
+			       "--resource-limit", "no-file=1024", "--resource-limit=fsize=4096",
+			       "--", "run", "--kernel", "/k.elf", "--", "x", NULL),
+			 0);
+	assert_string_equal(a.chroot_base, "/var/jail");
+	assert_string_equal(a.netns, "/var/run/netns/n1");
+	assert_true(a.daemonize && a.new_pid_ns);
+	assert_int_equal(a.cgroup_version, 2);
+	assert_int_equal(a.nr_cgroups, 2);
+	assert_string_equal(a.cgroups[0].controller, "cpu");
+	assert_string_equal(a.cgroups[0].file, "cpu.max");
+	assert_string_equal(a.cgroups[0].value, "50000 100000");
+	assert_string_equal(a.cgroups[1].controller, "memory");
+	assert_string_equal(a.cgroups[1].value, "256M");
+	assert_string_equal(a.parent_cgroup, "vms/ext");
+	assert_int_equal(a.nr_rlimits, 2);
+	assert_int_equal(a.rlimits[0].resource, RLIMIT_NOFILE);
+	assert_int_equal(a.rlimits[0].value, 1024);
+	assert_int_equal(a.rlimits[1].resource, RLIMIT_FSIZE);
+	assert_int_equal(a.rlimits[1].value, 4096);
+	/* everything after the first "--" is the program's, "--" included */
+	assert_int_equal(a.exec_argc, 5);
+	assert_string_equal(a.exec_argv[0], "run");
+	assert_string_equal(a.exec_argv[3], "--");
+}
+
+static void test_parse_errors(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse(&a, "--help", NULL), 1);
+	assert_int_equal(parse(&a, "--exec-file", "/e", "--uid", "1", "--gid", "1", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--id is required"));
+	assert_int_equal(parse(&a, "--id", "x", "--uid", "1", "--gid", "1", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--exec-file is required"));
+	assert_int_equal(parse(&a, "--id", "x", "--exec-file", "/e", "--gid", "1", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--uid is required"));
+	assert_int_equal(parse(&a, "--id", "x", "--exec-file", "/e", "--uid", "1", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--gid is required"));
+	assert_int_equal(parse(&a, BASE, "--id", "bad id", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--id \"bad id\""));
+	assert_int_equal(parse(&a, BASE, "--bogus", NULL), -EINVAL);
+	assert_non_null(strstr(err, "unknown option --bogus"));
+	assert_int_equal(parse(&a, BASE, "stray", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--netns", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--netns needs a value"));
+	assert_int_equal(parse(&a, BASE, "--cgroup-version", "3", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--cgroup", "blkio.weight=1", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--cgroup", "cpu.shares", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--resource-limit", "nproc=1", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--chroot-base-dir", "rel/dir", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--parent-cgroup", "/abs", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--uid", "-1", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--uid", "4294967295", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--uid", "99999999999999999999", NULL), -EINVAL);
+	/* a name is fine here: it is looked up later */
+	assert_int_equal(parse(&a, BASE, "--uid", "nobody", "--gid", "nogroup", NULL), 0);
+	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/", NULL), -EINVAL);
+	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/..", NULL), -EINVAL);
+	/* the default parent cgroup is the exec file's name: it must be one */
+	assert_int_equal(parse(&a, BASE, "--exec-file", "/x/em ber", NULL), -EINVAL);
+	assert_int_equal(
+	    parse(&a, BASE, "--exec-file", "/x/em ber", "--parent-cgroup", "vms", NULL), 0);
+}
+
+static void test_rlimits(void **state)
+{
+	struct jailer_rlimit l;
+	assert_int_equal(jailer_parse_rlimit("no-file=2048", &l), 0);
+	assert_int_equal(l.resource, RLIMIT_NOFILE);
+	assert_string_equal(l.name, "no-file");
+	assert_int_equal(l.value, 2048);
+	assert_int_equal(jailer_parse_rlimit("fsize=0", &l), 0);
+	assert_int_equal(l.resource, RLIMIT_FSIZE);
+	assert_int_equal(l.value, 0);
+	assert_int_equal(jailer_parse_rlimit("fsize=18446744073709551614", &l), 0);
+	assert_int_equal(jailer_parse_rlimit("fsize=18446744073709551615", &l),
+			 -EINVAL); /* infinity */
+	assert_int_equal(jailer_parse_rlimit("fsize=18446744073709551616", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("no-file=", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("no-file=-1", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("no-file=1k", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("no-file= 1", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("nofile=1", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("no-file", &l), -EINVAL);
+	assert_int_equal(jailer_parse_rlimit("=1", &l), -EINVAL);
+}
+
+static void test_cgroup_specs(void **state)
+{
+	struct jailer_cgroup c;
+	assert_int_equal(jailer_parse_cgroup("cpuset.cpus=0-3", &c), 0);
+	assert_string_equal(c.controller, "cpuset");
+	assert_string_equal(c.file, "cpuset.cpus");
+	assert_string_equal(c.value, "0-3");
+	assert_int_equal(jailer_parse_cgroup("memory.limit_in_bytes=268435456", &c), 0);
+	assert_string_equal(c.controller, "memory");
+	assert_int_equal(jailer_parse_cgroup("pids.max=max", &c), 0);
+	assert_int_equal(jailer_parse_cgroup("cpu.cfs_quota_us=50000", &c), 0);
+	/* the value may hold '=' and spaces (cpu.max "quota period") */
+	assert_int_equal(jailer_parse_cgroup("cpu.max=50000 100000", &c), 0);
+	assert_string_equal(c.value, "50000 100000");
+	assert_int_equal(jailer_parse_cgroup("cpu.x=a=b", &c), 0);
+	assert_string_equal(c.value, "a=b");
+
+	assert_int_equal(jailer_parse_cgroup("blkio.weight=100", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpuacct.usage=0", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu=1", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup(".shares=1", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu.=1", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu.shares=", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu.shares=1\n2", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu.shares", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu./../../tasks=1", &c), -EINVAL);
+	assert_int_equal(jailer_parse_cgroup("cpu.a/b=1", &c), -EINVAL);
+}
+
+static void test_id_numbers(void **state)
+{
+	uint32_t v;
+	assert_int_equal(jailer_parse_id_number("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(jailer_parse_id_number("123", &v), 0);
+	assert_int_equal(v, 123);
+	assert_int_equal(jailer_parse_id_number("4294967294", &v), 0);
+	assert_int_equal(jailer_parse_id_number("4294967295", &v), -EINVAL);
+	assert_int_equal(jailer_parse_id_number("", &v), -EINVAL);
+	assert_int_equal(jailer_parse_id_number("nobody", &v), -ENOENT);
+	assert_int_equal(jailer_parse_id_number("12ab", &v), -EINVAL);
+	assert_int_equal(jailer_parse_id_number("-1", &v), -EINVAL);
+	assert_int_equal(jailer_parse_id_number("_apt", &v), -ENOENT);
+	assert_int_equal(jailer_parse_id_number("machine$", &v), -ENOENT);
+	assert_int_equal(jailer_parse_id_number("a b", &v), -EINVAL);
+	assert_int_equal(jailer_parse_id_number("../x", &v), -EINVAL);
+}
+
+static void test_cgroup_paths(void **state)
+{
+	assert_int_equal(jailer_check_cgroup_path("ember"), 0);
+	assert_int_equal(jailer_check_cgroup_path("all_uvms/external_uvms"), 0);
+	assert_int_equal(jailer_check_cgroup_path("a.b-c_d"), 0);
+	assert_int_equal(jailer_check_cgroup_path(""), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("/abs"), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("a//b"), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("a/"), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path(".."), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("a/../b"), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("./a"), -EINVAL);
+	assert_int_equal(jailer_check_cgroup_path("a b"), -EINVAL);
+
+	char p[64];
+	assert_int_equal(jailer_path_join(p, sizeof(p), "/sys/fs/cgroup/cpu", "ember", "vm-1"), 0);
+	assert_string_equal(p, "/sys/fs/cgroup/cpu/ember/vm-1");
+	assert_int_equal(jailer_path_join(p, sizeof(p), "/srv/jailer", "ember", NULL), 0);
+	assert_string_equal(p, "/srv/jailer/ember");
+	assert_int_equal(jailer_path_join(p, 10, "/srv/jailer", "ember", NULL), -ENAMETOOLONG);
+
+	assert_string_equal(jailer_exec_name("/usr/bin/ember"), "ember");
+	assert_string_equal(jailer_exec_name("ember"), "ember");
+	assert_string_equal(jailer_exec_name("./build/ember"), "ember");
+	assert_string_equal(jailer_exec_name("/usr/bin/"), "");
+}
+
+/* The host's own layout: v1 controllers each on its mount, a named
+ * systemd hierarchy, and cgroup2 beside them ("hybrid"). */
+static const char mounts_hybrid[] =
+    "/dev/vda / ext4 rw,relatime 0 0\n"
+    "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n"
+    "cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n"
+    "cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0\n"
+    "cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0\n"
+    "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n"
+    "cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0\n"
+    "cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n"
+    "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+
+/* A distribution's v1 with joined controllers and an escaped space. */
+static const char mounts_joined[] =
+    "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0\n"
+    "cgroup /sys/fs/cgroup/my\\040pids cgroup rw,pids 0 0\n";
+
+/* Pure v2 (systemd's unified layout). */
+static const char mounts_v2[] =
+    "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n"
+    "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime,nsdelegate 0 0\n";
+
+static void test_cgroup_mounts(void **state)
+{
+	char m[256];
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "cpu", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/cpu"); /* not cpuacct: whole words */
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "cpuset", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/cpuset");
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "memory", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/memory");
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "pids", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/pids");
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 2, NULL, m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/unified");
+	/* "rw" and "relatime" are options, not controllers */
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "rw", m, sizeof(m)), 0);
+	assert_int_equal(jailer_cgroup_mount(mounts_hybrid, 1, "blkio", m, sizeof(m)), -ENOENT);
+
+	assert_int_equal(jailer_cgroup_mount(mounts_joined, 1, "cpu", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/cpu,cpuacct");
+	assert_int_equal(jailer_cgroup_mount(mounts_joined, 1, "pids", m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup/my pids");
+	assert_int_equal(jailer_cgroup_mount(mounts_joined, 2, NULL, m, sizeof(m)), -ENOENT);
+	assert_int_equal(jailer_cgroup_mount(mounts_joined, 1, "cpu", m, 8), -ENAMETOOLONG);
+
+	assert_int_equal(jailer_cgroup_mount(mounts_v2, 2, NULL, m, sizeof(m)), 0);
+	assert_string_equal(m, "/sys/fs/cgroup");
+	assert_int_equal(jailer_cgroup_mount(mounts_v2, 1, "cpu", m, sizeof(m)), -ENOENT);
+	assert_int_equal(jailer_cgroup_mount("", 1, "cpu", m, sizeof(m)), -ENOENT);
+	assert_int_equal(jailer_cgroup_mount("garbage\n\n  \n", 2, NULL, m, sizeof(m)), -ENOENT);
+}
+
+static void test_self_cgroup(void **state)
+{
+	static const char self[] = "9:name=systemd:/\n"
+				   "8:pids:/\n"
+				   "4:memory:/process_api/ad28\n"
+				   "2:cpu,cpuacct:/user.slice\n"
+				   "0::/init.scope\n";
+	char p[64];
+	assert_int_equal(jailer_self_cgroup(self, 1, "memory", p, sizeof(p)), 0);
+	assert_string_equal(p, "process_api/ad28");
+	assert_int_equal(jailer_self_cgroup(self, 1, "pids", p, sizeof(p)), 0);
+	assert_string_equal(p, "");
+	assert_int_equal(jailer_self_cgroup(self, 1, "cpuacct", p, sizeof(p)), 0);
+	assert_string_equal(p, "user.slice");
+	assert_int_equal(jailer_self_cgroup(self, 1, "cpuset", p, sizeof(p)), -ENOENT);
+	assert_int_equal(jailer_self_cgroup(self, 2, NULL, p, sizeof(p)), 0);
+	assert_string_equal(p, "init.scope");
+	assert_int_equal(jailer_self_cgroup("0::/\n", 2, NULL, p, sizeof(p)), 0);
+	assert_string_equal(p, "");
+	assert_int_equal(jailer_self_cgroup(self, 1, "memory", p, 8), -ENAMETOOLONG);
+}
+
+static void test_v2_subtree_line(void **state)
+{
+	struct jailer_args a;
+	char line[64];
+	assert_int_equal(parse(&a, BASE, "--cgroup-version", "2", "--cgroup", "cpu.weight=100",
+			       "--cgroup", "memory.max=1G", "--cgroup", "cpu.max=max", "--cgroup",
+			       "pids.max=10", NULL),
+			 0);
+	assert_int_equal(jailer_subtree_line(&a, line, sizeof(line)), 0);
+	assert_string_equal(line, "+cpu +memory +pids"); /* each controller once */
+	assert_int_equal(jailer_subtree_line(&a, line, 8), -ENAMETOOLONG);
+	assert_int_equal(parse(&a, BASE, NULL), 0);
+	assert_int_equal(jailer_subtree_line(&a, line, sizeof(line)), 0);
+	assert_string_equal(line, "");
+}
+
+static void test_words(void **state)
+{
+	assert_true(jailer_has_word("cpuset cpu io memory pids\n", "cpu"));
+	assert_true(jailer_has_word("cpuset cpu io memory pids\n", "pids"));
+	assert_false(jailer_has_word("cpuset io memory\n", "cpu"));
+	assert_true(jailer_has_word("rw,relatime,cpu,cpuacct", "cpuacct"));
+	assert_false(jailer_has_word("rw,relatime,cpuacct", "cpu"));
+	assert_false(jailer_has_word("", "cpu"));
+	assert_false(jailer_has_word("cpu", ""));
+}
+
+/* A minimal ELF: header plus program headers of the given types. */
+static size_t elf(uint8_t *buf, uint16_t type, uint16_t machine, const uint32_t *phtypes,
+		  unsigned n)
+{
+	Elf64_Ehdr eh = {0};
+	memcpy(eh.e_ident, ELFMAG, SELFMAG);
+	eh.e_ident[EI_CLASS] = ELFCLASS64;
+	eh.e_ident[EI_DATA] = ELFDATA2LSB;
+	eh.e_ident[EI_VERSION] = EV_CURRENT;
+	eh.e_type = type;
+	eh.e_machine = machine;
+	eh.e_phoff = sizeof(eh);
+	eh.e_phentsize = sizeof(Elf64_Phdr);
+	eh.e_phnum = (uint16_t)n;
+	memcpy(buf, &eh, sizeof(eh));
+	for (unsigned i = 0; i < n; i++) {
+		Elf64_Phdr ph = {.p_type = phtypes[i]};
+		memcpy(buf + sizeof(eh) + i * sizeof(ph), &ph, sizeof(ph));
+	}
+	return sizeof(eh) + n * sizeof(Elf64_Phdr);
+}
+
+static void test_static_elf(void **state)
+{
+	uint8_t img[1024];
+	char why[160];
+	const uint32_t stat[] = {PT_LOAD, PT_LOAD, PT_TLS, PT_GNU_STACK};
+	const uint32_t dyn[] = {PT_PHDR, PT_INTERP, PT_LOAD, PT_DYNAMIC};
+	size_t n = elf(img, ET_EXEC, EM_X86_64, stat, 4);
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), 0);
+	n = elf(img, ET_DYN, EM_X86_64, stat, 4); /* static-pie */
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), 0);
+	n = elf(img, ET_DYN, EM_X86_64, dyn, 4);
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
+	assert_non_null(strstr(why, "dynamically linked"));
+	n = elf(img, ET_EXEC, EM_AARCH64, stat, 4);
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
+	n = elf(img, ET_REL, EM_X86_64, stat, 4);
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
+	n = elf(img, ET_EXEC, EM_X86_64, stat, 4);
+	/* program headers cut off */
+	assert_int_equal(jailer_check_static_elf(img, n - 1, why, sizeof(why)), -ENOEXEC);
+	assert_int_equal(jailer_check_static_elf(img, 10, why, sizeof(why)), -ENOEXEC);
+	const char script[] = "#!/bin/sh\nexec true\n";
+	assert_int_equal(
+	    jailer_check_static_elf((const uint8_t *)script, sizeof(script), why, sizeof(why)),
+	    -ENOEXEC);
+	assert_non_null(strstr(why, "not an ELF"));
+	/* e_phoff far outside the image */
+	Elf64_Ehdr eh;
+	n = elf(img, ET_EXEC, EM_X86_64, stat, 4);
+	memcpy(&eh, img, sizeof(eh));
+	eh.e_phoff = UINT64_MAX - 8;
+	memcpy(img, &eh, sizeof(eh));
+	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_ids),
+	    cmocka_unit_test(test_parse_minimal_and_defaults),
+	    cmocka_unit_test(test_parse_everything),
+	    cmocka_unit_test(test_parse_errors),
+	    cmocka_unit_test(test_rlimits),
+	    cmocka_unit_test(test_cgroup_specs),
+	    cmocka_unit_test(test_id_numbers),
+	    cmocka_unit_test(test_cgroup_paths),
+	    cmocka_unit_test(test_cgroup_mounts),
+	    cmocka_unit_test(test_self_cgroup),
+	    cmocka_unit_test(test_v2_subtree_line),
+	    cmocka_unit_test(test_words),
+	    cmocka_unit_test(test_static_elf),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
