@@ -8,10 +8,11 @@ BUILD   ?= build
 # ember is static: it must run alone in an empty chroot, and a static exec
 # is the cheapest start (see README, "Start budget").
 STATIC  ?= -static
-LIBS    := -linih -lseccomp -lcap-ng -lpthread
+LIBS    := -linih -lcap-ng -lpthread
 
 CORE_SRCS := $(wildcard monitor/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c jail/*.c)
-CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c,$(CORE_SRCS))
+CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_seccomp.c \
+               jail/seccomp_rules.c,$(CORE_SRCS))
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
@@ -22,6 +23,19 @@ all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The seccomp filters are compiled to BPF at build time (libseccomp runs
+# here, not in ember): see jail/seccomp_rules.c.
+$(BUILD)/tools/gen_seccomp: jail/gen_seccomp.c jail/seccomp_rules.c jail/seccomp_rules.h jail/jail.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ jail/gen_seccomp.c jail/seccomp_rules.c -lseccomp
+
+$(BUILD)/gen/seccomp_filters.h: $(BUILD)/tools/gen_seccomp
+	@mkdir -p $(dir $@)
+	$< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/jail/seccomp.o: override CFLAGS += -I$(BUILD)/gen
+$(BUILD)/jail/seccomp.o: $(BUILD)/gen/seccomp_filters.h
 
 $(BUILD)/libember.a: $(CORE_OBJS)
 	@rm -f $@

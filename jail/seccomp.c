@@ -1,24 +1,20 @@
-/* Per-role seccomp allowlists, built with libseccomp.  One table: each
- * allowed syscall once, the roles that may make it, an argument check,
- * and a comment saying who needs it.  Measured with strace -f on every
- * guest kind (hello, smp, --timeout, triple fault, hvt) and checked by
- * running the integration tests in LOG mode.  Syscalls made only before
- * the drop (open, mmap of guest RAM, KVM_CREATE_*, timer_create,
- * pthread_create...) are not here: that is the point of the drop phase. */
+/* Per-role seccomp filters at run time: the BPF was generated at build
+ * time from the allowlist table in jail/seccomp_rules.c (one comment per
+ * syscall there and in docs/jail.md); here it is copied, ember's pid put
+ * into the tgkill check, and loaded.  No libseccomp in ember: building
+ * the filter at every start cost 50-60 us and a third of a MiB. */
 #include <errno.h>
 #include <linux/filter.h>
-#include <linux/kvm.h>
 #include <linux/seccomp.h>
-#include <sched.h>
-#include <seccomp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "jail/jail.h"
+#include "jail/seccomp_rules.h"
+#include "seccomp_filters.h" /* generated: build/gen/ */
 
 /* Sanitizer builds (make asan): the runtime makes syscalls of its own
  * (munmap and sigaltstack as threads end, LSan's exit-time scan clones
@@ -32,95 +28,10 @@
 #endif
 #endif
 #ifdef SANITIZER_BUILD
-#define DENY_ENFORCE SCMP_ACT_LOG
+#define ENFORCE_KILLS false
 #else
-#define DENY_ENFORCE SCMP_ACT_KILL_PROCESS
+#define ENFORCE_KILLS true
 #endif
-
-#define VMM (1u << JAIL_ROLE_VMM)
-#define VCPU (1u << JAIL_ROLE_VCPU)
-#define API (1u << JAIL_ROLE_API)
-
-enum arg_check {
-	ARG_ANY,
-	ARG_KVM_IOCTL, /* request is one of kvm_ioctls[] */
-	ARG_OWN_KILL,  /* tgid is this process, signal is the kick or SIGABRT */
-	ARG_CLONE_VM,  /* flags are exactly CLONE_VM (no thread, no new namespace) */
-	ARG_MADV_FREE, /* advice is MADV_DONTNEED */
-};
-
-struct allow {
-	int nr;
-	const char *name;
-	unsigned roles;
-	enum arg_check check;
-};
-
-/* clang-format off */
-#define ALLOW(sys, roles, check) {SCMP_SYS(sys), #sys, roles, check}
-/* clang-format on */
-
-static const struct allow allowlist[] = {
-    /* vcpu_run: KVM_RUN; vm_irq: KVM_IRQ_LINE (the UART's interrupt);
-     * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault */
-    ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
-    /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap); stderr
-     * messages (vcpu_dump, the stop reason, --stats); API replies */
-    ALLOW(write, VMM | VCPU | API, ARG_ANY),
-    /* hvt: NET_READ (tap); the teardown child waits on its pipe (vmm);
-     * API requests */
-    ALLOW(read, VMM | VCPU | API, ARG_ANY),
-    /* hvt: BLOCK_READ */
-    ALLOW(pread64, VMM | VCPU, ARG_ANY),
-    /* hvt: BLOCK_WRITE */
-    ALLOW(pwrite64, VMM | VCPU, ARG_ANY),
-    /* hvt: POLL waits for a tap to become readable */
-    ALLOW(ppoll, VMM | VCPU, ARG_ANY),
-    /* the --timeout deadline, hvt WALLTIME and POLL: normally the vDSO,
-     * a real syscall when the clocksource has no vDSO support */
-    ALLOW(clock_gettime, VMM | VCPU | API, ARG_ANY),
-    /* return from the kick handler (SIGUSR1 pulls KVM_RUN out) */
-    ALLOW(rt_sigreturn, VMM | VCPU | API, ARG_ANY),
-    /* glibc: pthread_kill blocks signals around tgkill; a thread blocks
-     * them before it exits */
-    ALLOW(rt_sigprocmask, VMM | VCPU | API, ARG_ANY),
-    /* vcpu_kick (pthread_kill) from vm_stop, on any thread; abort() */
-    ALLOW(tgkill, VMM | VCPU, ARG_OWN_KILL),
-    /* glibc: pthread_kill asks for the tgid */
-    ALLOW(getpid, VMM | VCPU, ARG_ANY),
-    /* glibc: pthread_kill of the calling thread itself (vm_stop on vCPU 0) */
-    ALLOW(gettid, VMM | VCPU, ARG_ANY),
-    /* pthread_join (vmm), contended stdio and UART locks (everyone) */
-    ALLOW(futex, VMM | VCPU | API, ARG_ANY),
-    /* glibc: a finished thread gives back its stack's pages */
-    ALLOW(madvise, VCPU | API, ARG_MADV_FREE),
-    /* a vCPU (or API) thread returns */
-    ALLOW(exit, VCPU | API, ARG_ANY),
-    /* ember exits; so does the teardown child */
-    ALLOW(exit_group, VMM, ARG_ANY),
-    /* vm_run drops the --timeout timer once vCPU 0 returns */
-    ALLOW(timer_delete, VMM, ARG_ANY),
-    /* vm_detach_teardown: the child that holds the KVM fds (CLONE_VM only) */
-    ALLOW(clone, VMM, ARG_CLONE_VM),
-    /* vm_detach_teardown and its child close pipe ends and stdio; the API
-     * closes connections */
-    ALLOW(close, VMM | API, ARG_ANY),
-    /* API: one connection at a time from the listening socket */
-    ALLOW(accept4, API, ARG_ANY),
-    /* API: its event loop waits for the socket */
-    ALLOW(epoll_wait, API, ARG_ANY),
-    /* API: adds and removes the accepted connection */
-    ALLOW(epoll_ctl, API, ARG_ANY),
-};
-
-/* The KVM requests a thread may make after the drop; everything that
- * builds the VM (CREATE_*, SET_*) happened before it. */
-static const unsigned long kvm_ioctls[] = {
-    KVM_RUN,	   /* vcpu_run */
-    KVM_IRQ_LINE,  /* vm_irq: the UART's interrupt (irqchip only) */
-    KVM_GET_REGS,  /* vcpu_dump after a triple fault or KVM error */
-    KVM_GET_SREGS, /* vcpu_dump */
-};
 
 const char *jail_role_name(enum jail_role role)
 {
@@ -138,22 +49,17 @@ const char *jail_role_name(enum jail_role role)
 
 unsigned jail_role_syscalls(enum jail_role role, const char **names, unsigned max)
 {
-	unsigned n = 0;
 	if ((unsigned)role >= JAIL_ROLE_COUNT)
 		return 0;
-	for (size_t i = 0; i < sizeof(allowlist) / sizeof(allowlist[0]); i++) {
-		if (!(allowlist[i].roles & (1u << role)))
-			continue;
-		if (names && n < max)
-			names[n] = allowlist[i].name;
-		n++;
-	}
+	unsigned n = generated_filters[role].nr_names;
+	for (unsigned i = 0; names && i < n && i < max; i++)
+		names[i] = generated_filters[role].names[i];
 	return n;
 }
 
 bool jail_seccomp_kills(void)
 {
-	return DENY_ENFORCE == SCMP_ACT_KILL_PROCESS;
+	return ENFORCE_KILLS;
 }
 
 int jail_seccomp_mode_parse(const char *s, enum jail_seccomp_mode *mode)
@@ -169,69 +75,6 @@ int jail_seccomp_mode_parse(const char *s, enum jail_seccomp_mode *mode)
 	return 0;
 }
 
-/* libseccomp returns -errno; keep only values that mean something. */
-static int scmp_err(int r)
-{
-	return r < 0 && r > -4096 ? r : -EINVAL;
-}
-
-/* Argument `arg` equals v (libseccomp's SCMP_An macros leave a field
- * out, which clang's -Wextra reports). */
-static struct scmp_arg_cmp eq(unsigned arg, scmp_datum_t v)
-{
-	return (struct scmp_arg_cmp){.arg = arg, .op = SCMP_CMP_EQ, .datum_a = v, .datum_b = 0};
-}
-
-static int add_rule(scmp_filter_ctx ctx, const struct allow *a, pid_t self)
-{
-	int r = 0;
-	switch (a->check) {
-	case ARG_ANY:
-		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 0);
-	case ARG_KVM_IOCTL:
-		for (size_t i = 0; i < sizeof(kvm_ioctls) / sizeof(kvm_ioctls[0]) && !r; i++)
-			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(1, kvm_ioctls[i]));
-		return r;
-	case ARG_OWN_KILL:
-		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 2, eq(0, (scmp_datum_t)self),
-				     eq(2, JAIL_KICK_SIGNAL));
-		return r ? r
-			 : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 2,
-					    eq(0, (scmp_datum_t)self), eq(2, SIGABRT));
-	case ARG_CLONE_VM:
-		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, CLONE_VM));
-	case ARG_MADV_FREE:
-		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(2, MADV_DONTNEED));
-	}
-	return -EINVAL;
-}
-
-/* libseccomp 2.5 exports BPF only to an fd: a memfd, read back. */
-static int export_bpf(scmp_filter_ctx ctx, struct jail_filter *f)
-{
-	int fd = memfd_create("ember-seccomp", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int r = seccomp_export_bpf(ctx, fd);
-	off_t size = r == 0 ? lseek(fd, 0, SEEK_END) : -1;
-	if (r == 0 && (size <= 0 || size % (off_t)sizeof(struct sock_filter) ||
-		       size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS))
-		r = -E2BIG;
-	void *buf = r == 0 ? malloc((size_t)size) : NULL;
-	if (r == 0 && !buf)
-		r = -ENOMEM;
-	if (r == 0 && pread(fd, buf, (size_t)size, 0) != size)
-		r = -EIO;
-	close(fd);
-	if (r) {
-		free(buf);
-		return scmp_err(r);
-	}
-	f->insns = buf;
-	f->len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
-	return 0;
-}
-
 int jail_filter_build(struct jail_filter *f, enum jail_role role, enum jail_seccomp_mode mode)
 {
 	memset(f, 0, sizeof(*f));
@@ -241,29 +84,21 @@ int jail_filter_build(struct jail_filter *f, enum jail_role role, enum jail_secc
 		return 0;
 	if (mode != JAIL_SECCOMP_ENFORCE && mode != JAIL_SECCOMP_LOG)
 		return -EINVAL;
-
-	/* Level 3 (Linux 4.14: RET_LOG, RET_KILL_PROCESS) is all we use;
-	 * saying so spares libseccomp eight probing syscalls. */
-	if (seccomp_api_set(3))
-		return -ENOSYS;
-	uint32_t deny = mode == JAIL_SECCOMP_LOG ? SCMP_ACT_LOG : DENY_ENFORCE;
-	scmp_filter_ctx ctx = seccomp_init(deny);
-	if (!ctx)
+	bool log = mode == JAIL_SECCOMP_LOG || !ENFORCE_KILLS;
+	const struct sock_filter *src = log ? generated_filters[role].log : generated_filters[role].kill;
+	unsigned short len = log ? generated_filters[role].log_len : generated_filters[role].kill_len;
+	struct sock_filter *insns = malloc(len * sizeof(*insns));
+	if (!insns)
 		return -ENOMEM;
-	/* A foreign ABI (i386 int 0x80, x32) is never ember's: same fate.
-	 * Binary-tree dispatch keeps KVM_RUN's path short. */
-	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, deny);
-	if (!r)
-		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
-	pid_t self = getpid();
-	for (size_t i = 0; i < sizeof(allowlist) / sizeof(allowlist[0]) && !r; i++)
-		if (allowlist[i].roles & (1u << role))
-			r = add_rule(ctx, &allowlist[i], self);
-	if (!r)
-		r = export_bpf(ctx, f);
-	seccomp_release(ctx);
-	if (r)
-		return scmp_err(r);
+	memcpy(insns, src, len * sizeof(*insns));
+	/* The one value known only now: our pid, in tgkill's tgid check. */
+	uint32_t self = (uint32_t)getpid();
+	for (unsigned i = 0; i < len; i++)
+		if (BPF_CLASS(insns[i].code) == BPF_JMP && BPF_SRC(insns[i].code) == BPF_K &&
+		    insns[i].k == JAIL_PID_PLACEHOLDER)
+			insns[i].k = self;
+	f->insns = insns;
+	f->len = len;
 	f->log = mode == JAIL_SECCOMP_LOG;
 	return 0;
 }
