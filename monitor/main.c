@@ -1,6 +1,7 @@
 /* ember: command line.  `ember run` boots one microVM and exits with the
  * guest's verdict (see README.md, "Exit codes"). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +337,9 @@ static int cmd_run(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	/* A reader of the guest's output that goes away (ember | head) must
+	 * not kill the VM: writes then fail with EPIPE and output is dropped. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		fputs(usage_main, stderr);
 		return EXIT_CONFIG;

@@ -144,3 +144,18 @@ def test_many_vms_at_once():
         out, _ = p.communicate(timeout=60)
         assert p.returncode == i
         assert f"exiting with {i}".encode() in out
+
+
+def test_reader_going_away_does_not_kill_the_vm():
+    # ember | head: once the reader closes the pipe, output is dropped and
+    # the guest still finishes with its own status (no SIGPIPE death).
+    import subprocess
+    from conftest import EMBER
+    # cmdline.elf echoes 2000 bytes one port write at a time (emulated:
+    # tens of ms), so the reader is gone long before it is done.
+    p = subprocess.Popen([EMBER, "run", "--kernel", guest("cmdline"), "--cmdline", "x" * 2000],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.read(3)
+    p.stdout.close()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
