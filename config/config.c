@@ -7,28 +7,17 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "config/keys.h"
 #include "config/units.h"
 
 #define PAGE_SIZE 4096u
 
-/* Where a value's relative paths are taken from: the first dirlen bytes of
- * an INI file's path (its folder, trailing '/' included).  dirlen 0: as
- * given, relative to the working directory (command line, or an INI file
- * named without a folder). */
-struct base {
-	const char *dir;
-	size_t dirlen;
-};
 
-/* Section kinds: [vm], [serial], and the device kinds [block.NAME] and
- * [net.NAME], whose NAME picks (or adds) one device. */
-enum kind { KIND_VM, KIND_SERIAL, KIND_BLOCK, KIND_NET, NKINDS };
 
 static const struct {
 	const char *name; /* the section, or its part before the '.' */
@@ -55,7 +44,7 @@ struct key {
 		   size_t errlen);
 };
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
+__attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt,
 						      ...)
 {
 	va_list ap;
@@ -78,14 +67,14 @@ static int check_mem(uint64_t b, const char *what, char *err, size_t errlen)
 
 	if (b < CFG_MIN_MEM) {
 		units_fmt_size(lim, sizeof(lim), CFG_MIN_MEM);
-		return fail(err, errlen, "%s is below the minimum %s", what, lim);
+		return cfg_fail(err, errlen, "%s is below the minimum %s", what, lim);
 	}
 	if (b > CFG_MAX_MEM) {
 		units_fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
-		return fail(err, errlen, "%s is above the maximum %s", what, lim);
+		return cfg_fail(err, errlen, "%s is above the maximum %s", what, lim);
 	}
 	if (b % PAGE_SIZE)
-		return fail(err, errlen, "%s is not a multiple of 4K", what);
+		return cfg_fail(err, errlen, "%s is not a multiple of 4K", what);
 	return 0;
 }
 
@@ -99,12 +88,12 @@ static int set_name(const struct target *t, const char *v, const struct base *b,
 	size_t n = strlen(v), span = strspn(v, ok);
 
 	if (n < 1 || n > CFG_NAME_MAX)
-		return fail(err, errlen, "must be 1..%d characters, not %zu", CFG_NAME_MAX, n);
+		return cfg_fail(err, errlen, "must be 1..%d characters, not %zu", CFG_NAME_MAX, n);
 	if (span != n)
-		return fail(err, errlen, "\"%.64s\" has '%c': use only A-Z a-z 0-9 _ . -", v,
+		return cfg_fail(err, errlen, "\"%.64s\" has '%c': use only A-Z a-z 0-9 _ . -", v,
 			    v[span]);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
-		return fail(err, errlen, "\"%s\" cannot be a name: it means a folder", v);
+		return cfg_fail(err, errlen, "\"%s\" cannot be a name: it means a folder", v);
 	memcpy(t->c->name, v, n + 1);
 	return 0;
 }
@@ -117,10 +106,10 @@ static int set_vcpus(const struct target *t, const char *v, const struct base *b
 	uint64_t n;
 
 	if (!units_digits(&p, &n, &overflow) || *p)
-		return fail(err, errlen, "\"%.64s\" is not a number: must be 1..%d", v,
+		return cfg_fail(err, errlen, "\"%.64s\" is not a number: must be 1..%d", v,
 			    CFG_MAX_VCPUS);
 	if (overflow || n < 1 || n > CFG_MAX_VCPUS)
-		return fail(err, errlen, "\"%.64s\" is out of range: must be 1..%d", v,
+		return cfg_fail(err, errlen, "\"%.64s\" is out of range: must be 1..%d", v,
 			    CFG_MAX_VCPUS);
 	t->c->vcpus = (unsigned)n;
 	return 0;
@@ -136,10 +125,10 @@ static int set_memory(const struct target *t, const char *v, const struct base *
 	snprintf(what, sizeof(what), "\"%.64s\"", v);
 	if (rc == -ERANGE) {
 		units_fmt_size(lim, sizeof(lim), CFG_MAX_MEM);
-		return fail(err, errlen, "%s is too large (at most %s)", what, lim);
+		return cfg_fail(err, errlen, "%s is too large (at most %s)", what, lim);
 	}
 	if (rc)
-		return fail(err, errlen, "%s is not a size (use e.g. 64M, 1G)", what);
+		return cfg_fail(err, errlen, "%s is not a size (use e.g. 64M, 1G)", what);
 	rc = check_mem(bytes, what, err, errlen);
 	if (rc)
 		return rc;
@@ -156,9 +145,9 @@ static int set_path(char dst[CFG_PATH_MAX], const char *v, const struct base *b,
 	size_t n = dirlen + strlen(v);
 
 	if (!*v && !empty_ok)
-		return fail(err, errlen, "empty path");
+		return cfg_fail(err, errlen, "empty path");
 	if (n >= CFG_PATH_MAX)
-		return fail(err, errlen, "path is %zu bytes, longer than %d", n, CFG_PATH_MAX - 1);
+		return cfg_fail(err, errlen, "path is %zu bytes, longer than %d", n, CFG_PATH_MAX - 1);
 	memcpy(dst, b->dir, dirlen);
 	memcpy(dst + dirlen, v, n - dirlen + 1);
 	return 0;
@@ -178,13 +167,13 @@ static int set_initrd(const struct target *t, const char *v, const struct base *
 
 /* Set the cmdline to v[0..n), or extend it (an INI continuation line) with
  * one space between, once the whole is known to fit. */
-static int put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n, char *err,
+int cfg_put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n, char *err,
 		       size_t errlen)
 {
 	size_t at = extend && c->cmdline_len ? c->cmdline_len + 1 : 0;
 
 	if (at + n > CFG_CMDLINE_MAX)
-		return fail(err, errlen, "%zu bytes, longer than %d", at + n, CFG_CMDLINE_MAX);
+		return cfg_fail(err, errlen, "%zu bytes, longer than %d", at + n, CFG_CMDLINE_MAX);
 	if (at)
 		c->cmdline[at - 1] = ' ';
 	memcpy(c->cmdline + at, v, n);
@@ -197,7 +186,7 @@ static int put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n
 static int set_cmdline(const struct target *t, const char *v, const struct base *b, char *err,
 		       size_t errlen)
 {
-	return put_cmdline(t->c, false, v, strlen(v), err, errlen);
+	return cfg_put_cmdline(t->c, false, v, strlen(v), err, errlen);
 }
 
 static int set_timeout(const struct target *t, const char *v, const struct base *b, char *err,
@@ -207,9 +196,9 @@ static int set_timeout(const struct target *t, const char *v, const struct base 
 	int rc = cfg_parse_duration(v, &ms);
 
 	if (rc == -ERANGE)
-		return fail(err, errlen, "\"%.64s\" is too long", v);
+		return cfg_fail(err, errlen, "\"%.64s\" is too long", v);
 	if (rc)
-		return fail(err, errlen,
+		return cfg_fail(err, errlen,
 			    "\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)", v);
 	t->c->timeout_ms = ms;
 	return 0;
@@ -225,7 +214,7 @@ static int set_irqchip(const struct target *t, const char *v, const struct base 
 	else if (!strcmp(v, "off"))
 		t->c->irqchip = CFG_IRQCHIP_OFF;
 	else
-		return fail(err, errlen, "\"%.64s\" is not one of auto, on, off", v);
+		return cfg_fail(err, errlen, "\"%.64s\" is not one of auto, on, off", v);
 	return 0;
 }
 
@@ -237,7 +226,7 @@ static int set_output(const struct target *t, const char *v, const struct base *
 	static const struct base here = {"", 0};
 
 	if (!*v)
-		return fail(err, errlen, "empty (use stdout, none or a file path)");
+		return cfg_fail(err, errlen, "empty (use stdout, none or a file path)");
 	if (!strcmp(v, "stdout") || !strcmp(v, "none"))
 		b = &here;
 	return set_path(t->c->serial_out, v, b, false, err, errlen);
@@ -276,7 +265,7 @@ static int set_read_only(const struct target *t, const char *v, const struct bas
 			return 0;
 		}
 	}
-	return fail(err, errlen,
+	return cfg_fail(err, errlen,
 		    "\"%.64s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", v);
 }
 
@@ -289,20 +278,20 @@ static int set_tap(const struct target *t, const char *v, const struct base *b, 
 	size_t n = strlen(v);
 
 	if (!n)
-		return fail(err, errlen, "empty (the name of a host tap interface)");
+		return cfg_fail(err, errlen, "empty (the name of a host tap interface)");
 	if (n > CFG_IFNAME_MAX)
-		return fail(err, errlen, "\"%.64s\" is %zu characters, longer than %d", v, n,
+		return cfg_fail(err, errlen, "\"%.64s\" is %zu characters, longer than %d", v, n,
 			    CFG_IFNAME_MAX);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
-		return fail(err, errlen, "\"%s\" is not an interface name", v);
+		return cfg_fail(err, errlen, "\"%s\" is not an interface name", v);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)v[i];
 
 		if (ch < 0x20 || ch == 0x7f)
-			return fail(err, errlen,
+			return cfg_fail(err, errlen,
 				    "has a control character (0x%02x): not an interface name", ch);
 		if (ch == ' ' || ch == '/' || ch == ':' || ch == '%')
-			return fail(err, errlen,
+			return cfg_fail(err, errlen,
 				    "\"%s\" has '%c': not allowed in an interface name", v, ch);
 	}
 	memcpy(t->net->tap, v, n + 1);
@@ -340,16 +329,16 @@ static int set_mac(const struct target *t, const char *v, const struct base *b, 
 	uint8_t mac[6];
 
 	if (!parse_mac(v, mac))
-		return fail(err, errlen,
+		return cfg_fail(err, errlen,
 			    "\"%.64s\" is not a MAC address (use six hex pairs: 02:00:00:00:00:01)",
 			    v);
 	if (mac[0] & 1)
-		return fail(err, errlen,
+		return cfg_fail(err, errlen,
 			    "\"%s\" is a multicast address (low bit of the first octet set): a "
 			    "device needs a unicast one, e.g. 02:00:00:00:00:01",
 			    v);
 	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
-		return fail(err, errlen, "\"%s\" is all zero: not a usable address", v);
+		return cfg_fail(err, errlen, "\"%s\" is all zero: not a usable address", v);
 	memcpy(t->net->mac, mac, sizeof(mac));
 	t->net->has_mac = true;
 	return 0;
@@ -377,21 +366,7 @@ static const struct key keys[] = {
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= 32, "struct seen's words are uint32_t");
 
-/* The keys one INI file has set so far, a bit per keys[] entry: for [vm]
- * and [serial] however often they are opened, and for each device (whose
- * section may be opened once per file).  NULL from the command line,
- * which may override a key as often as it likes. */
-struct seen {
-	uint32_t vm;
-	uint32_t blocks[CFG_MAX_BLOCKS];
-	uint32_t nets[CFG_MAX_NETS];
-};
 
-/* A section name taken apart: its kind and, for a device, its name. */
-struct section {
-	enum kind kind;
-	const char *dev; /* after the '.'; NULL for [vm] and [serial] */
-};
 
 /* Solo5 manifest names: [A-Za-z0-9_], so also safe in messages and as
  * parts of file or jail names. */
@@ -401,19 +376,19 @@ static int check_dev_name(enum kind k, const char *name, char *err, size_t errle
 	size_t n = strlen(name), span = strspn(name, ok);
 
 	if (!n)
-		return fail(err, errlen, "no device name (use [%s.NAME])", kinds[k].name);
+		return cfg_fail(err, errlen, "no device name (use [%s.NAME])", kinds[k].name);
 	if (n > CFG_NAME_MAX)
-		return fail(err, errlen, "device name must be 1..%d characters, not %zu",
+		return cfg_fail(err, errlen, "device name must be 1..%d characters, not %zu",
 			    CFG_NAME_MAX, n);
 	if (span != n)
-		return fail(err, errlen, "device name \"%.64s\" has '%c': use only A-Z a-z 0-9 _",
+		return cfg_fail(err, errlen, "device name \"%.64s\" has '%c': use only A-Z a-z 0-9 _",
 			    name, name[span]);
 	return 0;
 }
 
 /* 0; -ENOENT for a section of no known kind; -EINVAL for a device
  * section without a good name.  err says why. */
-static int parse_section(const char *s, struct section *sec, char *err, size_t errlen)
+int cfg_parse_section(const char *s, struct section *sec, char *err, size_t errlen)
 {
 	const char *dot = strchr(s, '.');
 	size_t klen = dot ? (size_t)(dot - s) : strlen(s), len = 0;
@@ -432,7 +407,7 @@ static int parse_section(const char *s, struct section *sec, char *err, size_t e
 	for (int k = 0; k < NKINDS && len < sizeof(list); k++)
 		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s[%s%s]", k ? ", " : "",
 					kinds[k].name, kinds[k].max ? ".NAME" : "");
-	fail(err, errlen, "unknown section [%.80s] (known: %s)", s, list);
+	cfg_fail(err, errlen, "unknown section [%.80s] (known: %s)", s, list);
 	return -ENOENT;
 }
 
@@ -449,7 +424,7 @@ static char *dev_name(struct vm_config *c, enum kind k, unsigned i)
 /* The index of device name (checked) of kind k, added with nothing set if
  * there is none yet (*added), or -EINVAL when there are already as many
  * as may be. */
-static int dev_get(struct vm_config *c, enum kind k, const char *name, bool *added, char *err,
+int cfg_dev_get(struct vm_config *c, enum kind k, const char *name, bool *added, char *err,
 		   size_t errlen)
 {
 	unsigned *nr = dev_count(c, k);
@@ -459,7 +434,7 @@ static int dev_get(struct vm_config *c, enum kind k, const char *name, bool *add
 		if (!strcmp(dev_name(c, k, i), name))
 			return (int)i;
 	if (*nr >= kinds[k].max)
-		return fail(err, errlen, "too many %ss (at most %u)", kinds[k].what, kinds[k].max);
+		return cfg_fail(err, errlen, "too many %ss (at most %u)", kinds[k].what, kinds[k].max);
 	if (k == KIND_BLOCK)
 		memset(&c->blocks[*nr], 0, sizeof(c->blocks[0]));
 	else
@@ -469,7 +444,7 @@ static int dev_get(struct vm_config *c, enum kind k, const char *name, bool *add
 	return (int)(*nr)++;
 }
 
-/* Take back the device dev_get() has just added. */
+/* Take back the device cfg_dev_get() has just added. */
 static void dev_drop_last(struct vm_config *c, enum kind k)
 {
 	unsigned *nr = dev_count(c, k);
@@ -493,12 +468,12 @@ static int unknown_key(enum kind k, char *err, size_t errlen)
 		if (keys[i].kind == k && len < sizeof(list))
 			len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
 						len ? ", " : "", keys[i].name);
-	return fail(err, errlen, "unknown key (known: %s)", list);
+	return cfg_fail(err, errlen, "unknown key (known: %s)", list);
 }
 
 /* The one setter for both spellings.  A device section's device is added
  * on its first key, and taken back if that key's value is refused. */
-static int set_key(struct vm_config *c, const char *section, const char *name, const char *value,
+int cfg_set_key(struct vm_config *c, const char *section, const char *name, const char *value,
 		   const struct base *b, struct seen *seen, char *err, size_t errlen)
 {
 	struct target t = {.c = c};
@@ -509,8 +484,8 @@ static int set_key(struct vm_config *c, const char *section, const char *name, c
 	int rc, i = 0;
 
 	if (!*section)
-		return fail(err, errlen, "not in a section (put it under [vm] or [serial])");
-	if (parse_section(section, &sec, err, errlen))
+		return cfg_fail(err, errlen, "not in a section (put it under [vm] or [serial])");
+	if (cfg_parse_section(section, &sec, err, errlen))
 		return -EINVAL;
 	for (size_t j = 0; j < NKEYS && !key; j++)
 		if (keys[j].kind == sec.kind && !strcmp(keys[j].name, name)) {
@@ -520,7 +495,7 @@ static int set_key(struct vm_config *c, const char *section, const char *name, c
 	if (!key)
 		return unknown_key(sec.kind, err, errlen);
 	if (sec.dev) {
-		i = dev_get(c, sec.kind, sec.dev, &added, err, errlen);
+		i = cfg_dev_get(c, sec.kind, sec.dev, &added, err, errlen);
 		if (i < 0)
 			return i;
 		if (sec.kind == KIND_BLOCK)
@@ -533,7 +508,7 @@ static int set_key(struct vm_config *c, const char *section, const char *name, c
 		       : sec.kind == KIND_BLOCK ? &seen->blocks[i]
 						: &seen->nets[i];
 		if (*bits & bit)
-			return fail(err, errlen, "duplicate key");
+			return cfg_fail(err, errlen, "duplicate key");
 	}
 	rc = key->set(&t, value, b, err, errlen);
 	if (rc && added)
@@ -560,8 +535,8 @@ int cfg_set(struct vm_config *c, const char *section, const char *key, const cha
 	static const struct base as_given = {"", 0};
 
 	if (!section || !key || !value)
-		return fail(err, errlen, "missing section, key or value");
-	return set_key(c, section, key, value, &as_given, NULL, err, errlen);
+		return cfg_fail(err, errlen, "missing section, key or value");
+	return cfg_set_key(c, section, key, value, &as_given, NULL, err, errlen);
 }
 
 int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
@@ -570,9 +545,9 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 	int rc;
 
 	if (!c->kernel[0])
-		return fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
+		return cfg_fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
 	if (c->vcpus < 1 || c->vcpus > CFG_MAX_VCPUS)
-		return fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
+		return cfg_fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
 			    CFG_MAX_VCPUS);
 	strcpy(what, "memory: ");
 	units_fmt_size(what + strlen(what), sizeof(what) - strlen(what), c->mem_size);
@@ -580,222 +555,18 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 	if (rc)
 		return rc;
 	if (c->nr_blocks > CFG_MAX_BLOCKS || c->nr_nets > CFG_MAX_NETS)
-		return fail(err, errlen, "%u block and %u net devices: at most %d and %d",
+		return cfg_fail(err, errlen, "%u block and %u net devices: at most %d and %d",
 			    c->nr_blocks, c->nr_nets, CFG_MAX_BLOCKS, CFG_MAX_NETS);
 	for (unsigned i = 0; i < c->nr_blocks; i++)
 		if (!c->blocks[i].path[0])
-			return fail(err, errlen, "[block.%.64s]: no path given (path = FILE)",
+			return cfg_fail(err, errlen, "[block.%.64s]: no path given (path = FILE)",
 				    c->blocks[i].name);
 	for (unsigned i = 0; i < c->nr_nets; i++)
 		if (!c->nets[i].tap[0])
-			return fail(err, errlen,
+			return cfg_fail(err, errlen,
 				    c->nets[i].has_mac
 					? "[net.%.64s]: mac given but no tap (tap = NAME)"
 					: "[net.%.64s]: no tap given (tap = NAME)",
 				    c->nets[i].name);
-	return 0;
-}
-
-/* ---- INI files ----
- *
- * inih reads through read_line() rather than by file name, for four
- * reasons.  It tells us each line's number (Debian builds inih without
- * INI_HANDLER_LINENO).  It catches lines longer than inih's buffer
- * (ini_max_line, 200), which inih would silently split, parsing the tail
- * as a line of its own.  It sees each raw line, which is the only way
- * to tell a continuation line (indented; inih hands it to the handler
- * under the previous key's name) from a repeated key.  Continuations are
- * how a cmdline longer than one line is written:
- *
- *     cmdline = console=ttyS0 reboot=k panic=1
- *               root=/dev/vda rw          ; joined with one space
- *
- * And it sees "[section]" lines, which inih does not report (and cuts to
- * 49 characters, shorter than [block.NAME] may be): a device section is
- * checked on its own line, and opens its device even without keys.
- */
-struct parse {
-	struct vm_config *c;
-	struct base base;
-	FILE *f;
-	int lineno;	   /* of the line inih is working on */
-	bool indented;	   /* that line starts with a blank */
-	bool have_prev;	   /* a key since the last [section]: inih's prev_name */
-	char section[256]; /* the current section, in full (lines are shorter) */
-	struct seen seen;
-	/* the line of each device's section in this file, 0 = none yet */
-	int block_line[CFG_MAX_BLOCKS];
-	int net_line[CFG_MAX_NETS];
-	int err_line; /* first error of ours, 0 = none */
-	int read_errno;
-	char why[CFG_ERR_MAX];
-};
-
-/* A "[name]" line, name being len bytes at s.  0, or -EINVAL with the
- * reason in p->why. */
-static int open_section(struct parse *p, const char *s, size_t len)
-{
-	char why[CFG_ERR_MAX];
-	struct section sec;
-	bool added;
-	int i, *line;
-
-	memcpy(p->section, s, len);
-	p->section[len] = '\0';
-	i = parse_section(p->section, &sec, why, sizeof(why));
-	if (i == -ENOENT || (!i && !sec.dev))
-		return 0; /* an unknown section is an error once it has a key */
-	if (!i)
-		i = dev_get(p->c, sec.kind, sec.dev, &added, why, sizeof(why));
-	if (i < 0)
-		return fail(p->why, sizeof(p->why), "[%.80s]: %s", p->section, why);
-	line = sec.kind == KIND_BLOCK ? &p->block_line[i] : &p->net_line[i];
-	if (*line)
-		return fail(p->why, sizeof(p->why), "duplicate section [%.80s], first at line %d",
-			    p->section, *line);
-	*line = p->lineno;
-	return 0;
-}
-
-static char *read_line(char *buf, int size, void *stream)
-{
-	struct parse *p = stream;
-	const char *s = buf;
-	size_t len;
-
-	if (p->err_line || p->read_errno)
-		return NULL; /* the first error is all we report */
-	errno = 0;
-	if (!fgets(buf, size, p->f)) {
-		if (ferror(p->f))
-			p->read_errno = errno ? errno : EIO;
-		return NULL;
-	}
-	p->lineno++;
-	len = strlen(buf);
-	if (len == (size_t)size - 1 && buf[len - 1] != '\n') {
-		int ch = getc(p->f);
-
-		if (ch != EOF) {
-			p->err_line = p->lineno;
-			snprintf(p->why, sizeof(p->why),
-				 "line too long (at most %d characters; continue a long cmdline "
-				 "on indented lines)",
-				 size - 3);
-			return NULL;
-		}
-	}
-	if (p->lineno == 1 && !strncmp(s, "\xEF\xBB\xBF", 3))
-		s += 3; /* a UTF-8 BOM, which inih skips */
-	while (*s && isspace((unsigned char)*s))
-		s++;
-	p->indented = s > buf;
-	/* inih takes an indented line after a key as its continuation, even
-	 * one that starts with '['; any other '[' line opens a section. */
-	if (*s == '[' && !(p->indented && p->have_prev)) {
-		const char *end = ++s;
-
-		p->have_prev = false;
-		/* Up to ']', as inih: one not found, or after an inline comment
-		 * (';' after a blank), is inih's syntax error on this line. */
-		while (*end && *end != ']' &&
-		       !(*end == ';' && end > s && isspace((unsigned char)end[-1])))
-			end++;
-		if (*end == ']' && open_section(p, s, (size_t)(end - s))) {
-			p->err_line = p->lineno;
-			return NULL;
-		}
-	}
-	return buf;
-}
-
-/* Length of a continuation value without its inline comment: inih 55
- * keeps " ; ..." there, though it drops it from a key's first line (and
- * later inih from both).  Same rule as inih: ';' after a blank. */
-static size_t uncommented(const char *v)
-{
-	size_t n = strlen(v);
-
-	for (size_t i = 1; i < n; i++)
-		if (v[i] == ';' && isspace((unsigned char)v[i - 1])) {
-			n = i;
-			break;
-		}
-	while (n && isspace((unsigned char)v[n - 1]))
-		n--;
-	return n;
-}
-
-/* inih's section argument is ignored for p->section: the same, but not
- * cut short. */
-static int on_key(void *user, const char *inih_section, const char *name, const char *value)
-{
-	struct parse *p = user;
-	const char *section = p->section;
-	bool cont = p->indented && p->have_prev;
-	char why[CFG_ERR_MAX];
-	int rc;
-
-	p->have_prev = true;
-	if (p->err_line)
-		return 1; /* keep inih's error line at the first one */
-	if (!value)
-		rc = fail(why, sizeof(why), "no value"); /* only if INI_ALLOW_NO_VALUE */
-	else if (!cont)
-		rc = set_key(p->c, section, name, value, &p->base, &p->seen, why, sizeof(why));
-	else if (!strcmp(section, "vm") && !strcmp(name, "cmdline"))
-		rc = put_cmdline(p->c, true, value, uncommented(value), why, sizeof(why));
-	else
-		rc = fail(
-		    why, sizeof(why),
-		    "indented line \"%.64s\" continues this value; only cmdline may (a new key "
-		    "must not be indented)",
-		    value);
-	if (rc == 0)
-		return 1;
-	p->err_line = p->lineno;
-	if (*section)
-		fail(p->why, sizeof(p->why), "[%.80s] %.64s: %s", section, name, why);
-	else
-		fail(p->why, sizeof(p->why), "%.64s: %s", name, why);
-	return 0;
-}
-
-int cfg_parse_ini(const char *path, struct vm_config *c, char *err, size_t errlen)
-{
-	/* Parsed into a copy, so that a file with an error changes nothing. */
-	struct vm_config tmp = *c;
-	struct parse p = {.c = &tmp};
-	const char *slash = strrchr(path, '/');
-	int rc, e;
-
-	p.base.dir = path;
-	p.base.dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-	p.f = fopen(path, "re");
-	if (!p.f) {
-		e = errno;
-		fail(err, errlen, "%s: cannot open: %s", path, strerror(e));
-		return -e;
-	}
-	rc = ini_parse_stream(read_line, &p, on_key, &p);
-	fclose(p.f);
-
-	if (rc < 0) { /* -2: out of memory; -1 (cannot open) is ours to see, above */
-		e = rc == -2 ? ENOMEM : EIO;
-		fail(err, errlen, "%s: cannot parse: %s", path, strerror(e));
-		return -e;
-	}
-	if (p.read_errno) {
-		fail(err, errlen, "%s: cannot read: %s", path, strerror(p.read_errno));
-		return -p.read_errno;
-	}
-	/* inih's rc is its first error: ours (same line) or a syntax error
-	 * that our handler never saw. */
-	if (rc > 0 && (!p.err_line || rc < p.err_line))
-		return fail(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
-			    path, rc);
-	if (p.err_line)
-		return fail(err, errlen, "%s:%d: %s", path, p.err_line, p.why);
-	*c = tmp;
 	return 0;
 }
