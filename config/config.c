@@ -17,8 +17,6 @@
 
 #define PAGE_SIZE 4096u
 
-
-
 static const struct {
 	const char *name; /* the section, or its part before the '.' */
 	const char *what; /* devices: "block device" */
@@ -44,8 +42,7 @@ struct key {
 		   size_t errlen);
 };
 
-__attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt,
-						      ...)
+__attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -91,7 +88,7 @@ static int set_name(const struct target *t, const char *v, const struct base *b,
 		return cfg_fail(err, errlen, "must be 1..%d characters, not %zu", CFG_NAME_MAX, n);
 	if (span != n)
 		return cfg_fail(err, errlen, "\"%.64s\" has '%c': use only A-Z a-z 0-9 _ . -", v,
-			    v[span]);
+				v[span]);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
 		return cfg_fail(err, errlen, "\"%s\" cannot be a name: it means a folder", v);
 	memcpy(t->c->name, v, n + 1);
@@ -107,10 +104,10 @@ static int set_vcpus(const struct target *t, const char *v, const struct base *b
 
 	if (!units_digits(&p, &n, &overflow) || *p)
 		return cfg_fail(err, errlen, "\"%.64s\" is not a number: must be 1..%d", v,
-			    CFG_MAX_VCPUS);
+				CFG_MAX_VCPUS);
 	if (overflow || n < 1 || n > CFG_MAX_VCPUS)
 		return cfg_fail(err, errlen, "\"%.64s\" is out of range: must be 1..%d", v,
-			    CFG_MAX_VCPUS);
+				CFG_MAX_VCPUS);
 	t->c->vcpus = (unsigned)n;
 	return 0;
 }
@@ -147,7 +144,8 @@ static int set_path(char dst[CFG_PATH_MAX], const char *v, const struct base *b,
 	if (!*v && !empty_ok)
 		return cfg_fail(err, errlen, "empty path");
 	if (n >= CFG_PATH_MAX)
-		return cfg_fail(err, errlen, "path is %zu bytes, longer than %d", n, CFG_PATH_MAX - 1);
+		return cfg_fail(err, errlen, "path is %zu bytes, longer than %d", n,
+				CFG_PATH_MAX - 1);
 	memcpy(dst, b->dir, dirlen);
 	memcpy(dst + dirlen, v, n - dirlen + 1);
 	return 0;
@@ -168,7 +166,7 @@ static int set_initrd(const struct target *t, const char *v, const struct base *
 /* Set the cmdline to v[0..n), or extend it (an INI continuation line) with
  * one space between, once the whole is known to fit. */
 int cfg_put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n, char *err,
-		       size_t errlen)
+		    size_t errlen)
 {
 	size_t at = extend && c->cmdline_len ? c->cmdline_len + 1 : 0;
 
@@ -199,7 +197,8 @@ static int set_timeout(const struct target *t, const char *v, const struct base 
 		return cfg_fail(err, errlen, "\"%.64s\" is too long", v);
 	if (rc)
 		return cfg_fail(err, errlen,
-			    "\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)", v);
+				"\"%.64s\" is not a duration (use e.g. 30, 2.5, 500ms, 10s, 5m)",
+				v);
 	t->c->timeout_ms = ms;
 	return 0;
 }
@@ -266,7 +265,7 @@ static int set_read_only(const struct target *t, const char *v, const struct bas
 		}
 	}
 	return cfg_fail(err, errlen,
-		    "\"%.64s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", v);
+			"\"%.64s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", v);
 }
 
 /* A host interface name as the kernel's dev_valid_name() takes it, less
@@ -281,7 +280,7 @@ static int set_tap(const struct target *t, const char *v, const struct base *b, 
 		return cfg_fail(err, errlen, "empty (the name of a host tap interface)");
 	if (n > CFG_IFNAME_MAX)
 		return cfg_fail(err, errlen, "\"%.64s\" is %zu characters, longer than %d", v, n,
-			    CFG_IFNAME_MAX);
+				CFG_IFNAME_MAX);
 	if (!strcmp(v, ".") || !strcmp(v, ".."))
 		return cfg_fail(err, errlen, "\"%s\" is not an interface name", v);
 	for (size_t i = 0; i < n; i++) {
@@ -289,10 +288,11 @@ static int set_tap(const struct target *t, const char *v, const struct base *b, 
 
 		if (ch < 0x20 || ch == 0x7f)
 			return cfg_fail(err, errlen,
-				    "has a control character (0x%02x): not an interface name", ch);
+					"has a control character (0x%02x): not an interface name",
+					ch);
 		if (ch == ' ' || ch == '/' || ch == ':' || ch == '%')
 			return cfg_fail(err, errlen,
-				    "\"%s\" has '%c': not allowed in an interface name", v, ch);
+					"\"%s\" has '%c': not allowed in an interface name", v, ch);
 	}
 	memcpy(t->net->tap, v, n + 1);
 	return 0;
@@ -329,14 +329,14 @@ static int set_mac(const struct target *t, const char *v, const struct base *b, 
 	uint8_t mac[6];
 
 	if (!parse_mac(v, mac))
-		return cfg_fail(err, errlen,
-			    "\"%.64s\" is not a MAC address (use six hex pairs: 02:00:00:00:00:01)",
-			    v);
+		return cfg_fail(
+		    err, errlen,
+		    "\"%.64s\" is not a MAC address (use six hex pairs: 02:00:00:00:00:01)", v);
 	if (mac[0] & 1)
 		return cfg_fail(err, errlen,
-			    "\"%s\" is a multicast address (low bit of the first octet set): a "
-			    "device needs a unicast one, e.g. 02:00:00:00:00:01",
-			    v);
+				"\"%s\" is a multicast address (low bit of the first octet set): a "
+				"device needs a unicast one, e.g. 02:00:00:00:00:01",
+				v);
 	if (!(mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]))
 		return cfg_fail(err, errlen, "\"%s\" is all zero: not a usable address", v);
 	memcpy(t->net->mac, mac, sizeof(mac));
@@ -366,8 +366,6 @@ static const struct key keys[] = {
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= 32, "struct seen's words are uint32_t");
 
-
-
 /* Solo5 manifest names: [A-Za-z0-9_], so also safe in messages and as
  * parts of file or jail names. */
 static int check_dev_name(enum kind k, const char *name, char *err, size_t errlen)
@@ -379,10 +377,11 @@ static int check_dev_name(enum kind k, const char *name, char *err, size_t errle
 		return cfg_fail(err, errlen, "no device name (use [%s.NAME])", kinds[k].name);
 	if (n > CFG_NAME_MAX)
 		return cfg_fail(err, errlen, "device name must be 1..%d characters, not %zu",
-			    CFG_NAME_MAX, n);
+				CFG_NAME_MAX, n);
 	if (span != n)
-		return cfg_fail(err, errlen, "device name \"%.64s\" has '%c': use only A-Z a-z 0-9 _",
-			    name, name[span]);
+		return cfg_fail(err, errlen,
+				"device name \"%.64s\" has '%c': use only A-Z a-z 0-9 _", name,
+				name[span]);
 	return 0;
 }
 
@@ -425,7 +424,7 @@ static char *dev_name(struct vm_config *c, enum kind k, unsigned i)
  * there is none yet (*added), or -EINVAL when there are already as many
  * as may be. */
 int cfg_dev_get(struct vm_config *c, enum kind k, const char *name, bool *added, char *err,
-		   size_t errlen)
+		size_t errlen)
 {
 	unsigned *nr = dev_count(c, k);
 
@@ -434,7 +433,8 @@ int cfg_dev_get(struct vm_config *c, enum kind k, const char *name, bool *added,
 		if (!strcmp(dev_name(c, k, i), name))
 			return (int)i;
 	if (*nr >= kinds[k].max)
-		return cfg_fail(err, errlen, "too many %ss (at most %u)", kinds[k].what, kinds[k].max);
+		return cfg_fail(err, errlen, "too many %ss (at most %u)", kinds[k].what,
+				kinds[k].max);
 	if (k == KIND_BLOCK)
 		memset(&c->blocks[*nr], 0, sizeof(c->blocks[0]));
 	else
@@ -474,7 +474,7 @@ static int unknown_key(enum kind k, char *err, size_t errlen)
 /* The one setter for both spellings.  A device section's device is added
  * on its first key, and taken back if that key's value is refused. */
 int cfg_set_key(struct vm_config *c, const char *section, const char *name, const char *value,
-		   const struct base *b, struct seen *seen, char *err, size_t errlen)
+		const struct base *b, struct seen *seen, char *err, size_t errlen)
 {
 	struct target t = {.c = c};
 	const struct key *key = NULL;
@@ -548,7 +548,7 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 		return cfg_fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
 	if (c->vcpus < 1 || c->vcpus > CFG_MAX_VCPUS)
 		return cfg_fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
-			    CFG_MAX_VCPUS);
+				CFG_MAX_VCPUS);
 	strcpy(what, "memory: ");
 	units_fmt_size(what + strlen(what), sizeof(what) - strlen(what), c->mem_size);
 	rc = check_mem(c->mem_size, what, err, errlen);
@@ -556,17 +556,17 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 		return rc;
 	if (c->nr_blocks > CFG_MAX_BLOCKS || c->nr_nets > CFG_MAX_NETS)
 		return cfg_fail(err, errlen, "%u block and %u net devices: at most %d and %d",
-			    c->nr_blocks, c->nr_nets, CFG_MAX_BLOCKS, CFG_MAX_NETS);
+				c->nr_blocks, c->nr_nets, CFG_MAX_BLOCKS, CFG_MAX_NETS);
 	for (unsigned i = 0; i < c->nr_blocks; i++)
 		if (!c->blocks[i].path[0])
 			return cfg_fail(err, errlen, "[block.%.64s]: no path given (path = FILE)",
-				    c->blocks[i].name);
+					c->blocks[i].name);
 	for (unsigned i = 0; i < c->nr_nets; i++)
 		if (!c->nets[i].tap[0])
 			return cfg_fail(err, errlen,
-				    c->nets[i].has_mac
-					? "[net.%.64s]: mac given but no tap (tap = NAME)"
-					: "[net.%.64s]: no tap given (tap = NAME)",
-				    c->nets[i].name);
+					c->nets[i].has_mac
+					    ? "[net.%.64s]: mac given but no tap (tap = NAME)"
+					    : "[net.%.64s]: no tap given (tap = NAME)",
+					c->nets[i].name);
 	return 0;
 }

@@ -66,8 +66,8 @@ static int open_section(struct parse *p, const char *s, size_t len)
 		return cfg_fail(p->why, sizeof(p->why), "[%.80s]: %s", p->section, why);
 	line = sec.kind == KIND_BLOCK ? &p->block_line[i] : &p->net_line[i];
 	if (*line)
-		return cfg_fail(p->why, sizeof(p->why), "duplicate section [%.80s], first at line %d",
-			    p->section, *line);
+		return cfg_fail(p->why, sizeof(p->why),
+				"duplicate section [%.80s], first at line %d", p->section, *line);
 	*line = p->lineno;
 	return 0;
 }
@@ -207,8 +207,9 @@ int cfg_parse_ini(const char *path, struct vm_config *c, char *err, size_t errle
 	/* inih's rc is its first error: ours (same line) or a syntax error
 	 * that our handler never saw. */
 	if (rc > 0 && (!p.err_line || rc < p.err_line))
-		return cfg_fail(err, errlen, "%s:%d: syntax error (expected [section] or key = value)",
-			    path, rc);
+		return cfg_fail(err, errlen,
+				"%s:%d: syntax error (expected [section] or key = value)", path,
+				rc);
 	if (p.err_line)
 		return cfg_fail(err, errlen, "%s:%d: %s", path, p.err_line, p.why);
 	*c = tmp;

@@ -39,8 +39,7 @@ struct section {
 };
 
 /* Format a reason into err; returns -EINVAL. */
-__attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt,
-                                                   ...);
+__attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt, ...);
 
 /* "[vm]", "block.storage" ... taken apart and checked.  0 or -EINVAL. */
 int cfg_parse_section(const char *s, struct section *sec, char *err, size_t errlen);
@@ -48,15 +47,15 @@ int cfg_parse_section(const char *s, struct section *sec, char *err, size_t errl
 /* Device `name` of kind k, added if new (*added says so).  Its index, or
  * -EINVAL with the reason (bad name, too many devices). */
 int cfg_dev_get(struct vm_config *c, enum kind k, const char *name, bool *added, char *err,
-                size_t errlen);
+		size_t errlen);
 
 /* Set or extend (a continuation line) the command line.  0 or -EINVAL. */
 int cfg_put_cmdline(struct vm_config *c, bool extend, const char *v, size_t n, char *err,
-                    size_t errlen);
+		    size_t errlen);
 
 /* Set one key: the single validator behind both spellings.  seen is NULL
  * from the command line (which may override keys), else the file's. */
 int cfg_set_key(struct vm_config *c, const char *section, const char *name, const char *value,
-                const struct base *b, struct seen *seen, char *err, size_t errlen);
+		const struct base *b, struct seen *seen, char *err, size_t errlen);
 
 #endif

@@ -20,14 +20,14 @@ struct blk_backend {
 /* Open a raw disk image.  Its size must be a non-zero multiple of 512.
  * 0 or -errno with the reason in err (naming the path). */
 __attribute__((warn_unused_result)) int blk_open(struct blk_backend *b, const char *path,
-                                                 bool read_only, char *err, size_t errlen);
+						 bool read_only, char *err, size_t errlen);
 
 /* Whole transfers at byte offset off; the caller has checked the range
  * against capacity.  0 or -errno (-EROFS for a write to a read-only disk). */
 __attribute__((warn_unused_result)) int blk_read(struct blk_backend *b, uint64_t off, void *buf,
-                                                 size_t len);
+						 size_t len);
 __attribute__((warn_unused_result)) int blk_write(struct blk_backend *b, uint64_t off,
-                                                  const void *buf, size_t len);
+						  const void *buf, size_t len);
 __attribute__((warn_unused_result)) int blk_flush(struct blk_backend *b);
 
 /* True when [off, off+len) is inside the disk and both are multiples of
@@ -47,13 +47,13 @@ struct tap_backend {
 /* Attach to host tap interface `name` (IFF_TAP | IFF_NO_PI) through
  * /dev/net/tun.  0 or -errno with the reason in err. */
 __attribute__((warn_unused_result)) int tap_open(struct tap_backend *t, const char *name, char *err,
-                                                 size_t errlen);
+						 size_t errlen);
 
 /* One frame.  read: bytes read, -EAGAIN when none is queued, or -errno.
  * write: 0 or -errno. */
 ssize_t tap_read(struct tap_backend *t, void *buf, size_t len);
 __attribute__((warn_unused_result)) int tap_write(struct tap_backend *t, const void *buf,
-                                                  size_t len);
+						  size_t len);
 
 void tap_close(struct tap_backend *t);
 

@@ -24,7 +24,7 @@ int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err,
 	}
 	if (st.st_size == 0 || st.st_size % BLK_SECTOR) {
 		snprintf(err, errlen, "%s: size %lld is not a non-zero multiple of %d bytes", path,
-		         (long long)st.st_size, BLK_SECTOR);
+			 (long long)st.st_size, BLK_SECTOR);
 		blk_close(b);
 		return -EINVAL;
 	}

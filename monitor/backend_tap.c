@@ -31,13 +31,13 @@ int tap_open(struct tap_backend *t, const char *name, char *err, size_t errlen)
 		close(sock);
 		if (r < 0) {
 			snprintf(err, errlen, "tap %s: %s%s", name, strerror(e),
-			         e == ENODEV ? " (create it first: ip tuntap add dev NAME mode tap)"
-			                     : "");
+				 e == ENODEV ? " (create it first: ip tuntap add dev NAME mode tap)"
+					     : "");
 			return e == ENODEV ? -ENOENT : -e;
 		}
 		if (!(ifr.ifr_flags & IFF_UP)) {
 			snprintf(err, errlen, "tap %s: interface is down (ip link set %s up)", name,
-			         name);
+				 name);
 			return -ENETDOWN;
 		}
 	}
@@ -53,9 +53,9 @@ int tap_open(struct tap_backend *t, const char *name, char *err, size_t errlen)
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
 		int e = errno;
 		snprintf(err, errlen, "tap %s: cannot attach: %s%s", name, strerror(e),
-		         e == EBUSY ? " (another process holds it)"
-		         : e == EPERM ? " (needs CAP_NET_ADMIN, or a tap owned by this user)"
-		                      : "");
+			 e == EBUSY   ? " (another process holds it)"
+			 : e == EPERM ? " (needs CAP_NET_ADMIN, or a tap owned by this user)"
+				      : "");
 		close(fd);
 		return -e;
 	}

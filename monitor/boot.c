@@ -48,8 +48,8 @@ int boot_e820(const struct gmem *m, struct e820_entry *out, unsigned max)
 
 	e[n++] = (struct e820_entry){0, low < LAYOUT_EBDA ? low : LAYOUT_EBDA, E820_RAM};
 	if (low > LAYOUT_EBDA)
-		e[n++] = (struct e820_entry){LAYOUT_EBDA, LAYOUT_BIOS_END - LAYOUT_EBDA,
-		                             E820_RESERVED};
+		e[n++] =
+		    (struct e820_entry){LAYOUT_EBDA, LAYOUT_BIOS_END - LAYOUT_EBDA, E820_RESERVED};
 	if (low > LAYOUT_HIMEM)
 		e[n++] = (struct e820_entry){LAYOUT_HIMEM, low - LAYOUT_HIMEM, E820_RAM};
 	if (m->nr > 1)

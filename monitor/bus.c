@@ -5,7 +5,7 @@
 #include <string.h>
 
 int bus_register(struct bus *b, uint64_t base, uint64_t len, bus_handler_fn fn, void *opaque,
-                 const char *name)
+		 const char *name)
 {
 	if (len == 0 || base + len < base || !fn)
 		return -EINVAL;

@@ -15,7 +15,7 @@
  * Return 0, or a negative errno that the caller logs; a handler never
  * exits the process. */
 typedef int (*bus_handler_fn)(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,
-                              bool is_write);
+			      bool is_write);
 
 struct bus_range {
 	uint64_t base;
@@ -33,8 +33,8 @@ struct bus {
 /* Add [base, base+len).  -EINVAL for len 0 or wrap-around, -EEXIST if it
  * overlaps a registered range, -ENOSPC when full. */
 __attribute__((warn_unused_result)) int bus_register(struct bus *b, uint64_t base, uint64_t len,
-                                                     bus_handler_fn fn, void *opaque,
-                                                     const char *name);
+						     bus_handler_fn fn, void *opaque,
+						     const char *name);
 
 /* The range holding addr, or NULL.  O(log n). */
 const struct bus_range *bus_find(const struct bus *b, uint64_t addr);
@@ -44,6 +44,6 @@ const struct bus_range *bus_find(const struct bus *b, uint64_t addr);
  * when nothing is registered there (the caller decides: reads of unclaimed
  * ports return all ones, as on real hardware). */
 __attribute__((warn_unused_result)) int bus_dispatch(const struct bus *b, uint64_t addr,
-                                                     uint8_t *data, uint32_t len, bool is_write);
+						     uint8_t *data, uint32_t len, bool is_write);
 
 #endif

@@ -4,13 +4,13 @@
 #ifndef EMBER_EXITCODES_H
 #define EMBER_EXITCODES_H
 
-#define EXIT_GUEST_RESET 0   /* guest reset through i8042 (0xFE to port 0x64) */
-#define EXIT_GUEST_FAULT 120 /* guest broke its ABI: a hypercall with a bad pointer */
-#define EXIT_CONFIG 121      /* bad command line, INI, or kernel/initrd file */
-#define EXIT_HOST 122        /* host/KVM failure: /dev/kvm, ioctls, memory */
+#define EXIT_GUEST_RESET 0    /* guest reset through i8042 (0xFE to port 0x64) */
+#define EXIT_GUEST_FAULT 120  /* guest broke its ABI: a hypercall with a bad pointer */
+#define EXIT_CONFIG 121	      /* bad command line, INI, or kernel/initrd file */
+#define EXIT_HOST 122	      /* host/KVM failure: /dev/kvm, ioctls, memory */
 #define EXIT_TRIPLE_FAULT 123 /* guest triple fault / shutdown */
-#define EXIT_TIMEOUT 124     /* --timeout expired (as timeout(1)) */
-#define EXIT_KVM_ERROR 125   /* KVM internal error / failed entry; registers on stderr */
+#define EXIT_TIMEOUT 124      /* --timeout expired (as timeout(1)) */
+#define EXIT_KVM_ERROR 125    /* KVM internal error / failed entry; registers on stderr */
 #define EXIT_GUEST_HALTED 126 /* HLT with no interrupt source: the guest can never resume */
 
 #endif

@@ -19,11 +19,11 @@ int gmem_init(struct gmem *m, uint64_t ram_size)
 	if (ram_size > UINT64_MAX - 2 * GMEM_GUARD)
 		return -EINVAL;
 	uint8_t *g = mmap(NULL, ram_size + 2 * GMEM_GUARD, PROT_NONE,
-	                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (g == MAP_FAILED)
 		return -errno;
 	void *p = mmap(g + GMEM_GUARD, ram_size, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	if (p == MAP_FAILED) {
 		int e = -errno;
 		munmap(g, ram_size + 2 * GMEM_GUARD);

@@ -26,7 +26,7 @@ struct gmem {
 	struct gmem_region r[GMEM_MAX_REGIONS];
 	unsigned nr;
 	uint64_t ram_size; /* sum of region sizes */
-	uint8_t *base;     /* the one mapping, ram_size bytes */
+	uint8_t *base;	   /* the one mapping, ram_size bytes */
 };
 
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
@@ -42,9 +42,9 @@ void *gmem_ptr(const struct gmem *m, uint64_t gpa, uint64_t len);
 
 /* Copy in/out of guest RAM; -EFAULT if any byte falls outside RAM. */
 __attribute__((warn_unused_result)) int gmem_write(const struct gmem *m, uint64_t gpa,
-                                                   const void *src, uint64_t len);
+						   const void *src, uint64_t len);
 __attribute__((warn_unused_result)) int gmem_read(const struct gmem *m, uint64_t gpa, void *dst,
-                                                  uint64_t len);
+						  uint64_t len);
 
 /* Highest guest-physical address + 1 that is RAM below the hole. */
 uint64_t gmem_low_end(const struct gmem *m);

@@ -42,8 +42,8 @@ struct hc_halt {
 	int32_t exit_status;
 };
 _Static_assert(sizeof(struct hc_block) == 40 && sizeof(struct hc_net) == 32 &&
-                   sizeof(struct hc_poll) == 24 && sizeof(struct hc_halt) == 16,
-               "hvt hypercall argument layouts");
+		   sizeof(struct hc_poll) == 24 && sizeof(struct hc_halt) == 16,
+	       "hvt hypercall argument layouts");
 
 static const char *const call_names[HVT_NR_CALLS] = {
     "?", "WALLTIME", "PUTS", "POLL", "BLOCK_WRITE", "BLOCK_READ", "NET_WRITE", "NET_READ", "HALT",
@@ -76,8 +76,8 @@ static void list_devices(const struct hvt_guest *g, char *buf, size_t len)
 	buf[0] = '\0';
 	for (unsigned i = 1; i < g->mft.nr && o < len; i++)
 		o += (size_t)snprintf(buf + o, len - o, "%s%s (%s)", i > 1 ? ", " : "",
-		                      g->mft.e[i].name,
-		                      g->mft.e[i].type == HVT_MFT_BLOCK ? "block" : "net");
+				      g->mft.e[i].name,
+				      g->mft.e[i].type == HVT_MFT_BLOCK ? "block" : "net");
 	if (g->mft.nr <= 1)
 		snprintf(buf, len, "no devices");
 }
@@ -91,8 +91,8 @@ int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size
 		int k = find_entry(g, b->name, HVT_MFT_BLOCK);
 		if (k < 0)
 			return ERR("--block:%s: the unikernel's manifest has no block device '%s' "
-			           "(it has: %s)",
-			           b->name, b->name, have);
+				   "(it has: %s)",
+				   b->name, b->name, have);
 		int r = blk_open(&g->blk[k], b->path, b->read_only, why, sizeof(why));
 		if (r) {
 			snprintf(err, errlen, "--block:%s: %s", b->name, why);
@@ -108,8 +108,8 @@ int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size
 		int k = find_entry(g, n->name, HVT_MFT_NET);
 		if (k < 0)
 			return ERR("--net:%s: the unikernel's manifest has no net device '%s' "
-			           "(it has: %s)",
-			           n->name, n->name, have);
+				   "(it has: %s)",
+				   n->name, n->name, have);
 		int r = tap_open(&g->tap[k], n->tap, why, sizeof(why));
 		if (r) {
 			snprintf(err, errlen, "--net:%s: %s", n->name, why);
@@ -131,32 +131,34 @@ int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size
 	for (unsigned i = 1; i < g->mft.nr; i++) {
 		const struct hvt_mft_entry *e = &g->mft.e[i];
 		if (!e->attached)
-			return ERR("the unikernel's %s device '%s' is not attached: give --%s:%s=%s",
-			           e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
-			           e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
-			           e->type == HVT_MFT_BLOCK ? "PATH" : "TAP");
+			return ERR(
+			    "the unikernel's %s device '%s' is not attached: give --%s:%s=%s",
+			    e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
+			    e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
+			    e->type == HVT_MFT_BLOCK ? "PATH" : "TAP");
 	}
 	return 0;
 }
 
 int hvt_setup(struct hvt_guest *g, const struct gmem *m, uint64_t ram, uint64_t kernel_end,
-              const char *cmdline, size_t cmdline_len, char *err, size_t errlen)
+	      const char *cmdline, size_t cmdline_len, char *err, size_t errlen)
 {
 	g->mem = m;
 	if (ram > HVT_MAX_MEM)
 		return ERR("memory: hvt unikernels get at most %llu MiB (asked for %llu MiB)",
-		           (unsigned long long)(HVT_MAX_MEM >> 20), (unsigned long long)(ram >> 20));
+			   (unsigned long long)(HVT_MAX_MEM >> 20),
+			   (unsigned long long)(ram >> 20));
 	g->mem_size = ram & ~(HVT_PAGE - 1);
 	kernel_end = (kernel_end + 4095) & ~4095ULL; /* page-aligned, as solo5-hvt's */
 	g->kernel_end = kernel_end;
 	/* room for the kernel and at least a page of stack above it */
 	if (g->mem_size < HVT_PAGE || kernel_end + 4096 > g->mem_size)
 		return ERR("memory: %llu MiB (rounded down to 2 MiB) does not hold the unikernel, "
-		           "which ends at 0x%llx: give more memory",
-		           (unsigned long long)(ram >> 20), (unsigned long long)kernel_end);
+			   "which ends at 0x%llx: give more memory",
+			   (unsigned long long)(ram >> 20), (unsigned long long)kernel_end);
 	if (cmdline_len + 1 > HVT_CMDLINE_SIZE)
 		return ERR("cmdline: %zu bytes is too long for an hvt unikernel (at most %d)",
-		           cmdline_len, HVT_CMDLINE_SIZE - 1);
+			   cmdline_len, HVT_CMDLINE_SIZE - 1);
 	if (hvt_page_tables(m, g->mem_size))
 		return ERR("memory: cannot write page tables");
 
@@ -192,15 +194,15 @@ static int fault(struct hvt_guest *g, unsigned nr, const char *what, uint64_t gp
 {
 	char msg[200];
 	snprintf(msg, sizeof(msg),
-	         "hvt: %s: %s [0x%llx, +0x%llx) is outside guest RAM; guest stopped", call_names[nr],
-	         what, (unsigned long long)gpa, (unsigned long long)len);
+		 "hvt: %s: %s [0x%llx, +0x%llx) is outside guest RAM; guest stopped",
+		 call_names[nr], what, (unsigned long long)gpa, (unsigned long long)len);
 	g->stop(g->opaque, EXIT_GUEST_FAULT, msg);
 	return 1;
 }
 
 /* Host pointer to a guest buffer the call names, or NULL (and a fault). */
 static void *guest_buf(struct hvt_guest *g, unsigned nr, const char *what, uint64_t gpa,
-                       uint64_t len, int *stop)
+		       uint64_t len, int *stop)
 {
 	void *p = gmem_ptr(g->mem, gpa, len);
 	if (!p)
@@ -293,7 +295,7 @@ static int do_poll(struct hvt_guest *g, struct hc_poll *a)
 	for (;;) {
 		uint64_t t = now_ns(CLOCK_MONOTONIC), left = deadline > t ? deadline - t : 0;
 		struct timespec ts = {.tv_sec = (time_t)(left / 1000000000ULL),
-		                      .tv_nsec = (long)(left % 1000000000ULL)};
+				      .tv_nsec = (long)(left % 1000000000ULL)};
 		if (left / 1000000000ULL > 86400ULL * 365)
 			ts.tv_sec = 86400 * 365; /* far enough; avoids time_t overflow */
 		int r = ppoll(fds, n, &ts, NULL);
@@ -323,7 +325,7 @@ static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool 
 		if (!is_write)
 			memset(data, 0xff, len);
 		snprintf(msg, sizeof(msg), "hvt: port 0x%x: a hypercall is a 32-bit OUT",
-		         (unsigned)(HVT_PIO_BASE + nr));
+			 (unsigned)(HVT_PIO_BASE + nr));
 		g->stop(g->opaque, EXIT_GUEST_FAULT, msg);
 		return 1;
 	}

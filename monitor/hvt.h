@@ -14,7 +14,7 @@
 /* ELF notes, both named "Solo5" */
 #define HVT_NOTE_ABI1 0x31494241 /* "ABI1": struct { u32 target, version, reserved[2]; } */
 #define HVT_NOTE_MFT1 0x3154464d /* "MFT1": struct hvt_mft, 8-byte aligned in the note */
-#define HVT_ABI_TARGET 1         /* 2 = spt, 3 = virtio, 4 = muen, 5 = genode, 6 = xen */
+#define HVT_ABI_TARGET 1	 /* 2 = spt, 3 = virtio, 4 = muen, 5 = genode, 6 = xen */
 #define HVT_ABI_VERSION 2
 
 /* Manifest (mft_abi.h, MFT_VERSION 1), x86_64 layout */
@@ -65,14 +65,14 @@ _Static_assert(sizeof(struct hvt_mft) == 8, "mft header layout");
 #define HVT_CMDLINE_SIZE 8192 /* including the NUL */
 #define HVT_MFT 0x13000ULL
 #define HVT_MAX_MEM 0xC0000000ULL /* below the MMIO hole */
-#define HVT_PAGE 0x200000ULL      /* memory is rounded down to this */
+#define HVT_PAGE 0x200000ULL	  /* memory is rounded down to this */
 
 struct hvt_boot_info {
 	uint64_t mem_size;
 	uint64_t kernel_end;
 	uint64_t cpu_cycle_freq; /* Hz */
-	uint64_t cmdline;        /* GPA */
-	uint64_t mft;            /* GPA */
+	uint64_t cmdline;	 /* GPA */
+	uint64_t mft;		 /* GPA */
 };
 
 /* Hypercalls: outl of the argument's 32-bit GPA to port base + nr. */
@@ -112,20 +112,18 @@ struct hvt_manifest {
 	struct hvt_mft_entry e[HVT_MFT_MAX_ENTRIES];
 };
 __attribute__((warn_unused_result)) int hvt_parse_manifest(const uint8_t *desc, size_t len,
-                                                           struct hvt_manifest *out, char *err,
-                                                           size_t errlen);
+							   struct hvt_manifest *out, char *err,
+							   size_t errlen);
 
 /* Check the ABI note: target HVT, version HVT_ABI_VERSION.  The message
  * names what was found ("an spt unikernel (ABI target 2)"). */
 __attribute__((warn_unused_result)) int hvt_check_abi(const struct hvt_notes *n, char *err,
-                                                      size_t errlen);
+						      size_t errlen);
 
 /* Page tables for an hvt guest: identity map of [HVT_LOW_UNMAPPED,
  * mem_size) (2 MiB pages; 4 KiB pages in the first 2 MiB so the low 64
  * KiB stay unmapped).  0 or -EFAULT. */
 __attribute__((warn_unused_result)) int hvt_page_tables(const struct gmem *m, uint64_t mem_size);
-
-
 
 /* ---- the hvt frontend of one VM (monitor/hvt.c) ---- */
 
@@ -158,24 +156,23 @@ struct hvt_guest {
 /* Take the manifest from the loader's notes: check the ABI note, parse and
  * validate the manifest.  0 or -EINVAL with the reason in err. */
 __attribute__((warn_unused_result)) int hvt_init(struct hvt_guest *g, const struct hvt_notes *n,
-                                                 char *err, size_t errlen);
+						 char *err, size_t errlen);
 
 /* Attach the configured devices to the manifest's entries by name: every
  * manifest device must be given (--block:NAME=PATH, --net:NAME=TAP) and
  * every given device must be in the manifest.  Opens disk images and taps.
  * 0 or -errno with the reason in err. */
-__attribute__((warn_unused_result)) int hvt_attach(struct hvt_guest *g,
-                                                   const struct vm_config *cfg, char *err,
-                                                   size_t errlen);
+__attribute__((warn_unused_result)) int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg,
+						   char *err, size_t errlen);
 
 /* Lay out guest memory as the ABI says: page tables, boot info at
  * HVT_BOOT_INFO (cpu_cycle_freq left 0 for hvt_set_tsc), command line,
  * the manifest with devices filled in, the GDT.  ram is the VM's RAM;
  * kernel_end the loader's.  0 or -errno with the reason in err. */
 __attribute__((warn_unused_result)) int hvt_setup(struct hvt_guest *g, const struct gmem *m,
-                                                  uint64_t ram, uint64_t kernel_end,
-                                                  const char *cmdline, size_t cmdline_len,
-                                                  char *err, size_t errlen);
+						  uint64_t ram, uint64_t kernel_end,
+						  const char *cmdline, size_t cmdline_len,
+						  char *err, size_t errlen);
 
 /* Record the TSC frequency (KVM_GET_TSC_KHZ) in the boot info. */
 void hvt_set_tsc(struct hvt_guest *g, uint64_t hz);

@@ -17,19 +17,19 @@ int hvt_check_abi(const struct hvt_notes *n, char *err, size_t errlen)
 {
 	if (n->target != HVT_ABI_TARGET)
 		return ERR("a Solo5 %s unikernel (ABI target %u); ember runs hvt (target %u) "
-		           "unikernels",
-		           target_name(n->target), n->target, HVT_ABI_TARGET);
+			   "unikernels",
+			   target_name(n->target), n->target, HVT_ABI_TARGET);
 	if (n->version != HVT_ABI_VERSION)
 		return ERR("a Solo5 hvt unikernel built for hvt ABI version %u; ember speaks "
-		           "version %u (rebuild it with a matching Solo5)",
-		           n->version, HVT_ABI_VERSION);
+			   "version %u (rebuild it with a matching Solo5)",
+			   n->version, HVT_ABI_VERSION);
 	if (!n->mft)
 		return ERR("a Solo5 hvt unikernel without a manifest note (.note.solo5.manifest)");
 	return 0;
 }
 
 int hvt_parse_manifest(const uint8_t *desc, size_t len, struct hvt_manifest *out, char *err,
-                       size_t errlen)
+		       size_t errlen)
 {
 	struct hvt_mft h;
 	if (len < sizeof(h))
@@ -37,12 +37,12 @@ int hvt_parse_manifest(const uint8_t *desc, size_t len, struct hvt_manifest *out
 	memcpy(&h, desc, sizeof(h));
 	if (h.version != HVT_MFT_VERSION)
 		return ERR("manifest: version %u, ember reads version %u", h.version,
-		           HVT_MFT_VERSION);
+			   HVT_MFT_VERSION);
 	if (h.entries == 0 || h.entries > HVT_MFT_MAX_ENTRIES)
 		return ERR("manifest: %u entries (1..%d allowed)", h.entries, HVT_MFT_MAX_ENTRIES);
 	if (len != sizeof(h) + (size_t)h.entries * sizeof(struct hvt_mft_entry))
 		return ERR("manifest: %zu bytes do not hold %u entries of %zu bytes", len,
-		           h.entries, sizeof(struct hvt_mft_entry));
+			   h.entries, sizeof(struct hvt_mft_entry));
 	memset(out, 0, sizeof(*out));
 	out->nr = h.entries;
 	memcpy(out->e, desc + sizeof(h), (size_t)h.entries * sizeof(out->e[0]));
@@ -56,7 +56,7 @@ int hvt_parse_manifest(const uint8_t *desc, size_t len, struct hvt_manifest *out
 			return ERR("manifest: entry %u: empty name", i);
 		if (e->type != HVT_MFT_BLOCK && e->type != HVT_MFT_NET)
 			return ERR("manifest: entry %u (%s): unknown device type %u", i, e->name,
-			           e->type);
+				   e->type);
 		for (unsigned j = 1; j < i; j++)
 			if (strcmp(out->e[j].name, e->name) == 0)
 				return ERR("manifest: device name '%s' appears twice", e->name);

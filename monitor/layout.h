@@ -15,7 +15,7 @@
 #define LAYOUT_PD 0xb000ULL
 #define LAYOUT_CMDLINE 0x20000ULL
 #define LAYOUT_CMDLINE_MAX 2048ULL /* bytes including the NUL */
-#define LAYOUT_EBDA 0x9fc00ULL     /* MP table; reserved up to 1 MiB */
+#define LAYOUT_EBDA 0x9fc00ULL	   /* MP table; reserved up to 1 MiB */
 #define LAYOUT_HIMEM 0x100000ULL   /* 1 MiB: kernels load at or above */
 #define LAYOUT_BIOS_END 0x100000ULL
 

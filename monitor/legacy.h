@@ -36,8 +36,8 @@ struct uart {
 /* Register COM1 (8 ports at base) writing guest output to out_fd.  irq may
  * be NULL (no irqchip).  0 or -errno. */
 __attribute__((warn_unused_result)) int uart_init(struct uart *u, struct bus *pio, uint16_t base,
-                                                  unsigned irq_line, int out_fd, irq_fn irq,
-                                                  void *irq_opaque);
+						  unsigned irq_line, int out_fd, irq_fn irq,
+						  void *irq_opaque);
 
 /* i8042 keyboard controller: enough for Linux's probe to give up quietly
  * and for the reset command (0xFE to port 0x64), which stops the VM with
@@ -46,8 +46,8 @@ struct i8042 {
 	stop_fn stop;
 	void *opaque;
 };
-__attribute__((warn_unused_result)) int i8042_init(struct i8042 *k, struct bus *pio,
-                                                   stop_fn stop, void *opaque);
+__attribute__((warn_unused_result)) int i8042_init(struct i8042 *k, struct bus *pio, stop_fn stop,
+						   void *opaque);
 
 /* Exit port (PORT_EXIT): a write of S stops the VM; ember exits with S&0xff. */
 struct exit_port {
@@ -55,6 +55,6 @@ struct exit_port {
 	void *opaque;
 };
 __attribute__((warn_unused_result)) int exit_port_init(struct exit_port *e, struct bus *pio,
-                                                       stop_fn stop, void *opaque);
+						       stop_fn stop, void *opaque);
 
 #endif

@@ -28,13 +28,13 @@ enum kernel_format {
 
 struct load_result {
 	enum boot_proto proto;
-	uint64_t entry;         /* PVH: 32-bit physical entry; LINUX64: 64-bit entry */
-	uint64_t kernel_start;  /* lowest guest-physical byte loaded */
-	uint64_t kernel_end;    /* one past the highest byte loaded (incl. bss / init_size) */
-	bool is_linux;          /* ELF "Linux" notes or a bzImage: wants an irqchip */
-	uint32_t cmdline_max;   /* longest command line the kernel takes, without NUL */
-	uint64_t initrd_max;    /* last byte the initrd may occupy (inclusive, like the
-	                         * boot protocol's initrd_addr_max) */
+	uint64_t entry;	       /* PVH: 32-bit physical entry; LINUX64: 64-bit entry */
+	uint64_t kernel_start; /* lowest guest-physical byte loaded */
+	uint64_t kernel_end;   /* one past the highest byte loaded (incl. bss / init_size) */
+	bool is_linux;	       /* ELF "Linux" notes or a bzImage: wants an irqchip */
+	uint32_t cmdline_max;  /* longest command line the kernel takes, without NUL */
+	uint64_t initrd_max;   /* last byte the initrd may occupy (inclusive, like the
+				* boot protocol's initrd_addr_max) */
 	/* bzImage only: the setup header bytes (0x1f1..0x1f1+hdr_len) to copy
 	 * into the zero page, as the boot protocol asks. */
 	uint8_t setup_hdr[0x80];
@@ -56,23 +56,23 @@ enum kernel_format loader_probe(const uint8_t *img, size_t len);
  * target and version), BOOT_PVH if one holds XEN_ELFNOTE_PHYS32_ENTRY
  * (Xen note type 18), else BOOT_LINUX64 with e_entry. */
 __attribute__((warn_unused_result)) int loader_elf(const struct gmem *m, const uint8_t *img,
-                                                   size_t len, struct load_result *out,
-                                                   char *err, size_t errlen);
+						   size_t len, struct load_result *out, char *err,
+						   size_t errlen);
 
 /* Load a bzImage's protected-mode kernel at its preferred address (Linux
  * boot protocol >= 2.12 with XLF_KERNEL_64 required), check that
  * init_size fits in RAM, and keep the setup header for the zero page.
  * entry = load address + 0x200. */
 __attribute__((warn_unused_result)) int loader_bzimage(const struct gmem *m, const uint8_t *img,
-                                                       size_t len, struct load_result *out,
-                                                       char *err, size_t errlen);
+						       size_t len, struct load_result *out,
+						       char *err, size_t errlen);
 
 /* Place the initrd page-aligned as high as it may go in low RAM (below
  * res->initrd_max and above res->kernel_end).  Sets *gpa. */
 __attribute__((warn_unused_result)) int loader_initrd(const struct gmem *m,
-                                                      const struct load_result *res,
-                                                      const uint8_t *data, size_t len,
-                                                      uint64_t *gpa, char *err, size_t errlen);
+						      const struct load_result *res,
+						      const uint8_t *data, size_t len,
+						      uint64_t *gpa, char *err, size_t errlen);
 
 /* e820 / PVH memory map of this VM: RAM [0, EBDA), reserved [EBDA, 1 MiB),
  * RAM [1 MiB, low end), RAM above 4 GiB if any.  Returns the number of
@@ -93,19 +93,19 @@ __attribute__((warn_unused_result)) int boot_page_tables(const struct gmem *m);
 /* Kernel command line at LAYOUT_CMDLINE, NUL-terminated.  -E2BIG if
  * longer than max_len bytes (without the NUL). */
 __attribute__((warn_unused_result)) int boot_cmdline(const struct gmem *m, const char *cmdline,
-                                                     size_t len, size_t max_len);
+						     size_t len, size_t max_len);
 
 /* PVH: struct hvm_start_info at LAYOUT_PVH_INFO with the memory map, the
  * command line pointer and the initrd as module 0 (initrd_size 0 = none). */
 __attribute__((warn_unused_result)) int boot_pvh_info(const struct gmem *m, uint64_t initrd_gpa,
-                                                      uint64_t initrd_size);
+						      uint64_t initrd_size);
 
 /* Linux: the zero page (struct boot_params) at LAYOUT_ZERO_PAGE with the
  * setup header (from the bzImage, or built for a vmlinux), e820 map,
  * cmdline pointer, initrd address and size, type_of_loader 0xff. */
 __attribute__((warn_unused_result)) int boot_zero_page(const struct gmem *m,
-                                                       const struct load_result *res,
-                                                       uint64_t initrd_gpa, uint64_t initrd_size);
+						       const struct load_result *res,
+						       uint64_t initrd_gpa, uint64_t initrd_size);
 
 /* Intel MP table (spec 1.4) at LAYOUT_EBDA announcing nr_cpus CPUs, the
  * IOAPIC and all 24 of its pins as ISA IRQs (Linux kernels built with

@@ -37,7 +37,7 @@ static bool in_file(size_t len, uint64_t off, uint64_t n)
 }
 
 static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned *nr,
-                      uint64_t *entry, char *err, size_t errlen)
+		      uint64_t *entry, char *err, size_t errlen)
 {
 	bool is64 = img[EI_CLASS] == ELFCLASS64;
 	uint64_t phoff;
@@ -75,19 +75,19 @@ static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned 
 		return ERR("ELF program header size %u, expected %u", phentsize, want);
 	if (!in_file(len, phoff, (uint64_t)phnum * phentsize))
 		return ERR("ELF program headers at 0x%llx lie past the end of the file",
-		           (unsigned long long)phoff);
+			   (unsigned long long)phoff);
 	for (unsigned i = 0; i < phnum; i++) {
 		const uint8_t *p = img + phoff + (uint64_t)i * phentsize;
 		if (is64) {
 			Elf64_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz,
-			                      h.p_align};
+			ph[i] = (struct phdr){h.p_type,	  h.p_offset, h.p_paddr,
+					      h.p_filesz, h.p_memsz,  h.p_align};
 		} else {
 			Elf32_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type, h.p_offset, h.p_paddr, h.p_filesz, h.p_memsz,
-			                      h.p_align};
+			ph[i] = (struct phdr){h.p_type,	  h.p_offset, h.p_paddr,
+					      h.p_filesz, h.p_memsz,  h.p_align};
 		}
 	}
 	*nr = phnum;
@@ -96,12 +96,12 @@ static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned 
 
 /* Walk the notes of one PT_NOTE segment (ELF gABI, 4-byte aligned). */
 static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, bool *has_pvh,
-                      uint64_t *pvh_entry, bool *is_linux, struct hvt_notes *solo5, char *err,
-                      size_t errlen)
+		      uint64_t *pvh_entry, bool *is_linux, struct hvt_notes *solo5, char *err,
+		      size_t errlen)
 {
 	if (!in_file(len, ph->offset, ph->filesz))
 		return ERR("ELF note segment at 0x%llx lies past the end of the file",
-		           (unsigned long long)ph->offset);
+			   (unsigned long long)ph->offset);
 	const uint8_t *seg = img + ph->offset, *p = seg, *end = p + ph->filesz;
 	while ((size_t)(end - p) >= 12) {
 		uint32_t namesz, descsz, type;
@@ -114,7 +114,8 @@ static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, boo
 		if (nlen > (uint64_t)(end - name) || dlen > (uint64_t)(end - name) - nlen)
 			return ERR("ELF note (type %u) runs past its segment", type);
 		const uint8_t *desc = name + nlen;
-		if (namesz == 4 && memcmp(name, "Xen", 4) == 0 && type == XEN_ELFNOTE_PHYS32_ENTRY) {
+		if (namesz == 4 && memcmp(name, "Xen", 4) == 0 &&
+		    type == XEN_ELFNOTE_PHYS32_ENTRY) {
 			if (descsz == 4) {
 				uint32_t e32;
 				memcpy(&e32, desc, 4);
@@ -122,7 +123,8 @@ static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, boo
 			} else if (descsz == 8) {
 				memcpy(pvh_entry, desc, 8);
 			} else {
-				return ERR("PVH entry note has a %u-byte value (4 or 8 expected)", descsz);
+				return ERR("PVH entry note has a %u-byte value (4 or 8 expected)",
+					   descsz);
 			}
 			*has_pvh = true;
 		}
@@ -131,8 +133,9 @@ static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, boo
 		if (namesz == 6 && memcmp(name, "Solo5", 6) == 0) {
 			if (type == HVT_NOTE_ABI1) {
 				if (descsz < 8)
-					return ERR("Solo5 ABI note is %u bytes (8 or more expected)",
-					           descsz);
+					return ERR(
+					    "Solo5 ABI note is %u bytes (8 or more expected)",
+					    descsz);
 				memcpy(&solo5->target, desc, 4);
 				memcpy(&solo5->version, desc + 4, 4);
 				solo5->has_abi = true;
@@ -155,7 +158,7 @@ static int scan_notes(const uint8_t *img, size_t len, const struct phdr *ph, boo
 }
 
 int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load_result *out,
-               char *err, size_t errlen)
+	       char *err, size_t errlen)
 {
 	struct phdr ph[MAX_PHDRS];
 	unsigned nr = 0;
@@ -180,7 +183,7 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 		const struct phdr *p = &ph[i];
 		if (p->type == PT_NOTE) {
 			ret = scan_notes(img, len, p, &has_pvh, &pvh_entry, &is_linux, &out->solo5,
-			                 err, errlen);
+					 err, errlen);
 			if (ret)
 				return ret;
 		}
@@ -189,29 +192,31 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 		loads++;
 		if (p->filesz > p->memsz)
 			return ERR("segment %u: file size 0x%llx exceeds memory size 0x%llx", i,
-			           (unsigned long long)p->filesz, (unsigned long long)p->memsz);
+				   (unsigned long long)p->filesz, (unsigned long long)p->memsz);
 		if (!in_file(len, p->offset, p->filesz))
 			return ERR("segment %u: bytes 0x%llx+0x%llx lie past the end of the file "
-			           "(%zu bytes)",
-			           i, (unsigned long long)p->offset, (unsigned long long)p->filesz, len);
+				   "(%zu bytes)",
+				   i, (unsigned long long)p->offset, (unsigned long long)p->filesz,
+				   len);
 		if (p->paddr < LAYOUT_HIMEM)
 			return ERR("segment %u: load address 0x%llx is below 1 MiB (reserved for "
-			           "boot data)",
-			           i, (unsigned long long)p->paddr);
+				   "boot data)",
+				   i, (unsigned long long)p->paddr);
 		if (!gmem_ptr(m, p->paddr, p->memsz))
-			return ERR("segment %u: [0x%llx, 0x%llx) lies outside guest RAM (%llu MiB): "
-			           "give the VM more memory",
-			           i, (unsigned long long)p->paddr,
-			           (unsigned long long)(p->paddr + p->memsz),
-			           (unsigned long long)(m->ram_size >> 20));
+			return ERR(
+			    "segment %u: [0x%llx, 0x%llx) lies outside guest RAM (%llu MiB): "
+			    "give the VM more memory",
+			    i, (unsigned long long)p->paddr,
+			    (unsigned long long)(p->paddr + p->memsz),
+			    (unsigned long long)(m->ram_size >> 20));
 		for (unsigned j = 0; j < i; j++) {
 			const struct phdr *q = &ph[j];
 			if (q->type != PT_LOAD || q->memsz == 0)
 				continue;
 			if (p->paddr < q->paddr + q->memsz && q->paddr < p->paddr + p->memsz)
 				return ERR("segments %u and %u overlap at 0x%llx", j, i,
-				           (unsigned long long)(p->paddr > q->paddr ? p->paddr
-				                                                    : q->paddr));
+					   (unsigned long long)(p->paddr > q->paddr ? p->paddr
+										    : q->paddr));
 		}
 		if (p->paddr < lo)
 			lo = p->paddr;
@@ -229,11 +234,12 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 	uint64_t entry = has_pvh ? pvh_entry : e_entry;
 	bool entry_ok = false;
 	for (unsigned i = 0; i < nr; i++)
-		if (ph[i].type == PT_LOAD && entry >= ph[i].paddr && entry - ph[i].paddr < ph[i].memsz)
+		if (ph[i].type == PT_LOAD && entry >= ph[i].paddr &&
+		    entry - ph[i].paddr < ph[i].memsz)
 			entry_ok = true;
 	if (!entry_ok)
 		return ERR("%s entry point 0x%llx is not inside a loaded segment",
-		           has_pvh ? "PVH" : "ELF", (unsigned long long)entry);
+			   has_pvh ? "PVH" : "ELF", (unsigned long long)entry);
 	if (has_pvh && entry > UINT32_MAX)
 		return ERR("PVH entry point 0x%llx is above 4 GiB", (unsigned long long)entry);
 
@@ -257,7 +263,7 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 }
 
 int loader_initrd(const struct gmem *m, const struct load_result *res, const uint8_t *data,
-                  size_t len, uint64_t *gpa, char *err, size_t errlen)
+		  size_t len, uint64_t *gpa, char *err, size_t errlen)
 {
 	uint64_t top = gmem_low_end(m);
 	if (res->initrd_max < UINT64_MAX && res->initrd_max + 1 < top)
@@ -267,8 +273,8 @@ int loader_initrd(const struct gmem *m, const struct load_result *res, const uin
 		return ERR("initrd is empty");
 	if (len > top || ((top - len) & ~0xfffULL) < floor)
 		return ERR("initrd (%zu bytes) does not fit between the kernel's end 0x%llx and "
-		           "0x%llx: give the VM more memory",
-		           len, (unsigned long long)floor, (unsigned long long)top);
+			   "0x%llx: give the VM more memory",
+			   len, (unsigned long long)floor, (unsigned long long)top);
 	*gpa = (top - len) & ~0xfffULL;
 	if (gmem_write(m, *gpa, data, len))
 		return ERR("initrd at 0x%llx lies outside guest RAM", (unsigned long long)*gpa);

@@ -16,13 +16,12 @@
 /* tmpfs: gone at reboot, when its contents would be stale anyway */
 #define DEFAULT_CPUID_CACHE "/run/ember/supported-cpuid"
 
-static const char usage_main[] =
-    "usage: ember <command> [options]\n"
-    "\n"
-    "commands:\n"
-    "  run       boot one microVM (ember run --help)\n"
-    "  version   print the version\n"
-    "  help      this text, or help on a command (ember help run)\n";
+static const char usage_main[] = "usage: ember <command> [options]\n"
+				 "\n"
+				 "commands:\n"
+				 "  run       boot one microVM (ember run --help)\n"
+				 "  version   print the version\n"
+				 "  help      this text, or help on a command (ember help run)\n";
 
 static const char usage_run[] =
     "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
@@ -70,9 +69,9 @@ static const char usage_run[] =
 static const struct {
 	const char *opt, *section, *key;
 } cfg_opts[] = {
-    {"kernel", "vm", "kernel"},   {"memory", "vm", "memory"},   {"vcpus", "vm", "vcpus"},
-    {"cmdline", "vm", "cmdline"}, {"initrd", "vm", "initrd"},   {"timeout", "vm", "timeout"},
-    {"irqchip", "vm", "irqchip"}, {"name", "vm", "name"},       {"serial", "serial", "output"},
+    {"kernel", "vm", "kernel"},	  {"memory", "vm", "memory"}, {"vcpus", "vm", "vcpus"},
+    {"cmdline", "vm", "cmdline"}, {"initrd", "vm", "initrd"}, {"timeout", "vm", "timeout"},
+    {"irqchip", "vm", "irqchip"}, {"name", "vm", "name"},     {"serial", "serial", "output"},
 };
 
 struct run_opts {
@@ -91,7 +90,7 @@ struct run_opts {
 };
 
 static int add_set(struct run_opts *o, const char *section, const char *key, const char *value,
-                   const char *opt)
+		   const char *opt)
 {
 	if (o->nr_sets == sizeof(o->sets) / sizeof(o->sets[0])) {
 		fprintf(stderr, "ember run: too many options\n");
@@ -99,8 +98,8 @@ static int add_set(struct run_opts *o, const char *section, const char *key, con
 	}
 	if (snprintf(o->sets[o->nr_sets].section, sizeof(o->sets[0].section), "%s", section) >=
 	    (int)sizeof(o->sets[0].section)) {
-		fprintf(stderr, "ember run: %s: device name too long (at most %d characters)\n", opt,
-		        CFG_NAME_MAX);
+		fprintf(stderr, "ember run: %s: device name too long (at most %d characters)\n",
+			opt, CFG_NAME_MAX);
 		return EXIT_CONFIG;
 	}
 	o->sets[o->nr_sets].key = key;
@@ -187,8 +186,9 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		if (strncmp(a, "--seccomp", 9) == 0 && (a[9] == '=' || a[9] == '\0')) {
 			const char *mode = a[9] == '=' ? a + 10 : i + 1 < argc ? argv[++i] : "";
 			if (jail_seccomp_mode_parse(mode, &o->seccomp)) {
-				fprintf(stderr, "ember run: --seccomp: \"%s\" is not enforce, log or off\n",
-				        mode);
+				fprintf(stderr,
+					"ember run: --seccomp: \"%s\" is not enforce, log or off\n",
+					mode);
 				return EXIT_CONFIG;
 			}
 			continue;
@@ -202,7 +202,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			if (r)
 				return r;
 			o->cmdline = join_args(argc - i - 2, argv + i + 2, o->cmdline_buf,
-			                       sizeof(o->cmdline_buf));
+					       sizeof(o->cmdline_buf));
 			return add_set(o, "vm", "cmdline", o->cmdline, "-- ARGS");
 		}
 		bool solo5;
@@ -213,12 +213,13 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			continue;
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
 			if (a[0] == '-' && a[1] != '\0') {
-				fprintf(stderr, "ember run: unknown option %s (see ember run --help)\n", a);
+				fprintf(stderr,
+					"ember run: unknown option %s (see ember run --help)\n", a);
 				return EXIT_CONFIG;
 			}
 			if (o->ini) {
-				fprintf(stderr, "ember run: one INI file only (got %s and %s)\n", o->ini,
-				        a);
+				fprintf(stderr, "ember run: one INI file only (got %s and %s)\n",
+					o->ini, a);
 				return EXIT_CONFIG;
 			}
 			o->ini = a;
@@ -229,11 +230,12 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
 		unsigned k;
 		for (k = 0; k < sizeof(cfg_opts) / sizeof(cfg_opts[0]); k++)
-			if (strlen(cfg_opts[k].opt) == nlen && strncmp(cfg_opts[k].opt, name, nlen) == 0)
+			if (strlen(cfg_opts[k].opt) == nlen &&
+			    strncmp(cfg_opts[k].opt, name, nlen) == 0)
 				break;
 		if (k == sizeof(cfg_opts) / sizeof(cfg_opts[0])) {
 			fprintf(stderr, "ember run: unknown option --%.*s (see ember run --help)\n",
-			        (int)nlen, name);
+				(int)nlen, name);
 			return EXIT_CONFIG;
 		}
 		const char *value = eq ? eq + 1 : NULL;
@@ -270,9 +272,9 @@ static int cmd_run(int argc, char **argv)
 	}
 	for (unsigned i = 0; i < o.nr_sets; i++) {
 		if (cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
-		            sizeof(err))) {
+			    sizeof(err))) {
 			fprintf(stderr, "ember: %s%s: %s\n", o.sets[i].opt[0] == '-' ? "" : "--",
-			        o.sets[i].opt, err);
+				o.sets[i].opt, err);
 			return EXIT_CONFIG;
 		}
 	}
@@ -295,13 +297,17 @@ static int cmd_run(int argc, char **argv)
 		return r;
 	}
 	if (o.dry_run) {
-		fprintf(stderr, "ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu MiB%s\n",
-		        strcmp(cfg.name, "ember") ? cfg.name : "", strcmp(cfg.name, "ember") ? ": " : "",
-		        vm.boot.proto == BOOT_PVH   ? "PVH"
-		        : vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
-		                                    : "Linux 64-bit",
-		        (unsigned long long)vm.boot.entry, cfg.vcpus,
-		        (unsigned long long)(cfg.mem_size >> 20), vm.has_irqchip ? ", irqchip" : "");
+		fprintf(stderr,
+			"ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu "
+			"MiB%s\n",
+			strcmp(cfg.name, "ember") ? cfg.name : "",
+			strcmp(cfg.name, "ember") ? ": " : "",
+			vm.boot.proto == BOOT_PVH   ? "PVH"
+			: vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
+						    : "Linux 64-bit",
+			(unsigned long long)vm.boot.entry, cfg.vcpus,
+			(unsigned long long)(cfg.mem_size >> 20),
+			vm.has_irqchip ? ", irqchip" : "");
 		vm_destroy(&vm);
 		return 0;
 	}
@@ -318,16 +324,16 @@ static int cmd_run(int argc, char **argv)
 	if (o.stats) {
 		struct vm_stats *s = &vm.stats;
 		fprintf(stderr, "ember: stats: vcpus started %.3f ms",
-		        ms_between(&s->t_start, &s->t_running));
+			ms_between(&s->t_start, &s->t_running));
 		if (atomic_load(&s->have_first_output))
 			fprintf(stderr, ", first output %.3f ms",
-			        ms_between(&s->t_start, &s->t_first_output));
+				ms_between(&s->t_start, &s->t_first_output));
 		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu), cpuid %s\n",
-		        ms_between(&s->t_start, &s->t_stop),
-		        (unsigned long long)vm.vcpus[0].nr_exits,
-		        (unsigned long long)vm.vcpus[0].nr_pio_exits,
-		        (unsigned long long)vm.vcpus[0].nr_mmio_exits,
-		        vm.cpuid_cache_hit ? "cached" : "from KVM");
+			ms_between(&s->t_start, &s->t_stop),
+			(unsigned long long)vm.vcpus[0].nr_exits,
+			(unsigned long long)vm.vcpus[0].nr_pio_exits,
+			(unsigned long long)vm.vcpus[0].nr_mmio_exits,
+			vm.cpuid_cache_hit ? "cached" : "from KVM");
 	}
 	/* Teardown is the kernel's job at exit, and it is slow: let a child
 	 * do it after our parent has the exit code. */

@@ -129,7 +129,7 @@ static int uart_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 }
 
 int uart_init(struct uart *u, struct bus *pio, uint16_t base, unsigned irq_line, int out_fd,
-              irq_fn irq, void *irq_opaque)
+	      irq_fn irq, void *irq_opaque)
 {
 	memset(u, 0, sizeof(*u));
 	pthread_mutex_init(&u->lock, NULL);

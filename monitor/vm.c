@@ -25,7 +25,7 @@ struct mapped_file {
 
 /* Map a whole regular file read-only.  0 or -errno, reason in err. */
 static int map_file(const char *what, const char *path, struct mapped_file *f, char *err,
-                    size_t errlen)
+		    size_t errlen)
 {
 	f->data = NULL;
 	f->len = 0;
@@ -81,7 +81,7 @@ static int load_hvt(struct vm *vm, char *err, size_t errlen)
 	}
 	if (cfg->vcpus != 1) {
 		snprintf(err, errlen, "vcpus: hvt unikernels run on one vCPU (asked for %u)",
-		         cfg->vcpus);
+			 cfg->vcpus);
 		return EXIT_CONFIG;
 	}
 	if (cfg->irqchip == CFG_IRQCHIP_ON) {
@@ -91,7 +91,7 @@ static int load_hvt(struct vm *vm, char *err, size_t errlen)
 	int r = hvt_attach(vm->hvt, cfg, err, errlen);
 	if (!r)
 		r = hvt_setup(vm->hvt, &vm->mem, cfg->mem_size, vm->boot.kernel_end, cfg->cmdline,
-		              cfg->cmdline_len, err, errlen);
+			      cfg->cmdline_len, err, errlen);
 	return r ? EXIT_CONFIG : 0;
 }
 
@@ -137,7 +137,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 		if (map_file("initrd", cfg->initrd, &rd, err, errlen))
 			return EXIT_CONFIG;
 		r = loader_initrd(&vm->mem, &vm->boot, rd.data, rd.len, &vm->initrd_gpa, why,
-		                  sizeof(why));
+				  sizeof(why));
 		vm->initrd_size = rd.len;
 		unmap_file(&rd);
 		if (r) {
@@ -149,7 +149,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	r = boot_cmdline(&vm->mem, cfg->cmdline, cfg->cmdline_len, vm->boot.cmdline_max);
 	if (r) {
 		snprintf(err, errlen, "cmdline: %zu bytes is too long for this kernel (at most %u)",
-		         cfg->cmdline_len, vm->boot.cmdline_max);
+			 cfg->cmdline_len, vm->boot.cmdline_max);
 		return EXIT_CONFIG;
 	}
 
@@ -163,8 +163,8 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	if (vm->boot.proto == BOOT_PVH)
 		r = boot_pvh_info(&vm->mem, vm->initrd_gpa, vm->initrd_size);
 	else
-		r = boot_page_tables(&vm->mem) ?: boot_zero_page(&vm->mem, &vm->boot,
-		                                                  vm->initrd_gpa, vm->initrd_size);
+		r = boot_page_tables(&vm->mem)
+			?: boot_zero_page(&vm->mem, &vm->boot, vm->initrd_gpa, vm->initrd_size);
 	if (r) {
 		snprintf(err, errlen, "cannot write boot structures: %s", strerror(-r));
 		return EXIT_CONFIG;
@@ -208,7 +208,7 @@ static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 	if (cfg->irqchip == CFG_IRQCHIP_OFF) {
 		if (cfg->vcpus > 1) {
 			snprintf(err, errlen, "vcpus: %u vCPUs need the irqchip (irqchip = off)",
-			         cfg->vcpus);
+				 cfg->vcpus);
 			return -EINVAL;
 		}
 		return 0;
@@ -279,8 +279,8 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 	 * 0.2-1.9 ms on these hosts, more than the call itself (~0.4 ms);
 	 * the cache makes it ~20 us. */
 	struct kvm_cpuid2 *cpuid = NULL;
-	int r = vcpu_supported_cpuid_cached(vm->kvm_fd, vm->cpuid_cache, &cpuid,
-	                                    &vm->cpuid_cache_hit);
+	int r =
+	    vcpu_supported_cpuid_cached(vm->kvm_fd, vm->cpuid_cache, &cpuid, &vm->cpuid_cache_hit);
 	if (r) {
 		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 		return EXIT_HOST;
@@ -362,7 +362,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	int r = gmem_init(&vm->mem, cfg->mem_size);
 	if (r) {
 		snprintf(err, errlen, "memory: cannot map %llu MiB: %s",
-		         (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
+			 (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
 		return EXIT_HOST;
 	}
 	r = load_guest(vm, err, errlen);
@@ -394,7 +394,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		return r;
 
 	r = uart_init(&vm->com1, &vm->pio, PORT_COM1, IRQ_COM1, out_fd,
-	              vm->has_irqchip ? vm_irq : NULL, vm);
+		      vm->has_irqchip ? vm_irq : NULL, vm);
 	vm->com1.first_output = first_output;
 	vm->com1.first_opaque = vm;
 	if (!r)

@@ -20,10 +20,10 @@
 #define VM_ERR_MAX 512
 
 struct vm_stats {
-	struct timespec t_start;        /* vm_build() entered */
-	struct timespec t_running;      /* vCPU threads started */
+	struct timespec t_start;	/* vm_build() entered */
+	struct timespec t_running;	/* vCPU threads started */
 	struct timespec t_first_output; /* the guest's first serial byte */
-	struct timespec t_stop;         /* the stop was requested */
+	struct timespec t_stop;		/* the stop was requested */
 	atomic_bool have_first_output;
 };
 
@@ -72,7 +72,7 @@ struct vm {
  * returns an EXIT_* code (EXIT_CONFIG for bad input, EXIT_HOST for host
  * trouble) with the reason in err; vm_destroy() is still safe. */
 __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_config *cfg,
-                                                 char *err, size_t errlen);
+						 char *err, size_t errlen);
 
 /* Run the guest until it stops or the timeout passes: the boot vCPU on the
  * calling thread, the others on their own threads.  First the drop phase

@@ -17,7 +17,7 @@ _Static_assert(JAIL_KICK_SIGNAL == VCPU_KICK_SIGNAL, "the filters allow only the
 static uint64_t now_ns(void);
 
 static int on_pio(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
-                  bool is_write)
+		  bool is_write)
 {
 	struct vm *vm = opaque;
 	int r = bus_dispatch(&vm->pio, port, data, len, is_write);
@@ -27,14 +27,14 @@ static int on_pio(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, ui
 			memset(data, 0xff, len);
 		if (vm->verbose)
 			fprintf(stderr, "ember: vcpu%u: unhandled %s of port 0x%x (%u bytes)\n",
-			        v->index, is_write ? "write" : "read", port, len);
+				v->index, is_write ? "write" : "read", port, len);
 		return 0;
 	}
 	return r;
 }
 
 static int on_mmio(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
-                   bool is_write)
+		   bool is_write)
 {
 	struct vm *vm = opaque;
 	int r = bus_dispatch(&vm->mmio, addr, data, len, is_write);
@@ -42,8 +42,10 @@ static int on_mmio(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, u
 		if (!is_write)
 			memset(data, 0xff, len);
 		if (vm->verbose)
-			fprintf(stderr, "ember: vcpu%u: unhandled %s of guest address 0x%llx (%u bytes)\n",
-			        v->index, is_write ? "write" : "read", (unsigned long long)addr, len);
+			fprintf(stderr,
+				"ember: vcpu%u: unhandled %s of guest address 0x%llx (%u bytes)\n",
+				v->index, is_write ? "write" : "read", (unsigned long long)addr,
+				len);
 		return 0;
 	}
 	return r;
@@ -63,7 +65,7 @@ static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
 	case VCPU_STOP_HALTED:
 		code = EXIT_GUEST_HALTED;
 		snprintf(msg, sizeof(msg),
-		         "vcpu%u: guest halted with no interrupt source (no irqchip)", v->index);
+			 "vcpu%u: guest halted with no interrupt source (no irqchip)", v->index);
 		break;
 	case VCPU_STOP_IOCTL:
 		code = EXIT_HOST;
@@ -72,7 +74,7 @@ static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
 	default:
 		code = EXIT_KVM_ERROR;
 		snprintf(msg, sizeof(msg), "vcpu%u: KVM could not run the guest (exit reason %u)",
-		         v->index, v->run->exit_reason);
+			 v->index, v->run->exit_reason);
 		break;
 	}
 	/* Only the first stop reports; a kicked vCPU's state is not news. */
@@ -90,7 +92,6 @@ static int on_interrupted(void *opaque, struct vcpu *v)
 	return vm_check_stop(opaque);
 }
 
-
 /* On each vCPU's thread, before its first KVM_RUN: load the thread's
  * filter.  vCPU 0 runs on the main thread, which also does the vmm's
  * work after the drop. */
@@ -101,7 +102,7 @@ static int on_ready(void *opaque, struct vcpu *v)
 	if (r) {
 		char msg[96];
 		snprintf(msg, sizeof(msg), "vcpu%u: cannot load the seccomp filter: %s", v->index,
-		         strerror(-r));
+			 strerror(-r));
 		vm_stop(vm, EXIT_HOST, msg);
 		return 1;
 	}
@@ -162,7 +163,7 @@ static int arm_timeout(struct vm *vm, timer_t *timer)
 		return -errno;
 	struct itimerspec its = {
 	    .it_value = {.tv_sec = (time_t)(vm->cfg->timeout_ms / 1000),
-	                 .tv_nsec = (long)(vm->cfg->timeout_ms % 1000) * 1000000L},
+			 .tv_nsec = (long)(vm->cfg->timeout_ms % 1000) * 1000000L},
 	    .it_interval = {.tv_nsec = 10000000L},
 	};
 	if (timer_settime(*timer, 0, &its, NULL) < 0) {
@@ -180,7 +181,7 @@ enum { TEARDOWN_STACK = 64 * 1024 };
 static void prepare_teardown(struct vm *vm)
 {
 	void *stack = mmap(NULL, TEARDOWN_STACK, PROT_READ | PROT_WRITE,
-	                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
 	if (stack == MAP_FAILED)
 		return;
 	if (pipe(vm->teardown_pipe) < 0) {
@@ -235,7 +236,8 @@ int vm_run(struct vm *vm)
 	for (unsigned i = 1; i < vm->nr_vcpus; i++) {
 		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
 		if (r) {
-			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i, strerror(-r));
+			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
+				 strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
 			break;
 		}
@@ -280,7 +282,7 @@ void vm_detach_teardown(struct vm *vm)
 	fflush(NULL);
 	/* exit signal 0: nobody waits for it; init reaps it. */
 	pid_t pid = clone(teardown_child, (char *)vm->teardown_stack + TEARDOWN_STACK, CLONE_VM,
-	                  vm->teardown_pipe);
+			  vm->teardown_pipe);
 	close(vm->teardown_pipe[0]);
 	if (pid < 0)
 		close(vm->teardown_pipe[1]);

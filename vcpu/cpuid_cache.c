@@ -19,7 +19,7 @@
 
 struct cache_hdr {
 	char magic[8];
-	char boot_id[40]; /* /proc/sys/kernel/random/boot_id, NUL-padded */
+	char boot_id[40];  /* /proc/sys/kernel/random/boot_id, NUL-padded */
 	int64_t kvm_ctime; /* ctime of /sys/module/kvm: changes on reload */
 	uint32_t nent;
 	uint32_t crc; /* of the entries */
@@ -112,14 +112,14 @@ static void store(const char *path, struct cache_hdr *key, const struct kvm_cpui
 	key->nent = c->nent;
 	key->crc = crc32(c->entries, len);
 	bool ok = write(fd, key, sizeof(*key)) == (ssize_t)sizeof(*key) &&
-	          write(fd, c->entries, len) == (ssize_t)len;
+		  write(fd, c->entries, len) == (ssize_t)len;
 	close(fd);
 	if (!ok || rename(tmp, path) < 0)
 		unlink(tmp);
 }
 
 int vcpu_supported_cpuid_cached(int kvm_fd, const char *cache_path, struct kvm_cpuid2 **out,
-                                bool *hit)
+				bool *hit)
 {
 	struct cache_hdr key;
 	*hit = false;

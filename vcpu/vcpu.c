@@ -108,7 +108,7 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 		case KVM_EXIT_MMIO:
 			v->nr_mmio_exits++;
 			if (v->ops->mmio(v->opaque, v, run->mmio.phys_addr, run->mmio.data,
-			                 run->mmio.len, run->mmio.is_write) > 0) {
+					 run->mmio.len, run->mmio.is_write) > 0) {
 				why = VCPU_STOP_HANDLER;
 				stop = 1;
 			}

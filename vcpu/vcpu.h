@@ -31,7 +31,7 @@ struct vcpu_entry {
 	enum vcpu_mode mode;
 	uint64_t rip, rsp, rbp;
 	uint64_t rsi, rdi, rbx;
-	uint64_t cr3;     /* LONG64: PML4 address */
+	uint64_t cr3;	  /* LONG64: PML4 address */
 	uint64_t gdt_gpa; /* where the caller placed vcpu_gdt_build()'s table */
 	uint64_t idt_gpa; /* an empty IDT (limit 0) lives here */
 };
@@ -61,9 +61,9 @@ struct vcpu;
  * before the guest runs, as VCPU_STOP_HANDLER (the hook says why). */
 struct vcpu_exit_ops {
 	int (*pio)(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
-	           bool is_write);
+		   bool is_write);
 	int (*mmio)(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
-	            bool is_write);
+		    bool is_write);
 	int (*interrupted)(void *opaque, struct vcpu *v);
 	void (*stopped)(void *opaque, struct vcpu *v, enum vcpu_stop why);
 	int (*ready)(void *opaque, struct vcpu *v);
@@ -78,41 +78,37 @@ struct vcpu {
 	unsigned index; /* also the APIC id */
 	struct kvm_run *run;
 	size_t run_size;
-	pthread_t thread;        /* the thread running the loop, once it runs */
-	atomic_bool thread_set;  /* thread is valid: kicks may signal it */
-	bool thread_started;     /* created by vcpu_start(): join it */
-	atomic_bool stop; /* set by vcpu_kick(); checked before every KVM_RUN */
+	pthread_t thread;	/* the thread running the loop, once it runs */
+	atomic_bool thread_set; /* thread is valid: kicks may signal it */
+	bool thread_started;	/* created by vcpu_start(): join it */
+	atomic_bool stop;	/* set by vcpu_kick(); checked before every KVM_RUN */
 	const struct vcpu_exit_ops *ops;
 	void *opaque;
-	bool has_irqchip;       /* HLT is handled in the kernel when true */
-	uint64_t nr_exits;      /* all userspace exits, for statistics */
+	bool has_irqchip;  /* HLT is handled in the kernel when true */
+	uint64_t nr_exits; /* all userspace exits, for statistics */
 	uint64_t nr_pio_exits;
 	uint64_t nr_mmio_exits;
 };
 
 /* The host's KVM_GET_SUPPORTED_CPUID, allocated; free() it.  0 or -errno. */
-__attribute__((warn_unused_result)) int vcpu_supported_cpuid(int kvm_fd,
-                                                             struct kvm_cpuid2 **out);
+__attribute__((warn_unused_result)) int vcpu_supported_cpuid(int kvm_fd, struct kvm_cpuid2 **out);
 
 /* The same answer, from a cache file when it was written by this boot of
  * this KVM module (else the ioctl, and the file is rewritten atomically).
  * cache_path NULL or "" disables the cache.  *hit says which.  0 or -errno. */
-__attribute__((warn_unused_result)) int vcpu_supported_cpuid_cached(int kvm_fd,
-                                                                    const char *cache_path,
-                                                                    struct kvm_cpuid2 **out,
-                                                                    bool *hit);
+__attribute__((warn_unused_result)) int
+vcpu_supported_cpuid_cached(int kvm_fd, const char *cache_path, struct kvm_cpuid2 **out, bool *hit);
 
 /* Create vCPU `index` on vm_fd and map its kvm_run (run_size from
  * KVM_GET_VCPU_MMAP_SIZE).  0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_create(struct vcpu *v, int vm_fd, unsigned index,
-                                                    size_t run_size);
+						    size_t run_size);
 
 /* Program CPUID (the supported set, patched: APIC id = index, logical
  * count = nr_vcpus, hypervisor bit set, x2APIC topology leaf; no APIC
  * bits without an irqchip), the boot MSRs and a reset FPU.  0 or -errno. */
-__attribute__((warn_unused_result)) int vcpu_init(struct vcpu *v,
-                                                  const struct kvm_cpuid2 *supported,
-                                                  unsigned nr_vcpus, bool has_irqchip);
+__attribute__((warn_unused_result)) int
+vcpu_init(struct vcpu *v, const struct kvm_cpuid2 *supported, unsigned nr_vcpus, bool has_irqchip);
 
 /* Fill gdt[] for mode (code descriptor 64-bit for LONG64, 32-bit for
  * PVH32).  The caller copies it to entry->gdt_gpa. */
@@ -120,8 +116,7 @@ void vcpu_gdt_build(uint64_t gdt[VCPU_GDT_ENTRIES], enum vcpu_mode mode);
 
 /* Load registers and system registers for the first instruction (BSP
  * only; APs wait for INIT/SIPI in the in-kernel LAPIC).  0 or -errno. */
-__attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v,
-                                                       const struct vcpu_entry *e);
+__attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v, const struct vcpu_entry *e);
 
 /* Run the vCPU on the calling thread (KVM_RUN in a loop, exits to ops)
  * until it stops; returns why.  Used for the boot vCPU, so a single-vCPU
@@ -130,7 +125,7 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 
 /* Start a thread that does vcpu_run().  0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops,
-                                                   void *opaque);
+						   void *opaque);
 
 /* Ask the vCPU to leave KVM_RUN and stop; safe from any thread, any
  * number of times. */

@@ -57,9 +57,15 @@ static int set_msrs(struct vcpu *v)
 		uint32_t index;
 		uint64_t data;
 	} boot[] = {
-	    {MSR_IA32_SYSENTER_CS, 0}, {MSR_IA32_SYSENTER_ESP, 0}, {MSR_IA32_SYSENTER_EIP, 0},
-	    {MSR_STAR, 0},             {MSR_CSTAR, 0},             {MSR_KERNEL_GS_BASE, 0},
-	    {MSR_SYSCALL_MASK, 0},     {MSR_LSTAR, 0},             {MSR_IA32_TSC, 0},
+	    {MSR_IA32_SYSENTER_CS, 0},
+	    {MSR_IA32_SYSENTER_ESP, 0},
+	    {MSR_IA32_SYSENTER_EIP, 0},
+	    {MSR_STAR, 0},
+	    {MSR_CSTAR, 0},
+	    {MSR_KERNEL_GS_BASE, 0},
+	    {MSR_SYSCALL_MASK, 0},
+	    {MSR_LSTAR, 0},
+	    {MSR_IA32_TSC, 0},
 	    /* Fast strings on, as firmware leaves it. */
 	    {MSR_IA32_MISC_ENABLE, 1},
 	    /* MTRRs enabled, default type write-back: no firmware sets them. */
@@ -86,13 +92,13 @@ static int set_fpu(struct vcpu *v)
 {
 	struct kvm_fpu fpu;
 	memset(&fpu, 0, sizeof(fpu));
-	fpu.fcw = 0x37f;     /* FNINIT state */
-	fpu.mxcsr = 0x1f80;  /* all SSE exceptions masked */
+	fpu.fcw = 0x37f;    /* FNINIT state */
+	fpu.mxcsr = 0x1f80; /* all SSE exceptions masked */
 	return ioctl(v->fd, KVM_SET_FPU, &fpu) < 0 ? -errno : 0;
 }
 
 int vcpu_init(struct vcpu *v, const struct kvm_cpuid2 *supported, unsigned nr_vcpus,
-              bool has_irqchip)
+	      bool has_irqchip)
 {
 	size_t sz = sizeof(*supported) + supported->nent * sizeof(supported->entries[0]);
 	struct kvm_cpuid2 *c = malloc(sz);
