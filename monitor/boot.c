@@ -91,6 +91,10 @@ int boot_cmdline(const struct gmem *m, const char *cmdline, size_t len, size_t m
 
 int boot_pvh_info(const struct gmem *m, uint64_t initrd_gpa, uint64_t initrd_size)
 {
+	/* rsdp_paddr stays 0 here; vm_build sets it where it writes ACPI. */
+	_Static_assert(LAYOUT_PVH_INFO + offsetof(struct hvm_start_info, rsdp_paddr) ==
+			   LAYOUT_PVH_INFO_RSDP,
+		       "LAYOUT_PVH_INFO_RSDP");
 	struct e820_entry e[PVH_MAX_MEMMAP];
 	int n = boot_e820(m, e, PVH_MAX_MEMMAP);
 	if (n < 0)

@@ -18,6 +18,21 @@
 #define LAYOUT_EBDA 0x9fc00ULL	   /* MP table; reserved up to 1 MiB */
 #define LAYOUT_HIMEM 0x100000ULL   /* 1 MiB: kernels load at or above */
 #define LAYOUT_BIOS_END 0x100000ULL
+/* ACPI tables (monitor/acpi.c), in the BIOS area Linux scans for the
+ * RSDP (0xE0000-0xFFFFF, 16-byte steps), inside e820's reserved
+ * [LAYOUT_EBDA, 1 MiB).  The MADT grows with the vCPUs and ends below
+ * LAYOUT_ACPI_END. */
+#define LAYOUT_ACPI_RSDP 0xE0000ULL
+#define LAYOUT_ACPI_XSDT 0xE0040ULL
+#define LAYOUT_ACPI_FADT 0xE0100ULL
+#define LAYOUT_ACPI_DSDT 0xE0240ULL
+#define LAYOUT_ACPI_MADT 0xE0280ULL
+#define LAYOUT_ACPI_END 0xE1000ULL
+/* Where the RSDP's address goes so Linux need not scan for it:
+ * boot_params.acpi_rsdp_addr (zero page offset 0x070, u64). */
+#define LAYOUT_ZERO_PAGE_RSDP (LAYOUT_ZERO_PAGE + 0x070ULL)
+/* hvm_start_info.rsdp_paddr (offset 0x20, u64), the same for PVH. */
+#define LAYOUT_PVH_INFO_RSDP (LAYOUT_PVH_INFO + 0x20ULL)
 
 #define LAYOUT_MMIO_HOLE 0xC0000000ULL
 #define LAYOUT_VIRTIO_MMIO 0xC0001000ULL

@@ -114,4 +114,12 @@ __attribute__((warn_unused_result)) int boot_zero_page(const struct gmem *m,
  * below 640 KiB. */
 __attribute__((warn_unused_result)) int boot_mptable(const struct gmem *m, unsigned nr_cpus);
 
+/* ACPI 6.x tables at LAYOUT_ACPI_*: RSDP (revision 2) -> XSDT -> FADT
+ * (hardware-reduced, X_DSDT -> a DSDT with an empty \_SB scope) and MADT
+ * (one enabled local APIC per vCPU, ACPI id = APIC id = index; the IOAPIC
+ * with id nr_cpus at LAYOUT_IOAPIC, GSI base 0, as in the MP table).  For
+ * kernels built without CONFIG_X86_MPPARSE (Debian's).  -EINVAL for 0
+ * CPUs, -E2BIG past 254, -EFAULT if RAM ends below 1 MiB. */
+__attribute__((warn_unused_result)) int boot_acpi(const struct gmem *m, unsigned nr_cpus);
+
 #endif

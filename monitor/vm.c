@@ -377,6 +377,21 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		snprintf(err, errlen, "vcpus: no room for an MP table for %u vCPUs", vm->nr_vcpus);
 		return EXIT_CONFIG;
 	}
+	/* ACPI too, for kernels without CONFIG_X86_MPPARSE (Debian's, whose
+	 * vmlinux boots through PVH).  The zero page or the PVH start info
+	 * (written by load_guest) points at the RSDP so the kernel need not
+	 * scan for it.  Guests without an irqchip get neither. */
+	if (vm->has_irqchip && (vm->boot.proto == BOOT_LINUX64 || vm->boot.proto == BOOT_PVH)) {
+		uint64_t rsdp = LAYOUT_ACPI_RSDP;
+		uint64_t at =
+		    vm->boot.proto == BOOT_PVH ? LAYOUT_PVH_INFO_RSDP : LAYOUT_ZERO_PAGE_RSDP;
+		if (boot_acpi(&vm->mem, vm->nr_vcpus) ||
+		    gmem_write(&vm->mem, at, &rsdp, sizeof(rsdp))) {
+			snprintf(err, errlen, "vcpus: cannot write ACPI tables for %u vCPUs",
+				 vm->nr_vcpus);
+			return EXIT_CONFIG;
+		}
+	}
 	int out_fd = open_serial(vm, err, errlen);
 	if (out_fd == -2)
 		return EXIT_CONFIG;
