@@ -146,3 +146,43 @@ def test_vmlinux_extracted_from_bzimage(linux):
     with open(linux["bzImage"], "rb") as f:
         hdr = f.read(0x210)
     assert hdr[0x202:0x206] == b"HdrS"
+
+
+def strip_pvh_note(src, dst):
+    """Copy a vmlinux with its Xen PHYS32_ENTRY note renamed (type 18 ->
+    0x7ff0), so ember must take the Linux 64-bit boot protocol."""
+    import struct
+    data = bytearray(open(src, "rb").read())
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    found = 0
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, phoff + i * phentsize)
+        if p_type != 4:  # PT_NOTE
+            continue
+        off, end = p_offset, p_offset + p_filesz
+        while off + 12 <= end:
+            namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+            name = bytes(data[off + 12:off + 12 + namesz])
+            if name == b"Xen\0" and ntype == 18:
+                struct.pack_into("<I", data, off + 8, 0x7FF0)
+                found += 1
+            off += 12 + ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    open(dst, "wb").write(data)
+    return found
+
+
+def test_vmlinux_through_linux_64bit_protocol(linux, tmp_path):
+    # The same vmlinux without its PVH note: e_entry, zero page, identity
+    # page tables, the MP table and ACPI through acpi_rsdp_addr.
+    img = tmp_path / "vmlinux-nopvh"
+    if not strip_pvh_note(linux["vmlinux"], img):
+        pytest.skip("this vmlinux has no PVH note: the PVH case already covers it")
+    r = run(["run", "--kernel", str(img), "--memory", MEMORY, "--dry-run"])
+    assert r.returncode == 0 and "Linux 64-bit kernel" in r.stderr, r.stderr
+    linux = dict(linux, nopvh=str(img))
+    r = boot(linux, "nopvh")
+    check_early_console(r.stdout, linux)
+    check_acpi(r.stdout, 1)
+    check_ending(r)
