@@ -181,15 +181,6 @@ _Static_assert(LAYOUT_ACPI_RSDP + sizeof(struct acpi_rsdp) <= LAYOUT_ACPI_XSDT &
 		       LAYOUT_ACPI_MADT,
 	       "ACPI tables do not overlap");
 
-static uint8_t checksum(const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	uint8_t sum = 0;
-	for (size_t i = 0; i < len; i++)
-		sum += b[i];
-	return (uint8_t)-sum;
-}
-
 static void header(struct acpi_header *h, const char sig[4], uint32_t len, uint8_t rev,
 		   const char table_id[8])
 {
@@ -207,7 +198,7 @@ static void header(struct acpi_header *h, const char sig[4], uint32_t len, uint8
 static void seal(uint8_t *buf, size_t len)
 {
 	buf[offsetof(struct acpi_header, checksum)] = 0;
-	buf[offsetof(struct acpi_header, checksum)] = checksum(buf, len);
+	buf[offsetof(struct acpi_header, checksum)] = boot_checksum(buf, len);
 }
 
 int boot_acpi(const struct gmem *m, unsigned nr_cpus)
@@ -291,8 +282,8 @@ int boot_acpi(const struct gmem *m, unsigned nr_cpus)
 	rsdp.revision = 2;
 	rsdp.length = sizeof(rsdp);
 	rsdp.xsdt_addr = LAYOUT_ACPI_XSDT;
-	rsdp.checksum = checksum(&rsdp, 20);
-	rsdp.ext_checksum = checksum(&rsdp, sizeof(rsdp));
+	rsdp.checksum = boot_checksum(&rsdp, 20);
+	rsdp.ext_checksum = boot_checksum(&rsdp, sizeof(rsdp));
 
 	/* Clear the area first: no stale bytes between the tables. */
 	memset(area, 0, LAYOUT_ACPI_END - LAYOUT_ACPI_RSDP);

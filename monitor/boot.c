@@ -40,6 +40,15 @@ _Static_assert(sizeof(struct hvm_memmap_table_entry) == 24, "hvm_memmap_table_en
 #define HVM_START_MAGIC 0x336ec578
 #define PVH_MAX_MEMMAP 8
 
+uint8_t boot_checksum(const void *p, size_t len)
+{
+	const uint8_t *b = p;
+	uint8_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum += b[i];
+	return (uint8_t)-sum;
+}
+
 int boot_e820(const struct gmem *m, struct e820_entry *out, unsigned max)
 {
 	struct e820_entry e[4];

@@ -86,6 +86,10 @@ struct e820_entry {
 #define E820_RESERVED 2
 int boot_e820(const struct gmem *m, struct e820_entry *out, unsigned max);
 
+/* The byte that makes len bytes at p sum to 0 mod 256 (MP and ACPI
+ * tables' checksums). */
+uint8_t boot_checksum(const void *p, size_t len);
+
 /* Identity page tables for the first 1 GiB in 2 MiB pages at
  * LAYOUT_PML4/PDPT/PD.  0 or -EFAULT (RAM too small). */
 __attribute__((warn_unused_result)) int boot_page_tables(const struct gmem *m);

@@ -107,15 +107,6 @@ enum { MP_INT = 0, MP_NMI = 1, MP_SMI = 2, MP_EXTINT = 3 };
 #define MP_MAX_CPUS ((MP_END - LAYOUT_EBDA - MP_FIXED_SIZE) / sizeof(struct mpc_cpu))
 _Static_assert(MP_MAX_CPUS >= 32, "the MP table area holds at least 32 CPUs");
 
-static uint8_t checksum(const void *p, size_t len)
-{
-	const uint8_t *b = p;
-	uint8_t sum = 0;
-	for (size_t i = 0; i < len; i++)
-		sum += b[i];
-	return (uint8_t)-sum;
-}
-
 int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 {
 	uint8_t buf[MP_END - LAYOUT_EBDA];
@@ -132,7 +123,7 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 	    .length = 1,
 	    .spec_rev = MP_SPEC_1_4,
 	};
-	mpf.checksum = checksum(&mpf, sizeof(mpf));
+	mpf.checksum = boot_checksum(&mpf, sizeof(mpf));
 	memcpy(buf, &mpf, sizeof(mpf));
 	size_t table = sizeof(mpf), off = table + sizeof(struct mpc_table);
 	uint16_t count = 0;
@@ -198,6 +189,6 @@ int boot_mptable(const struct gmem *m, unsigned nr_cpus)
 	    .lapic = (uint32_t)LAYOUT_LAPIC,
 	};
 	memcpy(buf + table, &t, sizeof(t));
-	buf[table + offsetof(struct mpc_table, checksum)] = checksum(buf + table, off - table);
+	buf[table + offsetof(struct mpc_table, checksum)] = boot_checksum(buf + table, off - table);
 	return gmem_write(m, LAYOUT_EBDA, buf, off);
 }

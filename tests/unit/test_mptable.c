@@ -13,37 +13,9 @@
 #include "monitor/layout.h"
 #include "monitor/loader.h"
 
-#define MiB (1024ULL * 1024)
 #define NR_IRQS 24 /* every pin of KVM's IOAPIC */
 
-static struct gmem mem;
-
-static uint64_t get(const uint8_t *p, size_t off, unsigned n)
-{
-	uint64_t x = 0;
-	for (unsigned i = 0; i < n; i++)
-		x |= (uint64_t)p[off + i] << (8 * i);
-	return x;
-}
-
-static uint8_t sum(const uint8_t *p, size_t len)
-{
-	uint8_t s = 0;
-	for (size_t i = 0; i < len; i++)
-		s += p[i];
-	return s;
-}
-
-static int setup(void **state)
-{
-	return gmem_init(&mem, 64 * MiB);
-}
-
-static int teardown(void **state)
-{
-	gmem_free(&mem);
-	return 0;
-}
+#include "tests/unit/guest_mem_fixture.h"
 
 /* Parse the table at LAYOUT_EBDA as a guest would and check everything. */
 static void check_table(unsigned nr_cpus)
