@@ -13,8 +13,6 @@
 #include "monitor/vm.h"
 
 #define EMBER_VERSION "0.1.0"
-/* tmpfs: gone at reboot, when its contents would be stale anyway */
-#define DEFAULT_CPUID_CACHE "/run/ember/supported-cpuid"
 
 static const char usage_main[] = "usage: ember <command> [options]\n"
 				 "\n"
@@ -288,7 +286,7 @@ static int cmd_run(int argc, char **argv)
 	vm.verbose = o.verbose;
 	if (!o.no_cpuid_cache) {
 		const char *env = getenv("EMBER_CPUID_CACHE");
-		vm.cpuid_cache = env ? env : DEFAULT_CPUID_CACHE;
+		vm.cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
 	}
 	r = vm_build(&vm, &cfg, err, sizeof(err));
 	if (r) {

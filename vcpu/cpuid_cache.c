@@ -71,9 +71,9 @@ static struct kvm_cpuid2 *load(const char *path, const struct cache_hdr *key)
 		goto out;
 	ssize_t n = read(fd, buf, sizeof(*buf));
 	close(fd);
-	if (n < (ssize_t)sizeof(buf->h) || memcmp(buf->h.magic, key->magic, 8) ||
-	    memcmp(buf->h.boot_id, key->boot_id, sizeof(key->boot_id)) ||
-	    buf->h.kvm_ctime != key->kvm_ctime || buf->h.nent == 0 ||
+	if (n < (ssize_t)sizeof(buf->h) || memcmp(buf->h.magic, CACHE_MAGIC, 8) ||
+	    (key && memcmp(buf->h.boot_id, key->boot_id, sizeof(key->boot_id))) ||
+	    (key && buf->h.kvm_ctime != key->kvm_ctime) || buf->h.nent == 0 ||
 	    buf->h.nent > CACHE_MAX_ENTRIES ||
 	    (size_t)n != sizeof(buf->h) + buf->h.nent * sizeof(buf->e[0]) ||
 	    crc32(buf->e, buf->h.nent * sizeof(buf->e[0])) != buf->h.crc)
@@ -118,18 +118,33 @@ static void store(const char *path, struct cache_hdr *key, const struct kvm_cpui
 		unlink(tmp);
 }
 
+int vcpu_cpuid_cache_valid(const char *path)
+{
+	struct cache_hdr key;
+	int r = host_key(&key);
+	if (r)
+		return r;
+	struct kvm_cpuid2 *c = load(path, &key);
+	if (!c)
+		return -ESTALE;
+	free(c);
+	return 0;
+}
+
 int vcpu_supported_cpuid_cached(int kvm_fd, const char *cache_path, struct kvm_cpuid2 **out,
 				bool *hit)
 {
 	struct cache_hdr key;
 	*hit = false;
-	bool keyed = cache_path && cache_path[0] && host_key(&key) == 0;
-	if (keyed) {
-		*out = load(cache_path, &key);
-		if (*out) {
-			*hit = true;
-			return 0;
-		}
+	if (!cache_path || !cache_path[0])
+		return vcpu_supported_cpuid(kvm_fd, out);
+	bool keyed = host_key(&key) == 0;
+	/* In a jail there is no /proc or /sys to key on: a cache file there
+	 * was put by ember-jailer, which checked it against this host. */
+	*out = load(cache_path, keyed ? &key : NULL);
+	if (*out) {
+		*hit = true;
+		return 0;
 	}
 	int r = vcpu_supported_cpuid(kvm_fd, out);
 	if (r == 0 && keyed)

@@ -95,9 +95,20 @@ __attribute__((warn_unused_result)) int vcpu_supported_cpuid(int kvm_fd, struct 
 
 /* The same answer, from a cache file when it was written by this boot of
  * this KVM module (else the ioctl, and the file is rewritten atomically).
- * cache_path NULL or "" disables the cache.  *hit says which.  0 or -errno. */
+ * Where the host cannot be identified (no /proc or /sys: in a jail) an
+ * intact file is trusted as ember-jailer checked it.  cache_path NULL or
+ * "" disables the cache.  *hit says which.  0 or -errno. */
 __attribute__((warn_unused_result)) int
 vcpu_supported_cpuid_cached(int kvm_fd, const char *cache_path, struct kvm_cpuid2 **out, bool *hit);
+
+/* Where ember keeps the cache: tmpfs, gone at reboot, when its contents
+ * would be stale anyway. */
+#define VCPU_CPUID_CACHE_DEFAULT "/run/ember/supported-cpuid"
+
+/* 0 if the cache file at path was written by this boot of this KVM
+ * module (intact, key matching), else -errno.  For ember-jailer, which
+ * copies a valid cache into a jail (where ember cannot check the key). */
+__attribute__((warn_unused_result)) int vcpu_cpuid_cache_valid(const char *path);
 
 /* Create vCPU `index` on vm_fd and map its kvm_run (run_size from
  * KVM_GET_VCPU_MMAP_SIZE).  0 or -errno. */

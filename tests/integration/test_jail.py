@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import EMBER, EXIT_TIMEOUT, guest, needs_kvm
+from conftest import EMBER, EXIT_TIMEOUT, guest, needs_kvm, run
 
 JAILER = os.path.abspath(os.environ.get("EMBER_JAILER",
                                         os.path.join(os.path.dirname(EMBER), "ember-jailer")))
@@ -221,6 +221,20 @@ def test_hello_runs_jailed(base):
         j.cleanup()
 
 
+def test_cpuid_cache_reaches_the_jail(base):
+    # ember (outside) writes the host's cache; the jailer copies it in, as
+    # ember cannot check it from inside (no /proc, no /sys).
+    assert run(["run", "--kernel", guest("hello")]).returncode == 0
+    j = Jail(base, guests=("hello",))
+    try:
+        r = j.run(ember=("run", "--kernel", "/hello.elf", "--stats"))
+        assert r.returncode == 0, r.stderr
+        assert "cpuid cached" in r.stderr
+        assert os.path.isfile(os.path.join(j.root, "run", "ember", "supported-cpuid"))
+    finally:
+        j.cleanup()
+
+
 def test_exec_in_place(jail):
     """No --daemonize, no --new-pid-ns: the jailer becomes ember (same pid)."""
     p = jail.popen()
@@ -237,7 +251,10 @@ def test_exec_in_place(jail):
         # chrooted: its / is the jail's root, and nothing else is there
         assert os.stat(f"/proc/{p.pid}/root/{EXEC_NAME}").st_ino == \
             os.stat(os.path.join(jail.root, EXEC_NAME)).st_ino
-        assert sorted(os.listdir(f"/proc/{p.pid}/root")) == sorted(["dev", EXEC_NAME, "loop.elf"])
+        # run/ember: the host's CPUID cache, when it has a valid one
+        extra = ["run"] if os.path.isdir(os.path.join(jail.root, "run")) else []
+        assert sorted(os.listdir(f"/proc/{p.pid}/root")) == \
+            sorted(["dev", EXEC_NAME, "loop.elf"] + extra)
         # its own mount namespace; our pid namespace (none was asked for)
         assert os.readlink(f"/proc/{p.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         assert os.readlink(f"/proc/{p.pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
