@@ -35,7 +35,8 @@ static void on_kick(int sig)
 	(void)sig;
 }
 
-static enum vcpu_stop handle_io(struct vcpu *v, int *stop)
+/* True when a handler asked to stop. */
+static bool handle_io(struct vcpu *v)
 {
 	struct kvm_run *run = v->run;
 	bool is_write = run->io.direction == KVM_EXIT_IO_OUT;
@@ -44,12 +45,10 @@ static enum vcpu_stop handle_io(struct vcpu *v, int *stop)
 	/* rep ins/outs arrive as count accesses back to back. */
 	for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
 		int r = v->ops->pio(v->opaque, v, run->io.port, data, run->io.size, is_write);
-		if (r > 0) {
-			*stop = 1;
-			return VCPU_STOP_HANDLER;
-		}
+		if (r > 0)
+			return true;
 	}
-	return 0;
+	return false;
 }
 
 /* The kick handler is process-wide; without SA_RESTART so KVM_RUN
@@ -100,42 +99,37 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 			break;
 		}
 		v->nr_exits++;
-		int stop = 0;
+		enum vcpu_stop stop = 0; /* 0: keep running */
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
-			why = handle_io(v, &stop);
+			if (handle_io(v))
+				stop = VCPU_STOP_HANDLER;
 			break;
 		case KVM_EXIT_MMIO:
 			v->nr_mmio_exits++;
 			if (v->ops->mmio(v->opaque, v, run->mmio.phys_addr, run->mmio.data,
-					 run->mmio.len, run->mmio.is_write) > 0) {
-				why = VCPU_STOP_HANDLER;
-				stop = 1;
-			}
+					 run->mmio.len, run->mmio.is_write) > 0)
+				stop = VCPU_STOP_HANDLER;
 			break;
 		case KVM_EXIT_HLT:
 			/* Only reaches userspace without an in-kernel LAPIC: no
 			 * interrupt can ever arrive, so the guest is done. */
-			why = VCPU_STOP_HALTED;
-			stop = 1;
+			stop = VCPU_STOP_HALTED;
 			break;
 		case KVM_EXIT_SHUTDOWN:
-			why = VCPU_STOP_SHUTDOWN;
-			stop = 1;
-			break;
 		case KVM_EXIT_SYSTEM_EVENT:
-			why = VCPU_STOP_SHUTDOWN;
-			stop = 1;
+			stop = VCPU_STOP_SHUTDOWN;
 			break;
 		case KVM_EXIT_INTR:
 			break;
 		default: /* INTERNAL_ERROR, FAIL_ENTRY, anything unexpected */
-			why = VCPU_STOP_INTERNAL;
-			stop = 1;
+			stop = VCPU_STOP_INTERNAL;
 			break;
 		}
-		if (stop)
+		if (stop) {
+			why = stop;
 			break;
+		}
 	}
 	if (why != VCPU_STOP_KICKED && why != VCPU_STOP_HANDLER)
 		v->ops->stopped(v->opaque, v, why);
