@@ -16,39 +16,35 @@ _Static_assert(JAIL_KICK_SIGNAL == VCPU_KICK_SIGNAL, "the filters allow only the
 
 static uint64_t now_ns(void);
 
+/* An access on bus (what: "port" or "guest address").  Nothing there:
+ * reads float high, as on a real ISA bus, writes are dropped, and
+ * --verbose says so. */
+static int dispatch(struct vm *vm, const struct bus *bus, const char *what, struct vcpu *v,
+		    uint64_t addr, uint8_t *data, uint32_t len, bool is_write)
+{
+	int r = bus_dispatch(bus, addr, data, len, is_write);
+	if (r != -ENOENT && r != -ERANGE)
+		return r;
+	if (!is_write)
+		memset(data, 0xff, len);
+	if (vm->verbose)
+		fprintf(stderr, "ember: vcpu%u: unhandled %s of %s 0x%llx (%u bytes)\n", v->index,
+			is_write ? "write" : "read", what, (unsigned long long)addr, len);
+	return 0;
+}
+
 static int on_pio(void *opaque, struct vcpu *v, uint16_t port, uint8_t *data, uint32_t len,
 		  bool is_write)
 {
 	struct vm *vm = opaque;
-	int r = bus_dispatch(&vm->pio, port, data, len, is_write);
-	if (r == -ENOENT || r == -ERANGE) {
-		/* Nothing there: reads float high, as on a real ISA bus. */
-		if (!is_write)
-			memset(data, 0xff, len);
-		if (vm->verbose)
-			fprintf(stderr, "ember: vcpu%u: unhandled %s of port 0x%x (%u bytes)\n",
-				v->index, is_write ? "write" : "read", port, len);
-		return 0;
-	}
-	return r;
+	return dispatch(vm, &vm->pio, "port", v, port, data, len, is_write);
 }
 
 static int on_mmio(void *opaque, struct vcpu *v, uint64_t addr, uint8_t *data, uint32_t len,
 		   bool is_write)
 {
 	struct vm *vm = opaque;
-	int r = bus_dispatch(&vm->mmio, addr, data, len, is_write);
-	if (r == -ENOENT || r == -ERANGE) {
-		if (!is_write)
-			memset(data, 0xff, len);
-		if (vm->verbose)
-			fprintf(stderr,
-				"ember: vcpu%u: unhandled %s of guest address 0x%llx (%u bytes)\n",
-				v->index, is_write ? "write" : "read", (unsigned long long)addr,
-				len);
-		return 0;
-	}
-	return r;
+	return dispatch(vm, &vm->mmio, "guest address", v, addr, data, len, is_write);
 }
 
 static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)

@@ -159,3 +159,10 @@ def test_reader_going_away_does_not_kill_the_vm():
     p.stdout.close()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
+
+
+def test_verbose_names_accesses_that_hit_no_device():
+    r = run_guest("memprobe", "--cmdline", "wild=0xd0000000", "--memory", "16M", "--verbose")
+    assert r.returncode in (0, 1), r.stderr
+    assert "unhandled read of guest address 0xd0000000" in r.stderr
+    assert "unhandled write of guest address 0xd0000000" in r.stderr
