@@ -15,6 +15,7 @@
 #include "monitor/bus.h"
 #include "monitor/exitcodes.h"
 #include "monitor/hvt.h"
+#include "monitor/legacy.h"
 #include "vcpu/vcpu.h"
 
 /* Hypercall arguments as the guest lays them out (x86_64 SysV: size_t
@@ -366,16 +367,8 @@ static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool 
 			if (g->first_output)
 				g->first_output(g->opaque);
 		}
-		if (s && g->out_fd >= 0) {
-			for (uint64_t done = 0; done < a.len;) {
-				ssize_t w = write(g->out_fd, s + done, a.len - done);
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w <= 0)
-					break; /* output gone: the guest goes on */
-				done += (uint64_t)w;
-			}
-		}
+		if (s)
+			console_write(g->out_fd, s, a.len);
 		return stop;
 	}
 	case HVT_POLL: {

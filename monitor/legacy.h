@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "monitor/bus.h"
@@ -16,6 +17,11 @@ typedef void (*irq_fn)(void *opaque, unsigned irq);
 typedef void (*stop_fn)(void *opaque, int code, const char *why);
 /* Called on the first byte the guest ever writes to the serial port. */
 typedef void (*first_output_fn)(void *opaque);
+
+/* Guest console output (the UART's bytes, hvt's PUTS) to fd: written
+ * whole, retried on EINTR, dropped on any error: a reader that went away
+ * or a full disk must not stop the guest.  fd < 0 discards. */
+void console_write(int fd, const void *buf, size_t len);
 
 /* 8250/16550A UART, transmit side and the registers drivers probe
  * (TI PC16550D data sheet).  No receive path yet: reads see no data. */

@@ -17,14 +17,17 @@ enum { RBR_THR = 0, IER = 1, IIR_FCR = 2, LCR = 3, MCR = 4, LSR = 5, MSR = 6, SC
 #define MCR_LOOP 0x10
 #define MSR_DCD_DSR_CTS 0xb0
 
-static void write_out(struct uart *u, uint8_t c)
+void console_write(int fd, const void *buf, size_t len)
 {
-	if (u->out_fd < 0)
-		return;
-	/* A full pipe or a closed reader must not stop the guest: retry
-	 * EINTR only, drop on any other error. */
-	while (write(u->out_fd, &c, 1) < 0 && errno == EINTR)
-		;
+	const uint8_t *p = buf;
+	while (fd >= 0 && len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w, len -= (size_t)w;
+	}
 }
 
 static void update_irq(struct uart *u)
@@ -53,7 +56,7 @@ static int uart_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool
 			if (dlab) {
 				u->dll = v;
 			} else if (!(u->mcr & MCR_LOOP)) {
-				write_out(u, v);
+				console_write(u->out_fd, &v, 1);
 				u->bytes_out++;
 				first = !u->wrote;
 				u->wrote = true;
