@@ -17,17 +17,6 @@ static int caps_now(struct __user_cap_data_struct d[2])
 	return syscall(SYS_capget, &h, d) < 0 ? -errno : 0;
 }
 
-/* Empty the bounding set: drop each capability up to the kernel's last
- * one (EINVAL past it), so when this returns 0 the set is empty.  Done
- * here rather than by libcap-ng, whose bounding-set path reads
- * /proc/PID/status twice: 35 us on these hosts, and a jail has no /proc. */
-static int drop_bounding(void)
-{
-	for (unsigned long cap = 0;; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-			return errno == EINVAL && cap > CAP_SETPCAP ? 0 : -errno;
-}
-
 int jail_drop_caps(void)
 {
 	struct __user_cap_data_struct d[2];
@@ -38,7 +27,7 @@ int jail_drop_caps(void)
 	 * without it (an unprivileged start) the set stays as ember-jailer
 	 * or the caller left it, and no_new_privs still closes exec's door. */
 	bool may_bound = d[CAP_TO_INDEX(CAP_SETPCAP)].effective & CAP_TO_MASK(CAP_SETPCAP);
-	if (may_bound && (r = drop_bounding()) != 0)
+	if (may_bound && (r = jail_drop_bounding()) != 0)
 		return r;
 
 	/* Permitted, effective, inheritable and ambient: all empty. */

@@ -52,6 +52,10 @@ struct jail_filter {
  * stays as it is; that is not an error.  0 or -errno. */
 __attribute__((warn_unused_result)) int jail_drop_caps(void);
 
+/* Empty the bounding set (needs CAP_SETPCAP).  0, or -errno with the set
+ * possibly part-emptied. */
+__attribute__((warn_unused_result)) int jail_drop_bounding(void);
+
 /* Build the filter of `role` for `mode` into *f (mode OFF gives an empty
  * filter that jail_filter_apply() skips).  Arguments that name this
  * process (tgkill's tgid) take the caller's getpid(), so build in the

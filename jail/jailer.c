@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "jail/jail.h"
 #include "jail/jailer.h"
 #include "vcpu/vcpu.h"
 
@@ -471,10 +472,9 @@ static int daemonize(struct jailer *j)
  * privileges again. */
 static int drop_privileges(struct jailer *j)
 {
-	for (unsigned long cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
-		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-			return jailer_fail(j, JAILER_EXIT_HOST, "PR_CAPBSET_DROP: %s",
-					   strerror(errno));
+	int r = jail_drop_bounding();
+	if (r)
+		return jailer_fail(j, JAILER_EXIT_HOST, "PR_CAPBSET_DROP: %s", strerror(-r));
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
 		return jailer_fail(j, JAILER_EXIT_HOST, "PR_CAP_AMBIENT: %s", strerror(errno));
 	if (setgroups(0, NULL) < 0 || setresgid(j->gid, j->gid, j->gid) < 0)
