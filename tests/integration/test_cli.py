@@ -217,3 +217,33 @@ def test_command_line_overrides_ini(tmp_path):
     ini = write_ini(tmp_path, f"[vm]\nkernel = {guest('exit_status')}\ncmdline = status=3\n")
     r = run(["run", str(ini), "--cmdline", "status=9"])
     assert r.returncode == 9, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--irqchip", "sometimes"], "irqchip"),
+    (["--name", "bad name!"], "name"),
+    (["--mem=lots"], "--mem"),
+    (["--block:storage"], "expected --block:NAME=VALUE"),
+    (["--block:=disk.img"], "expected --block:NAME=VALUE"),
+    (["--block:bad-name!=disk.img"], "bad-name!"),
+    (["--net-mac:svc=zz:00:00:00:00:01"], "mac"),
+    (["--net:svc=" + "t" * 40], "longer than 15"),
+    (["--net-mac:svc=02:00:00:00:00:01"], "no tap"),
+])
+def test_bad_option_values(args, message):
+    r = run(["run", "--kernel", guest("hello")] + args)
+    assert r.returncode == EXIT_CONFIG, r.stderr
+    assert message in r.stderr, r.stderr
+    assert r.stdout == ""  # nothing ran
+
+
+def test_double_dash_needs_a_kernel():
+    r = run(["run", "--"])
+    assert r.returncode == EXIT_CONFIG
+    assert "-- must be followed by a kernel" in r.stderr
+
+
+def test_double_dash_cmdline_too_long():
+    r = run(["run", "--", guest("hello"), "x" * 9000])
+    assert r.returncode == EXIT_CONFIG
+    assert "-- ARGS" in r.stderr and "longer than" in r.stderr
