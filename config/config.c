@@ -26,6 +26,8 @@ static const struct {
     [KIND_SERIAL] = {"serial", NULL, 0},
     [KIND_BLOCK] = {"block", "block device", CFG_MAX_BLOCKS},
     [KIND_NET] = {"net", "net device", CFG_MAX_NETS},
+    [KIND_VSOCK] = {"vsock", NULL, 0},
+    [KIND_RNG] = {"rng", NULL, 0},
 };
 
 /* What a setter writes: the VM, and in a device section that device. */
@@ -33,6 +35,7 @@ struct target {
 	struct vm_config *c;
 	struct cfg_block *blk;
 	struct cfg_net *net;
+	int arg; /* the key's own (struct key.arg) */
 };
 
 struct key {
@@ -40,6 +43,7 @@ struct key {
 	const char *name;
 	int (*set)(const struct target *t, const char *v, const struct base *b, char *err,
 		   size_t errlen);
+	int arg; /* for setters that serve several keys */
 };
 
 __attribute__((format(printf, 3, 4))) int cfg_fail(char *err, size_t errlen, const char *fmt, ...)
@@ -248,24 +252,110 @@ static bool word_is(const char *v, const char *word)
 	return *v == *word;
 }
 
-static int set_read_only(const struct target *t, const char *v, const struct base *b, char *err,
-			 size_t errlen)
+static int parse_bool(const char *v, bool *out, char *err, size_t errlen)
 {
 	static const char *const yes[] = {"true", "yes", "on", "1"};
 	static const char *const no[] = {"false", "no", "off", "0"};
 
 	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-		if (word_is(v, yes[i])) {
-			t->blk->read_only = true;
-			return 0;
-		}
-		if (word_is(v, no[i])) {
-			t->blk->read_only = false;
+		if (word_is(v, yes[i]) || word_is(v, no[i])) {
+			*out = word_is(v, yes[i]);
 			return 0;
 		}
 	}
 	return cfg_fail(err, errlen,
 			"\"%.64s\" is not a boolean (use true/false, yes/no, on/off or 1/0)", v);
+}
+
+static int set_read_only(const struct target *t, const char *v, const struct base *b, char *err,
+			 size_t errlen)
+{
+	return parse_bool(v, &t->blk->read_only, err, errlen);
+}
+
+static int set_direct(const struct target *t, const char *v, const struct base *b, char *err,
+		      size_t errlen)
+{
+	return parse_bool(v, &t->blk->direct, err, errlen);
+}
+
+/* ---- rate limiters: one setter, key.arg = limiter * 8 + field ---- */
+
+enum { RATE_BLOCK, RATE_NET_RX, RATE_NET_TX, RATE_RNG };
+enum { F_BW_SIZE, F_BW_BURST, F_BW_REFILL, F_OPS_SIZE, F_OPS_BURST, F_OPS_REFILL };
+#define RATE(limiter, field) ((limiter) * 8 + (field))
+
+static int set_rate(const struct target *t, const char *v, const struct base *b, char *err,
+		    size_t errlen)
+{
+	int field = t->arg % 8;
+	struct cfg_rate *r = t->arg / 8 == RATE_BLOCK	 ? &t->blk->rate
+			     : t->arg / 8 == RATE_NET_RX ? &t->net->rx_rate
+			     : t->arg / 8 == RATE_NET_TX ? &t->net->tx_rate
+							 : &t->c->rng.rate;
+	uint64_t *dst[] = {&r->bw_size,	 &r->bw_burst,	&r->bw_refill_ms,
+			   &r->ops_size, &r->ops_burst, &r->ops_refill_ms};
+	uint64_t x;
+	int rc;
+
+	if (field == F_BW_REFILL || field == F_OPS_REFILL) {
+		rc = cfg_parse_duration(v, &x);
+		if (rc)
+			return cfg_fail(err, errlen,
+					"\"%.64s\" is not a duration (use e.g. 100ms, 1s, 2.5)", v);
+	} else if (field == F_OPS_SIZE || field == F_OPS_BURST) {
+		bool overflow = false;
+		const char *p = v;
+		if (!units_digits(&p, &x, &overflow) || *p || overflow)
+			return cfg_fail(err, errlen, "\"%.64s\" is not a count of operations", v);
+	} else {
+		/* Bytes: a bare number is bytes here, not MiB as for memory. */
+		bool overflow = false;
+		const char *p = v;
+		if (units_digits(&p, &x, &overflow) && !*p && !overflow)
+			rc = 0;
+		else
+			rc = units_parse_size(v, &x);
+		if (rc)
+			return cfg_fail(err, errlen, "\"%.64s\" is not a size in bytes (e.g. "
+						     "1048576, 512K, 10M)", v);
+	}
+	*dst[field] = x;
+	t->c->rng.enabled |= t->arg / 8 == RATE_RNG;
+	return 0;
+}
+
+/* ---- [vsock] and [rng] ---- */
+
+static int set_vsock_cid(const struct target *t, const char *v, const struct base *b, char *err,
+			 size_t errlen)
+{
+	bool overflow = false;
+	const char *p = v;
+	uint64_t n;
+
+	/* 0-2 are the hypervisor, local and host; 2^32-1 is VMADDR_CID_ANY. */
+	if (!units_digits(&p, &n, &overflow) || *p || overflow || n < 3 || n > 0xfffffffeULL)
+		return cfg_fail(err, errlen, "\"%.64s\" is not a guest CID: must be 3..4294967294",
+				v);
+	t->c->vsock.cid = (uint32_t)n;
+	t->c->vsock.enabled = true;
+	return 0;
+}
+
+static int set_vsock_uds(const struct target *t, const char *v, const struct base *b, char *err,
+			 size_t errlen)
+{
+	/* sun_path is 108 bytes, and guest-initiated connections go to
+	 * "<uds>_<port>": room for "_4294967295". */
+	int rc = set_path(t->c->vsock.uds, v, b, false, err, errlen);
+	if (!rc && strlen(t->c->vsock.uds) > 107 - 11)
+		return cfg_fail(err, errlen, "path is %zu bytes: a unix socket path (with "
+					     "\"_PORT\" added) must stay within 107",
+				strlen(t->c->vsock.uds));
+	if (!rc)
+		t->c->vsock.enabled = true;
+	return rc;
 }
 
 /* A host interface name as the kernel's dev_valid_name() takes it, less
@@ -348,23 +438,37 @@ static int set_mac(const struct target *t, const char *v, const struct base *b, 
  * Index = bit in struct seen's words. */
 /* clang-format off */
 static const struct key keys[] = {
-	{KIND_VM, "name", set_name},
-	{KIND_VM, "vcpus", set_vcpus},
-	{KIND_VM, "memory", set_memory},
-	{KIND_VM, "kernel", set_kernel},
-	{KIND_VM, "initrd", set_initrd},
-	{KIND_VM, "cmdline", set_cmdline},
-	{KIND_VM, "timeout", set_timeout},
-	{KIND_VM, "irqchip", set_irqchip},
-	{KIND_SERIAL, "output", set_output},
-	{KIND_BLOCK, "path", set_block_path},
-	{KIND_BLOCK, "read_only", set_read_only},
-	{KIND_NET, "tap", set_tap},
-	{KIND_NET, "mac", set_mac},
+	{KIND_VM, "name", set_name, 0},
+	{KIND_VM, "vcpus", set_vcpus, 0},
+	{KIND_VM, "memory", set_memory, 0},
+	{KIND_VM, "kernel", set_kernel, 0},
+	{KIND_VM, "initrd", set_initrd, 0},
+	{KIND_VM, "cmdline", set_cmdline, 0},
+	{KIND_VM, "timeout", set_timeout, 0},
+	{KIND_VM, "irqchip", set_irqchip, 0},
+	{KIND_SERIAL, "output", set_output, 0},
+	{KIND_BLOCK, "path", set_block_path, 0},
+	{KIND_BLOCK, "read_only", set_read_only, 0},
+	{KIND_BLOCK, "direct", set_direct, 0},
+#define RATE_KEYS(kind, prefix, limiter) \
+	{kind, prefix "bandwidth_size", set_rate, RATE(limiter, F_BW_SIZE)}, \
+	{kind, prefix "bandwidth_burst", set_rate, RATE(limiter, F_BW_BURST)}, \
+	{kind, prefix "bandwidth_refill", set_rate, RATE(limiter, F_BW_REFILL)}, \
+	{kind, prefix "ops_size", set_rate, RATE(limiter, F_OPS_SIZE)}, \
+	{kind, prefix "ops_burst", set_rate, RATE(limiter, F_OPS_BURST)}, \
+	{kind, prefix "ops_refill", set_rate, RATE(limiter, F_OPS_REFILL)}
+	RATE_KEYS(KIND_BLOCK, "", RATE_BLOCK),
+	{KIND_NET, "tap", set_tap, 0},
+	{KIND_NET, "mac", set_mac, 0},
+	RATE_KEYS(KIND_NET, "rx_", RATE_NET_RX),
+	RATE_KEYS(KIND_NET, "tx_", RATE_NET_TX),
+	{KIND_VSOCK, "cid", set_vsock_cid, 0},
+	{KIND_VSOCK, "uds", set_vsock_uds, 0},
+	RATE_KEYS(KIND_RNG, "", RATE_RNG),
 };
 /* clang-format on */
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
-_Static_assert(NKEYS <= 32, "struct seen's words are uint32_t");
+_Static_assert(NKEYS <= 64, "struct seen's words are uint64_t");
 
 /* Solo5 manifest names: [A-Za-z0-9_], so also safe in messages and as
  * parts of file or jail names. */
@@ -391,8 +495,14 @@ int cfg_parse_section(const char *s, struct section *sec, char *err, size_t errl
 {
 	const char *dot = strchr(s, '.');
 	size_t klen = dot ? (size_t)(dot - s) : strlen(s), len = 0;
-	char list[128];
+	char list[160];
 
+	/* [drive.NAME] is Firecracker's word for [block.NAME]. */
+	if (klen == 5 && !strncmp(s, "drive", 5) && dot) {
+		sec->kind = KIND_BLOCK;
+		sec->dev = dot + 1;
+		return check_dev_name(sec->kind, sec->dev, err, errlen);
+	}
 	for (int k = 0; k < NKINDS; k++) {
 		if (strlen(kinds[k].name) != klen || strncmp(kinds[k].name, s, klen))
 			continue;
@@ -406,6 +516,8 @@ int cfg_parse_section(const char *s, struct section *sec, char *err, size_t errl
 	for (int k = 0; k < NKINDS && len < sizeof(list); k++)
 		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s[%s%s]", k ? ", " : "",
 					kinds[k].name, kinds[k].max ? ".NAME" : "");
+	if (len < sizeof(list))
+		snprintf(list + len, sizeof(list) - len, ", [drive.NAME]");
 	cfg_fail(err, errlen, "unknown section [%.80s] (known: %s)", s, list);
 	return -ENOENT;
 }
@@ -460,7 +572,7 @@ static void dev_drop_last(struct vm_config *c, enum kind k)
 
 static int unknown_key(enum kind k, char *err, size_t errlen)
 {
-	char list[256];
+	char list[512];
 	size_t len = 0;
 
 	list[0] = '\0';
@@ -478,7 +590,7 @@ int cfg_set_key(struct vm_config *c, const char *section, const char *name, cons
 {
 	struct target t = {.c = c};
 	const struct key *key = NULL;
-	uint32_t *bits = NULL, bit = 0;
+	uint64_t *bits = NULL, bit = 0;
 	struct section sec;
 	bool added = false;
 	int rc, i = 0;
@@ -490,7 +602,7 @@ int cfg_set_key(struct vm_config *c, const char *section, const char *name, cons
 	for (size_t j = 0; j < NKEYS && !key; j++)
 		if (keys[j].kind == sec.kind && !strcmp(keys[j].name, name)) {
 			key = &keys[j];
-			bit = 1u << j;
+			bit = 1ULL << j;
 		}
 	if (!key)
 		return unknown_key(sec.kind, err, errlen);
@@ -510,6 +622,7 @@ int cfg_set_key(struct vm_config *c, const char *section, const char *name, cons
 		if (*bits & bit)
 			return cfg_fail(err, errlen, "duplicate key");
 	}
+	t.arg = key->arg;
 	rc = key->set(&t, value, b, err, errlen);
 	if (rc && added)
 		dev_drop_last(c, sec.kind);
@@ -568,5 +681,8 @@ int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 					    ? "[net.%.64s]: mac given but no tap (tap = NAME)"
 					    : "[net.%.64s]: no tap given (tap = NAME)",
 					c->nets[i].name);
+	if (c->vsock.enabled && (!c->vsock.cid || !c->vsock.uds[0]))
+		return cfg_fail(err, errlen, "[vsock]: %s", c->vsock.cid ? "no uds given (uds = PATH)"
+								       : "no cid given (cid = 3 or more)");
 	return 0;
 }

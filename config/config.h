@@ -28,21 +28,51 @@ enum cfg_irqchip {
 #define CFG_MAX_NETS 16
 #define CFG_IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 
-/* A block device: [block.NAME] (Solo5 hvt manifest name) with path and
- * read_only; later issues reuse it for virtio drives. */
+/* A rate limiter, Firecracker's RateLimiter: a bytes bucket and an ops
+ * bucket, each {size, one_time_burst, refill_time}.  A size of 0 (the
+ * default) leaves that bucket unlimited.  Keys: bandwidth_size,
+ * bandwidth_burst, bandwidth_refill, ops_size, ops_burst, ops_refill
+ * (net devices: with rx_ and tx_ in front). */
+struct cfg_rate {
+	uint64_t bw_size, bw_burst, bw_refill_ms;
+	uint64_t ops_size, ops_burst, ops_refill_ms;
+};
+
+/* A block device: [block.NAME] or [drive.NAME] (the same thing): a Solo5
+ * hvt manifest device for hvt guests, a virtio-blk drive for the others
+ * (in the order given: the first is /dev/vda).  path, read_only, direct
+ * (O_DIRECT), and a rate limiter. */
 struct cfg_block {
 	char name[CFG_NAME_MAX + 1];
 	char path[CFG_PATH_MAX];
 	bool read_only;
+	bool direct;
+	struct cfg_rate rate;
 };
 
 /* A network device: [net.NAME] with tap (host interface name) and an
- * optional mac ("02:00:00:00:00:01"). */
+ * optional mac ("02:00:00:00:00:01"); virtio-net for non-hvt guests,
+ * with rx and tx rate limiters. */
 struct cfg_net {
 	char name[CFG_NAME_MAX + 1];
 	char tap[CFG_IFNAME_MAX + 1];
 	uint8_t mac[6];
 	bool has_mac;
+	struct cfg_rate rx_rate, tx_rate;
+};
+
+/* [vsock]: a virtio-vsock device with guest CID cid (3 .. 2^32-2) whose
+ * host side is the unix socket uds (Firecracker's convention). */
+struct cfg_vsock {
+	bool enabled;
+	uint32_t cid;
+	char uds[CFG_PATH_MAX];
+};
+
+/* [rng]: a virtio-rng device (the section alone adds it). */
+struct cfg_rng {
+	bool enabled;
+	struct cfg_rate rate;
 };
 
 struct vm_config {
@@ -60,6 +90,8 @@ struct vm_config {
 	unsigned nr_blocks;
 	struct cfg_net nets[CFG_MAX_NETS];
 	unsigned nr_nets;
+	struct cfg_vsock vsock;
+	struct cfg_rng rng;
 };
 
 /* Defaults: 1 vCPU, 64 MiB, serial to stdout, no timeout, irqchip auto. */
@@ -67,7 +99,9 @@ void cfg_defaults(struct vm_config *c);
 
 /* Parse an INI file into c (on top of what c already holds).  Sections:
  * [vm] name, vcpus, memory, kernel, initrd, cmdline, timeout, irqchip;
- * [serial] output; [block.NAME] path, read_only; [net.NAME] tap, mac.
+ * [serial] output; [block.NAME] (or [drive.NAME]) path, read_only,
+ * direct and the rate keys; [net.NAME] tap, mac, rx_/tx_ rate keys;
+ * [vsock] cid, uds; [rng] and its rate keys (see struct cfg_rate).
  * NAME is 1..CFG_NAME_MAX of [A-Za-z0-9_]; a section name used twice
  * (in one file) is an error.  Relative paths are taken from the INI file's
  * folder.

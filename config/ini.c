@@ -58,6 +58,8 @@ static int open_section(struct parse *p, const char *s, size_t len)
 	memcpy(p->section, s, len);
 	p->section[len] = '\0';
 	i = cfg_parse_section(p->section, &sec, why, sizeof(why));
+	if (!i && sec.kind == KIND_RNG)
+		p->c->rng.enabled = true; /* "[rng]" alone adds the device */
 	if (i == -ENOENT || (!i && !sec.dev))
 		return 0; /* an unknown section is an error once it has a key */
 	if (!i)

@@ -18,18 +18,19 @@ struct base {
 	size_t dirlen;
 };
 
-/* Section kinds: [vm], [serial], and the device kinds [block.NAME] and
- * [net.NAME], whose NAME picks (or adds) one device. */
-enum kind { KIND_VM, KIND_SERIAL, KIND_BLOCK, KIND_NET, NKINDS };
+/* Section kinds: [vm], [serial], [vsock], [rng], and the device kinds
+ * [block.NAME] (alias [drive.NAME]) and [net.NAME], whose NAME picks (or
+ * adds) one device. */
+enum kind { KIND_VM, KIND_SERIAL, KIND_BLOCK, KIND_NET, KIND_VSOCK, KIND_RNG, NKINDS };
 
 /* The keys one INI file has set so far, a bit per keys[] entry: for [vm]
  * and [serial] however often they are opened, and for each device (whose
  * section may be opened once per file).  NULL from the command line,
  * which may override a key as often as it likes. */
 struct seen {
-	uint32_t vm;
-	uint32_t blocks[CFG_MAX_BLOCKS];
-	uint32_t nets[CFG_MAX_NETS];
+	uint64_t vm; /* and [serial], [vsock], [rng] */
+	uint64_t blocks[CFG_MAX_BLOCKS];
+	uint64_t nets[CFG_MAX_NETS];
 };
 
 /* A section name taken apart: its kind and, for a device, its name. */

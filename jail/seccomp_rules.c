@@ -59,6 +59,15 @@ static const struct allow allowlist[] = {
     ALLOW(read, VMM | VCPU | API, ARG_ANY),
     /* hvt: BLOCK_READ */
     ALLOW(pread64, VMM | VCPU, ARG_ANY),
+    /* virtio-blk: a request's segments straight into guest RAM */
+    ALLOW(preadv, VMM, ARG_ANY),
+    ALLOW(pwritev, VMM, ARG_ANY),
+    /* virtio-blk: FLUSH */
+    ALLOW(fdatasync, VMM, ARG_ANY),
+    /* virtio-rng: the guest's entropy */
+    ALLOW(getrandom, VMM, ARG_ANY),
+    /* virtio rate limiters: the retry timer (a timerfd) */
+    ALLOW(timerfd_settime, VMM, ARG_ANY),
     /* hvt: BLOCK_WRITE */
     ALLOW(pwrite64, VMM | VCPU, ARG_ANY),
     /* hvt: POLL waits for a tap to become readable */
@@ -94,10 +103,12 @@ static const struct allow allowlist[] = {
     ALLOW(close, VMM | API, ARG_ANY),
     /* API: one connection at a time from the listening socket */
     ALLOW(accept4, API, ARG_ANY),
-    /* API: its event loop waits for the socket */
-    ALLOW(epoll_wait, API, ARG_ANY),
-    /* API: adds and removes the accepted connection */
-    ALLOW(epoll_ctl, API, ARG_ANY),
+    /* the vmm thread's event loop (virtio queues and backends); the
+     * API's waits for its socket */
+    ALLOW(epoll_wait, VMM | API, ARG_ANY),
+    /* virtio-net pauses and resumes reading its tap; the API adds and
+     * removes the accepted connection */
+    ALLOW(epoll_ctl, VMM | API, ARG_ANY),
 };
 
 /* The KVM requests a thread may make after the drop; everything that

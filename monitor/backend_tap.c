@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -93,4 +94,11 @@ void tap_close(struct tap_backend *t)
 	if (t->fd >= 0)
 		close(t->fd);
 	t->fd = -1;
+}
+
+void tap_random_mac(uint8_t mac[6])
+{
+	if (getrandom(mac, 6, 0) != 6)
+		memcpy(mac, "\x02\x00\x00\x00\x00\x01", 6);
+	mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02);
 }

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -117,15 +116,10 @@ int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size
 			return r;
 		}
 		struct hvt_mft_entry *e = &g->mft.e[k];
-		if (n->has_mac) {
+		if (n->has_mac)
 			memcpy(e->u.net.mac, n->mac, 6);
-		} else {
-			/* A random locally administered unicast address, as
-			 * solo5-hvt picks one. */
-			if (getrandom(e->u.net.mac, 6, 0) != 6)
-				memcpy(e->u.net.mac, "\x02\x00\x00\x00\x00\x01", 6);
-			e->u.net.mac[0] = (uint8_t)((e->u.net.mac[0] & 0xfe) | 0x02);
-		}
+		else
+			tap_random_mac(e->u.net.mac);
 		e->u.net.mtu = TAP_MTU;
 		e->attached = 1;
 	}

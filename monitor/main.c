@@ -37,6 +37,15 @@ static const char usage_run[] =
     "  --serial OUT       guest serial output: stdout (default), none, or a file\n"
     "  --irqchip MODE     auto (default: on for SMP and Linux), on, off\n"
     "  --name NAME        VM name for messages\n"
+    "  --drive ID,path=FILE[,read_only=on][,direct=on][,LIMITS]\n"
+    "                     a virtio-blk drive (the first is /dev/vda)\n"
+    "  --net ID,tap=TAP[,mac=MAC][,rx_LIMITS][,tx_LIMITS]\n"
+    "                     a virtio-net device on a host tap\n"
+    "  --vsock cid=N,uds=PATH\n"
+    "                     a virtio-vsock device; host side is the unix socket\n"
+    "  --rng[=LIMITS]     a virtio-rng device\n"
+    "     LIMITS: bandwidth_size=BYTES, bandwidth_refill=TIME, bandwidth_burst=BYTES,\n"
+    "             ops_size=N, ops_refill=TIME, ops_burst=N (see README)\n"
     "  --dry-run          validate the configuration and load the kernel, run nothing\n"
     "  --stats            print boot timings on stderr when the guest stops\n"
     "  --verbose          log unhandled port and MMIO accesses on stderr\n"
@@ -82,6 +91,7 @@ struct run_opts {
 		const char *key, *value, *opt;
 	} sets[96];
 	unsigned nr_sets;
+	bool rng; /* --rng */
 	/* Solo5-style "-- KERNEL ARGS...": ARGS become the command line */
 	char *cmdline;
 	char cmdline_buf[CFG_CMDLINE_MAX + 2];
@@ -134,6 +144,73 @@ static int solo5_option(struct run_opts *o, const char *a, bool *matched)
 		return add_set(o, section, dev[i].key, eq + 1, a);
 	}
 	*matched = false;
+	return 0;
+}
+
+/* The virtio device options: --drive ID,key=value,..., --net ID,...,
+ * --vsock key=value,..., --rng[=key=value,...]: each key=value is the
+ * INI key of the device's section, set through cfg_set() as the file's
+ * are.  A named device's ID comes first (or as id=ID). */
+static int device_option(struct run_opts *o, const char *opt, const char *spec)
+{
+	bool named = strcmp(opt, "drive") == 0 || strcmp(opt, "net") == 0;
+	char *copy = strdup(spec), *save = NULL, *id = NULL;
+	char section[CFG_NAME_MAX + 8];
+	if (!copy) {
+		fprintf(stderr, "ember run: out of memory\n");
+		return EXIT_CONFIG;
+	}
+	/* Find the ID first: sets name their section. */
+	if (named) {
+		char *first_eq = strchr(copy, '='), *first_comma = strchr(copy, ',');
+		if (copy[0] && (!first_eq || (first_comma && first_comma < first_eq))) {
+			id = copy;
+			if (first_comma)
+				*first_comma = '\0';
+			save = first_comma ? first_comma + 1 : NULL;
+		} else {
+			const char *p = strstr(copy, "id=");
+			if (p && (p == copy || p[-1] == ','))
+				id = (char *)p + 3;
+			save = copy;
+		}
+		if (!id || !*id || *id == ',') {
+			fprintf(stderr, "ember run: --%s %s: no device ID (--%s ID,key=value,...)\n",
+				opt, spec, opt);
+			return EXIT_CONFIG;
+		}
+		size_t n = strcspn(id, ",");
+		snprintf(section, sizeof(section), "%s.%.*s", opt, (int)n, id);
+		if (n > CFG_NAME_MAX) {
+			fprintf(stderr, "ember run: --%s: device ID too long (at most %d characters)\n",
+				opt, CFG_NAME_MAX);
+			return EXIT_CONFIG;
+		}
+	} else {
+		snprintf(section, sizeof(section), "%s", opt);
+		save = copy;
+	}
+	for (char *item = save; item && *item;) {
+		char *next = strchr(item, ',');
+		if (next)
+			*next++ = '\0';
+		char *eq = strchr(item, '=');
+		if (!eq || eq == item) {
+			fprintf(stderr, "ember run: --%s: \"%s\" is not key=value\n", opt, item);
+			return EXIT_CONFIG;
+		}
+		*eq = '\0';
+		if (!(named && strcmp(item, "id") == 0)) {
+			/* Messages name the option and key: "--drive root: path: ..." */
+			char optname[CFG_NAME_MAX + 80];
+			snprintf(optname, sizeof(optname), "%s%s%s: %.40s", opt, named ? " " : "",
+				 named ? section + strlen(opt) + 1 : "", item);
+			int r = add_set(o, section, item, eq + 1, strdup(optname));
+			if (r)
+				return r;
+		}
+		item = next;
+	}
 	return 0;
 }
 
@@ -226,6 +303,30 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		/* --opt=value or --opt value */
 		const char *name = a + 2, *eq = strchr(name, '=');
 		size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+		if (strcmp(a, "--rng") == 0 || strncmp(a, "--rng=", 6) == 0) {
+			o->rng = true;
+			int r = eq ? device_option(o, "rng", eq + 1) : 0;
+			if (r)
+				return r;
+			continue;
+		}
+		static const char *const devs[] = {"drive", "net", "vsock"};
+		bool dev = false;
+		for (unsigned d = 0; d < 3 && !dev; d++) {
+			if (strlen(devs[d]) != nlen || strncmp(devs[d], name, nlen))
+				continue;
+			dev = true;
+			const char *spec = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+			if (!spec) {
+				fprintf(stderr, "ember run: --%s needs a value\n", devs[d]);
+				return EXIT_CONFIG;
+			}
+			int r = device_option(o, devs[d], spec);
+			if (r)
+				return r;
+		}
+		if (dev)
+			continue;
 		unsigned k;
 		for (k = 0; k < sizeof(cfg_opts) / sizeof(cfg_opts[0]); k++)
 			if (strlen(cfg_opts[k].opt) == nlen &&
@@ -276,6 +377,8 @@ static int cmd_run(int argc, char **argv)
 			return EXIT_CONFIG;
 		}
 	}
+	if (o.rng)
+		cfg.rng.enabled = true;
 	if (cfg_validate(&cfg, err, sizeof(err))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;

@@ -14,6 +14,7 @@
 
 #include "monitor/exitcodes.h"
 #include "monitor/layout.h"
+#include "monitor/vdevs.h"
 #include "monitor/vm.h"
 
 #define KVM_API_EXPECTED 12
@@ -88,6 +89,12 @@ static int load_hvt(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "irqchip: hvt unikernels take no interrupts (irqchip = on)");
 		return EXIT_CONFIG;
 	}
+	if (cfg->vsock.enabled || cfg->rng.enabled) {
+		snprintf(err, errlen, "[%s]: hvt unikernels have no virtio devices (only the block "
+				      "and net devices of their manifest)",
+			 cfg->vsock.enabled ? "vsock" : "rng");
+		return EXIT_CONFIG;
+	}
 	int r = hvt_attach(vm->hvt, cfg, err, errlen);
 	if (!r)
 		r = hvt_setup(vm->hvt, &vm->mem, cfg->mem_size, vm->boot.kernel_end, cfg->cmdline,
@@ -146,10 +153,18 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 		}
 	}
 
-	r = boot_cmdline(&vm->mem, cfg->cmdline, cfg->cmdline_len, vm->boot.cmdline_max);
+	/* The virtio devices are announced after the user's arguments, as
+	 * Firecracker does. */
+	static char line[CFG_CMDLINE_MAX + 1 + VDEVS_MAX * 48];
+	memcpy(line, cfg->cmdline, cfg->cmdline_len + 1);
+	size_t len = vdevs_cmdline(cfg, false, line, cfg->cmdline_len, sizeof(line));
+	r = len == (size_t)-1 ? -E2BIG : boot_cmdline(&vm->mem, line, len, vm->boot.cmdline_max);
 	if (r) {
-		snprintf(err, errlen, "cmdline: %zu bytes is too long for this kernel (at most %u)",
-			 cfg->cmdline_len, vm->boot.cmdline_max);
+		snprintf(err, errlen,
+			 "cmdline: %zu bytes%s is too long for this kernel (at most %u)",
+			 len == (size_t)-1 ? sizeof(line) : len,
+			 len > cfg->cmdline_len ? " with the virtio devices' announcements" : "",
+			 vm->boot.cmdline_max);
 		return EXIT_CONFIG;
 	}
 
@@ -205,10 +220,14 @@ static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 	const struct vm_config *cfg = vm->cfg;
 	if (vm->boot.proto == BOOT_HVT)
 		return 0;
+	unsigned vdevs = vdevs_count(cfg, false);
 	if (cfg->irqchip == CFG_IRQCHIP_OFF) {
-		if (cfg->vcpus > 1) {
-			snprintf(err, errlen, "vcpus: %u vCPUs need the irqchip (irqchip = off)",
-				 cfg->vcpus);
+		if (cfg->vcpus > 1 || vdevs) {
+			if (vdevs)
+				snprintf(err, errlen, "virtio devices need the irqchip (irqchip = off)");
+			else
+				snprintf(err, errlen, "vcpus: %u vCPUs need the irqchip (irqchip = off)",
+					 cfg->vcpus);
 			return -EINVAL;
 		}
 		return 0;
@@ -216,8 +235,8 @@ static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 	if (cfg->irqchip == CFG_IRQCHIP_ON)
 		return 1;
 	/* auto: its teardown costs 16-24 ms here, so only guests that use
-	 * interrupts get one. */
-	return cfg->vcpus > 1 || vm->boot.is_linux || vm->boot.proto == BOOT_LINUX64;
+	 * interrupts get one (virtio's go through irqfds into it). */
+	return cfg->vcpus > 1 || vdevs || vm->boot.is_linux || vm->boot.proto == BOOT_LINUX64;
 }
 
 static int host_err(char *err, size_t errlen, const char *what)
@@ -356,6 +375,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	vm->seccomp = seccomp;
 	vm->cfg = cfg;
 	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
+	vm->ev.epfd = vm->ev.wake_fd = -1;
 	vm->nr_vcpus = cfg->vcpus;
 	now(&vm->stats.t_start);
 
@@ -428,11 +448,21 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		snprintf(err, errlen, "devices: %s", strerror(-r));
 		return EXIT_HOST;
 	}
+	if (vdevs_count(cfg, vm->hvt != NULL)) {
+		r = ev_init(&vm->ev);
+		if (r) {
+			snprintf(err, errlen, "event loop: %s", strerror(-r));
+			return EXIT_HOST;
+		}
+		return vdevs_build(vm, err, errlen);
+	}
 	return 0;
 }
 
 void vm_destroy(struct vm *vm)
 {
+	vdevs_destroy(vm);
+	ev_fini(&vm->ev);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		if (vm->vcpus[i].run)
 			vcpu_destroy(&vm->vcpus[i]);

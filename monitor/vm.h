@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "jail/jail.h"
 #include "monitor/bus.h"
+#include "monitor/evloop.h"
 #include "monitor/guest_mem.h"
 #include "monitor/legacy.h"
 #include "monitor/loader.h"
@@ -41,6 +42,11 @@ struct vm {
 	int serial_fd; /* owned when not stdout */
 
 	struct hvt_guest *hvt; /* Solo5 hvt guests only */
+	/* The vmm thread's event loop (vm_build makes it): virtio devices and
+	 * their backends.  Without sources the boot vCPU runs on the main
+	 * thread instead (vm_run's fast path). */
+	struct evloop ev;
+	struct vdevs *vdevs; /* virtio devices (monitor/vdevs.c) */
 	struct uart com1;
 	struct i8042 kbd;
 	struct exit_port exitp;
@@ -50,6 +56,10 @@ struct vm {
 	int exit_code;
 	char stop_reason[256];
 	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = no timeout */
+	timer_t timeout_timer;
+	bool timed;    /* timeout_timer exists */
+	bool threaded; /* vm_start(): vCPU 0 has a thread, main serves vm->ev */
+	bool paused;   /* vm_pause() */
 
 	/* The drop phase (vm_run): the seccomp mode, each thread's filter
 	 * (built once, loaded by every vCPU thread itself), and what the
@@ -81,6 +91,24 @@ __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_
  * makes only the syscalls jail/seccomp.c allows.  Returns ember's exit
  * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
+
+/* The same run in two halves, for callers that keep the calling thread
+ * (the API's vmm thread).  vm_start(): the drop phase, then every vCPU on
+ * its own thread (vCPU 0 too); returns at once, 0 or an EXIT_* code with
+ * the reason in vm->stop_reason.  The calling thread is now the vmm
+ * thread under the vmm filter.  vm_wait(): serve vm->ev (virtio
+ * notifications, backends, timers, and whatever the caller added) on the
+ * calling thread until the VM stops; join the vCPU threads; return ember's
+ * exit code. */
+__attribute__((warn_unused_result)) int vm_start(struct vm *vm);
+int vm_wait(struct vm *vm);
+
+/* Park every vCPU at a clean exit point (out of KVM_RUN, its exit fully
+ * handled) and return when all are parked; vm_resume() lets them go on.
+ * The vmm thread only.  0, -EALREADY (already paused / not paused), or
+ * -ESHUTDOWN when the VM is stopping. */
+__attribute__((warn_unused_result)) int vm_pause(struct vm *vm);
+__attribute__((warn_unused_result)) int vm_resume(struct vm *vm);
 
 /* > 0 when the VM must stop now: it is stopping already, or its --timeout
  * has passed (then this stops it with EXIT_TIMEOUT).  Any thread; for

@@ -94,7 +94,8 @@ static int on_interrupted(void *opaque, struct vcpu *v)
 static int on_ready(void *opaque, struct vcpu *v)
 {
 	struct vm *vm = opaque;
-	int r = jail_filter_apply(v->index == 0 ? &vm->vmm_filter : &vm->vcpu_filter);
+	bool on_main = v->index == 0 && !vm->threaded;
+	int r = jail_filter_apply(on_main ? &vm->vmm_filter : &vm->vcpu_filter);
 	if (r) {
 		char msg[96];
 		snprintf(msg, sizeof(msg), "vcpu%u: cannot load the seccomp filter: %s", v->index,
@@ -123,6 +124,7 @@ void vm_stop(struct vm *vm, int code, const char *why)
 	snprintf(vm->stop_reason, sizeof(vm->stop_reason), "%s", why);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_kick(&vm->vcpus[i]);
+	ev_wake(&vm->ev);
 }
 
 static uint64_t now_ns(void)
@@ -200,55 +202,143 @@ static int drop_privileges(struct vm *vm, char *msg, size_t len)
 		return r;
 	}
 	r = jail_filter_build(&vm->vmm_filter, JAIL_ROLE_VMM, vm->seccomp);
-	if (!r && vm->nr_vcpus > 1)
+	if (!r && (vm->nr_vcpus > 1 || vm->threaded))
 		r = jail_filter_build(&vm->vcpu_filter, JAIL_ROLE_VCPU, vm->seccomp);
 	if (r)
 		snprintf(msg, len, "cannot build the seccomp filters: %s", strerror(-r));
 	return r;
 }
 
-int vm_run(struct vm *vm)
+/* Start the timeout and drop privileges: the first half of every run.
+ * 0, or the VM is stopped with the reason. */
+static int prepare(struct vm *vm)
 {
-	timer_t timer;
-	bool timed = false;
 	char msg[128];
-
 	if (vm->cfg->timeout_ms) {
-		int r = arm_timeout(vm, &timer);
+		int r = arm_timeout(vm, &vm->timeout_timer);
 		if (r) {
 			snprintf(msg, sizeof(msg), "cannot arm the timeout: %s", strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
-			return vm->exit_code;
+			return -1;
 		}
-		timed = true;
+		vm->timed = true;
 	}
 	if (drop_privileges(vm, msg, sizeof(msg))) {
 		vm_stop(vm, EXIT_HOST, msg);
-		if (timed)
-			timer_delete(timer);
-		return vm->exit_code;
+		return -1;
 	}
-	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
-	for (unsigned i = 1; i < vm->nr_vcpus; i++) {
+	return 0;
+}
+
+/* vCPUs first..n-1 on their own threads. */
+static void start_threads(struct vm *vm, unsigned first)
+{
+	char msg[128];
+	for (unsigned i = first; i < vm->nr_vcpus && !atomic_load(&vm->stopping); i++) {
 		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
 		if (r) {
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
 				 strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
-			break;
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &vm->stats.t_running);
+}
+
+static int finish(struct vm *vm)
+{
+	if (vm->timed)
+		timer_delete(vm->timeout_timer);
+	vm->timed = false;
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_join(&vm->vcpus[i]);
+	return vm->exit_code;
+}
+
+int vm_run(struct vm *vm)
+{
+	/* Devices served by the event loop need the vmm thread: the boot
+	 * vCPU gets a thread of its own. */
+	if (vm->ev.nr_sources) {
+		if (vm_start(vm))
+			return finish(vm);
+		return vm_wait(vm);
+	}
+	if (prepare(vm))
+		return finish(vm);
+	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
+	start_threads(vm, 1);
 	if (!atomic_load(&vm->stopping))
 		vcpu_run(&vm->vcpus[0], &exit_ops, vm);
 	/* vCPU 0 only returns once the VM is stopping (or it stopped it). */
 	if (!atomic_load(&vm->stopping))
 		vm_stop(vm, EXIT_HOST, "vcpu0: stopped for no reason");
-	if (timed)
-		timer_delete(timer);
-	for (unsigned i = 1; i < vm->nr_vcpus; i++)
-		vcpu_join(&vm->vcpus[i]);
-	return vm->exit_code;
+	return finish(vm);
+}
+
+int vm_start(struct vm *vm)
+{
+	vm->threaded = true;
+	/* The timeout's signal lands on this thread, in epoll_wait. */
+	int r = vcpu_kick_init();
+	if (r) {
+		vm_stop(vm, EXIT_HOST, "cannot install the kick signal's handler");
+		return vm->exit_code;
+	}
+	if (prepare(vm))
+		return vm->exit_code;
+	start_threads(vm, 0);
+	/* After the threads exist: they load the vCPU filter themselves
+	 * and must not inherit this one on top of it. */
+	r = jail_filter_apply(&vm->vmm_filter);
+	if (r) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "cannot load the vmm seccomp filter: %s", strerror(-r));
+		vm_stop(vm, EXIT_HOST, msg);
+	}
+	return atomic_load(&vm->stopping) ? vm->exit_code : 0;
+}
+
+static bool stop_test(void *opaque)
+{
+	return vm_check_stop(opaque) > 0;
+}
+
+int vm_wait(struct vm *vm)
+{
+	int r = ev_run(&vm->ev, stop_test, vm);
+	if (r) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "event loop: %s", strerror(-r));
+		vm_stop(vm, EXIT_HOST, msg);
+	}
+	return finish(vm);
+}
+
+int vm_pause(struct vm *vm)
+{
+	if (atomic_load(&vm->stopping))
+		return -ESHUTDOWN;
+	if (vm->paused)
+		return -EALREADY;
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_pause(&vm->vcpus[i]);
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_wait_parked(&vm->vcpus[i]);
+	vm->paused = true;
+	return atomic_load(&vm->stopping) ? -ESHUTDOWN : 0;
+}
+
+int vm_resume(struct vm *vm)
+{
+	if (atomic_load(&vm->stopping))
+		return -ESHUTDOWN;
+	if (!vm->paused)
+		return -EALREADY;
+	for (unsigned i = 0; i < vm->nr_vcpus; i++)
+		vcpu_resume(&vm->vcpus[i]);
+	vm->paused = false;
+	return 0;
 }
 
 /* The child that inherits the VM: it waits for ember to exit (the pipe's

@@ -15,6 +15,8 @@ int vcpu_create(struct vcpu *v, int vm_fd, unsigned index, size_t run_size)
 	memset(v, 0, sizeof(*v));
 	v->fd = -1;
 	v->index = index;
+	pthread_mutex_init(&v->park_lock, NULL);
+	pthread_cond_init(&v->park_cond, NULL);
 	int fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
 	if (fd < 0)
 		return -errno;
@@ -62,6 +64,62 @@ static int install_kick_handler(void)
 	return sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0 ? -errno : 0;
 }
 
+int vcpu_kick_init(void)
+{
+	return install_kick_handler() < 0 ? -errno : 0;
+}
+
+/* The top of the loop with a pause asked for: complete the last exit
+ * (KVM_RUN with immediate_exit returns at once, EINTR, after finishing a
+ * pending MMIO/PIO read), then wait until resumed or stopped. */
+static void park(struct vcpu *v)
+{
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	while (ioctl(v->fd, KVM_RUN, 0) == 0)
+		; /* an exit already queued: handled when the guest resumes */
+	v->run->immediate_exit = 0;
+	pthread_mutex_lock(&v->park_lock);
+	v->parked = true;
+	pthread_cond_broadcast(&v->park_cond);
+	while (atomic_load(&v->pause_req) && !atomic_load(&v->stop))
+		pthread_cond_wait(&v->park_cond, &v->park_lock);
+	v->parked = false;
+	pthread_mutex_unlock(&v->park_lock);
+}
+
+void vcpu_pause(struct vcpu *v)
+{
+	atomic_store(&v->pause_req, true);
+	if (v->run)
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (atomic_load(&v->thread_set))
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_wait_parked(struct vcpu *v)
+{
+	pthread_mutex_lock(&v->park_lock);
+	while (!v->parked && !v->loop_done)
+		pthread_cond_wait(&v->park_cond, &v->park_lock);
+	pthread_mutex_unlock(&v->park_lock);
+}
+
+void vcpu_resume(struct vcpu *v)
+{
+	pthread_mutex_lock(&v->park_lock);
+	atomic_store(&v->pause_req, false);
+	pthread_cond_broadcast(&v->park_cond);
+	pthread_mutex_unlock(&v->park_lock);
+}
+
+static void loop_ended(struct vcpu *v)
+{
+	pthread_mutex_lock(&v->park_lock);
+	v->loop_done = true;
+	pthread_cond_broadcast(&v->park_cond);
+	pthread_mutex_unlock(&v->park_lock);
+}
+
 enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque)
 {
 	struct kvm_run *run = v->run;
@@ -83,6 +141,8 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 		return VCPU_STOP_HANDLER;
 
 	for (;;) {
+		if (atomic_load(&v->pause_req) && !atomic_load(&v->stop))
+			park(v);
 		if (atomic_load(&v->stop))
 			break;
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
@@ -133,6 +193,7 @@ enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *o
 	}
 	if (why != VCPU_STOP_KICKED && why != VCPU_STOP_HANDLER)
 		v->ops->stopped(v->opaque, v, why);
+	loop_ended(v);
 	return why;
 }
 
@@ -163,6 +224,9 @@ int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque)
 void vcpu_kick(struct vcpu *v)
 {
 	atomic_store(&v->stop, true);
+	pthread_mutex_lock(&v->park_lock);
+	pthread_cond_broadcast(&v->park_cond); /* a parked vCPU goes too */
+	pthread_mutex_unlock(&v->park_lock);
 	if (v->run)
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 	if (atomic_load(&v->thread_set))

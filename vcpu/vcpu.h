@@ -85,6 +85,12 @@ struct vcpu {
 	const struct vcpu_exit_ops *ops;
 	void *opaque;
 	bool has_irqchip;  /* HLT is handled in the kernel when true */
+	/* Pausing (vcpu_pause): the thread parks at the top of its loop. */
+	atomic_bool pause_req;
+	bool parked;
+	bool loop_done; /* vcpu_run() has returned */
+	pthread_mutex_t park_lock;
+	pthread_cond_t park_cond;
 	uint64_t nr_exits; /* all userspace exits, for statistics */
 	uint64_t nr_pio_exits;
 	uint64_t nr_mmio_exits;
@@ -133,6 +139,21 @@ __attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v, const str
  * until it stops; returns why.  Used for the boot vCPU, so a single-vCPU
  * VM needs no thread and no cross-CPU wake-up (0.2 ms or more here). */
 enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque);
+
+/* Install the process's handler for VCPU_KICK_SIGNAL (it only interrupts
+ * system calls).  vcpu_run() does it itself; call it first on a thread
+ * that may receive the signal without running a vCPU.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_kick_init(void);
+
+/* Ask the vCPU to park at a clean point: out of KVM_RUN, its last exit
+ * completed (a pending MMIO/PIO read is finished by one more KVM_RUN with
+ * immediate_exit, as KVM's API asks before state is read).  Returns at
+ * once; vcpu_wait_parked() waits for it.  vcpu_resume() lets it go on;
+ * vcpu_kick() (stop) also releases a parked vCPU. */
+void vcpu_pause(struct vcpu *v);
+/* Wait until v is parked or its loop has ended. */
+void vcpu_wait_parked(struct vcpu *v);
+void vcpu_resume(struct vcpu *v);
 
 /* Start a thread that does vcpu_run().  0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_start(struct vcpu *v, const struct vcpu_exit_ops *ops,

@@ -265,7 +265,7 @@ static const struct bad_case bad_cases[] = {
      "irqchip)"},
     {"[vm]\nname = x\n[serial]\nfile = x\n", 4, "[serial] file: unknown key (known: output)"},
     {"[vm]\nname = x\n\n\n\n[disk]\nsize = 1G\n", 7,
-     "[disk] size: unknown section [disk] (known: [vm], [serial], [block.NAME], [net.NAME])"},
+     "[disk] size: unknown section [disk] (known: [vm], [serial], [block.NAME], [net.NAME], [vsock], [rng], [drive.NAME])"},
     {"[vm]\nmemory = 64M\nvcpus = 1\nmemory = 128M\n", 4, "[vm] memory: duplicate key"},
     {"[vm]\nmemory = 64M\n[serial]\noutput = none\n[vm]\nmemory = 64M\n", 6,
      "[vm] memory: duplicate key"},
@@ -384,7 +384,7 @@ static void test_set_overrides_ini(void **state)
 			    "timeout, irqchip)");
 	assert_int_equal(cfg_set(&c, "disk", "size", "1G", err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "unknown section [disk] (known: [vm], [serial], [block.NAME], "
-				 "[net.NAME])");
+				 "[net.NAME], [vsock], [rng], [drive.NAME])");
 	assert_int_equal(cfg_set(&c, "vm", "timeout", "1.5G", err, sizeof(err)), -EINVAL);
 	/* Overflow is -EINVAL too from cfg_set, as its contract says. */
 	assert_int_equal(cfg_set(&c, "vm", "memory", "99999999999999999999G", err, sizeof(err)),

@@ -237,7 +237,7 @@ static void test_ini_devices_on_top(void **state)
 }
 
 #define NAME65 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define KNOWN "(known: [vm], [serial], [block.NAME], [net.NAME])"
+#define KNOWN "(known: [vm], [serial], [block.NAME], [net.NAME], [vsock], [rng], [drive.NAME])"
 #define NOT_MAC "is not a MAC address (use six hex pairs: 02:00:00:00:00:01)"
 #define MULTICAST                                                                                  \
 	"is a multicast address (low bit of the first octet set): a device needs a unicast "       \
@@ -271,8 +271,8 @@ static const struct bad_case bad_cases[] = {
     {"[net.s]\ntap = a\nmac = 02:00:00:00:00:01\nmac = 02:00:00:00:00:02\n", 4,
      "[net.s] mac: duplicate key"},
     /* Keys and values. */
-    {"[block.s]\nsize = 1G\n", 2, "[block.s] size: unknown key (known: path, read_only)"},
-    {"[net.s]\nip = 10.0.0.2\n", 2, "[net.s] ip: unknown key (known: tap, mac)"},
+    {"[block.s]\nsize = 1G\n", 2, "[block.s] size: unknown key (known: path, read_only, direct, bandwidth_size, bandwidth_burst, bandwidth_refill, ops_size, ops_burst, ops_refill)"},
+    {"[net.s]\nip = 10.0.0.2\n", 2, "[net.s] ip: unknown key (known: tap, mac, rx_bandwidth_size, rx_bandwidth_burst, rx_bandwidth_refill, rx_ops_size, rx_ops_burst, rx_ops_refill, tx_bandwidth_size, tx_bandwidth_burst, tx_bandwidth_refill, tx_ops_size, tx_ops_burst, tx_ops_refill)"},
     {"[block.s]\npath =\n", 2, "[block.s] path: empty path"},
     {"[block.s]\npath = x\nread_only = maybe\n", 3,
      "[block.s] read_only: \"maybe\" is not a boolean (use true/false, yes/no, on/off or 1/0)"},
@@ -414,7 +414,9 @@ static void test_set_devices(void **state)
 	assert_int_equal(cfg_set(&c, "net.new", "tap", "a/b", err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "\"a/b\" has '/': not allowed in an interface name");
 	assert_int_equal(cfg_set(&c, "net.new", "mtu", "9000", err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "unknown key (known: tap, mac)");
+	assert_string_equal(err, "unknown key (known: tap, mac, rx_bandwidth_size, rx_bandwidth_burst, "
+			    "rx_bandwidth_refill, rx_ops_size, rx_ops_burst, rx_ops_refill, tx_bandwidth_size, "
+			    "tx_bandwidth_burst, tx_bandwidth_refill, tx_ops_size, tx_ops_burst, tx_ops_refill)");
 	assert_int_equal(c.nr_blocks, 2);
 	assert_int_equal(c.nr_nets, 2);
 	assert_int_equal(c.blocks[2].name[0], '\0');

@@ -1,0 +1,47 @@
+/* The VM's virtio-mmio devices, made from its configuration: drives,
+ * then net devices, then vsock, then rng, one 4 KiB slot each from
+ * LAYOUT_VIRTIO_MMIO with GSIs from VDEVS_FIRST_GSI, announced to the
+ * guest on its command line as Firecracker does. */
+#ifndef EMBER_VDEVS_H
+#define EMBER_VDEVS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "virtio/virtio.h"
+
+#define VDEVS_FIRST_GSI 5
+#define VDEVS_MAX 19 /* GSIs 5..23 of the IOAPIC */
+
+struct vm;
+struct vdevs;
+
+/* How many virtio devices cfg asks for (0 for hvt guests, whose block
+ * and net sections are manifest devices). */
+unsigned vdevs_count(const struct vm_config *cfg, bool hvt);
+
+/* Append " virtio_mmio.device=4K@0xADDR:GSI" for each device to buf
+ * (holding len bytes so far, NUL-terminated, size bytes in all).
+ * Returns the new length, or (size_t)-1 when it does not fit. */
+size_t vdevs_cmdline(const struct vm_config *cfg, bool hvt, char *buf, size_t len, size_t size);
+
+/* Make every device: open its backend (disk file, tap, socket), set up
+ * the transport (ioeventfds, irqfd on vm->vm_fd, watched on vm->ev) and
+ * register its MMIO slot.  Before the drop phase.  0, or an EXIT_* code
+ * with the reason in err (naming the device). */
+__attribute__((warn_unused_result)) int vdevs_build(struct vm *vm, char *err, size_t errlen);
+
+/* Close everything vdevs_build() made (safe when it failed halfway). */
+void vdevs_destroy(struct vm *vm);
+
+/* Device i (0..n-1) for metrics and snapshots, or NULL past the end. */
+struct virtio_dev *vdevs_get(struct vm *vm, unsigned i);
+
+/* A device's counters as "name": value pairs, Firecracker's metric names
+ * where they exist (read_bytes, write_count, rx_bytes_count...): calls
+ * fn once per counter.  Under the device's lock. */
+void vdevs_counters(struct virtio_dev *d,
+		    void (*fn)(void *opaque, const char *name, uint64_t value), void *opaque);
+
+#endif

@@ -1,0 +1,319 @@
+/* virtio-blk (virtio 1.2 §5.2).  A request is one chain: a 16-byte header
+ * the driver wrote {u32 type, u32 reserved, u64 sector}, the data, and a
+ * status byte the device writes last (§5.2.6). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "virtio/blk.h"
+
+/* §5.2.3 feature bits */
+#define VIRTIO_BLK_F_SEG_MAX 2
+#define VIRTIO_BLK_F_RO 5
+#define VIRTIO_BLK_F_FLUSH 9
+
+/* §5.2.6 request types and status */
+#define VIRTIO_BLK_T_IN 0
+#define VIRTIO_BLK_T_OUT 1
+#define VIRTIO_BLK_T_FLUSH 4
+#define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_S_OK 0
+#define VIRTIO_BLK_S_IOERR 1
+#define VIRTIO_BLK_S_UNSUPP 2
+
+#define BLK_HDR 16
+#define BOUNCE_SIZE (1u << 20)
+
+struct blk_hdr {
+	uint32_t type;
+	uint32_t reserved;
+	uint64_t sector;
+};
+
+int vblk_open(struct virtio_blk *b, const char *path, bool read_only, bool direct, const char *id,
+	      const struct rl_cfg *rate, char *err, size_t errlen)
+{
+	memset(b, 0, sizeof(*b));
+	b->be.fd = -1;
+	int r = blk_open(&b->be, path, read_only, err, errlen);
+	if (r)
+		return r;
+	if (direct) {
+		int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_DIRECT);
+		if (fd < 0) {
+			r = -errno;
+			snprintf(err, errlen, "%s: cannot open with O_DIRECT: %s", path,
+				 strerror(-r));
+			vblk_close(b);
+			return r;
+		}
+		close(b->be.fd);
+		b->be.fd = fd;
+		if (posix_memalign((void **)&b->bounce, 4096, BOUNCE_SIZE)) {
+			snprintf(err, errlen, "%s: no memory for the O_DIRECT buffer", path);
+			vblk_close(b);
+			return -ENOMEM;
+		}
+	}
+	snprintf(b->id, sizeof(b->id), "%s", id);
+	vlimit_init(&b->limit, rate);
+	return 0;
+}
+
+void vblk_close(struct virtio_blk *b)
+{
+	vlimit_fini(&b->limit);
+	blk_close(&b->be);
+	free(b->bounce);
+	b->bounce = NULL;
+}
+
+uint64_t vblk_features(const struct virtio_blk *b)
+{
+	uint64_t f = (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_BLK_F_SEG_MAX);
+	if (b->be.read_only)
+		f |= 1ULL << VIRTIO_BLK_F_RO;
+	return f;
+}
+
+/* §5.2.4: capacity (le64, sectors), size_max, seg_max. */
+static void config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, uint32_t len)
+{
+	const struct virtio_blk *b = d->priv;
+	uint8_t cfg[16] = {0};
+	uint64_t sectors = b->be.capacity / BLK_SECTOR;
+	uint32_t seg_max = VQ_MAX_SIZE - 2;
+	memcpy(cfg, &sectors, 8);
+	memcpy(cfg + 12, &seg_max, 4);
+	for (uint32_t i = 0; i < len && off + i < sizeof(cfg); i++)
+		data[i] = cfg[off + i];
+}
+
+/* The chain's bytes [from, from+len) of its readable (out) or writable
+ * (in) part as an iovec; returns the count. */
+static int chain_iov(const struct vq_chain *c, bool in, size_t from, size_t len,
+		     struct iovec *iov)
+{
+	unsigned first = in ? c->nr_out : 0, end = first + (in ? c->nr_in : c->nr_out);
+	int n = 0;
+	for (unsigned i = first; i < end && len; i++) {
+		size_t sl = c->seg[i].len;
+		if (from >= sl) {
+			from -= sl;
+			continue;
+		}
+		size_t take = sl - from < len ? sl - from : len;
+		iov[n].iov_base = c->seg[i].p + from;
+		iov[n].iov_len = take;
+		n++;
+		len -= take;
+		from = 0;
+	}
+	return n;
+}
+
+/* Whole vector transfer at off; 0 or -errno. */
+static int vec_io(int fd, struct iovec *iov, int n, uint64_t off, bool write)
+{
+	while (n > 0) {
+		ssize_t r = write ? pwritev(fd, iov, n, (off_t)off) : preadv(fd, iov, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO; /* the file shrank under us */
+		off += (uint64_t)r;
+		while (n > 0 && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++, n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+/* Data transfer of len bytes between the chain (from byte `from` of its
+ * in or out part) and the disk at off. */
+static int transfer(struct virtio_blk *b, const struct vq_chain *c, bool write, size_t from,
+		    size_t len, uint64_t off)
+{
+	static __thread struct iovec iov[VQ_MAX_SIZE];
+	if (!b->bounce) {
+		int n = chain_iov(c, !write, from, len, iov);
+		return vec_io(b->be.fd, iov, n, off, write);
+	}
+	/* O_DIRECT: aligned chunks through the bounce buffer. */
+	while (len) {
+		size_t n = len < BOUNCE_SIZE ? len : BOUNCE_SIZE;
+		struct iovec one = {.iov_base = b->bounce, .iov_len = n};
+		if (write)
+			vq_read(c, from, b->bounce, n);
+		int r = vec_io(b->be.fd, &one, 1, off, write);
+		if (r)
+			return r;
+		if (!write)
+			vq_write(c, from, b->bounce, n);
+		from += n, off += n, len -= n;
+	}
+	return 0;
+}
+
+/* Serve one request; returns the bytes written into the chain (data and
+ * status), or -EINVAL when the chain cannot be a request at all. */
+static int serve(struct virtio_blk *b, const struct vq_chain *c, char *why, size_t whylen)
+{
+	struct blk_hdr h;
+	if (c->out_len < BLK_HDR || c->in_len < 1) {
+		snprintf(why, whylen, "request %u: %u readable and %u writable bytes (a header of "
+				      "16 and a status byte are the least)", c->head, c->out_len,
+			 c->in_len);
+		return -EINVAL;
+	}
+	vq_read(c, 0, &h, sizeof(h));
+	uint8_t status = VIRTIO_BLK_S_OK;
+	uint32_t data_in = c->in_len - 1, data_out = c->out_len - BLK_HDR, written = 0;
+	uint64_t off = h.sector * BLK_SECTOR;
+	bool overflow = h.sector > UINT64_MAX / BLK_SECTOR;
+	int r = 0;
+
+	switch (h.type) {
+	case VIRTIO_BLK_T_IN:
+		if (overflow || !blk_range_ok(&b->be, off, data_in, BLK_SECTOR)) {
+			status = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		r = transfer(b, c, false, 0, data_in, off);
+		if (!r) {
+			written = data_in;
+			b->stats.read_ops++;
+			b->stats.read_bytes += data_in;
+		}
+		break;
+	case VIRTIO_BLK_T_OUT:
+		if (b->be.read_only || overflow ||
+		    !blk_range_ok(&b->be, off, data_out, BLK_SECTOR)) {
+			status = VIRTIO_BLK_S_IOERR;
+			break;
+		}
+		r = transfer(b, c, true, BLK_HDR, data_out, off);
+		if (!r) {
+			b->stats.write_ops++;
+			b->stats.write_bytes += data_out;
+		}
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		r = b->be.read_only ? 0 : blk_flush(&b->be);
+		b->stats.flush_ops++;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		char id[VIRTIO_BLK_ID_BYTES] = {0};
+		memcpy(id, b->id, strnlen(b->id, sizeof(id)));
+		written = (uint32_t)vq_write(c, 0, id, data_in < sizeof(id) ? data_in : sizeof(id));
+		break;
+	}
+	default:
+		status = VIRTIO_BLK_S_UNSUPP;
+		b->stats.unsupported++;
+	}
+	if (r) {
+		status = VIRTIO_BLK_S_IOERR;
+		written = 0;
+	}
+	if (status == VIRTIO_BLK_S_IOERR)
+		b->stats.io_errors++;
+	vq_write(c, c->in_len - 1, &status, 1);
+	return (int)written + 1;
+}
+
+static void process(struct virtio_dev *d);
+
+static void retry(struct ev_timer *t)
+{
+	struct virtio_dev *d = t->opaque;
+	pthread_mutex_lock(&d->lock);
+	if (virtio_live(d))
+		process(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+/* The limiter's cost of a request: its data bytes (0 for flush, id). */
+static uint64_t cost(const struct vq_chain *c)
+{
+	uint32_t type = 0;
+	vq_read(c, 0, &type, sizeof(type));
+	if (type == VIRTIO_BLK_T_IN)
+		return c->in_len ? c->in_len - 1 : 0;
+	if (type == VIRTIO_BLK_T_OUT)
+		return c->out_len > BLK_HDR ? c->out_len - BLK_HDR : 0;
+	return 0;
+}
+
+static void process(struct virtio_dev *d)
+{
+	struct virtio_blk *b = d->priv;
+	struct vq *q = &d->vq[0];
+	static __thread struct vq_chain c;
+	char why[VQ_ERR_MAX + 64];
+	bool done = false;
+
+	if (vlimit_waiting(&b->limit))
+		return; /* throttled: the timer comes back */
+	for (;;) {
+		int r = vq_pop(q, &c, why, sizeof(why));
+		if (r < 0) {
+			virtio_fail(d, "queue 0: %s", why);
+			break;
+		}
+		if (r == 0)
+			break;
+		if (!vlimit_admit(&b->limit, cost(&c))) {
+			vq_unpop(q);
+			break;
+		}
+		int n = serve(b, &c, why, sizeof(why));
+		if (n < 0) {
+			virtio_fail(d, "queue 0: %s", why);
+			break;
+		}
+		vq_push(q, c.head, (uint32_t)n);
+		done = true;
+	}
+	if (done)
+		virtio_queue_done(d, 0);
+}
+
+static int activate(struct virtio_dev *d)
+{
+	struct virtio_blk *b = d->priv;
+	b->dev = d;
+	return vlimit_start(&b->limit, d->ev, retry, d);
+}
+
+static void notify(struct virtio_dev *d, unsigned qi)
+{
+	process(d);
+}
+
+static void reset(struct virtio_dev *d)
+{
+	struct virtio_blk *b = d->priv;
+	vlimit_cancel(&b->limit);
+}
+
+const struct virtio_dev_ops vblk_ops = {
+    .kind = "block",
+    .device_id = VIRTIO_ID_BLOCK,
+    .nr_queues = 1,
+    .config_read = config_read,
+    .activate = activate,
+    .notify = notify,
+    .reset = reset,
+};

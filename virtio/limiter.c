@@ -1,0 +1,63 @@
+/* See virtio/limiter.h. */
+#include <string.h>
+#include <time.h>
+
+#include "virtio/limiter.h"
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+void vlimit_init(struct vlimit *l, const struct rl_cfg *rate)
+{
+	memset(l, 0, sizeof(*l));
+	rl_init(&l->rl, rate, now_ns());
+}
+
+int vlimit_start(struct vlimit *l, struct evloop *ev, void (*fn)(struct ev_timer *t),
+		 void *opaque)
+{
+	if (!rl_active(&l->rl) || l->ev)
+		return 0;
+	int r = ev_timer_init(ev, &l->timer, fn, opaque);
+	if (!r)
+		l->ev = ev;
+	return r;
+}
+
+bool vlimit_waiting(const struct vlimit *l)
+{
+	return l->ev && l->timer.armed;
+}
+
+bool vlimit_admit(struct vlimit *l, uint64_t bytes)
+{
+	if (!rl_active(&l->rl))
+		return true;
+	if (vlimit_waiting(l))
+		return false;
+	uint64_t now = now_ns();
+	if (rl_consume(&l->rl, bytes, now))
+		return true;
+	l->throttled++;
+	/* No timer (activate failed): the next notification retries. */
+	if (l->ev && ev_timer_arm(&l->timer, rl_wait_ns(&l->rl, bytes, now)) == 0)
+		return false;
+	return false;
+}
+
+void vlimit_cancel(struct vlimit *l)
+{
+	if (l->ev)
+		ev_timer_cancel(&l->timer);
+}
+
+void vlimit_fini(struct vlimit *l)
+{
+	if (l->ev)
+		ev_timer_fini(l->ev, &l->timer);
+	l->ev = NULL;
+}

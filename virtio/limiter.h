@@ -1,0 +1,42 @@
+/* A device's rate limiter on the vmm thread: the token buckets of
+ * virtio/ratelimit.h plus the timer that brings a throttled queue back.
+ * Shared by block, net and rng. */
+#ifndef EMBER_VIRTIO_LIMITER_H
+#define EMBER_VIRTIO_LIMITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "monitor/evloop.h"
+#include "virtio/ratelimit.h"
+
+struct vlimit {
+	struct ratelimit rl;
+	struct ev_timer timer;
+	struct evloop *ev; /* set by vlimit_start */
+	uint64_t throttled; /* requests held back (metrics) */
+};
+
+/* Configure (rate NULL or all zero: no limit); no timer yet. */
+void vlimit_init(struct vlimit *l, const struct rl_cfg *rate);
+
+/* Make the retry timer on ev (vmm thread; from the device's activate):
+ * fn(opaque) runs when a held-back request may go.  No-op without a
+ * limit or when already started.  0 or -errno. */
+__attribute__((warn_unused_result)) int vlimit_start(struct vlimit *l, struct evloop *ev,
+						     void (*fn)(struct ev_timer *t),
+						     void *opaque);
+
+/* May a request of `bytes` go now?  true: its tokens are taken.  false:
+ * the retry timer is armed (or already running); the caller gives the
+ * request back (vq_unpop) and stops serving the queue. */
+bool vlimit_admit(struct vlimit *l, uint64_t bytes);
+
+/* The retry timer is armed: serve nothing until it fires. */
+bool vlimit_waiting(const struct vlimit *l);
+
+/* Disarm (device reset) / release (device gone). */
+void vlimit_cancel(struct vlimit *l);
+void vlimit_fini(struct vlimit *l);
+
+#endif

@@ -1,0 +1,262 @@
+/* virtio-net (virtio 1.2 §5.1): queue 0 receives, queue 1 transmits.
+ * Every buffer starts with the 12-byte struct virtio_net_hdr; with no
+ * offloads negotiated ember writes it zeroed on receive and ignores it on
+ * transmit (§5.1.6.2). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "virtio/net.h"
+
+#define VIRTIO_NET_F_MAC 5
+#define Q_RX 0
+#define Q_TX 1
+
+int vnet_open(struct virtio_net *n, const char *tap_name, const uint8_t *mac,
+	      const struct rl_cfg *rx, const struct rl_cfg *tx, char *err, size_t errlen)
+{
+	memset(n, 0, sizeof(*n));
+	n->tap.fd = -1;
+	n->frame = malloc(VNET_HDR + VNET_FRAME_MAX);
+	if (!n->frame) {
+		snprintf(err, errlen, "tap %s: out of memory", tap_name);
+		return -ENOMEM;
+	}
+	int r = tap_open(&n->tap, tap_name, err, errlen);
+	if (r) {
+		vnet_close(n);
+		return r;
+	}
+	if (mac)
+		memcpy(n->mac, mac, 6);
+	else
+		tap_random_mac(n->mac);
+	vlimit_init(&n->rx_limit, rx);
+	vlimit_init(&n->tx_limit, tx);
+	return 0;
+}
+
+void vnet_close(struct virtio_net *n)
+{
+	if (n->dev)
+		ev_del(n->dev->ev, &n->tap_src);
+	vlimit_fini(&n->rx_limit);
+	vlimit_fini(&n->tx_limit);
+	tap_close(&n->tap);
+	free(n->frame);
+	n->frame = NULL;
+}
+
+uint64_t vnet_features(const struct virtio_net *n)
+{
+	return 1ULL << VIRTIO_NET_F_MAC;
+}
+
+/* §5.1.4: mac[6] (the only field without STATUS/MQ/MTU features). */
+static void config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, uint32_t len)
+{
+	const struct virtio_net *n = d->priv;
+	for (uint32_t i = 0; i < len && off + i < 6; i++)
+		data[i] = n->mac[off + i];
+}
+
+static void watch(struct virtio_net *n, uint32_t events)
+{
+	if (n->tap_events == events || !n->tap_src.added)
+		return;
+	if (ev_mod(n->dev->ev, &n->tap_src, events) == 0)
+		n->tap_events = events;
+}
+
+static uint32_t wanted_events(const struct virtio_net *n, bool rx_ok)
+{
+	return (rx_ok ? EPOLLIN : 0) | (n->tx_blocked ? EPOLLOUT : 0);
+}
+
+/* Move frames from the tap to the rx queue until either runs dry.  A
+ * frame with nowhere to go stays in n->frame and the tap is not read
+ * again until rx buffers (or tokens) come back. */
+static void rx(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	struct vq *q = &d->vq[Q_RX];
+	static __thread struct vq_chain c;
+	char why[VQ_ERR_MAX];
+	bool pushed = false, rx_ok = true;
+
+	while (virtio_live(d) && q->s.ready) {
+		if (!n->have_frame) {
+			ssize_t len = tap_read(&n->tap, n->frame + VNET_HDR, VNET_FRAME_MAX);
+			if (len < 0)
+				break; /* -EAGAIN: the tap is empty; else retry on the next event */
+			n->frame_len = (uint32_t)len;
+			n->have_frame = true;
+		}
+		int r = vq_pop(q, &c, why, sizeof(why));
+		if (r < 0) {
+			virtio_fail(d, "rx queue: %s", why);
+			break;
+		}
+		if (r == 0) {
+			rx_ok = false; /* no buffers: wait for the driver */
+			break;
+		}
+		if (!vlimit_admit(&n->rx_limit, n->frame_len)) {
+			vq_unpop(q);
+			rx_ok = false; /* the limiter's timer comes back */
+			break;
+		}
+		uint32_t total = VNET_HDR + n->frame_len;
+		if (c.nr_out || c.in_len < total) {
+			/* §5.1.6.3.1: buffers must hold a whole frame (no
+			 * MRG_RXBUF).  Give it back empty, drop this frame. */
+			n->stats.rx_too_big++;
+			vq_push(q, c.head, 0);
+			pushed = true;
+			n->have_frame = false;
+			continue;
+		}
+		memset(n->frame, 0, VNET_HDR);
+		/* num_buffers = 1 (§5.1.6.4): offset 10, le16 */
+		n->frame[10] = 1;
+		vq_write(&c, 0, n->frame, total);
+		vq_push(q, c.head, total);
+		pushed = true;
+		n->have_frame = false;
+		n->stats.rx_frames++;
+		n->stats.rx_bytes += n->frame_len;
+	}
+	watch(n, wanted_events(n, rx_ok));
+	if (pushed)
+		virtio_queue_done(d, Q_RX);
+}
+
+static void tx(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	struct vq *q = &d->vq[Q_TX];
+	static __thread struct vq_chain c;
+	static __thread uint8_t buf[VNET_HDR + VNET_FRAME_MAX];
+	char why[VQ_ERR_MAX];
+	bool pushed = false;
+
+	while (virtio_live(d) && !n->tx_blocked) {
+		int r = vq_pop(q, &c, why, sizeof(why));
+		if (r < 0) {
+			virtio_fail(d, "tx queue: %s", why);
+			break;
+		}
+		if (r == 0)
+			break;
+		if (c.nr_in || c.out_len <= VNET_HDR || c.out_len > sizeof(buf)) {
+			/* Not a frame: returned unsent, counted. */
+			n->stats.tx_malformed++;
+			vq_push(q, c.head, 0);
+			pushed = true;
+			continue;
+		}
+		uint32_t len = c.out_len - VNET_HDR;
+		if (!vlimit_admit(&n->tx_limit, len)) {
+			vq_unpop(q);
+			break;
+		}
+		vq_read(&c, 0, buf, c.out_len);
+		r = tap_write(&n->tap, buf + VNET_HDR, len);
+		if (r == -EAGAIN) {
+			/* The host's queue is full: keep the frame in the ring
+			 * and wait until the tap takes writes again. */
+			vq_unpop(q);
+			n->tx_blocked = true;
+			break;
+		}
+		if (r) {
+			n->stats.tx_errors++;
+		} else {
+			n->stats.tx_frames++;
+			n->stats.tx_bytes += len;
+		}
+		vq_push(q, c.head, 0);
+		pushed = true;
+	}
+	watch(n, (n->tap_events & EPOLLIN) | (n->tx_blocked ? EPOLLOUT : 0));
+	if (pushed)
+		virtio_queue_done(d, Q_TX);
+}
+
+static void on_tap(struct ev_source *src, uint32_t events)
+{
+	struct virtio_dev *d = src->opaque;
+	struct virtio_net *n = d->priv;
+	pthread_mutex_lock(&d->lock);
+	if (virtio_live(d)) {
+		if (events & EPOLLOUT) {
+			n->tx_blocked = false;
+			tx(d);
+		}
+		if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+			rx(d);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void rx_retry(struct ev_timer *t)
+{
+	struct virtio_dev *d = t->opaque;
+	pthread_mutex_lock(&d->lock);
+	rx(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void tx_retry(struct ev_timer *t)
+{
+	struct virtio_dev *d = t->opaque;
+	pthread_mutex_lock(&d->lock);
+	tx(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int activate(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	n->dev = d;
+	int r = vlimit_start(&n->rx_limit, d->ev, rx_retry, d);
+	if (!r)
+		r = vlimit_start(&n->tx_limit, d->ev, tx_retry, d);
+	if (!r && !n->tap_src.added) {
+		r = ev_add(d->ev, &n->tap_src, n->tap.fd, EPOLLIN, on_tap, d);
+		n->tap_events = EPOLLIN;
+	}
+	return r;
+}
+
+static void notify(struct virtio_dev *d, unsigned q)
+{
+	if (q == Q_RX)
+		rx(d); /* buffers are back: take what waits in the tap */
+	else
+		tx(d);
+}
+
+/* Stop reading the tap until the driver is back; a held frame is
+ * dropped with the rings it was meant for. */
+static void reset(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	vlimit_cancel(&n->rx_limit);
+	vlimit_cancel(&n->tx_limit);
+	n->have_frame = false;
+	n->tx_blocked = false;
+	watch(n, 0);
+}
+
+const struct virtio_dev_ops vnet_ops = {
+    .kind = "net",
+    .device_id = VIRTIO_ID_NET,
+    .nr_queues = 2,
+    .config_read = config_read,
+    .activate = activate,
+    .notify = notify,
+    .reset = reset,
+};

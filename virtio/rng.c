@@ -1,0 +1,111 @@
+/* virtio-rng (virtio 1.2 §5.4): one queue of device-writable buffers. */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "virtio/rng.h"
+
+#define RNG_CHUNK 4096 /* per getrandom call; a request may be larger */
+
+void vrng_init(struct virtio_rng *r, const struct rl_cfg *rate)
+{
+	memset(r, 0, sizeof(*r));
+	vlimit_init(&r->limit, rate);
+}
+
+void vrng_close(struct virtio_rng *r)
+{
+	vlimit_fini(&r->limit);
+}
+
+/* Fill the chain's writable part; returns the bytes written. */
+static uint32_t fill(struct virtio_rng *r, const struct vq_chain *c)
+{
+	uint8_t buf[RNG_CHUNK];
+	uint32_t done = 0;
+	while (done < c->in_len) {
+		size_t n = c->in_len - done < sizeof(buf) ? c->in_len - done : sizeof(buf);
+		ssize_t got = getrandom(buf, n, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			r->errors++;
+			break;
+		}
+		done += (uint32_t)vq_write(c, done, buf, (size_t)got);
+	}
+	return done;
+}
+
+static void process(struct virtio_dev *d)
+{
+	struct virtio_rng *r = d->priv;
+	struct vq *q = &d->vq[0];
+	static __thread struct vq_chain c;
+	char why[VQ_ERR_MAX];
+	bool done = false;
+
+	if (vlimit_waiting(&r->limit))
+		return;
+	for (;;) {
+		int got = vq_pop(q, &c, why, sizeof(why));
+		if (got < 0) {
+			virtio_fail(d, "queue 0: %s", why);
+			break;
+		}
+		if (got == 0)
+			break;
+		if (c.nr_out) {
+			virtio_fail(d, "queue 0: request %u has driver-readable buffers "
+				       "(§5.4.6: all are device-writable)", c.head);
+			break;
+		}
+		if (!vlimit_admit(&r->limit, c.in_len)) {
+			vq_unpop(q);
+			break;
+		}
+		uint32_t n = fill(r, &c);
+		r->bytes += n;
+		r->requests++;
+		vq_push(q, c.head, n);
+		done = true;
+	}
+	if (done)
+		virtio_queue_done(d, 0);
+}
+
+static void retry(struct ev_timer *t)
+{
+	struct virtio_dev *d = t->opaque;
+	pthread_mutex_lock(&d->lock);
+	if (virtio_live(d))
+		process(d);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int activate(struct virtio_dev *d)
+{
+	struct virtio_rng *r = d->priv;
+	r->dev = d;
+	return vlimit_start(&r->limit, d->ev, retry, d);
+}
+
+static void notify(struct virtio_dev *d, unsigned q)
+{
+	process(d);
+}
+
+static void reset(struct virtio_dev *d)
+{
+	struct virtio_rng *r = d->priv;
+	vlimit_cancel(&r->limit);
+}
+
+const struct virtio_dev_ops vrng_ops = {
+    .kind = "rng",
+    .device_id = VIRTIO_ID_RNG,
+    .nr_queues = 1,
+    .activate = activate,
+    .notify = notify,
+    .reset = reset,
+};
