@@ -1,7 +1,10 @@
 """Shared helpers for ember's integration tests: they run the real binary
 on real KVM.  EMBER and GUESTS point at another build (e.g. make asan)."""
+import itertools
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +20,9 @@ EXIT_TIMEOUT = 124
 EXIT_KVM_ERROR = 125
 EXIT_GUEST_HALTED = 126
 EXIT_GUEST_FAULT = 120
+
+TAP_ECHO = os.path.join(ROOT, "tests", "tools", "tap_echo.py")
+ETHERTYPE = 0x88B5  # IEEE local experimental: what the test guests send
 
 
 def kvm_usable():
@@ -50,3 +56,62 @@ def run(args, timeout=60, **kw):
 
 def run_guest(name, *args, timeout=60):
     return run(["run", "--kernel", guest(name)] + list(args), timeout=timeout)
+
+
+# ---- taps: created per test (ip tuntap; needs CAP_NET_ADMIN), named
+# embt<pid><n>, removed afterwards; tap_echo.py (AF_PACKET on the host side)
+# sends each test guest's frames back ----
+
+_tap_seq = itertools.count()
+
+
+def ip(*args):
+    return subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+
+
+@pytest.fixture
+def tap():
+    """A fresh tap interface, up, IPv6 off (so the host sends nothing on
+    it by itself); deleted afterwards."""
+    if not shutil.which("ip"):
+        pytest.skip("no ip(8) to create a tap")
+    if not os.path.exists("/dev/net/tun"):
+        pytest.skip("no /dev/net/tun")
+    name = f"embt{os.getpid()}{next(_tap_seq)}"[:15]
+    r = ip("tuntap", "add", "dev", name, "mode", "tap")
+    if r.returncode:
+        pytest.skip(f"cannot create a tap (needs CAP_NET_ADMIN): {r.stderr.strip()}")
+    try:
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+                f.write("1")
+        except OSError:
+            pass  # no IPv6 here: nothing to silence
+        r = ip("link", "set", name, "up")
+        assert r.returncode == 0, r.stderr
+        yield name
+    finally:
+        ip("link", "del", name)
+
+
+@pytest.fixture
+def echo(tap):
+    """tap_echo.py on the tap; yields the tap's name.  Its output is
+    checked only for the frame count."""
+    p = subprocess.Popen([sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
+                          "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            p.kill()
+            pytest.skip(f"tap_echo.py did not start: {line}{p.stdout.read()}")
+        yield tap
+    finally:
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -3,26 +3,19 @@ block and net devices, the manifest, bad arguments, and the ELF notes of
 the test guests themselves.  Guests: tests/guest/hvt/ (README there), built
 to GUESTS/hvt/NAME.hvt by make guests.
 
-Net tests create a tap (ip tuntap; needs CAP_NET_ADMIN) named embt<pid><n>
-and remove it afterwards; net.hvt's frames are echoed by
-tests/tools/tap_echo.py (AF_PACKET on the tap's host side)."""
-import itertools
+Net tests use conftest's tap and echo fixtures: net.hvt's frames are
+echoed by tests/tools/tap_echo.py."""
 import os
 import re
-import shutil
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import (EXIT_CONFIG, EXIT_GUEST_FAULT, EXIT_TIMEOUT, EXIT_TRIPLE_FAULT, GUESTS,
-                      ROOT, needs_kvm, run)
+from conftest import (EXIT_CONFIG, EXIT_GUEST_FAULT, EXIT_TIMEOUT,
+                      EXIT_TRIPLE_FAULT, GUESTS, ip, needs_kvm, run)
 
 MIB = 1 << 20
-TAP_ECHO = os.path.join(ROOT, "tests", "tools", "tap_echo.py")
-ETHERTYPE = 0x88B5
 
 
 def hvt(name):
@@ -48,63 +41,6 @@ def disk(tmp_path, size, name="disk.img", head=b""):
     path = tmp_path / name
     path.write_bytes(head + bytes(size - len(head)))
     return str(path)
-
-
-# ---- taps ----
-
-_tap_seq = itertools.count()
-
-
-def _ip(*args):
-    return subprocess.run(["ip"] + list(args), capture_output=True, text=True)
-
-
-@pytest.fixture
-def tap():
-    """A fresh tap interface, up, IPv6 off (so the host sends nothing on
-    it by itself); deleted afterwards."""
-    if not shutil.which("ip"):
-        pytest.skip("no ip(8) to create a tap")
-    if not os.path.exists("/dev/net/tun"):
-        pytest.skip("no /dev/net/tun")
-    name = f"embt{os.getpid()}{next(_tap_seq)}"[:15]
-    r = _ip("tuntap", "add", "dev", name, "mode", "tap")
-    if r.returncode:
-        pytest.skip(f"cannot create a tap (needs CAP_NET_ADMIN): {r.stderr.strip()}")
-    try:
-        try:
-            with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
-                f.write("1")
-        except OSError:
-            pass  # no IPv6 here: nothing to silence
-        r = _ip("link", "set", name, "up")
-        assert r.returncode == 0, r.stderr
-        yield name
-    finally:
-        _ip("link", "del", name)
-
-
-@pytest.fixture
-def echo(tap):
-    """tap_echo.py on the tap; yields the tap's name.  Its output is
-    checked only for the frame count."""
-    p = subprocess.Popen([sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
-                          "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
-    try:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            p.kill()
-            pytest.skip(f"tap_echo.py did not start: {line}{p.stdout.read()}")
-        yield tap
-    finally:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 # ---- the guests' ELF files (no KVM needed) ----
@@ -469,7 +405,7 @@ def test_net_missing_tap_refused():
 @needs_kvm
 def test_net_tap_down_refused(tap):
     # As solo5-hvt: a tap that is down is refused (ENETDOWN).
-    assert _ip("link", "set", tap, "down").returncode == 0
+    assert ip("link", "set", tap, "down").returncode == 0
     r = run(["run", f"--net:service={tap}", "--", hvt("net")])
     assert r.returncode == EXIT_CONFIG, r.stdout + r.stderr
     assert tap in r.stderr
