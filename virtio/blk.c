@@ -3,6 +3,7 @@
  * status byte the device writes last (§5.2.6). */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,18 +16,33 @@
 #define VIRTIO_BLK_F_SEG_MAX 2
 #define VIRTIO_BLK_F_RO 5
 #define VIRTIO_BLK_F_FLUSH 9
+#define VIRTIO_BLK_F_DISCARD 13
+#define VIRTIO_BLK_F_WRITE_ZEROES 14
 
 /* §5.2.6 request types and status */
 #define VIRTIO_BLK_T_IN 0
 #define VIRTIO_BLK_T_OUT 1
 #define VIRTIO_BLK_T_FLUSH 4
 #define VIRTIO_BLK_T_GET_ID 8
+#define VIRTIO_BLK_T_DISCARD 11
+#define VIRTIO_BLK_T_WRITE_ZEROES 13
 #define VIRTIO_BLK_S_OK 0
 #define VIRTIO_BLK_S_IOERR 1
 #define VIRTIO_BLK_S_UNSUPP 2
 
 #define BLK_HDR 16
 #define BOUNCE_SIZE (1u << 20)
+/* Discard / write-zeroes limits offered in config space (§5.2.4). */
+#define MAX_RANGE_SECTORS (1u << 22) /* 2 GiB per segment */
+#define MAX_RANGE_SEGS 16
+#define VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP 1
+
+/* §5.2.6: a discard / write-zeroes segment */
+struct blk_range {
+	uint64_t sector;
+	uint32_t num_sectors;
+	uint32_t flags;
+};
 
 struct blk_hdr {
 	uint32_t type;
@@ -77,18 +93,28 @@ uint64_t vblk_features(const struct virtio_blk *b)
 	uint64_t f = (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_BLK_F_SEG_MAX);
 	if (b->be.read_only)
 		f |= 1ULL << VIRTIO_BLK_F_RO;
+	else
+		f |= (1ULL << VIRTIO_BLK_F_DISCARD) | (1ULL << VIRTIO_BLK_F_WRITE_ZEROES);
 	return f;
 }
 
-/* §5.2.4: capacity (le64, sectors), size_max, seg_max. */
+/* §5.2.4: capacity (le64, sectors) at 0, seg_max at 12; the discard
+ * and write-zeroes limits at 36..56. */
 static void config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, uint32_t len)
 {
 	const struct virtio_blk *b = d->priv;
-	uint8_t cfg[16] = {0};
+	uint8_t cfg[60] = {0};
 	uint64_t sectors = b->be.capacity / BLK_SECTOR;
-	uint32_t seg_max = VQ_MAX_SIZE - 2;
+	uint32_t seg_max = VQ_MAX_SIZE - 2, max_sectors = MAX_RANGE_SECTORS, segs = MAX_RANGE_SEGS,
+		 align = 1, unmap = 1;
 	memcpy(cfg, &sectors, 8);
 	memcpy(cfg + 12, &seg_max, 4);
+	memcpy(cfg + 36, &max_sectors, 4); /* max_discard_sectors */
+	memcpy(cfg + 40, &segs, 4);	   /* max_discard_seg */
+	memcpy(cfg + 44, &align, 4);	   /* discard_sector_alignment */
+	memcpy(cfg + 48, &max_sectors, 4); /* max_write_zeroes_sectors */
+	memcpy(cfg + 52, &segs, 4);	   /* max_write_zeroes_seg */
+	cfg[56] = (uint8_t)unmap;	   /* write_zeroes_may_unmap */
 	for (uint32_t i = 0; i < len && off + i < sizeof(cfg); i++)
 		data[i] = cfg[off + i];
 }
@@ -166,6 +192,38 @@ static int transfer(struct virtio_blk *b, const struct vq_chain *c, bool write, 
 	return 0;
 }
 
+/* DISCARD / WRITE_ZEROES: the segments after the header, each checked
+ * against the disk and the limits we offered, then fallocate(2): a punched
+ * hole reads back as zeroes, so both end up the same on a raw file. */
+static uint8_t ranges(struct virtio_blk *b, const struct vq_chain *c, bool zeroes)
+{
+	uint32_t n = (c->out_len - BLK_HDR) / sizeof(struct blk_range);
+	if (b->be.read_only || n == 0 || n > MAX_RANGE_SEGS ||
+	    (c->out_len - BLK_HDR) % sizeof(struct blk_range))
+		return VIRTIO_BLK_S_IOERR;
+	for (uint32_t i = 0; i < n; i++) {
+		struct blk_range r;
+		vq_read(c, BLK_HDR + i * sizeof(r), &r, sizeof(r));
+		uint64_t off = r.sector * BLK_SECTOR, len = (uint64_t)r.num_sectors * BLK_SECTOR;
+		if (r.sector > UINT64_MAX / BLK_SECTOR || r.num_sectors > MAX_RANGE_SECTORS ||
+		    (r.flags & ~(uint32_t)VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ||
+		    (!zeroes && r.flags) || !blk_range_ok(&b->be, off, len, BLK_SECTOR))
+			return VIRTIO_BLK_S_IOERR;
+		int mode = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE;
+		if (zeroes && !(r.flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))
+			mode = FALLOC_FL_KEEP_SIZE | FALLOC_FL_ZERO_RANGE;
+		if (len && fallocate(b->be.fd, mode, (off_t)off, (off_t)len) < 0) {
+			/* A file system without ZERO_RANGE: a hole is zeroes too. */
+			if (errno != EOPNOTSUPP || !(mode & FALLOC_FL_ZERO_RANGE) ||
+			    fallocate(b->be.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+				      (off_t)off, (off_t)len) < 0)
+				return VIRTIO_BLK_S_IOERR;
+		}
+		b->stats.discard_bytes += len;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
 /* Serve one request; returns the bytes written into the chain (data and
  * status), or -EINVAL when the chain cannot be a request at all. */
 static int serve(struct virtio_blk *b, const struct vq_chain *c, char *why, size_t whylen)
@@ -212,6 +270,11 @@ static int serve(struct virtio_blk *b, const struct vq_chain *c, char *why, size
 	case VIRTIO_BLK_T_FLUSH:
 		r = b->be.read_only ? 0 : blk_flush(&b->be);
 		b->stats.flush_ops++;
+		break;
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		status = ranges(b, c, h.type == VIRTIO_BLK_T_WRITE_ZEROES);
+		b->stats.discard_ops++;
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		char id[VIRTIO_BLK_ID_BYTES] = {0};

@@ -17,6 +17,7 @@
 
 struct blk_stats {
 	uint64_t read_ops, write_ops, flush_ops, read_bytes, write_bytes;
+	uint64_t discard_ops, discard_bytes; /* DISCARD and WRITE_ZEROES */
 	uint64_t io_errors, unsupported;
 };
 
