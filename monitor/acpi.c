@@ -4,8 +4,9 @@
  * As Firecracker's (src/vmm/src/acpi/): an RSDP (§5.2.5, revision 2) in
  * the BIOS area Linux scans, an XSDT (§5.2.8) listing the FADT and the
  * MADT, a hardware-reduced FADT (§5.2.9: no PM timer, no SCI, no GPEs,
- * no FACS) whose X_DSDT points at a DSDT with an empty \_SB scope, and a
- * MADT (§5.2.12) with one local APIC per vCPU and the IOAPIC.  No
+ * no FACS) whose X_DSDT points at a DSDT whose \_SB scope lists the
+ * virtio-mmio devices (§6.1.5 _HID "LNRO0005", §6.4 _CRS), and a MADT
+ * (§5.2.12) with one local APIC per vCPU and the IOAPIC.  No
  * interrupt source overrides: Linux then maps ISA IRQs 0-15 identity,
  * edge, active high, as the MP table does.  Every table sits at a fixed
  * address of layout.h inside e820's reserved [LAYOUT_EBDA, 1 MiB). */
@@ -163,22 +164,121 @@ _Static_assert(sizeof(struct madt_ioapic) == 12, "IOAPIC entry is 12 bytes");
 #define MADT_IOAPIC 1
 #define MADT_ENABLED 1
 
-/* DefinitionBlock body: Scope (\_SB) {} -- ScopeOp, PkgLength 6 (itself
- * and the name), RootChar '\', NameSeg "_SB_". */
-static const uint8_t dsdt_aml[] = {0x10, 0x06, '\\', '_', 'S', 'B', '_'};
+/* AML (ACPI 6.5 §20) for the DSDT's body:
+ *   Scope (\_SB) {
+ *     Device (VR00) {
+ *       Name (_HID, "LNRO0005")
+ *       Name (_UID, 0)
+ *       Name (_CRS, ResourceTemplate () {
+ *         Memory32Fixed (ReadWrite, base, size)
+ *         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }
+ *       })
+ *     } ...
+ *   } */
+#define AML_SCOPE 0x10
+#define AML_NAME 0x08
+#define AML_BYTE 0x0A
+#define AML_STRING 0x0D
+#define AML_BUFFER 0x11
+#define AML_EXT 0x5B
+#define AML_DEVICE 0x82
+#define AML_DEVICE_LEN 61 /* one device, PkgLength included: see mmio_device() */
+#define AML_MAX (2 + 3 + 5 + ACPI_MAX_MMIO_DEVS * (2 + AML_DEVICE_LEN))
 
 #define ACPI_MAX_CPUS 254 /* 8-bit APIC ids; the IOAPIC takes nr_cpus */
 _Static_assert(LAYOUT_ACPI_MADT + sizeof(struct acpi_madt) + ACPI_MAX_CPUS * 8 + 12 <=
-		   LAYOUT_ACPI_END,
-	       "the MADT fits below LAYOUT_ACPI_END");
+		   LAYOUT_ACPI_DSDT,
+	       "the MADT fits below the DSDT");
+_Static_assert(LAYOUT_ACPI_DSDT + sizeof(struct acpi_header) + AML_MAX <= LAYOUT_ACPI_END,
+	       "the DSDT fits below LAYOUT_ACPI_END");
+
+/* PkgLength (§20.2.4) for a package of body bytes: 1 byte up to 63 in
+ * all, else 2 (up to 4095).  Returns the bytes written. */
+static size_t pkg_length(uint8_t *p, size_t body)
+{
+	if (body + 1 < 64) {
+		p[0] = (uint8_t)(body + 1);
+		return 1;
+	}
+	size_t len = body + 2;
+	p[0] = (uint8_t)(0x40 | (len & 0xF));
+	p[1] = (uint8_t)(len >> 4);
+	return 2;
+}
+
+static size_t name_seg(uint8_t *p, const char seg[4])
+{
+	memcpy(p, seg, 4);
+	return 4;
+}
+
+/* Device (VRnn) for one virtio-mmio slot; returns its length. */
+static size_t mmio_device(uint8_t *p, unsigned i, const struct acpi_mmio_dev *d)
+{
+	uint8_t body[AML_DEVICE_LEN];
+	size_t n = 0;
+	char seg[5] = {'V', 'R', (char)('0' + i / 10), (char)('0' + i % 10), 0};
+	n += name_seg(body + n, seg);
+	body[n++] = AML_NAME;
+	n += name_seg(body + n, "_HID");
+	body[n++] = AML_STRING;
+	memcpy(body + n, "LNRO0005", 9);
+	n += 9;
+	body[n++] = AML_NAME;
+	n += name_seg(body + n, "_UID");
+	body[n++] = AML_BYTE;
+	body[n++] = (uint8_t)i;
+	body[n++] = AML_NAME;
+	n += name_seg(body + n, "_CRS");
+	/* Buffer: Memory32Fixed (12), Extended Interrupt (9), End Tag (2) */
+	uint8_t res[23] = {0x86, 9, 0, 1}; /* §6.4.3.4: read-write */
+	uint32_t base = (uint32_t)d->base, gsi = d->gsi;
+	memcpy(res + 4, &base, 4);
+	memcpy(res + 8, &d->size, 4);
+	res[12] = 0x89; /* §6.4.3.6 */
+	res[13] = 6;
+	res[14] = 0;
+	res[15] = 0x03; /* consumer, edge-triggered, active high, exclusive */
+	res[16] = 1;
+	memcpy(res + 17, &gsi, 4);
+	res[21] = 0x79; /* End Tag, checksum 0: "treat as correct" */
+	res[22] = 0;
+	body[n++] = AML_BUFFER;
+	n += pkg_length(body + n, 2 + sizeof(res));
+	body[n++] = AML_BYTE;
+	body[n++] = sizeof(res);
+	memcpy(body + n, res, sizeof(res));
+	n += sizeof(res);
+
+	size_t o = 0;
+	p[o++] = AML_EXT;
+	p[o++] = AML_DEVICE;
+	o += pkg_length(p + o, n);
+	memcpy(p + o, body, n);
+	return o + n;
+}
+
+/* Scope (\_SB) with the devices; returns its length. */
+static size_t dsdt_body(uint8_t *p, const struct acpi_mmio_dev *devs, unsigned nr)
+{
+	uint8_t inner[AML_MAX];
+	size_t n = 0;
+	inner[n++] = '\\';
+	n += name_seg(inner + n, "_SB_");
+	for (unsigned i = 0; i < nr; i++)
+		n += mmio_device(inner + n, i, &devs[i]);
+	size_t o = 0;
+	p[o++] = AML_SCOPE;
+	o += pkg_length(p + o, n);
+	memcpy(p + o, inner, n);
+	return o + n;
+}
 _Static_assert(LAYOUT_ACPI_RSDP % 16 == 0 && LAYOUT_ACPI_RSDP >= 0xE0000 &&
 		   LAYOUT_ACPI_END <= LAYOUT_BIOS_END && LAYOUT_ACPI_RSDP >= LAYOUT_EBDA,
 	       "the RSDP sits where Linux scans, inside the reserved range");
 _Static_assert(LAYOUT_ACPI_RSDP + sizeof(struct acpi_rsdp) <= LAYOUT_ACPI_XSDT &&
 		   LAYOUT_ACPI_XSDT + sizeof(struct acpi_header) + 2 * 8 <= LAYOUT_ACPI_FADT &&
-		   LAYOUT_ACPI_FADT + sizeof(struct acpi_fadt) <= LAYOUT_ACPI_DSDT &&
-		   LAYOUT_ACPI_DSDT + sizeof(struct acpi_header) + sizeof(dsdt_aml) <=
-		       LAYOUT_ACPI_MADT,
+		   LAYOUT_ACPI_FADT + sizeof(struct acpi_fadt) <= LAYOUT_ACPI_MADT,
 	       "ACPI tables do not overlap");
 
 static void header(struct acpi_header *h, const char sig[4], uint32_t len, uint8_t rev,
@@ -201,25 +301,30 @@ static void seal(uint8_t *buf, size_t len)
 	buf[offsetof(struct acpi_header, checksum)] = boot_checksum(buf, len);
 }
 
-int boot_acpi(const struct gmem *m, unsigned nr_cpus)
+int boot_acpi(const struct gmem *m, unsigned nr_cpus, const struct acpi_mmio_dev *devs,
+	      unsigned nr_devs)
 {
 	if (nr_cpus == 0)
 		return -EINVAL;
-	if (nr_cpus > ACPI_MAX_CPUS)
+	if (nr_cpus > ACPI_MAX_CPUS || nr_devs > ACPI_MAX_MMIO_DEVS)
 		return -E2BIG;
+	for (unsigned i = 0; i < nr_devs; i++)
+		if (devs[i].base > UINT32_MAX || devs[i].size > UINT32_MAX - devs[i].base)
+			return -EINVAL;
 	/* The whole area must be RAM (and e820 reserves it only then). */
 	uint8_t *area = gmem_ptr(m, LAYOUT_ACPI_RSDP, LAYOUT_ACPI_END - LAYOUT_ACPI_RSDP);
 	if (gmem_low_end(m) < LAYOUT_BIOS_END || !area)
 		return -EFAULT;
 
 	/* DSDT */
-	uint8_t dsdt[sizeof(struct acpi_header) + sizeof(dsdt_aml)];
+	uint8_t dsdt[sizeof(struct acpi_header) + AML_MAX];
 	memset(dsdt, 0, sizeof(dsdt));
+	size_t dsdt_len = sizeof(struct acpi_header) +
+			  dsdt_body(dsdt + sizeof(struct acpi_header), devs, nr_devs);
 	struct acpi_header dh = {0};
-	header(&dh, "DSDT", sizeof(dsdt), DSDT_REVISION, "EMBRDSDT");
+	header(&dh, "DSDT", (uint32_t)dsdt_len, DSDT_REVISION, "EMBRDSDT");
 	memcpy(dsdt, &dh, sizeof(dh));
-	memcpy(dsdt + sizeof(dh), dsdt_aml, sizeof(dsdt_aml));
-	seal(dsdt, sizeof(dsdt));
+	seal(dsdt, dsdt_len);
 
 	/* FADT: hardware-reduced; DSDT through the 64-bit X_DSDT only. */
 	struct acpi_fadt fadt;
@@ -287,7 +392,7 @@ int boot_acpi(const struct gmem *m, unsigned nr_cpus)
 
 	/* Clear the area first: no stale bytes between the tables. */
 	memset(area, 0, LAYOUT_ACPI_END - LAYOUT_ACPI_RSDP);
-	if (gmem_write(m, LAYOUT_ACPI_DSDT, dsdt, sizeof(dsdt)) ||
+	if (gmem_write(m, LAYOUT_ACPI_DSDT, dsdt, dsdt_len) ||
 	    gmem_write(m, LAYOUT_ACPI_FADT, &fadt, sizeof(fadt)) ||
 	    gmem_write(m, LAYOUT_ACPI_MADT, madt, off) ||
 	    gmem_write(m, LAYOUT_ACPI_XSDT, xsdt, sizeof(xsdt)) ||

@@ -21,13 +21,14 @@
 /* ACPI tables (monitor/acpi.c), in the BIOS area Linux scans for the
  * RSDP (0xE0000-0xFFFFF, 16-byte steps), inside e820's reserved
  * [LAYOUT_EBDA, 1 MiB).  The MADT grows with the vCPUs and ends below
+ * the DSDT, which grows with the virtio devices and ends below
  * LAYOUT_ACPI_END. */
 #define LAYOUT_ACPI_RSDP 0xE0000ULL
 #define LAYOUT_ACPI_XSDT 0xE0040ULL
 #define LAYOUT_ACPI_FADT 0xE0100ULL
-#define LAYOUT_ACPI_DSDT 0xE0240ULL
 #define LAYOUT_ACPI_MADT 0xE0280ULL
-#define LAYOUT_ACPI_END 0xE1000ULL
+#define LAYOUT_ACPI_DSDT 0xE1000ULL /* after the MADT's room for 254 CPUs */
+#define LAYOUT_ACPI_END 0xE2000ULL
 /* Where the RSDP's address goes so Linux need not scan for it:
  * boot_params.acpi_rsdp_addr (zero page offset 0x070, u64). */
 #define LAYOUT_ZERO_PAGE_RSDP (LAYOUT_ZERO_PAGE + 0x070ULL)

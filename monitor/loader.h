@@ -118,12 +118,26 @@ __attribute__((warn_unused_result)) int boot_zero_page(const struct gmem *m,
  * below 640 KiB. */
 __attribute__((warn_unused_result)) int boot_mptable(const struct gmem *m, unsigned nr_cpus);
 
+/* A virtio-mmio device as the DSDT describes it. */
+struct acpi_mmio_dev {
+	uint64_t base; /* below 4 GiB */
+	uint32_t size;
+	uint32_t gsi;
+};
+#define ACPI_MAX_MMIO_DEVS 32
+
 /* ACPI 6.x tables at LAYOUT_ACPI_*: RSDP (revision 2) -> XSDT -> FADT
- * (hardware-reduced, X_DSDT -> a DSDT with an empty \_SB scope) and MADT
- * (one enabled local APIC per vCPU, ACPI id = APIC id = index; the IOAPIC
- * with id nr_cpus at LAYOUT_IOAPIC, GSI base 0, as in the MP table).  For
- * kernels built without CONFIG_X86_MPPARSE (Debian's).  -EINVAL for 0
- * CPUs, -E2BIG past 254, -EFAULT if RAM ends below 1 MiB. */
-__attribute__((warn_unused_result)) int boot_acpi(const struct gmem *m, unsigned nr_cpus);
+ * (hardware-reduced, X_DSDT -> the DSDT) and MADT (one enabled local APIC
+ * per vCPU, ACPI id = APIC id = index; the IOAPIC with id nr_cpus at
+ * LAYOUT_IOAPIC, GSI base 0, as in the MP table).  The DSDT's \_SB holds
+ * one "LNRO0005" device per virtio-mmio slot (its window and an
+ * edge-triggered, active-high interrupt), which is how kernels without
+ * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (Debian's) find them.  For kernels
+ * built without CONFIG_X86_MPPARSE (Debian's).  -EINVAL for 0 CPUs or a
+ * device above 4 GiB, -E2BIG past 254 CPUs or ACPI_MAX_MMIO_DEVS devices,
+ * -EFAULT if RAM ends below 1 MiB. */
+__attribute__((warn_unused_result)) int boot_acpi(const struct gmem *m, unsigned nr_cpus,
+						  const struct acpi_mmio_dev *devs,
+						  unsigned nr_devs);
 
 #endif

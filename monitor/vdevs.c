@@ -61,6 +61,15 @@ size_t vdevs_cmdline(const struct vm_config *cfg, bool hvt, char *buf, size_t le
 	return len;
 }
 
+unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev *out)
+{
+	unsigned n = vdevs_count(cfg, hvt);
+	n = n > VDEVS_MAX ? VDEVS_MAX : n;
+	for (unsigned i = 0; i < n; i++)
+		out[i] = (struct acpi_mmio_dev){slot_base(i), VIRTIO_MMIO_SIZE, VDEVS_FIRST_GSI + i};
+	return n;
+}
+
 static void to_rl(const struct cfg_rate *c, struct rl_cfg *r)
 {
 	r->bytes = (struct rl_bucket_cfg){c->bw_size, c->bw_burst, c->bw_refill_ms};

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "monitor/loader.h"
 #include "virtio/virtio.h"
 
 #define VDEVS_FIRST_GSI 5
@@ -25,6 +26,10 @@ unsigned vdevs_count(const struct vm_config *cfg, bool hvt);
  * (holding len bytes so far, NUL-terminated, size bytes in all).
  * Returns the new length, or (size_t)-1 when it does not fit. */
 size_t vdevs_cmdline(const struct vm_config *cfg, bool hvt, char *buf, size_t len, size_t size);
+
+/* The devices' slots for the ACPI DSDT (out holds VDEVS_MAX); returns
+ * how many. */
+unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev *out);
 
 /* Make every device: open its backend (disk file, tap, socket), set up
  * the transport (ioeventfds, irqfd on vm->vm_fd, watched on vm->ev) and

@@ -405,7 +405,9 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 		uint64_t rsdp = LAYOUT_ACPI_RSDP;
 		uint64_t at =
 		    vm->boot.proto == BOOT_PVH ? LAYOUT_PVH_INFO_RSDP : LAYOUT_ZERO_PAGE_RSDP;
-		if (boot_acpi(&vm->mem, vm->nr_vcpus) ||
+		struct acpi_mmio_dev devs[VDEVS_MAX];
+		unsigned nr_devs = vdevs_acpi(cfg, false, devs);
+		if (boot_acpi(&vm->mem, vm->nr_vcpus, devs, nr_devs) ||
 		    gmem_write(&vm->mem, at, &rsdp, sizeof(rsdp))) {
 			snprintf(err, errlen, "vcpus: cannot write ACPI tables for %u vCPUs",
 				 vm->nr_vcpus);
