@@ -8,7 +8,7 @@ BUILD   ?= build
 # ember is static: it must run alone in an empty chroot, and a static exec
 # is the cheapest start (see README, "Start budget").
 STATIC  ?= -static
-LIBS    := -linih -lcap-ng -lpthread
+LIBS    := -linih -lcap-ng -ljansson -lhttp_parser -lpthread
 
 CORE_SRCS := $(wildcard monitor/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c jail/*.c)
 CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_seccomp.c \
@@ -17,7 +17,7 @@ CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps guests unit integration test run bench asan clean format
+.PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short
 all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 
 $(BUILD)/%.o: %.c
@@ -71,6 +71,24 @@ unit: $(UNIT_BINS)
 
 PYTHON ?= /usr/bin/python3
 
+# libFuzzer target for the virtqueue walker (clang from Debian): a short
+# run in `make test`, a long one in `make fuzz`.  The harness checks every
+# vq_pop() against a second walker of its own (tests/fuzz/).
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+              -Wmissing-prototypes -Wno-unused-parameter \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_VQ    := $(BUILD)/fuzz/fuzz_virtqueue -max_len=34000 -print_final_stats=1 \
+              -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus tests/fuzz/corpus/virtqueue
+$(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.c virtio/virtqueue.c monitor/guest_mem.c \
+                              virtio/virtqueue.h monitor/guest_mem.h
+	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
+fuzz: $(BUILD)/fuzz/fuzz_virtqueue
+	$(FUZZ_VQ) -max_total_time=300
+fuzz-short: $(BUILD)/fuzz/fuzz_virtqueue
+	$(FUZZ_VQ) -max_total_time=10
+
 integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 	$(PYTHON) -m pytest -q -rs tests/integration
 
@@ -78,6 +96,7 @@ integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe g
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) fuzz-short
 	$(MAKE) integration
 
 run: deps

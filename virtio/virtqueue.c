@@ -94,6 +94,11 @@ bool vq_has_avail(const struct vq *q)
 
 bool vq_no_interrupt(const struct vq *q)
 {
+	/* The used index stored by vq_push() must be visible before the
+	 * flags are read, or device and driver can each see the other's old
+	 * value and the wake-up is lost (Linux vhost: smp_mb in
+	 * vhost_notify). */
+	atomic_thread_fence(memory_order_seq_cst);
 	return load16(q->avail_host) & VIRTQ_AVAIL_F_NO_INTERRUPT;
 }
 
