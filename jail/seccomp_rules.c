@@ -34,7 +34,6 @@ enum arg_check {
 	ARG_OWN_KILL,  /* tgid is this process, signal is the kick or SIGABRT */
 	ARG_CLONE_VM,  /* flags are exactly CLONE_VM (no thread, no new namespace) */
 	ARG_MADV_FREE, /* advice is MADV_DONTNEED */
-	ARG_NO_EXEC,   /* prot (argument 2) lacks PROT_EXEC: no new executable memory */
 };
 
 struct allow {
@@ -107,14 +106,9 @@ static const struct allow allowlist[] = {
     ALLOW(close, VMM | API, ARG_ANY),
     /* API: connections from the listening socket */
     ALLOW(accept4, API, ARG_ANY),
-    /* API: malloc (http-parser's request bodies, jansson's JSON, replies):
-     * a thread arena is mapped and grown with mmap/mprotect, never
-     * executable; large blocks are mapped, moved and unmapped; an arena
-     * shared with the main thread grows with brk */
-    ALLOW(mmap, API, ARG_NO_EXEC),
-    ALLOW(mprotect, API, ARG_NO_EXEC),
-    ALLOW(munmap, API, ARG_ANY),
-    ALLOW(mremap, API, ARG_ANY),
+    /* API: malloc (request bodies, jansson's JSON, replies): API mode
+     * keeps every thread on the main arena and out of mmap (mallopt in
+     * monitor/api_main.c), so the heap only grows and shrinks with brk */
     ALLOW(brk, API, ARG_ANY),
     /* the vmm thread's event loop (virtio queues and backends); the
      * API's waits for its socket */
@@ -179,12 +173,6 @@ static int add_rule(scmp_filter_ctx ctx, const struct allow *a, uint32_t self)
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, CLONE_VM));
 	case ARG_MADV_FREE:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(2, MADV_DONTNEED));
-	case ARG_NO_EXEC:
-		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1,
-					(struct scmp_arg_cmp){.arg = 2,
-							      .op = SCMP_CMP_MASKED_EQ,
-							      .datum_a = PROT_EXEC,
-							      .datum_b = 0});
 	}
 	return -EINVAL;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "monitor/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
 
@@ -19,7 +20,10 @@ static const char usage_main[] = "usage: ember <command> [options]\n"
 				 "commands:\n"
 				 "  run       boot one microVM (ember run --help)\n"
 				 "  version   print the version\n"
-				 "  help      this text, or help on a command (ember help run)\n";
+				 "  help      this text, or help on a command (ember help run)\n"
+				 "\n"
+				 "ember --api-sock PATH [--config-file FILE.json]: Firecracker's API\n"
+				 "(ember --api-sock x --help)\n";
 
 static const char usage_run[] =
     "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
@@ -452,6 +456,9 @@ int main(int argc, char **argv)
 		return EXIT_CONFIG;
 	}
 	const char *cmd = argv[1];
+	/* Firecracker's spelling: ember --api-sock PATH / --config-file FILE */
+	if (api_is_api_mode(cmd))
+		return api_main(argc - 1, argv + 1, EMBER_VERSION);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

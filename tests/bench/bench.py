@@ -84,13 +84,15 @@ def build_tools(bdir):
     sh([cc, "-O2", "-static"] + warn + ["-o", out("spawn"), src("spawn.c")])
     sh([cc, "-O2", "-static"] + warn + ["-o", out("hello_static"), src("hello.c")])
     sh([cc, "-O2"] + warn + ["-o", out("hello_dynamic"), src("hello.c")])
+    # the API's start (ember --api-sock): tests/bench/api_probe.c
+    sh([cc, "-O2", "-static"] + warn + ["-o", out("api_probe"), src("api_probe.c")])
     floor = out("kvm_floor")
     try:
         sh([cc, "-O2", "-static"] + warn + ["-o", floor, src("kvm_floor.c")])
     except SystemExit:
         log("bench: kvm_floor did not build; its rows are skipped")
         floor = None
-    return {"spawn": out("spawn"), "static": out("hello_static"),
+    return {"spawn": out("spawn"), "api_probe": out("api_probe"), "static": out("hello_static"),
             "dynamic": out("hello_dynamic"), "floor": floor}
 
 
@@ -423,6 +425,22 @@ def main():
                 continue
             rss[k].append(v)
             hows[k].add(v["how"])
+
+    # The API (ember --api-sock): exec -> socket accepting -> first reply,
+    # and InstanceStart sent -> the guest's first output byte.
+    log("bench: API start, %d runs" % runs)
+    api = {"connect": [], "reply": [], "start": []}
+    sock = os.path.join(bdir, "api.sock")
+    for _ in range(runs + 2):
+        r = subprocess.run([tools["api_probe"], ember, sock, hello], capture_output=True,
+                           text=True, timeout=30)
+        f = r.stdout.split()
+        if r.returncode != 0 or len(f) != 3:
+            bad["ember API"] = bad.get("ember API", 0) + 1
+            continue
+        for k, v in zip(("connect", "reply", "start"), f):
+            api[k].append(int(v) / 1e6)
+    api = {k: v[2:] for k, v in api.items()}  # two warm-up runs
     t_end = time.monotonic()
 
     # ------------------------------------------------------------- report
@@ -464,6 +482,12 @@ def main():
         row("ember internal: main → stop", summary(stats["stop"]), None, "ms"),
         row("ember internal: VM exits", summary(stats["exits"]), None, "n"),
     ]
+    main_rows += [
+        row("API: exec → socket accepting (connect succeeds)", summary(api["connect"]), None,
+            "ms"),
+        row("API: exec → first reply (GET /)", summary(api["reply"]), None, "ms"),
+        row("API: InstanceStart sent → first guest output", summary(api["start"]), None, "ms"),
+    ]
     if "hvt" in cmds:
         main_rows += [
             row("Solo5 hvt hello: exec → first hypercall output", ms("hvt", "first_ms"), None,
@@ -504,6 +528,9 @@ def main():
     v = e_beyond and e_beyond["med"]
     goal_rows.append(["RSS beyond guest RAM, ember median", "≤ %.1f MiB" % GOAL_RSS_MIB,
                       fmt(v, "MiB"), yn(None if v is None else v <= GOAL_RSS_MIB)])
+    v = summary(api["connect"])
+    goal_rows.append(["API: exec → socket accepting, ember median", "≤ 1.0 ms",
+                      fmt(v and v["med"], "ms"), yn(None if v is None else v["med"] <= 1.0)])
     hs = summary(hvt_first)
     if hs:
         goal_rows.append(["hvt: monitor's share (main → first hypercall)", "≤ 0.5 ms",

@@ -1,0 +1,179 @@
+/* ember's control API, compatible with Firecracker's: `ember --api-sock
+ * PATH` serves HTTP/1.1 on a unix socket, `ember --config-file FILE.json`
+ * boots from Firecracker's JSON configuration (both may be combined).
+ * See docs/api.md.
+ *
+ * Threads (Firecracker's model): the main thread is the vmm thread; one
+ * API thread serves the socket under its own seccomp role
+ * (JAIL_ROLE_API).  Pre-boot configuration is pure data held by the API
+ * under a mutex and checked through cfg_set(); what needs the vmm thread
+ * (opening files, InstanceStart, pause/resume, metrics) goes through a
+ * mailbox: a request struct under a mutex, an eventfd the vmm thread's
+ * event loop watches, and a condvar for the reply.
+ *
+ * The first part is what main.c needs; the rest is private to
+ * monitor/api*.c. */
+#ifndef EMBER_API_H
+#define EMBER_API_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "jail/jail.h"
+
+/* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
+bool api_is_api_mode(const char *arg1);
+
+/* `ember --api-sock PATH | --config-file FILE [options]`: serve, boot,
+ * run until the guest stops.  Returns ember's exit code (the same as
+ * `ember run` for the same guest; EXIT_CONFIG for bad options or a bad
+ * configuration file). */
+int api_main(int argc, char **argv, const char *version);
+
+/* ---- private to monitor/api*.c ---------------------------------------- */
+
+#define API_MAX_BODY 51200	  /* Firecracker's default payload limit */
+#define API_IDLE_MS_DEFAULT 60000 /* a connection silent this long is closed */
+#define API_FAULT_MAX 640
+
+/* The HTTP server (api_http.c): one request at a time per connection,
+ * handled on the API thread as it completes. */
+struct http_req {
+	int method; /* enum http_method (http_parser.h) */
+	const char *method_name;
+	const char *path; /* without the query string */
+	const char *body;
+	size_t body_len;
+};
+struct http_resp {
+	int status;
+	char *body; /* malloc'd JSON, or NULL for none (204) */
+};
+typedef void (*http_handler_fn)(void *opaque, const struct http_req *rq, struct http_resp *rs);
+
+struct http_server;
+
+/* Everything the server needs, made before the API thread's filter is
+ * loaded (epoll, timer, connection table).  listen_fd is listening and
+ * non-blocking.  0 or -errno. */
+__attribute__((warn_unused_result)) int http_server_new(struct http_server **out, int listen_fd,
+							size_t max_body, unsigned idle_ms,
+							http_handler_fn fn, void *opaque);
+/* Serve forever on the calling thread.  Returns only on an epoll
+ * failure (-errno). */
+int http_server_run(struct http_server *s);
+
+/* A JSON reply: status and body (json_dumps of obj, which is released). */
+void http_reply_json(struct http_resp *rs, int status, json_t *obj);
+/* 400 (or status) with {"fault_message": "..."}. */
+__attribute__((format(printf, 3, 4))) void http_fault(struct http_resp *rs, int status,
+						      const char *fmt, ...);
+
+/* The VM's state as GET / reports it. */
+enum api_state { API_NOT_STARTED, API_RUNNING, API_PAUSED, API_STOPPED };
+
+/* Work only the vmm thread may do. */
+enum api_op {
+	API_OP_OPEN,	   /* open path with flags; fd in .fd (pre-boot: files to check or keep) */
+	API_OP_START,	   /* InstanceStart with api->cfg */
+	API_OP_PAUSE,	   /* PATCH /vm Paused */
+	API_OP_RESUME,	   /* PATCH /vm Resumed */
+	API_OP_FLUSH,	   /* FlushMetrics */
+	API_OP_CTRLALTDEL, /* SendCtrlAltDel */
+	API_OP_FATAL,	   /* the API thread cannot go on: ember stops (EXIT_HOST) */
+};
+
+struct api_call {
+	enum api_op op;
+	const char *path;
+	int flags;
+	int fd;	    /* API_OP_OPEN's result */
+	int status; /* 0 or an HTTP status with the reason in fault */
+	char fault[API_FAULT_MAX];
+};
+
+struct api_mbox {
+	pthread_mutex_t lock;
+	pthread_cond_t done_cv;
+	int efd;	       /* eventfd: a call is waiting */
+	struct api_call *call; /* the call in flight, NULL when none */
+	bool done;
+};
+
+struct vm;
+
+struct api {
+	pthread_mutex_t lock; /* held for a whole request, or the config file's load */
+	/* Accepted configuration objects, as Firecracker's JSON (after
+	 * checking): rebuilt into a struct vm_config by api_build_config. */
+	json_t *boot_source, *machine, *vsock, *entropy, *logger, *metrics;
+	json_t *drives, *nets; /* arrays, in the order they were added */
+	json_t *options;       /* ember: timeout, irqchip, name */
+	int log_fd, metrics_fd;
+	bool log_show_level;
+	int log_level; /* 0 off .. 5 trace */
+
+	const char *id, *version;
+	pthread_t vmm_tid; /* calls made on the vmm thread itself run in place */
+	struct api_mbox mbox;
+	atomic_int state; /* enum api_state */
+
+	struct vm *vm;	       /* the vmm thread's */
+	struct vm_config *cfg; /* built at InstanceStart; vm->cfg */
+	enum jail_seccomp_mode seccomp;
+	bool no_cpuid_cache;
+	bool started;	/* the vmm thread: vm_start succeeded */
+	int start_code; /* vm_start's failure code (the process exits with it) */
+
+	/* counters for metrics (API thread writes, vmm thread reads) */
+	atomic_ullong n_get, n_put, n_patch, n_bad;
+	unsigned long long last_get, last_put, last_patch, last_bad, last_exits[3];
+	struct timespec t_main, t_listening, t_start_req;
+};
+
+/* api.c: Firecracker's fault messages for calls in the wrong state. */
+extern const char api_post_boot[], api_pre_boot[];
+/* The string member k of o, NULL when absent or not a string. */
+const char *api_str(const json_t *o, const char *k);
+/* Check a body that is not a configuration object against its swagger
+ * definition.  0, or 400 with the field at fault in fault. */
+enum api_body { API_BODY_ACTION, API_BODY_VM, API_BODY_MACHINE_PATCH };
+int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t len);
+
+/* api.c: empty configuration (Firecracker's defaults: 1 vCPU, 128 MiB). */
+__attribute__((warn_unused_result)) int api_init(struct api *a);
+/* api_routes.c: the HTTP handler: routes, JSON, pre-/post-boot rules
+ * (API thread). */
+void api_handle(void *opaque, const struct http_req *rq, struct http_resp *rs);
+/* Apply one configuration object as its PUT would (the config file uses
+ * this): what is "boot-source", "machine-config", "drives", ...; id for
+ * drives and network interfaces.  0, or an HTTP status with the reason in
+ * fault. */
+int api_put_object(struct api *a, const char *what, const char *id, json_t *body, char *fault,
+		   size_t len);
+/* Rebuild the vm_config from the accepted objects (root drive first,
+ * root=/dev/vda appended).  0 or -EINVAL with the reason in err. */
+int api_build_config(struct api *a, struct vm_config *c, char *err, size_t len);
+/* api_routes.c: InstanceStart, also from the vmm thread itself
+ * (--config-file).  0 or an HTTP status with the reason in fault. */
+int api_instance_start(struct api *a, char *fault, size_t len);
+
+/* api_main.c: run a call on the vmm thread (in place when made there) and
+ * wait for its reply.  The caller holds a->lock: one configurer at a
+ * time; the vmm thread never takes it, so waiting under it is safe. */
+void api_vmm_call(struct api *a, struct api_call *c);
+/* Write one metrics line now (vmm thread). */
+void api_metrics_flush(struct api *a);
+
+/* api_json_config.c: apply a Firecracker JSON configuration file.  0 or
+ * -EINVAL with "FILE: why" in err. */
+__attribute__((warn_unused_result)) int api_load_config_file(struct api *a, const char *path,
+							     char *err, size_t len);
+
+#endif

@@ -1,0 +1,529 @@
+/* `ember --api-sock PATH` / `--config-file FILE`: the vmm thread (main's),
+ * the API thread, and the mailbox between them.  The vmm thread serves
+ * the mailbox from its own event loop before boot, and from the VM's
+ * (vm->ev, inside vm_wait) after InstanceStart. */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "monitor/api.h"
+#include "monitor/exitcodes.h"
+#include "monitor/vm.h"
+
+#define METRICS_PERIOD_NS (60ULL * 1000000000ULL) /* as Firecracker's */
+
+static const char usage[] =
+    "usage: ember --api-sock PATH [--config-file FILE.json] [options]\n"
+    "       ember --config-file FILE.json [options]\n"
+    "\n"
+    "Firecracker's command line: serve its HTTP API on a unix socket, and/or\n"
+    "boot from its JSON configuration (docs/api.md).  Guest serial output goes\n"
+    "to stdout; ember exits when the guest stops, with `ember run`'s exit codes.\n"
+    "\n"
+    "  --api-sock PATH                   the API's unix socket (a stale socket\n"
+    "                                    there is replaced; any other file is not)\n"
+    "  --config-file FILE                boot at once from this JSON configuration\n"
+    "  --no-api                          no API (needs --config-file)\n"
+    "  --id ID                           the instance id GET / reports\n"
+    "  --http-api-max-payload-size BYTES request body limit (default 51200)\n"
+    "  --api-idle-timeout SECS           close a connection silent this long (60)\n"
+    "  --seccomp MODE, --no-seccomp      as `ember run`\n"
+    "  --no-cpuid-cache                  as `ember run`\n";
+
+struct opts {
+	const char *sock, *config_file, *id;
+	bool no_api, no_cpuid_cache;
+	enum jail_seccomp_mode seccomp;
+	size_t max_body;
+	unsigned idle_ms;
+};
+
+/* The vmm thread's side. */
+static struct {
+	struct api api;
+	struct vm vm;
+	struct evloop boot_ev; /* before InstanceStart */
+	struct ev_source mbox_src;
+	struct ev_timer metrics_timer;
+	struct evloop *metrics_ev; /* the loop metrics_timer is on */
+	bool fatal;
+	char fatal_msg[API_FAULT_MAX];
+	struct jail_filter api_filter;
+	struct http_server *srv;
+} g;
+
+bool api_is_api_mode(const char *a)
+{
+	static const char *const opts[] = {"--api-sock", "--config-file", "--no-api", "--id",
+					   "--http-api-max-payload-size"};
+	for (unsigned i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		size_t n = strlen(opts[i]);
+		if (!strncmp(a, opts[i], n) && (a[n] == '\0' || a[n] == '='))
+			return true;
+	}
+	return false;
+}
+
+/* ---- metrics: one JSON line per flush, counters since the last one ---- */
+
+void api_metrics_flush(struct api *a)
+{
+	if (a->metrics_fd < 0)
+		return;
+	struct timespec rt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	unsigned long long get = atomic_load(&a->n_get), put = atomic_load(&a->n_put),
+			   patch = atomic_load(&a->n_patch), bad = atomic_load(&a->n_bad);
+	unsigned long long ex[3] = {0, 0, 0};
+	bool started = atomic_load(&a->state) != API_NOT_STARTED;
+	struct vm *vm = a->vm;
+	if (started)
+		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
+			ex[0] += vm->vcpus[i].nr_exits;
+			ex[1] += vm->vcpus[i].nr_pio_exits;
+			ex[2] += vm->vcpus[i].nr_mmio_exits;
+		}
+	char line[1024];
+	int n = snprintf(
+	    line, sizeof(line),
+	    "{\"utc_timestamp_ms\":%lld,\"api_server\":{\"process_startup_time_us\":%lld,"
+	    "\"get_requests\":%llu,\"put_requests\":%llu,\"patch_requests\":%llu,"
+	    "\"bad_requests\":%llu},\"vcpu\":{\"exits\":%llu,\"exit_io\":%llu,\"exit_mmio\":%llu,"
+	    "\"exit_other\":%llu}",
+	    (long long)rt.tv_sec * 1000LL + rt.tv_nsec / 1000000,
+	    (long long)((a->t_listening.tv_sec - a->t_main.tv_sec) * 1000000LL +
+			(a->t_listening.tv_nsec - a->t_main.tv_nsec) / 1000),
+	    get - a->last_get, put - a->last_put, patch - a->last_patch, bad - a->last_bad,
+	    ex[0] - a->last_exits[0], ex[1] - a->last_exits[1], ex[2] - a->last_exits[2],
+	    (ex[0] - ex[1] - ex[2]) - (a->last_exits[0] - a->last_exits[1] - a->last_exits[2]));
+	if (started) {
+		const struct vm_stats *s = &vm->stats;
+		long long boot = (long long)(s->t_running.tv_sec - s->t_start.tv_sec) * 1000000LL +
+				 (s->t_running.tv_nsec - s->t_start.tv_nsec) / 1000;
+		n += snprintf(line + n, sizeof(line) - (size_t)n,
+			      ",\"ember\":{\"boot_time_us\":%lld", boot);
+		if (atomic_load(&s->have_first_output))
+			n += snprintf(
+			    line + n, sizeof(line) - (size_t)n, ",\"first_output_us\":%lld",
+			    (long long)(s->t_first_output.tv_sec - s->t_start.tv_sec) * 1000000LL +
+				(s->t_first_output.tv_nsec - s->t_start.tv_nsec) / 1000);
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "}");
+	}
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
+	if (write(a->metrics_fd, line, (size_t)n) == n) {
+		a->last_get = get, a->last_put = put, a->last_patch = patch, a->last_bad = bad;
+		memcpy(a->last_exits, ex, sizeof(ex));
+	}
+}
+
+static void on_metrics_timer(struct ev_timer *t)
+{
+	api_metrics_flush(t->opaque);
+	(void)!ev_timer_arm(t, METRICS_PERIOD_NS);
+}
+
+/* ---- the vmm thread's work ---- */
+
+static void open_file(struct api_call *c)
+{
+	struct stat st;
+	c->fd = open(c->path, c->flags);
+	if (c->fd < 0) {
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "cannot open %.400s: %s", c->path,
+			 strerror(errno));
+		return;
+	}
+	/* Kernels, initrds and drives are files (or block devices); metrics
+	 * and logs may be named pipes too. */
+	bool pipe_ok = c->flags & O_APPEND;
+	if (fstat(c->fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) &&
+	    !(pipe_ok && S_ISFIFO(st.st_mode))) {
+		close(c->fd);
+		c->fd = -1;
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "%.400s is not a regular file", c->path);
+	}
+}
+
+static void on_mbox(struct ev_source *src, uint32_t events);
+
+static void start_vm(struct api *a, struct api_call *c)
+{
+	struct vm *vm = a->vm;
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+
+	memset(vm, 0, sizeof(*vm));
+	vm->seccomp = a->seccomp;
+	if (!a->no_cpuid_cache) {
+		const char *env = getenv("EMBER_CPUID_CACHE");
+		vm->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
+	int r = vm_build(vm, a->cfg, err, sizeof(err));
+	if (r) {
+		vm_destroy(vm);
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "InstanceStart: %.600s", err);
+		return;
+	}
+	/* From now on the VM's loop serves the mailbox and the metrics timer;
+	 * every fd is added before the drop (no epoll_ctl after it). */
+	ev_del(&g.boot_ev, &g.mbox_src);
+	/* vm_build makes the loop only for virtio devices; the API needs it
+	 * always (vm_destroy closes it either way). */
+	r = vm->ev.epfd < 0 ? ev_init(&vm->ev) : 0;
+	if (!r)
+		r = ev_add(&vm->ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
+	if (!r && g.metrics_ev) {
+		ev_timer_fini(g.metrics_ev, &g.metrics_timer);
+		g.metrics_ev = NULL;
+	}
+	if (!r && a->metrics_fd >= 0) {
+		r = ev_timer_init(&vm->ev, &g.metrics_timer, on_metrics_timer, a);
+		if (!r) {
+			g.metrics_ev = &vm->ev;
+			r = ev_timer_arm(&g.metrics_timer, METRICS_PERIOD_NS);
+		}
+	}
+	if (r) {
+		vm_destroy(vm);
+		c->status = 500;
+		snprintf(c->fault, sizeof(c->fault), "InstanceStart: cannot watch the API: %s",
+			 strerror(-r));
+		g.fatal = true;
+		return;
+	}
+	r = vm_start(vm);
+	if (r) {
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "InstanceStart: %.600s", vm->stop_reason);
+		a->start_code = r;
+		return;
+	}
+	a->started = true;
+	atomic_store(&a->state, API_RUNNING);
+}
+
+static void vmm_do(struct api *a, struct api_call *c)
+{
+	int r;
+	c->status = 0;
+	c->fault[0] = '\0';
+	switch (c->op) {
+	case API_OP_OPEN:
+		open_file(c);
+		return;
+	case API_OP_START:
+		start_vm(a, c);
+		return;
+	case API_OP_PAUSE:
+	case API_OP_RESUME:
+		r = c->op == API_OP_PAUSE ? vm_pause(a->vm) : vm_resume(a->vm);
+		if (r == 0 || r == -EALREADY) {
+			atomic_store(&a->state, c->op == API_OP_PAUSE ? API_PAUSED : API_RUNNING);
+			return;
+		}
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "%s",
+			 r == -ESHUTDOWN ? "the microVM is stopping" : strerror(-r));
+		return;
+	case API_OP_FLUSH:
+		api_metrics_flush(a);
+		return;
+	case API_OP_CTRLALTDEL:
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault),
+			 "SendCtrlAltDel: not supported: ember's i8042 has no keyboard to send it "
+			 "through");
+		return;
+	case API_OP_FATAL:
+		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);
+		g.fatal = true;
+		if (a->started)
+			vm_stop(a->vm, EXIT_HOST, g.fatal_msg);
+		return;
+	}
+}
+
+static void on_mbox(struct ev_source *src, uint32_t events)
+{
+	struct api *a = src->opaque;
+	struct api_mbox *mb = &a->mbox;
+	uint64_t v;
+	(void)!read(mb->efd, &v, sizeof(v));
+	pthread_mutex_lock(&mb->lock);
+	struct api_call *c = mb->done ? NULL : mb->call;
+	pthread_mutex_unlock(&mb->lock);
+	if (!c)
+		return;
+	vmm_do(a, c);
+	pthread_mutex_lock(&mb->lock);
+	mb->done = true;
+	pthread_cond_signal(&mb->done_cv);
+	pthread_mutex_unlock(&mb->lock);
+}
+
+void api_vmm_call(struct api *a, struct api_call *c)
+{
+	struct api_mbox *mb = &a->mbox;
+	if (pthread_equal(pthread_self(), a->vmm_tid)) {
+		vmm_do(a, c);
+		return;
+	}
+	uint64_t one = 1;
+	pthread_mutex_lock(&mb->lock);
+	mb->call = c;
+	mb->done = false;
+	(void)!write(mb->efd, &one, sizeof(one));
+	while (!mb->done)
+		pthread_cond_wait(&mb->done_cv, &mb->lock);
+	mb->call = NULL;
+	pthread_mutex_unlock(&mb->lock);
+}
+
+/* ---- the API thread ---- */
+
+static void *api_thread(void *arg)
+{
+	struct api *a = arg;
+	struct api_call c = {.op = API_OP_FATAL};
+	/* Capabilities are per thread: this one drops its own (the vmm thread
+	 * drops the process's at InstanceStart), then loads the API role. */
+	int r = jail_drop_caps();
+	if (!r)
+		r = jail_filter_apply(&g.api_filter);
+	if (r)
+		snprintf(c.fault, sizeof(c.fault), "API thread: cannot load its sandbox: %s",
+			 strerror(-r));
+	else
+		r = http_server_run(g.srv);
+	if (!c.fault[0])
+		snprintf(c.fault, sizeof(c.fault), "API thread: event loop failed: %s",
+			 strerror(-r));
+	pthread_mutex_lock(&a->lock);
+	api_vmm_call(a, &c);
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/* Bind and listen.  A socket file left by a dead ember is replaced; a
+ * live one (something accepts on it) or any other file is an error. */
+static int make_socket(const char *path, char *err, size_t len)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return snprintf(err, len, "--api-sock %s: longer than %zu bytes", path,
+				sizeof(sa.sun_path) - 1),
+		       -1;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return snprintf(err, len, "--api-sock: socket: %s", strerror(errno)), -1;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			return snprintf(err, len, "--api-sock %s: exists and is not a socket",
+					path),
+			       -1;
+		}
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN) {
+			close(fd);
+			return snprintf(err, len, "--api-sock %s: another process serves it", path),
+			       -1;
+		}
+		unlink(path);
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 256) < 0) {
+		snprintf(err, len, "--api-sock %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	o->max_body = API_MAX_BODY;
+	o->idle_ms = API_IDLE_MS_DEFAULT;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *eq = strchr(a, '=');
+		size_t n = eq ? (size_t)(eq - a) : strlen(a);
+		const char *v = eq ? eq + 1 : i + 1 < argc ? argv[i + 1] : NULL;
+#define IS(s) (strlen(s) == n && !strncmp(a, s, n))
+		if (IS("-h") || IS("--help")) {
+			fputs(usage, stdout);
+			return -1;
+		}
+		if (IS("--no-api") || IS("--no-cpuid-cache") || IS("--no-seccomp")) {
+			if (IS("--no-api"))
+				o->no_api = true;
+			else if (IS("--no-seccomp"))
+				o->seccomp = JAIL_SECCOMP_OFF;
+			else
+				o->no_cpuid_cache = true;
+			continue;
+		}
+		if (!(IS("--api-sock") || IS("--config-file") || IS("--id") ||
+		      IS("--http-api-max-payload-size") || IS("--api-idle-timeout") ||
+		      IS("--seccomp"))) {
+			fprintf(stderr, "ember: unknown option %s (see ember --api-sock --help)\n",
+				a);
+			return EXIT_CONFIG;
+		}
+		if (!v) {
+			fprintf(stderr, "ember: %.*s needs a value\n", (int)n, a);
+			return EXIT_CONFIG;
+		}
+		if (!eq)
+			i++;
+		char *end;
+		if (IS("--api-sock"))
+			o->sock = v;
+		else if (IS("--config-file"))
+			o->config_file = v;
+		else if (IS("--id"))
+			o->id = v;
+		else if (IS("--seccomp")) {
+			if (jail_seccomp_mode_parse(v, &o->seccomp)) {
+				fprintf(stderr,
+					"ember: --seccomp: \"%s\" is not enforce, log or off\n", v);
+				return EXIT_CONFIG;
+			}
+		} else {
+			unsigned long long x = strtoull(v, &end, 10);
+			if (*end || !*v || x == 0 || x > (1ULL << 30)) {
+				fprintf(stderr, "ember: %.*s: \"%s\" is not a positive number\n",
+					(int)n, a, v);
+				return EXIT_CONFIG;
+			}
+			if (IS("--api-idle-timeout"))
+				o->idle_ms = (unsigned)(x * 1000 > 1u << 31 ? 1u << 31 : x * 1000);
+			else
+				o->max_body = (size_t)x;
+		}
+#undef IS
+	}
+	if (o->no_api && !o->config_file) {
+		fprintf(stderr, "ember: --no-api needs --config-file\n");
+		return EXIT_CONFIG;
+	}
+	if (!o->sock && !o->config_file) {
+		fprintf(stderr, "ember: give --api-sock PATH or --config-file FILE\n");
+		return EXIT_CONFIG;
+	}
+	if (o->no_api)
+		o->sock = NULL;
+	return 0;
+}
+
+static bool boot_done(void *opaque)
+{
+	return g.api.started || g.api.start_code || g.fatal;
+}
+
+int api_main(int argc, char **argv, const char *version)
+{
+	struct api *a = &g.api;
+	struct opts o;
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+	struct timespec t_main;
+	int lfd = -1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t_main);
+	/* The API thread allocates after its filter is loaded, and the filter
+	 * allows no mmap: one arena for every thread (the main one, grown with
+	 * brk), and no mmap'd blocks. */
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_MAX, 0);
+	memset(&o, 0, sizeof(o));
+	int r = parse_args(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+	if (o.sock) {
+		lfd = make_socket(o.sock, err, sizeof(err));
+		if (lfd < 0) {
+			fprintf(stderr, "ember: %s\n", err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (api_init(a) || ev_init(&g.boot_ev)) {
+		fprintf(stderr, "ember: out of memory\n");
+		return EXIT_HOST;
+	}
+	a->t_main = t_main;
+	clock_gettime(CLOCK_MONOTONIC, &a->t_listening);
+	a->version = version;
+	if (o.id)
+		a->id = o.id;
+	a->seccomp = o.seccomp;
+	a->no_cpuid_cache = o.no_cpuid_cache;
+	a->vm = &g.vm;
+	a->vmm_tid = pthread_self();
+	pthread_mutex_init(&a->mbox.lock, NULL);
+	pthread_cond_init(&a->mbox.done_cv, NULL);
+	a->mbox.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r = a->mbox.efd < 0 ? -errno
+			    : ev_add(&g.boot_ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
+	/* jansson seeds its hash function once, from /dev/urandom: here,
+	 * before any thread is sandboxed. */
+	json_object_seed(0);
+	if (!r && lfd >= 0) {
+		pthread_t t;
+		r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o.seccomp);
+		if (!r)
+			r = http_server_new(&g.srv, lfd, o.max_body, o.idle_ms, api_handle, a);
+		if (!r)
+			r = -pthread_create(&t, NULL, api_thread, a);
+	}
+	if (r) {
+		fprintf(stderr, "ember: cannot start the API: %s\n", strerror(-r));
+		return EXIT_HOST;
+	}
+
+	if (o.config_file) {
+		char fault[API_FAULT_MAX];
+		pthread_mutex_lock(&a->lock);
+		r = api_load_config_file(a, o.config_file, err, sizeof(err));
+		if (r)
+			fprintf(stderr, "ember: %s\n", err);
+		else if ((r = api_instance_start(a, fault, sizeof(fault))))
+			fprintf(stderr, "ember: %s: %s\n", o.config_file, fault);
+		pthread_mutex_unlock(&a->lock);
+		if (r)
+			return a->start_code ? a->start_code : EXIT_CONFIG;
+	} else {
+		r = ev_run(&g.boot_ev, boot_done, a);
+		if (r) {
+			fprintf(stderr, "ember: vmm event loop: %s\n", strerror(-r));
+			return EXIT_HOST;
+		}
+	}
+	if (g.fatal && !a->started) {
+		fprintf(stderr, "ember: %s\n", g.fatal_msg);
+		return EXIT_HOST;
+	}
+	if (a->start_code) {
+		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+		return a->start_code;
+	}
+
+	r = vm_wait(&g.vm);
+	atomic_store(&a->state, API_STOPPED);
+	api_metrics_flush(a);
+	if (r != 0)
+		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+	vm_detach_teardown(&g.vm);
+	return r;
+}

@@ -1,0 +1,323 @@
+/* The API's actions, GETs and routing (the configuration objects and
+ * their checks are api.c's): Firecracker's paths, methods, status codes
+ * and pre-/post-boot rules. */
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "monitor/api.h"
+#include "monitor/vm.h"
+
+/* ---- actions ---- */
+
+int api_instance_start(struct api *a, char *fault, size_t len)
+{
+	char err[CFG_ERR_MAX];
+	if (atomic_load(&a->state) != API_NOT_STARTED) {
+		snprintf(fault, len, "%s", api_post_boot);
+		return 400;
+	}
+	if (!a->boot_source) {
+		snprintf(fault, len, "Cannot start microvm without kernel configuration.");
+		return 400;
+	}
+	int r = api_build_config(a, a->cfg, err, sizeof(err));
+	if (!r)
+		r = cfg_validate(a->cfg, err, sizeof(err));
+	if (r) {
+		snprintf(fault, len, "%s", err);
+		return 400;
+	}
+	struct api_call call = {.op = API_OP_START};
+	api_vmm_call(a, &call);
+	if (call.status)
+		snprintf(fault, len, "%s", call.fault);
+	return call.status;
+}
+
+static void do_action(struct api *a, json_t *body, struct http_resp *rs)
+{
+	char fault[API_FAULT_MAX];
+	const char *t = api_str(body, "action_type");
+	enum api_state st = (enum api_state)atomic_load(&a->state);
+	struct api_call call = {.op = API_OP_FLUSH};
+
+	if (!strcmp(t, "InstanceStart")) {
+		int r = api_instance_start(a, fault, sizeof(fault));
+		if (r)
+			http_fault(rs, r, "%s", fault);
+		else
+			rs->status = 204;
+		return;
+	}
+	if (!strcmp(t, "FlushMetrics")) {
+		if (a->metrics_fd < 0)
+			return http_fault(rs, 400,
+					  "FlushMetrics: metrics are not configured "
+					  "(PUT /metrics first)");
+	} else if (!strcmp(t, "SendCtrlAltDel")) {
+		if (st == API_NOT_STARTED)
+			return http_fault(rs, 400, "%s", api_pre_boot);
+		call.op = API_OP_CTRLALTDEL;
+	} else {
+		return http_fault(rs, 400,
+				  "action_type: \"%.32s\" is not one of InstanceStart, "
+				  "SendCtrlAltDel, FlushMetrics",
+				  t);
+	}
+	api_vmm_call(a, &call);
+	if (call.status)
+		return http_fault(rs, call.status, "%s", call.fault);
+	rs->status = 204;
+}
+
+static void patch_vm(struct api *a, json_t *body, struct http_resp *rs)
+{
+	const char *s = api_str(body, "state");
+	struct api_call call;
+	memset(&call, 0, sizeof(call));
+	if (!strcmp(s, "Paused"))
+		call.op = API_OP_PAUSE;
+	else if (!strcmp(s, "Resumed"))
+		call.op = API_OP_RESUME;
+	else
+		return http_fault(rs, 400, "state: \"%.32s\" is not Paused or Resumed", s);
+	if (atomic_load(&a->state) == API_NOT_STARTED)
+		return http_fault(rs, 400, "%s", api_pre_boot);
+	api_vmm_call(a, &call);
+	if (call.status)
+		return http_fault(rs, call.status, "%s", call.fault);
+	rs->status = 204;
+}
+
+/* ---- GETs ---- */
+
+static const char *state_name(struct api *a)
+{
+	switch (atomic_load(&a->state)) {
+	case API_RUNNING:
+		return "Running";
+	case API_PAUSED:
+		return "Paused";
+	case API_STOPPED:
+		return "Stopped";
+	default:
+		return "Not started";
+	}
+}
+
+static json_t *or_null(json_t *o)
+{
+	return o ? json_incref(o) : json_null();
+}
+
+static json_t *vm_config_json(struct api *a)
+{
+	return json_pack("{s:n,s:O,s:o,s:n,s:o,s:O,s:o,s:n,s:O,s:o,s:o,s:{s:o}}", "balloon",
+			 "drives", a->drives, "boot-source", or_null(a->boot_source), "cpu-config",
+			 "logger", or_null(a->logger), "machine-config", a->machine, "metrics",
+			 or_null(a->metrics), "mmds-config", "network-interfaces", a->nets, "vsock",
+			 or_null(a->vsock), "entropy", or_null(a->entropy), "ember", "options",
+			 or_null(a->options));
+}
+
+static long long us_between(const struct timespec *x, const struct timespec *y)
+{
+	return (long long)(y->tv_sec - x->tv_sec) * 1000000LL + (y->tv_nsec - x->tv_nsec) / 1000;
+}
+
+static json_t *status_json(struct api *a)
+{
+	json_t *o = json_pack("{s:s,s:s}", "id", a->id, "state", state_name(a));
+	if (atomic_load(&a->state) == API_NOT_STARTED)
+		return o;
+	struct vm *vm = a->vm;
+	json_object_set_new(o, "vcpus", json_integer(vm->nr_vcpus));
+	json_object_set_new(o, "boot_time_us",
+			    json_integer(us_between(&vm->stats.t_start, &vm->stats.t_running)));
+	if (atomic_load(&vm->stats.have_first_output))
+		json_object_set_new(
+		    o, "first_output_us",
+		    json_integer(us_between(&vm->stats.t_start, &vm->stats.t_first_output)));
+	json_object_set_new(o, "stopping", json_boolean(atomic_load(&vm->stopping)));
+	if (atomic_load(&a->state) == API_STOPPED) {
+		json_object_set_new(o, "exit_code", json_integer(vm->exit_code));
+		json_object_set_new(o, "stop_reason", json_string(vm->stop_reason));
+	}
+	return o;
+}
+
+/* ---- routing ---- */
+
+enum route_kind {
+	R_INFO,
+	R_VERSION,
+	R_BOOT,
+	R_MACHINE,
+	R_DRIVE,
+	R_NET,
+	R_VSOCK,
+	R_ENTROPY,
+	R_ACTIONS,
+	R_VM,
+	R_LOGGER,
+	R_METRICS,
+	R_VMCONFIG,
+	R_STATUS,
+	R_OPTIONS,
+};
+
+static const struct {
+	const char *path; /* a trailing '/' takes an id */
+	enum route_kind kind;
+	const char *object; /* for PUTs of configuration objects */
+} routes[] = {
+    {"/", R_INFO, NULL},
+    {"/version", R_VERSION, NULL},
+    {"/boot-source", R_BOOT, "boot-source"},
+    {"/machine-config", R_MACHINE, "machine-config"},
+    {"/drives/", R_DRIVE, "drives"},
+    {"/network-interfaces/", R_NET, "network-interfaces"},
+    {"/vsock", R_VSOCK, "vsock"},
+    {"/entropy", R_ENTROPY, "entropy"},
+    {"/actions", R_ACTIONS, NULL},
+    {"/vm", R_VM, NULL},
+    {"/logger", R_LOGGER, "logger"},
+    {"/metrics", R_METRICS, "metrics"},
+    {"/vm/config", R_VMCONFIG, NULL},
+    {"/ember/status", R_STATUS, NULL},
+    {"/ember/options", R_OPTIONS, "ember-options"},
+};
+
+static void route(struct api *a, const struct http_req *rq, struct http_resp *rs)
+{
+	unsigned k;
+	const char *id = NULL;
+	for (k = 0; k < sizeof(routes) / sizeof(routes[0]); k++) {
+		const char *p = routes[k].path;
+		size_t n = strlen(p);
+		if (n > 1 && p[n - 1] == '/') {
+			if (!strncmp(rq->path, p, n) && rq->path[n] && !strchr(rq->path + n, '/')) {
+				id = rq->path + n;
+				break;
+			}
+		} else if (!strcmp(rq->path, p)) {
+			break;
+		}
+	}
+	enum http_method m = (enum http_method)rq->method;
+	bool known = k < sizeof(routes) / sizeof(routes[0]);
+	enum route_kind rk = known ? routes[k].kind : R_INFO;
+	bool get = m == HTTP_GET, put = m == HTTP_PUT, patch = m == HTTP_PATCH;
+	bool allowed =
+	    known && (get     ? (rk == R_INFO || rk == R_VERSION || rk == R_MACHINE ||
+				 rk == R_VMCONFIG || rk == R_STATUS)
+		      : put   ? (rk != R_INFO && rk != R_VERSION && rk != R_VMCONFIG &&
+				 rk != R_STATUS && rk != R_VM)
+		      : patch ? (rk == R_MACHINE || rk == R_VM || rk == R_DRIVE || rk == R_NET)
+			      : false);
+	if (!allowed)
+		return http_fault(rs, 400, "Invalid request method and/or path: %s %.200s.",
+				  rq->method_name, rq->path);
+
+	if (get) {
+		json_t *o = NULL;
+		switch (rk) {
+		case R_INFO:
+			o = json_pack("{s:s,s:s,s:s,s:s}", "id", a->id, "state", state_name(a),
+				      "vmm_version", a->version, "app_name", "ember");
+			break;
+		case R_VERSION:
+			o = json_pack("{s:s}", "firecracker_version", a->version);
+			break;
+		case R_MACHINE:
+			o = json_deep_copy(a->machine);
+			break;
+		case R_VMCONFIG:
+			o = vm_config_json(a);
+			break;
+		default:
+			o = status_json(a);
+			break;
+		}
+		return http_reply_json(rs, 200, o);
+	}
+
+	if (!rq->body_len)
+		return http_fault(rs, 400, "Empty %s request.", put ? "PUT" : "PATCH");
+	json_error_t jerr;
+	json_t *body = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!body)
+		return http_fault(rs, 400, "invalid JSON: %s (line %d, column %d)", jerr.text,
+				  jerr.line, jerr.column);
+	char fault[API_FAULT_MAX];
+	int r = 0;
+	if (rk == R_ACTIONS || rk == R_VM) {
+		r = api_check_body(body, rk == R_ACTIONS ? API_BODY_ACTION : API_BODY_VM, fault,
+				   sizeof(fault));
+		if (!r) {
+			(rk == R_ACTIONS ? do_action : patch_vm)(a, body, rs);
+			json_decref(body);
+			return;
+		}
+	} else if (patch && (rk == R_DRIVE || rk == R_NET)) {
+		/* Firecracker: post-boot rate limiter and path updates */
+		r = 400;
+		snprintf(fault, sizeof(fault), "%s",
+			 atomic_load(&a->state) == API_NOT_STARTED
+			     ? api_pre_boot
+			     : "updating a device after boot is not supported by ember yet");
+	} else if (atomic_load(&a->state) != API_NOT_STARTED) {
+		r = 400;
+		snprintf(fault, sizeof(fault), "%s", api_post_boot);
+	} else {
+		if (patch) { /* PATCH /machine-config: merge into what is there */
+			json_t *mc = json_deep_copy(a->machine);
+			r = api_check_body(body, API_BODY_MACHINE_PATCH, fault, sizeof(fault));
+			if (!r && (!mc || json_object_update(mc, body))) {
+				r = 500;
+				snprintf(fault, sizeof(fault), "out of memory");
+			}
+			json_decref(body);
+			body = mc;
+		}
+		if (!r)
+			r = api_put_object(a, routes[k].object, id, body, fault, sizeof(fault));
+	}
+	json_decref(body);
+	if (r)
+		return http_fault(rs, r, "%s", fault);
+	rs->status = 204;
+}
+
+static void log_request(struct api *a, const struct http_req *rq, int status)
+{
+	if (a->log_fd < 0 || a->log_level < (status >= 400 ? 2 : 3))
+		return;
+	char line[512];
+	int n = snprintf(line, sizeof(line), "[%s:api%s] %s %.200s: %d\n", a->id,
+			 a->log_show_level ? (status >= 400 ? ":WARN" : ":INFO") : "",
+			 rq->method_name, rq->path, status);
+	(void)!write(a->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+void api_handle(void *opaque, const struct http_req *rq, struct http_resp *rs)
+{
+	struct api *a = opaque;
+	rs->status = 500;
+	rs->body = NULL;
+	pthread_mutex_lock(&a->lock);
+	route(a, rq, rs);
+	pthread_mutex_unlock(&a->lock);
+	atomic_fetch_add(rq->method == HTTP_GET	  ? &a->n_get
+			 : rq->method == HTTP_PUT ? &a->n_put
+						  : &a->n_patch,
+			 1);
+	if (rs->status >= 400)
+		atomic_fetch_add(&a->n_bad, 1);
+	log_request(a, rq, rs->status);
+}
