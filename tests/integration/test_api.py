@@ -384,7 +384,8 @@ def test_metrics_and_logger(api, tmp_path):
     api.ok("PUT", "/logger", {"log_path": str(log), "level": "Info", "show_level": True})
     assert "Reinitialization" in api.fault("PUT", "/metrics", {"metrics_path": str(metrics)})
     api.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
-    start_loop(api, tmp_path, drive=False)
+    api.ok("PUT", "/entropy", {})
+    start_loop(api, tmp_path, drive=True)
     api.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
     lines = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert len(lines) == 2
@@ -392,6 +393,10 @@ def test_metrics_and_logger(api, tmp_path):
     assert lines[1]["ember"]["boot_time_us"] > 0
     assert lines[1]["vcpu"]["exits"] > 0
     assert lines[1]["api_server"]["put_requests"] >= 3
+    # each device's counters, Firecracker's names (the loop guest uses none)
+    assert lines[1]["block_rootfs"]["read_count"] == 0
+    assert lines[1]["block_rootfs"]["device_needs_reset"] == 0
+    assert lines[1]["entropy"]["entropy_bytes"] == 0
     text = log.read_text()
     assert "PUT /boot-source: 204" in text and "INFO" in text
 
