@@ -353,7 +353,8 @@ static void process(struct virtio_dev *d)
 		virtio_queue_done(d, 0);
 }
 
-static int activate(struct virtio_dev *d)
+/* The limiter's timer, made before the drop phase. */
+static int realize(struct virtio_dev *d)
 {
 	struct virtio_blk *b = d->priv;
 	b->dev = d;
@@ -376,7 +377,7 @@ const struct virtio_dev_ops vblk_ops = {
     .device_id = VIRTIO_ID_BLOCK,
     .nr_queues = 1,
     .config_read = config_read,
-    .activate = activate,
+    .realize = realize,
     .notify = notify,
     .reset = reset,
 };

@@ -65,6 +65,14 @@ static void logf_dev(struct virtio_dev *d, const char *fmt, ...)
 
 static void notified(struct ev_source *src, uint32_t events);
 
+static int realize(struct virtio_dev *d, char *err, size_t errlen)
+{
+	int r = d->ops->realize ? d->ops->realize(d) : 0;
+	if (r)
+		snprintf(err, errlen, "%s: %s", d->name, strerror(-r));
+	return r;
+}
+
 int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, void *priv,
 		    const char *name, uint64_t features, uint64_t base, uint32_t gsi, int vm_fd,
 		    const struct gmem *mem, struct evloop *ev, char *err, size_t errlen)
@@ -91,7 +99,7 @@ int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, void
 		return -EINVAL;
 	}
 	if (vm_fd < 0)
-		return 0;
+		return realize(d, err, errlen);
 
 	d->irq_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	struct kvm_irqfd irqfd = {.fd = (uint32_t)d->irq_fd, .gsi = gsi};
@@ -123,7 +131,7 @@ int virtio_dev_init(struct virtio_dev *d, const struct virtio_dev_ops *ops, void
 			return r;
 		}
 	}
-	return 0;
+	return realize(d, err, errlen);
 }
 
 void virtio_dev_fini(struct virtio_dev *d)
@@ -142,7 +150,10 @@ void virtio_dev_fini(struct virtio_dev *d)
 
 bool virtio_live(const struct virtio_dev *d)
 {
-	return (d->st.status & VIRTIO_STATUS_DRIVER_OK) && !d->broken;
+	/* DRIVER_OK without FEATURES_OK (which we may have refused) is no
+	 * driver at all (§3.1.1). */
+	const uint32_t on = VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
+	return (d->st.status & on) == on && !d->broken;
 }
 
 void virtio_interrupt(struct virtio_dev *d, uint32_t why)

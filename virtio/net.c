@@ -217,14 +217,20 @@ static void tx_retry(struct ev_timer *t)
 	pthread_mutex_unlock(&d->lock);
 }
 
-static int activate(struct virtio_dev *d)
+/* The limiters' timers, made before the drop phase. */
+static int realize(struct virtio_dev *d)
 {
 	struct virtio_net *n = d->priv;
 	n->dev = d;
 	int r = vlimit_start(&n->rx_limit, d->ev, rx_retry, d);
-	if (!r)
-		r = vlimit_start(&n->tx_limit, d->ev, tx_retry, d);
-	if (!r && !n->tap_src.added) {
+	return r ? r : vlimit_start(&n->tx_limit, d->ev, tx_retry, d);
+}
+
+static int activate(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	int r = 0;
+	if (!n->tap_src.added) {
 		r = ev_add(d->ev, &n->tap_src, n->tap.fd, EPOLLIN, on_tap, d);
 		n->tap_events = EPOLLIN;
 	}
@@ -256,6 +262,7 @@ const struct virtio_dev_ops vnet_ops = {
     .device_id = VIRTIO_ID_NET,
     .nr_queues = 2,
     .config_read = config_read,
+    .realize = realize,
     .activate = activate,
     .notify = notify,
     .reset = reset,

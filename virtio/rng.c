@@ -83,7 +83,8 @@ static void retry(struct ev_timer *t)
 	pthread_mutex_unlock(&d->lock);
 }
 
-static int activate(struct virtio_dev *d)
+/* The limiter's timer, made before the drop phase. */
+static int realize(struct virtio_dev *d)
 {
 	struct virtio_rng *r = d->priv;
 	r->dev = d;
@@ -105,7 +106,7 @@ const struct virtio_dev_ops vrng_ops = {
     .kind = "rng",
     .device_id = VIRTIO_ID_RNG,
     .nr_queues = 1,
-    .activate = activate,
+    .realize = realize,
     .notify = notify,
     .reset = reset,
 };

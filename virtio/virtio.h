@@ -59,6 +59,10 @@ struct virtio_dev_ops {
 	 * read len (1, 2, 4 or 8) bytes at off; bytes past the config read
 	 * as 0.  Optional. */
 	void (*config_read)(struct virtio_dev *d, uint32_t off, uint8_t *data, uint32_t len);
+	/* At the end of virtio_dev_init(), before the drop phase: acquire
+	 * what serving will need and the sandbox will not allow later
+	 * (timerfds).  0 or -errno (the VM does not start).  Optional. */
+	int (*realize)(struct virtio_dev *d);
 	/* The driver set DRIVER_OK: start serving (watch backends).  0 or
 	 * -errno (the device is then marked NEEDS_RESET).  Optional. */
 	int (*activate)(struct virtio_dev *d);
