@@ -108,8 +108,14 @@ static void rx(struct virtio_dev *d)
 			rx_ok = false; /* the limiter's timer comes back */
 			break;
 		}
+		if (c.nr_out) {
+			vq_unpop(q);
+			virtio_fail(d, "rx queue: request %u has driver-readable buffers "
+				       "(§5.1.6.3: all are device-writable)", c.head);
+			break;
+		}
 		uint32_t total = VNET_HDR + n->frame_len;
-		if (c.nr_out || c.in_len < total) {
+		if (c.in_len < total) {
 			/* §5.1.6.3.1: buffers must hold a whole frame (no
 			 * MRG_RXBUF).  Give it back empty, drop this frame. */
 			n->stats.rx_too_big++;
@@ -150,7 +156,12 @@ static void tx(struct virtio_dev *d)
 		}
 		if (r == 0)
 			break;
-		if (c.nr_in || c.out_len <= VNET_HDR || c.out_len > sizeof(buf)) {
+		if (c.nr_in) {
+			virtio_fail(d, "tx queue: request %u has device-writable buffers "
+				       "(§5.1.6.2: all are driver-readable)", c.head);
+			break;
+		}
+		if (c.out_len <= VNET_HDR || c.out_len > sizeof(buf)) {
 			/* Not a frame: returned unsent, counted. */
 			n->stats.tx_malformed++;
 			vq_push(q, c.head, 0);

@@ -210,6 +210,18 @@ def test_hostile_notify_on_unconfigured_queue_ignored(tmp_path):
     assert "hostile: unconfigured: recovered" in r.stdout
 
 
+@pytest.mark.parametrize("case,message", [
+    ("wrongdir", "tx queue: request 0 has device-writable buffers"),
+    ("loop", "tx queue: chain from descriptor 0 loops"),
+    ("oob", "tx queue: descriptor 0: buffer 0x300000000+72 is not in guest RAM"),
+])
+def test_hostile_net(tap, case, message):
+    r = vguest("--net", f"eth0,tap={tap}", cmdline=f"test=hostile dev=net case={case}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ember: virtio-net eth0: {message}" in r.stderr
+    assert f"hostile: {case}: recovered" in r.stdout
+
+
 def test_hostile_rng_chain(tmp_path):
     r = vguest("--rng", cmdline="test=hostile dev=rng case=loop")
     assert r.returncode == 0, r.stdout + r.stderr
