@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+from bench_virtio import virtio_rows
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
@@ -558,6 +560,9 @@ def main():
                      main_rows))
     out.append("\nReference: what exec and bare KVM cost on this machine\n")
     out.append(table(["what", "median", "spread"], ref_rows))
+    out.append("\nVirtio (guest ring-0 code is emulated here, ~200 ns an instruction: "
+               "this machine's numbers; see tests/bench/bench_virtio.py)\n")
+    out.append(table(["what", "median", "note"], virtio_rows(ember, a.guests, runs)))
     out.append("\nGoals (from the issue)\n")
     out.append(table(["goal", "target", "result", "met"], goal_rows))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "

@@ -8,15 +8,17 @@
  *   net      `count=N` broadcast frames echoed back by the host
  *   rng      two 64-byte draws, non-zero and different
  *   vsock    connect to host CID 2 `port=`; with `listen=P` also accept
+ *   bench    `kind=pio|rng n=N`: N exits or N rng round trips between
+ *            "bench: start" and "bench: done N" (make bench times them)
  *   hostile  `case=C` (`dev=block|net|rng`): a broken driver's request,
  *            then DEVICE_NEEDS_RESET expected, reset, one good request
  * Exit status 0 on success, 1 on failure (README.md lists the lines). */
-#include "virtio_drv.h"
+#include "virtio_test.h"
 
 static struct vdev devs[VDEV_MAX];
 static unsigned ndevs;
 
-static u64 arg_u64(const char *key, u64 def)
+u64 arg_u64(const char *key, u64 def)
 {
 	const char *v = cmdline_arg(key);
 	u64 x;
@@ -25,7 +27,7 @@ static u64 arg_u64(const char *key, u64 def)
 }
 
 /* Does `key=` have exactly the value val? */
-static int arg_is(const char *key, const char *val, int def)
+int arg_is(const char *key, const char *val, int def)
 {
 	const char *v = cmdline_arg(key);
 	size_t n = strlen(val);
@@ -35,7 +37,7 @@ static int arg_is(const char *key, const char *val, int def)
 	return !memcmp(v, val, n) && (v[n] == ' ' || v[n] == 0);
 }
 
-static struct vdev *find(u32 id)
+struct vdev *find_dev(u32 id)
 {
 	for (unsigned i = 0; i < ndevs; i++)
 		if (devs[i].id == id)
@@ -127,7 +129,7 @@ static int blk_check(int st, int want, const char *what)
 
 static int do_blk(void)
 {
-	struct vdev *d = find(VIRTIO_ID_BLOCK);
+	struct vdev *d = find_dev(VIRTIO_ID_BLOCK);
 	int ro = (int)arg_u64("ro", 0);
 	u64 sector = arg_u64("sector", 1), seed = arg_u64("seed", 1), reads = arg_u64("reads", 0);
 
@@ -283,7 +285,7 @@ static int net_send(struct vdev *d, unsigned seq, const u8 **text, u32 *tlen)
 
 static int do_net(void)
 {
-	struct vdev *d = find(VIRTIO_ID_NET);
+	struct vdev *d = find_dev(VIRTIO_ID_NET);
 	unsigned count = (unsigned)arg_u64("count", 3);
 
 	if (!d || vdev_init(d, 1ULL << VIRTIO_NET_F_MAC, 2))
@@ -369,7 +371,7 @@ static int rng_fill(struct vdev *d, u8 *out)
 
 static int do_rng(void)
 {
-	struct vdev *d = find(VIRTIO_ID_RNG);
+	struct vdev *d = find_dev(VIRTIO_ID_RNG);
 
 	if (!d || vdev_init(d, 0, 1) || rng_fill(d, rng_buf[0]) || rng_fill(d, rng_buf[1]))
 		return 1;
@@ -390,254 +392,33 @@ static int do_rng(void)
 	return 0;
 }
 
-/* ---- vsock (§5.10) ---- */
+/* ---- bench: round trips timed by the host from the two lines ---- */
 
-#define VSOCK_TYPE_STREAM 1
-#define VSOCK_OP_REQUEST 1
-#define VSOCK_OP_RESPONSE 2
-#define VSOCK_OP_RST 3
-#define VSOCK_OP_SHUTDOWN 4
-#define VSOCK_OP_RW 5
-#define VSOCK_OP_CREDIT_UPDATE 6
-#define VSOCK_OP_CREDIT_REQUEST 7
-#define VSOCK_SHUTDOWN_BOTH 3 /* RCV | SEND */
-#define VSOCK_HOST_CID 2
-#define VSOCK_BUF_ALLOC 65536
-#define VSOCK_RX_BUFS 8
-#define VSOCK_RX_DATA 4096
-#define VSOCK_EVT_BUFS 4
-#define VSOCK_LOCAL_PORT 50000
-
-struct vsock_hdr {
-	u64 src_cid;
-	u64 dst_cid;
-	u32 src_port;
-	u32 dst_port;
-	u32 len;
-	u16 type;
-	u16 op;
-	u32 flags;
-	u32 buf_alloc;
-	u32 fwd_cnt;
-} __attribute__((packed));
-_Static_assert(sizeof(struct vsock_hdr) == 44, "virtio 1.2 §5.10.6");
-
-/* One stream; pport 0 while listening. */
-struct vconn {
-	u32 lport, pport;
-	u32 peer_buf_alloc, peer_fwd_cnt;
-	u32 tx_cnt, fwd_cnt; /* bytes sent; bytes received and consumed */
-};
-
-static u8 vs_rx[VSOCK_RX_BUFS][sizeof(struct vsock_hdr) + VSOCK_RX_DATA]
-	__attribute__((aligned(64)));
-static u32 vs_evt[VSOCK_EVT_BUFS];
-static struct vsock_hdr vs_txhdr;
-static u8 vs_data[VSOCK_RX_DATA + 1]; /* the last packet's payload, NUL-ended */
-static u64 vs_cid;
-
-static void vs_post_rx(struct vq *rx, unsigned i)
+/* kind=pio: n writes to an unclaimed port (a plain exit to the monitor
+ * and back); kind=rng: n one-byte rng requests, each a whole round trip
+ * (kick, the vmm thread fills it, used ring, interrupt status). */
+static int do_bench(void)
 {
-	struct vbuf b = {(u64)vs_rx[i], sizeof(vs_rx[i]), 1};
-	vq_add(rx, i, &b, 1);
-}
+	static u8 byte;
+	u64 n = arg_u64("n", 1000);
 
-static int vs_send(struct vdev *d, struct vconn *c, u16 op, u32 flags, const void *data, u32 len)
-{
-	struct vbuf b[2] = {{(u64)&vs_txhdr, sizeof(vs_txhdr), 0}, {(u64)data, len, 0}};
-
-	if (op == VSOCK_OP_RW && len > c->peer_buf_alloc - (c->tx_cnt - c->peer_fwd_cnt)) {
-		kprintf("vsock: no credit for %u bytes (peer buf_alloc %u fwd_cnt %u, sent %u)\n",
-			len, c->peer_buf_alloc, c->peer_fwd_cnt, c->tx_cnt);
-		return -1;
-	}
-	vs_txhdr = (struct vsock_hdr){
-	    .src_cid = vs_cid,
-	    .dst_cid = VSOCK_HOST_CID,
-	    .src_port = c->lport,
-	    .dst_port = c->pport,
-	    .len = len,
-	    .type = VSOCK_TYPE_STREAM,
-	    .op = op,
-	    .flags = flags,
-	    .buf_alloc = VSOCK_BUF_ALLOC,
-	    .fwd_cnt = c->fwd_cnt,
-	};
-	if (vq_request(d, &d->vq[1], b, len ? 2 : 1, "vsock") < 0)
-		return -1;
-	if (op == VSOCK_OP_RW)
-		c->tx_cnt += len;
-	return 0;
-}
-
-/* The next packet of connection c (or, while c listens, a REQUEST to its
- * port) into *h and vs_data, answering credit requests on the way and
- * resetting strays.  -1 (line printed) after ms milliseconds. */
-static int vs_next(struct vdev *d, struct vconn *c, struct vsock_hdr *h, unsigned ms)
-{
-	struct vq *rx = &d->vq[0];
-	u64 end = tsc_deadline(ms);
-	u32 id, len;
-
-	for (;;) {
-		while (!vq_poll(rx, &id, &len)) {
-			if (tsc_passed(end)) {
-				kprintf("vsock: timeout waiting on port %u\n", c->lport);
-				return -1;
-			}
-			cpu_relax();
-		}
-		u32 isr = vdev_read(d, VIRTIO_MMIO_INTERRUPT_STATUS);
-		if (isr)
-			vdev_write(d, VIRTIO_MMIO_INTERRUPT_ACK, isr);
-		if (id >= VSOCK_RX_BUFS || len < sizeof(*h) || len > sizeof(vs_rx[0])) {
-			kprintf("vsock: bad rx used element id %u len %u\n", id, len);
-			return -1;
-		}
-		memcpy(h, vs_rx[id], sizeof(*h));
-		u32 n = h->len <= len - sizeof(*h) ? h->len : len - (u32)sizeof(*h);
-		memcpy(vs_data, vs_rx[id] + sizeof(*h), n);
-		vs_data[n] = 0;
-		vs_post_rx(rx, id);
-		vq_publish(rx);
-		vq_notify(d, rx);
-
-		int ours = h->dst_cid == vs_cid && h->type == VSOCK_TYPE_STREAM &&
-			   h->dst_port == c->lport;
-		if (ours && !c->pport && h->op == VSOCK_OP_REQUEST)
-			return 0;
-		if (!ours || h->src_port != c->pport) {
-			kprintf("vsock: stray op %u from %lu:%u to port %u\n", h->op, h->src_cid,
-				h->src_port, h->dst_port);
-			if (h->op != VSOCK_OP_RST && h->type == VSOCK_TYPE_STREAM) {
-				struct vconn stray = {.lport = h->dst_port, .pport = h->src_port};
-				if (vs_send(d, &stray, VSOCK_OP_RST, 0, NULL, 0))
-					return -1;
-			}
-			continue;
-		}
-		c->peer_buf_alloc = h->buf_alloc; /* every header carries credit */
-		c->peer_fwd_cnt = h->fwd_cnt;
-		if (h->op == VSOCK_OP_CREDIT_UPDATE)
-			continue;
-		if (h->op == VSOCK_OP_CREDIT_REQUEST) {
-			if (vs_send(d, c, VSOCK_OP_CREDIT_UPDATE, 0, NULL, 0))
-				return -1;
-			continue;
-		}
-		if (h->op == VSOCK_OP_RW)
-			c->fwd_cnt += h->len; /* consumed at once */
+	if (arg_is("kind", "pio", 0)) {
+		print("bench: start\n");
+		for (u64 i = 0; i < n; i++)
+			outb(0x80, 0);
+		kprintf("bench: done %lu\n", n);
 		return 0;
 	}
-}
-
-/* After our SHUTDOWN, or waiting for the peer's: its RST, or its SHUTDOWN
- * which we answer with RST (§5.10.6.6).  0 when the stream is closed. */
-static int vs_close(struct vdev *d, struct vconn *c)
-{
-	struct vsock_hdr h;
-
-	for (;;) {
-		if (vs_next(d, c, &h, 3000))
-			return -1;
-		if (h.op == VSOCK_OP_RST)
-			return 0;
-		if (h.op == VSOCK_OP_SHUTDOWN)
-			return vs_send(d, c, VSOCK_OP_RST, 0, NULL, 0);
-		kprintf("vsock: op %u while closing, ignored\n", h.op);
-	}
-}
-
-/* Strips one trailing newline for printing. */
-static const char *vs_text(void)
-{
-	size_t n = strlen((char *)vs_data);
-	if (n && vs_data[n - 1] == '\n')
-		vs_data[n - 1] = 0;
-	return (const char *)vs_data;
-}
-
-static int vs_guest_initiated(struct vdev *d)
-{
-	static const char ping[] = "ping from guest\n";
-	struct vconn c = {.lport = VSOCK_LOCAL_PORT, .pport = (u32)arg_u64("port", 1234)};
-	struct vsock_hdr h;
-
-	if (vs_send(d, &c, VSOCK_OP_REQUEST, 0, NULL, 0) || vs_next(d, &c, &h, 5000))
-		return -1;
-	if (h.op != VSOCK_OP_RESPONSE) {
-		kprintf("vsock: connect to port %u: op %u, not RESPONSE%s\n", c.pport, h.op,
-			h.op == VSOCK_OP_RST ? " (refused)" : "");
-		return -1;
-	}
-	if (vs_send(d, &c, VSOCK_OP_RW, 0, ping, sizeof(ping) - 1) || vs_next(d, &c, &h, 5000))
-		return -1;
-	if (h.op != VSOCK_OP_RW) {
-		kprintf("vsock: op %u instead of data\n", h.op);
-		return -1;
-	}
-	kprintf("vsock: got %s\n", vs_text());
-	if (vs_send(d, &c, VSOCK_OP_SHUTDOWN, VSOCK_SHUTDOWN_BOTH, NULL, 0) || vs_close(d, &c))
-		return -1;
-	print("vsock: guest-initiated ok\n");
-	return 0;
-}
-
-static int vs_host_initiated(struct vdev *d, u32 port)
-{
-	struct vconn c = {.lport = port};
-	struct vsock_hdr h;
-
-	kprintf("vsock: listening on port %u\n", port);
-	if (vs_next(d, &c, &h, 10000))
-		return -1;
-	c.pport = h.src_port;
-	c.peer_buf_alloc = h.buf_alloc;
-	c.peer_fwd_cnt = h.fwd_cnt;
-	if (vs_send(d, &c, VSOCK_OP_RESPONSE, 0, NULL, 0) || vs_next(d, &c, &h, 5000))
-		return -1;
-	if (h.op != VSOCK_OP_RW) {
-		kprintf("vsock: op %u instead of data\n", h.op);
-		return -1;
-	}
-	u32 n = (u32)strlen((char *)vs_data);
-	for (u32 i = 0; i < n; i++)
-		if (vs_data[i] >= 'a' && vs_data[i] <= 'z')
-			vs_data[i] = (u8)(vs_data[i] - 'a' + 'A');
-	if (vs_send(d, &c, VSOCK_OP_RW, 0, vs_data, n))
-		return -1;
-	kprintf("vsock: sent back %s\n", vs_text());
-	if (vs_close(d, &c))
-		print("vsock: host did not close the stream\n");
-	print("vsock: host-initiated ok\n");
-	return 0;
-}
-
-static int do_vsock(void)
-{
-	struct vdev *d = find(VIRTIO_ID_VSOCK);
-	u64 listen = arg_u64("listen", 0);
-
-	if (!d || vdev_init(d, 0, 3))
+	struct vdev *d = find_dev(VIRTIO_ID_RNG);
+	if (!d || vdev_init(d, 0, 1))
 		return 1;
-	vs_cid = vdev_config64(d, 0);
-	kprintf("vsock: cid %lu\n", vs_cid);
-	struct vq *rx = &d->vq[0], *evt = &d->vq[2];
-	for (unsigned i = 0; i < VSOCK_RX_BUFS; i++)
-		vs_post_rx(rx, i);
-	vq_publish(rx);
-	vq_notify(d, rx);
-	for (unsigned i = 0; i < VSOCK_EVT_BUFS; i++) {
-		struct vbuf b = {(u64)&vs_evt[i], sizeof(vs_evt[i]), 1};
-		vq_add(evt, i, &b, 1);
+	print("bench: start\n");
+	for (u64 i = 0; i < n; i++) {
+		struct vbuf b = {(u64)&byte, 1, 1};
+		if (vq_request(d, &d->vq[0], &b, 1, "rng") != 1)
+			return 1;
 	}
-	vq_publish(evt);
-	vq_notify(d, evt);
-
-	if (vs_guest_initiated(d))
-		return 1;
-	if (listen && vs_host_initiated(d, (u32)listen))
-		return 1;
+	kprintf("bench: done %lu\n", n);
 	return 0;
 }
 
@@ -830,7 +611,7 @@ static int do_hostile(void)
 		n++;
 	}
 	c[n] = 0;
-	struct vdev *d = find(t->id);
+	struct vdev *d = find_dev(t->id);
 	if (!d)
 		return 1;
 	int bad;
@@ -864,8 +645,10 @@ int main(void)
 		return do_rng();
 	if (arg_is("test", "vsock", 0))
 		return do_vsock();
+	if (arg_is("test", "bench", 0))
+		return do_bench();
 	if (arg_is("test", "hostile", 0))
 		return do_hostile();
-	print("virtio: unknown test= (probe, blk, net, rng, vsock, hostile)\n");
+	print("virtio: unknown test= (probe, blk, net, rng, vsock, bench, hostile)\n");
 	return 1;
 }
