@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "jail/jail.h"
@@ -34,6 +35,7 @@ enum arg_check {
 	ARG_OWN_KILL,  /* tgid is this process, signal is the kick or SIGABRT */
 	ARG_CLONE_VM,  /* flags are exactly CLONE_VM (no thread, no new namespace) */
 	ARG_MADV_FREE, /* advice is MADV_DONTNEED */
+	ARG_AF_UNIX,   /* domain (argument 0) is AF_UNIX */
 };
 
 struct allow {
@@ -52,10 +54,11 @@ static const struct allow allowlist[] = {
      * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault */
     ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
     /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap); stderr
-     * messages (vcpu_dump, the stop reason, --stats); API replies */
+     * messages (vcpu_dump, the stop reason, --stats); API replies;
+     * virtio-vsock: bytes to host sockets */
     ALLOW(write, VMM | VCPU | API, ARG_ANY),
     /* hvt: NET_READ (tap); the teardown child waits on its pipe (vmm);
-     * API requests */
+     * API requests; virtio-vsock: bytes from host sockets */
     ALLOW(read, VMM | VCPU | API, ARG_ANY),
     /* hvt: BLOCK_READ */
     ALLOW(pread64, VMM | VCPU, ARG_ANY),
@@ -69,7 +72,8 @@ static const struct allow allowlist[] = {
     /* virtio-rng: the guest's entropy */
     ALLOW(getrandom, VMM, ARG_ANY),
     /* virtio rate limiters: the retry timer (a timerfd); the metrics
-     * timer (API mode); the API's idle-connection sweep */
+     * timer (API mode); the API's idle-connection sweep; virtio-vsock:
+     * its connection deadlines */
     ALLOW(timerfd_settime, VMM | API, ARG_ANY),
     /* hvt: BLOCK_WRITE */
     ALLOW(pwrite64, VMM | VCPU, ARG_ANY),
@@ -104,8 +108,15 @@ static const struct allow allowlist[] = {
     /* vm_detach_teardown and its child close pipe ends and stdio; the API
      * closes connections */
     ALLOW(close, VMM | API, ARG_ANY),
-    /* API: connections from the listening socket */
-    ALLOW(accept4, API, ARG_ANY),
+    /* API: connections from the listening socket; virtio-vsock: host
+     * connections on its uds */
+    ALLOW(accept4, VMM | API, ARG_ANY),
+    /* virtio-vsock: a guest's connection to <uds>_PORT (unix sockets only) */
+    ALLOW(socket, VMM, ARG_AF_UNIX),
+    /* virtio-vsock: the same connection (AF_UNIX: it completes at once) */
+    ALLOW(connect, VMM, ARG_ANY),
+    /* virtio-vsock: the guest's SHUTDOWN(SEND) passed on as SHUT_WR */
+    ALLOW(shutdown, VMM, ARG_ANY),
     /* API: malloc (request bodies, jansson's JSON, replies): API mode
      * keeps every thread on the main arena and out of mmap (mallopt in
      * monitor/api_main.c), so the heap only grows and shrinks with brk */
@@ -113,8 +124,9 @@ static const struct allow allowlist[] = {
     /* the vmm thread's event loop (virtio queues and backends); the
      * API's waits for its socket */
     ALLOW(epoll_wait, VMM | API, ARG_ANY),
-    /* virtio-net pauses and resumes reading its tap; the API adds and
-     * removes the accepted connection */
+    /* virtio-net pauses and resumes reading its tap; virtio-vsock
+     * watches its host sockets; the API adds and removes the accepted
+     * connection */
     ALLOW(epoll_ctl, VMM | API, ARG_ANY),
 };
 
@@ -173,6 +185,8 @@ static int add_rule(scmp_filter_ctx ctx, const struct allow *a, uint32_t self)
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, CLONE_VM));
 	case ARG_MADV_FREE:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(2, MADV_DONTNEED));
+	case ARG_AF_UNIX:
+		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, AF_UNIX));
 	}
 	return -EINVAL;
 }

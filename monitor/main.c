@@ -96,6 +96,9 @@ struct run_opts {
 	} sets[96];
 	unsigned nr_sets;
 	bool rng; /* --rng */
+	/* Copies the device options are split in (no heap: nothing to free) */
+	char text[16384];
+	size_t text_used;
 	/* Solo5-style "-- KERNEL ARGS...": ARGS become the command line */
 	char *cmdline;
 	char cmdline_buf[CFG_CMDLINE_MAX + 2];
@@ -155,13 +158,24 @@ static int solo5_option(struct run_opts *o, const char *a, bool *matched)
  * --vsock key=value,..., --rng[=key=value,...]: each key=value is the
  * INI key of the device's section, set through cfg_set() as the file's
  * are.  A named device's ID comes first (or as id=ID). */
+/* A copy of s in o->text, or NULL when the options are too long. */
+static char *keep(struct run_opts *o, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	if (n > sizeof(o->text) - o->text_used)
+		return NULL;
+	char *p = memcpy(o->text + o->text_used, s, n);
+	o->text_used += n;
+	return p;
+}
+
 static int device_option(struct run_opts *o, const char *opt, const char *spec)
 {
 	bool named = strcmp(opt, "drive") == 0 || strcmp(opt, "net") == 0;
-	char *copy = strdup(spec), *save = NULL, *id = NULL;
+	char *copy = keep(o, spec), *save = NULL, *id = NULL;
 	char section[CFG_NAME_MAX + 8];
 	if (!copy) {
-		fprintf(stderr, "ember run: out of memory\n");
+		fprintf(stderr, "ember run: --%s: the device options are too long\n", opt);
 		return EXIT_CONFIG;
 	}
 	/* Find the ID first: sets name their section. */
@@ -209,7 +223,11 @@ static int device_option(struct run_opts *o, const char *opt, const char *spec)
 			char optname[CFG_NAME_MAX + 80];
 			snprintf(optname, sizeof(optname), "%s%s%s: %.40s", opt, named ? " " : "",
 				 named ? section + strlen(opt) + 1 : "", item);
-			int r = add_set(o, section, item, eq + 1, strdup(optname));
+			const char *name = keep(o, optname);
+			int r = name ? add_set(o, section, item, eq + 1, name) : EXIT_CONFIG;
+			if (!name)
+				fprintf(stderr, "ember run: --%s: the device options are too long\n",
+					opt);
 			if (r)
 				return r;
 		}

@@ -12,10 +12,7 @@
 #include "virtio/blk.h"
 #include "virtio/net.h"
 #include "virtio/rng.h"
-#if __has_include("virtio/vsock.h") /* being written */
 #include "virtio/vsock.h"
-#define HAVE_VSOCK 1
-#endif
 
 enum vkind { V_BLOCK, V_NET, V_VSOCK, V_RNG };
 
@@ -26,7 +23,7 @@ struct vdev {
 		struct virtio_blk blk;
 		struct virtio_net net;
 		struct virtio_rng rng;
-		void *vsock; /* struct virtio_vsock */
+		struct virtio_vsock *vsock;
 	} u;
 	bool open; /* the backend is open: close it */
 };
@@ -111,14 +108,9 @@ static int open_backend(struct vm *vm, struct vdev *v, unsigned i, char *name, s
 	if (i == 0 && cfg->vsock.enabled) {
 		v->kind = V_VSOCK;
 		snprintf(name, namelen, "virtio-vsock");
-#ifdef HAVE_VSOCK
 		*ops = &vsock_ops;
 		*features = 0;
-		return vsock_create((struct virtio_vsock **)&v->u.vsock, cfg->vsock.cid, cfg->vsock.uds, err, errlen);
-#else
-		snprintf(err, errlen, "not built in yet");
-		return -ENOSYS;
-#endif
+		return vsock_create(&v->u.vsock, cfg->vsock.cid, cfg->vsock.uds, err, errlen);
 	}
 	to_rl(&cfg->rng.rate, &a);
 	v->kind = V_RNG;
@@ -191,9 +183,7 @@ void vdevs_destroy(struct vm *vm)
 			vnet_close(&v->u.net);
 			break;
 		case V_VSOCK:
-#ifdef HAVE_VSOCK
 			vsock_destroy(v->u.vsock);
-#endif
 			break;
 		case V_RNG:
 			vrng_close(&v->u.rng);
