@@ -4,10 +4,14 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define GMEM_GUARD 4096ULL
 
-int gmem_init(struct gmem *m, uint64_t ram_size)
+/* The mapping with its guard pages: RAM from fd (MAP_PRIVATE: copy on
+ * write) or anonymous (fd < 0). */
+static int map_ram(struct gmem *m, uint64_t ram_size, int fd)
 {
 	memset(m, 0, sizeof(*m));
 	if (ram_size == 0 || (ram_size & 0xfff))
@@ -23,7 +27,8 @@ int gmem_init(struct gmem *m, uint64_t ram_size)
 	if (g == MAP_FAILED)
 		return -errno;
 	void *p = mmap(g + GMEM_GUARD, ram_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+		       MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED | (fd < 0 ? MAP_ANONYMOUS : 0), fd,
+		       0);
 	if (p == MAP_FAILED) {
 		int e = -errno;
 		munmap(g, ram_size + 2 * GMEM_GUARD);
@@ -40,6 +45,51 @@ int gmem_init(struct gmem *m, uint64_t ram_size)
 		m->nr = 2;
 	}
 	return 0;
+}
+
+int gmem_init(struct gmem *m, uint64_t ram_size)
+{
+	return map_ram(m, ram_size, -1);
+}
+
+/* Copy the file's data ranges into the anonymous RAM (holes stay zero,
+ * untouched). */
+static int read_data(struct gmem *m, int fd)
+{
+	off_t end = (off_t)m->ram_size, at = 0;
+	while (at < end) {
+		off_t data = lseek(fd, at, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno; /* ENXIO: only a hole left */
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		for (off_t o = data; o < hole;) {
+			ssize_t n = pread(fd, m->base + o, (size_t)(hole - o), o);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return n < 0 ? -errno : -EIO;
+			o += n;
+		}
+		at = hole;
+	}
+	return 0;
+}
+
+int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	if ((uint64_t)st.st_size != ram_size)
+		return -ERANGE;
+	int r = map_ram(m, ram_size, copy ? -1 : fd);
+	if (!r && copy && (r = read_data(m, fd)) != 0)
+		gmem_free(m);
+	return r;
 }
 
 void gmem_free(struct gmem *m)

@@ -9,6 +9,7 @@
 #ifndef EMBER_GUEST_MEM_H
 #define EMBER_GUEST_MEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,15 @@ struct gmem {
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
  * cost nothing) and lay them out around the hole.  0 or -errno. */
 __attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_size);
+
+/* The same layout over a snapshot's memory file (fd, exactly ram_size
+ * bytes): mapped MAP_PRIVATE, so pages load lazily and the guest's writes
+ * stay private (the file is never written); or, with copy, read into
+ * anonymous memory (holes skipped) so the file may go away.  0, -ERANGE
+ * when the file's size is not ram_size, -EINVAL when it is not a regular
+ * file, or -errno. */
+__attribute__((warn_unused_result)) int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size,
+						       bool copy);
 
 /* Unmap; safe on a zeroed or already-freed gmem. */
 void gmem_free(struct gmem *m);

@@ -45,6 +45,14 @@ __attribute__((warn_unused_result)) int uart_init(struct uart *u, struct bus *pi
 						  unsigned irq_line, int out_fd, irq_fn irq,
 						  void *irq_opaque);
 
+/* The UART's registers: its snapshot record. */
+struct uart_state {
+	uint8_t ier, lcr, mcr, scr, dll, dlm, thri_pending, reserved;
+};
+_Static_assert(sizeof(struct uart_state) == 8, "a snapshot record");
+void uart_save(struct uart *u, struct uart_state *s);
+void uart_restore(struct uart *u, const struct uart_state *s);
+
 /* i8042 keyboard controller: enough for Linux's probe to give up quietly
  * and for the reset command (0xFE to port 0x64), which stops the VM with
  * EXIT_GUEST_RESET, as Firecracker treats it. */

@@ -20,6 +20,14 @@
 
 #define VM_ERR_MAX 512
 
+/* A restore instead of a boot: set vm->restore before vm_build(). */
+struct vm_restore {
+	const char *state_path; /* the state file */
+	const char *mem_path;	/* its memory file */
+	bool copy_mem;		/* read the memory in (the file may go) rather than map it */
+	bool paused;		/* vm_start() leaves every vCPU parked (vm_resume() to go) */
+};
+
 struct vm_stats {
 	struct timespec t_start;	/* vm_build() entered */
 	struct timespec t_running;	/* vCPU threads started */
@@ -69,6 +77,8 @@ struct vm {
 	void *teardown_stack; /* NULL: the kernel tears down at exit */
 	int teardown_pipe[2];
 
+	const struct vm_restore *restore; /* NULL: boot the kernel */
+	bool track_dirty; /* memory slots log dirty pages (diff snapshots) */
 	bool dry_run;
 	bool verbose;
 	const char *cpuid_cache; /* NULL: always ask KVM */
@@ -118,6 +128,28 @@ int vm_check_stop(struct vm *vm);
 /* Stop the VM (any thread): first caller sets code and reason; all vCPUs
  * are kicked. */
 void vm_stop(struct vm *vm, int code, const char *why);
+
+/* Snapshots (monitor/vm_snapshot.c).
+ *
+ * Write a snapshot of the paused VM (vm_pause) from the vmm thread: the
+ * state file (configuration, devices, vCPUs, VM state; CRC-sealed) and
+ * the memory file (sparse; with diff, only the pages dirtied since the
+ * previous snapshot, which needs vm->track_dirty).  Each file goes to a
+ * temp name, is fsynced and renamed, the memory file first; a crash at
+ * any point leaves the previous snapshot or the new one whole (see
+ * docs/snapshots.md).  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const char *state_path,
+							   const char *mem_path, bool diff,
+							   char *err, size_t errlen);
+
+/* The configuration a state file was taken with, into cfg: a restore
+ * applies its overrides (another tap, disk path, vsock socket, name) on
+ * top and hands the result to vm_build() with vm->restore set.  Refuses
+ * (-EINVAL, reason in err) a file that is truncated, corrupt, of another
+ * format version or architecture. */
+__attribute__((warn_unused_result)) int vm_snapshot_config(const char *state_path,
+							   struct vm_config *cfg, char *err,
+							   size_t errlen);
 
 /* Called just before the process exits: hand the KVM objects to a child
  * process that outlives ember briefly, so the exit status reaches our

@@ -287,6 +287,13 @@ int vm_start(struct vm *vm)
 	}
 	if (prepare(vm))
 		return vm->exit_code;
+	if (vm->restore && vm->restore->paused) {
+		/* A restored VM that waits for "Resumed": the vCPUs park before
+		 * their first KVM_RUN. */
+		for (unsigned i = 0; i < vm->nr_vcpus; i++)
+			vcpu_pause(&vm->vcpus[i]);
+		vm->paused = true;
+	}
 	start_threads(vm, 0);
 	/* After the threads exist: they load the vCPU filter themselves
 	 * and must not inherit this one on top of it. */

@@ -372,6 +372,19 @@ static void reset(struct virtio_dev *d)
 	vlimit_cancel(&b->limit);
 }
 
+/* The snapshot record: the limiter (the file is re-opened by path). */
+static int save(struct virtio_dev *d, void *buf, size_t max)
+{
+	struct virtio_blk *b = d->priv;
+	return vlimit_save(&b->limit, buf, max);
+}
+
+static int restore(struct virtio_dev *d, const void *buf, size_t len)
+{
+	struct virtio_blk *b = d->priv;
+	return vlimit_restore(&b->limit, buf, len);
+}
+
 const struct virtio_dev_ops vblk_ops = {
     .kind = "block",
     .device_id = VIRTIO_ID_BLOCK,
@@ -380,4 +393,6 @@ const struct virtio_dev_ops vblk_ops = {
     .realize = realize,
     .notify = notify,
     .reset = reset,
+    .save = save,
+    .restore = restore,
 };

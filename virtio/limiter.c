@@ -1,4 +1,5 @@
 /* See virtio/limiter.h. */
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
@@ -60,4 +61,25 @@ void vlimit_fini(struct vlimit *l)
 	if (l->ev)
 		ev_timer_fini(l->ev, &l->timer);
 	l->ev = NULL;
+}
+
+int vlimit_save(const struct vlimit *l, void *buf, size_t max)
+{
+	if (max < sizeof(l->rl))
+		return -ENOSPC;
+	memcpy(buf, &l->rl, sizeof(l->rl));
+	return sizeof(l->rl);
+}
+
+int vlimit_restore(struct vlimit *l, const void *buf, size_t len)
+{
+	struct ratelimit rl;
+	if (len != sizeof(rl))
+		return -EINVAL;
+	memcpy(&rl, buf, sizeof(rl));
+	if (rl_check(&rl))
+		return -EINVAL;
+	l->rl = rl;
+	rl_rebase(&l->rl, now_ns());
+	return 0;
 }

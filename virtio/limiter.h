@@ -5,6 +5,7 @@
 #define EMBER_VIRTIO_LIMITER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "monitor/evloop.h"
@@ -34,6 +35,15 @@ bool vlimit_admit(struct vlimit *l, uint64_t bytes);
 
 /* The retry timer is armed: serve nothing until it fires. */
 bool vlimit_waiting(const struct vlimit *l);
+
+/* Snapshots: the buckets' state is the record (a struct ratelimit).
+ * vlimit_save: its length, or -ENOSPC when max is too small.
+ * vlimit_restore checks it (length, rl_check) and moves its clock to
+ * this host's now; a held-back request is retried on the next
+ * notification.  0 or -EINVAL. */
+int vlimit_save(const struct vlimit *l, void *buf, size_t max);
+__attribute__((warn_unused_result)) int vlimit_restore(struct vlimit *l, const void *buf,
+						       size_t len);
 
 /* Disarm (device reset) / release (device gone). */
 void vlimit_cancel(struct vlimit *l);

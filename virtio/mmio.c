@@ -476,3 +476,60 @@ int virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t le
 	pthread_mutex_unlock(&d->lock);
 	return 0;
 }
+
+void virtio_dev_save(struct virtio_dev *d, struct virtio_dev_state *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_lock(&d->lock);
+	s->device_id = d->ops->device_id;
+	s->nr_queues = d->ops->nr_queues;
+	s->features = d->features;
+	s->st = d->st;
+	for (unsigned q = 0; q < d->ops->nr_queues; q++)
+		s->vq[q] = d->vq[q].s;
+	s->broken = d->broken;
+	pthread_mutex_unlock(&d->lock);
+}
+
+int virtio_dev_restore(struct virtio_dev *d, const struct virtio_dev_state *s, char *err,
+		       size_t errlen)
+{
+	if (s->device_id != d->ops->device_id || s->nr_queues != d->ops->nr_queues) {
+		snprintf(err, errlen, "%s: the snapshot has a device of id %u with %u queues here",
+			 d->name, s->device_id, s->nr_queues);
+		return -EINVAL;
+	}
+	if (s->features != d->features) {
+		snprintf(err, errlen,
+			 "%s: offered features 0x%llx differ from the snapshot's 0x%llx (was the "
+			 "device configured differently?)",
+			 d->name, (unsigned long long)d->features, (unsigned long long)s->features);
+		return -EINVAL;
+	}
+	if (s->st.driver_features & ~d->features) {
+		snprintf(err, errlen, "%s: the snapshot's driver features are not a subset of the "
+				      "offered ones", d->name);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->st = s->st;
+	d->broken = s->broken != 0;
+	int r = 0;
+	for (unsigned q = 0; q < d->ops->nr_queues && !r; q++) {
+		char why[VQ_ERR_MAX];
+		d->vq[q].s = s->vq[q];
+		if (!s->vq[q].ready)
+			continue;
+		r = vq_map(&d->vq[q], d->mem, why, sizeof(why));
+		if (r)
+			snprintf(err, errlen, "%s: queue %u: %s", d->name, q, why);
+	}
+	/* A started device serves again; buffers it had not taken yet are
+	 * taken on the next notification (or the activation's sweep). */
+	if (!r && virtio_live(d)) {
+		d->activate_pending = true;
+		run_pending(d);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}

@@ -268,6 +268,41 @@ static void reset(struct virtio_dev *d)
 	watch(n, 0);
 }
 
+/* The snapshot record: both limiters and the MAC the guest was given
+ * (the tap is re-opened by name, perhaps another one). */
+struct net_record {
+	struct ratelimit rx, tx;
+	uint8_t mac[6];
+	uint8_t pad[2];
+};
+_Static_assert(sizeof(struct net_record) == 264, "a snapshot record");
+
+static int save(struct virtio_dev *d, void *buf, size_t max)
+{
+	struct virtio_net *n = d->priv;
+	struct net_record rec;
+	if (max < sizeof(rec))
+		return -ENOSPC;
+	memset(&rec, 0, sizeof(rec));
+	vlimit_save(&n->rx_limit, &rec.rx, sizeof(rec.rx));
+	vlimit_save(&n->tx_limit, &rec.tx, sizeof(rec.tx));
+	memcpy(rec.mac, n->mac, 6);
+	memcpy(buf, &rec, sizeof(rec));
+	return sizeof(rec);
+}
+
+static int restore(struct virtio_dev *d, const void *buf, size_t len)
+{
+	struct virtio_net *n = d->priv;
+	struct net_record rec;
+	if (len != sizeof(rec))
+		return -EINVAL;
+	memcpy(&rec, buf, sizeof(rec));
+	memcpy(n->mac, rec.mac, 6);
+	int r = vlimit_restore(&n->rx_limit, &rec.rx, sizeof(rec.rx));
+	return r ? r : vlimit_restore(&n->tx_limit, &rec.tx, sizeof(rec.tx));
+}
+
 const struct virtio_dev_ops vnet_ops = {
     .kind = "net",
     .device_id = VIRTIO_ID_NET,
@@ -277,4 +312,6 @@ const struct virtio_dev_ops vnet_ops = {
     .activate = activate,
     .notify = notify,
     .reset = reset,
+    .save = save,
+    .restore = restore,
 };

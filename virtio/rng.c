@@ -102,6 +102,19 @@ static void reset(struct virtio_dev *d)
 	vlimit_cancel(&r->limit);
 }
 
+/* The snapshot record: the limiter. */
+static int save(struct virtio_dev *d, void *buf, size_t max)
+{
+	struct virtio_rng *r = d->priv;
+	return vlimit_save(&r->limit, buf, max);
+}
+
+static int restore(struct virtio_dev *d, const void *buf, size_t len)
+{
+	struct virtio_rng *r = d->priv;
+	return vlimit_restore(&r->limit, buf, len);
+}
+
 const struct virtio_dev_ops vrng_ops = {
     .kind = "rng",
     .device_id = VIRTIO_ID_RNG,
@@ -109,4 +122,6 @@ const struct virtio_dev_ops vrng_ops = {
     .realize = realize,
     .notify = notify,
     .reset = reset,
+    .save = save,
+    .restore = restore,
 };

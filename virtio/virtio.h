@@ -71,6 +71,14 @@ struct virtio_dev_ops {
 	/* The driver reset the device: stop serving, drop in-flight state;
 	 * the transport resets queues and registers itself.  Optional. */
 	void (*reset)(struct virtio_dev *d);
+	/* Snapshots (the VM paused, under d->lock): the device's own state
+	 * beyond the transport's (limiters...), at most max bytes into buf;
+	 * the length, or -errno.  Optional: no state of its own. */
+	int (*save)(struct virtio_dev *d, void *buf, size_t max);
+	/* Overlay what save() wrote on a freshly built, already activated
+	 * device, before the VM runs.  0, or -EINVAL for a record that is not
+	 * this device's (the snapshot is refused).  Optional. */
+	int (*restore)(struct virtio_dev *d, const void *buf, size_t len);
 };
 
 /* The transport's registers: fixed-width, the snapshot record of the
@@ -110,6 +118,31 @@ struct virtio_dev {
 	bool verbose;
 	uint64_t unhandled; /* accesses refused, counted (metrics) */
 };
+
+/* The transport's part of a device's snapshot: which device it was, what
+ * was negotiated, the registers and every queue.  Fixed-width. */
+struct virtio_dev_state {
+	uint32_t device_id, nr_queues;
+	uint64_t features; /* offered: a restored device must offer the same */
+	struct virtio_mmio_state st;
+	struct vq_state vq[VIRTIO_MAX_QUEUES];
+	uint32_t broken, reserved;
+};
+_Static_assert(sizeof(struct virtio_dev_state) == 48 + 32 * VIRTIO_MAX_QUEUES + 8,
+	       "a snapshot record");
+
+/* Save d's transport state (the VM paused; takes d->lock). */
+void virtio_dev_save(struct virtio_dev *d, struct virtio_dev_state *s);
+
+/* Overlay a saved transport state on a freshly built d (before the VM
+ * runs): the same device kind, queue count and offered features (else
+ * -EINVAL: "offered features 0x.. differ from the snapshot's 0x.." — a
+ * drive made read-only, say); ready queues are mapped again with their
+ * cursors as saved, and a device the driver had started is activated.
+ * 0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int virtio_dev_restore(struct virtio_dev *d,
+							   const struct virtio_dev_state *s,
+							   char *err, size_t errlen);
 
 /* Set up d: ops, priv, name and offered features (VIRTIO_F_VERSION_1 is
  * added), slot base and gsi; with vm_fd >= 0 one ioeventfd per queue on

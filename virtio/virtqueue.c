@@ -39,6 +39,17 @@ static uint16_t load16(const void *p)
 
 int vq_enable(struct vq *q, const struct gmem *mem, char *err, size_t errlen)
 {
+	int r = vq_map(q, mem, err, errlen);
+	if (r)
+		return r;
+	/* A fresh queue starts at index 0 on both sides (§2.7.13). */
+	q->s.next_avail = q->s.next_used = 0;
+	memset(q->used_host, 0, 4);
+	return 0;
+}
+
+int vq_map(struct vq *q, const struct gmem *mem, char *err, size_t errlen)
+{
 	uint16_t n = q->s.num;
 	q->mem = mem;
 	if (n == 0 || n > VQ_MAX_SIZE || (n & (n - 1))) {
@@ -66,9 +77,6 @@ int vq_enable(struct vq *q, const struct gmem *mem, char *err, size_t errlen)
 	q->desc_host = host[0];
 	q->avail_host = host[1];
 	q->used_host = host[2];
-	/* A fresh queue starts at index 0 on both sides (§2.7.13). */
-	q->s.next_avail = q->s.next_used = 0;
-	memset(q->used_host, 0, 4);
 	return 0;
 }
 

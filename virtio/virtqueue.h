@@ -63,6 +63,11 @@ struct vq_chain {
 __attribute__((warn_unused_result)) int vq_enable(struct vq *q, const struct gmem *mem,
 						  char *err, size_t errlen);
 
+/* The checks and mapping of vq_enable() without touching the cursors or
+ * the used ring: a queue restored from a snapshot. */
+__attribute__((warn_unused_result)) int vq_map(struct vq *q, const struct gmem *mem, char *err,
+					       size_t errlen);
+
 /* Forget the rings and cursors (device reset or queue disabled). */
 void vq_reset(struct vq *q);
 
