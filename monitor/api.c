@@ -21,7 +21,9 @@ const char api_pre_boot[] = "The requested operation is not supported before sta
 
 /* ---- checking a JSON object against its swagger definition ---- */
 
-enum ftype { T_STR, T_BOOL, T_UINT, T_LIMITER, T_BUCKET };
+/* T_OBJ, T_OBJS: an object, an array of objects, whose fields sub_fields()
+ * names by the key. */
+enum ftype { T_STR, T_BOOL, T_UINT, T_LIMITER, T_BUCKET, T_OBJ, T_OBJS };
 
 struct field {
 	const char *name;
@@ -78,8 +80,31 @@ static const struct field f_bucket[] = {{"size", T_UINT, true},
 					{"one_time_burst", T_UINT, false},
 					{"refill_time", T_UINT, true},
 					{NULL, 0, 0}};
+static const struct field f_snap_create[] = {{"snapshot_path", T_STR, true},
+					     {"mem_file_path", T_STR, true},
+					     {"snapshot_type", T_STR, false},
+					     {"version", T_STR, false},
+					     {NULL, 0, 0}};
+static const struct field f_snap_load[] = {
+    {"snapshot_path", T_STR, true},	  {"mem_backend", T_OBJ, false},
+    {"mem_file_path", T_STR, false},	  {"enable_diff_snapshots", T_BOOL, false},
+    {"track_dirty_pages", T_BOOL, false}, {"resume_vm", T_BOOL, false},
+    {"network_overrides", T_OBJS, false}, {"vsock_override", T_OBJ, false},
+    {"clock_realtime", T_BOOL, false},	  {NULL, 0, 0}};
+static const struct field f_mem_backend[] = {
+    {"backend_type", T_STR, true}, {"backend_path", T_STR, true}, {NULL, 0, 0}};
+static const struct field f_net_override[] = {
+    {"iface_id", T_STR, true}, {"host_dev_name", T_STR, true}, {NULL, 0, 0}};
+static const struct field f_vsock_override[] = {{"uds_path", T_STR, true}, {NULL, 0, 0}};
 static const struct field f_options[] = {
     {"name", T_STR, false}, {"timeout", T_STR, false}, {"irqchip", T_STR, false}, {NULL, 0, 0}};
+
+static const struct field *sub_fields(const char *key)
+{
+	return !strcmp(key, "mem_backend")	   ? f_mem_backend
+	       : !strcmp(key, "network_overrides") ? f_net_override
+						   : f_vsock_override;
+}
 
 static const char *type_name(const json_t *v)
 {
@@ -146,13 +171,34 @@ static int check(const json_t *o, const struct field *f, const char *where, char
 				   : "a non-negative integer";
 			break;
 		case T_LIMITER:
-		case T_BUCKET: {
+		case T_BUCKET:
+		case T_OBJ: {
 			char sub[96];
 			snprintf(sub, sizeof(sub), "%s%s.", where, key);
-			int r =
-			    check(v, k->type == T_LIMITER ? f_limiter : f_bucket, sub, fault, len);
+			int r = check(v,
+				      k->type == T_LIMITER  ? f_limiter
+				      : k->type == T_BUCKET ? f_bucket
+							    : sub_fields(key),
+				      sub, fault, len);
 			if (r)
 				return r;
+			break;
+		}
+		case T_OBJS: {
+			size_t i;
+			json_t *e;
+			if (!json_is_array(v)) {
+				want = "an array";
+				break;
+			}
+			json_array_foreach(v, i, e)
+			{
+				char sub[96];
+				snprintf(sub, sizeof(sub), "%s%s[%zu].", where, key, i);
+				int r = check(e, sub_fields(key), sub, fault, len);
+				if (r)
+					return r;
+			}
 			break;
 		}
 		}
@@ -540,6 +586,9 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 	char err[API_FAULT_MAX];
 	if (api_build_config(a, a->cfg, err, sizeof(err)) == 0) {
 		json_decref(old);
+		/* Firecracker: a snapshot loads only into an unconfigured VM */
+		if (strcmp(what, "ember-options"))
+			a->configured = true;
 		return 0;
 	}
 	/* Refused: put back what was there. */
@@ -582,6 +631,8 @@ int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t l
 {
 	static const struct field *const defs[] = {[API_BODY_ACTION] = f_action,
 						   [API_BODY_VM] = f_vm,
-						   [API_BODY_MACHINE_PATCH] = f_machine_patch};
+						   [API_BODY_MACHINE_PATCH] = f_machine_patch,
+						   [API_BODY_SNAP_CREATE] = f_snap_create,
+						   [API_BODY_SNAP_LOAD] = f_snap_load};
 	return check(body, defs[kind], "", fault, len);
 }

@@ -36,6 +36,33 @@ bool api_is_api_mode(const char *arg1);
  * configuration file). */
 int api_main(int argc, char **argv, const char *version);
 
+struct vm;
+struct vm_restore;
+
+/* `ember run --api-sock PATH`: serve the API for vm (made by vm_build()
+ * from the command line: cfg is vm->cfg) while it runs: vm_start(), then
+ * vm_wait() with the API's mailbox on vm->ev.  GET / says Running from
+ * the first request (Paused for a restore with restore->paused);
+ * pre-boot calls get Firecracker's post-boot fault.  Returns vm_wait()'s
+ * exit code; a failure to serve stops the VM with the reason in
+ * vm->stop_reason and returns its EXIT_* code. */
+int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *version);
+
+/* `ember snapshot create|merge ...` (monitor/snap_cli.c): create is a
+ * client of a running ember's API (PATCH /vm, PUT /snapshot/create).
+ * argv[0] is the subcommand.  Returns 0, 1 when ember refused or could
+ * not be reached, or EXIT_CONFIG for bad arguments. */
+int snap_cli_main(int argc, char **argv);
+extern const char snap_cli_usage[];
+
+/* `ember run --restore`: the configuration c is the snapshot's, and the
+ * command line may only point its devices at other host files, taps and
+ * sockets (--drive ID,path=, --net ID,tap=, --vsock uds=), rename it, or
+ * change its timeout and serial output.  NULL when the option that sets
+ * key in section may, else why not. */
+const char *snap_cli_restore_refusal(const struct vm_config *c, const char *section,
+				     const char *key);
+
 /* ---- private to monitor/api*.c ---------------------------------------- */
 
 #define API_MAX_BODY 51200	  /* Firecracker's default payload limit */
@@ -80,21 +107,26 @@ enum api_state { API_NOT_STARTED, API_RUNNING, API_PAUSED, API_STOPPED };
 
 /* Work only the vmm thread may do. */
 enum api_op {
-	API_OP_OPEN,	   /* open path with flags; fd in .fd (pre-boot: files to check or keep) */
-	API_OP_START,	   /* InstanceStart with api->cfg */
-	API_OP_PAUSE,	   /* PATCH /vm Paused */
-	API_OP_RESUME,	   /* PATCH /vm Resumed */
-	API_OP_FLUSH,	   /* FlushMetrics */
-	API_OP_CTRLALTDEL, /* SendCtrlAltDel */
-	API_OP_FATAL,	   /* the API thread cannot go on: ember stops (EXIT_HOST) */
+	API_OP_OPEN,	    /* open path with flags; fd in .fd (pre-boot: files to check or keep) */
+	API_OP_START,	    /* InstanceStart with api->cfg */
+	API_OP_PAUSE,	    /* PATCH /vm Paused */
+	API_OP_RESUME,	    /* PATCH /vm Resumed */
+	API_OP_FLUSH,	    /* FlushMetrics */
+	API_OP_CTRLALTDEL,  /* SendCtrlAltDel */
+	API_OP_SNAP_CREATE, /* PUT /snapshot/create: path, mem_path, diff */
+	API_OP_SNAP_LOAD,   /* PUT /snapshot/load: path, mem_path, body (the overrides) */
+	API_OP_FATAL,	    /* the API thread cannot go on: ember stops (EXIT_HOST) */
 };
 
 struct api_call {
 	enum api_op op;
 	const char *path;
 	int flags;
-	int fd;	    /* API_OP_OPEN's result */
-	int status; /* 0 or an HTTP status with the reason in fault */
+	const char *mem_path; /* snapshots' memory file */
+	bool diff;	      /* SNAP_CREATE: "Diff" */
+	const json_t *body;   /* SNAP_LOAD: its request (the API thread waits, holding it) */
+	int fd;		      /* API_OP_OPEN's result */
+	int status;	      /* 0 or an HTTP status with the reason in fault */
 	char fault[API_FAULT_MAX];
 };
 
@@ -106,8 +138,6 @@ struct api_mbox {
 	bool done;
 };
 
-struct vm;
-
 struct api {
 	pthread_mutex_t lock; /* held for a whole request, or the config file's load */
 	/* Accepted configuration objects, as Firecracker's JSON (after
@@ -115,6 +145,7 @@ struct api {
 	json_t *boot_source, *machine, *vsock, *entropy, *logger, *metrics;
 	json_t *drives, *nets; /* arrays, in the order they were added */
 	json_t *options;       /* ember: timeout, irqchip, name */
+	bool configured;       /* a boot-specific object was PUT: no /snapshot/load */
 	int log_fd, metrics_fd;
 	bool log_show_level;
 	int log_level; /* 0 off .. 5 trace */
@@ -143,7 +174,13 @@ extern const char api_post_boot[], api_pre_boot[];
 const char *api_str(const json_t *o, const char *k);
 /* Check a body that is not a configuration object against its swagger
  * definition.  0, or 400 with the field at fault in fault. */
-enum api_body { API_BODY_ACTION, API_BODY_VM, API_BODY_MACHINE_PATCH };
+enum api_body {
+	API_BODY_ACTION,
+	API_BODY_VM,
+	API_BODY_MACHINE_PATCH,
+	API_BODY_SNAP_CREATE,
+	API_BODY_SNAP_LOAD
+};
 int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t len);
 
 /* api.c: empty configuration (Firecracker's defaults: 1 vCPU, 128 MiB). */
@@ -163,6 +200,22 @@ int api_build_config(struct api *a, struct vm_config *c, char *err, size_t len);
 /* api_routes.c: InstanceStart, also from the vmm thread itself
  * (--config-file).  0 or an HTTP status with the reason in fault. */
 int api_instance_start(struct api *a, char *fault, size_t len);
+
+/* api_main.c (vmm thread): build and start the VM from a->cfg, for
+ * InstanceStart or (restore set) a snapshot's load; what names the
+ * request in faults.  Sets c->status and c->fault; after a failed build
+ * the VM is destroyed and ember stays unstarted (the next start or load
+ * may succeed). */
+void api_start_vm(struct api *a, struct api_call *c, const struct vm_restore *restore,
+		  bool track_dirty, const char *what);
+
+/* api_snapshot.c: PUT /snapshot/create and /snapshot/load on the API
+ * thread (body checked against its swagger definition), and their work
+ * on the vmm thread (API_OP_SNAP_CREATE, API_OP_SNAP_LOAD). */
+void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs);
+void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs);
+void api_snapshot_create(struct api *a, struct api_call *c);
+void api_snapshot_load(struct api *a, struct api_call *c);
 
 /* api_main.c: run a call on the vmm thread (in place when made there) and
  * wait for its reply.  The caller holds a->lock: one configurer at a

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "monitor/api.h"
-#include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
 
@@ -75,95 +74,6 @@ bool api_is_api_mode(const char *a)
 	return false;
 }
 
-/* ---- metrics: one JSON line per flush, counters since the last one ---- */
-
-struct counters {
-	char *line;
-	size_t len, size;
-	bool first;
-};
-
-static void counter(void *opaque, const char *name, uint64_t value)
-{
-	struct counters *c = opaque;
-	if (c->len < c->size)
-		c->len += (size_t)snprintf(c->line + c->len, c->size - c->len, "%s\"%s\":%llu",
-					   c->first ? "" : ",", name, (unsigned long long)value);
-	c->first = false;
-}
-
-/* Each virtio device's counters, as Firecracker's per-device metrics
- * ("block_<id>", "net_<id>", "entropy", "vsock"): totals since boot. */
-static int device_metrics(struct vm *vm, char *line, size_t len, size_t size)
-{
-	struct virtio_dev *d;
-	for (unsigned i = 0; (d = vdevs_get(vm, i)) != NULL && len < size; i++) {
-		const char *id = strchr(d->name, ' ');
-		const char *kind = strcmp(d->ops->kind, "rng") == 0 ? "entropy" : d->ops->kind;
-		len += (size_t)snprintf(line + len, size - len, ",\"%s%s%s\":{", kind,
-					id ? "_" : "", id ? id + 1 : "");
-		struct counters c = {line, len, size, true};
-		vdevs_counters(d, counter, &c);
-		len = c.len;
-		if (len < size)
-			len += (size_t)snprintf(line + len, size - len, "}");
-	}
-	return (int)(len < size ? len : size);
-}
-
-void api_metrics_flush(struct api *a)
-{
-	if (a->metrics_fd < 0)
-		return;
-	struct timespec rt;
-	clock_gettime(CLOCK_REALTIME, &rt);
-	unsigned long long get = atomic_load(&a->n_get), put = atomic_load(&a->n_put),
-			   patch = atomic_load(&a->n_patch), bad = atomic_load(&a->n_bad);
-	unsigned long long ex[3] = {0, 0, 0};
-	bool started = atomic_load(&a->state) != API_NOT_STARTED;
-	struct vm *vm = a->vm;
-	if (started)
-		for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-			ex[0] += vm->vcpus[i].nr_exits;
-			ex[1] += vm->vcpus[i].nr_pio_exits;
-			ex[2] += vm->vcpus[i].nr_mmio_exits;
-		}
-	static char line[16384]; /* vmm thread only */
-	int n = snprintf(
-	    line, sizeof(line),
-	    "{\"utc_timestamp_ms\":%lld,\"api_server\":{\"process_startup_time_us\":%lld,"
-	    "\"get_requests\":%llu,\"put_requests\":%llu,\"patch_requests\":%llu,"
-	    "\"bad_requests\":%llu},\"vcpu\":{\"exits\":%llu,\"exit_io\":%llu,\"exit_mmio\":%llu,"
-	    "\"exit_other\":%llu}",
-	    (long long)rt.tv_sec * 1000LL + rt.tv_nsec / 1000000,
-	    (long long)((a->t_listening.tv_sec - a->t_main.tv_sec) * 1000000LL +
-			(a->t_listening.tv_nsec - a->t_main.tv_nsec) / 1000),
-	    get - a->last_get, put - a->last_put, patch - a->last_patch, bad - a->last_bad,
-	    ex[0] - a->last_exits[0], ex[1] - a->last_exits[1], ex[2] - a->last_exits[2],
-	    (ex[0] - ex[1] - ex[2]) - (a->last_exits[0] - a->last_exits[1] - a->last_exits[2]));
-	if (started) {
-		const struct vm_stats *s = &vm->stats;
-		long long boot = (long long)(s->t_running.tv_sec - s->t_start.tv_sec) * 1000000LL +
-				 (s->t_running.tv_nsec - s->t_start.tv_nsec) / 1000;
-		n += snprintf(line + n, sizeof(line) - (size_t)n,
-			      ",\"ember\":{\"boot_time_us\":%lld", boot);
-		if (atomic_load(&s->have_first_output))
-			n += snprintf(
-			    line + n, sizeof(line) - (size_t)n, ",\"first_output_us\":%lld",
-			    (long long)(s->t_first_output.tv_sec - s->t_start.tv_sec) * 1000000LL +
-				(s->t_first_output.tv_nsec - s->t_start.tv_nsec) / 1000);
-		n += snprintf(line + n, sizeof(line) - (size_t)n, "}");
-		n = device_metrics(vm, line, (size_t)n, sizeof(line));
-	}
-	n += snprintf(line + n, sizeof(line) - (size_t)n, "}\n");
-	if ((size_t)n >= sizeof(line))
-		return; /* cannot happen with VDEVS_MAX devices; never a torn line */
-	if (write(a->metrics_fd, line, (size_t)n) == n) {
-		a->last_get = get, a->last_put = put, a->last_patch = patch, a->last_bad = bad;
-		memcpy(a->last_exits, ex, sizeof(ex));
-	}
-}
-
 static void on_metrics_timer(struct ev_timer *t)
 {
 	api_metrics_flush(t->opaque);
@@ -196,31 +106,12 @@ static void open_file(struct api_call *c)
 
 static void on_mbox(struct ev_source *src, uint32_t events);
 
-static void start_vm(struct api *a, struct api_call *c)
+/* The mailbox and the metrics timer onto the VM's loop (vm_build makes
+ * it only for virtio devices; the API needs it always, and vm_destroy
+ * closes it either way). */
+static int watch_api(struct api *a, struct vm *vm)
 {
-	struct vm *vm = a->vm;
-	char err[CFG_ERR_MAX + VM_ERR_MAX];
-
-	memset(vm, 0, sizeof(*vm));
-	vm->seccomp = a->seccomp;
-	if (!a->no_cpuid_cache) {
-		const char *env = getenv("EMBER_CPUID_CACHE");
-		vm->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
-	int r = vm_build(vm, a->cfg, err, sizeof(err));
-	if (r) {
-		vm_destroy(vm);
-		c->status = 400;
-		snprintf(c->fault, sizeof(c->fault), "InstanceStart: %.600s", err);
-		return;
-	}
-	/* From now on the VM's loop serves the mailbox and the metrics timer;
-	 * every fd is added before the drop (no epoll_ctl after it). */
-	ev_del(&g.boot_ev, &g.mbox_src);
-	/* vm_build makes the loop only for virtio devices; the API needs it
-	 * always (vm_destroy closes it either way). */
-	r = vm->ev.epfd < 0 ? ev_init(&vm->ev) : 0;
+	int r = vm->ev.epfd < 0 ? ev_init(&vm->ev) : 0;
 	if (!r)
 		r = ev_add(&vm->ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
 	if (!r && g.metrics_ev) {
@@ -234,10 +125,39 @@ static void start_vm(struct api *a, struct api_call *c)
 			r = ev_timer_arm(&g.metrics_timer, METRICS_PERIOD_NS);
 		}
 	}
+	return r;
+}
+
+void api_start_vm(struct api *a, struct api_call *c, const struct vm_restore *restore,
+		  bool track_dirty, const char *what)
+{
+	struct vm *vm = a->vm;
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+
+	memset(vm, 0, sizeof(*vm));
+	vm->seccomp = a->seccomp;
+	vm->restore = restore;
+	vm->track_dirty = track_dirty;
+	if (!a->no_cpuid_cache) {
+		const char *env = getenv("EMBER_CPUID_CACHE");
+		vm->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
+	int r = vm_build(vm, a->cfg, err, sizeof(err));
+	if (r) {
+		vm_destroy(vm);
+		c->status = 400;
+		snprintf(c->fault, sizeof(c->fault), "%s: %.600s", what, err);
+		return;
+	}
+	/* From now on the VM's loop serves the mailbox and the metrics timer;
+	 * every fd is added before the drop (no epoll_ctl after it). */
+	ev_del(&g.boot_ev, &g.mbox_src);
+	r = watch_api(a, vm);
 	if (r) {
 		vm_destroy(vm);
 		c->status = 500;
-		snprintf(c->fault, sizeof(c->fault), "InstanceStart: cannot watch the API: %s",
+		snprintf(c->fault, sizeof(c->fault), "%s: cannot watch the API: %s", what,
 			 strerror(-r));
 		g.fatal = true;
 		return;
@@ -245,12 +165,12 @@ static void start_vm(struct api *a, struct api_call *c)
 	r = vm_start(vm);
 	if (r) {
 		c->status = 400;
-		snprintf(c->fault, sizeof(c->fault), "InstanceStart: %.600s", vm->stop_reason);
+		snprintf(c->fault, sizeof(c->fault), "%s: %.600s", what, vm->stop_reason);
 		a->start_code = r;
 		return;
 	}
 	a->started = true;
-	atomic_store(&a->state, API_RUNNING);
+	atomic_store(&a->state, vm->paused ? API_PAUSED : API_RUNNING);
 }
 
 static void vmm_do(struct api *a, struct api_call *c)
@@ -263,7 +183,15 @@ static void vmm_do(struct api *a, struct api_call *c)
 		open_file(c);
 		return;
 	case API_OP_START:
-		start_vm(a, c);
+		api_start_vm(a, c, NULL,
+			     json_is_true(json_object_get(a->machine, "track_dirty_pages")),
+			     "InstanceStart");
+		return;
+	case API_OP_SNAP_LOAD:
+		api_snapshot_load(a, c);
+		return;
+	case API_OP_SNAP_CREATE:
+		api_snapshot_create(a, c);
 		return;
 	case API_OP_PAUSE:
 	case API_OP_RESUME:
@@ -471,6 +399,47 @@ static bool boot_done(void *opaque)
 	return g.api.started || g.api.start_code || g.fatal;
 }
 
+/* What serving needs on both paths (api_main, api_run), after
+ * api_init(a): the mailbox, and the API thread (when lfd >= 0), which
+ * serves at once (api_run holds a->lock until the VM runs). */
+static int serve(struct api *a, int lfd, const struct opts *o, const char *version)
+{
+	int r;
+	a->version = version;
+	if (o->id)
+		a->id = o->id;
+	a->seccomp = o->seccomp;
+	a->no_cpuid_cache = o->no_cpuid_cache;
+	a->vm = &g.vm;
+	a->vmm_tid = pthread_self();
+	pthread_mutex_init(&a->mbox.lock, NULL);
+	pthread_cond_init(&a->mbox.done_cv, NULL);
+	a->mbox.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->mbox.efd < 0)
+		return -errno;
+	/* jansson seeds its hash function once, from /dev/urandom: here,
+	 * before any thread is sandboxed. */
+	json_object_seed(0);
+	if (lfd < 0)
+		return 0;
+	pthread_t t;
+	r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o->seccomp);
+	if (!r)
+		r = http_server_new(&g.srv, lfd, o->max_body, o->idle_ms, api_handle, a);
+	if (!r)
+		r = -pthread_create(&t, NULL, api_thread, a);
+	return r;
+}
+
+/* The API thread allocates after its filter is loaded, and the filter
+ * allows no mmap: one arena for every thread (the main one, grown with
+ * brk), and no mmap'd blocks. */
+static void malloc_without_mmap(void)
+{
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_MAX, 0);
+}
+
 int api_main(int argc, char **argv, const char *version)
 {
 	struct api *a = &g.api;
@@ -480,11 +449,7 @@ int api_main(int argc, char **argv, const char *version)
 	int lfd = -1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t_main);
-	/* The API thread allocates after its filter is loaded, and the filter
-	 * allows no mmap: one arena for every thread (the main one, grown with
-	 * brk), and no mmap'd blocks. */
-	mallopt(M_ARENA_MAX, 1);
-	mallopt(M_MMAP_MAX, 0);
+	malloc_without_mmap();
 	memset(&o, 0, sizeof(o));
 	int r = parse_args(argc, argv, &o);
 	if (r)
@@ -502,29 +467,9 @@ int api_main(int argc, char **argv, const char *version)
 	}
 	a->t_main = t_main;
 	clock_gettime(CLOCK_MONOTONIC, &a->t_listening);
-	a->version = version;
-	if (o.id)
-		a->id = o.id;
-	a->seccomp = o.seccomp;
-	a->no_cpuid_cache = o.no_cpuid_cache;
-	a->vm = &g.vm;
-	a->vmm_tid = pthread_self();
-	pthread_mutex_init(&a->mbox.lock, NULL);
-	pthread_cond_init(&a->mbox.done_cv, NULL);
-	a->mbox.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	r = a->mbox.efd < 0 ? -errno
-			    : ev_add(&g.boot_ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
-	/* jansson seeds its hash function once, from /dev/urandom: here,
-	 * before any thread is sandboxed. */
-	json_object_seed(0);
-	if (!r && lfd >= 0) {
-		pthread_t t;
-		r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o.seccomp);
-		if (!r)
-			r = http_server_new(&g.srv, lfd, o.max_body, o.idle_ms, api_handle, a);
-		if (!r)
-			r = -pthread_create(&t, NULL, api_thread, a);
-	}
+	r = serve(a, lfd, &o, version);
+	if (!r)
+		r = ev_add(&g.boot_ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
 	if (r) {
 		fprintf(stderr, "ember: cannot start the API: %s\n", strerror(-r));
 		return EXIT_HOST;
@@ -563,5 +508,68 @@ int api_main(int argc, char **argv, const char *version)
 	if (r != 0)
 		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
 	vm_detach_teardown(&g.vm);
+	return r;
+}
+
+/* GET /machine-config and /vm/config describe what the command line gave. */
+static void describe(struct api *a, const struct vm *vm, const struct vm_config *cfg)
+{
+	json_decref(a->machine);
+	a->machine = json_pack("{s:i,s:I,s:b,s:b,s:s}", "vcpu_count", (int)cfg->vcpus,
+			       "mem_size_mib", (json_int_t)(cfg->mem_size >> 20), "smt", 0,
+			       "track_dirty_pages", vm->track_dirty, "huge_pages", "None");
+	if (cfg->kernel[0] && !vm->restore)
+		a->boot_source = json_pack("{s:s,s:s}", "kernel_image_path", cfg->kernel,
+					   "boot_args", cfg->cmdline);
+}
+
+int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *version)
+{
+	struct api *a = &g.api;
+	struct opts o = {.sock = sock,
+			 .seccomp = vm->seccomp,
+			 .no_cpuid_cache = !vm->cpuid_cache,
+			 .max_body = API_MAX_BODY,
+			 .idle_ms = API_IDLE_MS_DEFAULT};
+	char err[CFG_PATH_MAX + 96];
+
+	clock_gettime(CLOCK_MONOTONIC, &a->t_main);
+	malloc_without_mmap();
+	int lfd = make_socket(sock, err, sizeof(err));
+	if (lfd < 0) {
+		vm_stop(vm, EXIT_CONFIG, err);
+		return EXIT_CONFIG;
+	}
+	int r = api_init(a);
+	if (r) {
+		vm_stop(vm, EXIT_HOST, "cannot start the API: out of memory");
+		return EXIT_HOST;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a->t_listening);
+	free(a->cfg);
+	a->cfg = cfg;
+	describe(a, vm, cfg);
+	/* Requests wait on the lock until the VM runs (or failed to start). */
+	pthread_mutex_lock(&a->lock);
+	r = serve(a, lfd, &o, version);
+	a->vm = vm;
+	if (!r)
+		r = watch_api(a, vm);
+	if (r) {
+		snprintf(err, sizeof(err), "cannot start the API: %s", strerror(-r));
+		vm_stop(vm, EXIT_HOST, err);
+		pthread_mutex_unlock(&a->lock);
+		return EXIT_HOST;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
+	r = vm_start(vm);
+	if (!r) {
+		a->started = true;
+		atomic_store(&a->state, vm->paused ? API_PAUSED : API_RUNNING);
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (!r)
+		r = vm_wait(vm);
+	atomic_store(&a->state, API_STOPPED);
 	return r;
 }

@@ -169,6 +169,8 @@ enum route_kind {
 	R_VMCONFIG,
 	R_STATUS,
 	R_OPTIONS,
+	R_SNAP_CREATE,
+	R_SNAP_LOAD,
 };
 
 static const struct {
@@ -191,6 +193,8 @@ static const struct {
     {"/vm/config", R_VMCONFIG, NULL},
     {"/ember/status", R_STATUS, NULL},
     {"/ember/options", R_OPTIONS, "ember-options"},
+    {"/snapshot/create", R_SNAP_CREATE, NULL},
+    {"/snapshot/load", R_SNAP_LOAD, NULL},
 };
 
 static void route(struct api *a, const struct http_req *rq, struct http_resp *rs)
@@ -256,11 +260,18 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 				  jerr.line, jerr.column);
 	char fault[API_FAULT_MAX];
 	int r = 0;
-	if (rk == R_ACTIONS || rk == R_VM) {
-		r = api_check_body(body, rk == R_ACTIONS ? API_BODY_ACTION : API_BODY_VM, fault,
-				   sizeof(fault));
+	if (rk == R_ACTIONS || rk == R_VM || rk == R_SNAP_CREATE || rk == R_SNAP_LOAD) {
+		static const struct {
+			enum api_body kind;
+			void (*fn)(struct api *a, json_t *body, struct http_resp *rs);
+		} acts[] = {{API_BODY_ACTION, do_action},
+			    {API_BODY_VM, patch_vm},
+			    {API_BODY_SNAP_CREATE, api_put_snapshot_create},
+			    {API_BODY_SNAP_LOAD, api_put_snapshot_load}};
+		unsigned i = rk == R_ACTIONS ? 0 : rk == R_VM ? 1 : rk == R_SNAP_CREATE ? 2 : 3;
+		r = api_check_body(body, acts[i].kind, fault, sizeof(fault));
 		if (!r) {
-			(rk == R_ACTIONS ? do_action : patch_vm)(a, body, rs);
+			acts[i].fn(a, body, rs);
 			json_decref(body);
 			return;
 		}

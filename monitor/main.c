@@ -15,15 +15,17 @@
 
 #define EMBER_VERSION "0.1.0"
 
-static const char usage_main[] = "usage: ember <command> [options]\n"
-				 "\n"
-				 "commands:\n"
-				 "  run       boot one microVM (ember run --help)\n"
-				 "  version   print the version\n"
-				 "  help      this text, or help on a command (ember help run)\n"
-				 "\n"
-				 "ember --api-sock PATH [--config-file FILE.json]: Firecracker's API\n"
-				 "(ember --api-sock x --help)\n";
+static const char usage_main[] =
+    "usage: ember <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run       boot one microVM (ember run --help)\n"
+    "  snapshot  create, load and merge snapshots (ember help snapshot)\n"
+    "  version   print the version\n"
+    "  help      this text, or help on a command (ember help run)\n"
+    "\n"
+    "ember --api-sock PATH [--config-file FILE.json]: Firecracker's API\n"
+    "(ember --api-sock x --help)\n";
 
 static const char usage_run[] =
     "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
@@ -50,6 +52,16 @@ static const char usage_run[] =
     "  --rng[=LIMITS]     a virtio-rng device\n"
     "     LIMITS: bandwidth_size=BYTES, bandwidth_refill=TIME, bandwidth_burst=BYTES,\n"
     "             ops_size=N, ops_refill=TIME, ops_burst=N (see README)\n"
+    "  --api-sock PATH    serve Firecracker's API on this unix socket while the\n"
+    "                     guest runs: pause/resume, snapshots (docs/api.md)\n"
+    "  --track-dirty      log dirtied guest pages (diff snapshots)\n"
+    "  --restore STATE    restore a snapshot instead of booting: the configuration\n"
+    "                     is the snapshot's; --drive ID,path=, --net ID,tap=,\n"
+    "                     --vsock uds=, --name, --timeout, --serial override it\n"
+    "  --memory-file MEM  the snapshot's memory file (needed with --restore)\n"
+    "  --memory-copy      read the memory in rather than map it (MEM may go)\n"
+    "  --paused           restore with every vCPU paused (needs --api-sock:\n"
+    "                     PATCH /vm Resumed)\n"
     "  --dry-run          validate the configuration and load the kernel, run nothing\n"
     "  --stats            print boot timings on stderr when the guest stops\n"
     "  --verbose          log unhandled port and MMIO accesses on stderr\n"
@@ -88,6 +100,8 @@ static const struct {
 struct run_opts {
 	const char *ini;
 	bool dry_run, stats, verbose, no_cpuid_cache;
+	const char *api_sock, *restore, *memory_file;
+	bool track_dirty, memory_copy, paused;
 	enum jail_seccomp_mode seccomp;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
@@ -193,14 +207,16 @@ static int device_option(struct run_opts *o, const char *opt, const char *spec)
 			save = copy;
 		}
 		if (!id || !*id || *id == ',') {
-			fprintf(stderr, "ember run: --%s %s: no device ID (--%s ID,key=value,...)\n",
-				opt, spec, opt);
+			fprintf(stderr,
+				"ember run: --%s %s: no device ID (--%s ID,key=value,...)\n", opt,
+				spec, opt);
 			return EXIT_CONFIG;
 		}
 		size_t n = strcspn(id, ",");
 		snprintf(section, sizeof(section), "%s.%.*s", opt, (int)n, id);
 		if (n > CFG_NAME_MAX) {
-			fprintf(stderr, "ember run: --%s: device ID too long (at most %d characters)\n",
+			fprintf(stderr,
+				"ember run: --%s: device ID too long (at most %d characters)\n",
 				opt, CFG_NAME_MAX);
 			return EXIT_CONFIG;
 		}
@@ -226,8 +242,8 @@ static int device_option(struct run_opts *o, const char *opt, const char *spec)
 			const char *name = keep(o, optname);
 			int r = name ? add_set(o, section, item, eq + 1, name) : EXIT_CONFIG;
 			if (!name)
-				fprintf(stderr, "ember run: --%s: the device options are too long\n",
-					opt);
+				fprintf(stderr,
+					"ember run: --%s: the device options are too long\n", opt);
 			if (r)
 				return r;
 		}
@@ -274,6 +290,30 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		}
 		if (strcmp(a, "--no-cpuid-cache") == 0) {
 			o->no_cpuid_cache = true;
+			continue;
+		}
+		bool *flag = !strcmp(a, "--track-dirty")   ? &o->track_dirty
+			     : !strcmp(a, "--memory-copy") ? &o->memory_copy
+			     : !strcmp(a, "--paused")	   ? &o->paused
+							   : NULL;
+		if (flag) {
+			*flag = true;
+			continue;
+		}
+		static const char *const paths[] = {"--api-sock", "--restore", "--memory-file"};
+		const char **dst[] = {&o->api_sock, &o->restore, &o->memory_file};
+		unsigned p = 0;
+		for (size_t n; p < 3; p++)
+			if (!strncmp(a, paths[p], n = strlen(paths[p])) &&
+			    (a[n] == '=' || a[n] == '\0'))
+				break;
+		if (p < 3) {
+			size_t n = strlen(paths[p]);
+			*dst[p] = a[n] == '=' ? a + n + 1 : i + 1 < argc ? argv[++i] : NULL;
+			if (!*dst[p] || !**dst[p]) {
+				fprintf(stderr, "ember run: %s needs a value\n", paths[p]);
+				return EXIT_CONFIG;
+			}
 			continue;
 		}
 		if (strcmp(a, "--no-seccomp") == 0) {
@@ -374,6 +414,25 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	return 0;
 }
 
+/* The options that only go together. */
+static int check_run_opts(const struct run_opts *o)
+{
+	const char *why = NULL;
+	if (o->paused && !o->api_sock)
+		why = "--paused needs --api-sock (PATCH /vm Resumed resumes the guest)";
+	else if ((o->memory_file || o->memory_copy || o->paused) && !o->restore)
+		why = "--memory-file, --memory-copy and --paused go with --restore STATE";
+	else if (o->restore && !o->memory_file)
+		why = "--restore needs --memory-file MEM (the snapshot's memory)";
+	else if (o->restore && o->ini)
+		why = "--restore takes no INI file (the configuration is the snapshot's)";
+	else if (o->restore && o->rng)
+		why = "--rng: not with --restore: the snapshot's configuration holds it";
+	if (why)
+		fprintf(stderr, "ember run: %s\n", why);
+	return why ? EXIT_CONFIG : 0;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	static struct vm_config cfg; /* large (paths); keep it off the stack */
@@ -385,15 +444,24 @@ static int cmd_run(int argc, char **argv)
 	int r = parse_run_args(argc, argv, &o);
 	if (r)
 		return r < 0 ? 0 : r;
+	r = check_run_opts(&o);
+	if (r)
+		return r;
 
 	cfg_defaults(&cfg);
-	if (o.ini && cfg_parse_ini(o.ini, &cfg, err, sizeof(err))) {
+	if ((o.ini && cfg_parse_ini(o.ini, &cfg, err, sizeof(err))) ||
+	    (o.restore && vm_snapshot_config(o.restore, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
 	for (unsigned i = 0; i < o.nr_sets; i++) {
-		if (cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
-			    sizeof(err))) {
+		const char *why =
+		    o.restore ? snap_cli_restore_refusal(&cfg, o.sets[i].section, o.sets[i].key)
+			      : NULL;
+		if (why)
+			snprintf(err, sizeof(err), "%s", why);
+		if (why || cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
+				   sizeof(err))) {
 			fprintf(stderr, "ember: %s%s: %s\n", o.sets[i].opt[0] == '-' ? "" : "--",
 				o.sets[i].opt, err);
 			return EXIT_CONFIG;
@@ -401,10 +469,22 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (o.rng)
 		cfg.rng.enabled = true;
-	if (cfg_validate(&cfg, err, sizeof(err))) {
+	/* A restore reads no kernel: the snapshot's may be gone. */
+	if ((!o.restore || cfg.kernel[0]) && cfg_validate(&cfg, err, sizeof(err))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
+	if (o.restore && o.dry_run) {
+		fprintf(stderr, "ember: snapshot %s: configuration ok: %u vCPU(s), %llu MiB\n",
+			o.restore, cfg.vcpus, (unsigned long long)(cfg.mem_size >> 20));
+		return 0;
+	}
+	static struct vm_restore restore;
+	if (o.restore) {
+		restore = (struct vm_restore){o.restore, o.memory_file, o.memory_copy, o.paused};
+		vm.restore = &restore;
+	}
+	vm.track_dirty = o.track_dirty;
 
 	vm.dry_run = o.dry_run;
 	vm.seccomp = o.seccomp;
@@ -435,7 +515,7 @@ static int cmd_run(int argc, char **argv)
 		return 0;
 	}
 
-	r = vm_run(&vm);
+	r = o.api_sock ? api_run(&vm, &cfg, o.api_sock, EMBER_VERSION) : vm_run(&vm);
 	/* A normal end (reset, exit status 0) is silent; anything else says
 	 * why on stderr, so a script's log explains the exit code. */
 	if (r != 0 || o.stats) {
@@ -464,6 +544,25 @@ static int cmd_run(int argc, char **argv)
 	return r;
 }
 
+/* `ember snapshot load ARGS` is `ember run --restore ARGS`; create and
+ * merge are monitor/snap_cli.c's. */
+static int cmd_snapshot(int argc, char **argv)
+{
+	if (argc < 1 || strcmp(argv[0], "load"))
+		return snap_cli_main(argc, argv);
+	if (argc < 2 || argv[1][0] == '-') {
+		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+			fputs(snap_cli_usage, stdout);
+			return 0;
+		}
+		fprintf(stderr, "ember snapshot load: give the state file first "
+				"(ember snapshot load STATE --memory-file MEM [options])\n");
+		return EXIT_CONFIG;
+	}
+	argv[0] = "--restore"; /* argv[0] was "load": run sees --restore STATE ... */
+	return cmd_run(argc, argv);
+}
+
 int main(int argc, char **argv)
 {
 	/* A reader of the guest's output that goes away (ember | head) must
@@ -479,6 +578,8 @@ int main(int argc, char **argv)
 		return api_main(argc - 1, argv + 1, EMBER_VERSION);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(argc - 2, argv + 2);
+	if (strcmp(cmd, "snapshot") == 0)
+		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("ember %s\n", EMBER_VERSION);
 		return 0;
@@ -486,6 +587,8 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		if (argc > 2 && strcmp(argv[2], "run") == 0)
 			fputs(usage_run, stdout);
+		else if (argc > 2 && strcmp(argv[2], "snapshot") == 0)
+			fputs(snap_cli_usage, stdout);
 		else
 			fputs(usage_main, stdout);
 		return 0;

@@ -365,14 +365,17 @@ static int open_serial(struct vm *vm, char *err, size_t errlen)
 
 int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
 {
-	bool dry = vm->dry_run, verbose = vm->verbose;
+	bool dry = vm->dry_run, verbose = vm->verbose, track_dirty = vm->track_dirty;
 	const char *cache = vm->cpuid_cache;
+	const struct vm_restore *restore = vm->restore;
 	enum jail_seccomp_mode seccomp = vm->seccomp;
 	memset(vm, 0, sizeof(*vm));
 	vm->dry_run = dry;
 	vm->verbose = verbose;
 	vm->cpuid_cache = cache;
 	vm->seccomp = seccomp;
+	vm->restore = restore;
+	vm->track_dirty = track_dirty;
 	vm->cfg = cfg;
 	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
 	vm->ev.epfd = vm->ev.wake_fd = -1;

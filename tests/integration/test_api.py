@@ -405,13 +405,22 @@ def test_metrics_and_logger(api, tmp_path):
 def test_sandboxed_threads(api, tmp_path):
     start_loop(api, tmp_path, drive=False)
     tasks = f"/proc/{api.p.pid}/task"
-    modes = []
-    for tid in os.listdir(tasks):
-        with open(f"{tasks}/{tid}/status") as f:
-            st = dict(line.split(":", 1) for line in f if ":" in line)
-        modes.append((st["Seccomp"].strip(), st["CapEff"].strip()))
-    assert len(modes) >= 4  # vmm, api, two vCPUs
-    assert all(m == ("2", "0000000000000000") for m in modes), modes
+
+    def modes():
+        out = []
+        for tid in os.listdir(tasks):
+            with open(f"{tasks}/{tid}/status") as f:
+                st = dict(line.split(":", 1) for line in f if ":" in line)
+            out.append((st["Seccomp"].strip(), st["CapEff"].strip()))
+        return out
+    # The guest's first output comes from vCPU 0; the AP's thread loads
+    # its filter when it starts, which may be a moment later.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(m[0] == "2" for m in modes()):
+        time.sleep(0.01)
+    m = modes()
+    assert len(m) >= 4  # vmm, api, two vCPUs
+    assert all(x == ("2", "0000000000000000") for x in m), m
 
 
 def test_stale_socket_replaced_other_file_refused(tmp_path):

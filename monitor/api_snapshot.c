@@ -1,0 +1,171 @@
+/* Firecracker's PUT /snapshot/create and /snapshot/load: the API
+ * thread's checks of the request, then the vmm thread's work (the
+ * snapshot core is monitor/vm_snapshot.c, see monitor/vm.h).  A load
+ * takes the state file's configuration, applies the request's overrides
+ * (network_overrides, vsock_override) and PUT /ember/options' name and
+ * timeout through cfg_set, and starts the VM with vm->restore set. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "monitor/api.h"
+#include "monitor/vm.h"
+
+/* ---- the API thread: checks ---- */
+
+void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
+{
+	const char *type = api_str(body, "snapshot_type");
+	if (type && strcmp(type, "Full") && strcmp(type, "Diff"))
+		return http_fault(rs, 400, "snapshot_type: \"%.32s\" is not Full or Diff", type);
+	if (atomic_load(&a->state) == API_NOT_STARTED)
+		return http_fault(rs, 400, "%s", api_pre_boot);
+	/* "version" (older Firecrackers' target version) is accepted and
+	 * ignored: ember's snapshots are for the same ember. */
+	struct api_call call = {.op = API_OP_SNAP_CREATE,
+				.path = api_str(body, "snapshot_path"),
+				.mem_path = api_str(body, "mem_file_path"),
+				.diff = type && !strcmp(type, "Diff")};
+	api_vmm_call(a, &call);
+	if (call.status)
+		return http_fault(rs, call.status, "%s", call.fault);
+	rs->status = 204;
+}
+
+void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
+{
+	if (atomic_load(&a->state) != API_NOT_STARTED)
+		return http_fault(rs, 400, "%s", api_post_boot);
+	if (a->configured)
+		return http_fault(rs, 400,
+				  "Loading a microVM snapshot not allowed after configuring "
+				  "boot-specific resources.");
+	const json_t *mb = json_object_get(body, "mem_backend");
+	const char *mem = api_str(body, "mem_file_path");
+	bool has_mb = mb && !json_is_null(mb);
+	if (has_mb && mem)
+		return http_fault(rs, 400,
+				  "too many fields: either `mem_backend` or `mem_file_path` "
+				  "exclusively is required.");
+	if (!has_mb && !mem)
+		return http_fault(rs, 400,
+				  "missing field: either `mem_backend` or `mem_file_path` is "
+				  "required.");
+	if (has_mb) {
+		const char *t = api_str(mb, "backend_type");
+		if (strcmp(t, "File"))
+			return http_fault(rs, 400,
+					  "mem_backend.backend_type: \"%.32s\" is not supported by "
+					  "ember (only \"File\")",
+					  t);
+		mem = api_str(mb, "backend_path");
+	}
+	if (json_is_true(json_object_get(body, "clock_realtime")))
+		return http_fault(rs, 400, "clock_realtime: not supported by ember (only false)");
+	struct api_call call = {.op = API_OP_SNAP_LOAD,
+				.path = api_str(body, "snapshot_path"),
+				.mem_path = mem,
+				.body = body};
+	api_vmm_call(a, &call);
+	if (call.status)
+		return http_fault(rs, call.status, "%s", call.fault);
+	rs->status = 204;
+}
+
+/* ---- the vmm thread: the work ---- */
+
+/* The restore PUT /snapshot/load asks for: the state file's
+ * configuration, its overrides, then the build. */
+static struct {
+	struct vm_restore r;
+	char state[CFG_PATH_MAX], mem[CFG_PATH_MAX];
+} restore;
+
+static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
+			  size_t len)
+{
+	char e[CFG_ERR_MAX], sec[CFG_NAME_MAX + 8];
+	size_t i;
+	json_t *o;
+	json_array_foreach(json_object_get(body, "network_overrides"), i, o)
+	{
+		const char *id = api_str(o, "iface_id");
+		unsigned n = 0;
+		while (n < cfg->nr_nets && strcmp(cfg->nets[n].name, id))
+			n++;
+		if (n == cfg->nr_nets)
+			return snprintf(err, len,
+					"network_overrides: the snapshot has no network interface "
+					"\"%.64s\"",
+					id),
+			       -EINVAL;
+		snprintf(sec, sizeof(sec), "net.%s", id);
+		if (cfg_set(cfg, sec, "tap", api_str(o, "host_dev_name"), e, sizeof(e)))
+			return snprintf(err, len, "network_overrides: %s", e), -EINVAL;
+	}
+	o = json_object_get(body, "vsock_override");
+	if (o && !json_is_null(o)) {
+		if (!cfg->vsock.enabled)
+			return snprintf(err, len,
+					"vsock_override: the snapshot has no vsock device"),
+			       -EINVAL;
+		if (cfg_set(cfg, "vsock", "uds", api_str(o, "uds_path"), e, sizeof(e)))
+			return snprintf(err, len, "vsock_override: %s", e), -EINVAL;
+	}
+	/* PUT /ember/options before the load: its name and timeout apply */
+	static const char *const keys[] = {"name", "timeout"};
+	for (int k = 0; k < 2; k++)
+		if (api_str(a->options, keys[k]) &&
+		    cfg_set(cfg, "vm", keys[k], api_str(a->options, keys[k]), e, sizeof(e)))
+			return snprintf(err, len, "%s: %s", keys[k], e), -EINVAL;
+	/* A restore reads no kernel: the state's may be gone or empty. */
+	if (cfg->kernel[0] && cfg_validate(cfg, e, sizeof(e)))
+		return snprintf(err, len, "%s", e), -EINVAL;
+	return 0;
+}
+
+void api_snapshot_load(struct api *a, struct api_call *c)
+{
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+	const json_t *b = c->body;
+	c->status = 400;
+	if (strlen(c->path) >= sizeof(restore.state) ||
+	    strlen(c->mem_path) >= sizeof(restore.mem)) {
+		snprintf(c->fault, sizeof(c->fault), "snapshot paths: longer than %d bytes",
+			 CFG_PATH_MAX - 1);
+		return;
+	}
+	if (vm_snapshot_config(c->path, a->cfg, err, sizeof(err)) ||
+	    load_overrides(a, a->cfg, b, err, sizeof(err))) {
+		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
+	} else {
+		strcpy(restore.state, c->path);
+		strcpy(restore.mem, c->mem_path);
+		restore.r = (struct vm_restore){restore.state, restore.mem, false,
+						!json_is_true(json_object_get(b, "resume_vm"))};
+		c->status = 0;
+		api_start_vm(a, c, &restore.r,
+			     json_is_true(json_object_get(b, "enable_diff_snapshots")) ||
+				 json_is_true(json_object_get(b, "track_dirty_pages")),
+			     "Load snapshot");
+	}
+	/* A failed load leaves ember unconfigured, as it was. */
+	if (c->status && !a->started)
+		(void)!api_build_config(a, a->cfg, err, sizeof(err));
+}
+
+void api_snapshot_create(struct api *a, struct api_call *c)
+{
+	struct vm *vm = a->vm;
+	c->status = 400;
+	if (!vm->paused)
+		snprintf(c->fault, sizeof(c->fault),
+			 "Create snapshot error: Cannot save the microVM state: Operation not "
+			 "allowed: save/restore unavailable while running");
+	else if (c->diff && !vm->track_dirty)
+		snprintf(c->fault, sizeof(c->fault),
+			 "Diff snapshots are not allowed on uVMs with dirty page tracking "
+			 "disabled.");
+	else if (!vm_snapshot_create(vm, c->path, c->mem_path, c->diff, c->fault, sizeof(c->fault)))
+		c->status = 0;
+}
