@@ -233,8 +233,33 @@ void vdevs_counters(struct virtio_dev *d,
 		fn(opaque, "entropy_event_count", v->u.rng.requests);
 		fn(opaque, "entropy_rate_limiter_throttled", v->u.rng.limit.throttled);
 		break;
-	case V_VSOCK:
+	case V_VSOCK: {
+		/* Firecracker's vsock metric names, then ember's own. */
+		const struct vsock_stats *s = vsock_stats(v->u.vsock);
+		fn(opaque, "activate_fails", s->activate_fails);
+		fn(opaque, "rx_queue_event_fails", s->rx_queue_event_fails);
+		fn(opaque, "tx_queue_event_fails", s->tx_queue_event_fails);
+		fn(opaque, "ev_queue_event_fails", s->ev_queue_event_fails);
+		fn(opaque, "muxer_event_fails", s->muxer_event_fails);
+		fn(opaque, "conn_event_fails", s->conn_event_fails);
+		fn(opaque, "rx_queue_event_count", s->rx_queue_event_count);
+		fn(opaque, "tx_queue_event_count", s->tx_queue_event_count);
+		fn(opaque, "rx_bytes_count", s->rx_bytes_count);
+		fn(opaque, "tx_bytes_count", s->tx_bytes_count);
+		fn(opaque, "rx_packets_count", s->rx_packets_count);
+		fn(opaque, "tx_packets_count", s->tx_packets_count);
+		fn(opaque, "conns_added", s->conns_added);
+		fn(opaque, "conns_killed", s->conns_killed);
+		fn(opaque, "conns_removed", s->conns_removed);
+		fn(opaque, "tx_flush_fails", s->tx_flush_fails);
+		fn(opaque, "tx_write_fails", s->tx_write_fails);
+		fn(opaque, "rx_read_fails", s->rx_read_fails);
+		fn(opaque, "conns_refused", s->conns_refused);
+		fn(opaque, "guest_errors", s->guest_errors);
+		fn(opaque, "rst_dropped", s->rst_dropped);
+		fn(opaque, "transport_resets", s->transport_resets);
 		break;
+	}
 	}
 	fn(opaque, "device_needs_reset", d->broken);
 	fn(opaque, "unhandled_accesses", d->unhandled);

@@ -4,6 +4,7 @@ on `uds`, a host process writes "CONNECT <port>\\n" there and gets
 "OK <local port>\\n"; a guest connection to host port P becomes a
 connection to the unix socket "<uds>_P".  All runs enforce seccomp (the
 default), so the vmm thread's socket calls are checked too."""
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from conftest import EMBER, EXIT_CONFIG, guest, needs_kvm, run
+from test_api import Ember
 
 pytestmark = needs_kvm
 
@@ -217,3 +219,44 @@ def test_ini_spelling(tmp_path):
     r = run(["run", str(ini)])
     assert "vsock: cid 5" in r.stdout, r.stdout + r.stderr
     assert "(refused)" in r.stdout
+
+
+def test_metrics_counters(tmp_path):
+    """Through the API (PUT /vsock, /metrics): after a connection each
+    way, the "vsock" metrics carry Firecracker's counter names with the
+    traffic in them."""
+    uds, metrics = tmp_path / "v.sock", tmp_path / "metrics.json"
+    metrics.write_text("")
+    echo = Echo(f"{uds}_{GUEST_PORT}")
+    api = Ember(tmp_path)
+    try:
+        api.ok("PUT", "/metrics", {"metrics_path": str(metrics)})
+        api.ok("PUT", "/boot-source", {
+            "kernel_image_path": guest("virtio"),
+            "boot_args": f"test=vsock port={GUEST_PORT} listen={LISTEN_PORT}"})
+        api.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 32})
+        api.ok("PUT", "/vsock", {"guest_cid": 3, "uds_path": str(uds)})
+        api.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+        api.wait_output(f"vsock: listening on port {LISTEN_PORT}", timeout=20)
+        s = host_connect(uds, f"CONNECT {LISTEN_PORT}\n".encode())
+        assert recv_line(s).startswith(b"OK ")
+        s.sendall(b"counted\n")
+        assert recv_line(s) == b"COUNTED\n"
+        api.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
+        s.close()
+        api.wait_output("vsock: host-initiated ok", timeout=20)
+    finally:
+        api.kill()
+        echo.close()
+    m = json.loads(metrics.read_text().splitlines()[-1])["vsock"]
+    for name in ("conns_added", "conns_removed", "conns_killed", "conn_event_fails",
+                 "rx_packets_count", "tx_packets_count", "rx_bytes_count", "tx_bytes_count",
+                 "rx_queue_event_count", "tx_queue_event_count", "tx_write_fails",
+                 "rx_read_fails", "device_needs_reset"):
+        assert name in m, m
+    assert m["conns_added"] == 2, m  # the guest's to <uds>_1234, the host's to 5000
+    # guest to host: "ping from guest\n", "COUNTED\n"; host to guest: the
+    # echo of the ping, "counted\n"
+    assert m["tx_bytes_count"] >= 16 + 8 and m["rx_bytes_count"] >= 16 + 8, m
+    assert m["rx_packets_count"] > 0 and m["tx_packets_count"] > 0, m
+    assert m["conn_event_fails"] == 0 and m["device_needs_reset"] == 0, m

@@ -1,7 +1,8 @@
 /* virtio/vsock: the pure parts (wire format, header checks, the host's
  * CONNECT line, credit arithmetic with wrap-around), then the device
  * itself without KVM: rings in a fake guest memory, the vmm loop pumped
- * by hand, host sockets real. */
+ * by hand, host sockets real; its counters; save/restore and the
+ * TRANSPORT_RESET event a restore owes the driver. */
 #include <setjmp.h> /* cmocka needs these first */
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,7 +228,8 @@ static void guest_send(uint16_t op, uint32_t src_port, uint32_t dst_port, uint32
 			      .flags = flags,
 			      .buf_alloc = 65536};
 	vsock_hdr_encode(&h, at(gpa));
-	memcpy(at(gpa + 44), data, len);
+	if (len)
+		memcpy(at(gpa + 44), data, len);
 	offer(1, gpa, 44 + len, false);
 	vsock_ops.notify(&dev, 1);
 }
@@ -334,6 +336,13 @@ static void test_refused_and_strays(void **state)
 	guest_send(VSOCK_OP_RST, 50001, 1, 0, NULL, 0);
 	assert_false(guest_recv(&h, NULL, 0));
 	assert_false(dev.broken);
+
+	const struct vsock_stats *st = vsock_stats(vs);
+	assert_int_equal(st->conns_refused, 1);
+	assert_int_equal(st->conns_added, 0);
+	assert_int_equal(st->tx_packets_count, 3);
+	assert_int_equal(st->rx_packets_count, 2);
+	assert_int_equal(st->tx_queue_event_count, 3);
 }
 
 static void test_guest_connects(void **state)
@@ -378,6 +387,16 @@ static void test_guest_connects(void **state)
 	}
 	assert_true(rst);
 	assert_false(dev.broken);
+
+	/* The counters saw it: one connection made and reset by us, the
+	 * bytes both ways, the overrun. */
+	const struct vsock_stats *st = vsock_stats(vs);
+	assert_int_equal(st->conns_added, 1);
+	assert_int_equal(st->conns_removed, 1);
+	assert_int_equal(st->guest_errors, 1);
+	assert_true(st->tx_bytes_count >= 4 + sizeof(big));
+	assert_int_equal(st->rx_bytes_count, 4);
+	assert_true(st->rx_packets_count >= 3); /* RESPONSE, "pong", RST */
 	close(c);
 	close(l);
 	unlink(path);
@@ -435,6 +454,102 @@ static void test_broken_header(void **state)
 	vsock_ops.reset(&dev);
 }
 
+/* ---- snapshots ---- */
+
+#define EV_GPA 0x3000000ULL
+
+/* How many buffers the device has used on the event queue. */
+static uint16_t ev_used(void)
+{
+	uint16_t idx;
+	memcpy(&idx, at(qbase(2) + 0x2000 + 2), 2);
+	return idx;
+}
+
+static void offer_event_buf(uint32_t len)
+{
+	memset(at(EV_GPA), 0xff, 8);
+	offer(2, EV_GPA, len, true);
+}
+
+/* The TRANSPORT_RESET event was the last used buffer: id 0, 4 bytes. */
+static void assert_reset_event(void)
+{
+	const uint8_t *used = at(qbase(2) + 0x2000);
+	uint32_t len, id;
+	memcpy(&len, used + 8 + 8 * ((ev_used() - 1) % QNUM), 4);
+	assert_int_equal(len, VSOCK_EVENT_LEN);
+	memcpy(&id, at(EV_GPA), 4);
+	assert_int_equal(id, VSOCK_EVENT_TRANSPORT_RESET);
+	assert_int_equal(at(EV_GPA)[4], 0xff); /* nothing past the event */
+}
+
+static void test_save_restore(void **state)
+{
+	uint8_t rec[64], again[64];
+	int n = vsock_ops.save(&dev, rec, sizeof(rec));
+	assert_int_equal(n, sizeof(struct vsock_state));
+	assert_memory_equal(rec, vsock_state(vs), sizeof(struct vsock_state));
+	assert_int_equal(vsock_ops.save(&dev, rec, 4), -ENOSPC);
+
+	/* Not this device's record: refused, nothing sent. */
+	struct vsock_state other = {.guest_cid = 4};
+	assert_int_equal(vsock_ops.restore(&dev, &other, sizeof(other)), -EINVAL);
+	assert_int_equal(vsock_ops.restore(&dev, rec, (size_t)n - 1), -EINVAL);
+	offer_event_buf(VSOCK_EVENT_LEN);
+	vsock_ops.notify(&dev, 2);
+	assert_int_equal(ev_used(), 0);
+
+	/* A buffer is there: the event goes at once, once. */
+	assert_int_equal(vsock_ops.restore(&dev, rec, (size_t)n), 0);
+	assert_int_equal(ev_used(), 1);
+	assert_reset_event();
+	assert_int_equal(vsock_stats(vs)->transport_resets, 1);
+	offer_event_buf(VSOCK_EVENT_LEN);
+	vsock_ops.notify(&dev, 2);
+	assert_int_equal(ev_used(), 1);
+
+	/* save -> restore -> save: the same bytes. */
+	assert_int_equal(vsock_ops.save(&dev, again, sizeof(again)), n);
+	assert_memory_equal(rec, again, (size_t)n);
+	assert_false(dev.broken);
+}
+
+static void test_restore_event_waits(void **state)
+{
+	uint8_t rec[sizeof(struct vsock_state)];
+	assert_int_equal(vsock_ops.save(&dev, rec, sizeof(rec)), sizeof(rec));
+
+	/* No event buffer yet: owed until the driver posts one. */
+	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
+	assert_int_equal(ev_used(), 0);
+	offer_event_buf(64);
+	vsock_ops.notify(&dev, 2);
+	assert_int_equal(ev_used(), 1);
+	assert_reset_event();
+
+	/* A driver reset owes nothing more. */
+	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
+	vsock_ops.reset(&dev);
+	offer_event_buf(VSOCK_EVENT_LEN);
+	vsock_ops.notify(&dev, 2);
+	assert_int_equal(ev_used(), 1);
+	assert_int_equal(vsock_stats(vs)->transport_resets, 1);
+	assert_false(dev.broken);
+}
+
+static void test_restore_bad_event_buffer(void **state)
+{
+	uint8_t rec[sizeof(struct vsock_state)];
+	assert_int_equal(vsock_ops.save(&dev, rec, sizeof(rec)), sizeof(rec));
+	offer(2, EV_GPA, 2, true); /* too short for a le32 */
+	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
+	assert_true(dev.broken);
+	assert_int_equal(vsock_stats(vs)->ev_queue_event_fails, 1);
+	assert_int_equal(vsock_stats(vs)->transport_resets, 0);
+	vsock_ops.reset(&dev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +562,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_guest_connects, dev_setup, dev_teardown),
 	    cmocka_unit_test_setup_teardown(test_host_connects, dev_setup, dev_teardown),
 	    cmocka_unit_test_setup_teardown(test_broken_header, dev_setup, dev_teardown),
+	    cmocka_unit_test_setup_teardown(test_save_restore, dev_setup, dev_teardown),
+	    cmocka_unit_test_setup_teardown(test_restore_event_waits, dev_setup, dev_teardown),
+	    cmocka_unit_test_setup_teardown(test_restore_bad_event_buffer, dev_setup, dev_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
