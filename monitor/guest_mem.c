@@ -9,9 +9,8 @@
 
 #define GMEM_GUARD 4096ULL
 
-/* The mapping with its guard pages: RAM from fd (MAP_PRIVATE: copy on
- * write) or anonymous (fd < 0). */
-static int map_ram(struct gmem *m, uint64_t ram_size, int fd)
+/* The anonymous mapping with its guard pages. */
+static int map_ram(struct gmem *m, uint64_t ram_size)
 {
 	memset(m, 0, sizeof(*m));
 	if (ram_size == 0 || (ram_size & 0xfff))
@@ -27,8 +26,7 @@ static int map_ram(struct gmem *m, uint64_t ram_size, int fd)
 	if (g == MAP_FAILED)
 		return -errno;
 	void *p = mmap(g + GMEM_GUARD, ram_size, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED | (fd < 0 ? MAP_ANONYMOUS : 0), fd,
-		       0);
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	if (p == MAP_FAILED) {
 		int e = -errno;
 		munmap(g, ram_size + 2 * GMEM_GUARD);
@@ -49,7 +47,7 @@ static int map_ram(struct gmem *m, uint64_t ram_size, int fd)
 
 int gmem_init(struct gmem *m, uint64_t ram_size)
 {
-	return map_ram(m, ram_size, -1);
+	return map_ram(m, ram_size);
 }
 
 /* Copy the file's data ranges into the anonymous RAM (holes stay zero,
@@ -77,6 +75,39 @@ static int read_data(struct gmem *m, int fd)
 	return 0;
 }
 
+/* Map only the file's data ranges over the anonymous RAM (MAP_PRIVATE,
+ * MAP_FIXED): its holes stay anonymous zero pages.  Mapping the whole
+ * file would do on most file systems, but on tmpfs a read fault on a
+ * hole allocates that page in the file: a sparse 5 MiB snapshot grew to
+ * its full 256 MiB.  Past MAX_RANGES ranges the whole file is mapped. */
+#define MAX_RANGES 4096
+static int map_data(struct gmem *m, int fd)
+{
+	off_t end = (off_t)m->ram_size, at = 0;
+	for (unsigned n = 0; at < end; n++) {
+		off_t data = lseek(fd, at, SEEK_DATA);
+		if (data < 0)
+			return errno == ENXIO ? 0 : -errno;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		/* Page-align outward: data ranges are page multiples on the
+		 * files ember writes, but not necessarily on others. */
+		off_t from = data & ~(off_t)0xfff, to = (hole + 0xfff) & ~(off_t)0xfff;
+		if (to > end)
+			to = end;
+		if (n == MAX_RANGES) {
+			from = 0;
+			to = end;
+		}
+		if (mmap(m->base + from, (size_t)(to - from), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_NORESERVE | MAP_FIXED, fd, from) == MAP_FAILED)
+			return -errno;
+		at = to;
+	}
+	return 0;
+}
+
 int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
 {
 	struct stat st;
@@ -86,8 +117,8 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
 		return -EINVAL;
 	if ((uint64_t)st.st_size != ram_size)
 		return -ERANGE;
-	int r = map_ram(m, ram_size, copy ? -1 : fd);
-	if (!r && copy && (r = read_data(m, fd)) != 0)
+	int r = map_ram(m, ram_size);
+	if (!r && (r = copy ? read_data(m, fd) : map_data(m, fd)) != 0)
 		gmem_free(m);
 	return r;
 }

@@ -35,9 +35,10 @@ struct gmem {
 __attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_size);
 
 /* The same layout over a snapshot's memory file (fd, exactly ram_size
- * bytes): mapped MAP_PRIVATE, so pages load lazily and the guest's writes
- * stay private (the file is never written); or, with copy, read into
- * anonymous memory (holes skipped) so the file may go away.  0, -ERANGE
+ * bytes): its data ranges mapped MAP_PRIVATE, so pages load lazily and
+ * the guest's writes stay private (the file is never written), its holes
+ * anonymous zero pages; or, with copy, read into anonymous memory (holes
+ * skipped) so the file may go away.  0, -ERANGE
  * when the file's size is not ram_size, -EINVAL when it is not a regular
  * file, or -errno. */
 __attribute__((warn_unused_result)) int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size,

@@ -1,0 +1,177 @@
+/* Snapshot files: the state file (a header, tagged sections, a CRC
+ * trailer) and the memory file (raw guest RAM, sparse).  Pure file logic,
+ * no KVM: monitor/vm_snapshot.c decides what goes in.
+ *
+ * Every file is written to "<path>.tmp-<pid>", fsynced, renamed over path
+ * and the directory fsynced: a crash at any point leaves the previous file
+ * or the new one whole, and a failed write leaves neither a temp file nor
+ * a changed path.  Functions returning int give 0 or -errno with the
+ * reason, naming the file, in err (SNAP_ERR_MAX is enough).
+ *
+ * State file layout (little-endian throughout):
+ *   struct snap_header                              64 bytes at offset 0
+ *   nr_sections x { u32 tag, u32 index, u64 len;    16 bytes
+ *                   len bytes, zero-padded to a multiple of 8 }
+ *   u32 CRC-32 (IEEE) of every byte before it */
+#ifndef EMBER_SNAPSHOT_H
+#define EMBER_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SNAP_ERR_MAX 512
+#define SNAP_MAGIC "EMBRSNAP"
+#define SNAP_VERSION 1
+#define SNAP_PAGE 4096ULL /* the memory file's and the dirty bitmap's unit */
+
+enum { SNAP_ARCH_X86_64 = 1 };
+
+/* header.flags.  DIFF: the memory file holds only the pages dirtied
+ * since the previous snapshot (snap_mem_merge() it onto that one's). */
+#define SNAP_F_DIFF 0x1u
+#define SNAP_F_KNOWN SNAP_F_DIFF
+
+/* A section tag: four ASCII characters, as they read in a hex dump. */
+#define SNAP_TAG(a, b, c, d)                                                                       \
+	((uint32_t)(uint8_t)(a) | (uint32_t)(uint8_t)(b) << 8 | (uint32_t)(uint8_t)(c) << 16 |     \
+	 (uint32_t)(uint8_t)(d) << 24)
+
+struct snap_header {
+	char magic[8]; /* "EMBRSNAP", no NUL */
+	uint32_t version, arch;
+	uint32_t nr_vcpus, flags;
+	uint64_t mem_size;   /* guest RAM bytes = the memory file's size */
+	uint64_t mem_digest; /* snap_mem_digest() of the whole RAM as saved (a diff: once merged) */
+	uint64_t cpuid_sig;  /* a hash of the CPUID entries given to the guest */
+	uint64_t created_ns; /* CLOCK_REALTIME */
+	uint32_t nr_sections, reserved;
+};
+_Static_assert(sizeof(struct snap_header) == 64, "snap_header is the on-disk header");
+
+/* ---- state file: build in memory, then commit ---- */
+
+struct snap_writer {
+	struct snap_header h;
+	uint8_t *buf; /* the file as it will be written, trailer excepted */
+	size_t len, cap;
+	int error; /* the first failed add: commit refuses */
+	char why[128];
+};
+
+/* Start a state file.  h gives nr_vcpus, flags, mem_size, mem_digest and
+ * cpuid_sig (and created_ns, or 0 for "now" at commit); magic, version,
+ * arch and nr_sections are the writer's.  Cannot fail: allocation happens
+ * in snap_w_add(). */
+void snap_w_init(struct snap_writer *w, const struct snap_header *h);
+
+/* Append section (tag, index) holding len bytes of data (copied; data may
+ * be NULL when len is 0).  -EEXIST for a (tag, index) already added,
+ * -ENOMEM, -EOVERFLOW.  A failure is remembered: snap_w_commit() then
+ * refuses, so callers may check only the commit. */
+__attribute__((warn_unused_result)) int snap_w_add(struct snap_writer *w, uint32_t tag,
+						   uint32_t index, const void *data, uint64_t len);
+
+/* Write header, sections and CRC trailer to path atomically (see the top
+ * of this file); the file is mode 0600.  Refuses a writer that had a
+ * failed add.  The writer stays valid (free it either way). */
+__attribute__((warn_unused_result)) int snap_w_commit(struct snap_writer *w, const char *path,
+						      char *err, size_t errlen);
+
+/* Release the writer's memory; safe twice and after a zeroed init. */
+void snap_w_free(struct snap_writer *w);
+
+struct snap_section {
+	uint32_t tag, index;
+	uint64_t len;
+	const uint8_t *data; /* into the reader's buffer, 8-byte aligned */
+};
+
+struct snap_reader {
+	struct snap_header h; /* decoded, host order */
+	uint8_t *buf;	      /* the whole file */
+	size_t len;
+	struct snap_section *sec; /* h.nr_sections, in file order */
+};
+
+/* Read and check the whole state file.  Refuses (-EINVAL; -errno for I/O)
+ * with a message naming path and what is wrong: a short file, bad magic,
+ * another format version or architecture, unknown flags, a CRC mismatch,
+ * a section running past the end, a duplicate (tag, index), a section
+ * count other than the header's.  On failure r needs no close. */
+__attribute__((warn_unused_result)) int snap_r_open(struct snap_reader *r, const char *path,
+						    char *err, size_t errlen);
+
+/* The data of section (tag, index), its length in *len (may be NULL), or
+ * NULL when the file has no such section.  Valid until snap_r_close(). */
+const void *snap_r_find(const struct snap_reader *r, uint32_t tag, uint32_t index, uint64_t *len);
+
+/* Release the reader; safe twice and after a failed open. */
+void snap_r_close(struct snap_reader *r);
+
+/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32()): start with crc 0 and
+ * chain calls over consecutive buffers. */
+uint32_t snap_crc32(uint32_t crc, const void *buf, size_t len);
+
+/* ---- memory files ---- */
+
+/* Write len bytes of guest RAM (a multiple of SNAP_PAGE) to path: the file
+ * is len bytes, all-zero pages stay holes, runs of non-zero pages go out
+ * in one write each. */
+__attribute__((warn_unused_result)) int snap_mem_write_full(const char *path, const uint8_t *ram,
+							    uint64_t len, char *err, size_t errlen);
+
+/* Write a diff: exactly the pages whose bit is set in dirty (bit i of
+ * dirty[i / 64] = page i, KVM_GET_DIRTY_LOG's order), all-zero ones too,
+ * as data; every other page is a hole.  Refuses (-EOPNOTSUPP) a file
+ * system whose SEEK_DATA map would not say exactly those pages, since
+ * snap_mem_merge() reads the diff through it. */
+__attribute__((warn_unused_result)) int snap_mem_write_diff(const char *path, const uint8_t *ram,
+							    uint64_t len, const uint64_t *dirty,
+							    char *err, size_t errlen);
+
+/* Fold diff into base: every data range of diff is copied onto base at
+ * the same offset; both must have the same size.  Crash-safe: the result
+ * is built in a copy of base's data ranges (copy_file_range, which
+ * reflinks where the file system can) at a temp name, then renamed over
+ * base.  diff is left as it was. */
+__attribute__((warn_unused_result)) int snap_mem_merge(const char *base, const char *diff,
+						       char *err, size_t errlen);
+
+/* A cheap tie between a state file and its memory file, not an integrity
+ * check: a 64-bit hash of len, the first 64 KiB, the last 4 KiB and 60
+ * evenly spaced 4 KiB pages between them (all of ram when it is smaller
+ * than those).  The format is fixed: it is stored in state files. */
+uint64_t snap_mem_digest(const uint8_t *ram, uint64_t len);
+
+/* Map a memory file for a restore into *ram: refuses (-ERANGE) a size
+ * other than expect_len, (-EINVAL) what is not a regular file.  copy
+ * false: MAP_PRIVATE, pages load lazily and the guest's writes stay in
+ * this process (the file must outlive the mapping and not change);
+ * copy true: anonymous memory filled from the file's data ranges, so the
+ * file may go away.  Either way MAP_NORESERVE; undo with
+ * snap_mem_unmap(). */
+__attribute__((warn_unused_result)) int snap_mem_map(const char *path, uint64_t expect_len,
+						     bool copy, uint8_t **ram, char *err,
+						     size_t errlen);
+
+/* Unmap what snap_mem_map() mapped; ram NULL is ignored. */
+void snap_mem_unmap(uint8_t *ram, uint64_t len);
+
+/* ---- shared by format.c and memfile.c (the atomic-file steps) ---- */
+
+/* Create "<path>.tmp-<pid>" (its name into tmp, tmplen bytes) for
+ * writing, mode 0600, truncated.  The fd, or -errno with err set. */
+__attribute__((warn_unused_result)) int snap_tmp_open(const char *path, char *tmp, size_t tmplen,
+						      char *err, size_t errlen);
+
+/* Finish a temp file: fsync and close fd, rename tmp over path, fsync
+ * path's directory.  On failure before the rename the temp file is
+ * removed and path untouched.  fd is closed either way. */
+__attribute__((warn_unused_result)) int snap_tmp_commit(int fd, const char *tmp, const char *path,
+							char *err, size_t errlen);
+
+/* Drop a temp file that will not be committed: close fd, unlink tmp. */
+void snap_tmp_abort(int fd, const char *tmp);
+
+#endif
