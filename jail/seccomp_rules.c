@@ -11,6 +11,7 @@
  * Built at build time, not in ember: libseccomp's filter generation cost
  * 50-60 us and a third of a MiB of heap on every start. */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/kvm.h>
 #include <sched.h>
@@ -35,6 +36,8 @@ enum arg_check {
 	ARG_OWN_KILL,  /* tgid is this process, signal is the kick or SIGABRT */
 	ARG_CLONE_VM,  /* flags are exactly CLONE_VM (no thread, no new namespace) */
 	ARG_MADV_FREE, /* advice is MADV_DONTNEED */
+	ARG_OPEN_SNAPSHOT, /* flags create a new temp file, or open a folder to sync it: nothing
+			    * that exists can be read or written */
 	ARG_AF_UNIX,   /* domain (argument 0) is AF_UNIX */
 };
 
@@ -67,6 +70,16 @@ static const struct allow allowlist[] = {
     ALLOW(pwritev, VMM, ARG_ANY),
     /* virtio-blk: FLUSH */
     ALLOW(fdatasync, VMM, ARG_ANY),
+    /* snapshots (vm_snapshot.c, snapshot/): the state and memory files
+     * are created under a temp name, sized, written, synced and renamed
+     * over the old ones; the folder is opened to sync the rename; a failed
+     * write removes its temp file; a diff checks its holes with lseek */
+    ALLOW(openat, VMM, ARG_OPEN_SNAPSHOT),
+    ALLOW(ftruncate, VMM, ARG_ANY),
+    ALLOW(fsync, VMM, ARG_ANY),
+    ALLOW(rename, VMM, ARG_ANY),
+    ALLOW(unlink, VMM, ARG_ANY),
+    ALLOW(lseek, VMM, ARG_ANY),
     /* virtio-blk: DISCARD and WRITE_ZEROES (punch a hole / zero a range) */
     ALLOW(fallocate, VMM, ARG_ANY),
     /* virtio-rng: the guest's entropy */
@@ -117,10 +130,11 @@ static const struct allow allowlist[] = {
     ALLOW(connect, VMM, ARG_ANY),
     /* virtio-vsock: the guest's SHUTDOWN(SEND) passed on as SHUT_WR */
     ALLOW(shutdown, VMM, ARG_ANY),
-    /* API: malloc (request bodies, jansson's JSON, replies): API mode
-     * keeps every thread on the main arena and out of mmap (mallopt in
-     * monitor/api_main.c), so the heap only grows and shrinks with brk */
-    ALLOW(brk, API, ARG_ANY),
+    /* malloc after the drop (the API's request bodies, JSON and replies;
+     * a snapshot's state file): the drop phase keeps every thread on the
+     * main arena and out of mmap (mallopt in vm_run.c and api_main.c),
+     * so the heap only grows and shrinks with brk */
+    ALLOW(brk, VMM | API, ARG_ANY),
     /* the vmm thread's event loop (virtio queues and backends); the
      * API's waits for its socket */
     ALLOW(epoll_wait, VMM | API, ARG_ANY),
@@ -136,7 +150,22 @@ static const unsigned long kvm_ioctls[] = {
     KVM_RUN,	   /* vcpu_run */
     KVM_IRQ_LINE,  /* vm_irq: the UART's interrupt (irqchip only) */
     KVM_GET_REGS,  /* vcpu_dump after a triple fault or KVM error */
-    KVM_GET_SREGS, /* vcpu_dump */
+    KVM_GET_SREGS, /* vcpu_dump; vcpu_save_state (snapshots) */
+    /* Snapshots, from the vmm thread with every vCPU parked: vcpu_save_state */
+    KVM_GET_MP_STATE,	 /* the vCPU's run state (halted, waiting for SIPI) */
+    KVM_GET_XSAVE,	 /* FPU, SSE, AVX registers */
+    KVM_GET_XCRS,	 /* XCR0 */
+    KVM_GET_DEBUGREGS,	 /* DR0-DR3, DR6, DR7 */
+    KVM_GET_LAPIC,	 /* the in-kernel LAPIC's registers (irqchip only) */
+    KVM_GET_TSC_KHZ,	 /* the guest's TSC frequency, checked at restore */
+    KVM_GET_MSRS,	 /* the MSRs vcpu_state_init listed */
+    KVM_GET_VCPU_EVENTS, /* pending exceptions, interrupts, NMIs */
+    KVM_GET_CPUID2,	 /* vcpu_get_cpuid: the CPUID the guest was given */
+    /* Snapshots: vcpu_vm_save, and diff snapshots' dirty pages */
+    KVM_GET_CLOCK,     /* kvmclock */
+    KVM_GET_IRQCHIP,   /* the PICs and the IOAPIC (irqchip only) */
+    KVM_GET_PIT2,      /* the PIT (irqchip only) */
+    KVM_GET_DIRTY_LOG, /* pages written since the last snapshot (track_dirty) */
 };
 
 unsigned rules_names(enum jail_role role, const char **names, unsigned max)
@@ -185,6 +214,13 @@ static int add_rule(scmp_filter_ctx ctx, const struct allow *a, uint32_t self)
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, CLONE_VM));
 	case ARG_MADV_FREE:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(2, MADV_DONTNEED));
+	case ARG_OPEN_SNAPSHOT:
+		/* snapshot/format.c: snap_tmp_open() and snap_sync_dir() */
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1,
+				     eq(2, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW));
+		return r ? r
+			 : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1,
+					    eq(2, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 	case ARG_AF_UNIX:
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(0, AF_UNIX));
 	}

@@ -18,6 +18,7 @@
 
 #include "monitor/api.h"
 #include "monitor/exitcodes.h"
+#include "snapshot/snapshot.h"
 
 #define REPLY_MAX 65536
 #define CALL_TIMEOUT_S 600 /* a full snapshot of a large guest takes a while */
@@ -234,11 +235,12 @@ static int cmd_merge(int argc, char **argv)
 {
 	if (argc != 3 || argv[1][0] == '-' || argv[2][0] == '-')
 		return bad_args("merge takes %s", "BASE_MEM DIFF_MEM");
-	/* TODO(lead): call snap_mem_merge() from snapshot/snapshot.h once it
-	 * lands: `int r = snap_mem_merge(argv[1], argv[2], err, sizeof(err));`
-	 * printing err and returning 1 on failure. */
-	fprintf(stderr, "ember snapshot merge: not built yet\n");
-	return 1;
+	char err[SNAP_ERR_MAX];
+	if (snap_mem_merge(argv[1], argv[2], err, sizeof(err))) {
+		fprintf(stderr, "ember snapshot merge: %s\n", err);
+		return 1;
+	}
+	return 0;
 }
 
 /* With --restore the configuration is the snapshot's: the command line

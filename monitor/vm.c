@@ -274,6 +274,7 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 		    .guest_phys_addr = vm->mem.r[i].gpa,
 		    .memory_size = vm->mem.r[i].size,
 		    .userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].host,
+		    .flags = vm->track_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 		};
 		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
 			return host_err(err, errlen, "KVM_SET_USER_MEMORY_REGION");
@@ -304,16 +305,33 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 		return EXIT_HOST;
 	}
+	/* A restored guest gets the CPUID it was built with (if this host
+	 * has every feature in it); the snapshot records it. */
+	if (vm->restore) {
+		r = vm_restore_cpuid(vm, cpuid, err, errlen);
+		free(cpuid);
+		if (r)
+			return r;
+	} else {
+		vm->guest_cpuid = cpuid;
+	}
+	r = vcpu_state_init(vm->kvm_fd);
+	if (r) {
+		snprintf(err, errlen, "cannot read what snapshots need from KVM: %s", strerror(-r));
+		return EXIT_HOST;
+	}
 	for (unsigned i = 0; i < vm->nr_vcpus && !r; i++) {
 		r = vcpu_create(&vm->vcpus[i], vm->vm_fd, i, vm->run_size);
 		if (r)
 			snprintf(err, errlen, "vcpu%u: KVM_CREATE_VCPU: %s", i, strerror(-r));
-		else if ((r = vcpu_init(&vm->vcpus[i], cpuid, vm->nr_vcpus, vm->has_irqchip)))
+		else if ((r = vcpu_init(&vm->vcpus[i], vm->guest_cpuid, vm->nr_vcpus,
+					vm->has_irqchip)))
 			snprintf(err, errlen, "vcpu%u: setup: %s", i, strerror(-r));
 	}
-	free(cpuid);
 	if (r)
 		return EXIT_HOST;
+	if (vm->restore)
+		return 0; /* registers come from the snapshot */
 
 	struct vcpu_entry e = {
 	    .rip = vm->boot.entry,
@@ -363,25 +381,10 @@ static int open_serial(struct vm *vm, char *err, size_t errlen)
 	return vm->serial_fd;
 }
 
-int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+/* A boot: fresh RAM, the kernel loaded, boot structures written. */
+static int boot_guest(struct vm *vm, char *err, size_t errlen)
 {
-	bool dry = vm->dry_run, verbose = vm->verbose, track_dirty = vm->track_dirty;
-	const char *cache = vm->cpuid_cache;
-	const struct vm_restore *restore = vm->restore;
-	enum jail_seccomp_mode seccomp = vm->seccomp;
-	memset(vm, 0, sizeof(*vm));
-	vm->dry_run = dry;
-	vm->verbose = verbose;
-	vm->cpuid_cache = cache;
-	vm->seccomp = seccomp;
-	vm->restore = restore;
-	vm->track_dirty = track_dirty;
-	vm->cfg = cfg;
-	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
-	vm->ev.epfd = vm->ev.wake_fd = -1;
-	vm->nr_vcpus = cfg->vcpus;
-	now(&vm->stats.t_start);
-
+	const struct vm_config *cfg = vm->cfg;
 	int r = gmem_init(&vm->mem, cfg->mem_size);
 	if (r) {
 		snprintf(err, errlen, "memory: cannot map %llu MiB: %s",
@@ -417,6 +420,52 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 			return EXIT_CONFIG;
 		}
 	}
+	return 0;
+}
+
+/* A restore: RAM from the memory file, the rest from the state file
+ * (vm_snapshot.c); nothing is loaded or written into guest memory. */
+static int restore_guest(struct vm *vm, char *err, size_t errlen)
+{
+	int r = vm_restore_open(vm, err, errlen);
+	if (!r)
+		r = vm_restore_memory(vm, err, errlen);
+	if (r || !vm->restore_hvt)
+		return r;
+	vm->hvt = malloc(sizeof(*vm->hvt));
+	if (!vm->hvt) {
+		snprintf(err, errlen, "out of memory");
+		return EXIT_HOST;
+	}
+	r = vm_restore_hvt(vm, vm->hvt, err, errlen);
+	if (!r && hvt_attach(vm->hvt, vm->cfg, err, errlen))
+		r = EXIT_CONFIG;
+	vm->boot.proto = BOOT_HVT;
+	return r;
+}
+
+int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	bool dry = vm->dry_run, verbose = vm->verbose, track_dirty = vm->track_dirty;
+	const char *cache = vm->cpuid_cache;
+	const struct vm_restore *restore = vm->restore;
+	enum jail_seccomp_mode seccomp = vm->seccomp;
+	memset(vm, 0, sizeof(*vm));
+	vm->dry_run = dry;
+	vm->verbose = verbose;
+	vm->cpuid_cache = cache;
+	vm->seccomp = seccomp;
+	vm->restore = restore;
+	vm->track_dirty = track_dirty;
+	vm->cfg = cfg;
+	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
+	vm->ev.epfd = vm->ev.wake_fd = -1;
+	vm->nr_vcpus = cfg->vcpus;
+	now(&vm->stats.t_start);
+
+	int r = vm->restore ? restore_guest(vm, err, errlen) : boot_guest(vm, err, errlen);
+	if (r)
+		return r;
 	int out_fd = open_serial(vm, err, errlen);
 	if (out_fd == -2)
 		return EXIT_CONFIG;
@@ -459,13 +508,22 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 			snprintf(err, errlen, "event loop: %s", strerror(-r));
 			return EXIT_HOST;
 		}
-		return vdevs_build(vm, err, errlen);
+		r = vdevs_build(vm, err, errlen);
+		if (r)
+			return r;
 	}
-	return 0;
+	if (vm->restore) {
+		r = vm_restore_state(vm, err, errlen);
+		vm_restore_close(vm);
+	}
+	return r;
 }
 
 void vm_destroy(struct vm *vm)
 {
+	vm_restore_close(vm);
+	free(vm->guest_cpuid);
+	vm->guest_cpuid = NULL;
 	vdevs_destroy(vm);
 	ev_fini(&vm->ev);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)

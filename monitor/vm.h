@@ -18,6 +18,9 @@
 #include "monitor/loader.h"
 #include "vcpu/vcpu.h"
 
+struct snap_reader;
+struct hvt_guest;
+
 #define VM_ERR_MAX 512
 
 /* A restore instead of a boot: set vm->restore before vm_build(). */
@@ -78,6 +81,9 @@ struct vm {
 	int teardown_pipe[2];
 
 	const struct vm_restore *restore; /* NULL: boot the kernel */
+	struct snap_reader *snap;	  /* the state file, during a restore */
+	bool restore_hvt;		  /* the snapshot is of a Solo5 hvt guest */
+	struct kvm_cpuid2 *guest_cpuid;	  /* what every vCPU's CPUID was made from */
 	bool track_dirty; /* memory slots log dirty pages (diff snapshots) */
 	bool dry_run;
 	bool verbose;
@@ -150,6 +156,20 @@ __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const 
 __attribute__((warn_unused_result)) int vm_snapshot_config(const char *state_path,
 							   struct vm_config *cfg, char *err,
 							   size_t errlen);
+
+/* The restore's steps, in vm_build() (vm.c) order; each returns 0 or an
+ * EXIT_* code with the reason in err.  open: read and check the state
+ * file (vCPU count, memory size, irqchip, hvt); memory: map the memory
+ * file and check it is the state file's; cpuid: the guest's saved CPUID
+ * if this host has all of it (host: KVM's supported set); state: overlay
+ * the VM, vCPU and device state once all are built; hvt: a Solo5
+ * guest's manifest; close: drop the state file (safe twice). */
+int vm_restore_open(struct vm *vm, char *err, size_t errlen);
+int vm_restore_memory(struct vm *vm, char *err, size_t errlen);
+int vm_restore_cpuid(struct vm *vm, const struct kvm_cpuid2 *host, char *err, size_t errlen);
+int vm_restore_state(struct vm *vm, char *err, size_t errlen);
+int vm_restore_hvt(struct vm *vm, struct hvt_guest *g, char *err, size_t errlen);
+void vm_restore_close(struct vm *vm);
 
 /* Called just before the process exits: hand the KVM objects to a child
  * process that outlives ember briefly, so the exit status reaches our

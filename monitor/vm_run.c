@@ -1,6 +1,7 @@
 /* Running a VM: vCPU exit dispatch, stopping, the timeout, and the exit
  * path that leaves KVM's teardown to a child process. */
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -196,6 +197,11 @@ static void prepare_teardown(struct vm *vm)
 static int drop_privileges(struct vm *vm, char *msg, size_t len)
 {
 	prepare_teardown(vm);
+	/* malloc after the drop (a snapshot's state file, the API's bodies)
+	 * stays on the main heap, grown with brk: no thread arenas and no
+	 * mmap'd blocks, which the filters do not allow. */
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_MAX, 0);
 	int r = jail_drop_caps();
 	if (r) {
 		snprintf(msg, len, "cannot drop capabilities: %s", strerror(-r));

@@ -153,8 +153,7 @@ void snap_tmp_abort(int fd, const char *tmp)
 	unlink(tmp);
 }
 
-/* fsync the directory holding path, so that the rename itself is durable. */
-static int sync_dir(const char *path)
+int snap_sync_dir(const char *path)
 {
 	char dir[PATH_MAX] = ".";
 	const char *slash = strrchr(path, '/');
@@ -189,7 +188,7 @@ int snap_tmp_commit(int fd, const char *tmp, const char *path, char *err, size_t
 		     step, tmp, strerror(-e));
 		return e;
 	}
-	if ((e = sync_dir(path)) < 0) {
+	if ((e = snap_sync_dir(path)) < 0) {
 		fail(err, errlen, "%s: written, but fsync of its directory failed: %s", path,
 		     strerror(-e));
 		return e;

@@ -171,6 +171,10 @@ __attribute__((warn_unused_result)) int snap_tmp_open(const char *path, char *tm
 __attribute__((warn_unused_result)) int snap_tmp_commit(int fd, const char *tmp, const char *path,
 							char *err, size_t errlen);
 
+/* fsync the directory holding path, so that a rename in it is durable.
+ * 0 or -errno. */
+__attribute__((warn_unused_result)) int snap_sync_dir(const char *path);
+
 /* Drop a temp file that will not be committed: close fd, unlink tmp. */
 void snap_tmp_abort(int fd, const char *tmp);
 

@@ -172,4 +172,100 @@ void vcpu_dump(struct vcpu *v, FILE *out);
 /* Unmap kvm_run and close the fd. */
 void vcpu_destroy(struct vcpu *v);
 
+/* ---- Snapshot records (vcpu/state.c, vcpu/vmstate.c, vcpu/cpuid_compat.c) ----
+ * A snapshot pauses every vCPU at a clean point (vcpu_pause), saves these
+ * records, and a restore builds a fresh VM as a boot does (slots,
+ * irqchip, vCPUs with vcpu_init) and then overlays them: VM state first
+ * (vcpu_vm_restore), then each vCPU (vcpu_restore_state), before the
+ * sandbox drops privileges (the SET ioctls are not allowed after it). */
+
+#define VCPU_STATE_MAX_MSRS 256
+#define VCPU_STATE_LAPIC 1u /* flags: lapic holds the in-kernel LAPIC */
+
+/* One vCPU's architectural state as KVM holds it; fixed-width, the
+ * snapshot record itself (size asserted in state.c).  Fields that move
+ * on their own between a restore and the next save: msrs[IA32_TSC]
+ * (counts on), lapic's current-count register when its timer runs. */
+struct vcpu_state {
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct kvm_xsave xsave; /* the legacy 4 KiB layout: see vcpu_state_init */
+	struct kvm_xcrs xcrs;
+	struct kvm_lapic_state lapic; /* zero without an irqchip */
+	struct kvm_vcpu_events events;
+	struct kvm_debugregs debugregs;
+	struct kvm_mp_state mp_state;
+	uint32_t flags;	  /* VCPU_STATE_* */
+	uint32_t tsc_khz; /* the guest's TSC frequency, 0 if KVM would not say */
+	uint32_t nr_msrs;
+	struct kvm_msr_entry msrs[VCPU_STATE_MAX_MSRS]; /* nr_msrs used, rest zero */
+};
+
+/* Read, once, what saving needs from /dev/kvm and keep it in a static
+ * table (written before the jail closes, read-only after): the MSRs to
+ * save (KVM_GET_MSR_INDEX_LIST, less Hyper-V and VMX capability MSRs,
+ * plus the architectural ones a guest's kernel writes: MTRRs, PAT,
+ * SYSENTER/SYSCALL, TSC_AUX, ...) and the XSAVE size.  Call at VM build
+ * time, before the drop; calling again is harmless.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_state_init(int kvm_fd);
+
+/* Save v's state into *s (zeroed first).  v must be parked (vcpu_pause +
+ * vcpu_wait_parked) or never run; only GET ioctls, allowed after the
+ * drop.  has_irqchip: the VM has an in-kernel LAPIC (else lapic stays
+ * zero).  MSRs KVM refuses to read are left out, and without an
+ * irqchip the LAPIC-only ones (TSC_DEADLINE, async PF, PV EOI), which KVM
+ * reads but will not write back there.  -ENODATA if
+ * vcpu_state_init() was not called; -E2BIG where this host's XSAVE area
+ * is larger than 4 KiB (KVM_CAP_XSAVE2: AMX), which this record cannot
+ * hold whole.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_save_state(struct vcpu *v, bool has_irqchip,
+							struct vcpu_state *s);
+
+/* Load *s into v, a vCPU fresh from vcpu_create + vcpu_init (its CPUID
+ * as the snapshot's), never run.  Order (Firecracker's, KVM API §4):
+ * mp_state, regs, sregs (APIC base), xsave, xcrs, debugregs, lapic (after
+ * the APIC base), MSRs (after the LAPIC: a TSC deadline is dropped unless
+ * the LAPIC timer is in deadline mode; TSC_DEADLINE after IA32_TSC),
+ * vcpu events last (SET_REGS/SREGS clear pending exceptions).  -EINVAL
+ * if an MSR is refused or the record's LAPIC flag does not match
+ * has_irqchip; -ENOTSUP if the TSC frequency differs and KVM cannot scale
+ * it.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_restore_state(struct vcpu *v, bool has_irqchip,
+							   const struct vcpu_state *s);
+
+/* The VM-wide KVM state; fixed-width, the snapshot record. */
+struct vm_kvm_state {
+	uint32_t has_irqchip, pad;
+	struct kvm_irqchip pic_master, pic_slave, ioapic; /* zero without irqchip */
+	struct kvm_pit_state2 pit;			  /* zero without irqchip */
+	struct kvm_clock_data clock;			  /* kvmclock at the save */
+};
+
+/* Save the VM's irqchips, PIT (when has_irqchip: ember creates both
+ * together) and kvmclock.  GET ioctls only.  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_vm_save(int vm_fd, bool has_irqchip,
+						     struct vm_kvm_state *s);
+
+/* Load *s into a fresh VM built as the snapshot's (irqchip and PIT
+ * created when s->has_irqchip).  Before the vCPUs' state.  kvmclock
+ * resumes at the saved value: the guest never sees time run backwards,
+ * and the time it spent saved does not exist for it (as Firecracker;
+ * NTP in the guest catches up its wall clock).  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_vm_restore(int vm_fd, const struct vm_kvm_state *s);
+
+/* The CPUID entries v was given (KVM_GET_CPUID2), allocated; free() it.
+ * With KVM's run-time bits (OSXSAVE, OSPKE, APIC as APIC_BASE says).
+ * 0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_get_cpuid(struct vcpu *v, struct kvm_cpuid2 **out);
+
+/* 0 if every feature bit the guest was given (leaves 1 ECX/EDX, 7.0
+ * EBX/ECX/EDX, 0xd.1 EAX, 0x80000001 ECX/EDX) is in host (KVM's
+ * supported set), ignoring the bits a VMM or KVM sets itself (hypervisor,
+ * HTT, OSXSAVE, OSPKE).  Else -ENOTSUP and missing names them,
+ * comma-separated ("avx512f, sha_ni"; "leaf 7 ebx bit 22" for bits
+ * without a name), truncated with "..." to fit len. */
+__attribute__((warn_unused_result)) int vcpu_cpuid_compatible(const struct kvm_cpuid2 *guest,
+							      const struct kvm_cpuid2 *host,
+							      char *missing, size_t len);
+
 #endif
