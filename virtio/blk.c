@@ -296,17 +296,6 @@ static int serve(struct virtio_blk *b, const struct vq_chain *c, char *why, size
 	return (int)written + 1;
 }
 
-static void process(struct virtio_dev *d);
-
-static void retry(struct ev_timer *t)
-{
-	struct virtio_dev *d = t->opaque;
-	pthread_mutex_lock(&d->lock);
-	if (virtio_live(d))
-		process(d);
-	pthread_mutex_unlock(&d->lock);
-}
-
 /* The limiter's cost of a request: its data bytes (0 for flush, id). */
 static uint64_t cost(const struct vq_chain *c)
 {
@@ -358,7 +347,7 @@ static int realize(struct virtio_dev *d)
 {
 	struct virtio_blk *b = d->priv;
 	b->dev = d;
-	return vlimit_start(&b->limit, d->ev, retry, d);
+	return vlimit_start(&b->limit, d, 0);
 }
 
 static void notify(struct virtio_dev *d, unsigned qi)

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "virtio/limiter.h"
+#include "virtio/virtio.h"
 
 static uint64_t now_ns(void)
 {
@@ -18,14 +19,25 @@ void vlimit_init(struct vlimit *l, const struct rl_cfg *rate)
 	rl_init(&l->rl, rate, now_ns());
 }
 
-int vlimit_start(struct vlimit *l, struct evloop *ev, void (*fn)(struct ev_timer *t),
-		 void *opaque)
+static void retry(struct ev_timer *t)
 {
-	if (!rl_active(&l->rl) || l->ev || !ev)
+	struct vlimit *l = t->opaque;
+	struct virtio_dev *d = l->dev;
+	pthread_mutex_lock(&d->lock);
+	if (virtio_live(d))
+		d->ops->notify(d, l->queue);
+	pthread_mutex_unlock(&d->lock);
+}
+
+int vlimit_start(struct vlimit *l, struct virtio_dev *d, unsigned queue)
+{
+	if (!rl_active(&l->rl) || l->ev || !d->ev)
 		return 0; /* no loop (tests): the next notification retries */
-	int r = ev_timer_init(ev, &l->timer, fn, opaque);
+	l->dev = d;
+	l->queue = queue;
+	int r = ev_timer_init(d->ev, &l->timer, retry, l);
 	if (!r)
-		l->ev = ev;
+		l->ev = d->ev;
 	return r;
 }
 

@@ -11,22 +11,28 @@
 #include "monitor/evloop.h"
 #include "virtio/ratelimit.h"
 
+struct virtio_dev;
+
 struct vlimit {
 	struct ratelimit rl;
 	struct ev_timer timer;
-	struct evloop *ev; /* set by vlimit_start */
+	struct evloop *ev;	/* set by vlimit_start */
+	struct virtio_dev *dev; /* whose queue the timer serves again */
+	unsigned queue;
 	uint64_t throttled; /* requests held back (metrics) */
 };
 
 /* Configure (rate NULL or all zero: no limit); no timer yet. */
 void vlimit_init(struct vlimit *l, const struct rl_cfg *rate);
 
-/* Make the retry timer on ev (vmm thread; from the device's activate):
- * fn(opaque) runs when a held-back request may go.  No-op without a
- * limit or when already started.  0 or -errno. */
-__attribute__((warn_unused_result)) int vlimit_start(struct vlimit *l, struct evloop *ev,
-						     void (*fn)(struct ev_timer *t),
-						     void *opaque);
+/* Make the retry timer on d's event loop (from the device's realize,
+ * before the drop: timerfd_create is not allowed after it): when a
+ * held-back request may go, d's queue `queue` is served again (its
+ * notify op, under d->lock, if the device is live).  No-op without a
+ * limit, without a loop (unit tests) or when already started.  0 or
+ * -errno. */
+__attribute__((warn_unused_result)) int vlimit_start(struct vlimit *l, struct virtio_dev *d,
+						     unsigned queue);
 
 /* May a request of `bytes` go now?  true: its tokens are taken.  false:
  * the retry timer is armed (or already running); the caller gives the

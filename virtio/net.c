@@ -212,29 +212,13 @@ static void on_tap(struct ev_source *src, uint32_t events)
 	pthread_mutex_unlock(&d->lock);
 }
 
-static void rx_retry(struct ev_timer *t)
-{
-	struct virtio_dev *d = t->opaque;
-	pthread_mutex_lock(&d->lock);
-	rx(d);
-	pthread_mutex_unlock(&d->lock);
-}
-
-static void tx_retry(struct ev_timer *t)
-{
-	struct virtio_dev *d = t->opaque;
-	pthread_mutex_lock(&d->lock);
-	tx(d);
-	pthread_mutex_unlock(&d->lock);
-}
-
 /* The limiters' timers, made before the drop phase. */
 static int realize(struct virtio_dev *d)
 {
 	struct virtio_net *n = d->priv;
 	n->dev = d;
-	int r = vlimit_start(&n->rx_limit, d->ev, rx_retry, d);
-	return r ? r : vlimit_start(&n->tx_limit, d->ev, tx_retry, d);
+	int r = vlimit_start(&n->rx_limit, d, Q_RX);
+	return r ? r : vlimit_start(&n->tx_limit, d, Q_TX);
 }
 
 static int activate(struct virtio_dev *d)

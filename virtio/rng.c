@@ -74,21 +74,12 @@ static void process(struct virtio_dev *d)
 		virtio_queue_done(d, 0);
 }
 
-static void retry(struct ev_timer *t)
-{
-	struct virtio_dev *d = t->opaque;
-	pthread_mutex_lock(&d->lock);
-	if (virtio_live(d))
-		process(d);
-	pthread_mutex_unlock(&d->lock);
-}
-
 /* The limiter's timer, made before the drop phase. */
 static int realize(struct virtio_dev *d)
 {
 	struct virtio_rng *r = d->priv;
 	r->dev = d;
-	return vlimit_start(&r->limit, d->ev, retry, d);
+	return vlimit_start(&r->limit, d, 0);
 }
 
 static void notify(struct virtio_dev *d, unsigned q)

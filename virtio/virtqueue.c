@@ -208,40 +208,35 @@ void vq_push(struct vq *q, uint16_t head, uint32_t written)
 			      memory_order_relaxed);
 }
 
-size_t vq_read(const struct vq_chain *c, size_t off, void *dst, size_t len)
+/* Copy between buf and the chain's segments [first, first+n), from byte
+ * off of that part: into the chain (to_chain) or out of it. */
+static size_t copy(const struct vq_chain *c, unsigned first, unsigned n, size_t off,
+		   uint8_t *buf, size_t len, bool to_chain)
 {
 	size_t done = 0;
-	for (unsigned i = 0; i < c->nr_out && done < len; i++) {
+	for (unsigned i = first; i < first + n && done < len; i++) {
 		const struct vq_seg *s = &c->seg[i];
 		if (off >= s->len) {
 			off -= s->len;
 			continue;
 		}
-		size_t n = s->len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy((uint8_t *)dst + done, s->p + off, n);
-		done += n;
+		size_t k = s->len - off < len - done ? s->len - off : len - done;
+		if (to_chain)
+			memcpy(s->p + off, buf + done, k);
+		else
+			memcpy(buf + done, s->p + off, k);
+		done += k;
 		off = 0;
 	}
 	return done;
 }
 
+size_t vq_read(const struct vq_chain *c, size_t off, void *dst, size_t len)
+{
+	return copy(c, 0, c->nr_out, off, dst, len, false);
+}
+
 size_t vq_write(const struct vq_chain *c, size_t off, const void *src, size_t len)
 {
-	size_t done = 0;
-	for (unsigned i = c->nr_out; i < (unsigned)c->nr_out + c->nr_in && done < len; i++) {
-		const struct vq_seg *s = &c->seg[i];
-		if (off >= s->len) {
-			off -= s->len;
-			continue;
-		}
-		size_t n = s->len - off;
-		if (n > len - done)
-			n = len - done;
-		memcpy(s->p + off, (const uint8_t *)src + done, n);
-		done += n;
-		off = 0;
-	}
-	return done;
+	return copy(c, c->nr_out, c->nr_in, off, (uint8_t *)src, len, true);
 }
