@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -563,8 +564,13 @@ def main():
     out.append("\nVirtio (guest ring-0 code is emulated here, ~200 ns an instruction: "
                "this machine's numbers; see tests/bench/bench_virtio.py)\n")
     out.append(table(["what", "median", "note"], virtio_rows(ember, a.guests, runs)))
-    out.append("\nGoals (from the issue)\n")
-    out.append(table(["goal", "target", "result", "met"], goal_rows))
+    log("bench: snapshot rows")
+    snap_rows, snap_goals = snapshot_rows(ember, a.guests, bdir, tools, runs)
+    out.append("\nSnapshots: a 256 MiB guest, 250 MiB of it written (see "
+               "tests/bench/bench_snapshot.py)\n")
+    out.append(table(["what", "median", "p10–p90", "n", "note"], snap_rows))
+    out.append("\nGoals (from the issues)\n")
+    out.append(table(["goal", "target", "result", "met"], goal_rows + snap_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p

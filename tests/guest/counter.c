@@ -3,8 +3,122 @@
  * (default: forever).  `spin=N` sets the pause in loop iterations
  * (default 2000000, a few milliseconds).  The snapshot tests pause, save,
  * kill and restore it: the lines of both runs joined must count on with
- * no number lost or repeated. */
+ * no number lost or repeated.
+ *
+ * For the snapshot benchmark (tests/bench/bench_snapshot.py):
+ *   fill=MiB    before counting, write a non-zero pattern over that much
+ *               free RAM (from the PVH memory map, above this image and
+ *               clear of the boot data), in ring 3, then print
+ *               "filled N MiB" (N: what it could fill, MiB rounded down);
+ *   dirty=PAGES after each count line, write one byte into each of PAGES
+ *               pages spread evenly over the filled area (ring 3), so a
+ *               diff snapshot between two lines holds about PAGES pages.
+ * Without them it behaves as it always did. */
 #include "lib.h"
+
+#define MAX_REGIONS 16
+#define FOUR_GIB (4ULL << 30) /* start.S maps below */
+#define PATTERN 0x5aa5c33c0ff0a55aULL
+
+struct region {
+	u64 start, end; /* [start, end), page aligned */
+};
+
+static struct region regions[MAX_REGIONS];
+static unsigned nregions;
+static u64 filled_pages;
+
+static void add_region(u64 start, u64 end)
+{
+	start = (start + 0xfff) & ~0xfffULL;
+	end &= ~0xfffULL;
+	if (start < end && nregions < MAX_REGIONS)
+		regions[nregions++] = (struct region){start, end};
+}
+
+/* Removes [lo, hi) from every region, splitting where needed. */
+static void exclude(u64 lo, u64 hi)
+{
+	for (unsigned i = 0, n = nregions; i < n; i++) {
+		struct region r = regions[i];
+		if (hi <= r.start || lo >= r.end)
+			continue;
+		regions[i].end = regions[i].start;
+		if (r.start < lo)
+			add_region(r.start, lo);
+		if (hi < r.end)
+			add_region(hi, r.end);
+	}
+}
+
+static void exclude_obj(u64 pa, u64 len)
+{
+	exclude(pa & ~0xfffULL, (pa + len + 0xfff) & ~0xfffULL);
+}
+
+/* Free RAM below 4 GiB and above 1 MiB, clipped to want bytes in all. */
+static void find_ram(u64 want)
+{
+	const struct hvm_start_info *si = start_info();
+	if (!si || !si->memmap_entries)
+		return;
+	const struct hvm_memmap_entry *mm = (const void *)si->memmap_paddr;
+	for (u32 i = 0; i < si->memmap_entries; i++) {
+		u64 lo = mm[i].addr, hi = mm[i].addr + mm[i].size;
+		if (mm[i].type != MEMMAP_RAM)
+			continue;
+		if (lo < (1ULL << 20))
+			lo = 1ULL << 20;
+		if (hi > FOUR_GIB)
+			hi = FOUR_GIB;
+		if (lo < hi)
+			add_region(lo, hi);
+	}
+	exclude_obj((u64)si, sizeof(*si));
+	exclude_obj(si->memmap_paddr, si->memmap_entries * sizeof(*mm));
+	exclude_obj(si->modlist_paddr, si->nr_modules * 32ULL);
+	exclude_obj(si->cmdline_paddr, strlen(cmdline()) + 1);
+	exclude((u64)__image_start, (u64)__image_end);
+	for (unsigned i = 0; i < nregions; i++) {
+		u64 len = regions[i].end - regions[i].start;
+		if (len > want)
+			regions[i].end = regions[i].start + want;
+		want -= regions[i].end - regions[i].start;
+		filled_pages += (regions[i].end - regions[i].start) >> 12;
+	}
+}
+
+/* Ring 3: the pattern over every region. */
+static long fill(void *unused)
+{
+	(void)unused;
+	for (unsigned i = 0; i < nregions; i++)
+		for (volatile u64 *p = (u64 *)regions[i].start; p < (u64 *)regions[i].end; p++)
+			*p = (u64)p ^ PATTERN;
+	return 0;
+}
+
+static u64 dirty_pages, dirty_round;
+
+/* Ring 3: one byte into each of dirty_pages pages spread over the area. */
+static long dirty(void *unused)
+{
+	(void)unused;
+	dirty_round++;
+	for (u64 k = 0; k < dirty_pages; k++) {
+		u64 idx = k * filled_pages / dirty_pages;
+		for (unsigned i = 0; i < nregions; i++) {
+			u64 n = (regions[i].end - regions[i].start) >> 12;
+			if (idx < n) {
+				*(volatile u8 *)(regions[i].start + (idx << 12) + (k & 0xfff)) =
+				    (u8)(dirty_round | 1);
+				break;
+			}
+			idx -= n;
+		}
+	}
+	return 0;
+}
 
 static long spin(void *arg)
 {
@@ -15,15 +129,31 @@ static long spin(void *arg)
 
 int main(void)
 {
-	u64 limit = 0, every = 2000000;
+	u64 limit = 0, every = 2000000, fill_mib = 0;
 	const char *v;
 
 	if ((v = cmdline_arg("count")) && parse_u64(v, &limit))
 		limit = 0;
 	if ((v = cmdline_arg("spin")) && parse_u64(v, &every))
 		every = 2000000;
+	if ((v = cmdline_arg("fill")) && parse_u64(v, &fill_mib))
+		fill_mib = 0;
+	if ((v = cmdline_arg("dirty")) && parse_u64(v, &dirty_pages))
+		dirty_pages = 0;
+	if (fill_mib || dirty_pages) {
+		/* dirty= alone spreads over all free RAM without filling it */
+		find_ram(fill_mib ? fill_mib << 20 : ~0ULL >> 1);
+		if (fill_mib) {
+			user_call(fill, NULL);
+			kprintf("filled %lu MiB\n", (unsigned long)(filled_pages >> 8));
+		}
+		if (dirty_pages > filled_pages)
+			dirty_pages = filled_pages;
+	}
 	for (u64 i = 1; !limit || i <= limit; i++) {
 		kprintf("count %lu\n", (unsigned long)i);
+		if (dirty_pages)
+			user_call(dirty, NULL);
 		user_call(spin, (void *)(unsigned long)every);
 	}
 	return 0;
