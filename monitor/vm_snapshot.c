@@ -82,6 +82,51 @@ static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
 	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
 }
 
+/* ---- the configuration: struct vm_config is mostly unused path
+ * buffers (zeros), so CONF holds it with its zero runs squeezed out:
+ * pairs of {u32 literal bytes, u32 zero bytes} each followed by the
+ * literal bytes.  110 KiB become a few hundred bytes, which the CRC and
+ * every restore read. ---- */
+
+static size_t squeeze(const uint8_t *in, size_t len, uint8_t *out)
+{
+	size_t o = 0, i = 0;
+	while (i < len) {
+		size_t lit = i;
+		while (lit < len && !(in[lit] == 0 && lit + 8 <= len && !memcmp(in + lit, "\0\0\0\0\0\0\0\0", 8)))
+			lit++;
+		size_t zero = lit;
+		while (zero < len && in[zero] == 0)
+			zero++;
+		uint32_t hdr[2] = {(uint32_t)(lit - i), (uint32_t)(zero - lit)};
+		memcpy(out + o, hdr, sizeof(hdr));
+		memcpy(out + o + sizeof(hdr), in + i, lit - i);
+		o += sizeof(hdr) + (lit - i);
+		i = zero;
+	}
+	return o;
+}
+
+/* 0, or -EINVAL when in is not a squeezed blob of exactly len bytes. */
+static int unsqueeze(const uint8_t *in, size_t inlen, uint8_t *out, size_t len)
+{
+	size_t i = 0, o = 0;
+	while (i < inlen) {
+		uint32_t hdr[2];
+		if (inlen - i < sizeof(hdr))
+			return -EINVAL;
+		memcpy(hdr, in + i, sizeof(hdr));
+		i += sizeof(hdr);
+		if (hdr[0] > inlen - i || hdr[0] > len - o || hdr[1] > len - o - hdr[0])
+			return -EINVAL;
+		memcpy(out + o, in + i, hdr[0]);
+		memset(out + o + hdr[0], 0, hdr[1]);
+		i += hdr[0];
+		o += hdr[0] + hdr[1];
+	}
+	return o == len ? 0 : -EINVAL;
+}
+
 /* ---- create ---- */
 
 /* The dirty pages since the last call, as one bitmap over the RAM
@@ -160,8 +205,12 @@ static int add_machine(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	}
 	if (!r)
 		r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, cpuid_bytes(vm->guest_cpuid));
-	if (!r)
-		r = snap_w_add(w, TAG_CONF, 0, vm->cfg, sizeof(*vm->cfg));
+	if (!r) {
+		/* Worst case: a header per 8 bytes of literal. */
+		static uint8_t conf[sizeof(struct vm_config) * 2];
+		size_t n = squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
+		r = snap_w_add(w, TAG_CONF, 0, conf, n);
+	}
 	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
 }
 
@@ -223,21 +272,38 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 
 /* ---- restore ---- */
 
+/* The state file read for vm_snapshot_config(), kept for the restore
+ * that follows in the same process (it is read and checked once). */
+static struct {
+	struct snap_reader rd;
+	char path[PATH_MAX];
+	bool open;
+} kept;
+
+static void drop_kept(void)
+{
+	if (kept.open)
+		snap_r_close(&kept.rd);
+	kept.open = false;
+}
+
 int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err, size_t errlen)
 {
-	struct snap_reader rd;
-	int r = snap_r_open(&rd, state_path, err, errlen);
+	drop_kept();
+	int r = snap_r_open(&kept.rd, state_path, err, errlen);
 	if (r)
 		return r;
 	uint64_t len;
-	const void *c = snap_r_find(&rd, TAG_CONF, 0, &len);
-	if (!c || len != sizeof(*cfg))
-		r = fail(err, errlen, -EINVAL,
-			 "%s: no configuration of this ember's layout in the snapshot", state_path);
-	else
-		memcpy(cfg, c, sizeof(*cfg));
-	snap_r_close(&rd);
-	return r;
+	const void *c = snap_r_find(&kept.rd, TAG_CONF, 0, &len);
+	if (!c || unsqueeze(c, len, (uint8_t *)cfg, sizeof(*cfg))) {
+		snap_r_close(&kept.rd);
+		return fail(err, errlen, -EINVAL,
+			    "%s: no configuration of this ember's layout in the snapshot", state_path);
+	}
+	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", state_path) < (int)sizeof(kept.path);
+	if (!kept.open)
+		snap_r_close(&kept.rd);
+	return 0;
 }
 
 /* A section that must be there with exactly len bytes. */
@@ -261,8 +327,10 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
 	vm->snap = calloc(1, sizeof(*vm->snap));
 	if (!vm->snap)
 		return fail(err, errlen, EXIT_HOST, "out of memory");
-	int r = snap_r_open(vm->snap, rs->state_path, err, errlen);
-	if (r) {
+	if (kept.open && strcmp(kept.path, rs->state_path) == 0) {
+		*vm->snap = kept.rd; /* the reader moves to the VM */
+		kept.open = false;
+	} else if (snap_r_open(vm->snap, rs->state_path, err, errlen)) {
 		free(vm->snap);
 		vm->snap = NULL;
 		return EXIT_CONFIG;
