@@ -22,15 +22,20 @@ PRE_BOOT = "The requested operation is not supported before starting the microVM
 class Ember:
     """One `ember --api-sock` process and a curl client for it."""
 
-    def __init__(self, tmp_path, *args, sock=None):
-        self.sock = str(sock or tmp_path / "api.sock")
+    def __init__(self, tmp_path, *args, sock=None, run_args=None, name=None):
+        """`ember --api-sock SOCK ARGS...`, or with run_args
+        `ember run RUN_ARGS... --api-sock SOCK` (a command-line VM with the
+        API); name keeps several in one tmp_path apart."""
+        self.sock = str(sock or tmp_path / (f"{name}.sock" if name else "api.sock"))
         # ember writes through its own file descriptions; the test reads
         # the files afresh.  (A shared one would let our seek(0) move
         # ember's write offset: output would land on top of itself.)
-        self.out_path, self.err_path = tmp_path / "stdout", tmp_path / "stderr"
+        self.out_path = tmp_path / (f"{name}.out" if name else "stdout")
+        self.err_path = tmp_path / (f"{name}.err" if name else "stderr")
+        argv = ([EMBER, "run"] + list(run_args) + ["--api-sock", self.sock]
+                if run_args is not None else [EMBER, "--api-sock", self.sock] + list(args))
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.p = subprocess.Popen([EMBER, "--api-sock", self.sock] + list(args),
-                                      stdout=out, stderr=err)
+            self.p = subprocess.Popen(argv, stdout=out, stderr=err)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:
@@ -43,7 +48,8 @@ class Ember:
                     break
                 time.sleep(0.002)
         self.kill()
-        pytest.fail("API socket never accepted; stderr: " + self.stderr())
+        pytest.fail(f"{' '.join(argv[:3])}: the API socket never accepted; stderr: "
+                    + self.stderr())
 
     def curl(self, method, path, body=None, raw=None):
         """(status, parsed JSON or None)."""

@@ -11,13 +11,11 @@ repeated; they skip while vm_snapshot_create() says "not built yet"."""
 import os
 import re
 import signal
-import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import EMBER, EXIT_CONFIG, guest, needs_kvm, run
+from conftest import EXIT_CONFIG, guest, needs_kvm, run
 from test_api import POST_BOOT, PRE_BOOT, RUNNING_MSG, Ember, start_loop
 
 RUNNING_MSG_SNAP = "save/restore unavailable while running"
@@ -38,24 +36,7 @@ class RunApi(Ember):
     """`ember run ... --api-sock PATH`: a command-line VM with the API."""
 
     def __init__(self, tmp_path, *run_args, name="run"):
-        self.sock = str(tmp_path / f"{name}.sock")
-        self.out_path, self.err_path = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.p = subprocess.Popen([EMBER, "run"] + list(run_args) +
-                                      ["--api-sock", self.sock], stdout=out, stderr=err)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(self.sock)
-                s.close()
-                return
-            except OSError:
-                if self.p.poll() is not None:
-                    break
-                time.sleep(0.002)
-        self.kill()
-        pytest.fail("ember run --api-sock: socket never accepted; stderr: " + self.stderr())
+        super().__init__(tmp_path, run_args=run_args, name=name)
 
 
 def snap(*args, timeout=60):
