@@ -171,7 +171,7 @@ static int vec_io(int fd, struct iovec *iov, int n, uint64_t off, bool write)
 static int transfer(struct virtio_blk *b, const struct vq_chain *c, bool write, size_t from,
 		    size_t len, uint64_t off)
 {
-	static __thread struct iovec iov[VQ_MAX_SIZE];
+	static struct iovec iov[VQ_MAX_SIZE];
 	if (!b->bounce) {
 		int n = chain_iov(c, !write, from, len, iov);
 		return vec_io(b->be.fd, iov, n, off, write);
@@ -312,7 +312,7 @@ static void process(struct virtio_dev *d)
 {
 	struct virtio_blk *b = d->priv;
 	struct vq *q = &d->vq[0];
-	static __thread struct vq_chain c;
+	static struct vq_chain c;
 	char why[VQ_ERR_MAX + 64];
 	bool done = false;
 

@@ -82,7 +82,7 @@ static void rx(struct virtio_dev *d)
 {
 	struct virtio_net *n = d->priv;
 	struct vq *q = &d->vq[Q_RX];
-	static __thread struct vq_chain c;
+	static struct vq_chain c;
 	char why[VQ_ERR_MAX];
 	bool pushed = false, rx_ok = true;
 
@@ -143,8 +143,8 @@ static void tx(struct virtio_dev *d)
 {
 	struct virtio_net *n = d->priv;
 	struct vq *q = &d->vq[Q_TX];
-	static __thread struct vq_chain c;
-	static __thread uint8_t buf[VNET_HDR + VNET_FRAME_MAX];
+	static struct vq_chain c;
+	static uint8_t buf[VNET_HDR + VNET_FRAME_MAX];
 	char why[VQ_ERR_MAX];
 	bool pushed = false;
 

@@ -41,7 +41,7 @@ static void process(struct virtio_dev *d)
 {
 	struct virtio_rng *r = d->priv;
 	struct vq *q = &d->vq[0];
-	static __thread struct vq_chain c;
+	static struct vq_chain c;
 	char why[VQ_ERR_MAX];
 	bool done = false;
 

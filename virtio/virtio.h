@@ -11,7 +11,9 @@
  * device's ops always run under it and never concurrently.  A device's
  * ops (activate, notify, reset) run on the vmm thread only: the transport
  * hands DRIVER_OK and reset over to it, so only that thread ever touches
- * backend fds. */
+ * backend fds.  (So a device's scratch buffers are plain statics: one
+ * thread uses them, and thread-local ones would be set up, and their
+ * pages touched, in every thread.) */
 #ifndef EMBER_VIRTIO_H
 #define EMBER_VIRTIO_H
 

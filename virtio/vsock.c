@@ -202,7 +202,7 @@ static void handle(struct virtio_vsock *v, const struct vsock_hdr *h, const stru
  * (the socket had nothing after all, or the connection ended). */
 static uint32_t next_packet(struct virtio_vsock *v, struct conn *c, const struct vq_chain *ch)
 {
-	static __thread uint8_t buf[VSOCK_MAX_PAYLOAD];
+	static uint8_t buf[VSOCK_MAX_PAYLOAD];
 	struct vsock_hdr h = {
 	    .src_cid = VSOCK_HOST_CID,
 	    .dst_cid = v->st.guest_cid,
@@ -301,7 +301,7 @@ void vsock_rx(struct virtio_vsock *v)
 {
 	struct virtio_dev *d = v->dev;
 	struct vq *q = &d->vq[Q_RX];
-	static __thread struct vq_chain ch;
+	static struct vq_chain ch;
 	char why[VQ_ERR_MAX];
 	bool pushed = false;
 
@@ -369,7 +369,7 @@ static void tx(struct virtio_vsock *v)
 {
 	struct virtio_dev *d = v->dev;
 	struct vq *q = &d->vq[Q_TX];
-	static __thread struct vq_chain ch;
+	static struct vq_chain ch;
 	char why[VQ_ERR_MAX];
 	bool pushed = false;
 
@@ -421,7 +421,7 @@ static void config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, uint3
 static void send_reset_event(struct virtio_vsock *v, struct virtio_dev *d)
 {
 	struct vq *q = &d->vq[Q_EV];
-	static __thread struct vq_chain ch;
+	static struct vq_chain ch;
 	char why[VQ_ERR_MAX];
 
 	if (!v->reset_owed || !virtio_live(d) || !q->s.ready)

@@ -315,7 +315,7 @@ static void flush(struct virtio_vsock *v, struct conn *c)
  * into the ring. */
 void vsock_deliver(struct virtio_vsock *v, struct conn *c, const struct vq_chain *ch, uint32_t len)
 {
-	static __thread uint8_t buf[VSOCK_MAX_PAYLOAD];
+	static uint8_t buf[VSOCK_MAX_PAYLOAD];
 	if (c->hup || c->wr_shut) {
 		vsock_conn_close(v, c, true);
 		return;
