@@ -380,8 +380,12 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 	}
 	return fail(err, errlen, EXIT_CONFIG,
 		    "memory file %s does not belong to state file %s (its contents differ from "
-		    "the snapshot's)",
-		    rs->mem_path, rs->state_path);
+		    "the snapshot's)%s",
+		    rs->mem_path, rs->state_path,
+		    vm->snap->h.flags & SNAP_F_DIFF
+			? "; this is a diff snapshot: merge its memory file into the base first "
+			  "(ember snapshot merge BASE DIFF) and load the base"
+			: "");
 }
 
 /* The CPUID the guest had, if this host can give it; set on every vCPU
