@@ -295,9 +295,13 @@ static int do_poll(struct hvt_guest *g, struct hc_poll *a)
 			ts.tv_sec = 86400 * 365; /* far enough; avoids time_t overflow */
 		int r = ppoll(fds, n, &ts, NULL);
 		if (r < 0 && errno == EINTR) {
-			if (g->check(g->opaque) > 0)
+			int c = g->check(g->opaque);
+			if (c > 0)
 				return 1;
-			continue;
+			if (c < 0)
+				r = 0; /* back to the vCPU loop: nothing ready yet */
+			else
+				continue;
 		}
 		if (r > 0)
 			for (unsigned k = 0; k < n; k++)

@@ -134,7 +134,8 @@ struct bus;
  * ember's exit code. */
 typedef void (*hvt_stop_fn)(void *opaque, int code, const char *why);
 /* Called when POLL's wait is interrupted by a signal: > 0 if the VM must
- * stop now (it is stopping, or its --timeout passed). */
+ * stop now (it is stopping, or its --timeout passed); < 0 if the vCPU is
+ * to pause (POLL then returns at once with nothing ready); 0 to wait on. */
 typedef int (*hvt_check_fn)(void *opaque);
 
 struct hvt_guest {

@@ -209,10 +209,15 @@ static void first_output(void *opaque)
 	atomic_store(&vm->stats.have_first_output, true);
 }
 
-/* hvt's POLL was interrupted: stop if the VM is stopping or timed out. */
+/* hvt's POLL was interrupted: stop if the VM is stopping or timed out;
+ * give the vCPU back (POLL returns early, nothing ready, which Solo5
+ * allows) when it is asked to pause, so a snapshot can be taken. */
 static int hvt_check(void *opaque)
 {
-	return vm_check_stop(opaque);
+	struct vm *vm = opaque;
+	if (vm_check_stop(vm))
+		return 1;
+	return atomic_load(&vm->vcpus[0].pause_req) ? -1 : 0;
 }
 
 static int want_irqchip(const struct vm *vm, char *err, size_t errlen)

@@ -316,3 +316,32 @@ def test_save_restore_save_same_state(tmp_path, offsets, vcpus):
     differ = [k for k in ma if ma[k] != mb[k]]
     assert not differ, f"sections that changed across save -> restore -> save: {differ}"
     assert mem.read_bytes() == b_mem.read_bytes()
+
+
+# ---- a Solo5 hvt guest with a block device ----
+
+def test_hvt_block_written_before_read_after(tmp_path):
+    """blk.hvt's pause mode writes its pattern, then waits in POLL (which a
+    pause interrupts); snapshot there, kill, restore onto a copy of the
+    disk (--drive overrides the path): what it wrote before the snapshot it
+    reads back after, from the copy."""
+    hvt = os.path.join(os.path.dirname(guest("hello")), "hvt", "blk.hvt")
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(64 * 1024))
+    state, mem = tmp_path / "hvt.state", tmp_path / "hvt.mem"
+    e = Ember(tmp_path, run_args=["--block:storage=" + str(disk), "--timeout", "60",
+                                  "--kernel", hvt, "--cmdline", "pause"], name="hvt")
+    try:
+        e.wait_output("blk: written\n")
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(state),
+                                         "mem_file_path": str(mem)})
+    finally:
+        e.kill()
+    assert "read back" not in e.stdout()
+    copy = tmp_path / "copy.img"
+    shutil.copy(disk, copy)
+    disk.write_bytes(bytes(64 * 1024))  # the original is wiped: the copy must be read
+    r = restore(state, mem, "--drive", f"storage,path={copy}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "blk: read back ok" in r.stdout

@@ -11,6 +11,10 @@
  * With "read" on the command line: reads sector 0 and prints its first 16
  * bytes ("sector0: <hex>"), so a test can check what an earlier run wrote.
  *
+ * With "pause": writes the pattern to sectors 0..7, prints "blk: written",
+ * waits in POLL for about 3 s (a snapshot test pauses, saves and kills it
+ * there), then reads them back: "blk: read back ok" or a mismatch.
+ *
  * Pattern byte at disk offset o: (o & 0xff) ^ ((o >> 8) * 0x1d) ^ 0xa5,
  * low 8 bits (test_hvt.py computes the same). */
 #include "hvt_guest.h"
@@ -69,6 +73,31 @@ static int read_mode(int h, u64 bs)
 	return 0;
 }
 
+static int pause_mode(int h, u64 bs)
+{
+	u64 span = NSECT * bs, bad;
+	u8 *buf = hvt_alloc(span);
+	if (!buf)
+		return 1;
+	fill(buf, 0, span);
+	if (hvt_block_write((u64)h, 0, buf, span) != SOLO5_R_OK) {
+		kprintf("blk: write failed\n");
+		return 1;
+	}
+	kprintf("blk: written\n");
+	u64 ready, end = hvt_walltime() + 3000000000ULL;
+	while (hvt_walltime() < end)
+		hvt_poll(200000000ULL, &ready);
+	memset(buf, 0, span);
+	int r = hvt_block_read((u64)h, 0, buf, span);
+	if (r != SOLO5_R_OK || (bad = check(buf, 0, span)) != ~0ULL) {
+		kprintf("blk: read back: %s, mismatch\n", hvt_result_name(r));
+		return 1;
+	}
+	kprintf("blk: read back ok\n");
+	return 0;
+}
+
 int main(const struct hvt_boot_info *bi)
 {
 	const struct hvt_mft_entry *e;
@@ -87,6 +116,8 @@ int main(const struct hvt_boot_info *bi)
 	}
 	if (cmdline_has("read"))
 		return read_mode(h, bs);
+	if (cmdline_has("pause"))
+		return pause_mode(h, bs);
 	if (cap < (NSECT + 1) * bs) {
 		kprintf("blk: disk too small (need %lu bytes)\n", (NSECT + 1) * bs);
 		return 1;
