@@ -249,6 +249,7 @@ int main(void)
 	       offsetof(struct kvm_pit_channel_state, count_load_time),
 	       sizeof(struct kvm_pit_channel_state));
 	printf("lapic %zu\n", offsetof(struct vcpu_state, lapic));
+	printf("events %zu\n", offsetof(struct vcpu_state, events));
 	printf("msrs %zu %zu\n", offsetof(struct vcpu_state, nr_msrs),
 	       offsetof(struct vcpu_state, msrs));
 	return 0;
@@ -286,6 +287,13 @@ def masked(data, offsets):
                 at = pit + ch * chan + load
                 b[at:at + 8] = bytes(8)
         if tag == "VCPU":
+            # An exception KVM had queued but not yet delivered when the vCPU
+            # parked ("pending") comes back from the restore as "injected":
+            # the same exception, delivered at the next entry.  Compare the
+            # two flags as one.
+            ev = offsets["events"][0]
+            b[ev] = 1 if (b[ev] or b[ev + 3]) else 0
+            b[ev + 3] = 0
             lapic = offsets["lapic"][0]
             b[lapic + 0x390:lapic + 0x394] = bytes(4)
             nr_at, msrs = offsets["msrs"]
@@ -313,8 +321,9 @@ def test_save_restore_save_same_state(tmp_path, offsets, vcpus):
     assert a[:48] == b[:48]  # the header up to created_ns: same memory digest, CPUID
     ma, mb = masked(a, offsets), masked(b, offsets)
     assert sorted(ma) == sorted(mb)
-    differ = [k for k in ma if ma[k] != mb[k]]
-    assert not differ, f"sections that changed across save -> restore -> save: {differ}"
+    differ = {k: [i for i in range(len(ma[k])) if ma[k][i] != mb[k][i]][:16]
+              for k in ma if ma[k] != mb[k]}
+    assert not differ, f"sections (byte offsets) that changed across save -> restore -> save: {differ}"
     assert mem.read_bytes() == b_mem.read_bytes()
 
 
