@@ -636,3 +636,82 @@ int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t l
 						   [API_BODY_SNAP_LOAD] = f_snap_load};
 	return check(body, defs[kind], "", fault, len);
 }
+
+/* ---- PATCH of a running device's rate limiters ---- */
+
+static const struct field f_drive_patch[] = {{"drive_id", T_STR, true},
+					     {"path_on_host", T_STR, false},
+					     {"rate_limiter", T_LIMITER, false},
+					     {NULL, 0, 0}};
+static const struct field f_net_patch[] = {{"iface_id", T_STR, true},
+					   {"rx_rate_limiter", T_LIMITER, false},
+					   {"tx_rate_limiter", T_LIMITER, false},
+					   {NULL, 0, 0}};
+
+/* A given bucket replaces the old one whole: its unspecified fields are 0. */
+static void clear_given(struct cfg_rate *r, const json_t *rl)
+{
+	if (!rl || json_is_null(rl))
+		return;
+	const json_t *b = json_object_get(rl, "bandwidth");
+	if (b && !json_is_null(b))
+		r->bw_size = r->bw_burst = r->bw_refill_ms = 0;
+	b = json_object_get(rl, "ops");
+	if (b && !json_is_null(b))
+		r->ops_size = r->ops_burst = r->ops_refill_ms = 0;
+}
+
+int api_patch_limits(struct api *a, bool net, const char *id, json_t *body, char *fault,
+		     size_t len)
+{
+	static struct vm_config tmp; /* API thread, under a->lock */
+	int r = check(body, net ? f_net_patch : f_drive_patch, "", fault, len);
+	if (r)
+		return r;
+	const char *idf = net ? "iface_id" : "drive_id";
+	if (strcmp(str(body, idf), id)) {
+		snprintf(fault, len, "%s: \"%s\" is not the path's \"%s\"", idf, str(body, idf), id);
+		return 400;
+	}
+	if (has(body, "path_on_host")) {
+		snprintf(fault, len, "path_on_host: ember cannot open a new file once its sandbox is "
+				     "closed; snapshot and restore with --drive %s,path=... instead", id);
+		return 400;
+	}
+	tmp = *a->cfg;
+	unsigned n = net ? tmp.nr_nets : tmp.nr_blocks, i;
+	for (i = 0; i < n; i++)
+		if (!strcmp(net ? tmp.nets[i].name : tmp.blocks[i].name, id))
+			break;
+	if (i == n) {
+		snprintf(fault, len, "%s: no %s \"%s\" in this microVM", idf,
+			 net ? "network interface" : "drive", id);
+		return 400;
+	}
+	char sec[CFG_NAME_MAX + 8], err[CFG_ERR_MAX];
+	snprintf(sec, sizeof(sec), "%s.%s", net ? "net" : "drive", id);
+	const char *fields[2] = {net ? "rx_rate_limiter" : "rate_limiter", "tx_rate_limiter"};
+	struct cfg_rate *rates[2] = {net ? &tmp.nets[i].rx_rate : &tmp.blocks[i].rate,
+				     net ? &tmp.nets[i].tx_rate : NULL};
+	for (int k = 0; k < (net ? 2 : 1); k++) {
+		const json_t *rl = json_object_get(body, fields[k]);
+		clear_given(rates[k], rl);
+		if (set_limiter(&tmp, sec, net ? (k ? "tx_" : "rx_") : "", rl, fields[k], err,
+				sizeof(err))) {
+			snprintf(fault, len, "%s", err);
+			return 400;
+		}
+	}
+	struct api_call call = {.op = API_OP_LIMITS,
+				.net = net,
+				.index = i,
+				.rate_a = rates[0],
+				.rate_b = rates[1]};
+	api_vmm_call(a, &call);
+	if (call.status) {
+		snprintf(fault, len, "%s", call.fault);
+		return call.status;
+	}
+	*a->cfg = tmp;
+	return 0;
+}

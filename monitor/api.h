@@ -116,6 +116,7 @@ enum api_op {
 	API_OP_SNAP_CREATE, /* PUT /snapshot/create: path, mem_path, diff */
 	API_OP_SNAP_LOAD,   /* PUT /snapshot/load: path, mem_path, body (the overrides) */
 	API_OP_FATAL,	    /* the API thread cannot go on: ember stops (EXIT_HOST) */
+	API_OP_LIMITS,	    /* PATCH of a running drive's or net's rate limiters */
 };
 
 struct api_call {
@@ -126,6 +127,9 @@ struct api_call {
 	bool diff;	      /* SNAP_CREATE: "Diff" */
 	const json_t *body;   /* SNAP_LOAD: its request (the API thread waits, holding it) */
 	int fd;		      /* API_OP_OPEN's result */
+	bool net;	      /* LIMITS: a net device (else a drive) */
+	unsigned index;	      /* LIMITS: its place among the drives or nets */
+	const struct cfg_rate *rate_a, *rate_b; /* LIMITS: drive or rx, tx */
 	int status;	      /* 0 or an HTTP status with the reason in fault */
 	char fault[API_FAULT_MAX];
 };
@@ -182,6 +186,14 @@ enum api_body {
 	API_BODY_SNAP_LOAD
 };
 int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t len);
+
+/* api.c: Firecracker's PATCH /drives/{id} and /network-interfaces/{id}
+ * after boot: the rate limiters of the running device (bandwidth and ops
+ * buckets; a bucket given replaces the old one, size 0 turns it off).
+ * path_on_host cannot change: ember opens no new file once its sandbox
+ * is closed.  0, or 400 with the reason in fault. */
+int api_patch_limits(struct api *a, bool net, const char *id, json_t *body, char *fault,
+		     size_t len);
 
 /* api.c: empty configuration (Firecracker's defaults: 1 vCPU, 128 MiB). */
 __attribute__((warn_unused_result)) int api_init(struct api *a);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "monitor/api.h"
+#include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
 
@@ -212,6 +213,12 @@ static void vmm_do(struct api *a, struct api_call *c)
 		snprintf(c->fault, sizeof(c->fault),
 			 "SendCtrlAltDel: not supported: ember's i8042 has no keyboard to send it "
 			 "through");
+		return;
+	case API_OP_LIMITS:
+		if (vdevs_set_limits(a->vm, c->net, c->index, c->rate_a, c->rate_b)) {
+			c->status = 400;
+			snprintf(c->fault, sizeof(c->fault), "no such virtio device");
+		}
 		return;
 	case API_OP_FATAL:
 		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);

@@ -276,12 +276,13 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 			return;
 		}
 	} else if (patch && (rk == R_DRIVE || rk == R_NET)) {
-		/* Firecracker: post-boot rate limiter and path updates */
-		r = 400;
-		snprintf(fault, sizeof(fault), "%s",
-			 atomic_load(&a->state) == API_NOT_STARTED
-			     ? api_pre_boot
-			     : "updating a device after boot is not supported by ember yet");
+		/* Firecracker: post-boot rate limiter (and path) updates */
+		if (atomic_load(&a->state) == API_NOT_STARTED) {
+			r = 400;
+			snprintf(fault, sizeof(fault), "%s", api_pre_boot);
+		} else {
+			r = api_patch_limits(a, rk == R_NET, id, body, fault, sizeof(fault));
+		}
 	} else if (atomic_load(&a->state) != API_NOT_STARTED) {
 		r = 400;
 		snprintf(fault, sizeof(fault), "%s", api_post_boot);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "monitor/exitcodes.h"
 #include "monitor/layout.h"
@@ -192,6 +193,43 @@ void vdevs_destroy(struct vm *vm)
 	}
 	free(vm->vdevs);
 	vm->vdevs = NULL;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_rate *a,
+		     const struct cfg_rate *b)
+{
+	unsigned i = net ? vm->cfg->nr_blocks + index : index;
+	if (!vm->vdevs || i >= vm->vdevs->nr ||
+	    (net ? index >= vm->cfg->nr_nets : index >= vm->cfg->nr_blocks))
+		return -ENOENT;
+	struct vdev *v = &vm->vdevs->d[i];
+	struct rl_cfg ra, rb;
+	to_rl(a, &ra);
+	pthread_mutex_lock(&v->dev.lock);
+	uint64_t now = now_ns();
+	if (net) {
+		to_rl(b, &rb);
+		rl_update(&v->u.net.rx_limit.rl, &ra, now);
+		rl_update(&v->u.net.tx_limit.rl, &rb, now);
+		vlimit_cancel(&v->u.net.rx_limit);
+		vlimit_cancel(&v->u.net.tx_limit);
+	} else {
+		rl_update(&v->u.blk.limit.rl, &ra, now);
+		vlimit_cancel(&v->u.blk.limit);
+	}
+	/* Requests held back under the old limits get their chance now. */
+	if (virtio_live(&v->dev))
+		for (unsigned q = 0; q < v->dev.ops->nr_queues; q++)
+			v->dev.ops->notify(&v->dev, q);
+	pthread_mutex_unlock(&v->dev.lock);
+	return 0;
 }
 
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i)

@@ -40,6 +40,15 @@ __attribute__((warn_unused_result)) int vdevs_build(struct vm *vm, char *err, si
 /* Close everything vdevs_build() made (safe when it failed halfway). */
 void vdevs_destroy(struct vm *vm);
 
+/* Firecracker's PATCH of a running device's rate limiters: drive or net
+ * `index` (its place among cfg's blocks or nets) gets a (the drive's, or
+ * the net's rx) and b (the net's tx) as rl_update() takes them: a bucket
+ * whose settings are unchanged keeps its state.  vmm thread.  0, or
+ * -ENOENT when there is no such virtio device. */
+__attribute__((warn_unused_result)) int vdevs_set_limits(struct vm *vm, bool net, unsigned index,
+							 const struct cfg_rate *a,
+							 const struct cfg_rate *b);
+
 /* Device i (0..n-1) for metrics and snapshots, or NULL past the end. */
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i);
 

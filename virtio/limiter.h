@@ -28,9 +28,9 @@ void vlimit_init(struct vlimit *l, const struct rl_cfg *rate);
 /* Make the retry timer on d's event loop (from the device's realize,
  * before the drop: timerfd_create is not allowed after it): when a
  * held-back request may go, d's queue `queue` is served again (its
- * notify op, under d->lock, if the device is live).  No-op without a
- * limit, without a loop (unit tests) or when already started.  0 or
- * -errno. */
+ * notify op, under d->lock, if the device is live).  Made even without a
+ * limit, which the API may set later.  No-op without a loop (unit tests)
+ * or when already started.  0 or -errno. */
 __attribute__((warn_unused_result)) int vlimit_start(struct vlimit *l, struct virtio_dev *d,
 						     unsigned queue);
 

@@ -182,6 +182,33 @@ def test_pre_boot_calls_after_boot(api, tmp_path, method, path, body):
     assert api.p.poll() is None
 
 
+@needs_kvm
+def test_patch_rate_limiters_after_boot(api, tmp_path):
+    """Firecracker's post-boot PATCH of a drive's rate limiter; the path
+    cannot change (no new files once the sandbox is closed)."""
+    assert "before starting" in api.fault(
+        "PATCH", "/drives/rootfs", {"drive_id": "rootfs", "rate_limiter": {}})
+    start_loop(api, tmp_path)
+    limiter = {"bandwidth": {"size": 1 << 20, "refill_time": 100},
+               "ops": {"size": 100, "one_time_burst": 10, "refill_time": 1000}}
+    api.ok("PATCH", "/drives/rootfs", {"drive_id": "rootfs", "rate_limiter": limiter})
+    api.ok("PATCH", "/drives/rootfs", {"drive_id": "rootfs",
+                                        "rate_limiter": {"ops": {"size": 0, "refill_time": 0}}})
+    assert "path_on_host: ember cannot open a new file" in api.fault(
+        "PATCH", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": "/x"})
+    assert 'no drive "other"' in api.fault(
+        "PATCH", "/drives/other", {"drive_id": "other", "rate_limiter": limiter})
+    assert 'is not the path' in api.fault(
+        "PATCH", "/drives/rootfs", {"drive_id": "x", "rate_limiter": limiter})
+    assert 'no network interface "eth0"' in api.fault(
+        "PATCH", "/network-interfaces/eth0", {"iface_id": "eth0", "rx_rate_limiter": limiter})
+    assert "size: must be" in api.fault(
+        "PATCH", "/drives/rootfs", {"drive_id": "rootfs",
+                                    "rate_limiter": {"ops": {"size": -1, "refill_time": 1}}})
+    assert api.curl("GET", "/")[1]["state"] == "Running"
+    assert api.p.poll() is None
+
+
 @pytest.mark.parametrize("body", [{"state": "Paused"}, {"state": "Resumed"}])
 def test_post_boot_calls_before_boot(api, body):
     assert api.fault("PATCH", "/vm", body) == PRE_BOOT
