@@ -80,6 +80,9 @@ static const struct allow allowlist[] = {
     ALLOW(rename, VMM, ARG_ANY),
     ALLOW(unlink, VMM, ARG_ANY),
     ALLOW(lseek, VMM, ARG_ANY),
+    /* snapshots: the new memory file's identity (device, inode), which
+     * the state file records */
+    ALLOW(newfstatat, VMM, ARG_ANY),
     /* virtio-blk: DISCARD and WRITE_ZEROES (punch a hole / zero a range) */
     ALLOW(fallocate, VMM, ARG_ANY),
     /* virtio-rng: the guest's entropy */

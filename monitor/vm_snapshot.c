@@ -19,9 +19,9 @@
  * commit point), then "<mem>.next" is renamed over "<mem>".  A crash
  * before the commit leaves the previous snapshot as it was; a crash
  * after it leaves the new state file with its memory still under
- * "<mem>.next", which a restore finds by the state file's memory digest
- * and moves into place.  Never a mix: a memory file whose digest is not
- * the state file's is refused. */
+ * "<mem>.next", which a restore recognises (the state file records that
+ * file's device and inode) and moves into place.  Never a mix: a memory
+ * file whose digest is not the state file's is refused. */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +48,15 @@
 #define TAG_VDEV SNAP_TAG('V', 'D', 'E', 'V')
 #define TAG_VDVX SNAP_TAG('V', 'D', 'V', 'X')
 #define TAG_HVTG SNAP_TAG('H', 'V', 'T', 'G')
+#define TAG_MEMF SNAP_TAG('M', 'E', 'M', 'F')
+
+/* Which file the snapshot's memory was written to: after a crash between
+ * the state file's commit and the memory file's rename, "<mem>.next" is
+ * recognised by this, exactly (a memory digest samples pages, and two
+ * snapshots of one VM may differ only in pages it does not sample). */
+struct memfile_id {
+	uint64_t dev, ino;
+};
 
 #define DEV_RECORD_MAX 4096
 
@@ -254,6 +264,13 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 					       errlen)
 			 : snap_mem_write_full(next, vm->mem.base, vm->mem.ram_size, err, errlen);
 	free(dirty);
+	struct stat st;
+	if (!r && stat(next, &st) < 0)
+		r = fail(err, errlen, -errno, "%s: %s", next, strerror(errno));
+	if (!r) {
+		struct memfile_id id = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+		r = snap_w_add(&w, TAG_MEMF, 0, &id, sizeof(id));
+	}
 	if (!r)
 		r = snap_w_commit(&w, state_path, err, errlen);
 	snap_w_free(&w);
@@ -351,33 +368,45 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
 }
 
 /* Map (or read) the memory file and check it is this snapshot's. */
+static bool is_file(const char *path, const struct memfile_id *id)
+{
+	struct stat st;
+	return id && stat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev &&
+	       (uint64_t)st.st_ino == id->ino;
+}
+
 int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_restore *rs = vm->restore;
 	char next[PATH_MAX];
 	snprintf(next, sizeof(next), "%s.next", rs->mem_path);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		int fd = open(rs->mem_path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			return fail(err, errlen, EXIT_CONFIG, "memory file %s: %s", rs->mem_path,
-				    strerror(errno));
-		int r = gmem_init_file(&vm->mem, fd, vm->snap->h.mem_size, rs->copy_mem);
-		close(fd);
-		if (r == -ERANGE)
-			return fail(err, errlen, EXIT_CONFIG,
-				    "memory file %s: its size is not the snapshot's %llu bytes",
-				    rs->mem_path, (unsigned long long)vm->snap->h.mem_size);
-		if (r)
-			return fail(err, errlen, EXIT_HOST, "memory file %s: %s", rs->mem_path,
-				    strerror(-r));
-		if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) == vm->snap->h.mem_digest)
-			return 0;
-		gmem_free(&vm->mem);
-		/* A crash after the state file's commit left the memory under
-		 * "<mem>.next": finish the snapshot's last step. */
-		if (attempt || access(next, F_OK) || rename(next, rs->mem_path) < 0)
-			break;
-	}
+	uint64_t len;
+	const struct memfile_id *id = snap_r_find(vm->snap, TAG_MEMF, 0, &len);
+	if (id && len != sizeof(*id))
+		id = NULL;
+	/* A crash after the state file's commit left this snapshot's memory
+	 * under "<mem>.next": finish the snapshot's last step. */
+	if (is_file(next, id) && rename(next, rs->mem_path) < 0)
+		return fail(err, errlen, EXIT_HOST, "%s: cannot move it to %s: %s", next,
+			    rs->mem_path, strerror(errno));
+	int fd = open(rs->mem_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, EXIT_CONFIG, "memory file %s: %s", rs->mem_path,
+			    strerror(errno));
+	int r = gmem_init_file(&vm->mem, fd, vm->snap->h.mem_size, rs->copy_mem);
+	close(fd);
+	if (r == -ERANGE)
+		return fail(err, errlen, EXIT_CONFIG,
+			    "memory file %s: its size is not the snapshot's %llu bytes", rs->mem_path,
+			    (unsigned long long)vm->snap->h.mem_size);
+	if (r)
+		return fail(err, errlen, EXIT_HOST, "memory file %s: %s", rs->mem_path,
+			    strerror(-r));
+	/* The file the snapshot wrote, or a copy of it (another inode): the
+	 * digest must match either way. */
+	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) == vm->snap->h.mem_digest)
+		return 0;
+	gmem_free(&vm->mem);
 	return fail(err, errlen, EXIT_CONFIG,
 		    "memory file %s does not belong to state file %s (its contents differ from "
 		    "the snapshot's)%s",

@@ -278,6 +278,8 @@ def masked(data, offsets):
     timer current count (TMCCT, register 0x390)."""
     out = {}
     for (tag, index), (off, n) in sections(data).items():
+        if tag == "MEMF":
+            continue  # which file the memory went to: another one each time
         b = bytearray(data[off:off + n])
         if tag == "KVMS":
             c, cn = offsets["clock"]
