@@ -1,5 +1,6 @@
 /* The state file: a fixed header, tagged sections, a CRC-32 trailer; and
  * the atomic-file steps every snapshot file goes through. */
+#include "snapshot/snap_priv.h"
 #include "snapshot/snapshot.h"
 
 #include <endian.h>
@@ -21,8 +22,7 @@
  * keeps a wrong path from making us read gigabytes. */
 #define STATE_MAX (1ULL << 30)
 
-__attribute__((format(printf, 3, 4))) static void fail(char *err, size_t errlen, const char *fmt,
-						       ...)
+void snap_fail(char *err, size_t errlen, const char *fmt, ...)
 {
 	if (err && errlen) {
 		va_list ap;
@@ -133,14 +133,14 @@ int snap_tmp_open(const char *path, char *tmp, size_t tmplen, char *err, size_t 
 {
 	int n = snprintf(tmp, tmplen, "%s.tmp-%ld", path, (long)getpid());
 	if (n < 0 || (size_t)n >= tmplen) {
-		fail(err, errlen, "%s: path too long", path);
+		snap_fail(err, errlen, "%s: path too long", path);
 		return -ENAMETOOLONG;
 	}
 	/* O_TRUNC: a leftover of a crashed process with our pid is garbage. */
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		int e = -errno;
-		fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(-e));
+		snap_fail(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(-e));
 		return e;
 	}
 	return fd;
@@ -184,13 +184,13 @@ int snap_tmp_commit(int fd, const char *tmp, const char *path, char *err, size_t
 		e = -errno, step = "rename";
 	if (e) {
 		unlink(tmp);
-		fail(err, errlen, "%s: %s of %s failed: %s (the previous file is untouched)", path,
-		     step, tmp, strerror(-e));
+		snap_fail(err, errlen, "%s: %s of %s failed: %s (the previous file is untouched)",
+			  path, step, tmp, strerror(-e));
 		return e;
 	}
 	if ((e = snap_sync_dir(path)) < 0) {
-		fail(err, errlen, "%s: written, but fsync of its directory failed: %s", path,
-		     strerror(-e));
+		snap_fail(err, errlen, "%s: written, but fsync of its directory failed: %s", path,
+			  strerror(-e));
 		return e;
 	}
 	return 0;
@@ -275,7 +275,8 @@ int snap_w_add(struct snap_writer *w, uint32_t tag, uint32_t index, const void *
 int snap_w_commit(struct snap_writer *w, const char *path, char *err, size_t errlen)
 {
 	if (w->error) {
-		fail(err, errlen, "%s: not written: %s (%s)", path, w->why, strerror(-w->error));
+		snap_fail(err, errlen, "%s: not written: %s (%s)", path, w->why,
+			  strerror(-w->error));
 		return w->error;
 	}
 	if (!w->h.created_ns) {
@@ -299,8 +300,8 @@ int snap_w_commit(struct snap_writer *w, const char *path, char *err, size_t err
 		e = write_all(fd, trailer, sizeof(trailer));
 	if (e) {
 		snap_tmp_abort(fd, tmp);
-		fail(err, errlen, "%s: writing %s failed: %s (the previous file is untouched)",
-		     path, tmp, strerror(-e));
+		snap_fail(err, errlen, "%s: writing %s failed: %s (the previous file is untouched)",
+			  path, tmp, strerror(-e));
 		return e;
 	}
 	return snap_tmp_commit(fd, tmp, path, err, errlen);
@@ -320,28 +321,28 @@ static int read_file(const char *path, uint8_t **buf, size_t *len, char *err, si
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		int e = -errno;
-		fail(err, errlen, "%s: %s", path, strerror(-e));
+		snap_fail(err, errlen, "%s: %s", path, strerror(-e));
 		return e;
 	}
 	struct stat st;
 	int e = 0;
 	if (fstat(fd, &st) < 0)
-		e = -errno, fail(err, errlen, "%s: %s", path, strerror(errno));
+		e = -errno, snap_fail(err, errlen, "%s: %s", path, strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		e = -EINVAL, fail(err, errlen, "%s: not a regular file", path);
+		e = -EINVAL, snap_fail(err, errlen, "%s: not a regular file", path);
 	else if ((uint64_t)st.st_size > STATE_MAX)
-		e = -EINVAL, fail(err, errlen, "%s: %lld bytes, larger than any state file", path,
-				  (long long)st.st_size);
+		e = -EINVAL, snap_fail(err, errlen, "%s: %lld bytes, larger than any state file",
+				       path, (long long)st.st_size);
 	uint8_t *b = NULL;
 	size_t n = e ? 0 : (size_t)st.st_size, got = 0;
 	if (!e && !(b = malloc(n ? n : 1)))
-		e = -ENOMEM, fail(err, errlen, "%s: out of memory", path);
+		e = -ENOMEM, snap_fail(err, errlen, "%s: out of memory", path);
 	while (!e && got < n) {
 		ssize_t r = read(fd, b + got, n - got);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			e = -errno, fail(err, errlen, "%s: read: %s", path, strerror(errno));
+			e = -errno, snap_fail(err, errlen, "%s: read: %s", path, strerror(errno));
 		else if (r == 0)
 			n = got; /* shrank under us: the checks below refuse it */
 		else
@@ -373,21 +374,23 @@ static int walk(const char *path, const uint8_t *b, size_t end, struct snap_sect
 	uint32_t n = 0;
 	for (size_t off = HDR_LEN; off < end; n++) {
 		if (end - off < SEC_HDR_LEN) {
-			fail(err, errlen,
-			     "%s: section %u: its header at offset %zu runs past the end of the "
-			     "sections (%zu)",
-			     path, n, off, end);
+			snap_fail(
+			    err, errlen,
+			    "%s: section %u: its header at offset %zu runs past the end of the "
+			    "sections (%zu)",
+			    path, n, off, end);
 			return -EINVAL;
 		}
 		uint32_t tag = get32(b + off), index = get32(b + off + 4);
 		uint64_t len = get64(b + off + 8);
 		size_t room = end - off - SEC_HDR_LEN;
 		if (len > room || ((len + 7) & ~7ULL) > room) {
-			fail(err, errlen,
-			     "%s: section %u (%s): %llu bytes at offset %zu run past the end of "
-			     "the sections (%zu)",
-			     path, n, tag_name(name, tag, index), (unsigned long long)len,
-			     off + SEC_HDR_LEN, end);
+			snap_fail(
+			    err, errlen,
+			    "%s: section %u (%s): %llu bytes at offset %zu run past the end of "
+			    "the sections (%zu)",
+			    path, n, tag_name(name, tag, index), (unsigned long long)len,
+			    off + SEC_HDR_LEN, end);
 			return -EINVAL;
 		}
 		if (out)
@@ -404,37 +407,37 @@ static int check(struct snap_reader *r, const char *path, char *err, size_t errl
 	const uint8_t *b = r->buf;
 	size_t len = r->len;
 	if (len < HDR_LEN + TRAILER_LEN) {
-		fail(err, errlen, "%s: short file: %zu bytes, a state file has at least %zu", path,
-		     len, HDR_LEN + TRAILER_LEN);
+		snap_fail(err, errlen, "%s: short file: %zu bytes, a state file has at least %zu",
+			  path, len, HDR_LEN + TRAILER_LEN);
 		return -EINVAL;
 	}
 	decode_header(&r->h, b);
 	struct snap_header *h = &r->h;
 	if (memcmp(h->magic, SNAP_MAGIC, 8)) {
-		fail(err, errlen, "%s: not an ember state file (bad magic)", path);
+		snap_fail(err, errlen, "%s: not an ember state file (bad magic)", path);
 		return -EINVAL;
 	}
 	if (h->version != SNAP_VERSION) {
-		fail(err, errlen, "%s: format version %u, this ember reads %u", path, h->version,
-		     SNAP_VERSION);
+		snap_fail(err, errlen, "%s: format version %u, this ember reads %u", path,
+			  h->version, SNAP_VERSION);
 		return -EINVAL;
 	}
 	if (h->arch != SNAP_ARCH_X86_64) {
-		fail(err, errlen, "%s: architecture %u, this ember is x86_64 (%u)", path, h->arch,
-		     SNAP_ARCH_X86_64);
+		snap_fail(err, errlen, "%s: architecture %u, this ember is x86_64 (%u)", path,
+			  h->arch, SNAP_ARCH_X86_64);
 		return -EINVAL;
 	}
 	size_t end = len - TRAILER_LEN;
 	uint32_t want = get32(b + end), got = snap_crc32(0, b, end);
 	if (want != got) {
-		fail(err, errlen,
-		     "%s: CRC mismatch (stored 0x%08x, computed 0x%08x): truncated or corrupt",
-		     path, want, got);
+		snap_fail(err, errlen,
+			  "%s: CRC mismatch (stored 0x%08x, computed 0x%08x): truncated or corrupt",
+			  path, want, got);
 		return -EINVAL;
 	}
 	if (h->flags & ~SNAP_F_KNOWN) {
-		fail(err, errlen, "%s: unknown flags 0x%x (this ember knows 0x%x)", path, h->flags,
-		     SNAP_F_KNOWN);
+		snap_fail(err, errlen, "%s: unknown flags 0x%x (this ember knows 0x%x)", path,
+			  h->flags, SNAP_F_KNOWN);
 		return -EINVAL;
 	}
 	uint32_t n;
@@ -442,12 +445,12 @@ static int check(struct snap_reader *r, const char *path, char *err, size_t errl
 	if (e)
 		return e;
 	if (n != h->nr_sections) {
-		fail(err, errlen, "%s: holds %u sections, its header says %u", path, n,
-		     h->nr_sections);
+		snap_fail(err, errlen, "%s: holds %u sections, its header says %u", path, n,
+			  h->nr_sections);
 		return -EINVAL;
 	}
 	if (!(r->sec = calloc(n ? n : 1, sizeof(*r->sec)))) {
-		fail(err, errlen, "%s: out of memory", path);
+		snap_fail(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	e = walk(path, b, end, r->sec, &n, err, errlen);
@@ -457,7 +460,7 @@ static int check(struct snap_reader *r, const char *path, char *err, size_t errl
 	 * so that read -> write gives the same bytes). */
 	struct snap_section *sorted = malloc((n ? n : 1) * sizeof(*sorted));
 	if (!sorted) {
-		fail(err, errlen, "%s: out of memory", path);
+		snap_fail(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	memcpy(sorted, r->sec, n * sizeof(*sorted));
@@ -465,8 +468,8 @@ static int check(struct snap_reader *r, const char *path, char *err, size_t errl
 	for (uint32_t i = 1; i < n && !e; i++) {
 		if (!cmp_section(&sorted[i - 1], &sorted[i])) {
 			char name[16];
-			fail(err, errlen, "%s: section %s appears twice", path,
-			     tag_name(name, sorted[i].tag, sorted[i].index));
+			snap_fail(err, errlen, "%s: section %s appears twice", path,
+				  tag_name(name, sorted[i].tag, sorted[i].index));
 			e = -EINVAL;
 		}
 	}

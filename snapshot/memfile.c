@@ -1,13 +1,13 @@
 /* Memory files: guest RAM byte for byte, sparse.  Written full (zero pages
  * stay holes) or as a diff (the dirty pages as data, the rest holes),
  * merged, and mapped back for a restore. */
+#include "snapshot/snap_priv.h"
 #include "snapshot/snapshot.h"
 
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +19,6 @@
 /* The most one pwrite/pread/copy_file_range call is asked to move (Linux
  * moves at most 0x7ffff000 bytes per call anyway). */
 #define IO_CHUNK (1ULL << 30)
-
-__attribute__((format(printf, 3, 4))) static void fail(char *err, size_t errlen, const char *fmt,
-						       ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-}
 
 /* A page of guest RAM that is all zero.  Most non-zero pages differ in
  * their first word; for the rest glibc's vector memcmp against a zero
@@ -91,16 +80,16 @@ static int create(const char *path, uint64_t len, char *tmp, size_t tmplen, char
 		  size_t errlen)
 {
 	if (!len || len % PAGE || len > (uint64_t)INT64_MAX) {
-		fail(err, errlen, "%s: memory size %llu is not a positive multiple of %llu", path,
-		     (unsigned long long)len, PAGE);
+		snap_fail(err, errlen, "%s: memory size %llu is not a positive multiple of %llu",
+			  path, (unsigned long long)len, PAGE);
 		return -EINVAL;
 	}
 	int fd = snap_tmp_open(path, tmp, tmplen, err, errlen);
 	if (fd >= 0 && ftruncate(fd, (off_t)len) < 0) {
 		int e = -errno;
 		snap_tmp_abort(fd, tmp);
-		fail(err, errlen, "%s: ftruncate to %llu bytes: %s", path, (unsigned long long)len,
-		     strerror(-e));
+		snap_fail(err, errlen, "%s: ftruncate to %llu bytes: %s", path,
+			  (unsigned long long)len, strerror(-e));
 		return e;
 	}
 	return fd;
@@ -110,8 +99,8 @@ static int create(const char *path, uint64_t len, char *tmp, size_t tmplen, char
 static int abort_write(int fd, const char *tmp, const char *path, int e, char *err, size_t errlen)
 {
 	snap_tmp_abort(fd, tmp);
-	fail(err, errlen, "%s: writing %s failed: %s (the previous file is untouched)", path, tmp,
-	     strerror(-e));
+	snap_fail(err, errlen, "%s: writing %s failed: %s (the previous file is untouched)", path,
+		  tmp, strerror(-e));
 	return e;
 }
 
@@ -165,19 +154,20 @@ static int check_map(int fd, uint64_t len, const uint64_t *dirty, const char *pa
 	for (uint64_t i = next_bit(dirty, pages, 0, true);; i = next_bit(dirty, pages, i, true)) {
 		int r = next_data(fd, at, len, &data, &hole);
 		if (r < 0) {
-			fail(err, errlen, "%s: lseek(SEEK_DATA): %s", path, strerror(-r));
+			snap_fail(err, errlen, "%s: lseek(SEEK_DATA): %s", path, strerror(-r));
 			return r;
 		}
 		uint64_t want_data = i * PAGE;
 		uint64_t want_hole = i < pages ? next_bit(dirty, pages, i, false) * PAGE : len;
 		if (i == pages ? r != 0 : (r == 0 || data != want_data || hole != want_hole)) {
-			fail(err, errlen,
-			     "%s: the file system does not keep a diff's holes exactly (data at "
-			     "%llu..%llu, expected %llu..%llu): diff snapshots need a file system "
-			     "with page-sized blocks and SEEK_DATA (tmpfs, ext4, xfs, btrfs)",
-			     path, r ? (unsigned long long)data : (unsigned long long)len,
-			     r ? (unsigned long long)hole : (unsigned long long)len,
-			     (unsigned long long)want_data, (unsigned long long)want_hole);
+			snap_fail(
+			    err, errlen,
+			    "%s: the file system does not keep a diff's holes exactly (data at "
+			    "%llu..%llu, expected %llu..%llu): diff snapshots need a file system "
+			    "with page-sized blocks and SEEK_DATA (tmpfs, ext4, xfs, btrfs)",
+			    path, r ? (unsigned long long)data : (unsigned long long)len,
+			    r ? (unsigned long long)hole : (unsigned long long)len,
+			    (unsigned long long)want_data, (unsigned long long)want_hole);
 			return -EOPNOTSUPP;
 		}
 		if (i == pages)
@@ -261,7 +251,7 @@ static int copy_data(int in, int out, uint64_t size, uint8_t **buf, const char *
 		at = hole;
 	}
 	if (r < 0)
-		fail(err, errlen, "%s: copying its data: %s", name, strerror(-r));
+		snap_fail(err, errlen, "%s: copying its data: %s", name, strerror(-r));
 	return r;
 }
 
@@ -274,9 +264,9 @@ static int open_mem(const char *path, struct stat *st, char *err, size_t errlen)
 	else if (fstat(fd, st) < 0)
 		e = -errno;
 	if (e) {
-		fail(err, errlen, "%s: %s", path, strerror(-e));
+		snap_fail(err, errlen, "%s: %s", path, strerror(-e));
 	} else if (!S_ISREG(st->st_mode)) {
-		fail(err, errlen, "%s: not a regular file", path);
+		snap_fail(err, errlen, "%s: not a regular file", path);
 		e = -EINVAL;
 	}
 	if (e && fd >= 0)
@@ -300,14 +290,15 @@ int snap_mem_merge(const char *base, const char *diff, char *err, size_t errlen)
 	uint8_t *buf = NULL;
 	uint64_t size = (uint64_t)sb.st_size;
 	if (sb.st_size != sd.st_size) {
-		fail(err, errlen, "%s: %lld bytes, but the diff %s has %lld: not of the same VM",
-		     base, (long long)sb.st_size, diff, (long long)sd.st_size);
+		snap_fail(err, errlen,
+			  "%s: %lld bytes, but the diff %s has %lld: not of the same VM", base,
+			  (long long)sb.st_size, diff, (long long)sd.st_size);
 		e = -EINVAL;
 	} else if ((out = snap_tmp_open(base, tmp, sizeof(tmp), err, errlen)) < 0) {
 		e = out;
 	} else if (ftruncate(out, sb.st_size) < 0 || fchmod(out, sb.st_mode & 07777) < 0) {
 		e = -errno;
-		fail(err, errlen, "%s: preparing %s: %s", base, tmp, strerror(-e));
+		snap_fail(err, errlen, "%s: preparing %s: %s", base, tmp, strerror(-e));
 	} else if (!(e = copy_data(fb, out, size, &buf, base, err, errlen))) {
 		e = copy_data(fdiff, out, size, &buf, diff, err, errlen);
 	}
@@ -378,8 +369,9 @@ int snap_mem_map(const char *path, uint64_t expect_len, bool copy, uint8_t **ram
 	if (fd < 0)
 		return fd;
 	if ((uint64_t)st.st_size != expect_len || !expect_len) {
-		fail(err, errlen, "%s: %lld bytes, the state file says %llu: not its memory file",
-		     path, (long long)st.st_size, (unsigned long long)expect_len);
+		snap_fail(err, errlen,
+			  "%s: %lld bytes, the state file says %llu: not its memory file", path,
+			  (long long)st.st_size, (unsigned long long)expect_len);
 		close(fd);
 		return -ERANGE;
 	}
@@ -389,8 +381,8 @@ int snap_mem_map(const char *path, uint64_t expect_len, bool copy, uint8_t **ram
 		 MAP_PRIVATE | MAP_NORESERVE | (copy ? MAP_ANONYMOUS : 0), copy ? -1 : fd, 0);
 	int e = p == MAP_FAILED ? -errno : 0;
 	if (e) {
-		fail(err, errlen, "%s: mmap of %llu bytes: %s", path,
-		     (unsigned long long)expect_len, strerror(-e));
+		snap_fail(err, errlen, "%s: mmap of %llu bytes: %s", path,
+			  (unsigned long long)expect_len, strerror(-e));
 	} else if (copy) {
 		uint64_t at = 0, data, hole;
 		while ((e = next_data(fd, at, expect_len, &data, &hole)) > 0) {
@@ -399,7 +391,7 @@ int snap_mem_map(const char *path, uint64_t expect_len, bool copy, uint8_t **ram
 			at = hole;
 		}
 		if (e < 0) {
-			fail(err, errlen, "%s: reading: %s", path, strerror(-e));
+			snap_fail(err, errlen, "%s: reading: %s", path, strerror(-e));
 			munmap(p, expect_len);
 		}
 	}

@@ -20,65 +20,14 @@
 #define FOUR_GIB (4ULL << 30) /* start.S maps below */
 #define PATTERN 0x5aa5c33c0ff0a55aULL
 
-struct region {
-	u64 start, end; /* [start, end), page aligned */
-};
-
-static struct region regions[MAX_REGIONS];
+static struct ram_region regions[MAX_REGIONS]; /* page aligned */
 static unsigned nregions;
 static u64 filled_pages;
-
-static void add_region(u64 start, u64 end)
-{
-	start = (start + 0xfff) & ~0xfffULL;
-	end &= ~0xfffULL;
-	if (start < end && nregions < MAX_REGIONS)
-		regions[nregions++] = (struct region){start, end};
-}
-
-/* Removes [lo, hi) from every region, splitting where needed. */
-static void exclude(u64 lo, u64 hi)
-{
-	for (unsigned i = 0, n = nregions; i < n; i++) {
-		struct region r = regions[i];
-		if (hi <= r.start || lo >= r.end)
-			continue;
-		regions[i].end = regions[i].start;
-		if (r.start < lo)
-			add_region(r.start, lo);
-		if (hi < r.end)
-			add_region(hi, r.end);
-	}
-}
-
-static void exclude_obj(u64 pa, u64 len)
-{
-	exclude(pa & ~0xfffULL, (pa + len + 0xfff) & ~0xfffULL);
-}
 
 /* Free RAM below 4 GiB and above 1 MiB, clipped to want bytes in all. */
 static void find_ram(u64 want)
 {
-	const struct hvm_start_info *si = start_info();
-	if (!si || !si->memmap_entries)
-		return;
-	const struct hvm_memmap_entry *mm = (const void *)si->memmap_paddr;
-	for (u32 i = 0; i < si->memmap_entries; i++) {
-		u64 lo = mm[i].addr, hi = mm[i].addr + mm[i].size;
-		if (mm[i].type != MEMMAP_RAM)
-			continue;
-		if (lo < (1ULL << 20))
-			lo = 1ULL << 20;
-		if (hi > FOUR_GIB)
-			hi = FOUR_GIB;
-		if (lo < hi)
-			add_region(lo, hi);
-	}
-	exclude_obj((u64)si, sizeof(*si));
-	exclude_obj(si->memmap_paddr, si->memmap_entries * sizeof(*mm));
-	exclude_obj(si->modlist_paddr, si->nr_modules * 32ULL);
-	exclude_obj(si->cmdline_paddr, strlen(cmdline()) + 1);
-	exclude((u64)__image_start, (u64)__image_end);
+	nregions = free_ram(regions, MAX_REGIONS, 4096, 1ULL << 20, FOUR_GIB);
 	for (unsigned i = 0; i < nregions; i++) {
 		u64 len = regions[i].end - regions[i].start;
 		if (len > want)

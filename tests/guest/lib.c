@@ -153,6 +153,66 @@ long user_call(long (*fn)(void *), void *arg)
 	return run_user(fn, arg, user_stack + sizeof(user_stack));
 }
 
+/* ---- free RAM ---- */
+
+struct regions {
+	struct ram_region *r;
+	unsigned n, max;
+	u64 align;
+};
+
+static void add_region(struct regions *s, u64 start, u64 end)
+{
+	start = (start + s->align - 1) & ~(s->align - 1);
+	end &= ~(s->align - 1);
+	if (start < end && s->n < s->max)
+		s->r[s->n++] = (struct ram_region){start, end};
+}
+
+/* Removes [lo, hi) from every region, splitting where needed. */
+static void exclude(struct regions *s, u64 lo, u64 hi)
+{
+	for (unsigned i = 0, n = s->n; i < n; i++) {
+		struct ram_region r = s->r[i];
+		if (hi <= r.start || lo >= r.end)
+			continue;
+		s->r[i].end = s->r[i].start; /* emptied; remnants appended */
+		if (r.start < lo)
+			add_region(s, r.start, lo);
+		if (hi < r.end)
+			add_region(s, hi, r.end);
+	}
+}
+
+static void exclude_obj(struct regions *s, u64 pa, u64 len)
+{
+	exclude(s, pa & ~0xfffULL, (pa + len + 0xfff) & ~0xfffULL);
+}
+
+unsigned free_ram(struct ram_region *out, unsigned max, u64 align, u64 lo, u64 hi)
+{
+	const struct hvm_start_info *si = start_info();
+	struct regions s = {out, 0, max, align};
+
+	if (!si || !si->memmap_entries)
+		return 0;
+	const struct hvm_memmap_entry *mm = (const void *)si->memmap_paddr;
+	for (u32 i = 0; i < si->memmap_entries; i++) {
+		u64 start = mm[i].addr, end = mm[i].addr + mm[i].size;
+		if (mm[i].type != MEMMAP_RAM)
+			continue;
+		add_region(&s, start < lo ? lo : start, end > hi ? hi : end);
+	}
+	exclude(&s, 0, 0xc000);
+	exclude(&s, 0x20000, 0x20800);
+	exclude_obj(&s, (u64)si, sizeof(*si));
+	exclude_obj(&s, si->memmap_paddr, si->memmap_entries * sizeof(*mm));
+	exclude_obj(&s, si->modlist_paddr, si->nr_modules * 32ULL);
+	exclude_obj(&s, si->cmdline_paddr, strlen(cmdline()) + 1);
+	exclude(&s, (u64)__image_start, (u64)__image_end);
+	return s.n;
+}
+
 struct exc_frame {
 	u64 vec, err, rip, cs, rflags, rsp, ss;
 };

@@ -60,9 +60,9 @@ static inline void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
 }
 
 /* COM1 output.  No LSR polling: the monitor's LSR always says ready, and
- * each poll would be one more exit. */
+ * each poll would be one more exit.  print() adds no newline. */
 void serial_putc(char c);
-void print(const char *s); /* no newline added */
+void print(const char *s);
 void kvprintf(const char *fmt, va_list ap); /* kprintf: klib.h */
 
 __attribute__((noreturn)) void exit_guest(int status); /* port 0xf4 */
@@ -79,6 +79,19 @@ int map_2m(u64 pa);
 /* fn(arg) in ring 3, where code runs natively on this host.  fn must not do
  * port I/O or anything privileged.  BSP only, not reentrant. */
 long user_call(long (*fn)(void *), void *arg);
+
+struct ram_region {
+	u64 start, end; /* [start, end) */
+};
+
+/* Free RAM: the PVH memory map's RAM entries clipped to [lo, hi), minus
+ * what is in use (the ABI's boot data areas 0-0xc000 and 0x20000-0x20800,
+ * the start info, memory map, module list and command line, each rounded
+ * out to pages, and this image).  Each region is rounded inward to align
+ * (a power of two); one that splits appends its remnants and keeps an
+ * empty slot.  Writes at most max regions to out, dropping the rest, and
+ * returns how many it wrote: 0 without start info or a memory map. */
+unsigned free_ram(struct ram_region *out, unsigned max, u64 align, u64 lo, u64 hi);
 
 extern char __image_start[], __image_end[]; /* guest.ld */
 

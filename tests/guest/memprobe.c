@@ -15,40 +15,8 @@
 #define FOUR_GIB (4ULL << 30) /* start.S maps below */
 #define PATTERN 0x5aa5c33c0ff0a55aULL
 
-struct region {
-	u64 start, end; /* [start, end), 8-byte aligned */
-};
-
-static struct region regions[MAX_REGIONS];
+static struct ram_region regions[MAX_REGIONS]; /* 8-byte aligned */
 static unsigned nregions;
-
-static void add_region(u64 start, u64 end)
-{
-	start = (start + 7) & ~7ULL;
-	end &= ~7ULL;
-	if (start < end && nregions < MAX_REGIONS)
-		regions[nregions++] = (struct region){start, end};
-}
-
-/* Removes [lo, hi) from every region, splitting where needed. */
-static void exclude(u64 lo, u64 hi)
-{
-	for (unsigned i = 0, n = nregions; i < n; i++) {
-		struct region r = regions[i];
-		if (hi <= r.start || lo >= r.end)
-			continue;
-		regions[i].end = regions[i].start; /* emptied; remnants appended */
-		if (r.start < lo)
-			add_region(r.start, lo);
-		if (hi < r.end)
-			add_region(hi, r.end);
-	}
-}
-
-static void exclude_obj(u64 pa, u64 len)
-{
-	exclude(pa & ~0xfffULL, (pa + len + 0xfff) & ~0xfffULL);
-}
 
 /* Ring 3.  Returns the first bad address + 1, or 0 when all is well. */
 static long probe(void *unused)
@@ -103,25 +71,15 @@ int main(void)
 	for (u32 i = 0; i < si->memmap_entries; i++) {
 		kprintf("memprobe: map 0x%lx-0x%lx type %u\n", mm[i].addr, mm[i].addr + mm[i].size,
 			mm[i].type);
-		if (mm[i].type != MEMMAP_RAM)
-			continue;
-		total += mm[i].size;
-		add_region(mm[i].addr, mm[i].addr + mm[i].size);
+		if (mm[i].type == MEMMAP_RAM)
+			total += mm[i].size;
 	}
-
-	/* Keep out of what is in use: the boot data areas of the ABI, the
-	 * start info, memory map and command line wherever this monitor put
-	 * them, and this image (code, stacks, page tables). */
-	exclude(0, 0xc000);
-	exclude(0x20000, 0x20800);
-	exclude_obj((u64)si, sizeof(*si));
-	exclude_obj(si->memmap_paddr, si->memmap_entries * sizeof(*mm));
-	exclude_obj(si->modlist_paddr, si->nr_modules * 32ULL);
-	exclude_obj(si->cmdline_paddr, strlen(cmdline()) + 1);
-	exclude((u64)__image_start, (u64)__image_end);
+	/* All of it but what is in use: boot data, start info, memory map,
+	 * command line, this image (code, stacks, page tables). */
+	nregions = free_ram(regions, MAX_REGIONS, 8, 0, ~0ULL);
 
 	for (unsigned i = 0; i < nregions; i++) {
-		struct region *r = &regions[i];
+		struct ram_region *r = &regions[i];
 		u64 a = r->start < FOUR_GIB ? FOUR_GIB : r->start & ~0x1fffffULL;
 		for (; a < r->end; a += 2 << 20)
 			if (map_2m(a)) {

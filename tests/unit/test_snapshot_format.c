@@ -8,7 +8,6 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "snapshot/snapshot.h"
+#include "tmpdir_fixture.h"
 
 #define TAG_VCPU SNAP_TAG('V', 'C', 'P', 'U')
 #define TAG_DEVS SNAP_TAG('D', 'E', 'V', 'S')
@@ -30,20 +30,12 @@ struct fx {
 	uint8_t vcpu0[100], vcpu1[7], blk[4096];
 };
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-	if (!strstr(haystack, needle))
-		fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
-}
-
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -1;
-	const char *tmp = getenv("TMPDIR"); /* TMPDIR=/dev/shm: the same on tmpfs */
-	snprintf(f->dir, sizeof(f->dir), "%s/ember-snapfmt-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(f->dir))
+	if (tmpdir_make(f->dir, sizeof(f->dir), "ember-snapfmt"))
 		return -1;
 	snprintf(f->path, sizeof(f->path), "%s/state", f->dir);
 	for (size_t i = 0; i < sizeof(f->vcpu0); i++)
@@ -58,10 +50,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	char cmd[192];
-	chmod(f->dir, 0700);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-	if (system(cmd) != 0)
+	if (tmpdir_remove(f->dir))
 		return -1;
 	free(f);
 	return 0;
@@ -118,17 +107,6 @@ static void assert_refused(struct fx *f, const char *why)
 	assert_contains(f->err, why);
 	assert_contains(f->err, f->path);
 	snap_r_close(&r); /* harmless after a failed open */
-}
-
-static int count_tmp(const char *dir)
-{
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));)
-		n += strstr(e->d_name, ".tmp-") != NULL;
-	closedir(d);
-	return n;
 }
 
 static void test_crc32(void **state)

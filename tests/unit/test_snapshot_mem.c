@@ -9,7 +9,6 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "snapshot/snapshot.h"
+#include "tmpdir_fixture.h"
 
 #define MiB (1024ULL * 1024)
 #define PG SNAP_PAGE
@@ -34,20 +34,12 @@ struct fx {
 	uint64_t dirty[PAGES / 64];
 };
 
-static void assert_contains(const char *haystack, const char *needle)
-{
-	if (!strstr(haystack, needle))
-		fail_msg("\"%s\" does not contain \"%s\"", haystack, needle);
-}
-
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -1;
-	const char *tmp = getenv("TMPDIR"); /* TMPDIR=/dev/shm: the same on tmpfs */
-	snprintf(f->dir, sizeof(f->dir), "%s/ember-snapmem-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(f->dir))
+	if (tmpdir_make(f->dir, sizeof(f->dir), "ember-snapmem"))
 		return -1;
 	snprintf(f->base, sizeof(f->base), "%s/base.mem", f->dir);
 	snprintf(f->diff, sizeof(f->diff), "%s/diff.mem", f->dir);
@@ -63,9 +55,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *f = *state;
-	char cmd[192];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
-	if (system(cmd) != 0)
+	if (tmpdir_remove(f->dir))
 		return -1;
 	munmap(f->ram, RAM);
 	free(f);
@@ -123,17 +113,6 @@ static void assert_file_is(struct fx *f, const char *path, const uint8_t *ram)
 		assert_true(snap_mem_digest(m, RAM) == snap_mem_digest(ram, RAM));
 		snap_mem_unmap(m, RAM);
 	}
-}
-
-static int count_tmp(const char *dir)
-{
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	int n = 0;
-	for (struct dirent *e; (e = readdir(d));)
-		n += strstr(e->d_name, ".tmp-") != NULL;
-	closedir(d);
-	return n;
 }
 
 static const uint64_t touched[] = {0, 1, 2, 100, 101, 102, 4095, 4096, 9999, PAGES - 1};

@@ -1,0 +1,14 @@
+/* snapshot's private helpers, shared by snapshot/format.c and
+ * snapshot/memfile.c.  Nothing outside snapshot/ includes it. */
+#ifndef EMBER_SNAPSHOT_SNAP_PRIV_H
+#define EMBER_SNAPSHOT_SNAP_PRIV_H
+
+#include <stddef.h>
+
+/* Formats the reason a call failed into err (errlen bytes, truncated,
+ * NUL-terminated); does nothing when err is NULL or errlen 0.  The error
+ * convention of snapshot/snapshot.h. */
+__attribute__((format(printf, 3, 4))) void snap_fail(char *err, size_t errlen, const char *fmt,
+						     ...);
+
+#endif
