@@ -106,12 +106,14 @@ def _snapshot_and_kill(tmp_path, syscall, when):
     return e.stdout(), state, mem
 
 
+# strace's kill lands on entry to the syscall, which then never runs
+# (test_snapshot.py checks the files each step leaves behind).
 @pytest.mark.parametrize("syscall,when", [
     ("openat", 1),  # before anything of B is written
-    ("fsync", 1),   # B's memory written, not synced
-    ("rename", 1),  # B's memory under <mem>.next, the state file not committed
-    ("rename", 2),  # B's state file committed, its memory still under <mem>.next
-    ("rename", 3),  # B whole; the folder not synced
+    ("fsync", 1),   # B's memory written to its temp file, not synced
+    ("rename", 1),  # B's memory not yet under <mem>.next: A loads
+    ("rename", 2),  # B's memory under <mem>.next, its state file not committed: A loads
+    ("rename", 3),  # B's state committed, its memory still under <mem>.next: B loads
 ])
 def test_kill_while_writing_leaves_a_whole_snapshot(tmp_path, syscall, when):
     out, state, mem = _snapshot_and_kill(tmp_path, syscall, when)
