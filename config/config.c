@@ -279,6 +279,14 @@ static int set_direct(const struct target *t, const char *v, const struct base *
 	return parse_bool(v, &t->blk->direct, err, errlen);
 }
 
+/* A whole decimal number that fits 64 bits. */
+static bool parse_count(const char *v, uint64_t *n)
+{
+	bool overflow = false;
+	const char *p = v;
+	return units_digits(&p, n, &overflow) && !*p && !overflow;
+}
+
 /* ---- rate limiters: one setter, key.arg = limiter * 8 + field ---- */
 
 enum { RATE_BLOCK, RATE_NET_RX, RATE_NET_TX, RATE_RNG };
@@ -304,18 +312,11 @@ static int set_rate(const struct target *t, const char *v, const struct base *b,
 			return cfg_fail(err, errlen,
 					"\"%.64s\" is not a duration (use e.g. 100ms, 1s, 2.5)", v);
 	} else if (field == F_OPS_SIZE || field == F_OPS_BURST) {
-		bool overflow = false;
-		const char *p = v;
-		if (!units_digits(&p, &x, &overflow) || *p || overflow)
+		if (!parse_count(v, &x))
 			return cfg_fail(err, errlen, "\"%.64s\" is not a count of operations", v);
 	} else {
 		/* Bytes: a bare number is bytes here, not MiB as for memory. */
-		bool overflow = false;
-		const char *p = v;
-		if (units_digits(&p, &x, &overflow) && !*p && !overflow)
-			rc = 0;
-		else
-			rc = units_parse_size(v, &x);
+		rc = parse_count(v, &x) ? 0 : units_parse_size(v, &x);
 		if (rc)
 			return cfg_fail(err, errlen, "\"%.64s\" is not a size in bytes (e.g. "
 						     "1048576, 512K, 10M)", v);
@@ -330,12 +331,10 @@ static int set_rate(const struct target *t, const char *v, const struct base *b,
 static int set_vsock_cid(const struct target *t, const char *v, const struct base *b, char *err,
 			 size_t errlen)
 {
-	bool overflow = false;
-	const char *p = v;
 	uint64_t n;
 
 	/* 0-2 are the hypervisor, local and host; 2^32-1 is VMADDR_CID_ANY. */
-	if (!units_digits(&p, &n, &overflow) || *p || overflow || n < 3 || n > 0xfffffffeULL)
+	if (!parse_count(v, &n) || n < 3 || n > 0xfffffffeULL)
 		return cfg_fail(err, errlen, "\"%.64s\" is not a guest CID: must be 3..4294967294",
 				v);
 	t->c->vsock.cid = (uint32_t)n;

@@ -42,6 +42,12 @@ struct jail_filter {
 	bool log;	    /* built for JAIL_SECCOMP_LOG */
 };
 
+/* Keep malloc off mmap from now on, process-wide: every thread on the main
+ * arena, grown with brk, and no mmap'd large blocks (mallopt).  The
+ * filters allow brk, not mmap; call it before any thread that mallocs
+ * after loading its filter exists. */
+void jail_malloc_on_brk(void);
+
 /* Drop every capability of the process for good: permitted, effective,
  * inheritable and ambient sets cleared, the bounding set emptied, and
  * PR_SET_NO_NEW_PRIVS set (libcap-ng, then prctl).  Call it on the main

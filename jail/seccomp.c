@@ -4,6 +4,7 @@
  * into the tgkill check, and loaded.  No libseccomp in ember: building
  * the filter at every start cost 50-60 us and a third of a MiB. */
 #include <errno.h>
+#include <malloc.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stdlib.h>
@@ -133,4 +134,10 @@ int jail_seccomp(enum jail_role role, enum jail_seccomp_mode mode)
 	r = jail_filter_apply(&f);
 	jail_filter_free(&f);
 	return r;
+}
+
+void jail_malloc_on_brk(void)
+{
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_MAX, 0);
 }

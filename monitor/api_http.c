@@ -61,13 +61,6 @@ struct http_server {
 	struct conn conns[MAX_CONNS];
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
 /* ---- replies ---- */
 
 void http_reply_json(struct http_resp *rs, int status, json_t *obj)
@@ -179,7 +172,7 @@ static bool conn_flush(struct conn *c)
 		if (n <= 0)
 			break;
 		c->out_off += (size_t)n;
-		c->last_ns = now_ns();
+		c->last_ns = ev_now_ns();
 	}
 	if (c->out_off < c->out_len || c->close_after) {
 		conn_close(c);
@@ -404,7 +397,7 @@ static void on_conn(struct ev_source *src, uint32_t events)
 			conn_close(c);
 			return;
 		}
-		c->last_ns = now_ns();
+		c->last_ns = ev_now_ns();
 		if (!conn_feed(c, buf, (size_t)n) || c->out_len)
 			return;
 	}
@@ -435,7 +428,7 @@ static void on_listen(struct ev_source *src, uint32_t events)
 		c->fd = fd;
 		http_parser_init(&c->parser, HTTP_REQUEST);
 		c->parser.data = c;
-		c->last_ns = now_ns();
+		c->last_ns = ev_now_ns();
 		if (ev_add(&s->ev, &c->src, fd, EPOLLIN, on_conn, c)) {
 			close(fd);
 			c->fd = -1;
@@ -450,7 +443,7 @@ static void on_listen(struct ev_source *src, uint32_t events)
 static void on_sweep(struct ev_timer *t)
 {
 	struct http_server *s = t->opaque;
-	uint64_t now = now_ns();
+	uint64_t now = ev_now_ns();
 	for (unsigned i = 0; i < MAX_CONNS; i++)
 		if (s->conns[i].fd >= 0 && now - s->conns[i].last_ns >= s->idle_ns)
 			conn_close(&s->conns[i]);

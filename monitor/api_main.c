@@ -4,7 +4,6 @@
  * (vm->ev, inside vm_wait) after InstanceStart. */
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,15 +437,6 @@ static int serve(struct api *a, int lfd, const struct opts *o, const char *versi
 	return r;
 }
 
-/* The API thread allocates after its filter is loaded, and the filter
- * allows no mmap: one arena for every thread (the main one, grown with
- * brk), and no mmap'd blocks. */
-static void malloc_without_mmap(void)
-{
-	mallopt(M_ARENA_MAX, 1);
-	mallopt(M_MMAP_MAX, 0);
-}
-
 int api_main(int argc, char **argv, const char *version)
 {
 	struct api *a = &g.api;
@@ -456,7 +446,7 @@ int api_main(int argc, char **argv, const char *version)
 	int lfd = -1;
 
 	clock_gettime(CLOCK_MONOTONIC, &t_main);
-	malloc_without_mmap();
+	jail_malloc_on_brk(); /* the API thread mallocs after its filter */
 	memset(&o, 0, sizeof(o));
 	int r = parse_args(argc, argv, &o);
 	if (r)
@@ -541,7 +531,7 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	char err[CFG_PATH_MAX + 96];
 
 	clock_gettime(CLOCK_MONOTONIC, &a->t_main);
-	malloc_without_mmap();
+	jail_malloc_on_brk(); /* the API thread mallocs after its filter */
 	int lfd = make_socket(sock, err, sizeof(err));
 	if (lfd < 0) {
 		vm_stop(vm, EXIT_CONFIG, err);

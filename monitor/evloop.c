@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "monitor/evloop.h"
@@ -96,6 +97,13 @@ void ev_wake(struct evloop *ev)
 	uint64_t one = 1;
 	if (ev->wake_fd >= 0)
 		(void)!write(ev->wake_fd, &one, sizeof(one));
+}
+
+uint64_t ev_now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
 static void timer_fired(struct ev_source *src, uint32_t events)

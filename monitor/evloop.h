@@ -54,6 +54,10 @@ int ev_run(struct evloop *ev, bool (*stop)(void *opaque), void *opaque);
 /* Make ev_run() return to its stop test soon.  Any thread, signal-safe. */
 void ev_wake(struct evloop *ev);
 
+/* CLOCK_MONOTONIC in nanoseconds: the clock of the loop's timers (and of
+ * every deadline and rate limiter ember keeps). */
+uint64_t ev_now_ns(void);
+
 /* One-shot timer: a timerfd (CLOCK_MONOTONIC) watched by ev. */
 struct ev_timer {
 	struct ev_source src;

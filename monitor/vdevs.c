@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "monitor/exitcodes.h"
 #include "monitor/layout.h"
@@ -195,13 +194,6 @@ void vdevs_destroy(struct vm *vm)
 	vm->vdevs = NULL;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
 int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_rate *a,
 		     const struct cfg_rate *b)
 {
@@ -213,16 +205,12 @@ int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_r
 	struct rl_cfg ra, rb;
 	to_rl(a, &ra);
 	pthread_mutex_lock(&v->dev.lock);
-	uint64_t now = now_ns();
 	if (net) {
 		to_rl(b, &rb);
-		rl_update(&v->u.net.rx_limit.rl, &ra, now);
-		rl_update(&v->u.net.tx_limit.rl, &rb, now);
-		vlimit_cancel(&v->u.net.rx_limit);
-		vlimit_cancel(&v->u.net.tx_limit);
+		vlimit_update(&v->u.net.rx_limit, &ra);
+		vlimit_update(&v->u.net.tx_limit, &rb);
 	} else {
-		rl_update(&v->u.blk.limit.rl, &ra, now);
-		vlimit_cancel(&v->u.blk.limit);
+		vlimit_update(&v->u.blk.limit, &ra);
 	}
 	/* Requests held back under the old limits get their chance now. */
 	if (virtio_live(&v->dev))

@@ -1,7 +1,6 @@
 /* Running a VM: vCPU exit dispatch, stopping, the timeout, and the exit
  * path that leaves KVM's teardown to a child process. */
 #include <errno.h>
-#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,8 +13,6 @@
 #include "monitor/vm.h"
 
 _Static_assert(JAIL_KICK_SIGNAL == VCPU_KICK_SIGNAL, "the filters allow only the kick signal");
-
-static uint64_t now_ns(void);
 
 /* An access on bus (what: "port" or "guest address").  Nothing there:
  * reads float high, as on a real ISA bus, writes are dropped, and
@@ -128,18 +125,11 @@ void vm_stop(struct vm *vm, int code, const char *why)
 	ev_wake(&vm->ev);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
 int vm_check_stop(struct vm *vm)
 {
 	if (atomic_load(&vm->stopping))
 		return 1;
-	if (!vm->deadline_ns || now_ns() < vm->deadline_ns)
+	if (!vm->deadline_ns || ev_now_ns() < vm->deadline_ns)
 		return 0;
 	char msg[64];
 	snprintf(msg, sizeof(msg), "timeout after %.3g s", (double)vm->cfg->timeout_ms / 1000.0);
@@ -152,7 +142,7 @@ int vm_check_stop(struct vm *vm)
  * repeats every 10 ms in case a tick lands outside KVM_RUN. */
 static int arm_timeout(struct vm *vm, timer_t *timer)
 {
-	vm->deadline_ns = now_ns() + vm->cfg->timeout_ms * 1000000ULL;
+	vm->deadline_ns = ev_now_ns() + vm->cfg->timeout_ms * 1000000ULL;
 	struct sigevent sev;
 	memset(&sev, 0, sizeof(sev));
 	sev.sigev_notify = SIGEV_THREAD_ID;
@@ -197,11 +187,8 @@ static void prepare_teardown(struct vm *vm)
 static int drop_privileges(struct vm *vm, char *msg, size_t len)
 {
 	prepare_teardown(vm);
-	/* malloc after the drop (a snapshot's state file, the API's bodies)
-	 * stays on the main heap, grown with brk: no thread arenas and no
-	 * mmap'd blocks, which the filters do not allow. */
-	mallopt(M_ARENA_MAX, 1);
-	mallopt(M_MMAP_MAX, 0);
+	/* malloc after the drop (a snapshot's state file, the API's bodies) */
+	jail_malloc_on_brk();
 	int r = jail_drop_caps();
 	if (r) {
 		snprintf(msg, len, "cannot drop capabilities: %s", strerror(-r));

@@ -6,17 +6,10 @@
 #include "virtio/limiter.h"
 #include "virtio/virtio.h"
 
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
 void vlimit_init(struct vlimit *l, const struct rl_cfg *rate)
 {
 	memset(l, 0, sizeof(*l));
-	rl_init(&l->rl, rate, now_ns());
+	rl_init(&l->rl, rate, ev_now_ns());
 }
 
 static void retry(struct ev_timer *t)
@@ -54,7 +47,7 @@ bool vlimit_admit(struct vlimit *l, uint64_t bytes)
 		return true;
 	if (vlimit_waiting(l))
 		return false;
-	uint64_t now = now_ns();
+	uint64_t now = ev_now_ns();
 	if (rl_consume(&l->rl, bytes, now))
 		return true;
 	l->throttled++;
@@ -77,6 +70,12 @@ void vlimit_fini(struct vlimit *l)
 	l->ev = NULL;
 }
 
+void vlimit_update(struct vlimit *l, const struct rl_cfg *cfg)
+{
+	rl_update(&l->rl, cfg, ev_now_ns());
+	vlimit_cancel(l);
+}
+
 int vlimit_save(const struct vlimit *l, void *buf, size_t max)
 {
 	if (max < sizeof(l->rl))
@@ -94,6 +93,6 @@ int vlimit_restore(struct vlimit *l, const void *buf, size_t len)
 	if (rl_check(&rl))
 		return -EINVAL;
 	l->rl = rl;
-	rl_rebase(&l->rl, now_ns());
+	rl_rebase(&l->rl, ev_now_ns());
 	return 0;
 }

@@ -42,6 +42,10 @@ bool vlimit_admit(struct vlimit *l, uint64_t bytes);
 /* The retry timer is armed: serve nothing until it fires. */
 bool vlimit_waiting(const struct vlimit *l);
 
+/* New limits on a running device (the API's PATCH), as rl_update() takes
+ * them; a held-back request is retried on the next notification. */
+void vlimit_update(struct vlimit *l, const struct rl_cfg *cfg);
+
 /* Snapshots: the buckets' state is the record (a struct ratelimit).
  * vlimit_save: its length, or -ENOSPC when max is too small.
  * vlimit_restore checks it (length, rl_check) and moves its clock to

@@ -60,13 +60,6 @@ int vsock_parse_connect(const char *s, size_t len, uint32_t *port)
 
 /* ---- the connection table ---- */
 
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
-}
-
 static unsigned hash_of(uint32_t local, uint32_t peer)
 {
 	return ((local * 0x9e3779b1u) ^ (peer * 0x85ebca6bu)) >> 21 & (HASH_SIZE - 1);
@@ -406,7 +399,7 @@ static void read_line(struct virtio_vsock *v, struct conn *c)
 			hash_add(v, c);
 			c->state = C_REQ;
 			c->want = W_REQUEST;
-			c->deadline = now_ns() + REQUEST_TIMEOUT_NS;
+			c->deadline = ev_now_ns() + REQUEST_TIMEOUT_NS;
 			arm_sweep(v);
 			vsock_watch(c);
 			return;
@@ -472,7 +465,7 @@ static void on_listen(struct ev_source *src, uint32_t events)
 		}
 		struct conn *c = conn_new(v, fd, C_CMD);
 		if (c) {
-			c->deadline = now_ns() + CMD_TIMEOUT_NS;
+			c->deadline = ev_now_ns() + CMD_TIMEOUT_NS;
 			arm_sweep(v);
 		}
 	}
@@ -490,7 +483,7 @@ static void on_timer(struct ev_source *src, uint32_t events)
 	if (read(v->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
 		return;
 	pthread_mutex_lock(&v->dev->lock);
-	uint64_t now = now_ns();
+	uint64_t now = ev_now_ns();
 	bool more = false;
 	for (unsigned i = 0; i < v->hi; i++) {
 		struct conn *c = &v->conns[i];
