@@ -126,7 +126,10 @@ def test_kill_while_writing_leaves_a_whole_snapshot(tmp_path, syscall, when):
     # one of them, whichever was whole, and counts on from there.
     assert 100 < first <= 300, first
     before = [int(n) for n in re.findall(r"count (\d+)\n", out)]
-    assert first - 1 in before, (first, before[-3:])
+    if first - 1 not in before:
+        # B, paused mid-line: the line is split between the two runs,
+        # whose raw outputs must then count on without a gap
+        counts(out + r.stdout)
     assert [int(n) for n in after] == list(range(first, COUNT_TO + 1))
 
 
