@@ -653,11 +653,16 @@ int cfg_set(struct vm_config *c, const char *section, const char *key, const cha
 
 int cfg_validate(const struct vm_config *c, char *err, size_t errlen)
 {
+	if (!c->kernel[0])
+		return cfg_fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
+	return cfg_validate_machine(c, err, errlen);
+}
+
+int cfg_validate_machine(const struct vm_config *c, char *err, size_t errlen)
+{
 	char what[48];
 	int rc;
 
-	if (!c->kernel[0])
-		return cfg_fail(err, errlen, "no kernel: give --kernel PATH or [vm] kernel");
 	if (c->vcpus < 1 || c->vcpus > CFG_MAX_VCPUS)
 		return cfg_fail(err, errlen, "vcpus: %u is out of range: must be 1..%d", c->vcpus,
 				CFG_MAX_VCPUS);

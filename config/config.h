@@ -135,4 +135,19 @@ __attribute__((warn_unused_result)) int cfg_parse_duration(const char *s, uint64
 __attribute__((warn_unused_result)) int cfg_validate(const struct vm_config *c, char *err,
                                                      size_t errlen);
 
+/* cfg_validate() less the kernel: for a restore, which loads none. */
+__attribute__((warn_unused_result)) int cfg_validate_machine(const struct vm_config *c, char *err,
+                                                             size_t errlen);
+
+/* A configuration from an untrusted record (a snapshot's, a migration
+ * stream's) into out: every field is given again, key by key, to
+ * cfg_set() — the setters a user's INI file goes through, with their
+ * rules and limits — then cfg_validate_machine().  Strings must end
+ * inside their buffers, counts be within the arrays, booleans 0 or 1.
+ * The kernel may be empty (a restore loads none).  0 or -EINVAL with
+ * "[section] key: why" in err; out is then unusable. */
+__attribute__((warn_unused_result)) int cfg_import(const struct vm_config *in,
+                                                   struct vm_config *out, char *err,
+                                                   size_t errlen);
+
 #endif

@@ -90,12 +90,17 @@ static const struct field f_snap_load[] = {
     {"mem_file_path", T_STR, false},	  {"enable_diff_snapshots", T_BOOL, false},
     {"track_dirty_pages", T_BOOL, false}, {"resume_vm", T_BOOL, false},
     {"network_overrides", T_OBJS, false}, {"vsock_override", T_OBJ, false},
-    {"clock_realtime", T_BOOL, false},	  {NULL, 0, 0}};
+    {"clock_realtime", T_BOOL, false},
+    /* ember's: a snapshot's host paths are confirmed by its loader */
+    {"drive_overrides", T_OBJS, false},	  {"use_saved_paths", T_BOOL, false},
+    {NULL, 0, 0}};
 static const struct field f_mem_backend[] = {
     {"backend_type", T_STR, true}, {"backend_path", T_STR, true}, {NULL, 0, 0}};
 static const struct field f_net_override[] = {
     {"iface_id", T_STR, true}, {"host_dev_name", T_STR, true}, {NULL, 0, 0}};
 static const struct field f_vsock_override[] = {{"uds_path", T_STR, true}, {NULL, 0, 0}};
+static const struct field f_drive_override[] = {
+    {"drive_id", T_STR, true}, {"path_on_host", T_STR, true}, {NULL, 0, 0}};
 static const struct field f_options[] = {
     {"name", T_STR, false}, {"timeout", T_STR, false}, {"irqchip", T_STR, false}, {NULL, 0, 0}};
 
@@ -103,6 +108,7 @@ static const struct field *sub_fields(const char *key)
 {
 	return !strcmp(key, "mem_backend")	   ? f_mem_backend
 	       : !strcmp(key, "network_overrides") ? f_net_override
+	       : !strcmp(key, "drive_overrides")   ? f_drive_override
 						   : f_vsock_override;
 }
 

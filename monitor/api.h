@@ -38,6 +38,7 @@ int api_main(int argc, char **argv, const char *version);
 
 struct vm;
 struct vm_restore;
+struct vm_restore_paths;
 
 /* `ember run --api-sock PATH`: serve the API for vm (made by vm_build()
  * from the command line: cfg is vm->cfg) while it runs: vm_start(), then
@@ -59,9 +60,16 @@ extern const char snap_cli_usage[];
  * command line may only point its devices at other host files, taps and
  * sockets (--drive ID,path=, --net ID,tap=, --vsock uds=), rename it, or
  * change its timeout and serial output.  NULL when the option that sets
- * key in section may, else why not. */
+ * key in section may (and the host resource it names is then confirmed
+ * in ok: see struct vm_restore_paths), else why not. */
 const char *snap_cli_restore_refusal(const struct vm_config *c, const char *section,
-				     const char *key);
+				     const char *key, struct vm_restore_paths *ok);
+
+/* 0 when every host path or tap the restored configuration c names was
+ * given on the command line or confirmed by --use-saved-paths (ok); else
+ * EXIT_CONFIG with a message for the user in err. */
+int snap_cli_check_paths(const struct vm_config *c, const struct vm_restore_paths *ok,
+			 const char *state_path, char *err, size_t errlen);
 
 /* ---- private to monitor/api*.c ---------------------------------------- */
 

@@ -81,29 +81,47 @@ static struct {
 	char state[CFG_PATH_MAX], mem[CFG_PATH_MAX];
 } restore;
 
-static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
-			  size_t len)
+/* network_overrides (Firecracker's) and drive_overrides (ember's): point
+ * the snapshot's device id at another tap or file, which confirms it. */
+static int device_overrides(struct vm_config *cfg, const json_t *body, bool drives,
+			    struct vm_restore_paths *ok, char *err, size_t len)
 {
+	const char *field = drives ? "drive_overrides" : "network_overrides";
+	const char *idkey = drives ? "drive_id" : "iface_id";
 	char e[CFG_ERR_MAX], sec[CFG_NAME_MAX + 8];
 	size_t i;
 	json_t *o;
-	json_array_foreach(json_object_get(body, "network_overrides"), i, o)
+	json_array_foreach(json_object_get(body, field), i, o)
 	{
-		const char *id = api_str(o, "iface_id");
-		unsigned n = 0;
-		while (n < cfg->nr_nets && strcmp(cfg->nets[n].name, id))
+		const char *id = api_str(o, idkey);
+		unsigned n = 0, nr = drives ? cfg->nr_blocks : cfg->nr_nets;
+		while (n < nr && strcmp(drives ? cfg->blocks[n].name : cfg->nets[n].name, id))
 			n++;
-		if (n == cfg->nr_nets)
-			return snprintf(err, len,
-					"network_overrides: the snapshot has no network interface "
-					"\"%.64s\"",
-					id),
+		if (n == nr)
+			return snprintf(err, len, "%s: the snapshot has no %s \"%.64s\"", field,
+					drives ? "drive" : "network interface", id),
 			       -EINVAL;
-		snprintf(sec, sizeof(sec), "net.%s", id);
-		if (cfg_set(cfg, sec, "tap", api_str(o, "host_dev_name"), e, sizeof(e)))
-			return snprintf(err, len, "network_overrides: %s", e), -EINVAL;
+		snprintf(sec, sizeof(sec), "%s.%s", drives ? "block" : "net", id);
+		if (cfg_set(cfg, sec, drives ? "path" : "tap",
+			    api_str(o, drives ? "path_on_host" : "host_dev_name"), e, sizeof(e)))
+			return snprintf(err, len, "%s: %s", field, e), -EINVAL;
+		if (drives)
+			ok->drive[n] = true;
+		else
+			ok->net[n] = true;
 	}
-	o = json_object_get(body, "vsock_override");
+	return 0;
+}
+
+static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
+			  size_t len)
+{
+	char e[CFG_ERR_MAX];
+	struct vm_restore_paths ok = {.all = json_is_true(json_object_get(body, "use_saved_paths"))};
+	if (device_overrides(cfg, body, false, &ok, err, len) ||
+	    device_overrides(cfg, body, true, &ok, err, len))
+		return -EINVAL;
+	json_t *o = json_object_get(body, "vsock_override");
 	if (o && !json_is_null(o)) {
 		if (!cfg->vsock.enabled)
 			return snprintf(err, len,
@@ -111,7 +129,18 @@ static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *bo
 			       -EINVAL;
 		if (cfg_set(cfg, "vsock", "uds", api_str(o, "uds_path"), e, sizeof(e)))
 			return snprintf(err, len, "vsock_override: %s", e), -EINVAL;
+		ok.vsock = true;
 	}
+	char list[VM_ERR_MAX];
+	if (vm_snapshot_check_paths(cfg, &ok, list, sizeof(list)))
+		return snprintf(err, len,
+				"the snapshot names host resources it would open: %s. A snapshot "
+				"is not trusted to choose them: give each in drive_overrides "
+				"([{\"drive_id\", \"path_on_host\"}]), network_overrides or "
+				"vsock_override, or set \"use_saved_paths\": true to open them as "
+				"saved",
+				list),
+		       -EPERM;
 	/* PUT /ember/options before the load: its name and timeout apply */
 	static const char *const keys[] = {"name", "timeout"};
 	for (int k = 0; k < 2; k++)

@@ -62,6 +62,9 @@ static const char usage_run[] =
     "  --memory-copy      read the memory in rather than map it (MEM may go)\n"
     "  --paused           restore with every vCPU paused (needs --api-sock:\n"
     "                     PATCH /vm Resumed)\n"
+    "  --use-saved-paths  open the drive files, taps, vsock socket and serial\n"
+    "                     file the snapshot names as they are (else each must be\n"
+    "                     given again: a snapshot is not trusted to choose them)\n"
     "  --dry-run          validate the configuration and load the kernel, run nothing\n"
     "  --stats            print boot timings on stderr when the guest stops\n"
     "  --verbose          log unhandled port and MMIO accesses on stderr\n"
@@ -101,7 +104,7 @@ struct run_opts {
 	const char *ini;
 	bool dry_run, stats, verbose, no_cpuid_cache;
 	const char *api_sock, *restore, *memory_file;
-	bool track_dirty, memory_copy, paused;
+	bool track_dirty, memory_copy, paused, use_saved_paths;
 	enum jail_seccomp_mode seccomp;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
@@ -295,6 +298,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 		bool *flag = !strcmp(a, "--track-dirty")   ? &o->track_dirty
 			     : !strcmp(a, "--memory-copy") ? &o->memory_copy
 			     : !strcmp(a, "--paused")	   ? &o->paused
+			     : !strcmp(a, "--use-saved-paths") ? &o->use_saved_paths
 							   : NULL;
 		if (flag) {
 			*flag = true;
@@ -420,8 +424,10 @@ static int check_run_opts(const struct run_opts *o)
 	const char *why = NULL;
 	if (o->paused && !o->api_sock)
 		why = "--paused needs --api-sock (PATCH /vm Resumed resumes the guest)";
-	else if ((o->memory_file || o->memory_copy || o->paused) && !o->restore)
-		why = "--memory-file, --memory-copy and --paused go with --restore STATE";
+	else if ((o->memory_file || o->memory_copy || o->paused || o->use_saved_paths) &&
+		 !o->restore)
+		why = "--memory-file, --memory-copy, --paused and --use-saved-paths go with "
+		      "--restore STATE";
 	else if (o->restore && !o->memory_file)
 		why = "--restore needs --memory-file MEM (the snapshot's memory)";
 	else if (o->restore && o->ini)
@@ -454,10 +460,11 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
+	struct vm_restore_paths confirmed = {.all = o.use_saved_paths};
 	for (unsigned i = 0; i < o.nr_sets; i++) {
-		const char *why =
-		    o.restore ? snap_cli_restore_refusal(&cfg, o.sets[i].section, o.sets[i].key)
-			      : NULL;
+		const char *why = o.restore ? snap_cli_restore_refusal(&cfg, o.sets[i].section,
+								       o.sets[i].key, &confirmed)
+					    : NULL;
 		if (why)
 			snprintf(err, sizeof(err), "%s", why);
 		if (why || cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
@@ -471,6 +478,10 @@ static int cmd_run(int argc, char **argv)
 		cfg.rng.enabled = true;
 	/* A restore reads no kernel: the snapshot's may be gone. */
 	if ((!o.restore || cfg.kernel[0]) && cfg_validate(&cfg, err, sizeof(err))) {
+		fprintf(stderr, "ember: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (o.restore && snap_cli_check_paths(&cfg, &confirmed, o.restore, err, sizeof(err))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}

@@ -18,6 +18,7 @@
 
 #include "monitor/api.h"
 #include "monitor/exitcodes.h"
+#include "monitor/vm.h"
 #include "snapshot/snapshot.h"
 
 #define REPLY_MAX 65536
@@ -248,20 +249,25 @@ static int cmd_merge(int argc, char **argv)
  * and change its timeout and serial output.  NULL, or why a set is
  * refused. */
 const char *snap_cli_restore_refusal(const struct vm_config *c, const char *section,
-				     const char *key)
+				     const char *key, struct vm_restore_paths *ok)
 {
 	bool drive = !strncmp(section, "drive.", 6) || !strncmp(section, "block.", 6);
 	bool net = !strncmp(section, "net.", 4);
-	if (!strcmp(section, "serial"))
+	if (!strcmp(section, "serial")) {
+		ok->serial = true;
 		return NULL;
+	}
 	if (!strcmp(section, "vm"))
 		return strcmp(key, "name") && strcmp(key, "timeout")
 			   ? "not with --restore: the snapshot's configuration holds it"
 			   : NULL;
-	if (!strcmp(section, "vsock"))
-		return strcmp(key, "uds")  ? "only uds= may change on a restore"
-		       : !c->vsock.enabled ? "the snapshot has no vsock device"
-					   : NULL;
+	if (!strcmp(section, "vsock")) {
+		const char *why = strcmp(key, "uds")	? "only uds= may change on a restore"
+				  : !c->vsock.enabled ? "the snapshot has no vsock device"
+						      : NULL;
+		ok->vsock |= !why;
+		return why;
+	}
 	if (!drive && !net)
 		return "not with --restore: the snapshot's configuration holds it";
 	if (strcmp(key, drive ? "path" : "tap"))
@@ -269,12 +275,30 @@ const char *snap_cli_restore_refusal(const struct vm_config *c, const char *sect
 			     : "only tap= may change on a restore";
 	const char *id = strchr(section, '.') + 1;
 	for (unsigned i = 0; drive && i < c->nr_blocks; i++)
-		if (!strcmp(c->blocks[i].name, id))
+		if (!strcmp(c->blocks[i].name, id)) {
+			ok->drive[i] = true;
 			return NULL;
+		}
 	for (unsigned i = 0; net && i < c->nr_nets; i++)
-		if (!strcmp(c->nets[i].name, id))
+		if (!strcmp(c->nets[i].name, id)) {
+			ok->net[i] = true;
 			return NULL;
+		}
 	return drive ? "the snapshot has no such drive" : "the snapshot has no such network device";
+}
+
+int snap_cli_check_paths(const struct vm_config *c, const struct vm_restore_paths *ok,
+			 const char *state_path, char *err, size_t errlen)
+{
+	char list[VM_ERR_MAX];
+	if (!vm_snapshot_check_paths(c, ok, list, sizeof(list)))
+		return 0;
+	snprintf(err, errlen,
+		 "%s names host resources it would open: %s.  A snapshot is not trusted to "
+		 "choose them: give each again (--drive ID,path=FILE, --net ID,tap=TAP, "
+		 "--vsock uds=PATH, --serial OUT), or --use-saved-paths to open them as saved",
+		 state_path, list);
+	return EXIT_CONFIG;
 }
 
 int snap_cli_main(int argc, char **argv)

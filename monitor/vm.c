@@ -529,6 +529,8 @@ void vm_destroy(struct vm *vm)
 	vm_restore_close(vm);
 	free(vm->guest_cpuid);
 	vm->guest_cpuid = NULL;
+	free(vm->mem_terms);
+	vm->mem_terms = NULL;
 	vdevs_destroy(vm);
 	ev_fini(&vm->ev);
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)

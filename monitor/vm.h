@@ -85,6 +85,11 @@ struct vm {
 	bool restore_hvt;		  /* the snapshot is of a Solo5 hvt guest */
 	struct kvm_cpuid2 *guest_cpuid;	  /* what every vCPU's CPUID was made from */
 	bool track_dirty; /* memory slots log dirty pages (diff snapshots) */
+	/* What a diff snapshot builds on (vm_snapshot.c): each page's hash as
+	 * of the last whole snapshot (or the restore), and their sum; NULL
+	 * when there is no such base (no snapshot yet, or the last failed). */
+	uint64_t *mem_terms;
+	uint64_t mem_hash_sum;
 	bool dry_run;
 	bool verbose;
 	const char *cpuid_cache; /* NULL: always ask KVM */
@@ -156,6 +161,26 @@ __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const 
 __attribute__((warn_unused_result)) int vm_snapshot_config(const char *state_path,
 							   struct vm_config *cfg, char *err,
 							   size_t errlen);
+
+/* The host resources a snapshot's configuration names, which a restore
+ * would open (drive files, a serial output file, the vsock socket it
+ * binds) or attach to (taps).  A snapshot is untrusted input — a crafted
+ * one could name any file its loader may write — so each must be
+ * confirmed by whoever loads it: given again (an override, to the same
+ * value or another) or all at once (all). */
+struct vm_restore_paths {
+	bool all;
+	bool serial, vsock;
+	bool drive[CFG_MAX_BLOCKS], net[CFG_MAX_NETS];
+};
+
+/* 0 when every host resource cfg names is confirmed in ok; else -EPERM
+ * with the unconfirmed ones listed in err ("drive \"root\" (/srv/a.img),
+ * serial output (/tmp/out)"), for the caller to say how to confirm them
+ * in its own spelling. */
+__attribute__((warn_unused_result)) int vm_snapshot_check_paths(const struct vm_config *cfg,
+								const struct vm_restore_paths *ok,
+								char *err, size_t errlen);
 
 /* The restore's steps, in vm_build() (vm.c) order; each returns 0 or an
  * EXIT_* code with the reason in err.  open: read and check the state

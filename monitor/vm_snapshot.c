@@ -13,6 +13,16 @@
  *   VDEV i    struct virtio_dev_state of virtio device i
  *   VDVX i    virtio device i's own record (its ops->save)
  *   HVTG 0    Solo5 hvt guests: the manifest and layout (struct hvt_record)
+ *   MEMH 0    the memory's content hash (snapshot.h's struct snap_mem_hash sum)
+ *   MEMF 0    the identity of the memory file as written (struct memfile_id)
+ *
+ * A state file is untrusted input (it may come from shared storage or
+ * another host): every record passes the checks a user's configuration
+ * or a device's own input does before anything is allocated or opened
+ * from it (the configuration through cfg_import(), the manifest through
+ * hvt_parse_manifest(), the devices through their restore ops), and the
+ * host paths its configuration names are opened only once the one who
+ * loads it confirms them (vm_snapshot_check_paths()).
  *
  * Crash safety with two files: the memory file is written whole under
  * "<mem>.next" first, then the state file (temp, fsync, rename: the
@@ -49,14 +59,18 @@
 #define TAG_VDVX SNAP_TAG('V', 'D', 'V', 'X')
 #define TAG_HVTG SNAP_TAG('H', 'V', 'T', 'G')
 #define TAG_MEMF SNAP_TAG('M', 'E', 'M', 'F')
+#define TAG_MEMH SNAP_TAG('M', 'E', 'M', 'H')
 
 /* Which file the snapshot's memory was written to: after a crash between
  * the state file's commit and the memory file's rename, "<mem>.next" is
- * recognised by this, exactly (a memory digest samples pages, and two
- * snapshots of one VM may differ only in pages it does not sample). */
+ * recognised by this, exactly; and that file is taken without reading it
+ * all.  Any other file (a copy, a merge, another snapshot's) must have
+ * the content hash MEMH records.  mtime tells a file from a later one
+ * that reuses a freed inode number. */
 struct memfile_id {
-	uint64_t dev, ino;
+	uint64_t dev, ino, size, mtime_ns;
 };
+_Static_assert(sizeof(struct memfile_id) == 32, "a snapshot record");
 
 #define DEV_RECORD_MAX 4096
 
@@ -224,6 +238,105 @@ static int add_machine(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
 }
 
+/* ---- the two paths of a create: never one file under two names ---- */
+
+/* A path's identity without following its last component: the folder's
+ * device and inode, and the name in it.  A missing folder is refused:
+ * nothing can be written there. */
+struct path_id {
+	uint64_t dev, ino;
+	const char *name;
+};
+
+static int path_id(const char *path, struct path_id *id, char *err, size_t errlen)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+	if (!*path || n >= sizeof(dir))
+		return fail(err, errlen, -EINVAL, "%s: not a usable file path", path);
+	memcpy(dir, slash ? path : ".", n);
+	dir[n] = '\0';
+	id->name = slash ? slash + 1 : path;
+	struct stat st;
+	if (!*id->name || !strcmp(id->name, ".") || !strcmp(id->name, ".."))
+		return fail(err, errlen, -EINVAL, "%s: names a folder, not a file", path);
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		return fail(err, errlen, -ENOENT, "%s: folder %s %s", path, dir,
+			    errno == ENOENT || !S_ISDIR(st.st_mode) ? "does not exist"
+								     : strerror(errno));
+	id->dev = (uint64_t)st.st_dev;
+	id->ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+/* Does b name a or a's temp name ("<a>.tmp-<pid>")? */
+static bool names_or_temp(const struct path_id *a, const struct path_id *b)
+{
+	if (a->dev != b->dev || a->ino != b->ino)
+		return false;
+	size_t n = strlen(a->name);
+	return !strcmp(a->name, b->name) ||
+	       (!strncmp(b->name, a->name, n) && !strncmp(b->name + n, ".tmp-", 5));
+}
+
+/* What is at path now must be a regular file (it is replaced) or
+ * nothing; a FIFO, device, folder or symlink is refused, not replaced. */
+static int replaceable(const char *path, const char *what, struct stat *st, char *err,
+		       size_t errlen)
+{
+	if (lstat(path, st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return fail(err, errlen, -errno, "%s %s: %s", what, path, strerror(errno));
+	}
+	if (!S_ISREG(st->st_mode))
+		return fail(err, errlen, -EEXIST,
+			    "%s %s is %s: ember replaces only regular files (give another path)",
+			    what, path,
+			    S_ISDIR(st->st_mode)    ? "a folder"
+			    : S_ISFIFO(st->st_mode) ? "a FIFO"
+			    : S_ISLNK(st->st_mode)  ? "a symbolic link"
+			    : S_ISSOCK(st->st_mode) ? "a socket"
+						    : "a device");
+	return 1;
+}
+
+/* Refuse a create whose files would overwrite each other: the state file
+ * and the memory file (or "<mem>.next", or either's temp name) the same
+ * file, by name in the same folder or by inode. */
+static int check_create_paths(const char *state_path, const char *mem_path, const char *next,
+			      char *err, size_t errlen)
+{
+	struct path_id s, m, nx;
+	int r = path_id(state_path, &s, err, errlen);
+	if (!r)
+		r = path_id(mem_path, &m, err, errlen);
+	if (!r)
+		r = path_id(next, &nx, err, errlen);
+	if (r)
+		return r;
+	if (names_or_temp(&s, &m) || names_or_temp(&m, &s) || names_or_temp(&s, &nx) ||
+	    names_or_temp(&nx, &s))
+		return fail(err, errlen, -EINVAL,
+			    "snapshot_path %s and mem_file_path %s name the same file (or one is "
+			    "the other's temporary name): give two different files",
+			    state_path, mem_path);
+	struct stat a, b, c;
+	int ea = replaceable(state_path, "snapshot_path", &a, err, errlen);
+	int eb = ea < 0 ? 0 : replaceable(mem_path, "mem_file_path", &b, err, errlen);
+	int ec = ea < 0 || eb < 0 ? 0 : replaceable(next, "mem_file_path's", &c, err, errlen);
+	if (ea < 0 || eb < 0 || ec < 0)
+		return ea < 0 ? ea : eb < 0 ? eb : ec;
+	if (ea > 0 && ((eb > 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) ||
+		       (ec > 0 && a.st_dev == c.st_dev && a.st_ino == c.st_ino)))
+		return fail(err, errlen, -EINVAL,
+			    "snapshot_path %s and mem_file_path %s are one file (hard links): give "
+			    "two different files",
+			    state_path, mem_path);
+	return 0;
+}
+
 int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_path, bool diff,
 		       char *err, size_t errlen)
 {
@@ -233,8 +346,25 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	if (diff && !vm->track_dirty)
 		return fail(err, errlen, -EINVAL,
 			    "a diff snapshot needs dirty page tracking (track_dirty_pages)");
+	if (diff && !vm->mem_terms)
+		return fail(err, errlen, -EINVAL,
+			    "a diff snapshot needs a base: a full snapshot of this VM taken since "
+			    "it started, or the snapshot it was restored from (and the last "
+			    "snapshot must not have failed)");
+	if (!state_path || !mem_path)
+		return fail(err, errlen, -EINVAL, "snapshot_path and mem_file_path are required");
 	if (snprintf(next, sizeof(next), "%s.next", mem_path) >= (int)sizeof(next))
 		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", mem_path);
+	int r = check_create_paths(state_path, mem_path, next, err, errlen);
+	if (r)
+		return r;
+	/* With tracking on, a full snapshot keeps each page's hash for the
+	 * diffs that follow it. */
+	struct snap_mem_hash mh = {vm->mem_hash_sum, vm->mem_terms};
+	if (!diff && vm->track_dirty && !mh.terms &&
+	    !(mh.terms = malloc(vm->mem.ram_size / SNAP_PAGE * sizeof(uint64_t))))
+		return fail(err, errlen, -ENOMEM, "no memory for the page hashes");
+	vm->mem_terms = NULL; /* given back below only if this snapshot is whole */
 
 	struct snap_header h = {
 	    .nr_vcpus = vm->nr_vcpus,
@@ -250,7 +380,7 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	snap_w_init(&w, &h);
 	/* Devices first (they are quiet: the vCPUs are parked and the vmm
 	 * thread is here), then vCPUs and the VM, then memory. */
-	int r = add_devices(vm, &w, err, errlen);
+	r = add_devices(vm, &w, err, errlen);
 	if (!r)
 		r = add_machine(vm, &w, err, errlen);
 
@@ -260,24 +390,36 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	if (!r && vm->track_dirty && !(dirty = dirty_bitmap(vm, err, errlen)))
 		r = -EIO;
 	if (!r)
-		r = diff ? snap_mem_write_diff(next, vm->mem.base, vm->mem.ram_size, dirty, err,
-					       errlen)
-			 : snap_mem_write_full(next, vm->mem.base, vm->mem.ram_size, err, errlen);
+		r = diff ? snap_mem_write_diff(next, vm->mem.base, vm->mem.ram_size, dirty, &mh,
+					       err, errlen)
+			 : snap_mem_write_full(next, vm->mem.base, vm->mem.ram_size, &mh, err,
+					       errlen);
 	free(dirty);
 	struct stat st;
 	if (!r && stat(next, &st) < 0)
 		r = fail(err, errlen, -errno, "%s: %s", next, strerror(errno));
 	if (!r) {
-		struct memfile_id id = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+		struct memfile_id id = {(uint64_t)st.st_dev, (uint64_t)st.st_ino,
+					(uint64_t)st.st_size,
+					(uint64_t)st.st_mtim.tv_sec * 1000000000ULL +
+					    (uint64_t)st.st_mtim.tv_nsec};
 		r = snap_w_add(&w, TAG_MEMF, 0, &id, sizeof(id));
 	}
+	if (!r)
+		r = snap_w_add(&w, TAG_MEMH, 0, &mh.sum, sizeof(mh.sum));
 	if (!r)
 		r = snap_w_commit(&w, state_path, err, errlen);
 	snap_w_free(&w);
 	if (r) {
+		/* The dirty log is spent: only a full snapshot can follow. */
+		free(mh.terms);
 		unlink(next);
 		return r;
 	}
+	vm->mem_terms = vm->track_dirty ? mh.terms : NULL;
+	vm->mem_hash_sum = mh.sum;
+	if (!vm->track_dirty)
+		free(mh.terms);
 	if (rename(next, mem_path) < 0)
 		return fail(err, errlen, -errno, "%s: cannot move the memory file into place: %s "
 						 "(it is whole under %s; a restore finds it)",
@@ -311,16 +453,61 @@ int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err,
 	if (r)
 		return r;
 	uint64_t len;
+	static struct vm_config raw; /* large; the vmm thread (or main) only */
+	char why[CFG_ERR_MAX];
 	const void *c = snap_r_find(&kept.rd, TAG_CONF, 0, &len);
-	if (!c || unsqueeze(c, len, (uint8_t *)cfg, sizeof(*cfg))) {
+	if (!c || unsqueeze(c, len, (uint8_t *)&raw, sizeof(raw))) {
 		snap_r_close(&kept.rd);
 		return fail(err, errlen, -EINVAL,
 			    "%s: no configuration of this ember's layout in the snapshot", state_path);
+	}
+	/* The record is rebuilt through the user's setters: what the
+	 * snapshot says is only what a user could have said. */
+	if (cfg_import(&raw, cfg, why, sizeof(why))) {
+		snap_r_close(&kept.rd);
+		return fail(err, errlen, -EINVAL, "%s: section CONF: %s", state_path, why);
+	}
+	if (kept.rd.h.nr_vcpus != cfg->vcpus || kept.rd.h.mem_size != cfg->mem_size) {
+		snap_r_close(&kept.rd);
+		return fail(err, errlen, -EINVAL,
+			    "%s: the header says %u vCPUs and %llu bytes of RAM, section CONF %u "
+			    "and %llu",
+			    state_path, kept.rd.h.nr_vcpus, (unsigned long long)kept.rd.h.mem_size,
+			    cfg->vcpus, (unsigned long long)cfg->mem_size);
 	}
 	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", state_path) < (int)sizeof(kept.path);
 	if (!kept.open)
 		snap_r_close(&kept.rd);
 	return 0;
+}
+
+int vm_snapshot_check_paths(const struct vm_config *cfg, const struct vm_restore_paths *ok,
+			    char *err, size_t errlen)
+{
+	size_t at = 0;
+	err[0] = '\0';
+#define ADD(...)                                                                                   \
+	do {                                                                                       \
+		if (at < errlen)                                                                   \
+			at += (size_t)snprintf(err + at, errlen - at, "%s", at ? ", " : "");       \
+		if (at < errlen)                                                                   \
+			at += (size_t)snprintf(err + at, errlen - at, __VA_ARGS__);                \
+	} while (0)
+	if (ok->all)
+		return 0;
+	const char *out = cfg->serial_out;
+	if (!ok->serial && out[0] && strcmp(out, "stdout") && strcmp(out, "none"))
+		ADD("serial output (%.200s)", out);
+	for (unsigned i = 0; i < cfg->nr_blocks; i++)
+		if (!ok->drive[i])
+			ADD("drive \"%s\" (%.200s)", cfg->blocks[i].name, cfg->blocks[i].path);
+	for (unsigned i = 0; i < cfg->nr_nets; i++)
+		if (!ok->net[i])
+			ADD("network interface \"%s\" (tap %s)", cfg->nets[i].name, cfg->nets[i].tap);
+	if (cfg->vsock.enabled && !ok->vsock)
+		ADD("vsock socket (%.200s)", cfg->vsock.uds);
+#undef ADD
+	return at ? -EPERM : 0;
 }
 
 /* A section that must be there with exactly len bytes. */
@@ -367,54 +554,111 @@ int vm_restore_open(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* Map (or read) the memory file and check it is this snapshot's. */
+/* Is the file open at fd the one this snapshot wrote (MEMF), unchanged? */
+static bool is_written_file(const struct stat *st, const struct memfile_id *id)
+{
+	return id && (uint64_t)st->st_dev == id->dev && (uint64_t)st->st_ino == id->ino &&
+	       (uint64_t)st->st_size == id->size &&
+	       (uint64_t)st->st_mtim.tv_sec * 1000000000ULL + (uint64_t)st->st_mtim.tv_nsec ==
+		   id->mtime_ns;
+}
+
 static bool is_file(const char *path, const struct memfile_id *id)
 {
 	struct stat st;
-	return id && stat(path, &st) == 0 && (uint64_t)st.st_dev == id->dev &&
-	       (uint64_t)st.st_ino == id->ino;
+	return stat(path, &st) == 0 && is_written_file(&st, id);
 }
 
+/* Map (or read) the memory file once it is proven this snapshot's: the
+ * very file it wrote, or one whose every page hashes to MEMH. */
 int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_restore *rs = vm->restore;
+	const char *state = rs->state_path, *mem = rs->mem_path;
 	char next[PATH_MAX];
-	snprintf(next, sizeof(next), "%s.next", rs->mem_path);
-	uint64_t len;
+	snprintf(next, sizeof(next), "%s.next", mem);
+	uint64_t len, size = vm->snap->h.mem_size, *sum;
 	const struct memfile_id *id = snap_r_find(vm->snap, TAG_MEMF, 0, &len);
 	if (id && len != sizeof(*id))
 		id = NULL;
+	sum = (uint64_t *)snap_r_find(vm->snap, TAG_MEMH, 0, &len);
+	if (!sum || len != sizeof(*sum))
+		return fail(err, errlen, EXIT_CONFIG,
+			    "%s: section MEMH (the memory's hash) is missing or damaged", state);
 	/* A crash after the state file's commit left this snapshot's memory
 	 * under "<mem>.next": finish the snapshot's last step. */
-	if (is_file(next, id) && rename(next, rs->mem_path) < 0)
-		return fail(err, errlen, EXIT_HOST, "%s: cannot move it to %s: %s", next,
-			    rs->mem_path, strerror(errno));
-	int fd = open(rs->mem_path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return fail(err, errlen, EXIT_CONFIG, "memory file %s: %s", rs->mem_path,
+	if (is_file(next, id) && rename(next, mem) < 0)
+		return fail(err, errlen, EXIT_HOST, "%s: cannot move it to %s: %s", next, mem,
 			    strerror(errno));
-	int r = gmem_init_file(&vm->mem, fd, vm->snap->h.mem_size, rs->copy_mem);
-	close(fd);
-	if (r == -ERANGE)
+	/* O_NONBLOCK: a FIFO must not hang the open (it is refused below). */
+	int fd = open(mem, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return fail(err, errlen, EXIT_CONFIG, "memory file %s: %s", mem, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+		close(fd);
 		return fail(err, errlen, EXIT_CONFIG,
-			    "memory file %s: its size is not the snapshot's %llu bytes", rs->mem_path,
-			    (unsigned long long)vm->snap->h.mem_size);
-	if (r)
-		return fail(err, errlen, EXIT_HOST, "memory file %s: %s", rs->mem_path,
-			    strerror(-r));
-	/* The file the snapshot wrote, or a copy of it (another inode): the
-	 * digest must match either way. */
-	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) == vm->snap->h.mem_digest)
-		return 0;
-	gmem_free(&vm->mem);
-	return fail(err, errlen, EXIT_CONFIG,
-		    "memory file %s does not belong to state file %s (its contents differ from "
-		    "the snapshot's)%s",
-		    rs->mem_path, rs->state_path,
-		    vm->snap->h.flags & SNAP_F_DIFF
-			? "; this is a diff snapshot: merge its memory file into the base first "
-			  "(ember snapshot merge BASE DIFF) and load the base"
-			: "");
+			    S_ISREG(st.st_mode)
+				? "memory file %s: its size is not the snapshot's %llu bytes"
+				: "memory file %s: not a regular file",
+			    mem, (unsigned long long)size);
+	}
+	/* Diffs build on this snapshot when tracking is on: they need each
+	 * page's hash, read from the file (not the mapping: on tmpfs,
+	 * reading a hole through a mapping would fill it). */
+	struct snap_mem_hash mh = {0, NULL};
+	if (vm->track_dirty && !(mh.terms = malloc(size / SNAP_PAGE * sizeof(uint64_t)))) {
+		close(fd);
+		return fail(err, errlen, EXIT_HOST, "out of memory for the page hashes");
+	}
+	int r = 0;
+	bool same = is_written_file(&st, id);
+	if (!same || mh.terms) {
+		char why[SNAP_ERR_MAX];
+		r = snap_mem_hash_fd(fd, size, mem, &mh, why, sizeof(why));
+		if (r)
+			r = fail(err, errlen, EXIT_HOST, "memory file %s", why);
+		else if (mh.sum != *sum)
+			r = fail(err, errlen, EXIT_CONFIG,
+				 "memory file %s does not belong to state file %s (its pages do "
+				 "not hash to the snapshot's)%s",
+				 mem, state,
+				 vm->snap->h.flags & SNAP_F_DIFF
+				     ? "; this is a diff snapshot: merge its memory file into the "
+				       "base first (ember snapshot merge BASE DIFF) and load the base"
+				     : "");
+	}
+	if (!r) {
+		r = gmem_init_file(&vm->mem, fd, size, rs->copy_mem);
+		if (r)
+			r = fail(err, errlen, EXIT_HOST, "memory file %s: %s", mem, strerror(-r));
+	}
+	close(fd);
+	if (r) {
+		free(mh.terms);
+		return r;
+	}
+	/* The sampled digest too: cheap, and it catches a file changed
+	 * in place that kept its size and mtime. */
+	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != vm->snap->h.mem_digest) {
+		free(mh.terms);
+		gmem_free(&vm->mem);
+		return fail(err, errlen, EXIT_CONFIG,
+			    "memory file %s does not belong to state file %s (its contents differ "
+			    "from the snapshot's)%s",
+			    mem, state,
+			    vm->snap->h.flags & SNAP_F_DIFF
+				? "; this is a diff snapshot: merge its memory file into the base "
+				  "first (ember snapshot merge BASE DIFF) and load the base"
+				: "");
+	}
+	vm->mem_terms = mh.terms;
+	vm->mem_hash_sum = *sum;
+	return 0;
 }
 
 /* The CPUID the guest had, if this host can give it; set on every vCPU
@@ -496,8 +740,30 @@ int vm_restore_hvt(struct vm *vm, struct hvt_guest *g, char *err, size_t errlen)
 	const struct hvt_record *h = need(vm, TAG_HVTG, 0, sizeof(*h), err, errlen);
 	if (!h)
 		return EXIT_CONFIG;
+	/* The manifest passes the checks an ELF's note does: through the
+	 * same parser, from its wire form. */
+	static uint8_t desc[sizeof(struct hvt_mft) + sizeof(h->mft.e)];
+	char why[256];
+	struct hvt_mft hdr = {.version = HVT_MFT_VERSION, .entries = h->mft.nr};
+	size_t n = h->mft.nr <= HVT_MFT_MAX_ENTRIES ? h->mft.nr : 0;
+	memcpy(desc, &hdr, sizeof(hdr));
+	memcpy(desc + sizeof(hdr), h->mft.e, n * sizeof(h->mft.e[0]));
 	memset(g, 0, sizeof(*g));
-	g->mft = h->mft;
+	if (hvt_parse_manifest(desc, sizeof(hdr) + n * sizeof(h->mft.e[0]), &g->mft, why,
+			       sizeof(why)))
+		return fail(err, errlen, EXIT_CONFIG, "%s: section HVTG: %s",
+			    vm->restore->state_path, why);
+	/* The layout hvt_setup() makes: RAM rounded down to 2 MiB, the
+	 * kernel page-aligned with a page of stack above it. */
+	uint64_t mem_size = vm->cfg->mem_size & ~(HVT_PAGE - 1);
+	if (h->mem_size != mem_size || mem_size > HVT_MAX_MEM || h->kernel_end % 4096 ||
+	    h->kernel_end < HVT_LOW_UNMAPPED || h->kernel_end + 4096 > mem_size)
+		return fail(err, errlen, EXIT_CONFIG,
+			    "%s: section HVTG: memory size 0x%llx and kernel end 0x%llx are not "
+			    "an hvt layout of %llu MiB",
+			    vm->restore->state_path, (unsigned long long)h->mem_size,
+			    (unsigned long long)h->kernel_end,
+			    (unsigned long long)(vm->cfg->mem_size >> 20));
 	g->mem_size = h->mem_size;
 	g->kernel_end = h->kernel_end;
 	g->mem = &vm->mem;

@@ -32,6 +32,18 @@ void snap_fail(char *err, size_t errlen, const char *fmt, ...)
 	}
 }
 
+const char *snap_file_kind(unsigned m)
+{
+	return S_ISREG(m)    ? "a regular file"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISSOCK(m) ? "a socket"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISLNK(m)  ? "a symbolic link"
+			     : "not a file";
+}
+
 /* ---- CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320) ----
  * The 256-entry table is built by the preprocessor: no init, no global
  * state.  One step of the bitwise algorithm per C1. */
@@ -318,7 +330,9 @@ void snap_w_free(struct snap_writer *w)
 
 static int read_file(const char *path, uint8_t **buf, size_t *len, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO opens at once (and is refused below) instead
+	 * of blocking until a writer comes. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int e = -errno;
 		snap_fail(err, errlen, "%s: %s", path, strerror(-e));
@@ -329,7 +343,8 @@ static int read_file(const char *path, uint8_t **buf, size_t *len, char *err, si
 	if (fstat(fd, &st) < 0)
 		e = -errno, snap_fail(err, errlen, "%s: %s", path, strerror(errno));
 	else if (!S_ISREG(st.st_mode))
-		e = -EINVAL, snap_fail(err, errlen, "%s: not a regular file", path);
+		e = -EINVAL, snap_fail(err, errlen, "%s: %s, not a regular file", path,
+				       snap_file_kind(st.st_mode));
 	else if ((uint64_t)st.st_size > STATE_MAX)
 		e = -EINVAL, snap_fail(err, errlen, "%s: %lld bytes, larger than any state file",
 				       path, (long long)st.st_size);
@@ -482,6 +497,26 @@ int snap_r_open(struct snap_reader *r, const char *path, char *err, size_t errle
 	memset(r, 0, sizeof(*r));
 	int e = read_file(path, &r->buf, &r->len, err, errlen);
 	if (!e && (e = check(r, path, err, errlen)) != 0)
+		snap_r_close(r);
+	return e;
+}
+
+int snap_r_open_mem(struct snap_reader *r, const void *buf, size_t len, const char *name,
+		    char *err, size_t errlen)
+{
+	memset(r, 0, sizeof(*r));
+	if (len > STATE_MAX) {
+		snap_fail(err, errlen, "%s: %zu bytes, larger than any state file", name, len);
+		return -EINVAL;
+	}
+	if (!(r->buf = malloc(len ? len : 1))) {
+		snap_fail(err, errlen, "%s: out of memory", name);
+		return -ENOMEM;
+	}
+	memcpy(r->buf, buf, len);
+	r->len = len;
+	int e = check(r, name, err, errlen);
+	if (e)
 		snap_r_close(r);
 	return e;
 }

@@ -15,6 +15,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* xxHash (Debian's libxxhash-dev), header-only: XXH3 hashes a page at
+ * memory speed, and ember stays one static binary with nothing to link. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#pragma GCC diagnostic ignored "-Wshadow"
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#pragma GCC diagnostic pop
+
 #define PAGE SNAP_PAGE
 /* The most one pwrite/pread/copy_file_range call is asked to move (Linux
  * moves at most 0x7ffff000 bytes per call anyway). */
@@ -104,24 +113,96 @@ static int abort_write(int fd, const char *tmp, const char *path, int e, char *e
 	return e;
 }
 
-int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len, char *err,
-			size_t errlen)
+/* ---- the content hash (see snapshot.h) ---- */
+
+uint64_t snap_mem_page_term(const uint8_t *page, uint64_t index)
+{
+	return page_is_zero(page) ? 0 : (uint64_t)XXH3_64bits_withSeed(page, PAGE, index);
+}
+
+void snap_mem_hash_ram(const uint8_t *ram, uint64_t len, struct snap_mem_hash *h)
+{
+	h->sum = 0;
+	for (uint64_t i = 0; i < len / PAGE; i++) {
+		uint64_t t = snap_mem_page_term(ram + i * PAGE, i);
+		h->sum += t;
+		if (h->terms)
+			h->terms[i] = t;
+	}
+}
+
+int snap_mem_hash_fd(int fd, uint64_t len, const char *name, struct snap_mem_hash *h, char *err,
+		     size_t errlen)
+{
+	const uint64_t bufsz = 1 << 20;
+	uint8_t *buf = malloc(bufsz);
+	if (!buf) {
+		snap_fail(err, errlen, "%s: no memory to read it", name);
+		return -ENOMEM;
+	}
+	h->sum = 0;
+	if (h->terms)
+		memset(h->terms, 0, len / PAGE * sizeof(h->terms[0]));
+	uint64_t at = 0, data, hole;
+	int r;
+	while ((r = next_data(fd, at, len, &data, &hole)) > 0) {
+		/* Data ranges start and end on pages of the file system's
+		 * block size; round out to whole pages of RAM. */
+		data &= ~(PAGE - 1);
+		hole = (hole + PAGE - 1) & ~(PAGE - 1);
+		if (hole > len)
+			hole = len;
+		for (uint64_t off = data; off < hole && r > 0;) {
+			uint64_t n = hole - off < bufsz ? hole - off : bufsz;
+			if ((r = pread_all(fd, buf, n, off)) < 0)
+				break;
+			for (uint64_t p = 0; p < n; p += PAGE) {
+				uint64_t t = snap_mem_page_term(buf + p, (off + p) / PAGE);
+				h->sum += t;
+				if (h->terms)
+					h->terms[(off + p) / PAGE] = t;
+			}
+			off += n;
+			r = 1;
+		}
+		if (r < 0)
+			break;
+		at = hole;
+	}
+	free(buf);
+	if (r < 0)
+		snap_fail(err, errlen, "%s: reading: %s", name, strerror(-r));
+	return r < 0 ? r : 0;
+}
+
+int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len,
+			struct snap_mem_hash *h, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX];
 	int fd = create(path, len, tmp, sizeof(tmp), err, errlen);
 	if (fd < 0)
 		return fd;
-	uint64_t pages = len / PAGE;
+	uint64_t pages = len / PAGE, sum = 0;
+	uint64_t *terms = h ? h->terms : NULL;
 	for (uint64_t i = 0; i < pages;) {
-		while (i < pages && page_is_zero(ram + i * PAGE))
+		while (i < pages && page_is_zero(ram + i * PAGE)) {
+			if (terms)
+				terms[i] = 0;
 			i++;
+		}
 		uint64_t start = i;
-		while (i < pages && !page_is_zero(ram + i * PAGE))
-			i++;
+		for (; i < pages && !page_is_zero(ram + i * PAGE); i++) {
+			uint64_t t = (uint64_t)XXH3_64bits_withSeed(ram + i * PAGE, PAGE, i);
+			sum += t;
+			if (terms)
+				terms[i] = t;
+		}
 		int e = pwrite_all(fd, ram + start * PAGE, (i - start) * PAGE, start * PAGE);
 		if (e)
 			return abort_write(fd, tmp, path, e, err, errlen);
 	}
+	if (h)
+		h->sum = sum;
 	return snap_tmp_commit(fd, tmp, path, err, errlen);
 }
 
@@ -178,13 +259,17 @@ static int check_map(int fd, uint64_t len, const uint64_t *dirty, const char *pa
 }
 
 int snap_mem_write_diff(const char *path, const uint8_t *ram, uint64_t len, const uint64_t *dirty,
-			char *err, size_t errlen)
+			struct snap_mem_hash *h, char *err, size_t errlen)
 {
 	char tmp[PATH_MAX];
+	if (h && !h->terms) {
+		snap_fail(err, errlen, "%s: no page hashes of the previous snapshot to update", path);
+		return -EINVAL;
+	}
 	int fd = create(path, len, tmp, sizeof(tmp), err, errlen);
 	if (fd < 0)
 		return fd;
-	uint64_t pages = len / PAGE;
+	uint64_t pages = len / PAGE, sum = h ? h->sum : 0;
 	for (uint64_t i = next_bit(dirty, pages, 0, true); i < pages;) {
 		uint64_t end = next_bit(dirty, pages, i, false);
 		int e = pwrite_all(fd, ram + i * PAGE, (end - i) * PAGE, i * PAGE);
@@ -197,7 +282,18 @@ int snap_mem_write_diff(const char *path, const uint8_t *ram, uint64_t len, cons
 		snap_tmp_abort(fd, tmp);
 		return e;
 	}
-	return snap_tmp_commit(fd, tmp, path, err, errlen);
+	e = snap_tmp_commit(fd, tmp, path, err, errlen);
+	if (e || !h)
+		return e;
+	/* The terms change only once the file is whole: a failed diff
+	 * leaves them the previous snapshot's. */
+	for (uint64_t i = 0; (i = next_bit(dirty, pages, i, true)) < pages; i++) {
+		uint64_t t = snap_mem_page_term(ram + i * PAGE, i);
+		sum += t - h->terms[i];
+		h->terms[i] = t;
+	}
+	h->sum = sum;
+	return 0;
 }
 
 /* Copy [off, off+len) of in to the same offset of out: copy_file_range
@@ -257,7 +353,9 @@ static int copy_data(int in, int out, uint64_t size, uint8_t **buf, const char *
 
 static int open_mem(const char *path, struct stat *st, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO (or a device) opens at once and is refused
+	 * below, rather than blocking the open until a writer comes. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	int e = 0;
 	if (fd < 0)
 		e = -errno;
@@ -266,7 +364,7 @@ static int open_mem(const char *path, struct stat *st, char *err, size_t errlen)
 	if (e) {
 		snap_fail(err, errlen, "%s: %s", path, strerror(-e));
 	} else if (!S_ISREG(st->st_mode)) {
-		snap_fail(err, errlen, "%s: not a regular file", path);
+		snap_fail(err, errlen, "%s: %s, not a regular file", path, snap_file_kind(st->st_mode));
 		e = -EINVAL;
 	}
 	if (e && fd >= 0)

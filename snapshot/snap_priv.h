@@ -11,4 +11,7 @@
 __attribute__((format(printf, 3, 4))) void snap_fail(char *err, size_t errlen, const char *fmt,
 						     ...);
 
+/* What a file of mode m is, for messages: "a FIFO", "a directory"... */
+const char *snap_file_kind(unsigned m);
+
 #endif

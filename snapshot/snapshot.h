@@ -22,7 +22,8 @@
 
 #define SNAP_ERR_MAX 512
 #define SNAP_MAGIC "EMBRSNAP"
-#define SNAP_VERSION 1
+/* 2: the memory file's content hash (MEMH) and its full identity (MEMF). */
+#define SNAP_VERSION 2
 #define SNAP_PAGE 4096ULL /* the memory file's and the dirty bitmap's unit */
 
 enum { SNAP_ARCH_X86_64 = 1 };
@@ -102,6 +103,13 @@ struct snap_reader {
 __attribute__((warn_unused_result)) int snap_r_open(struct snap_reader *r, const char *path,
 						    char *err, size_t errlen);
 
+/* The same checks over a state file already in memory (len bytes at buf,
+ * copied; name is what messages call it): for migration streams and
+ * the fuzzer. */
+__attribute__((warn_unused_result)) int snap_r_open_mem(struct snap_reader *r, const void *buf,
+							size_t len, const char *name, char *err,
+							size_t errlen);
+
 /* The data of section (tag, index), its length in *len (may be NULL), or
  * NULL when the file has no such section.  Valid until snap_r_close(). */
 const void *snap_r_find(const struct snap_reader *r, uint32_t tag, uint32_t index, uint64_t *len);
@@ -115,20 +123,55 @@ uint32_t snap_crc32(uint32_t crc, const void *buf, size_t len);
 
 /* ---- memory files ---- */
 
+/* The content hash that ties a memory file to its state file: the sum
+ * (mod 2^64) over every page i that is not all zero of
+ * XXH3_64bits_withSeed(page, 4096, i).  A hash of every byte (unlike
+ * snap_mem_digest's sample), independent of which zero pages are holes,
+ * and additive, so a diff snapshot updates it from the dirty pages alone:
+ * sum - old term + new term.  terms, when not NULL, holds each page's
+ * term (0 for zero pages), len / SNAP_PAGE of them, kept by the caller
+ * from one snapshot to the next.  The format is fixed: state files store
+ * the sum. */
+struct snap_mem_hash {
+	uint64_t sum;
+	uint64_t *terms;
+};
+
+/* One page's term (0 for an all-zero page). */
+uint64_t snap_mem_page_term(const uint8_t *page, uint64_t index);
+
+/* The hash of len bytes of RAM in memory: h->sum, and h->terms filled
+ * when it is not NULL. */
+void snap_mem_hash_ram(const uint8_t *ram, uint64_t len, struct snap_mem_hash *h);
+
+/* The hash of a memory file of len bytes read through fd (its data
+ * ranges only, with pread: holes cost nothing and a tmpfs file is not
+ * filled in): h->sum, and h->terms when not NULL.  0, or -errno with the
+ * reason in err (name names the file). */
+__attribute__((warn_unused_result)) int snap_mem_hash_fd(int fd, uint64_t len, const char *name,
+							 struct snap_mem_hash *h, char *err,
+							 size_t errlen);
+
 /* Write len bytes of guest RAM (a multiple of SNAP_PAGE) to path: the file
  * is len bytes, all-zero pages stay holes, runs of non-zero pages go out
- * in one write each. */
+ * in one write each.  h (may be NULL) receives the content hash, and its
+ * terms when h->terms is not NULL, computed on the way (every page is
+ * read for the zero check anyway). */
 __attribute__((warn_unused_result)) int snap_mem_write_full(const char *path, const uint8_t *ram,
-							    uint64_t len, char *err, size_t errlen);
+							    uint64_t len, struct snap_mem_hash *h,
+							    char *err, size_t errlen);
 
 /* Write a diff: exactly the pages whose bit is set in dirty (bit i of
  * dirty[i / 64] = page i, KVM_GET_DIRTY_LOG's order), all-zero ones too,
  * as data; every other page is a hole.  Refuses (-EOPNOTSUPP) a file
  * system whose SEEK_DATA map would not say exactly those pages, since
- * snap_mem_merge() reads the diff through it. */
+ * snap_mem_merge() reads the diff through it.  h (may be NULL; else
+ * h->terms must hold the previous snapshot's terms) is updated to the
+ * hash of the whole RAM as it is now, from the dirty pages alone. */
 __attribute__((warn_unused_result)) int snap_mem_write_diff(const char *path, const uint8_t *ram,
 							    uint64_t len, const uint64_t *dirty,
-							    char *err, size_t errlen);
+							    struct snap_mem_hash *h, char *err,
+							    size_t errlen);
 
 /* Fold diff into base: every data range of diff is copied onto base at
  * the same offset; both must have the same size.  Crash-safe: the result

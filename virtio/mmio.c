@@ -511,6 +511,22 @@ int virtio_dev_restore(struct virtio_dev *d, const struct virtio_dev_state *s, c
 				      "offered ones", d->name);
 		return -EINVAL;
 	}
+	/* The rest as a driver could have left it (§4.2.2): known status
+	 * bits, the two interrupt bits, queues ready or not. */
+	const uint32_t status_bits = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+				     VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |
+				     VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED;
+	bool ready_ok = true;
+	for (unsigned q = 0; q < VIRTIO_MAX_QUEUES; q++)
+		ready_ok &= s->vq[q].ready <= 1 && (q < d->ops->nr_queues || !s->vq[q].ready);
+	if ((s->st.status & ~status_bits) || (s->st.interrupt_status & ~3u) || s->broken > 1 ||
+	    !ready_ok) {
+		snprintf(err, errlen,
+			 "%s: the snapshot's transport state is not one a driver can reach "
+			 "(status 0x%x, interrupt status 0x%x)",
+			 d->name, s->st.status, s->st.interrupt_status);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&d->lock);
 	d->st = s->st;
 	d->broken = s->broken != 0;

@@ -211,7 +211,7 @@ static void test_layout(void **state)
 	assert_int_equal(n1, n2);
 	assert_memory_equal(copy, b, n1);
 	/* little-endian, fixed offsets */
-	assert_memory_equal(copy, "EMBRSNAP\x01\0\0\0\x01\0\0\0\x02\0\0\0", 20);
+	assert_memory_equal(copy, "EMBRSNAP\x02\0\0\0\x01\0\0\0\x02\0\0\0", 20);
 	assert_memory_equal(copy + 64, "VCPU\0\0\0\0\x64\0\0\0\0\0\0\0", 16);
 	/* padding is zero */
 	assert_memory_equal(copy + 64 + 16 + 100, "\0\0\0\0", 4);
@@ -258,10 +258,10 @@ static void test_other_version(void **state)
 	uint8_t *b = slurp(f->path, &len);
 	b[8] = 7;
 	spill(f->path, b, len); /* CRC left stale: the version is said first */
-	assert_refused(f, "format version 7, this ember reads 1");
+	assert_refused(f, "format version 7, this ember reads 2");
 	reseal(b, len);
 	spill(f->path, b, len);
-	assert_refused(f, "format version 7, this ember reads 1");
+	assert_refused(f, "format version 7, this ember reads 2");
 }
 
 static void test_other_arch(void **state)
