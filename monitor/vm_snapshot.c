@@ -467,13 +467,14 @@ int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err,
 		snap_r_close(&kept.rd);
 		return fail(err, errlen, -EINVAL, "%s: section CONF: %s", state_path, why);
 	}
-	if (kept.rd.h.nr_vcpus != cfg->vcpus || kept.rd.h.mem_size != cfg->mem_size) {
+	const struct snap_header h = kept.rd.h;
+	if (h.nr_vcpus != cfg->vcpus || h.mem_size != cfg->mem_size) {
 		snap_r_close(&kept.rd);
 		return fail(err, errlen, -EINVAL,
-			    "%s: the header says %u vCPUs and %llu bytes of RAM, section CONF %u "
-			    "and %llu",
-			    state_path, kept.rd.h.nr_vcpus, (unsigned long long)kept.rd.h.mem_size,
-			    cfg->vcpus, (unsigned long long)cfg->mem_size);
+			    "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says "
+			    "%u and %llu",
+			    state_path, h.nr_vcpus, (unsigned long long)(h.mem_size >> 20),
+			    cfg->vcpus, (unsigned long long)(cfg->mem_size >> 20));
 	}
 	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", state_path) < (int)sizeof(kept.path);
 	if (!kept.open)
