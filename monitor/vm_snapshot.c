@@ -48,37 +48,8 @@
 #include "monitor/hvt.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
+#include "monitor/snap_records.h"
 #include "snapshot/snapshot.h"
-
-#define TAG_CONF SNAP_TAG('C', 'O', 'N', 'F')
-#define TAG_CPID SNAP_TAG('C', 'P', 'I', 'D')
-#define TAG_KVMS SNAP_TAG('K', 'V', 'M', 'S')
-#define TAG_VCPU SNAP_TAG('V', 'C', 'P', 'U')
-#define TAG_UART SNAP_TAG('U', 'A', 'R', 'T')
-#define TAG_VDEV SNAP_TAG('V', 'D', 'E', 'V')
-#define TAG_VDVX SNAP_TAG('V', 'D', 'V', 'X')
-#define TAG_HVTG SNAP_TAG('H', 'V', 'T', 'G')
-#define TAG_MEMF SNAP_TAG('M', 'E', 'M', 'F')
-#define TAG_MEMH SNAP_TAG('M', 'E', 'M', 'H')
-
-/* Which file the snapshot's memory was written to: after a crash between
- * the state file's commit and the memory file's rename, "<mem>.next" is
- * recognised by this, exactly; and that file is taken without reading it
- * all.  Any other file (a copy, a merge, another snapshot's) must have
- * the content hash MEMH records.  mtime tells a file from a later one
- * that reuses a freed inode number. */
-struct memfile_id {
-	uint64_t dev, ino, size, mtime_ns;
-};
-_Static_assert(sizeof(struct memfile_id) == 32, "a snapshot record");
-
-#define DEV_RECORD_MAX 4096
-
-/* What a restore of a Solo5 hvt guest needs besides its memory. */
-struct hvt_record {
-	struct hvt_manifest mft;
-	uint64_t mem_size, kernel_end;
-};
 
 static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -91,65 +62,14 @@ static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
 	return r;
 }
 
-/* FNV-1a over the CPUID entries: the header's signature. */
-static uint64_t cpuid_sig(const struct kvm_cpuid2 *c)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	const uint8_t *p = (const uint8_t *)c->entries;
-	for (size_t i = 0; i < c->nent * sizeof(c->entries[0]); i++)
-		h = (h ^ p[i]) * 0x100000001b3ULL;
-	return h;
-}
-
 static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
 {
 	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
 }
 
-/* ---- the configuration: struct vm_config is mostly unused path
- * buffers (zeros), so CONF holds it with its zero runs squeezed out:
- * pairs of {u32 literal bytes, u32 zero bytes} each followed by the
- * literal bytes.  110 KiB become a few hundred bytes, which the CRC and
- * every restore read. ---- */
-
-static size_t squeeze(const uint8_t *in, size_t len, uint8_t *out)
-{
-	size_t o = 0, i = 0;
-	while (i < len) {
-		size_t lit = i;
-		while (lit < len && !(in[lit] == 0 && lit + 8 <= len && !memcmp(in + lit, "\0\0\0\0\0\0\0\0", 8)))
-			lit++;
-		size_t zero = lit;
-		while (zero < len && in[zero] == 0)
-			zero++;
-		uint32_t hdr[2] = {(uint32_t)(lit - i), (uint32_t)(zero - lit)};
-		memcpy(out + o, hdr, sizeof(hdr));
-		memcpy(out + o + sizeof(hdr), in + i, lit - i);
-		o += sizeof(hdr) + (lit - i);
-		i = zero;
-	}
-	return o;
-}
-
-/* 0, or -EINVAL when in is not a squeezed blob of exactly len bytes. */
-static int unsqueeze(const uint8_t *in, size_t inlen, uint8_t *out, size_t len)
-{
-	size_t i = 0, o = 0;
-	while (i < inlen) {
-		uint32_t hdr[2];
-		if (inlen - i < sizeof(hdr))
-			return -EINVAL;
-		memcpy(hdr, in + i, sizeof(hdr));
-		i += sizeof(hdr);
-		if (hdr[0] > inlen - i || hdr[0] > len - o || hdr[1] > len - o - hdr[0])
-			return -EINVAL;
-		memcpy(out + o, in + i, hdr[0]);
-		memset(out + o + hdr[0], 0, hdr[1]);
-		i += hdr[0];
-		o += hdr[0] + hdr[1];
-	}
-	return o == len ? 0 : -EINVAL;
-}
+/* CONF: struct vm_config is mostly unused path buffers (zeros), so it is
+ * held with its zero runs squeezed out (snap_check.c): 110 KiB become a
+ * few hundred bytes, which the CRC and every restore read. */
 
 /* ---- create ---- */
 
@@ -190,7 +110,7 @@ static int add_devices(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	uart_save(&vm->com1, &us);
 	int r = snap_w_add(w, TAG_UART, 0, &us, sizeof(us));
 	struct virtio_dev *d;
-	static uint8_t rec[DEV_RECORD_MAX]; /* vmm thread only */
+	static uint8_t rec[SNAP_DEV_RECORD_MAX]; /* vmm thread only */
 	for (unsigned i = 0; !r && (d = vdevs_get(vm, i)) != NULL; i++) {
 		struct virtio_dev_state s;
 		virtio_dev_save(d, &s);
@@ -232,7 +152,7 @@ static int add_machine(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	if (!r) {
 		/* Worst case: a header per 8 bytes of literal. */
 		static uint8_t conf[sizeof(struct vm_config) * 2];
-		size_t n = squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
+		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
 		r = snap_w_add(w, TAG_CONF, 0, conf, n);
 	}
 	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
@@ -371,7 +291,7 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	    .flags = diff ? SNAP_F_DIFF : 0,
 	    .mem_size = vm->mem.ram_size,
 	    .mem_digest = snap_mem_digest(vm->mem.base, vm->mem.ram_size),
-	    .cpuid_sig = cpuid_sig(vm->guest_cpuid),
+	    .cpuid_sig = snap_cpuid_sig(vm->guest_cpuid),
 	};
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -452,29 +372,11 @@ int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err,
 	int r = snap_r_open(&kept.rd, state_path, err, errlen);
 	if (r)
 		return r;
-	uint64_t len;
-	static struct vm_config raw; /* large; the vmm thread (or main) only */
-	char why[CFG_ERR_MAX];
-	const void *c = snap_r_find(&kept.rd, TAG_CONF, 0, &len);
-	if (!c || unsqueeze(c, len, (uint8_t *)&raw, sizeof(raw))) {
+	/* Every record checked before anything is built from it. */
+	r = snap_check_records(&kept.rd, state_path, cfg, err, errlen);
+	if (r) {
 		snap_r_close(&kept.rd);
-		return fail(err, errlen, -EINVAL,
-			    "%s: no configuration of this ember's layout in the snapshot", state_path);
-	}
-	/* The record is rebuilt through the user's setters: what the
-	 * snapshot says is only what a user could have said. */
-	if (cfg_import(&raw, cfg, why, sizeof(why))) {
-		snap_r_close(&kept.rd);
-		return fail(err, errlen, -EINVAL, "%s: section CONF: %s", state_path, why);
-	}
-	const struct snap_header h = kept.rd.h;
-	if (h.nr_vcpus != cfg->vcpus || h.mem_size != cfg->mem_size) {
-		snap_r_close(&kept.rd);
-		return fail(err, errlen, -EINVAL,
-			    "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says "
-			    "%u and %llu",
-			    state_path, h.nr_vcpus, (unsigned long long)(h.mem_size >> 20),
-			    cfg->vcpus, (unsigned long long)(cfg->mem_size >> 20));
+		return r;
 	}
 	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", state_path) < (int)sizeof(kept.path);
 	if (!kept.open)
@@ -668,7 +570,7 @@ int vm_restore_cpuid(struct vm *vm, const struct kvm_cpuid2 *host, char *err, si
 {
 	uint64_t len;
 	const struct kvm_cpuid2 *c = snap_r_find(vm->snap, TAG_CPID, 0, &len);
-	if (!c || len < sizeof(*c) || len != cpuid_bytes(c) || cpuid_sig(c) != vm->snap->h.cpuid_sig)
+	if (!c || len < sizeof(*c) || len != cpuid_bytes(c) || snap_cpuid_sig(c) != vm->snap->h.cpuid_sig)
 		return fail(err, errlen, EXIT_CONFIG, "%s: the CPUID section is missing or damaged",
 			    vm->restore->state_path);
 	char missing[256];
@@ -741,30 +643,11 @@ int vm_restore_hvt(struct vm *vm, struct hvt_guest *g, char *err, size_t errlen)
 	const struct hvt_record *h = need(vm, TAG_HVTG, 0, sizeof(*h), err, errlen);
 	if (!h)
 		return EXIT_CONFIG;
-	/* The manifest passes the checks an ELF's note does: through the
-	 * same parser, from its wire form. */
-	static uint8_t desc[sizeof(struct hvt_mft) + sizeof(h->mft.e)];
 	char why[256];
-	struct hvt_mft hdr = {.version = HVT_MFT_VERSION, .entries = h->mft.nr};
-	size_t n = h->mft.nr <= HVT_MFT_MAX_ENTRIES ? h->mft.nr : 0;
-	memcpy(desc, &hdr, sizeof(hdr));
-	memcpy(desc + sizeof(hdr), h->mft.e, n * sizeof(h->mft.e[0]));
 	memset(g, 0, sizeof(*g));
-	if (hvt_parse_manifest(desc, sizeof(hdr) + n * sizeof(h->mft.e[0]), &g->mft, why,
-			       sizeof(why)))
+	if (snap_check_hvt(h, vm->cfg->mem_size, &g->mft, why, sizeof(why)))
 		return fail(err, errlen, EXIT_CONFIG, "%s: section HVTG: %s",
 			    vm->restore->state_path, why);
-	/* The layout hvt_setup() makes: RAM rounded down to 2 MiB, the
-	 * kernel page-aligned with a page of stack above it. */
-	uint64_t mem_size = vm->cfg->mem_size & ~(HVT_PAGE - 1);
-	if (h->mem_size != mem_size || mem_size > HVT_MAX_MEM || h->kernel_end % 4096 ||
-	    h->kernel_end < HVT_LOW_UNMAPPED || h->kernel_end + 4096 > mem_size)
-		return fail(err, errlen, EXIT_CONFIG,
-			    "%s: section HVTG: memory size 0x%llx and kernel end 0x%llx are not "
-			    "an hvt layout of %llu MiB",
-			    vm->restore->state_path, (unsigned long long)h->mem_size,
-			    (unsigned long long)h->kernel_end,
-			    (unsigned long long)(vm->cfg->mem_size >> 20));
 	g->mem_size = h->mem_size;
 	g->kernel_end = h->kernel_end;
 	g->mem = &vm->mem;

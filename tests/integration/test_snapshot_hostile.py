@@ -133,11 +133,11 @@ def test_crafted_vcpus_without_kernel_refused(snap, tmp_path):
     bad.write_bytes(with_conf(snap["state"].read_bytes(), craft))
     r = restore(bad, snap["mem"], "--use-saved-paths")
     assert r.returncode == EXIT_CONFIG, (r.returncode, r.stderr)
-    assert "section CONF: [vm] vcpus" in r.stderr and "must be 1..32" in r.stderr, r.stderr
+    assert "section CONF 0: [vm] vcpus" in r.stderr and "must be 1..32" in r.stderr, r.stderr
     st, js, alive, state = api_load(tmp_path, {"snapshot_path": str(bad),
                                                "mem_file_path": str(snap["mem"]),
                                                "use_saved_paths": True})
-    assert st == 400 and "section CONF: [vm] vcpus" in js["fault_message"], js
+    assert st == 400 and "section CONF 0: [vm] vcpus" in js["fault_message"], js
     assert alive and state == "Not started"
 
 
@@ -261,7 +261,7 @@ def test_hvt_manifest_of_65_entries_refused(tmp_path):
                                  lambda d: struct.pack("<I", 65) + d[4:]))
     r = restore(bad, m, "--block:storage=" + str(img))
     assert r.returncode == EXIT_CONFIG, (r.returncode, r.stderr)
-    assert "section HVTG: manifest: 65 entries (1..64 allowed)" in r.stderr, r.stderr
+    assert "section HVTG 0: manifest: 65 entries (1..64 allowed)" in r.stderr, r.stderr
     # the good one still loads (the same override confirms the disk)
     r = restore(s, m, "--block:storage=" + str(img), limit=30)
     assert r.returncode == 0 and "blk: read back ok" in r.stdout, r.stdout + r.stderr

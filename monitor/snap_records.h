@@ -1,0 +1,80 @@
+/* The state file's records as ember writes them (monitor/vm_snapshot.c)
+ * and their up-front check (monitor/snap_check.c).  Private to those two
+ * and the state-file fuzzer (tests/fuzz/fuzz_snapstate.c). */
+#ifndef EMBER_MONITOR_SNAP_RECORDS_H
+#define EMBER_MONITOR_SNAP_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "monitor/hvt.h"
+#include "snapshot/snapshot.h"
+
+struct kvm_cpuid2;
+
+#define TAG_CONF SNAP_TAG('C', 'O', 'N', 'F')
+#define TAG_CPID SNAP_TAG('C', 'P', 'I', 'D')
+#define TAG_KVMS SNAP_TAG('K', 'V', 'M', 'S')
+#define TAG_VCPU SNAP_TAG('V', 'C', 'P', 'U')
+#define TAG_UART SNAP_TAG('U', 'A', 'R', 'T')
+#define TAG_VDEV SNAP_TAG('V', 'D', 'E', 'V')
+#define TAG_VDVX SNAP_TAG('V', 'D', 'V', 'X')
+#define TAG_HVTG SNAP_TAG('H', 'V', 'T', 'G')
+#define TAG_MEMF SNAP_TAG('M', 'E', 'M', 'F')
+#define TAG_MEMH SNAP_TAG('M', 'E', 'M', 'H')
+
+/* The largest VDVX record (a device's own state) ember writes. */
+#define SNAP_DEV_RECORD_MAX 4096
+
+/* Which file the snapshot's memory was written to: after a crash between
+ * the state file's commit and the memory file's rename, "<mem>.next" is
+ * recognised by this, exactly; and that file is taken without reading it
+ * all.  Any other file (a copy, a merge, another snapshot's) must have
+ * the content hash MEMH records.  mtime tells a file from a later one
+ * that reuses a freed inode number. */
+struct memfile_id {
+	uint64_t dev, ino, size, mtime_ns;
+};
+_Static_assert(sizeof(struct memfile_id) == 32, "a snapshot record");
+
+/* What a restore of a Solo5 hvt guest needs besides its memory. */
+struct hvt_record {
+	struct hvt_manifest mft;
+	uint64_t mem_size, kernel_end;
+};
+
+/* CONF holds struct vm_config with its zero runs squeezed out: pairs of
+ * {u32 literal bytes, u32 zero bytes}, each followed by the literal
+ * bytes.  squeeze() writes at most 2 * len + 8 bytes to out. */
+size_t snap_conf_squeeze(const uint8_t *in, size_t len, uint8_t *out);
+/* 0, or -EINVAL when in is not a squeezed blob of exactly len bytes. */
+__attribute__((warn_unused_result)) int snap_conf_unsqueeze(const uint8_t *in, size_t inlen,
+							    uint8_t *out, size_t len);
+
+/* FNV-1a over the CPUID entries: the header's cpuid_sig. */
+uint64_t snap_cpuid_sig(const struct kvm_cpuid2 *c);
+
+/* Check every record of an opened state file (its header, CRC and
+ * section bounds already checked by snap_r_open) before anything is
+ * built from it: the configuration rebuilt through cfg_import() into cfg
+ * and matching the header; each section ember writes present once with
+ * its exact size (VCPU 0..n-1, VDEV and VDVX for the configuration's
+ * devices and no more), the CPUID entries matching their signature, the
+ * hvt manifest through hvt_parse_manifest() and its layout the one
+ * hvt_setup() makes; no section of another kind.  What only a device can
+ * judge (its VDVX record, its transport state) its restore op checks.
+ * 0, or -EINVAL with "NAME: section TAG i: why" in err. */
+__attribute__((warn_unused_result)) int snap_check_records(const struct snap_reader *rd,
+							   const char *name, struct vm_config *cfg,
+							   char *err, size_t errlen);
+
+/* The HVTG record's manifest through hvt_parse_manifest() into out, and
+ * its layout checked against mem_size as configured.  0 or -EINVAL with
+ * the reason in err. */
+__attribute__((warn_unused_result)) int snap_check_hvt(const struct hvt_record *h,
+						       uint64_t cfg_mem_size,
+						       struct hvt_manifest *out, char *err,
+						       size_t errlen);
+
+#endif
