@@ -344,3 +344,26 @@ def test_diff_needs_a_base(tmp_path):
     assert r.returncode == 0, r.stderr
     r = restore(tmp_path / "d.state", tmp_path / "f.mem")
     assert r.returncode == EXIT_TIMEOUT, r.stderr
+
+
+@pytest.mark.parametrize("which", ["state", "memory"])
+def test_fifo_snapshot_paths_refused(snap, tmp_path, which):
+    """A FIFO where a state or memory file should be is refused at once
+    (the open does not wait for a writer), by run, the API and merge."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    state = fifo if which == "state" else snap["state"]
+    mem = fifo if which == "memory" else snap["mem"]
+    r = run(["run", "--restore", str(state), "--memory-file", str(mem), "--use-saved-paths",
+             "--serial", "none"], timeout=30)
+    assert r.returncode == EXIT_CONFIG, (r.returncode, r.stderr)
+    assert str(fifo) in r.stderr and "not a regular file" in r.stderr, r.stderr
+    st, js, alive, state_ = api_load(tmp_path, {"snapshot_path": str(state),
+                                                "mem_file_path": str(mem),
+                                                "use_saved_paths": True})
+    assert st == 400 and str(fifo) in js["fault_message"], js
+    assert alive and state_ == "Not started"
+    r = run(["snapshot", "merge", str(snap["mem"]) if which == "state" else str(fifo),
+             str(fifo) if which == "state" else str(snap["mem"])], timeout=30)
+    assert r.returncode != 0 and "a FIFO, not a regular file" in r.stderr, r.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
