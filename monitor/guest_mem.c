@@ -2,6 +2,7 @@
 #include "monitor/guest_mem.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -133,8 +134,51 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
 	return r;
 }
 
+static uint64_t bitmap_bytes(const struct gmem *m)
+{
+	return (m->ram_size / 4096 + 63) / 64 * 8;
+}
+
+int gmem_track(struct gmem *m, bool on)
+{
+	if (on == (m->dirty != NULL))
+		return 0;
+	if (!on) {
+		munmap((void *)m->dirty, bitmap_bytes(m));
+		m->dirty = NULL;
+		return 0;
+	}
+	void *p = mmap(NULL, bitmap_bytes(m), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	m->dirty = p;
+	return 0;
+}
+
+void gmem_mark(const struct gmem *m, const void *host, uint64_t len)
+{
+	if (!m->dirty || !len)
+		return;
+	uint64_t off = (uint64_t)((const uint8_t *)host - m->base);
+	for (uint64_t i = off / 4096; i <= (off + len - 1) / 4096; i++)
+		atomic_fetch_or_explicit(&m->dirty[i / 64], 1ULL << (i % 64),
+					 memory_order_relaxed);
+}
+
+void gmem_dirty_fetch(const struct gmem *m, uint64_t *out)
+{
+	if (!m->dirty)
+		return;
+	for (uint64_t w = 0; w < bitmap_bytes(m) / 8; w++)
+		if (atomic_load_explicit(&m->dirty[w], memory_order_relaxed))
+			out[w] |= atomic_exchange_explicit(&m->dirty[w], 0, memory_order_relaxed);
+}
+
 void gmem_free(struct gmem *m)
 {
+	if (m->dirty)
+		(void)!gmem_track(m, false);
 	if (m->base)
 		munmap(m->base - GMEM_GUARD, m->ram_size + 2 * GMEM_GUARD);
 	memset(m, 0, sizeof(*m));

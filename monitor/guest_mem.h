@@ -28,6 +28,11 @@ struct gmem {
 	unsigned nr;
 	uint64_t ram_size; /* sum of region sizes */
 	uint8_t *base;	   /* the one mapping, ram_size bytes */
+	/* The pages ember itself wrote since the last gmem_dirty_fetch(),
+	 * one bit per page of the mapping (slot 0 then slot 1, as the
+	 * mapping lays them out); NULL when not tracking.  KVM's dirty log
+	 * sees only the guest's own writes. */
+	_Atomic uint64_t *dirty;
 };
 
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
@@ -56,6 +61,26 @@ __attribute__((warn_unused_result)) int gmem_write(const struct gmem *m, uint64_
 						   const void *src, uint64_t len);
 __attribute__((warn_unused_result)) int gmem_read(const struct gmem *m, uint64_t gpa, void *dst,
 						  uint64_t len);
+
+/* Dirty tracking of the monitor's own writes (devices' buffers, used
+ * rings, hvt results): start (on) or stop it.  Starting allocates the
+ * bitmap (pages / 8 bytes, MAP_NORESERVE), stopping frees it; call from
+ * the vmm thread before the sandbox closes, or with the VM paused.  0 or
+ * -errno. */
+__attribute__((warn_unused_result)) int gmem_track(struct gmem *m, bool on);
+
+/* Mark [host, host+len) — a pointer gmem_ptr() returned — as written by
+ * ember.  Every write into guest RAM after boot goes through a pointer
+ * its writer marks (virtio/virtqueue.c marks writable buffers as a
+ * device takes them and the used ring as it fills it; the hvt frontend
+ * marks the buffers a hypercall names).  Any thread; a no-op when not
+ * tracking. */
+void gmem_mark(const struct gmem *m, const void *host, uint64_t len);
+
+/* OR the pages marked since the last call into out (one bit per page of
+ * the mapping, KVM_GET_DIRTY_LOG's order) and clear them, atomically per
+ * word: a mark made concurrently lands in this fetch or the next. */
+void gmem_dirty_fetch(const struct gmem *m, uint64_t *out);
 
 /* Highest guest-physical address + 1 that is RAM below the hole. */
 uint64_t gmem_low_end(const struct gmem *m);

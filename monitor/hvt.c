@@ -202,6 +202,10 @@ static void *guest_buf(struct hvt_guest *g, unsigned nr, const char *what, uint6
 	void *p = gmem_ptr(g->mem, gpa, len);
 	if (!p)
 		*stop = fault(g, nr, what, gpa, len);
+	/* Results and read buffers are written through it: dirty (it may
+	 * only be read: a page too many costs a page in a diff, nothing
+	 * more). */
+	gmem_mark(g->mem, p, p ? len : 0);
 	return p;
 }
 

@@ -273,6 +273,12 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 		return host_err(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
 	vm->run_size = (size_t)sz;
 
+	/* KVM logs the guest's writes; ember's own are marked beside it. */
+	int e = vm->track_dirty ? gmem_track(&vm->mem, true) : 0;
+	if (e) {
+		snprintf(err, errlen, "dirty page bitmap: %s", strerror(-e));
+		return EXIT_HOST;
+	}
 	for (unsigned i = 0; i < vm->mem.nr; i++) {
 		struct kvm_userspace_memory_region reg = {
 		    .slot = i,

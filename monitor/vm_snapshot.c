@@ -74,8 +74,9 @@ static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
 /* ---- create ---- */
 
 /* The dirty pages since the last call, as one bitmap over the RAM
- * mapping (slot 0 then slot 1, as the mapping lays them out).  KVM
- * clears its log as it hands it over.  NULL with err set on failure. */
+ * mapping (slot 0 then slot 1, as the mapping lays them out): KVM's log
+ * of the guest's writes and guest memory's of ember's own.  Both are
+ * cleared as they are handed over.  NULL with err set on failure. */
 static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t pages = vm->mem.ram_size / 4096;
@@ -101,6 +102,9 @@ static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 		free(slot);
 		first += n;
 	}
+	/* and the pages ember wrote itself (device buffers, used rings, hvt
+	 * results), which KVM's log does not see */
+	gmem_dirty_fetch(&vm->mem, bm);
 	return bm;
 }
 

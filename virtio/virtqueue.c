@@ -164,6 +164,9 @@ int vq_pop(struct vq *q, struct vq_chain *c, char *err, size_t errlen)
 		s->p = p;
 		s->len = d.len;
 		if (d.flags & VIRTQ_DESC_F_WRITE) {
+			/* The device may write it from now on: dirty (a snapshot
+			 * or a migration round after this sees it). */
+			gmem_mark(q->mem, p, d.len);
 			c->nr_in++;
 			in += d.len;
 		} else {
@@ -201,6 +204,8 @@ void vq_push(struct vq *q, uint16_t head, uint32_t written)
 	uint32_t id = head;
 	memcpy(elem, &id, 4);
 	memcpy(elem + 4, &written, 4);
+	gmem_mark(q->mem, elem, 8);
+	gmem_mark(q->mem, used + 2, 2);
 	q->s.next_used++;
 	/* The element before the index (§2.7.8.2). */
 	atomic_thread_fence(memory_order_release);
