@@ -57,11 +57,13 @@ static const struct allow allowlist[] = {
      * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault */
     ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
     /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap); stderr
-     * messages (vcpu_dump, the stop reason, --stats); API replies;
+     * messages (vcpu_dump, the stop reason, --stats); API replies, and
+     * the API mailbox's eventfds (a call waits; a long job is done);
      * virtio-vsock: bytes to host sockets */
     ALLOW(write, VMM | VCPU | API, ARG_ANY),
     /* hvt: NET_READ (tap); the teardown child waits on its pipe (vmm);
-     * API requests; virtio-vsock: bytes from host sockets */
+     * API requests and mailbox eventfds; virtio-vsock: bytes from host
+     * sockets */
     ALLOW(read, VMM | VCPU | API, ARG_ANY),
     /* hvt: BLOCK_READ */
     ALLOW(pread64, VMM | VCPU, ARG_ANY),
@@ -88,7 +90,7 @@ static const struct allow allowlist[] = {
     /* virtio-rng: the guest's entropy */
     ALLOW(getrandom, VMM, ARG_ANY),
     /* virtio rate limiters: the retry timer (a timerfd); the metrics
-     * timer (API mode); the API's idle-connection sweep; virtio-vsock:
+     * timer (API mode); the API's connection clocks; virtio-vsock:
      * its connection deadlines */
     ALLOW(timerfd_settime, VMM | API, ARG_ANY),
     /* hvt: BLOCK_WRITE */

@@ -501,6 +501,7 @@ static int put_logger_metrics(struct api *a, bool logger, json_t *body, char *fa
 	if (has(body, field) && check_file(a, field, str(body, field),
 					   O_WRONLY | O_APPEND | O_NONBLOCK, &fd, fault, len))
 		return 400;
+	pthread_mutex_lock(&a->view_lock);
 	if (logger) {
 		a->logger = json_incref(body);
 		a->log_fd = fd;
@@ -510,6 +511,7 @@ static int put_logger_metrics(struct api *a, bool logger, json_t *body, char *fa
 		a->metrics = json_incref(body);
 		a->metrics_fd = fd;
 	}
+	pthread_mutex_unlock(&a->view_lock);
 	return 0;
 }
 
@@ -550,6 +552,8 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 	json_t **slot = NULL, *old = NULL, *o = json_incref(body);
 	size_t at = 0;
 	bool added = false;
+	/* From here to the end the objects change: GETs wait (briefly). */
+	pthread_mutex_lock(&a->view_lock);
 	if (!strcmp(what, "drives") || !strcmp(what, "network-interfaces")) {
 		json_t *arr = what[0] == 'd' ? a->drives : a->nets;
 		const char *idf = objects[k].id_field;
@@ -561,6 +565,7 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 					   json_is_true(json_object_get(d, "is_root_device")))
 			{
 				json_decref(o);
+				pthread_mutex_unlock(&a->view_lock);
 				snprintf(fault, len, "A root block device already exists!");
 				return 400;
 			}
@@ -595,6 +600,7 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 		/* Firecracker: a snapshot loads only into an unconfigured VM */
 		if (strcmp(what, "ember-options"))
 			a->configured = true;
+		pthread_mutex_unlock(&a->view_lock);
 		return 0;
 	}
 	/* Refused: put back what was there. */
@@ -608,6 +614,7 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 		json_decref(*slot);
 		*slot = old;
 	}
+	pthread_mutex_unlock(&a->view_lock);
 	snprintf(fault, len, "%s", err);
 	return 400;
 }
@@ -616,6 +623,7 @@ int api_init(struct api *a)
 {
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->view_lock, NULL);
 	a->log_fd = a->metrics_fd = -1;
 	a->id = "anonymous-instance";
 	a->machine = machine_defaults();

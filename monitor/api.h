@@ -9,7 +9,10 @@
  * under a mutex and checked through cfg_set(); what needs the vmm thread
  * (opening files, InstanceStart, pause/resume, metrics) goes through a
  * mailbox: a request struct under a mutex, an eventfd the vmm thread's
- * event loop watches, and a condvar for the reply.
+ * event loop watches, and a condvar for the reply.  Long jobs (InstanceStart,
+ * snapshot create and load) are not waited for: their reply comes back
+ * through a second eventfd the API thread's loop watches, so GETs go on
+ * being answered meanwhile (and other changes are refused as busy).
  *
  * The first part is what main.c needs; the rest is private to
  * monitor/api*.c. */
@@ -26,6 +29,7 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
+#include "monitor/evloop.h"
 
 /* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
 bool api_is_api_mode(const char *arg1);
@@ -73,19 +77,31 @@ int snap_cli_check_paths(const struct vm_config *c, const struct vm_restore_path
 
 /* ---- private to monitor/api*.c ---------------------------------------- */
 
-#define API_MAX_BODY 51200	  /* Firecracker's default payload limit */
-#define API_IDLE_MS_DEFAULT 60000 /* a connection silent this long is closed */
+#define API_MAX_BODY 51200	     /* Firecracker's default payload limit */
+#define API_IDLE_MS_DEFAULT 60000    /* a connection silent this long is closed */
+#define API_REQUEST_MS_DEFAULT 10000 /* a request (or its reply) must move in full within */
 #define API_FAULT_MAX 640
 
 /* The HTTP server (api_http.c): one request at a time per connection,
- * handled on the API thread as it completes. */
+ * handled on the API thread as it completes.  Connections are bounded
+ * (256), and so is the time a request may take to arrive in full and its
+ * reply to be taken (request_ms), and the silence of a connection
+ * (idle_ms); when every slot is taken, a new client takes the slot of a
+ * connection idle between requests, else of the one whose request (or
+ * reply) has been on its way longest, never of one being answered.  See
+ * docs/api.md, "Limits". */
 struct http_req {
 	int method; /* enum http_method (http_parser.h) */
 	const char *method_name;
 	const char *path; /* without the query string */
 	const char *body;
 	size_t body_len;
+	uint64_t ticket; /* names this request to http_server_complete() */
 };
+/* A handler that sets status HTTP_DEFERRED answers later, through
+ * http_server_complete(); the connection reads nothing more meanwhile and
+ * is never timed out or evicted. */
+#define HTTP_DEFERRED (-1)
 struct http_resp {
 	int status;
 	char *body; /* malloc'd JSON, or NULL for none (204) */
@@ -93,16 +109,29 @@ struct http_resp {
 typedef void (*http_handler_fn)(void *opaque, const struct http_req *rq, struct http_resp *rs);
 
 struct http_server;
+struct http_limits {
+	size_t max_body;     /* request body, bytes */
+	unsigned idle_ms;    /* a connection that sends and takes nothing this long is closed */
+	unsigned request_ms; /* from a request's first byte (or the accept) to its last, and
+				from a reply's first byte to its last */
+};
 
 /* Everything the server needs, made before the API thread's filter is
  * loaded (epoll, timer, connection table).  listen_fd is listening and
  * non-blocking.  0 or -errno. */
 __attribute__((warn_unused_result)) int http_server_new(struct http_server **out, int listen_fd,
-							size_t max_body, unsigned idle_ms,
+							const struct http_limits *lim,
 							http_handler_fn fn, void *opaque);
+/* Watch fd on the server's loop too (fn runs on the API thread); before
+ * http_server_run.  0 or -errno. */
+__attribute__((warn_unused_result)) int
+http_server_watch(struct http_server *s, struct ev_source *src, int fd, ev_fn fn, void *opaque);
 /* Serve forever on the calling thread.  Returns only on an epoll
  * failure (-errno). */
 int http_server_run(struct http_server *s);
+/* The reply to a deferred request (API thread).  Dropped when its client
+ * has gone meanwhile. */
+void http_server_complete(struct http_server *s, uint64_t ticket, const struct http_resp *rs);
 
 /* A JSON reply: status and body (json_dumps of obj, which is released). */
 void http_reply_json(struct http_resp *rs, int status, json_t *obj);
@@ -133,7 +162,7 @@ struct api_call {
 	int flags;
 	const char *mem_path; /* snapshots' memory file */
 	bool diff;	      /* SNAP_CREATE: "Diff" */
-	const json_t *body;   /* SNAP_LOAD: its request (the API thread waits, holding it) */
+	const json_t *body;   /* SNAP_LOAD: its request (a->job holds it) */
 	int fd;		      /* API_OP_OPEN's result */
 	bool net;	      /* LIMITS: a net device (else a drive) */
 	unsigned index;	      /* LIMITS: its place among the drives or nets */
@@ -145,13 +174,32 @@ struct api_call {
 struct api_mbox {
 	pthread_mutex_t lock;
 	pthread_cond_t done_cv;
-	int efd;	       /* eventfd: a call is waiting */
+	int efd;	       /* eventfd: a call is waiting (the vmm thread's loop) */
+	int done_efd;	       /* eventfd: a posted call is done (the API thread's loop) */
 	struct api_call *call; /* the call in flight, NULL when none */
 	bool done;
+	bool posted; /* call came from api_vmm_post: its reply goes to done_efd */
+};
+
+/* The long job in flight (API thread only): its call, the request it
+ * answers, and the body its strings point into. */
+struct api_job {
+	const char *name; /* "InstanceStart", "snapshot create", ...; NULL: none */
+	struct api_call call;
+	json_t *body;
+	uint64_t ticket;
+	int method;
+	char path[32];
+	struct ev_source done_src; /* mbox.done_efd on the API thread's loop */
 };
 
 struct api {
-	pthread_mutex_t lock; /* held for a whole request, or the config file's load */
+	pthread_mutex_t lock; /* held for a whole change, or the boot from the config file
+				 or the command line; never by GETs */
+	/* Held briefly by whoever changes the objects below (and by the GETs
+	 * that read them), never across a call to the vmm thread: what
+	 * keeps reads of state from waiting behind anything long. */
+	pthread_mutex_t view_lock;
 	/* Accepted configuration objects, as Firecracker's JSON (after
 	 * checking): rebuilt into a struct vm_config by api_build_config. */
 	json_t *boot_source, *machine, *vsock, *entropy, *logger, *metrics;
@@ -165,6 +213,8 @@ struct api {
 	const char *id, *version;
 	pthread_t vmm_tid; /* calls made on the vmm thread itself run in place */
 	struct api_mbox mbox;
+	struct api_job job;
+	struct http_server *srv;
 	atomic_int state; /* enum api_state */
 
 	struct vm *vm;	       /* the vmm thread's */
@@ -217,9 +267,16 @@ int api_put_object(struct api *a, const char *what, const char *id, json_t *body
 /* Rebuild the vm_config from the accepted objects (root drive first,
  * root=/dev/vda appended).  0 or -EINVAL with the reason in err. */
 int api_build_config(struct api *a, struct vm_config *c, char *err, size_t len);
-/* api_routes.c: InstanceStart, also from the vmm thread itself
- * (--config-file).  0 or an HTTP status with the reason in fault. */
+/* api_routes.c: InstanceStart on the vmm thread itself (--config-file),
+ * in place.  0 or an HTTP status with the reason in fault. */
 int api_instance_start(struct api *a, char *fault, size_t len);
+/* api_routes.c (API thread, under a->lock): answer the request later: c
+ * (a->job.call, filled in) goes to the vmm thread as the long job name,
+ * body (its strings) is kept until the reply; rs says HTTP_DEFERRED.
+ * Until then GETs are answered and every other change gets a "busy"
+ * 400.  api_job_done() sends the reply when the vmm thread is done. */
+void api_job_start(struct api *a, const char *name, json_t *body, struct http_resp *rs);
+void api_job_done(struct ev_source *src, uint32_t events);
 
 /* api_main.c (vmm thread): build and start the VM from a->cfg, for
  * InstanceStart or (restore set) a snapshot's load; what names the
@@ -239,8 +296,15 @@ void api_snapshot_load(struct api *a, struct api_call *c);
 
 /* api_main.c: run a call on the vmm thread (in place when made there) and
  * wait for its reply.  The caller holds a->lock: one configurer at a
- * time; the vmm thread never takes it, so waiting under it is safe. */
+ * time; the vmm thread never takes it, so waiting under it is safe.  For
+ * short calls only (a file's open, pause, resume, metrics, limits): the
+ * API thread makes none while a posted call is in flight. */
 void api_vmm_call(struct api *a, struct api_call *c);
+/* api_main.c (API thread): hand c to the vmm thread without waiting; it
+ * writes mbox.done_efd when done.  One at a time. */
+void api_vmm_post(struct api *a, struct api_call *c);
+/* Whether posted call c is done (then the mailbox is free again). */
+bool api_vmm_collect(struct api *a, struct api_call *c);
 /* Write one metrics line now (vmm thread). */
 void api_metrics_flush(struct api *a);
 

@@ -1,10 +1,25 @@
 /* The API's HTTP/1.1 server on a unix socket: Debian's http-parser reads
  * requests, the API thread's event loop (monitor/evloop.h) multiplexes
- * the connections.  Every socket is non-blocking, so a client that sends
- * half a request and stalls holds only its own connection, which the
- * idle sweep closes; bodies over the limit are refused before they are
- * read.  Everything is allocated before the thread's seccomp filter is
- * loaded except request bodies and replies (malloc). */
+ * the connections.  Every socket is non-blocking and every connection
+ * has a clock (docs/api.md, "Limits"):
+ *   - a request must arrive in full (headers and body) within request_ns
+ *     of its first byte, or of the accept for a connection's first (as
+ *     HAProxy's `timeout http-request`): else 408 and close, so a client
+ *     that trickles a byte a second holds its slot seconds, not a day;
+ *   - a reply must be taken in full within request_ns of being queued;
+ *     one reply at a time is queued (the next request is not parsed
+ *     before), so a client that does not read costs one reply's bytes
+ *     and is closed at that deadline;
+ *   - any connection that sends and takes nothing for idle_ns is closed
+ *     (keep-alive ones between requests, too: nginx's keepalive_timeout);
+ *   - with all MAX_CONNS slots taken, a new client takes the slot of an
+ *     idle keep-alive connection (the longest idle), else of the one
+ *     whose request or reply has been on its way longest (as nginx
+ *     reuses keep-alive connections; the slowest go first).  A request
+ *     being answered (deferred) is never cut.
+ * Bodies over the limit are refused before they are read.  Everything is
+ * allocated before the thread's seccomp filter is loaded except request
+ * bodies and replies (malloc). */
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
@@ -23,15 +38,28 @@
 enum {
 	MAX_CONNS = 256,
 	URL_MAX = 1024,
-	SWEEP_NS = 250 * 1000000ULL, /* how often idle connections are looked for */
+	IN_MAX = 4096,	   /* bytes read at a time, kept until parsed */
+	PUMP_READS = 16,   /* reads per connection per wake-up: then the others' turn */
+	DRAIN_MAX = 65536, /* what a close reads of what the client still sent */
+	SWEEP_MS = 250,	   /* how often the clocks are looked at */
 };
+#define NS_PER_MS (1000000ULL)
 
 struct conn {
 	struct ev_source src;
 	struct http_server *srv;
-	int fd; /* -1: free slot */
+	int fd;		 /* -1: free slot */
+	uint32_t events; /* what epoll watches for it now */
+	uint64_t serial; /* tickets: serial * MAX_CONNS + slot */
 	http_parser parser;
 	uint64_t last_ns; /* last byte in or out */
+	uint64_t req_ns;  /* the request on its way began (its first byte, or the accept) */
+	uint64_t out_ns;  /* the reply being written was queued */
+	bool reading;	  /* a request is on its way (from its first byte to its last) */
+	bool pending;	  /* its handler answers later (HTTP_DEFERRED) */
+
+	char in[IN_MAX]; /* read, not yet parsed: pipelined requests wait here */
+	size_t in_off, in_len;
 
 	char url[URL_MAX + 1];
 	size_t url_len;
@@ -54,9 +82,10 @@ struct http_server {
 	struct ev_timer sweep;
 	http_parser_settings settings;
 	size_t max_body;
-	uint64_t idle_ns;
+	uint64_t idle_ns, request_ns;
 	http_handler_fn fn;
 	void *opaque;
+	uint64_t serial;
 	unsigned nr_conns;
 	struct conn conns[MAX_CONNS];
 };
@@ -96,6 +125,8 @@ static const char *reason(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
 	case 413:
 		return "Payload Too Large";
 	case 500:
@@ -114,6 +145,8 @@ static int out_append(struct conn *c, const char *data, size_t n)
 	char *p = realloc(c->out, c->out_len + n);
 	if (!p)
 		return -ENOMEM;
+	if (!c->out_len)
+		c->out_ns = ev_now_ns(); /* the reply's clock starts */
 	memcpy(p + c->out_len, data, n);
 	c->out = p;
 	c->out_len += n;
@@ -139,14 +172,26 @@ static void queue_response(struct conn *c, const struct http_resp *rs)
 		c->close_after = true; /* out of memory: drop the client */
 }
 
+/* A fault reply, and nothing more on this connection. */
+static void refuse(struct conn *c, int status, const char *msg)
+{
+	struct http_resp rs = {0, NULL};
+	c->close_after = true;
+	http_fault(&rs, status, "%s", msg);
+	queue_response(c, &rs);
+	free(rs.body);
+}
+
 static void conn_close(struct conn *c)
 {
 	struct http_server *s = c->srv;
 	char drain[512];
-	/* Take what the client still sent, so the kernel does not report our
-	 * close to it as a reset before it reads the reply. */
-	while (read(c->fd, drain, sizeof(drain)) > 0)
-		;
+	/* Take what the client still sent (a bounded amount: a client that
+	 * keeps sending must not keep us here), so the kernel does not report
+	 * our close to it as a reset before it reads the reply. */
+	for (size_t n = 0; n < DRAIN_MAX; n += sizeof(drain))
+		if (read(c->fd, drain, sizeof(drain)) <= 0)
+			break;
 	ev_del(&s->ev, &c->src);
 	close(c->fd);
 	c->fd = -1;
@@ -156,36 +201,36 @@ static void conn_close(struct conn *c)
 	s->nr_conns--;
 }
 
-/* Write what is queued; watch EPOLLOUT while some is left.  Returns false
- * once the connection is closed. */
-static bool conn_flush(struct conn *c)
+/* Write what is queued: 1 all of it, 0 the socket is full, -1 failed. */
+static int conn_write(struct conn *c)
 {
 	while (c->out_off < c->out_len) {
 		ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN) {
-			if (ev_mod(&c->srv->ev, &c->src, EPOLLOUT))
-				break;
-			return true;
-		}
+		if (n < 0 && errno == EAGAIN)
+			return 0;
 		if (n <= 0)
-			break;
+			return -1;
 		c->out_off += (size_t)n;
 		c->last_ns = ev_now_ns();
-	}
-	if (c->out_off < c->out_len || c->close_after) {
-		conn_close(c);
-		return false;
 	}
 	free(c->out);
 	c->out = NULL;
 	c->out_len = c->out_off = 0;
-	if (ev_mod(&c->srv->ev, &c->src, EPOLLIN)) {
-		conn_close(c);
-		return false;
+	return 1;
+}
+
+/* Cut a connection whose clock ran out (or whose slot a new client
+ * needs): a fault reply when nothing was being written (one try, without
+ * waiting), then close. */
+static void give_up(struct conn *c, int status, const char *msg)
+{
+	if (!c->out_len) {
+		refuse(c, status, msg);
+		(void)conn_write(c);
 	}
-	return true;
+	conn_close(c);
 }
 
 /* ---- http-parser callbacks ---- */
@@ -256,8 +301,9 @@ static int on_headers_complete(http_parser *p)
 		 * would mean "no body" to http-parser; other values fail.) */
 		return -1;
 	}
-	if (c->expect_continue && p->content_length && p->content_length != ULLONG_MAX)
-		out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	if (c->expect_continue && p->content_length && p->content_length != ULLONG_MAX &&
+	    out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25))
+		c->close_after = true;
 	return 0;
 }
 
@@ -298,6 +344,7 @@ static int on_message_complete(http_parser *p)
 	struct http_server *s = c->srv;
 	struct http_resp rs = {500, NULL};
 
+	c->reading = false;
 	c->url[c->url_len] = '\0';
 	char *q = strchr(c->url, '?');
 	if (q)
@@ -312,95 +359,150 @@ static int on_message_complete(http_parser *p)
 	    .path = c->url,
 	    .body = c->body ? c->body : "",
 	    .body_len = c->body_len,
+	    .ticket = c->serial * MAX_CONNS + (uint64_t)(c - s->conns),
 	};
 	s->fn(s->opaque, &rq, &rs);
-	queue_response(c, &rs);
+	if (rs.status == HTTP_DEFERRED)
+		c->pending = true;
+	else
+		queue_response(c, &rs);
 	free(rs.body);
-	/* Pause: conn_feed looks at close_after before it parses on. */
+	/* One request at a time: the rest waits in c->in until this one's
+	 * reply is written. */
 	http_parser_pause(p, 1);
 	return 0;
 }
 
-/* ---- the event loop's callbacks ---- */
+/* ---- moving a connection on ---- */
 
-static void refuse(struct conn *c, int status, const char *msg)
+/* Parse what c->in holds, up to the end of a request (the parser pauses
+ * there) or of the bytes. */
+static void conn_parse(struct conn *c)
 {
-	struct http_resp rs = {0, NULL};
-	c->close_after = true;
-	http_fault(&rs, status, "%s", msg);
-	queue_response(c, &rs);
-	free(rs.body);
-	conn_flush(c);
+	size_t left = c->in_len - c->in_off;
+	size_t n = http_parser_execute(&c->parser, &c->srv->settings, c->in + c->in_off, left);
+	enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+	c->in_off += n;
+	if (e == HPE_PAUSED) {
+		http_parser_pause(&c->parser, 0);
+	} else if (e == HPE_CB_headers_complete || e == HPE_CB_body) {
+		refuse(c, c->error ? c->error : 400, c->fault);
+	} else if (e != HPE_OK || (n == 0 && left)) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
+			 http_errno_description(e == HPE_OK ? HPE_UNKNOWN : e));
+		refuse(c, 400, msg);
+	}
+	if (c->close_after || c->in_off >= c->in_len)
+		c->in_off = c->in_len = 0;
 }
 
-/* Feed data to the parser; a paused parser (a complete request) keeps the
- * rest in *off for after the reply. */
-static bool conn_feed(struct conn *c, const char *buf, size_t len)
+/* Watch events for c (0: nothing but hang-ups).  False once closed. */
+static bool conn_watch(struct conn *c, uint32_t events)
 {
-	size_t off = 0;
-	while (off < len) {
-		size_t n = http_parser_execute(&c->parser, &c->srv->settings, buf + off, len - off);
-		off += n;
-		enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-		if (e == HPE_PAUSED) {
-			http_parser_pause(&c->parser, 0);
-			if (c->close_after)
+	if (c->events != events) {
+		if (ev_mod(&c->srv->ev, &c->src, events)) {
+			conn_close(c);
+			return false;
+		}
+		c->events = events;
+	}
+	return true;
+}
+
+/* Move c on as far as it goes without blocking: write the queued reply,
+ * parse what was read, read more.  False once closed. */
+static bool conn_pump(struct conn *c)
+{
+	struct http_server *s = c->srv;
+	for (unsigned reads = 0;;) {
+		if (c->pending)
+			return conn_watch(c, 0);
+		if (c->out_len) {
+			int r = conn_write(c);
+			if (r == 0)
+				return conn_watch(c, EPOLLOUT);
+			if (r < 0)
 				break;
 			continue;
 		}
-		if (e == HPE_CB_headers_complete || e == HPE_CB_body) {
-			refuse(c, c->error ? c->error : 400, c->fault);
-			return false;
-		}
-		if (e != HPE_OK) {
-			char msg[160];
-			snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
-				 http_errno_description(e));
-			refuse(c, 400, msg);
-			return false;
-		}
-		if (n == 0)
+		if (c->close_after)
 			break;
+		if (c->in_off < c->in_len) {
+			if (!c->reading) { /* the next request's first bytes: its clock starts */
+				c->reading = true;
+				c->req_ns = ev_now_ns();
+			}
+			conn_parse(c);
+			continue;
+		}
+		if (reads++ == PUMP_READS)
+			return conn_watch(c, EPOLLIN);
+		ssize_t n = read(c->fd, c->in, sizeof(c->in));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return conn_watch(c, EPOLLIN);
+		if (n < 0)
+			break;
+		if (n == 0) {
+			/* EOF: let http-parser finish a body read to close; what
+			 * it completes is answered, then the connection closes. */
+			http_parser_execute(&c->parser, &s->settings, c->in, 0);
+			c->close_after = true;
+			continue;
+		}
+		c->last_ns = ev_now_ns();
+		c->in_off = 0;
+		c->in_len = (size_t)n;
 	}
-	if (c->out_len)
-		return conn_flush(c);
-	if (c->close_after) {
-		conn_close(c);
-		return false;
-	}
-	return true;
+	conn_close(c);
+	return false;
 }
 
 static void on_conn(struct ev_source *src, uint32_t events)
 {
 	struct conn *c = src->opaque;
-	char buf[4096];
-
-	if (events & EPOLLOUT) {
-		if (!conn_flush(c))
-			return;
-		if (!(events & EPOLLIN))
-			return;
-	}
-	if (c->out_len) /* still writing: read later */
+	/* A client gone while its request is answered: nobody to tell. */
+	if (c->pending && (events & (EPOLLHUP | EPOLLERR))) {
+		conn_close(c);
 		return;
-	for (;;) {
-		ssize_t n = read(c->fd, buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			return;
-		if (n <= 0) {
-			/* EOF: let http-parser finish a body read to close */
-			if (n == 0)
-				http_parser_execute(&c->parser, &c->srv->settings, buf, 0);
-			conn_close(c);
-			return;
-		}
-		c->last_ns = ev_now_ns();
-		if (!conn_feed(c, buf, (size_t)n) || c->out_len)
-			return;
 	}
+	conn_pump(c);
+}
+
+void http_server_complete(struct http_server *s, uint64_t ticket, const struct http_resp *rs)
+{
+	struct conn *c = &s->conns[ticket % MAX_CONNS];
+	if (c->fd < 0 || !c->pending || c->serial != ticket / MAX_CONNS)
+		return;
+	c->pending = false;
+	queue_response(c, rs);
+	conn_pump(c);
+}
+
+/* The slot a new client takes when all are in use: an idle keep-alive
+ * connection (the longest idle) if there is one, else the one whose
+ * request (or reply) has been on its way longest.  NULL when every
+ * connection's request is being answered. */
+static struct conn *victim(struct http_server *s)
+{
+	struct conn *best = NULL;
+	uint64_t best_t = 0;
+	bool best_idle = false;
+	for (unsigned i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = &s->conns[i];
+		if (c->fd < 0 || c->pending)
+			continue;
+		bool idle = !c->reading && !c->out_len;
+		uint64_t t = idle ? c->last_ns : c->out_len ? c->out_ns : c->req_ns;
+		if (!best || idle > best_idle || (idle == best_idle && t < best_t)) {
+			best = c;
+			best_t = t;
+			best_idle = idle;
+		}
+	}
+	return best;
 }
 
 static void on_listen(struct ev_source *src, uint32_t events)
@@ -414,6 +516,15 @@ static void on_listen(struct ev_source *src, uint32_t events)
 		for (unsigned i = 0; i < MAX_CONNS && !c; i++)
 			if (s->conns[i].fd < 0)
 				c = &s->conns[i];
+		if (!c && (c = victim(s)) != NULL) {
+			if (c->reading && !c->out_len)
+				give_up(c, 503,
+					"all API connections are in use: this one, whose request "
+					"had been on its way longest, gave its place to a new "
+					"client");
+			else
+				conn_close(c);
+		}
 		if (!c) {
 			static const char busy[] =
 			    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -426,9 +537,14 @@ static void on_listen(struct ev_source *src, uint32_t events)
 		memset(c, 0, sizeof(*c));
 		c->srv = s;
 		c->fd = fd;
+		c->serial = ++s->serial;
 		http_parser_init(&c->parser, HTTP_REQUEST);
 		c->parser.data = c;
-		c->last_ns = ev_now_ns();
+		/* The first request's clock runs from the accept: a client
+		 * that connects and sends nothing holds its slot no longer. */
+		c->last_ns = c->req_ns = ev_now_ns();
+		c->reading = true;
+		c->events = EPOLLIN;
 		if (ev_add(&s->ev, &c->src, fd, EPOLLIN, on_conn, c)) {
 			close(fd);
 			c->fd = -1;
@@ -438,19 +554,37 @@ static void on_listen(struct ev_source *src, uint32_t events)
 	}
 }
 
-/* Close connections that sent or took nothing for idle_ns: a client that
- * stalls mid-request must not hold a slot for ever. */
+/* The clocks (see the top of this file). */
 static void on_sweep(struct ev_timer *t)
 {
 	struct http_server *s = t->opaque;
 	uint64_t now = ev_now_ns();
-	for (unsigned i = 0; i < MAX_CONNS; i++)
-		if (s->conns[i].fd >= 0 && now - s->conns[i].last_ns >= s->idle_ns)
-			conn_close(&s->conns[i]);
-	(void)!ev_timer_arm(&s->sweep, SWEEP_NS);
+	for (unsigned i = 0; i < MAX_CONNS; i++) {
+		struct conn *c = &s->conns[i];
+		if (c->fd < 0 || c->pending)
+			continue;
+		bool silent = now - c->last_ns >= s->idle_ns;
+		if (c->out_len) {
+			if (silent || now - c->out_ns >= s->request_ns)
+				conn_close(c); /* a client that does not take its reply */
+		} else if (c->reading) {
+			if (silent || now - c->req_ns >= s->request_ns) {
+				char msg[128];
+				snprintf(
+				    msg, sizeof(msg),
+				    "the request did not arrive in full within %llu ms",
+				    (unsigned long long)((silent ? s->idle_ns : s->request_ns) /
+							 NS_PER_MS));
+				give_up(c, 408, msg);
+			}
+		} else if (silent) {
+			conn_close(c); /* keep-alive, idle too long */
+		}
+	}
+	(void)!ev_timer_arm(&s->sweep, SWEEP_MS * NS_PER_MS);
 }
 
-int http_server_new(struct http_server **out, int listen_fd, size_t max_body, unsigned idle_ms,
+int http_server_new(struct http_server **out, int listen_fd, const struct http_limits *lim,
 		    http_handler_fn fn, void *opaque)
 {
 	struct http_server *s = calloc(1, sizeof(*s));
@@ -463,8 +597,9 @@ int http_server_new(struct http_server **out, int listen_fd, size_t max_body, un
 	}
 	for (unsigned i = 0; i < MAX_CONNS; i++)
 		s->conns[i].fd = -1;
-	s->max_body = max_body;
-	s->idle_ns = (uint64_t)idle_ms * 1000000ULL;
+	s->max_body = lim->max_body;
+	s->idle_ns = (uint64_t)lim->idle_ms * NS_PER_MS;
+	s->request_ns = (uint64_t)lim->request_ms * NS_PER_MS;
 	s->fn = fn;
 	s->opaque = opaque;
 	s->settings.on_message_begin = on_message_begin;
@@ -486,6 +621,11 @@ int http_server_new(struct http_server **out, int listen_fd, size_t max_body, un
 	return 0;
 }
 
+int http_server_watch(struct http_server *s, struct ev_source *src, int fd, ev_fn fn, void *opaque)
+{
+	return ev_add(&s->ev, src, fd, EPOLLIN, fn, opaque);
+}
+
 static bool never(void *opaque)
 {
 	return false;
@@ -493,6 +633,6 @@ static bool never(void *opaque)
 
 int http_server_run(struct http_server *s)
 {
-	int r = ev_timer_arm(&s->sweep, SWEEP_NS);
+	int r = ev_timer_arm(&s->sweep, SWEEP_MS * NS_PER_MS);
 	return r ? r : ev_run(&s->ev, never, s);
 }

@@ -37,6 +37,8 @@ static const char usage[] =
     "  --id ID                           the instance id GET / reports\n"
     "  --http-api-max-payload-size BYTES request body limit (default 51200)\n"
     "  --api-idle-timeout SECS           close a connection silent this long (60)\n"
+    "  --api-request-timeout SECS        a request must arrive in full, and its\n"
+    "                                    reply be taken, within this long (10)\n"
     "  --seccomp MODE, --no-seccomp      as `ember run`\n"
     "  --no-cpuid-cache                  as `ember run`\n";
 
@@ -44,8 +46,7 @@ struct opts {
 	const char *sock, *config_file, *id;
 	bool no_api, no_cpuid_cache;
 	enum jail_seccomp_mode seccomp;
-	size_t max_body;
-	unsigned idle_ms;
+	struct http_limits lim;
 };
 
 /* The vmm thread's side. */
@@ -59,7 +60,6 @@ static struct {
 	bool fatal;
 	char fatal_msg[API_FAULT_MAX];
 	struct jail_filter api_filter;
-	struct http_server *srv;
 } g;
 
 bool api_is_api_mode(const char *a)
@@ -85,7 +85,10 @@ static void on_metrics_timer(struct ev_timer *t)
 static void open_file(struct api_call *c)
 {
 	struct stat st;
-	c->fd = open(c->path, c->flags);
+	/* O_NONBLOCK: a named pipe with no writer must not hold the vmm
+	 * thread (and the API waiting on it) in open(); it is refused below
+	 * unless it is a log or metrics pipe, opened non-blocking anyway. */
+	c->fd = open(c->path, c->flags | O_NONBLOCK);
 	if (c->fd < 0) {
 		c->status = 400;
 		snprintf(c->fault, sizeof(c->fault), "cannot open %.400s: %s", c->path,
@@ -240,9 +243,12 @@ static void on_mbox(struct ev_source *src, uint32_t events)
 	if (!c)
 		return;
 	vmm_do(a, c);
+	uint64_t one = 1;
 	pthread_mutex_lock(&mb->lock);
 	mb->done = true;
-	pthread_cond_signal(&mb->done_cv);
+	if (mb->posted)
+		(void)!write(mb->done_efd, &one, sizeof(one));
+	pthread_cond_broadcast(&mb->done_cv);
 	pthread_mutex_unlock(&mb->lock);
 }
 
@@ -255,7 +261,13 @@ void api_vmm_call(struct api *a, struct api_call *c)
 	}
 	uint64_t one = 1;
 	pthread_mutex_lock(&mb->lock);
+	/* Only the API thread's last call (API_OP_FATAL) can find a posted
+	 * one here: it waits for it, and takes the slot of its reply (nobody
+	 * is left to collect it). */
+	while (mb->call && !(mb->posted && mb->done))
+		pthread_cond_wait(&mb->done_cv, &mb->lock);
 	mb->call = c;
+	mb->posted = false;
 	mb->done = false;
 	(void)!write(mb->efd, &one, sizeof(one));
 	while (!mb->done)
@@ -264,12 +276,40 @@ void api_vmm_call(struct api *a, struct api_call *c)
 	pthread_mutex_unlock(&mb->lock);
 }
 
+void api_vmm_post(struct api *a, struct api_call *c)
+{
+	struct api_mbox *mb = &a->mbox;
+	uint64_t one = 1;
+	pthread_mutex_lock(&mb->lock);
+	mb->call = c;
+	mb->posted = true;
+	mb->done = false;
+	(void)!write(mb->efd, &one, sizeof(one));
+	pthread_mutex_unlock(&mb->lock);
+}
+
+bool api_vmm_collect(struct api *a, struct api_call *c)
+{
+	struct api_mbox *mb = &a->mbox;
+	pthread_mutex_lock(&mb->lock);
+	bool done = mb->call == c && mb->posted && mb->done;
+	if (done)
+		mb->call = NULL;
+	pthread_mutex_unlock(&mb->lock);
+	return done;
+}
+
 /* ---- the API thread ---- */
 
 static void *api_thread(void *arg)
 {
 	struct api *a = arg;
 	struct api_call c = {.op = API_OP_FATAL};
+	/* Serve once a boot from the config file or the command line is done
+	 * (milliseconds; clients wait in the listen backlog): GET / answers
+	 * Running from the first request. */
+	pthread_mutex_lock(&a->lock);
+	pthread_mutex_unlock(&a->lock);
 	/* Capabilities are per thread: this one drops its own (the vmm thread
 	 * drops the process's at InstanceStart), then loads the API role. */
 	int r = jail_drop_caps();
@@ -279,7 +319,7 @@ static void *api_thread(void *arg)
 		snprintf(c.fault, sizeof(c.fault), "API thread: cannot load its sandbox: %s",
 			 strerror(-r));
 	else
-		r = http_server_run(g.srv);
+		r = http_server_run(a->srv);
 	if (!c.fault[0])
 		snprintf(c.fault, sizeof(c.fault), "API thread: event loop failed: %s",
 			 strerror(-r));
@@ -327,8 +367,7 @@ static int make_socket(const char *path, char *err, size_t len)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	o->max_body = API_MAX_BODY;
-	o->idle_ms = API_IDLE_MS_DEFAULT;
+	o->lim = (struct http_limits){API_MAX_BODY, API_IDLE_MS_DEFAULT, API_REQUEST_MS_DEFAULT};
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *eq = strchr(a, '=');
 		size_t n = eq ? (size_t)(eq - a) : strlen(a);
@@ -349,7 +388,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		if (!(IS("--api-sock") || IS("--config-file") || IS("--id") ||
 		      IS("--http-api-max-payload-size") || IS("--api-idle-timeout") ||
-		      IS("--seccomp"))) {
+		      IS("--api-request-timeout") || IS("--seccomp"))) {
 			fprintf(stderr, "ember: unknown option %s (see ember --api-sock --help)\n",
 				a);
 			return EXIT_CONFIG;
@@ -380,10 +419,13 @@ static int parse_args(int argc, char **argv, struct opts *o)
 					(int)n, a, v);
 				return EXIT_CONFIG;
 			}
+			unsigned ms = (unsigned)(x * 1000 > 1u << 31 ? 1u << 31 : x * 1000);
 			if (IS("--api-idle-timeout"))
-				o->idle_ms = (unsigned)(x * 1000 > 1u << 31 ? 1u << 31 : x * 1000);
+				o->lim.idle_ms = ms;
+			else if (IS("--api-request-timeout"))
+				o->lim.request_ms = ms;
 			else
-				o->max_body = (size_t)x;
+				o->lim.max_body = (size_t)x;
 		}
 #undef IS
 	}
@@ -421,7 +463,8 @@ static int serve(struct api *a, int lfd, const struct opts *o, const char *versi
 	pthread_mutex_init(&a->mbox.lock, NULL);
 	pthread_cond_init(&a->mbox.done_cv, NULL);
 	a->mbox.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (a->mbox.efd < 0)
+	a->mbox.done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->mbox.efd < 0 || a->mbox.done_efd < 0)
 		return -errno;
 	/* jansson seeds its hash function once, from /dev/urandom: here,
 	 * before any thread is sandboxed. */
@@ -431,7 +474,9 @@ static int serve(struct api *a, int lfd, const struct opts *o, const char *versi
 	pthread_t t;
 	r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o->seccomp);
 	if (!r)
-		r = http_server_new(&g.srv, lfd, o->max_body, o->idle_ms, api_handle, a);
+		r = http_server_new(&a->srv, lfd, &o->lim, api_handle, a);
+	if (!r)
+		r = http_server_watch(a->srv, &a->job.done_src, a->mbox.done_efd, api_job_done, a);
 	if (!r)
 		r = -pthread_create(&t, NULL, api_thread, a);
 	return r;
@@ -464,6 +509,8 @@ int api_main(int argc, char **argv, const char *version)
 	}
 	a->t_main = t_main;
 	clock_gettime(CLOCK_MONOTONIC, &a->t_listening);
+	if (o.config_file) /* the API serves once the boot is done */
+		pthread_mutex_lock(&a->lock);
 	r = serve(a, lfd, &o, version);
 	if (!r)
 		r = ev_add(&g.boot_ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
@@ -474,7 +521,6 @@ int api_main(int argc, char **argv, const char *version)
 
 	if (o.config_file) {
 		char fault[API_FAULT_MAX];
-		pthread_mutex_lock(&a->lock);
 		r = api_load_config_file(a, o.config_file, err, sizeof(err));
 		if (r)
 			fprintf(stderr, "ember: %s\n", err);
@@ -526,8 +572,7 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	struct opts o = {.sock = sock,
 			 .seccomp = vm->seccomp,
 			 .no_cpuid_cache = !vm->cpuid_cache,
-			 .max_body = API_MAX_BODY,
-			 .idle_ms = API_IDLE_MS_DEFAULT};
+			 .lim = {API_MAX_BODY, API_IDLE_MS_DEFAULT, API_REQUEST_MS_DEFAULT}};
 	char err[CFG_PATH_MAX + 96];
 
 	clock_gettime(CLOCK_MONOTONIC, &a->t_main);

@@ -14,7 +14,8 @@
 
 /* ---- actions ---- */
 
-int api_instance_start(struct api *a, char *fault, size_t len)
+/* InstanceStart's checks and configuration: 0 or 400 with the reason. */
+static int start_check(struct api *a, char *fault, size_t len)
 {
 	char err[CFG_ERR_MAX];
 	if (atomic_load(&a->state) != API_NOT_STARTED) {
@@ -32,11 +33,66 @@ int api_instance_start(struct api *a, char *fault, size_t len)
 		snprintf(fault, len, "%s", err);
 		return 400;
 	}
+	return 0;
+}
+
+int api_instance_start(struct api *a, char *fault, size_t len)
+{
+	int r = start_check(a, fault, len);
+	if (r)
+		return r;
 	struct api_call call = {.op = API_OP_START};
 	api_vmm_call(a, &call);
 	if (call.status)
 		snprintf(fault, len, "%s", call.fault);
 	return call.status;
+}
+
+/* ---- long jobs: answered when the vmm thread is done ---- */
+
+void api_job_start(struct api *a, const char *name, json_t *body, struct http_resp *rs)
+{
+	a->job.name = name;
+	a->job.body = json_incref(body);
+	rs->status = HTTP_DEFERRED; /* api_handle posts the call */
+}
+
+static void log_request(struct api *a, int method, const char *path, int status)
+{
+	if (a->log_fd < 0 || a->log_level < (status >= 400 ? 2 : 3))
+		return;
+	char line[512];
+	int n = snprintf(line, sizeof(line), "[%s:api%s] %s %.200s: %d\n", a->id,
+			 a->log_show_level ? (status >= 400 ? ":WARN" : ":INFO") : "",
+			 http_method_str((enum http_method)method), path, status);
+	(void)!write(a->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+void api_job_done(struct ev_source *src, uint32_t events)
+{
+	struct api *a = src->opaque;
+	struct api_job *j = &a->job;
+	uint64_t v;
+	(void)!read(src->fd, &v, sizeof(v));
+	if (!j->name || !api_vmm_collect(a, &j->call))
+		return;
+	/* Done with the job before the reply goes: writing it lets the
+	 * connection's next (pipelined) request in, which may start another. */
+	struct http_resp rs = {204, NULL};
+	if (j->call.status)
+		http_fault(&rs, j->call.status, "%s", j->call.fault);
+	int method = j->method;
+	char path[sizeof(j->path)];
+	memcpy(path, j->path, sizeof(path));
+	json_t *body = j->body;
+	j->body = NULL;
+	j->name = NULL;
+	http_server_complete(a->srv, j->ticket, &rs);
+	if (rs.status >= 400)
+		atomic_fetch_add(&a->n_bad, 1);
+	log_request(a, method, path, rs.status);
+	free(rs.body);
+	json_decref(body);
 }
 
 static void do_action(struct api *a, json_t *body, struct http_resp *rs)
@@ -47,12 +103,11 @@ static void do_action(struct api *a, json_t *body, struct http_resp *rs)
 	struct api_call call = {.op = API_OP_FLUSH};
 
 	if (!strcmp(t, "InstanceStart")) {
-		int r = api_instance_start(a, fault, sizeof(fault));
+		int r = start_check(a, fault, sizeof(fault));
 		if (r)
-			http_fault(rs, r, "%s", fault);
-		else
-			rs->status = 204;
-		return;
+			return http_fault(rs, r, "%s", fault);
+		a->job.call = (struct api_call){.op = API_OP_START};
+		return api_job_start(a, "InstanceStart", body, rs);
 	}
 	if (!strcmp(t, "FlushMetrics")) {
 		if (a->metrics_fd < 0)
@@ -110,19 +165,21 @@ static const char *state_name(struct api *a)
 	}
 }
 
-static json_t *or_null(json_t *o)
+/* Copies: GET replies are written after view_lock is let go. */
+static json_t *copy_or_null(const json_t *o)
 {
-	return o ? json_incref(o) : json_null();
+	return o ? json_deep_copy(o) : json_null();
 }
 
 static json_t *vm_config_json(struct api *a)
 {
-	return json_pack("{s:n,s:O,s:o,s:n,s:o,s:O,s:o,s:n,s:O,s:o,s:o,s:{s:o}}", "balloon",
-			 "drives", a->drives, "boot-source", or_null(a->boot_source), "cpu-config",
-			 "logger", or_null(a->logger), "machine-config", a->machine, "metrics",
-			 or_null(a->metrics), "mmds-config", "network-interfaces", a->nets, "vsock",
-			 or_null(a->vsock), "entropy", or_null(a->entropy), "ember", "options",
-			 or_null(a->options));
+	return json_pack("{s:n,s:o,s:o,s:n,s:o,s:o,s:o,s:n,s:o,s:o,s:o,s:{s:o}}", "balloon",
+			 "drives", json_deep_copy(a->drives), "boot-source",
+			 copy_or_null(a->boot_source), "cpu-config", "logger",
+			 copy_or_null(a->logger), "machine-config", json_deep_copy(a->machine),
+			 "metrics", copy_or_null(a->metrics), "mmds-config", "network-interfaces",
+			 json_deep_copy(a->nets), "vsock", copy_or_null(a->vsock), "entropy",
+			 copy_or_null(a->entropy), "ember", "options", copy_or_null(a->options));
 }
 
 static long long us_between(const struct timespec *x, const struct timespec *y)
@@ -133,6 +190,8 @@ static long long us_between(const struct timespec *x, const struct timespec *y)
 static json_t *status_json(struct api *a)
 {
 	json_t *o = json_pack("{s:s,s:s}", "id", a->id, "state", state_name(a));
+	if (a->job.name) /* the long job the vmm thread is doing for a request */
+		json_object_set_new(o, "job", json_string(a->job.name));
 	if (atomic_load(&a->state) == API_NOT_STARTED)
 		return o;
 	struct vm *vm = a->vm;
@@ -229,7 +288,10 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 				  rq->method_name, rq->path);
 
 	if (get) {
+		/* Answered here, never behind the vmm thread: the state is an
+		 * atomic, the objects are read under view_lock. */
 		json_t *o = NULL;
+		pthread_mutex_lock(&a->view_lock);
 		switch (rk) {
 		case R_INFO:
 			o = json_pack("{s:s,s:s,s:s,s:s}", "id", a->id, "state", state_name(a),
@@ -248,7 +310,21 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 			o = status_json(a);
 			break;
 		}
+		pthread_mutex_unlock(&a->view_lock);
 		return http_reply_json(rs, 200, o);
+	}
+	if (a->job.name) {
+		static const char *const doing[] = {
+		    [API_OP_START] = "the microVM is starting (InstanceStart)",
+		    [API_OP_SNAP_CREATE] = "a snapshot is being written (PUT /snapshot/create)",
+		    [API_OP_SNAP_LOAD] = "a snapshot is being loaded (PUT /snapshot/load)",
+		};
+		unsigned op = (unsigned)a->job.call.op;
+		return http_fault(rs, 400,
+				  "Operation not allowed now: %s; GETs are answered, changes "
+				  "wait until it completes.",
+				  op < sizeof(doing) / sizeof(doing[0]) && doing[op] ? doing[op]
+										     : a->job.name);
 	}
 
 	if (!rq->body_len)
@@ -306,30 +382,29 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 	rs->status = 204;
 }
 
-static void log_request(struct api *a, const struct http_req *rq, int status)
-{
-	if (a->log_fd < 0 || a->log_level < (status >= 400 ? 2 : 3))
-		return;
-	char line[512];
-	int n = snprintf(line, sizeof(line), "[%s:api%s] %s %.200s: %d\n", a->id,
-			 a->log_show_level ? (status >= 400 ? ":WARN" : ":INFO") : "",
-			 rq->method_name, rq->path, status);
-	(void)!write(a->log_fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
-
 void api_handle(void *opaque, const struct http_req *rq, struct http_resp *rs)
 {
 	struct api *a = opaque;
+	bool get = rq->method == HTTP_GET;
 	rs->status = 500;
 	rs->body = NULL;
-	pthread_mutex_lock(&a->lock);
+	/* Changes take a->lock (one at a time, and none while ember boots
+	 * from its config file); reads do not. */
+	if (!get)
+		pthread_mutex_lock(&a->lock);
 	route(a, rq, rs);
-	pthread_mutex_unlock(&a->lock);
-	atomic_fetch_add(rq->method == HTTP_GET	  ? &a->n_get
-			 : rq->method == HTTP_PUT ? &a->n_put
-						  : &a->n_patch,
-			 1);
+	if (rs->status == HTTP_DEFERRED) {
+		a->job.ticket = rq->ticket;
+		a->job.method = rq->method;
+		snprintf(a->job.path, sizeof(a->job.path), "%s", rq->path);
+		api_vmm_post(a, &a->job.call);
+	}
+	if (!get)
+		pthread_mutex_unlock(&a->lock);
+	atomic_fetch_add(get ? &a->n_get : rq->method == HTTP_PUT ? &a->n_put : &a->n_patch, 1);
+	if (rs->status == HTTP_DEFERRED)
+		return; /* counted and logged when done (api_job_done) */
 	if (rs->status >= 400)
 		atomic_fetch_add(&a->n_bad, 1);
-	log_request(a, rq, rs->status);
+	log_request(a, rq->method, rq->path, rs->status);
 }

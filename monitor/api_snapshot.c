@@ -22,14 +22,13 @@ void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
 		return http_fault(rs, 400, "%s", api_pre_boot);
 	/* "version" (older Firecrackers' target version) is accepted and
 	 * ignored: ember's snapshots are for the same ember. */
-	struct api_call call = {.op = API_OP_SNAP_CREATE,
-				.path = api_str(body, "snapshot_path"),
-				.mem_path = api_str(body, "mem_file_path"),
-				.diff = type && !strcmp(type, "Diff")};
-	api_vmm_call(a, &call);
-	if (call.status)
-		return http_fault(rs, call.status, "%s", call.fault);
-	rs->status = 204;
+	/* Writing the memory takes as long as the guest is large: answered
+	 * when done, GETs go on meanwhile. */
+	a->job.call = (struct api_call){.op = API_OP_SNAP_CREATE,
+					.path = api_str(body, "snapshot_path"),
+					.mem_path = api_str(body, "mem_file_path"),
+					.diff = type && !strcmp(type, "Diff")};
+	api_job_start(a, "snapshot create", body, rs);
 }
 
 void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
@@ -62,14 +61,11 @@ void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
 	}
 	if (json_is_true(json_object_get(body, "clock_realtime")))
 		return http_fault(rs, 400, "clock_realtime: not supported by ember (only false)");
-	struct api_call call = {.op = API_OP_SNAP_LOAD,
-				.path = api_str(body, "snapshot_path"),
-				.mem_path = mem,
-				.body = body};
-	api_vmm_call(a, &call);
-	if (call.status)
-		return http_fault(rs, call.status, "%s", call.fault);
-	rs->status = 204;
+	a->job.call = (struct api_call){.op = API_OP_SNAP_LOAD,
+					.path = api_str(body, "snapshot_path"),
+					.mem_path = mem,
+					.body = body};
+	api_job_start(a, "snapshot load", body, rs);
 }
 
 /* ---- the vmm thread: the work ---- */
