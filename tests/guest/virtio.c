@@ -5,6 +5,11 @@
  *   probe    one line per device
  *   blk      capacity, GET_ID, sector 0, write/flush/read back, read-only
  *            (`ro=1`), out-of-range read, `reads=N` x 64 KiB
+ *   blkloop  `rounds=N`: round r reads sector 1 + (r-1) % (capacity-1)
+ *            into one fixed buffer, after printing what that buffer
+ *            holds (the previous round's sector), then spins `spin=`
+ *            TSC ticks: a snapshot taken between rounds must bring the
+ *            device's writes (buffer, used ring) back
  *   net      `count=N` broadcast frames echoed back by the host
  *   rng      two 64-byte draws, non-zero and different
  *   vsock    connect to host CID 2 `port=`; with `listen=P` also accept
@@ -209,6 +214,31 @@ static int do_blk(void)
 				return 1;
 		}
 		kprintf("blk: read %lu x 64 KiB\n", reads);
+	}
+	return 0;
+}
+
+static int do_blkloop(void)
+{
+	struct vdev *d = find_dev(VIRTIO_ID_BLOCK);
+	u64 rounds = arg_u64("rounds", 1000000), spin = arg_u64("spin", 2000000);
+
+	if (!d || vdev_init(d, BLK_WANTED, 1))
+		return 1;
+	u64 cap = vdev_config64(d, 0);
+	if (cap < 2) {
+		print("blkloop: the disk needs 2 sectors\n");
+		return 1;
+	}
+	for (u64 r = 1; r <= rounds; r++) {
+		kprintf("blkloop: round %lu buffer ", r);
+		print_text(blk_data, 16);
+		print("\n");
+		if (blk_check(blk_req(d, VIRTIO_BLK_T_IN, 1 + (r - 1) % (cap - 1), blk_data, SECTOR),
+			      VIRTIO_BLK_S_OK, "read"))
+			return 1;
+		for (u64 t = rdtsc(); rdtsc() - t < spin;)
+			cpu_relax();
 	}
 	return 0;
 }
@@ -639,6 +669,8 @@ int main(void)
 		return do_probe();
 	if (arg_is("test", "blk", 0))
 		return do_blk();
+	if (arg_is("test", "blkloop", 0))
+		return do_blkloop();
 	if (arg_is("test", "net", 0))
 		return do_net();
 	if (arg_is("test", "rng", 0))
@@ -649,6 +681,6 @@ int main(void)
 		return do_bench();
 	if (arg_is("test", "hostile", 0))
 		return do_hostile();
-	print("virtio: unknown test= (probe, blk, net, rng, vsock, bench, hostile)\n");
+	print("virtio: unknown test= (probe, blk, blkloop, net, rng, vsock, bench, hostile)\n");
 	return 1;
 }
