@@ -15,6 +15,11 @@
  * waits in POLL for about 3 s (a snapshot test pauses, saves and kills it
  * there), then reads them back: "blk: read back ok" or a mismatch.
  *
+ * With "loop": round r (1, 2, ...) prints what its one buffer holds (the
+ * previous round's sector, as text: "blk: round R buffer TEXT"), reads
+ * sector 1 + (r-1) % (capacity-1) into it, and waits 20 ms in POLL: a
+ * snapshot between rounds must bring the monitor's write back.
+ *
  * Pattern byte at disk offset o: (o & 0xff) ^ ((o >> 8) * 0x1d) ^ 0xa5,
  * low 8 bits (test_hvt.py computes the same). */
 #include "hvt_guest.h"
@@ -98,6 +103,28 @@ static int pause_mode(int h, u64 bs)
 	return 0;
 }
 
+static int loop_mode(int h, u64 cap, u64 bs)
+{
+	u8 *buf = hvt_alloc(bs);
+	u64 ready, n = cap / bs;
+	if (!buf || n < 2)
+		return 1;
+	memset(buf, 0, bs);
+	for (u64 r = 1;; r++) {
+		char text[17];
+		int i = 0;
+		for (; i < 16 && buf[i] >= 0x20 && buf[i] < 0x7f; i++)
+			text[i] = (char)buf[i];
+		text[i] = 0;
+		kprintf("blk: round %lu buffer %s\n", r, text);
+		if (hvt_block_read((u64)h, (1 + (r - 1) % (n - 1)) * bs, buf, bs) != SOLO5_R_OK) {
+			kprintf("blk: round %lu: read failed\n", r);
+			return 1;
+		}
+		hvt_poll(20000000ULL, &ready);
+	}
+}
+
 int main(const struct hvt_boot_info *bi)
 {
 	const struct hvt_mft_entry *e;
@@ -118,6 +145,8 @@ int main(const struct hvt_boot_info *bi)
 		return read_mode(h, bs);
 	if (cmdline_has("pause"))
 		return pause_mode(h, bs);
+	if (cmdline_has("loop"))
+		return loop_mode(h, cap, bs);
 	if (cap < (NSECT + 1) * bs) {
 		kprintf("blk: disk too small (need %lu bytes)\n", (NSECT + 1) * bs);
 		return 1;
