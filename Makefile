@@ -80,10 +80,14 @@ PYTHON ?= /usr/bin/python3
 # a FUZZ_SRCS_ line.  `make fuzz` runs each target FUZZ_TIME seconds (per
 # target, so none gets less as others are added), `make fuzz-short` (in
 # `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
-FUZZ_TARGETS := virtqueue
+FUZZ_TARGETS := virtqueue ini
 # Every vq_pop() checked against a second walker in the harness.
 FUZZ_SRCS_virtqueue := virtio/virtqueue.c monitor/guest_mem.c
 FUZZ_ARGS_virtqueue := -max_len=34000
+# The INI reader: cfg_parse_ini, then cfg_validate, and the config's invariants.
+FUZZ_SRCS_ini := config/config.c config/ini.c config/units.c
+FUZZ_LIBS_ini := -linih
+FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
 
 FUZZ_TIME       ?= 300
 FUZZ_SHORT_TIME ?= 10
