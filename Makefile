@@ -71,23 +71,52 @@ unit: $(UNIT_BINS)
 
 PYTHON ?= /usr/bin/python3
 
-# libFuzzer target for the virtqueue walker (clang from Debian): a short
-# run in `make test`, a long one in `make fuzz`.  The harness checks every
-# vq_pop() against a second walker of its own (tests/fuzz/).
+# libFuzzer targets (clang from Debian).  Each NAME in FUZZ_TARGETS is
+# tests/fuzz/fuzz_NAME.c linked with FUZZ_SRCS_NAME (the sources it tests)
+# and, if set, FUZZ_LIBS_NAME; it runs with FUZZ_ARGS_NAME (if set) on the
+# working corpus $(BUILD)/fuzz/corpus-NAME (new inputs go there) and the
+# committed seeds in tests/fuzz/corpus/NAME (if there are any); a crash is
+# saved as $(BUILD)/fuzz/NAME-crash-*.  Adding a target: its name here and
+# a FUZZ_SRCS_ line.  `make fuzz` runs each target FUZZ_TIME seconds (per
+# target, so none gets less as others are added), `make fuzz-short` (in
+# `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
+FUZZ_TARGETS := virtqueue ini
+# Every vq_pop() checked against a second walker in the harness.
+FUZZ_SRCS_virtqueue := virtio/virtqueue.c monitor/guest_mem.c
+FUZZ_ARGS_virtqueue := -max_len=34000
+# The INI reader: cfg_parse_ini, then cfg_validate, and the config's invariants.
+FUZZ_SRCS_ini := config/config.c config/ini.c config/units.c
+FUZZ_LIBS_ini := -linih
+FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
+
+FUZZ_TIME       ?= 300
+FUZZ_SHORT_TIME ?= 10
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wno-unused-parameter \
-              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_VQ    := $(BUILD)/fuzz/fuzz_virtqueue -max_len=34000 -print_final_stats=1 \
-              -artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus tests/fuzz/corpus/virtqueue
-$(BUILD)/fuzz/fuzz_virtqueue: tests/fuzz/fuzz_virtqueue.c virtio/virtqueue.c monitor/guest_mem.c \
-                              virtio/virtqueue.h monitor/guest_mem.h
-	@mkdir -p $(dir $@) $(BUILD)/fuzz/corpus
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(filter %.c,$^)
-fuzz: $(BUILD)/fuzz/fuzz_virtqueue
-	$(FUZZ_VQ) -max_total_time=300
-fuzz-short: $(BUILD)/fuzz/fuzz_virtqueue
-	$(FUZZ_VQ) -max_total_time=10
+              -Wmissing-prototypes -Wno-unused-parameter -MMD -MP \
+              -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJS  := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_SRCS_$(t)) tests/fuzz/fuzz_$(t).c))
+FUZZ_OBJS  := $(FUZZ_OBJS:%.c=$(BUILD)/fuzz/obj/%.o)
+.SECONDARY: $(FUZZ_OBJS)
+
+# Objects built apart from the rest (sanitizers, coverage), shared by targets.
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+# A target's binary: its harness (pattern) and its FUZZ_SRCS_ (one rule each).
+$(foreach t,$(FUZZ_TARGETS),$(eval $(BUILD)/fuzz/fuzz_$(t): $(FUZZ_SRCS_$(t):%.c=$(BUILD)/fuzz/obj/%.o)))
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(FUZZ_LIBS_$*)
+
+.PHONY: $(FUZZ_TARGETS:%=fuzz-%)
+fuzz: $(FUZZ_TARGETS:%=fuzz-%)
+fuzz-short: FUZZ_TIME = $(FUZZ_SHORT_TIME)
+fuzz-short: $(FUZZ_TARGETS:%=fuzz-%)
+$(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(BUILD)/fuzz/fuzz_%
+	@mkdir -p $(BUILD)/fuzz/corpus-$*
+	$< $(FUZZ_ARGS_$*) -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz/$*- $(BUILD)/fuzz/corpus-$* $(wildcard tests/fuzz/corpus/$*)
 
 integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
 	$(PYTHON) -m pytest -q -rs tests/integration
@@ -120,4 +149,4 @@ clean:
 	rm -rf build build-asan
 
 -include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
-	$(BUILD)/tools/seccomp_probe.d
+	$(BUILD)/tools/seccomp_probe.d $(FUZZ_OBJS:.o=.d)

@@ -82,14 +82,33 @@ static char *read_line(char *buf, int size, void *stream)
 
 	if (p->err_line || p->read_errno)
 		return NULL; /* the first error is all we report */
+	/* fgets() would not say how many bytes it read, and past a NUL byte
+	 * neither inih nor strlen() sees them: a long line with one would
+	 * pass the length check below and be split after all. */
 	errno = 0;
-	if (!fgets(buf, size, p->f)) {
-		if (ferror(p->f))
-			p->read_errno = errno ? errno : EIO;
+	len = 0;
+	while (len < (size_t)size - 1) {
+		int ch = getc(p->f);
+
+		if (ch == EOF)
+			break;
+		buf[len++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	if (ferror(p->f)) {
+		p->read_errno = errno ? errno : EIO;
 		return NULL;
 	}
+	if (!len)
+		return NULL;
+	buf[len] = '\0';
 	p->lineno++;
-	len = strlen(buf);
+	if (memchr(buf, '\0', len)) {
+		p->err_line = p->lineno;
+		snprintf(p->why, sizeof(p->why), "a NUL byte in this line (an INI file is text)");
+		return NULL;
+	}
 	if (len == (size_t)size - 1 && buf[len - 1] != '\n') {
 		int ch = getc(p->f);
 

@@ -258,6 +258,51 @@ static void test_ini_line_too_long(void **state)
 	assert_contains(err, want);
 }
 
+/* Write n bytes, NULs included, to DIR/name; returns its path. */
+static const char *write_bytes(struct fixture *fx, const char *name, const char *bytes, size_t n)
+{
+	FILE *f;
+
+	snprintf(fx->path, sizeof(fx->path), "%s/%s", fx->dir, name);
+	f = fopen(fx->path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(bytes, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+	return fx->path;
+}
+
+/* A NUL byte: inih and strlen() stop there, so the rest of the line would
+ * go unseen, and a long line with one passed the length check and was
+ * split, its tail parsed as a line of its own (found by fuzz_ini). */
+static void test_ini_nul_byte(void **state)
+{
+	static const char short_line[] = "[vm]\nkernel = k\0ignored\n";
+	struct fixture *fx = *state;
+	struct vm_config c, before;
+	char err[CFG_ERR_MAX] = "", text[512], want[256];
+	const char *path;
+	size_t n;
+
+	/* Line 3: "name = a", NUL, 250 blanks, "vcpus = 7" (the old split). */
+	n = (size_t)sprintf(text, "[vm]\nkernel = k\nname = a");
+	text[n++] = '\0';
+	memset(text + n, ' ', 250);
+	n += 250;
+	n += (size_t)sprintf(text + n, "vcpus = 7\nmemory = 32M\n");
+	path = write_bytes(fx, "nul.ini", text, n);
+	cfg_defaults(&c);
+	before = c;
+	assert_int_equal(cfg_parse_ini(path, &c, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "%s:3: a NUL byte in this line", path);
+	assert_contains(err, want);
+	assert_memory_equal(&c, &before, sizeof(c));
+
+	path = write_bytes(fx, "nul-short.ini", short_line, sizeof(short_line) - 1);
+	assert_int_equal(cfg_parse_ini(path, &c, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "%s:2: a NUL byte in this line", path);
+	assert_contains(err, want);
+}
+
 static const struct bad_case bad_cases[] = {
     {"[vm]\nname = x\nmemory = 12Q\n", 3, "[vm] memory: \"12Q\" is not a size (use e.g. 64M, 1G)"},
     {"[vm]\nname = x\n\n\ncolour = red\n", 5,
@@ -608,6 +653,7 @@ int main(void)
 	    cmocka_unit_test(test_ini_cmdline_continuation),
 	    cmocka_unit_test(test_ini_cmdline_too_long),
 	    cmocka_unit_test(test_ini_line_too_long),
+	    cmocka_unit_test(test_ini_nul_byte),
 	    cmocka_unit_test(test_ini_bad),
 	    cmocka_unit_test(test_ini_missing_file),
 	    cmocka_unit_test(test_ini_empty_file),
