@@ -80,7 +80,7 @@ PYTHON ?= /usr/bin/python3
 # a FUZZ_SRCS_ line.  `make fuzz` runs each target FUZZ_TIME seconds (per
 # target, so none gets less as others are added), `make fuzz-short` (in
 # `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
-FUZZ_TARGETS := virtqueue ini
+FUZZ_TARGETS := virtqueue ini snapstate
 # Every vq_pop() checked against a second walker in the harness.
 FUZZ_SRCS_virtqueue := virtio/virtqueue.c monitor/guest_mem.c
 FUZZ_ARGS_virtqueue := -max_len=34000
@@ -88,13 +88,18 @@ FUZZ_ARGS_virtqueue := -max_len=34000
 FUZZ_SRCS_ini := config/config.c config/ini.c config/units.c
 FUZZ_LIBS_ini := -linih
 FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
+# The state file with its CRC recomputed: snap_r_open_mem, then every
+# record's check (snap_check_records), and the configuration's invariants.
+FUZZ_SRCS_snapstate := monitor/snap_check.c snapshot/format.c config/config.c config/import.c \
+                       config/units.c monitor/hvt_mft.c monitor/guest_mem.c
+FUZZ_ARGS_snapstate := -max_len=65536
 
 FUZZ_TIME       ?= 300
 FUZZ_SHORT_TIME ?= 10
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wno-unused-parameter -MMD -MP \
-              -fsanitize=address,undefined -fno-sanitize-recover=undefined
+              -Wmissing-prototypes -Wno-unused-parameter -Wno-gnu-variable-sized-type-not-at-end \
+              -MMD -MP -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJS  := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_SRCS_$(t)) tests/fuzz/fuzz_$(t).c))
 FUZZ_OBJS  := $(FUZZ_OBJS:%.c=$(BUILD)/fuzz/obj/%.o)
 .SECONDARY: $(FUZZ_OBJS)
