@@ -284,6 +284,43 @@ int snap_w_add(struct snap_writer *w, uint32_t tag, uint32_t index, const void *
 	return 0;
 }
 
+/* The header and the CRC trailer of the file w holds (created_ns set to
+ * now when it is 0). */
+static void seal(struct snap_writer *w, uint8_t hdr[HDR_LEN], uint8_t trailer[TRAILER_LEN])
+{
+	if (!w->h.created_ns) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		w->h.created_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	}
+	memset(hdr, 0, HDR_LEN);
+	encode_header(hdr, &w->h);
+	uint32_t crc = snap_crc32(snap_crc32(0, hdr, HDR_LEN), w->buf, w->len);
+	put32(trailer, crc);
+}
+
+int snap_w_bytes(struct snap_writer *w, uint8_t **buf, size_t *len, char *err, size_t errlen)
+{
+	*buf = NULL;
+	*len = 0;
+	if (w->error) {
+		snap_fail(err, errlen, "state file not built: %s (%s)", w->why,
+			  strerror(-w->error));
+		return w->error;
+	}
+	size_t n = HDR_LEN + w->len + TRAILER_LEN;
+	uint8_t *b = malloc(n);
+	if (!b) {
+		snap_fail(err, errlen, "state file: out of memory");
+		return -ENOMEM;
+	}
+	seal(w, b, b + HDR_LEN + w->len);
+	if (w->len)
+		memcpy(b + HDR_LEN, w->buf, w->len);
+	*buf = b, *len = n;
+	return 0;
+}
+
 int snap_w_commit(struct snap_writer *w, const char *path, char *err, size_t errlen)
 {
 	if (w->error) {
@@ -291,15 +328,8 @@ int snap_w_commit(struct snap_writer *w, const char *path, char *err, size_t err
 			  strerror(-w->error));
 		return w->error;
 	}
-	if (!w->h.created_ns) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		w->h.created_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-	}
-	uint8_t hdr[HDR_LEN] = {0}, trailer[TRAILER_LEN];
-	encode_header(hdr, &w->h);
-	uint32_t crc = snap_crc32(snap_crc32(0, hdr, sizeof(hdr)), w->buf, w->len);
-	put32(trailer, crc);
+	uint8_t hdr[HDR_LEN], trailer[TRAILER_LEN];
+	seal(w, hdr, trailer);
 
 	char tmp[PATH_MAX];
 	int fd = snap_tmp_open(path, tmp, sizeof(tmp), err, errlen);

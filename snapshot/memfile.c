@@ -113,6 +113,16 @@ static int abort_write(int fd, const char *tmp, const char *path, int e, char *e
 	return e;
 }
 
+bool snap_page_is_zero(const uint8_t *page)
+{
+	return page_is_zero(page);
+}
+
+uint64_t snap_page_hash(const uint8_t *page, uint64_t index)
+{
+	return (uint64_t)XXH3_64bits_withSeed(page, PAGE, index);
+}
+
 /* ---- the content hash (see snapshot.h) ---- */
 
 uint64_t snap_mem_page_term(const uint8_t *page, uint64_t index)

@@ -3,7 +3,9 @@
 #ifndef EMBER_SNAPSHOT_SNAP_PRIV_H
 #define EMBER_SNAPSHOT_SNAP_PRIV_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Formats the reason a call failed into err (errlen bytes, truncated,
  * NUL-terminated); does nothing when err is NULL or errlen 0.  The error
@@ -13,5 +15,12 @@ __attribute__((format(printf, 3, 4))) void snap_fail(char *err, size_t errlen, c
 
 /* What a file of mode m is, for messages: "a FIFO", "a directory"... */
 const char *snap_file_kind(unsigned m);
+
+/* Whether the SNAP_PAGE bytes at page are all zero (memfile.c). */
+bool snap_page_is_zero(const uint8_t *page);
+
+/* XXH3_64bits_withSeed(page, SNAP_PAGE, index): a non-zero page's term of
+ * the content hash (snap_mem_page_term() without its zero check). */
+uint64_t snap_page_hash(const uint8_t *page, uint64_t index);
 
 #endif

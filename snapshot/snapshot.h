@@ -79,6 +79,12 @@ __attribute__((warn_unused_result)) int snap_w_add(struct snap_writer *w, uint32
 __attribute__((warn_unused_result)) int snap_w_commit(struct snap_writer *w, const char *path,
 						      char *err, size_t errlen);
 
+/* The state file w holds, as snap_w_commit() would write it (header,
+ * sections, CRC trailer), in *buf (malloc'd, *len bytes; free it): for
+ * streams.  Refuses a writer that had a failed add. */
+__attribute__((warn_unused_result)) int snap_w_bytes(struct snap_writer *w, uint8_t **buf,
+						     size_t *len, char *err, size_t errlen);
+
 /* Release the writer's memory; safe twice and after a zeroed init. */
 void snap_w_free(struct snap_writer *w);
 
@@ -200,6 +206,93 @@ __attribute__((warn_unused_result)) int snap_mem_map(const char *path, uint64_t 
 
 /* Unmap what snap_mem_map() mapped; ram NULL is ignored. */
 void snap_mem_unmap(uint8_t *ram, uint64_t len);
+
+/* ---- streams: a whole snapshot in one byte stream (stream.c) ----
+ *
+ * For pipes and sockets: `ember snapshot create --to -`, `ember run
+ * --restore -`, and migration.  Written and read strictly in order, never
+ * seeked; a writer handles short writes, EINTR and a non-blocking fd.
+ * Little-endian throughout:
+ *
+ *   header   "EMBRSTRM", u32 version, u32 flags (0)                16 bytes
+ *   state    u64 length, then that many bytes: a state file exactly as
+ *            snap_w_commit() writes it (its own header and CRC)
+ *   records  { u32 type, u32 zero, u64 a, u64 b }, each 24 bytes, then:
+ *     DATA   a = first page, b = page count; b * SNAP_PAGE bytes of RAM
+ *     ZERO   a = first page, b = page count: these pages are all zero
+ *     ENDR   a = RAM's page count, b = RAM's content hash (struct
+ *            snap_mem_hash) once every record is applied; nothing after
+ *
+ * Runs (DATA and ZERO) are not empty, lie inside RAM, and go in ascending
+ * page order without overlapping: a reader refuses anything else.  A full
+ * stream holds the non-zero pages only (its reader starts from zeroed
+ * RAM); a stream of a dirty set (migration's later rounds) holds each
+ * dirty page, as a zero marker where it is all zero.  A reader recomputes
+ * the hash as it goes and refuses a stream whose ENDR says otherwise.
+ *
+ * A refusal names the byte offset and the part being read:
+ *   "stream: byte 123456: truncated in memory run at page 0x1f00 (...)"
+ *   "stream: byte 24: state file: CRC mismatch (...)" */
+#define SNAP_STREAM_MAGIC "EMBRSTRM"
+#define SNAP_STREAM_VERSION 1
+#define SNAP_STREAM_HDR 16u	       /* the header's bytes */
+#define SNAP_STREAM_REC 24u	       /* a record header's bytes */
+#define SNAP_STREAM_STATE_MAX (64u << 20) /* the longest state a reader takes */
+#define SNAP_REC_DATA SNAP_TAG('D', 'A', 'T', 'A')
+#define SNAP_REC_ZERO SNAP_TAG('Z', 'E', 'R', 'O')
+#define SNAP_REC_END SNAP_TAG('E', 'N', 'D', 'R')
+
+/* One end of a stream: the fd (blocking or not; not owned) and the bytes
+ * moved through it so far, which messages name. */
+struct snap_stream {
+	int fd;
+	uint64_t off;
+};
+
+/* Write the stream's header and the state file w holds (snap_w_bytes()).
+ * 0 or -errno ("stream: byte N: write: Broken pipe ..." in err). */
+__attribute__((warn_unused_result)) int snap_stream_put_state(struct snap_stream *s,
+							      struct snap_writer *w, char *err,
+							      size_t errlen);
+
+/* Hash len bytes of RAM and note which pages are not all zero, in one
+ * pass: h->sum (h->terms filled when not NULL) and bit i of nonzero (i /
+ * 64 words, KVM_GET_DIRTY_LOG's order; len / SNAP_PAGE bits, the rest of
+ * the last word left clear) for each page i that is not zero.  A full
+ * stream's state records the hash before its memory is written. */
+void snap_mem_scan(const uint8_t *ram, uint64_t len, struct snap_mem_hash *h, uint64_t *nonzero);
+
+/* Write the memory records: the pages whose bit is set in pages (a
+ * bitmap as above), non-zero ones as DATA runs and all-zero ones as ZERO
+ * markers; then ENDR with len / SNAP_PAGE and hash (the hash of RAM as
+ * the reader will have it).  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int snap_stream_put_mem(struct snap_stream *s,
+							    const uint8_t *ram, uint64_t len,
+							    const uint64_t *pages, uint64_t hash,
+							    char *err, size_t errlen);
+
+/* Read the stream's header and its state file into r, checked as
+ * snap_r_open_mem() checks one (named "stream: byte N: state file" in
+ * messages, N where it starts).  -EINVAL for a stream that is truncated
+ * or not one this ember reads, -errno for I/O; r needs no close then. */
+__attribute__((warn_unused_result)) int snap_stream_get_state(struct snap_stream *s,
+							      struct snap_reader *r, char *err,
+							      size_t errlen);
+
+/* Read memory records up to ENDR and apply them to len bytes of RAM at
+ * ram: DATA pages read straight into it, ZERO runs cleared.  zeroed:
+ * ram is all zero (fresh anonymous memory), so nothing is read before it
+ * is written and h's input is ignored; else h->sum is the hash of ram as
+ * it is and h->terms (may be NULL: then computed from ram) each page's
+ * term.  On success h->sum is ENDR's hash, which the pages were found to
+ * have (h->terms updated when not NULL).  -EINVAL for a truncated or bad
+ * stream (a run outside RAM, out of order or overlapping, an unknown
+ * record, another RAM size, a hash mismatch), -errno for I/O; ram then
+ * holds part of the stream. */
+__attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *s, uint8_t *ram,
+							    uint64_t len, bool zeroed,
+							    struct snap_mem_hash *h, char *err,
+							    size_t errlen);
 
 /* ---- shared by format.c and memfile.c (the atomic-file steps) ---- */
 
