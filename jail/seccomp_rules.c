@@ -129,6 +129,9 @@ static const struct allow allowlist[] = {
     /* API: connections from the listening socket; virtio-vsock: host
      * connections on its uds */
     ALLOW(accept4, VMM | API, ARG_ANY),
+    /* API: a request's bytes and the one file descriptor that may come
+     * with them (SCM_RIGHTS: a snapshot stream's pipe or socket) */
+    ALLOW(recvmsg, API, ARG_ANY),
     /* virtio-vsock: a guest's connection to <uds>_PORT (unix sockets only) */
     ALLOW(socket, VMM, ARG_AF_UNIX),
     /* virtio-vsock: the same connection (AF_UNIX: it completes at once) */

@@ -80,10 +80,12 @@ static const struct field f_bucket[] = {{"size", T_UINT, true},
 					{"one_time_burst", T_UINT, false},
 					{"refill_time", T_UINT, true},
 					{NULL, 0, 0}};
-static const struct field f_snap_create[] = {{"snapshot_path", T_STR, true},
-					     {"mem_file_path", T_STR, true},
+/* The paths are required unless "stream" (ember's): api_snapshot.c says so. */
+static const struct field f_snap_create[] = {{"snapshot_path", T_STR, false},
+					     {"mem_file_path", T_STR, false},
 					     {"snapshot_type", T_STR, false},
 					     {"version", T_STR, false},
+					     {"stream", T_BOOL, false},
 					     {NULL, 0, 0}};
 static const struct field f_snap_load[] = {
     {"snapshot_path", T_STR, true},	  {"mem_backend", T_OBJ, false},

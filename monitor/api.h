@@ -97,6 +97,10 @@ struct http_req {
 	const char *body;
 	size_t body_len;
 	uint64_t ticket; /* names this request to http_server_complete() */
+	/* A file descriptor that came with the request (SCM_RIGHTS), or -1.
+	 * A handler that keeps it sets *fd to -1; else it is closed once the
+	 * handler returns.  At most one per request (more are refused). */
+	int *fd;
 };
 /* A handler that sets status HTTP_DEFERRED answers later, through
  * http_server_complete(); the connection reads nothing more meanwhile and
@@ -150,7 +154,7 @@ enum api_op {
 	API_OP_RESUME,	    /* PATCH /vm Resumed */
 	API_OP_FLUSH,	    /* FlushMetrics */
 	API_OP_CTRLALTDEL,  /* SendCtrlAltDel */
-	API_OP_SNAP_CREATE, /* PUT /snapshot/create: path, mem_path, diff */
+	API_OP_SNAP_CREATE, /* PUT /snapshot/create: path, mem_path, diff; or stream */
 	API_OP_SNAP_LOAD,   /* PUT /snapshot/load: path, mem_path, body (the overrides) */
 	API_OP_FATAL,	    /* the API thread cannot go on: ember stops (EXIT_HOST) */
 	API_OP_LIMITS,	    /* PATCH of a running drive's or net's rate limiters */
@@ -162,6 +166,8 @@ struct api_call {
 	int flags;
 	const char *mem_path; /* snapshots' memory file */
 	bool diff;	      /* SNAP_CREATE: "Diff" */
+	bool stream;	      /* SNAP_CREATE: "stream": write it to stream_fd (then closed) */
+	int stream_fd;	      /* SNAP_CREATE with stream: the fd the request carried */
 	const json_t *body;   /* SNAP_LOAD: its request (a->job holds it) */
 	int fd;		      /* API_OP_OPEN's result */
 	bool net;	      /* LIMITS: a net device (else a drive) */
@@ -216,6 +222,10 @@ struct api {
 	struct api_job job;
 	struct http_server *srv;
 	atomic_int state; /* enum api_state */
+
+	/* The fd that came with the request being handled (API thread;
+	 * NULL outside api_handle): a handler that keeps it sets it to -1. */
+	int *req_fd;
 
 	struct vm *vm;	       /* the vmm thread's */
 	struct vm_config *cfg; /* built at InstanceStart; vm->cfg */

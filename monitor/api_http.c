@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ enum {
 	PUMP_READS = 16,   /* reads per connection per wake-up: then the others' turn */
 	DRAIN_MAX = 65536, /* what a close reads of what the client still sent */
 	SWEEP_MS = 250,	   /* how often the clocks are looked at */
+	FDS_MAX = 8,	   /* room for this many passed fds: more is refused, not truncated */
 };
 #define NS_PER_MS (1000000ULL)
 
@@ -57,6 +59,7 @@ struct conn {
 	uint64_t out_ns;  /* the reply being written was queued */
 	bool reading;	  /* a request is on its way (from its first byte to its last) */
 	bool pending;	  /* its handler answers later (HTTP_DEFERRED) */
+	int fd_in;	  /* a file descriptor that came with the request (SCM_RIGHTS), or -1 */
 
 	char in[IN_MAX]; /* read, not yet parsed: pipelined requests wait here */
 	size_t in_off, in_len;
@@ -195,6 +198,9 @@ static void conn_close(struct conn *c)
 	ev_del(&s->ev, &c->src);
 	close(c->fd);
 	c->fd = -1;
+	if (c->fd_in >= 0)
+		close(c->fd_in);
+	c->fd_in = -1;
 	free(c->body);
 	free(c->out);
 	c->body = c->out = NULL;
@@ -360,8 +366,14 @@ static int on_message_complete(http_parser *p)
 	    .body = c->body ? c->body : "",
 	    .body_len = c->body_len,
 	    .ticket = c->serial * MAX_CONNS + (uint64_t)(c - s->conns),
+	    .fd = &c->fd_in,
 	};
 	s->fn(s->opaque, &rq, &rs);
+	/* An fd the handler did not take is closed: one that came with a
+	 * request it was not for must not stay open in ember. */
+	if (c->fd_in >= 0)
+		close(c->fd_in);
+	c->fd_in = -1;
 	if (rs.status == HTTP_DEFERRED)
 		c->pending = true;
 	else
@@ -395,6 +407,57 @@ static void conn_parse(struct conn *c)
 	}
 	if (c->close_after || c->in_off >= c->in_len)
 		c->in_off = c->in_len = 0;
+}
+
+/* read(2) of the connection, taking what came with the bytes: one file
+ * descriptor (SCM_RIGHTS, unix(7)) is kept in c->fd_in for the request
+ * being read (a client sends it with the request's bytes, one request at
+ * a time).  A second one before that request is answered, more than
+ * FDS_MAX in one message (MSG_CTRUNC: the kernel dropped the rest) or
+ * ancillary data of another kind refuses the request: every fd that
+ * came is closed at once, the client gets a 400 and the connection
+ * closes.  MSG_CMSG_CLOEXEC: nothing passed reaches a child. */
+static ssize_t conn_read(struct conn *c)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * FDS_MAX)];
+	} u;
+	struct iovec iov = {c->in, sizeof(c->in)};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf)};
+	ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0 || !mh.msg_controllen)
+		return n;
+	const char *why = mh.msg_flags & MSG_CTRUNC ? "more file descriptors than one" : NULL;
+	for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h)) {
+		if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) {
+			why = "ancillary data other than a file descriptor (SCM_RIGHTS)";
+			continue;
+		}
+		for (size_t i = 0; i < (h->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(h) + i * sizeof(int), sizeof(fd));
+			if (c->fd_in < 0 && !why)
+				c->fd_in = fd;
+			else
+				close(fd), why = why ? why : "more file descriptors than one";
+		}
+	}
+	if (why) {
+		char msg[160];
+		if (c->fd_in >= 0)
+			close(c->fd_in);
+		c->fd_in = -1;
+		snprintf(msg, sizeof(msg),
+			 "a request carries at most one file descriptor; this one "
+			 "came with %s",
+			 why);
+		refuse(c, 400, msg);
+	}
+	return n;
 }
 
 /* Watch events for c (0: nothing but hang-ups).  False once closed. */
@@ -438,7 +501,7 @@ static bool conn_pump(struct conn *c)
 		}
 		if (reads++ == PUMP_READS)
 			return conn_watch(c, EPOLLIN);
-		ssize_t n = read(c->fd, c->in, sizeof(c->in));
+		ssize_t n = conn_read(c);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
@@ -537,6 +600,7 @@ static void on_listen(struct ev_source *src, uint32_t events)
 		memset(c, 0, sizeof(*c));
 		c->srv = s;
 		c->fd = fd;
+		c->fd_in = -1;
 		c->serial = ++s->serial;
 		http_parser_init(&c->parser, HTTP_REQUEST);
 		c->parser.data = c;
@@ -596,7 +660,7 @@ int http_server_new(struct http_server **out, int listen_fd, const struct http_l
 		return r;
 	}
 	for (unsigned i = 0; i < MAX_CONNS; i++)
-		s->conns[i].fd = -1;
+		s->conns[i].fd = s->conns[i].fd_in = -1;
 	s->max_body = lim->max_body;
 	s->idle_ns = (uint64_t)lim->idle_ms * NS_PER_MS;
 	s->request_ns = (uint64_t)lim->request_ms * NS_PER_MS;

@@ -392,7 +392,9 @@ void api_handle(void *opaque, const struct http_req *rq, struct http_resp *rs)
 	 * from its config file); reads do not. */
 	if (!get)
 		pthread_mutex_lock(&a->lock);
+	a->req_fd = rq->fd;
 	route(a, rq, rs);
+	a->req_fd = NULL;
 	if (rs->status == HTTP_DEFERRED) {
 		a->job.ticket = rq->ticket;
 		a->job.method = rq->method;

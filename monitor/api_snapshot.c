@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "monitor/api.h"
 #include "monitor/vm.h"
@@ -18,6 +19,26 @@ void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
 	const char *type = api_str(body, "snapshot_type");
 	if (type && strcmp(type, "Full") && strcmp(type, "Diff"))
 		return http_fault(rs, 400, "snapshot_type: \"%.32s\" is not Full or Diff", type);
+	const char *path = api_str(body, "snapshot_path"), *mem = api_str(body, "mem_file_path");
+	bool stream = json_is_true(json_object_get(body, "stream"));
+	int *fd = a->req_fd;
+	if (!stream && (!path || !mem))
+		return http_fault(rs, 400, "missing field \"%s\"",
+				  path ? "mem_file_path" : "snapshot_path");
+	/* ember's stream: the snapshot goes into the file descriptor the
+	 * request carries (SCM_RIGHTS): the controller owns the pipe or
+	 * connection, ember opens nothing (docs/snapshots.md, "Streams"). */
+	if (stream && (path || mem))
+		return http_fault(rs, 400,
+				  "stream: snapshot_path and mem_file_path are for files; a "
+				  "stream goes to the file descriptor sent with the request");
+	if (stream && type && strcmp(type, "Full"))
+		return http_fault(rs, 400, "stream: only a Full snapshot is streamed");
+	if (stream && (!fd || *fd < 0))
+		return http_fault(rs, 400,
+				  "stream: the request carries no file descriptor to write to "
+				  "(send one with SCM_RIGHTS on the API socket, as `ember "
+				  "snapshot create --to -` does)");
 	if (atomic_load(&a->state) == API_NOT_STARTED)
 		return http_fault(rs, 400, "%s", api_pre_boot);
 	/* "version" (older Firecrackers' target version) is accepted and
@@ -25,9 +46,13 @@ void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
 	/* Writing the memory takes as long as the guest is large: answered
 	 * when done, GETs go on meanwhile. */
 	a->job.call = (struct api_call){.op = API_OP_SNAP_CREATE,
-					.path = api_str(body, "snapshot_path"),
-					.mem_path = api_str(body, "mem_file_path"),
-					.diff = type && !strcmp(type, "Diff")};
+					.path = path,
+					.mem_path = mem,
+					.diff = type && !strcmp(type, "Diff"),
+					.stream = stream,
+					.stream_fd = stream ? *fd : -1};
+	if (stream)
+		*fd = -1; /* the job's now: the vmm thread closes it */
 	api_job_start(a, "snapshot create", body, rs);
 }
 
@@ -166,8 +191,9 @@ void api_snapshot_load(struct api *a, struct api_call *c)
 	} else {
 		strcpy(restore.state, c->path);
 		strcpy(restore.mem, c->mem_path);
-		restore.r = (struct vm_restore){restore.state, restore.mem, false,
-						!json_is_true(json_object_get(b, "resume_vm"))};
+		restore.r =
+		    (struct vm_restore){restore.state, restore.mem, false,
+					!json_is_true(json_object_get(b, "resume_vm")), NULL};
 		c->status = 0;
 		api_start_vm(a, c, &restore.r,
 			     json_is_true(json_object_get(b, "enable_diff_snapshots")) ||
@@ -183,6 +209,19 @@ void api_snapshot_create(struct api *a, struct api_call *c)
 {
 	struct vm *vm = a->vm;
 	c->status = 400;
+	if (c->stream) {
+		/* Closed before the reply: its reader sees the end as the
+		 * client sees the 204. */
+		if (!vm->paused)
+			snprintf(c->fault, sizeof(c->fault),
+				 "Create snapshot error: Cannot save the microVM state: Operation "
+				 "not allowed: save/restore unavailable while running");
+		else if (!vm_snapshot_stream(vm, c->stream_fd, c->fault, sizeof(c->fault)))
+			c->status = 0;
+		close(c->stream_fd);
+		c->stream_fd = -1;
+		return;
+	}
 	if (!vm->paused)
 		snprintf(c->fault, sizeof(c->fault),
 			 "Create snapshot error: Cannot save the microVM state: Operation not "

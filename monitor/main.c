@@ -12,6 +12,7 @@
 #include "monitor/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
+#include "snapshot/snapshot.h"
 
 #define EMBER_VERSION "0.1.0"
 
@@ -58,7 +59,10 @@ static const char usage_run[] =
     "  --restore STATE    restore a snapshot instead of booting: the configuration\n"
     "                     is the snapshot's; --drive ID,path=, --net ID,tap=,\n"
     "                     --vsock uds=, --name, --timeout, --serial override it\n"
-    "  --memory-file MEM  the snapshot's memory file (needed with --restore)\n"
+    "  --restore -        restore a snapshot stream (state and memory) from stdin:\n"
+    "                     ember snapshot create --api-sock A --to - | ember run\n"
+    "                     --restore - --use-saved-paths (docs/snapshots.md)\n"
+    "  --memory-file MEM  the snapshot's memory file (needed with --restore STATE)\n"
     "  --memory-copy      read the memory in rather than map it (MEM may go)\n"
     "  --paused           restore with every vCPU paused (needs --api-sock:\n"
     "                     PATCH /vm Resumed)\n"
@@ -428,8 +432,12 @@ static int check_run_opts(const struct run_opts *o)
 		 !o->restore)
 		why = "--memory-file, --memory-copy, --paused and --use-saved-paths go with "
 		      "--restore STATE";
-	else if (o->restore && !o->memory_file)
-		why = "--restore needs --memory-file MEM (the snapshot's memory)";
+	else if (o->restore && !strcmp(o->restore, "-") && (o->memory_file || o->memory_copy))
+		why = "--restore - reads the memory from the stream too: no --memory-file or "
+		      "--memory-copy";
+	else if (o->restore && strcmp(o->restore, "-") && !o->memory_file)
+		why = "--restore needs --memory-file MEM (the snapshot's memory), or --restore - "
+		      "for a stream on stdin";
 	else if (o->restore && o->ini)
 		why = "--restore takes no INI file (the configuration is the snapshot's)";
 	else if (o->restore && o->rng)
@@ -454,9 +462,15 @@ static int cmd_run(int argc, char **argv)
 	if (r)
 		return r;
 
+	/* --restore -: state and memory from one stream on stdin, read in
+	 * order (its state now, its memory in vm_build). */
+	static struct snap_stream in = {STDIN_FILENO, 0};
+	bool stream = o.restore && !strcmp(o.restore, "-");
+	const char *name = stream ? VM_STREAM_NAME : o.restore;
 	cfg_defaults(&cfg);
 	if ((o.ini && cfg_parse_ini(o.ini, &cfg, err, sizeof(err))) ||
-	    (o.restore && vm_snapshot_config(o.restore, &cfg, err, sizeof(err)))) {
+	    (stream && vm_stream_config(&in, &cfg, err, sizeof(err))) ||
+	    (o.restore && !stream && vm_snapshot_config(o.restore, &cfg, err, sizeof(err)))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
@@ -481,18 +495,19 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	if (o.restore && snap_cli_check_paths(&cfg, &confirmed, o.restore, err, sizeof(err))) {
+	if (o.restore && snap_cli_check_paths(&cfg, &confirmed, name, err, sizeof(err))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
 	if (o.restore && o.dry_run) {
 		fprintf(stderr, "ember: snapshot %s: configuration ok: %u vCPU(s), %llu MiB\n",
-			o.restore, cfg.vcpus, (unsigned long long)(cfg.mem_size >> 20));
+			name, cfg.vcpus, (unsigned long long)(cfg.mem_size >> 20));
 		return 0;
 	}
 	static struct vm_restore restore;
 	if (o.restore) {
-		restore = (struct vm_restore){o.restore, o.memory_file, o.memory_copy, o.paused};
+		restore = (struct vm_restore){name, stream ? NULL : o.memory_file, o.memory_copy,
+					      o.paused, stream ? &in : NULL};
 		vm.restore = &restore;
 	}
 	vm.track_dirty = o.track_dirty;
@@ -561,13 +576,14 @@ static int cmd_snapshot(int argc, char **argv)
 {
 	if (argc < 1 || strcmp(argv[0], "load"))
 		return snap_cli_main(argc, argv);
-	if (argc < 2 || argv[1][0] == '-') {
+	if (argc < 2 || (argv[1][0] == '-' && argv[1][1])) { /* "-": a stream on stdin */
 		if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
 			fputs(snap_cli_usage, stdout);
 			return 0;
 		}
 		fprintf(stderr, "ember snapshot load: give the state file first "
-				"(ember snapshot load STATE --memory-file MEM [options])\n");
+				"(ember snapshot load STATE --memory-file MEM [options], or "
+				"ember snapshot load - for a stream on stdin)\n");
 		return EXIT_CONFIG;
 	}
 	argv[0] = "--restore"; /* argv[0] was "load": run sees --restore STATE ... */

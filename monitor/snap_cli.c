@@ -1,10 +1,13 @@
 /* The command line's side of snapshots.  `ember snapshot create|merge`:
  * create drives a running ember through its
  * API socket (PATCH /vm Paused, PUT /snapshot/create, PATCH /vm Resumed)
- * with a small HTTP/1.1 client of its own; merge folds a diff memory file
- * into its base.  (`ember snapshot load` is main.c's: `ember run
+ * with a small HTTP/1.1 client of its own; with --to, the snapshot is a
+ * stream into our stdout or a file, whose fd goes to ember with the
+ * request (SCM_RIGHTS): ember opens nothing.  merge folds a diff memory
+ * file into its base.  (`ember snapshot load` is main.c's: `ember run
  * --restore`, whose overrides snap_cli_restore_refusal() checks.) */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -27,7 +31,9 @@
 const char snap_cli_usage[] =
     "usage: ember snapshot create --api-sock PATH --state FILE --memory FILE\n"
     "                             [--diff] [--resume]\n"
+    "       ember snapshot create --api-sock PATH --to -|STREAM [--resume]\n"
     "       ember snapshot load STATE --memory-file MEM [ember run options]\n"
+    "       ember snapshot load - [ember run options]\n"
     "       ember snapshot merge BASE_MEM DIFF_MEM\n"
     "\n"
     "create  snapshot the guest of a running ember (`ember run --api-sock PATH`\n"
@@ -37,10 +43,16 @@ const char snap_cli_usage[] =
     "        the last snapshot (needs `ember run --track-dirty` or machine-config\n"
     "        track_dirty_pages).  If the snapshot fails, a guest this command\n"
     "        paused is resumed.\n"
+    "        --to -: the whole snapshot as one stream on stdout (a pipe: to\n"
+    "        `ember run --restore -`, here or over ssh); --to STREAM: into a\n"
+    "        file (written whole or not at all).  A cold migration:\n"
+    "          ember snapshot create --api-sock A --to - |\n"
+    "              ember run --restore - --use-saved-paths\n"
     "load    the same as `ember run --restore STATE --memory-file MEM ...`:\n"
     "        --memory-copy, --paused (with --api-sock), and the overrides\n"
     "        --drive ID,path=, --net ID,tap=, --vsock uds=, --name, --timeout,\n"
-    "        --serial (ember run --help).\n"
+    "        --serial (ember run --help).  `load -` reads a stream on stdin\n"
+    "        (`ember run --restore - < STREAM` for a file).\n"
     "merge   apply a diff snapshot's memory file to the full one it was taken\n"
     "        after: BASE_MEM then holds the memory as of the diff.\n"
     "\n"
@@ -62,14 +74,42 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* METHOD path with body (NULL: none) to the socket.  0 with the status
- * and the reply's JSON (NULL when it has no body), or -1 with the reason
- * in err. */
+/* The first n bytes at p with send_fd riding on them (SCM_RIGHTS,
+ * unix(7)): ember takes the fd with the request whose bytes carry it. */
+static int send_with_fd(int fd, const char *p, size_t n, int send_fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = {(void *)p, n};
+	struct msghdr mh = {.msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = u.buf,
+			    .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &send_fd, sizeof(int));
+	ssize_t w;
+	while ((w = sendmsg(fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	if (w <= 0)
+		return -1;
+	return write_all(fd, p + w, n - (size_t)w); /* the rest, if the first send was short */
+}
+
+/* METHOD path with body (NULL: none) to the socket, send_fd (-1: none)
+ * with it; the reply waited for timeout_s seconds at most (0: as long as
+ * it takes).  0 with the status and the reply's JSON (NULL when it has no
+ * body), or -1 with the reason in err. */
 static int http_call(const char *sock, const char *method, const char *path, const char *body,
-		     int *status, json_t **reply, char *err, size_t len)
+		     int send_fd, int timeout_s, int *status, json_t **reply, char *err, size_t len)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct timeval tv = {.tv_sec = CALL_TIMEOUT_S};
+	struct timeval tv = {.tv_sec = timeout_s};
 	static char buf[REPLY_MAX + 1];
 	char head[512];
 	*reply = NULL;
@@ -94,7 +134,9 @@ static int http_call(const char *sock, const char *method, const char *path, con
 	size_t got = 0;
 	char *end = NULL;
 	long clen = 0;
-	if (write_all(fd, head, (size_t)n) || (blen && write_all(fd, body, blen))) {
+	if ((send_fd >= 0 ? send_with_fd(fd, head, (size_t)n, send_fd)
+			  : write_all(fd, head, (size_t)n)) ||
+	    (blen && write_all(fd, body, blen))) {
 		snprintf(err, len, "%s %s: cannot send: %s", method, path, strerror(errno));
 		close(fd);
 		return -1;
@@ -135,14 +177,18 @@ static int http_call(const char *sock, const char *method, const char *path, con
 	return 0;
 }
 
-/* A call that must succeed (2xx).  0, or 1 with the reason on stderr. */
-static int call_ok(const char *sock, const char *method, const char *path, json_t *body,
-		   json_t **reply)
+/* A call that must succeed (2xx), send_fd (-1: none) going with it.  0,
+ * or 1 with the reason on stderr. */
+static int call_fd(const char *sock, const char *method, const char *path, json_t *body,
+		   int send_fd, json_t **reply)
 {
 	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_t *r = NULL;
 	int status = 0;
-	int rc = http_call(sock, method, path, text, &status, &r, err, sizeof(err));
+	/* A stream goes as fast as its reader takes it (a pipe to ssh, say):
+	 * no deadline then. */
+	int rc = http_call(sock, method, path, text, send_fd, send_fd >= 0 ? 0 : CALL_TIMEOUT_S,
+			   &status, &r, err, sizeof(err));
 	free(text);
 	json_decref(body);
 	if (rc) {
@@ -163,6 +209,12 @@ static int call_ok(const char *sock, const char *method, const char *path, json_
 	return 0;
 }
 
+static int call_ok(const char *sock, const char *method, const char *path, json_t *body,
+		   json_t **reply)
+{
+	return call_fd(sock, method, path, body, -1, reply);
+}
+
 /* ember resolves paths from its own working directory: send absolute ones. */
 static const char *absolute(const char *p, char *buf, size_t len)
 {
@@ -181,15 +233,58 @@ static int bad_args(const char *fmt, const char *arg)
 	return EXIT_CONFIG;
 }
 
+/* Where --to sends the stream: stdout ("-"), or a new file at a temp
+ * name (committed by finish_to() once ember says it is whole).  The fd,
+ * or -1 with the reason on stderr. */
+static int open_to(const char *to, char *tmp, size_t tmplen)
+{
+	if (strcmp(to, "-")) {
+		char err[SNAP_ERR_MAX];
+		int fd = snap_tmp_open(to, tmp, tmplen, err, sizeof(err));
+		if (fd < 0)
+			fprintf(stderr, "ember snapshot: %s\n", err);
+		return fd < 0 ? -1 : fd;
+	}
+	if (isatty(STDOUT_FILENO)) {
+		fprintf(stderr, "ember snapshot: --to -: stdout is a terminal; send the stream "
+				"into a pipe or a file\n");
+		return -1;
+	}
+	/* A pipe moves a stream faster with more room than its default
+	 * 64 KiB (fcntl(2), F_SETPIPE_SZ; 1 MiB is an unprivileged user's
+	 * limit); not a pipe, or refused: as it is. */
+	struct stat st;
+	if (!fstat(STDOUT_FILENO, &st) && S_ISFIFO(st.st_mode))
+		(void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, 1 << 20);
+	return STDOUT_FILENO;
+}
+
+static int finish_to(const char *to, int fd, const char *tmp, int rc)
+{
+	char err[SNAP_ERR_MAX];
+	if (!strcmp(to, "-"))
+		return rc;
+	if (rc) {
+		snap_tmp_abort(fd, tmp);
+		return rc;
+	}
+	if (snap_tmp_commit(fd, tmp, to, err, sizeof(err))) {
+		fprintf(stderr, "ember snapshot: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
 static int cmd_create(int argc, char **argv)
 {
-	const char *sock = NULL, *state = NULL, *mem = NULL;
+	const char *sock = NULL, *state = NULL, *mem = NULL, *to = NULL;
 	bool diff = false, resume = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char **dst = !strcmp(a, "--api-sock") ? &sock
 				   : !strcmp(a, "--state")  ? &state
 				   : !strcmp(a, "--memory") ? &mem
+				   : !strcmp(a, "--to")	    ? &to
 							    : NULL;
 		if (dst) {
 			if (i + 1 >= argc || !argv[i + 1][0])
@@ -201,9 +296,13 @@ static int cmd_create(int argc, char **argv)
 			return bad_args("create: unknown argument %s", a);
 		}
 	}
-	if (!sock || !state || !mem)
+	if (to && (state || mem || diff))
+		return bad_args("create: %s", "--to (a stream) goes without --state, --memory and "
+					      "--diff");
+	if (!sock || (!to && (!state || !mem)))
 		return bad_args("create needs %s",
-				"--api-sock PATH, --state FILE and --memory FILE");
+				"--api-sock PATH, --state FILE and --memory FILE (or --to -|FILE "
+				"for a stream)");
 
 	char sbuf[PATH_MAX * 2], mbuf[PATH_MAX * 2];
 	json_t *info = NULL;
@@ -218,13 +317,22 @@ static int cmd_create(int argc, char **argv)
 		return 1;
 	}
 	json_decref(info);
-	if (running && call_ok(sock, "PATCH", "/vm", json_pack("{s:s}", "state", "Paused"), NULL))
+	char tmp[PATH_MAX];
+	int fd = to ? open_to(to, tmp, sizeof(tmp)) : -1;
+	if (to && fd < 0)
 		return 1;
-	int rc = call_ok(sock, "PUT", "/snapshot/create",
+	if (running && call_ok(sock, "PATCH", "/vm", json_pack("{s:s}", "state", "Paused"), NULL))
+		return finish_to(to ? to : "-", fd, tmp, 1);
+	int rc =
+	    to ? call_fd(sock, "PUT", "/snapshot/create",
+			 json_pack("{s:s,s:b}", "snapshot_type", "Full", "stream", 1), fd, NULL)
+	       : call_ok(sock, "PUT", "/snapshot/create",
 			 json_pack("{s:s,s:s,s:s}", "snapshot_type", diff ? "Diff" : "Full",
 				   "snapshot_path", absolute(state, sbuf, sizeof(sbuf)),
 				   "mem_file_path", absolute(mem, mbuf, sizeof(mbuf))),
 			 NULL);
+	if (to)
+		rc = finish_to(to, fd, tmp, rc);
 	/* Resumed when asked, and after a failure when we paused it. */
 	if ((resume || (rc && running)) &&
 	    call_ok(sock, "PATCH", "/vm", json_pack("{s:s}", "state", "Resumed"), NULL))

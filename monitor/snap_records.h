@@ -4,6 +4,7 @@
 #ifndef EMBER_MONITOR_SNAP_RECORDS_H
 #define EMBER_MONITOR_SNAP_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,5 +77,29 @@ __attribute__((warn_unused_result)) int snap_check_hvt(const struct hvt_record *
 						       uint64_t cfg_mem_size,
 						       struct hvt_manifest *out, char *err,
 						       size_t errlen);
+
+/* ---- shared by monitor/vm_snapshot.c and monitor/vm_stream.c ---- */
+
+struct vm;
+
+/* Start w with the header of a snapshot of vm (paused: vm_pause) and add
+ * every record but memory's (MEMF, MEMH): devices, then vCPUs and the VM
+ * (CONF, CPID, KVMS, VCPU i, UART, VDEV/VDVX i, HVTG).  0 or -errno with
+ * the reason in err; w needs snap_w_free() either way. */
+__attribute__((warn_unused_result)) int vm_snapshot_records(struct vm *vm, struct snap_writer *w,
+							    bool diff, char *err, size_t errlen);
+
+/* Check every record of rd (snap_check_records(), messages naming name)
+ * into cfg, and keep the reader for the restore that follows in this
+ * process (vm_restore_open() takes it when vm->restore->state_path is
+ * name).  rd is taken either way (closed on failure).  0 or -EINVAL. */
+__attribute__((warn_unused_result)) int vm_snapshot_keep(struct snap_reader *rd, const char *name,
+							 struct vm_config *cfg, char *err,
+							 size_t errlen);
+
+/* vm_restore_memory() for a restore from a stream (vm->restore->stream):
+ * fresh anonymous RAM filled from the stream's memory records, which must
+ * hash to the state's MEMH.  0 or an EXIT_* code with the reason in err. */
+int vm_stream_restore_memory(struct vm *vm, char *err, size_t errlen);
 
 #endif

@@ -23,12 +23,17 @@ struct hvt_guest;
 
 #define VM_ERR_MAX 512
 
+struct snap_stream;
+
 /* A restore instead of a boot: set vm->restore before vm_build(). */
 struct vm_restore {
-	const char *state_path; /* the state file */
-	const char *mem_path;	/* its memory file */
+	const char *state_path; /* the state file (a stream: the name vm_stream_config kept) */
+	const char *mem_path;	/* its memory file (NULL for a stream) */
 	bool copy_mem;		/* read the memory in (the file may go) rather than map it */
 	bool paused;		/* vm_start() leaves every vCPU parked (vm_resume() to go) */
+	/* A stream (ember run --restore -): its state is read already
+	 * (vm_stream_config), its memory follows; NULL for files. */
+	struct snap_stream *stream;
 };
 
 struct vm_stats {
@@ -152,6 +157,28 @@ void vm_stop(struct vm *vm, int code, const char *why);
 __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const char *state_path,
 							   const char *mem_path, bool diff,
 							   char *err, size_t errlen);
+
+/* Write a snapshot of the paused VM as one stream into fd (a pipe, a
+ * socket, a file; blocking or not; not closed): the stream's header, the
+ * state file, then every non-zero page of RAM and an end record with the
+ * memory's hash (snapshot/snapshot.h, "streams").  Leaves dirty tracking
+ * as it was: a stream is no base for diff snapshots.  From the vmm
+ * thread.  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int vm_snapshot_stream(struct vm *vm, int fd, char *err,
+							   size_t errlen);
+
+/* The name a restore from a stream gives its state: what messages call
+ * it, and vm_restore.state_path. */
+#define VM_STREAM_NAME "stream"
+
+/* Read a stream's header and state file from s (stdin for `ember run
+ * --restore -`) and check its records into cfg, as vm_snapshot_config()
+ * does for a file; the memory is read later, by vm_build() with
+ * restore->stream = s.  0, or -errno with the reason ("stream: byte N:
+ * ...") in err. */
+__attribute__((warn_unused_result)) int vm_stream_config(struct snap_stream *s,
+							 struct vm_config *cfg, char *err,
+							 size_t errlen);
 
 /* The configuration a state file was taken with, into cfg: a restore
  * applies its overrides (another tap, disk path, vsock socket, name) on

@@ -162,6 +162,25 @@ static int add_machine(struct vm *vm, struct snap_writer *w, char *err, size_t e
 	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
 }
 
+int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *err, size_t errlen)
+{
+	struct snap_header h = {
+	    .nr_vcpus = vm->nr_vcpus,
+	    .flags = diff ? SNAP_F_DIFF : 0,
+	    .mem_size = vm->mem.ram_size,
+	    .mem_digest = snap_mem_digest(vm->mem.base, vm->mem.ram_size),
+	    .cpuid_sig = snap_cpuid_sig(vm->guest_cpuid),
+	};
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	h.created_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
+	snap_w_init(w, &h);
+	/* Devices first (they are quiet: the vCPUs are parked and the vmm
+	 * thread is here), then vCPUs and the VM; memory is the caller's. */
+	int r = add_devices(vm, w, err, errlen);
+	return r ? r : add_machine(vm, w, err, errlen);
+}
+
 /* ---- the two paths of a create: never one file under two names ---- */
 
 /* A path's identity without following its last component: the folder's
@@ -290,23 +309,8 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 		return fail(err, errlen, -ENOMEM, "no memory for the page hashes");
 	vm->mem_terms = NULL; /* given back below only if this snapshot is whole */
 
-	struct snap_header h = {
-	    .nr_vcpus = vm->nr_vcpus,
-	    .flags = diff ? SNAP_F_DIFF : 0,
-	    .mem_size = vm->mem.ram_size,
-	    .mem_digest = snap_mem_digest(vm->mem.base, vm->mem.ram_size),
-	    .cpuid_sig = snap_cpuid_sig(vm->guest_cpuid),
-	};
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	h.created_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 	struct snap_writer w;
-	snap_w_init(&w, &h);
-	/* Devices first (they are quiet: the vCPUs are parked and the vmm
-	 * thread is here), then vCPUs and the VM, then memory. */
-	r = add_devices(vm, &w, err, errlen);
-	if (!r)
-		r = add_machine(vm, &w, err, errlen);
+	r = vm_snapshot_records(vm, &w, diff, err, errlen);
 
 	/* Tracking on: every snapshot resets the log, so a diff holds the
 	 * pages since the previous snapshot, full or diff. */
@@ -370,22 +374,29 @@ static void drop_kept(void)
 	kept.open = false;
 }
 
-int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err, size_t errlen)
+int vm_snapshot_keep(struct snap_reader *rd, const char *name, struct vm_config *cfg, char *err,
+		     size_t errlen)
 {
 	drop_kept();
-	int r = snap_r_open(&kept.rd, state_path, err, errlen);
-	if (r)
-		return r;
 	/* Every record checked before anything is built from it. */
-	r = snap_check_records(&kept.rd, state_path, cfg, err, errlen);
+	int r = snap_check_records(rd, name, cfg, err, errlen);
 	if (r) {
-		snap_r_close(&kept.rd);
+		snap_r_close(rd);
 		return r;
 	}
-	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", state_path) < (int)sizeof(kept.path);
+	kept.rd = *rd; /* the reader moves here */
+	memset(rd, 0, sizeof(*rd));
+	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", name) < (int)sizeof(kept.path);
 	if (!kept.open)
 		snap_r_close(&kept.rd);
 	return 0;
+}
+
+int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err, size_t errlen)
+{
+	struct snap_reader rd;
+	int r = snap_r_open(&rd, state_path, err, errlen);
+	return r ? r : vm_snapshot_keep(&rd, state_path, cfg, err, errlen);
 }
 
 int vm_snapshot_check_paths(const struct vm_config *cfg, const struct vm_restore_paths *ok,
@@ -481,6 +492,8 @@ static bool is_file(const char *path, const struct memfile_id *id)
 int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 {
 	const struct vm_restore *rs = vm->restore;
+	if (rs->stream)
+		return vm_stream_restore_memory(vm, err, errlen);
 	const char *state = rs->state_path, *mem = rs->mem_path;
 	char next[PATH_MAX];
 	snprintf(next, sizeof(next), "%s.next", mem);

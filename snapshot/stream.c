@@ -67,8 +67,7 @@ static int put(struct snap_stream *s, const void *buf, uint64_t len, const char 
 		if (n <= 0) {
 			int e = n < 0 ? errno : EIO;
 			snap_fail(err, errlen, "stream: byte %" PRIu64 ": writing %s: %s%s", s->off,
-				  part, strerror(e),
-				  e == EPIPE ? " (the reader went away)" : "");
+				  part, strerror(e), e == EPIPE ? " (the reader went away)" : "");
 			return -e;
 		}
 		p += n, len -= (uint64_t)n, s->off += (uint64_t)n;
@@ -213,8 +212,9 @@ int snap_stream_get_state(struct snap_stream *s, struct snap_reader *r, char *er
 		return -EINVAL;
 	}
 	if (version != SNAP_STREAM_VERSION) {
-		snap_fail(err, errlen, "stream: byte 8: stream format version %u, this ember reads %u",
-			  version, SNAP_STREAM_VERSION);
+		snap_fail(err, errlen,
+			  "stream: byte 8: stream format version %u, this ember reads %u", version,
+			  SNAP_STREAM_VERSION);
 		return -EINVAL;
 	}
 	if (flags) {
@@ -274,16 +274,17 @@ static uint64_t old_term(const struct mem_in *m, uint64_t i)
 static int data_run(struct mem_in *m, uint64_t first, uint64_t count)
 {
 	for (uint64_t at = first; at < first + count;) {
-		uint64_t n = first + count - at < HASH_CHUNK / PAGE ? first + count - at
-								     : HASH_CHUNK / PAGE;
+		uint64_t n =
+		    first + count - at < HASH_CHUNK / PAGE ? first + count - at : HASH_CHUNK / PAGE;
 		for (uint64_t i = at; i < at + n; i++)
 			m->sum -= old_term(m, i);
 		uint64_t got;
 		int e = get(m->s, m->ram + at * PAGE, n * PAGE, &got, "memory", m->err, m->errlen);
 		if (e == -EINVAL)
 			snap_fail(m->err, m->errlen,
-				  "stream: byte %" PRIu64 ": truncated in memory run at page 0x%" PRIx64
-				  " (0x%" PRIx64 " pages; page 0x%" PRIx64 " incomplete)",
+				  "stream: byte %" PRIu64
+				  ": truncated in memory run at page 0x%" PRIx64 " (0x%" PRIx64
+				  " pages; page 0x%" PRIx64 " incomplete)",
 				  m->s->off, first, count, (uint64_t)(at + got / PAGE));
 		if (e)
 			return e;
@@ -339,9 +340,11 @@ int snap_stream_get_mem(struct snap_stream *s, uint8_t *ram, uint64_t len, bool 
 		uint32_t type = get32(rec), zero = get32(rec + 4);
 		uint64_t a = get64(rec + 8), b = get64(rec + 16);
 		const char *kind = type == SNAP_REC_DATA ? "memory run" : "zero run";
-		if (zero || (type != SNAP_REC_DATA && type != SNAP_REC_ZERO && type != SNAP_REC_END)) {
+		if (zero ||
+		    (type != SNAP_REC_DATA && type != SNAP_REC_ZERO && type != SNAP_REC_END)) {
 			snap_fail(err, errlen,
-				  "stream: byte %" PRIu64 ": not a memory record (type 0x%08x, 0x%08x)",
+				  "stream: byte %" PRIu64
+				  ": not a memory record (type 0x%08x, 0x%08x)",
 				  at, type, zero);
 			return -EINVAL;
 		}
@@ -368,7 +371,8 @@ int snap_stream_get_mem(struct snap_stream *s, uint8_t *ram, uint64_t len, bool 
 			snap_fail(err, errlen,
 				  "stream: byte %" PRIu64 ": %s at page 0x%" PRIx64 " (0x%" PRIx64
 				  " pages) %s (RAM has 0x%" PRIx64 " pages)",
-				  at, kind, a, b, b ? "runs past the end of RAM" : "is empty", m.pages);
+				  at, kind, a, b, b ? "runs past the end of RAM" : "is empty",
+				  m.pages);
 			return -EINVAL;
 		}
 		if (a < m.next) {

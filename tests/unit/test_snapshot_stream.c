@@ -366,8 +366,9 @@ static void test_runs_out_of_order(void **st)
 	size_t at = o.n;
 	rec(&o, SNAP_REC_DATA, 12, 1); /* inside the run before */
 	page(&o, 8);
-	refused(f, &o, at, "memory run at page 0xc (0x1 pages) overlaps or precedes the run "
-			   "before it, which ended at page 0xf");
+	refused(f, &o, at,
+		"memory run at page 0xc (0x1 pages) overlaps or precedes the run "
+		"before it, which ended at page 0xf");
 	o.n = at;
 	rec(&o, SNAP_REC_ZERO, 3, 1); /* before it */
 	refused(f, &o, at, "zero run at page 0x3 (0x1 pages) overlaps or precedes");
@@ -401,8 +402,9 @@ static void test_bad_records(void **st)
 	refused(f, &o, at, "the end record says 0x800 pages of RAM, the snapshot has 0x400");
 	begin(f, &o);
 	rec(&o, SNAP_REC_END, PAGES, 12345);
-	refused(f, &o, at, "memory hash mismatch (the end record says 0x0000000000003039, the "
-			   "pages hash to 0x0000000000000000)");
+	refused(f, &o, at,
+		"memory hash mismatch (the end record says 0x0000000000003039, the "
+		"pages hash to 0x0000000000000000)");
 	begin(f, &o);
 	rec(&o, SNAP_REC_END, PAGES, 0); /* all-zero RAM: a stream of nothing */
 	assert_int_equal(read_all(f, o.b, o.n, NULL), 0);
@@ -433,9 +435,8 @@ static void test_dirty_set_with_zero_markers(void **st)
 	snap_mem_hash_ram(f->src, RAM, &want);
 	int fd = memfd_create("round2", MFD_CLOEXEC);
 	struct snap_stream s = {fd, 0};
-	assert_int_equal(snap_stream_put_mem(&s, f->src, RAM, dirty, want.sum, f->err,
-					     sizeof(f->err)),
-			 0);
+	assert_int_equal(
+	    snap_stream_put_mem(&s, f->src, RAM, dirty, want.sum, f->err, sizeof(f->err)), 0);
 	/* 0-2 zero, 5-6 data, 150 data, 500-501 zero, 502 data, 900 data,
 	 * 1023 zero: 7 runs, 3 of them zero markers, then the end */
 	static uint8_t b[16 * PG];
@@ -463,9 +464,8 @@ static void test_dirty_set_with_zero_markers(void **st)
 			snap_mem_hash_ram(f->dst, RAM, &h);
 		assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
 		s.off = 0;
-		assert_int_equal(snap_stream_get_mem(&s, f->dst, RAM, false, &h, f->err,
-						     sizeof(f->err)),
-				 0);
+		assert_int_equal(
+		    snap_stream_get_mem(&s, f->dst, RAM, false, &h, f->err, sizeof(f->err)), 0);
 		assert_true(h.sum == want.sum);
 		assert_memory_equal(f->src, f->dst, RAM);
 		if (kept)
@@ -529,11 +529,17 @@ static void test_state_bytes_are_the_file(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    T(test_state_bytes_are_the_file), T(test_pipe_round_trip),	 T(test_truncated_everywhere),
-	    T(test_flipped_page_byte),	 T(test_flipped_state_byte),
-	    T(test_bad_header),		 T(test_run_outside_ram),
-	    T(test_runs_out_of_order),	 T(test_bad_records),
-	    T(test_dirty_set_with_zero_markers), T(test_write_to_closed_pipe),
+	    T(test_state_bytes_are_the_file),
+	    T(test_pipe_round_trip),
+	    T(test_truncated_everywhere),
+	    T(test_flipped_page_byte),
+	    T(test_flipped_state_byte),
+	    T(test_bad_header),
+	    T(test_run_outside_ram),
+	    T(test_runs_out_of_order),
+	    T(test_bad_records),
+	    T(test_dirty_set_with_zero_markers),
+	    T(test_write_to_closed_pipe),
 	};
 	return cmocka_run_group_tests_name("snapshot_stream", tests, NULL, NULL);
 }
