@@ -19,6 +19,8 @@ written with a non-zero pattern before it counts) under
     after resume: spin=1000 keeps its pause between lines ~µs), timed by
     build/bench/spawn; and ember's --stats "vcpus started" (vm_build ->
     vCPUs running); MAP_PRIVATE (default) and --memory-copy;
+  * streams (bench_stream.py): a stream snapshot into a pipe and a load
+    from one, beside `cat` of the same bytes;
   * restores per second: K restores with C at a time, each SIGKILLed (and
     reaped) as soon as its first output line is read, on 2 CPUs
     (sched_setaffinity when the machine has more).
@@ -35,6 +37,8 @@ import socket
 import subprocess
 import tempfile
 import time
+
+from bench_stream import stream_rows
 
 MEM_MIB = 256
 FILL_MIB = 250
@@ -432,6 +436,8 @@ def snapshot_rows(ember, guests, build_dir, tools, runs):
                                  first, "ms", note))
                 rows.append(_row("  ember --stats: vm_build → vCPUs running", started, "ms",
                                  "its clock starts in vm_build, after argument parsing"))
+        # ---- streams: to a pipe, from a pipe, beside cat (bench_stream.py)
+        rows += stream_rows(ember, kernel, work, runs, FILL_MIB, MEM_MIB)
         # ---- restores per second
         st, mem = os.path.join(work, "full.state"), os.path.join(work, "full.mem")
         if os.path.exists(st) and os.path.exists(mem):
