@@ -80,7 +80,7 @@ PYTHON ?= /usr/bin/python3
 # a FUZZ_SRCS_ line.  `make fuzz` runs each target FUZZ_TIME seconds (per
 # target, so none gets less as others are added), `make fuzz-short` (in
 # `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
-FUZZ_TARGETS := virtqueue ini snapstate
+FUZZ_TARGETS := virtqueue ini snapstate stream
 # Every vq_pop() checked against a second walker in the harness.
 FUZZ_SRCS_virtqueue := virtio/virtqueue.c monitor/guest_mem.c
 FUZZ_ARGS_virtqueue := -max_len=34000
@@ -93,6 +93,10 @@ FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
 FUZZ_SRCS_snapstate := monitor/snap_check.c snapshot/format.c config/config.c config/import.c \
                        config/units.c monitor/hvt_mft.c monitor/guest_mem.c
 FUZZ_ARGS_snapstate := -max_len=65536
+# A stream's memory records (snap_stream_get_mem) onto zeroed RAM and onto
+# RAM holding a previous round: an accepted stream's RAM hashes as it says.
+FUZZ_SRCS_stream := snapshot/stream.c snapshot/format.c snapshot/memfile.c
+FUZZ_ARGS_stream := -max_len=65536
 
 FUZZ_TIME       ?= 300
 FUZZ_SHORT_TIME ?= 10
