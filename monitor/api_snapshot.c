@@ -1,9 +1,11 @@
 /* Firecracker's PUT /snapshot/create and /snapshot/load: the API
  * thread's checks of the request, then the vmm thread's work (the
- * snapshot core is monitor/vm_snapshot.c, see monitor/vm.h).  A load
- * takes the state file's configuration, applies the request's overrides
- * (network_overrides, vsock_override) and PUT /ember/options' name and
- * timeout through cfg_set, and starts the VM with vm->restore set. */
+ * snapshot core is monitor/vm_snapshot.c, vm_restore.c and vm_stream.c,
+ * see monitor/vm.h).  A load takes the state file's configuration,
+ * applies the request's overrides (network_overrides, vsock_override)
+ * and PUT /ember/options' name and timeout through cfg_set, and starts
+ * the VM with vm->restore set.  A create with ember's "stream" writes
+ * into the file descriptor its request carried. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>

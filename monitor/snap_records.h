@@ -1,6 +1,7 @@
 /* The state file's records as ember writes them (monitor/vm_snapshot.c)
- * and their up-front check (monitor/snap_check.c).  Private to those two
- * and the state-file fuzzer (tests/fuzz/fuzz_snapstate.c). */
+ * and their up-front check (monitor/snap_check.c).  Private to those,
+ * their restore (vm_restore.c) and stream (vm_stream.c) sides, and the
+ * state-file fuzzer (tests/fuzz/fuzz_snapstate.c). */
 #ifndef EMBER_MONITOR_SNAP_RECORDS_H
 #define EMBER_MONITOR_SNAP_RECORDS_H
 
@@ -78,7 +79,7 @@ __attribute__((warn_unused_result)) int snap_check_hvt(const struct hvt_record *
 						       struct hvt_manifest *out, char *err,
 						       size_t errlen);
 
-/* ---- shared by monitor/vm_snapshot.c and monitor/vm_stream.c ---- */
+/* ---- shared by monitor/vm_snapshot.c, vm_restore.c and vm_stream.c ---- */
 
 struct vm;
 

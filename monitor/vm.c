@@ -434,8 +434,9 @@ static int boot_guest(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* A restore: RAM from the memory file, the rest from the state file
- * (vm_snapshot.c); nothing is loaded or written into guest memory. */
+/* A restore: RAM from the memory file (or the stream), the rest from the
+ * state file (vm_restore.c); nothing is loaded or written into guest
+ * memory. */
 static int restore_guest(struct vm *vm, char *err, size_t errlen)
 {
 	int r = vm_restore_open(vm, err, errlen);

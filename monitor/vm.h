@@ -145,7 +145,8 @@ int vm_check_stop(struct vm *vm);
  * are kicked. */
 void vm_stop(struct vm *vm, int code, const char *why);
 
-/* Snapshots (monitor/vm_snapshot.c).
+/* Snapshots (monitor/vm_snapshot.c; restores monitor/vm_restore.c,
+ * streams monitor/vm_stream.c).
  *
  * Write a snapshot of the paused VM (vm_pause) from the vmm thread: the
  * state file (configuration, devices, vCPUs, VM state; CRC-sealed) and
