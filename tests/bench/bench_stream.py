@@ -158,9 +158,9 @@ def stream_rows(ember, kernel, work, runs, fill_mib, mem_mib):
     rows.append(bs._row("stream snapshot → a pipe (cat > /dev/null), " + what, made, "ms",
                         "PUT /snapshot/create, fd passed; %.1f MiB stream:%s%s"
                         % (mib, rate(made), ("; " + err) if err else "")))
-    rows.append(bs._row("  reference: cat STREAM | cat > /dev/null, same bytes", ref, "ms",
+    rows.append(bs._row("  reference: cat STREAM piped to cat > /dev/null, same bytes", ref, "ms",
                         "one pipe between two processes:" + rate(ref)))
-    rows.append(bs._row("stream load ← a pipe (cat STREAM | ember run --restore -): "
+    rows.append(bs._row("stream load ← a pipe (cat STREAM piped to ember run --restore -): "
                         "→ first guest output", loads, "ms",
                         "from both execs:%s%s" % (rate(loads), ("; " + why) if why else "")))
     rows.append(bs._row("  ember --stats: vm_build → vCPUs running", started, "ms",
