@@ -1,12 +1,19 @@
 /* ember-jailer's pure parts: arguments, ids, limits, cgroup specs and
- * paths (v1 and v2), /proc parsing, and the static-ELF check. */
+ * paths (v1 and v2), /proc parsing, and the static-ELF check; and its
+ * symlink-free walks (jailer_fs.c), in a temporary folder (no root
+ * needed). */
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -398,6 +405,190 @@ static void test_static_elf(void **state)
 	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
 }
 
+static void test_kinds(void **state)
+{
+	assert_string_equal(jailer_kind(S_IFIFO | 0644), "a FIFO");
+	assert_string_equal(jailer_kind(S_IFLNK | 0777), "a symbolic link");
+	assert_string_equal(jailer_kind(S_IFREG), "a regular file");
+	assert_string_equal(jailer_kind(S_IFDIR | 0755), "a directory");
+	assert_string_equal(jailer_kind(S_IFSOCK), "a socket");
+	assert_string_equal(jailer_kind(S_IFCHR), "a character device");
+	assert_string_equal(jailer_kind(S_IFBLK), "a block device");
+	assert_string_equal(jailer_kind(0), "of an unknown kind");
+}
+
+/* A folder with what a last tenant could leave: T/jail/{a/, link -> T/host,
+ * fifo, file}, and T/host/sentinel outside. */
+static struct jailer wj;
+static char top[64];
+static int jail_fd;
+
+static int walk_setup(void **state)
+{
+	char p[128];
+	snprintf(top, sizeof(top), "/tmp/ember-test-jailer-XXXXXX");
+	if (!mkdtemp(top))
+		return -1;
+	snprintf(p, sizeof(p), "%s/host", top);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/host/sentinel", top);
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0 || write(fd, "sentinel\n", 9) != 9)
+		return -1;
+	close(fd);
+	snprintf(p, sizeof(p), "%s/jail", top);
+	mkdir(p, 0755);
+	jail_fd = open(p, O_PATH | O_DIRECTORY);
+	snprintf(p, sizeof(p), "%s/host", top);
+	if (jail_fd < 0 || mkdirat(jail_fd, "a", 0755) || symlinkat(p, jail_fd, "link") ||
+	    mkfifoat(jail_fd, "fifo", 0644))
+		return -1;
+	fd = openat(jail_fd, "file", O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	memset(&wj, 0, sizeof(wj));
+	return 0;
+}
+
+static int walk_teardown(void **state)
+{
+	char cmd[128];
+	close(jail_fd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", top);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The host folder holds its sentinel and nothing else. */
+static void assert_host_intact(void)
+{
+	char p[128], buf[16] = {0};
+	snprintf(p, sizeof(p), "%s/host/sentinel", top);
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 9);
+	close(fd);
+	assert_string_equal(buf, "sentinel\n");
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/host", top);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_nlink, 2); /* no folder made in it */
+	snprintf(p, sizeof(p), "%s/host/x", top);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
+static void test_walk(void **state)
+{
+	int fd;
+	assert_int_equal(jailer_walk(&wj, jail_fd, "J", "a/b/c", JAILER_WALK_CREATE, UNDO_DIR, &fd),
+			 0);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(wj.nr_undo, 2); /* b and c were made; a was there */
+	assert_int_equal(faccessat(jail_fd, "a/b/c", F_OK, 0), 0);
+	jailer_undo_all(&wj);
+	assert_int_equal(faccessat(jail_fd, "a/b", F_OK, 0), -1);
+	assert_int_equal(faccessat(jail_fd, "a", F_OK, 0), 0);
+
+	/* without JAILER_WALK_CREATE a missing folder is no error */
+	assert_int_equal(jailer_walk(&wj, jail_fd, "J", "a/none/x", 0, UNDO_DIR, &fd), 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(wj.nr_undo, 0);
+
+	static const struct {
+		const char *path, *err;
+	} refused[] = {
+	    {"link/x", "J/link: is a symbolic link, not a directory (ember-jailer follows no link "
+		       "in a jail)"},
+	    {"link", "J/link: is a symbolic link"},
+	    {"fifo/x", "J/fifo: is a FIFO, not a directory"},
+	    {"file/x", "J/file: is a regular file, not a directory"},
+	    {"a/../link/x", "J/a/..: "},
+	};
+	for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		for (unsigned how = 0; how <= JAILER_WALK_CREATE; how++) {
+			int r = jailer_walk(&wj, jail_fd, "J", refused[i].path, how, UNDO_DIR, &fd);
+			assert_int_not_equal(r, 0);
+			assert_int_equal(fd, -1);
+			assert_non_null(strstr(wj.err, refused[i].err));
+		}
+	}
+	assert_int_equal(wj.nr_undo, 0);
+	assert_host_intact();
+}
+
+static void test_open_beneath(void **state)
+{
+	int fd = jailer_open_beneath(jail_fd, "link", O_PATH | O_CLOEXEC, 0);
+	assert_int_equal(fd, -ELOOP);
+	assert_int_equal(jailer_open_beneath(jail_fd, "../host/sentinel", O_RDONLY, 0), -EXDEV);
+	assert_int_equal(jailer_open_beneath(jail_fd, "link/sentinel", O_RDONLY, 0), -ELOOP);
+	fd = jailer_open_beneath(jail_fd, "file", O_RDONLY | O_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static void test_open_file(void **state)
+{
+	int fd;
+	/* a FIFO is looked at, not opened: no hang */
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "fifo", "F", 0, O_RDONLY, "a regular file", &fd),
+	    JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "F: is a FIFO, not a regular file");
+	assert_int_equal(fd, -1);
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "link", "L", 0, O_RDONLY, "a regular file", &fd),
+	    JAILER_EXIT_USAGE);
+	assert_non_null(strstr(wj.err, "L: is a symbolic link, not a regular file"));
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "a", "A", 0, O_RDONLY, "a thing", &fd),
+			 JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "A: is a directory, not a thing");
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "none", "N", JAILER_OPEN_MISSING_OK,
+					  O_RDONLY, "a regular file", &fd),
+			 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "none", "N", JAILER_OPEN_HOST_ERRORS,
+					  O_RDONLY, "a regular file", &fd),
+			 JAILER_EXIT_HOST);
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "file", "R", 0, O_RDWR, "a regular file", &fd), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_GETFL) & (O_NONBLOCK | O_ACCMODE), O_RDWR);
+	close(fd);
+	/* the operator's paths are followed: through the link to the file */
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "link/sentinel", "S", JAILER_WALK_FOLLOW,
+					  O_RDONLY, "a regular file", &fd),
+			 0);
+	close(fd);
+	assert_host_intact();
+}
+
+static void test_replace_file(void **state)
+{
+	int fd;
+	/* whatever is there goes, never followed; a new file takes its place */
+	static const char *const names[] = {"link", "fifo", "file", "new"};
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(jailer_replace_file(&wj, jail_fd, "J", names[i], 0600, &fd), 0);
+		assert_int_equal(write(fd, "x", 1), 1);
+		close(fd);
+		struct stat st;
+		assert_int_equal(fstatat(jail_fd, names[i], &st, AT_SYMLINK_NOFOLLOW), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_size, 1);
+	}
+	assert_int_equal(wj.nr_undo, 4);
+	jailer_undo_all(&wj);
+	assert_int_equal(faccessat(jail_fd, "new", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	/* a directory is not removed */
+	assert_int_equal(jailer_replace_file(&wj, jail_fd, "J", "a", 0600, &fd), JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "J/a: is a directory, where the jail needs a file of its own");
+	assert_int_equal(faccessat(jail_fd, "a", F_OK, 0), 0);
+	assert_int_equal(wj.nr_undo, 0);
+	assert_host_intact();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -414,6 +605,11 @@ int main(void)
 	    cmocka_unit_test(test_v2_subtree_line),
 	    cmocka_unit_test(test_words),
 	    cmocka_unit_test(test_static_elf),
+	    cmocka_unit_test(test_kinds),
+	    cmocka_unit_test_setup_teardown(test_walk, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_beneath, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_file, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_file, walk_setup, walk_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
