@@ -44,6 +44,11 @@ static int resolve_ids(struct jailer *j)
 					   j->a.uid);
 		j->uid = pw->pw_uid;
 	}
+	if (j->uid == 0) /* "0" itself is refused by jailer_parse_args */
+		return jailer_fail(j, JAILER_EXIT_USAGE,
+				   "--uid \"%s\": resolves to uid 0 (root); the jail needs an "
+				   "unprivileged uid",
+				   j->a.uid);
 	r = jailer_parse_id_number(j->a.gid, &n);
 	if (r == 0) {
 		j->gid = n;
@@ -54,6 +59,11 @@ static int resolve_ids(struct jailer *j)
 					   j->a.gid);
 		j->gid = gr->gr_gid;
 	}
+	if (j->gid == 0)
+		return jailer_fail(j, JAILER_EXIT_USAGE,
+				   "--gid \"%s\": resolves to gid 0 (root); the jail needs an "
+				   "unprivileged gid",
+				   j->a.gid);
 	return 0;
 }
 

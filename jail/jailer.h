@@ -61,9 +61,10 @@ struct jailer_args {
 };
 
 /* Parse the jailer's command line (argv[0] excluded).  Checks every value
- * that needs no system lookup: id, uid/gid syntax, cgroup and limit specs,
- * parent cgroup path, cgroup version, and that --id, --exec-file, --uid,
- * --gid are there.  Returns 0, 1 for --help (nothing else parsed), or
+ * that needs no system lookup: id, uid/gid syntax (and not 0), cgroup and
+ * limit specs, parent cgroup path, cgroup version, that each option is
+ * given once (--cgroup and --resource-limit once per file or resource),
+ * and that --id, --exec-file, --uid, --gid are there.  Returns 0, 1 for --help (nothing else parsed), or
  * -EINVAL with a message naming the option in err. */
 __attribute__((warn_unused_result)) int
 jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, size_t errlen);

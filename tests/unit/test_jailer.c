@@ -37,6 +37,33 @@ static int parse(struct jailer_args *a, ...)
 
 #define BASE "--id", "vm-1", "--exec-file", "/usr/bin/ember", "--uid", "123", "--gid", "100"
 
+/* BASE with some of its options given other values (each option may be
+ * given once), then the rest of a NULL-terminated list. */
+static int parse_over(struct jailer_args *a, ...)
+{
+	static const char *const base[] = {BASE};
+	static char *extra[64], *argv[80];
+	int nextra = 0, argc = 0;
+	va_list ap;
+	va_start(ap, a);
+	for (char *s; (s = va_arg(ap, char *)) != NULL && nextra < 64;)
+		extra[nextra++] = s;
+	va_end(ap);
+	for (unsigned i = 0; i < sizeof(base) / sizeof(base[0]); i += 2) {
+		bool over = false;
+		for (int k = 0; k < nextra; k++)
+			over |= strcmp(extra[k], base[i]) == 0;
+		if (!over) {
+			argv[argc++] = (char *)base[i];
+			argv[argc++] = (char *)base[i + 1];
+		}
+	}
+	for (int k = 0; k < nextra; k++)
+		argv[argc++] = extra[k];
+	err[0] = '\0';
+	return jailer_parse_args(argc, argv, a, err, sizeof(err));
+}
+
 static void test_ids(void **state)
 {
 	assert_int_equal(jailer_check_id("a"), 0);
@@ -121,7 +148,7 @@ static void test_parse_errors(void **state)
 	assert_non_null(strstr(err, "--uid is required"));
 	assert_int_equal(parse(&a, "--id", "x", "--exec-file", "/e", "--uid", "1", NULL), -EINVAL);
 	assert_non_null(strstr(err, "--gid is required"));
-	assert_int_equal(parse(&a, BASE, "--id", "bad id", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--id", "bad id", NULL), -EINVAL);
 	assert_non_null(strstr(err, "--id \"bad id\""));
 	assert_int_equal(parse(&a, BASE, "--bogus", NULL), -EINVAL);
 	assert_non_null(strstr(err, "unknown option --bogus"));
@@ -134,17 +161,76 @@ static void test_parse_errors(void **state)
 	assert_int_equal(parse(&a, BASE, "--resource-limit", "nproc=1", NULL), -EINVAL);
 	assert_int_equal(parse(&a, BASE, "--chroot-base-dir", "rel/dir", NULL), -EINVAL);
 	assert_int_equal(parse(&a, BASE, "--parent-cgroup", "/abs", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "-1", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "4294967295", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "99999999999999999999", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "-1", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "4294967295", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "99999999999999999999", NULL), -EINVAL);
 	/* a name is fine here: it is looked up later */
-	assert_int_equal(parse(&a, BASE, "--uid", "nobody", "--gid", "nogroup", NULL), 0);
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/..", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "nobody", "--gid", "nogroup", NULL), 0);
+	assert_int_equal(parse_over(&a, "--exec-file", "/usr/bin/", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/usr/bin/..", NULL), -EINVAL);
+	/* its copy goes to root/<name>, where the jail's own folders are */
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/dev", NULL), -EINVAL);
+	assert_non_null(strstr(err, "the jail has a /dev of its own"));
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/run", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/dev2", NULL), 0);
 	/* the default parent cgroup is the exec file's name: it must be one */
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/x/em ber", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/em ber", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/em ber", "--parent-cgroup", "vms", NULL),
+			 0);
+}
+
+/* Each option once: the second of two is refused, naming both values. */
+static void test_parse_repeats(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse(&a, BASE, "--id", "vm-1", NULL), -EINVAL);
+	assert_string_equal(err, "--id given twice (\"vm-1\", then \"vm-1\")");
+	assert_int_equal(parse(&a, BASE, "--exec-file=/x/ember", NULL), -EINVAL);
+	assert_string_equal(err, "--exec-file given twice (\"/usr/bin/ember\", then \"/x/ember\")");
+	assert_int_equal(parse(&a, BASE, "--uid", "7", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--uid given twice"));
+	assert_int_equal(parse(&a, BASE, "--gid", "7", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--gid given twice"));
+	static const char *const once[] = {"--chroot-base-dir", "/a", "--netns",	 "/a",
+					   "--cgroup-version",	"1",  "--parent-cgroup", "a"};
+	for (unsigned i = 0; i < 8; i += 2) {
+		assert_int_equal(parse(&a, BASE, once[i], once[i + 1], NULL), 0);
+		assert_int_equal(parse(&a, BASE, once[i], once[i + 1], once[i], once[i + 1], NULL),
+				 -EINVAL);
+		assert_non_null(strstr(err, "given twice"));
+		assert_non_null(strstr(err, once[i]));
+	}
+	assert_int_equal(parse(&a, BASE, "--daemonize", "--daemonize", NULL), -EINVAL);
+	assert_string_equal(err, "--daemonize given twice");
+	assert_int_equal(parse(&a, BASE, "--new-pid-ns", "--new-pid-ns", NULL), -EINVAL);
+	assert_string_equal(err, "--new-pid-ns given twice");
+	/* --cgroup and --resource-limit repeat, once per file or resource */
+	assert_int_equal(parse(&a, BASE, "--cgroup", "cpu.shares=1", "--cgroup",
+			       "cpu.cfs_quota_us=1", "--resource-limit", "fsize=1",
+			       "--resource-limit", "no-file=9", NULL),
+			 0);
+	assert_int_equal(parse(&a, BASE, "--cgroup", "pids.max=1", "--cgroup=pids.max=2", NULL),
+			 -EINVAL);
+	assert_string_equal(err, "--cgroup pids.max given twice (\"1\", then \"2\")");
 	assert_int_equal(
-	    parse(&a, BASE, "--exec-file", "/x/em ber", "--parent-cgroup", "vms", NULL), 0);
+	    parse(&a, BASE, "--resource-limit", "fsize=1", "--resource-limit", "fsize=1", NULL),
+	    -EINVAL);
+	assert_string_equal(err, "--resource-limit fsize given twice");
+}
+
+/* uid 0 and gid 0 are root's: refused as numbers here, as names once
+ * they are looked up (jail/jailer.c). */
+static void test_parse_root_ids(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse_over(&a, "--uid", "0", NULL), -EINVAL);
+	assert_string_equal(err, "--uid \"0\": uid 0 is root; the jail needs an unprivileged uid");
+	assert_int_equal(parse_over(&a, "--uid", "000", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--gid", "0", NULL), -EINVAL);
+	assert_string_equal(
+	    err, "--gid \"0\": gid 0 is root's group; the jail needs an unprivileged gid");
+	assert_int_equal(parse_over(&a, "--uid", "1", "--gid", "1", NULL), 0);
+	assert_int_equal(parse_over(&a, "--uid", "root", "--gid", "root", NULL), 0);
 }
 
 static void test_rlimits(void **state)
@@ -596,6 +682,8 @@ int main(void)
 	    cmocka_unit_test(test_parse_minimal_and_defaults),
 	    cmocka_unit_test(test_parse_everything),
 	    cmocka_unit_test(test_parse_errors),
+	    cmocka_unit_test(test_parse_repeats),
+	    cmocka_unit_test(test_parse_root_ids),
 	    cmocka_unit_test(test_rlimits),
 	    cmocka_unit_test(test_cgroup_specs),
 	    cmocka_unit_test(test_id_numbers),
