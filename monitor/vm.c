@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
+#include "monitor/hostfile.h"
 #include "monitor/layout.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
@@ -30,17 +31,18 @@ static int map_file(const char *what, const char *path, struct mapped_file *f, c
 {
 	f->data = NULL;
 	f->len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char why[VM_ERR_MAX];
+	int fd = host_open(path, O_RDONLY, HOST_REG, why, sizeof(why));
 	if (fd < 0) {
-		int e = errno;
-		snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
-		return -e;
+		snprintf(err, errlen, "%s %s", what, why);
+		return fd;
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s %s: not a regular file", what, path);
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
 		close(fd);
-		return -EINVAL;
+		return -e;
 	}
 	if (st.st_size == 0) {
 		snprintf(err, errlen, "%s %s: file is empty", what, path);
@@ -378,9 +380,14 @@ static int open_serial(struct vm *vm, char *err, size_t errlen)
 		return STDOUT_FILENO;
 	if (strcmp(out, "none") == 0)
 		return -1;
-	vm->serial_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A terminal or /dev/null as well as a file; a FIFO only with its
+	 * reader already there (the open would wait for one). */
+	char why[VM_ERR_MAX];
+	vm->serial_fd = host_open(out, O_WRONLY | O_CREAT | O_TRUNC,
+				  HOST_REG | HOST_CHR | HOST_FIFO, why, sizeof(why));
 	if (vm->serial_fd < 0) {
-		snprintf(err, errlen, "serial output %s: %s", out, strerror(errno));
+		vm->serial_fd = -1;
+		snprintf(err, errlen, "serial output %s", why);
 		return -2;
 	}
 	return vm->serial_fd;
