@@ -59,16 +59,15 @@ int vblk_open(struct virtio_blk *b, const char *path, bool read_only, bool direc
 	if (r)
 		return r;
 	if (direct) {
-		int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_DIRECT);
-		if (fd < 0) {
+		/* On the fd blk_open() checked, not a second open of the path
+		 * (which may name another file by now). */
+		int fl = fcntl(b->be.fd, F_GETFL);
+		if (fl < 0 || fcntl(b->be.fd, F_SETFL, fl | O_DIRECT) < 0) {
 			r = -errno;
-			snprintf(err, errlen, "%s: cannot open with O_DIRECT: %s", path,
-				 strerror(-r));
+			snprintf(err, errlen, "%s: cannot use O_DIRECT: %s", path, strerror(-r));
 			vblk_close(b);
 			return r;
 		}
-		close(b->be.fd);
-		b->be.fd = fd;
 		if (posix_memalign((void **)&b->bounce, 4096, BOUNCE_SIZE)) {
 			snprintf(err, errlen, "%s: no memory for the O_DIRECT buffer", path);
 			vblk_close(b);
