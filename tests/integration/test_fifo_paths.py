@@ -254,8 +254,8 @@ def test_snapshot_paths(tmp_path, fifo):
     finally:
         p.kill()
         p.wait()
-    r = run(["run", "--restore", state, "--memory-file", fifo, "--timeout", "1"],
-            timeout=HANG)
+    r = run(["run", "--restore", state, "--memory-file", fifo, "--use-saved-paths",
+             "--timeout", "1"], timeout=HANG)
     if r.returncode == EXIT_CONFIG:
         assert fifo in r.stderr
     else:
@@ -268,8 +268,6 @@ def test_snapshot_paths(tmp_path, fifo):
     assert f"{fifo}: is a FIFO, not a regular file or a block device" in r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="snapshot/memfile.c opens BASE and DIFF with a plain "
-                   "open(): a FIFO blocks `ember snapshot merge` (not bounded: no --timeout)")
 def test_snapshot_merge_fifo(tmp_path, fifo):
     mem = tmp_path / "mem"
     mem.write_bytes(bytes(4096))
@@ -312,12 +310,6 @@ def api(tmp_path):
         p.wait()
 
 
-API_XFAIL = pytest.mark.xfail(strict=True, reason="monitor/api_main.c open_file() opens with a "
-                              "plain open(): a FIFO blocks the vmm thread and the API with it "
-                              "(host_open() is the fix)")
-
-
-@API_XFAIL
 def test_api_boot_source_fifo(api, fifo):
     st, js = curl(api, "PUT", "/boot-source", {"kernel_image_path": fifo})
     assert st == 400 and fifo in js["fault_message"], (st, js)
@@ -328,7 +320,7 @@ def test_api_boot_source_fifo(api, fifo):
 # A read-write drive's open (O_RDWR) of a FIFO does not wait on Linux: the
 # API refuses it already; a read-only one's (O_RDONLY) waits for a writer.
 @pytest.mark.parametrize("read_only", [
-    False, pytest.param(True, marks=API_XFAIL)], ids=["read-write", "read-only"])
+    False, True], ids=["read-write", "read-only"])
 def test_api_drive_fifo(api, fifo, read_only):
     st, js = curl(api, "PUT", "/drives/root", {"drive_id": "root", "path_on_host": fifo,
                                                "is_root_device": True,
