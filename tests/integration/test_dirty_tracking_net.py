@@ -14,14 +14,12 @@ where the device put it.  Without ember's own dirty bitmap the buffer
 comes back holding what it held at the base.
 """
 import re
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import ETHERTYPE, TAP_ECHO, guest, needs_kvm, run
+from conftest import guest, needs_kvm, tap_echo
 from test_api import Ember
+from test_dirty_tracking import base_then_diff, joined, wait_for
 
 pytestmark = needs_kvm
 
@@ -29,31 +27,8 @@ pytestmark = needs_kvm
 @pytest.fixture
 def long_echo(tap):
     """conftest's echo, but lasting as long as any wait below can."""
-    p = subprocess.Popen([sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
-                          "--timeout", "900"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    try:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            p.kill()
-            pytest.skip(f"tap_echo.py did not start: {line}{p.stdout.read()}")
-        yield tap
-    finally:
-        if p.poll() is None:
-            p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_for(e, text, timeout=120):
-    deadline = time.monotonic() + timeout
-    while text not in e.stdout():
-        assert e.p.poll() is None, e.stderr()
-        assert time.monotonic() < deadline, f"no {text!r}: {e.stdout()[-300:]}"
-        time.sleep(0.01)
+    with tap_echo(tap, timeout=900) as t:
+        yield t
 
 
 LINE = re.compile(r"netloop: round (\d+) last ([^\n]*) before ([^\n]*)\n")
@@ -82,24 +57,11 @@ def test_diff_snapshot_keeps_net_rx_writes(tmp_path, long_echo):
                                   f"eth0,tap={long_echo}", "--track-dirty", "--timeout", "300"],
               name="src")
     try:
-        wait_for(e, "round 4 ")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["base.state"]),
-                                         "mem_file_path": str(files["base.mem"])})
-        e.ok("PATCH", "/vm", {"state": "Resumed"})
-        # far enough that every rx buffer and the used ring changed
-        wait_for(e, "round 20 ")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["diff.state"]),
-                                         "mem_file_path": str(files["diff.mem"]),
-                                         "snapshot_type": "Diff"})
-        before = e.stdout()
+        before = base_then_diff(e, files)
     finally:
         e.kill()
     check_rounds(rounds(before))
     last_before = rounds(before)[-1][0]
-    r = run(["snapshot", "merge", str(files["base.mem"]), str(files["diff.mem"])])
-    assert r.returncode == 0, r.stderr
     # The saved --net names the same tap, where the echo still answers.
     d = Ember(tmp_path, run_args=["--restore", str(files["diff.state"]), "--memory-file",
                                   str(files["base.mem"]), "--use-saved-paths", "--timeout",
@@ -110,8 +72,7 @@ def test_diff_snapshot_keeps_net_rx_writes(tmp_path, long_echo):
     finally:
         d.kill()
     # The pause may have fallen inside a line: join it with its rest.
-    after = rounds(before[before.rfind("\n") + 1:] + restored
-                   if not before.endswith("\n") else restored)
+    after = rounds(joined(before, restored))
     assert len(after) >= 2, restored[-500:]
     assert after[0][0] in (last_before, last_before + 1), (last_before, after[:2])
     check_rounds(after)
