@@ -4,6 +4,9 @@
  * as the command line's do. */
 #include <ctype.h>
 #include <errno.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdio.h>
 #include <string.h>
@@ -207,9 +210,26 @@ int cfg_parse_ini(const char *path, struct vm_config *c, char *err, size_t errle
 
 	p.base.dir = path;
 	p.base.dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-	p.f = fopen(path, "re");
+	/* O_NONBLOCK, then only a regular file: a FIFO must not hang the
+	 * open (there may be no --timeout yet), a device is not a file. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		e = errno;
+		if (fd >= 0)
+			close(fd);
+		cfg_fail(err, errlen, "%s: cannot open: %s", path, strerror(e));
+		return -e;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		cfg_fail(err, errlen, "%s: cannot open: not a regular file", path);
+		return -EINVAL;
+	}
+	p.f = fdopen(fd, "r");
 	if (!p.f) {
 		e = errno;
+		close(fd);
 		cfg_fail(err, errlen, "%s: cannot open: %s", path, strerror(e));
 		return -e;
 	}

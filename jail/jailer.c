@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -24,22 +23,11 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "jail/jail.h"
 #include "jail/jailer.h"
-#include "vcpu/vcpu.h"
-
-static const struct {
-	const char *dir, *name;
-	unsigned major, minor;
-} devices[] = {
-    {"dev", "kvm", 10, 232},	 /* the VM */
-    {"dev/net", "tun", 10, 200}, /* tap devices (virtio-net, hvt net) */
-    {"dev", "urandom", 1, 9},	 /* entropy for what cannot use getrandom */
-};
 
 /* Resolve --uid/--gid: a number as is, a name through the host's
  * databases (before the jail hides them). */
@@ -56,6 +44,11 @@ static int resolve_ids(struct jailer *j)
 					   j->a.uid);
 		j->uid = pw->pw_uid;
 	}
+	if (j->uid == 0) /* "0" itself is refused by jailer_parse_args */
+		return jailer_fail(j, JAILER_EXIT_USAGE,
+				   "--uid \"%s\": resolves to uid 0 (root); the jail needs an "
+				   "unprivileged uid",
+				   j->a.uid);
 	r = jailer_parse_id_number(j->a.gid, &n);
 	if (r == 0) {
 		j->gid = n;
@@ -66,6 +59,11 @@ static int resolve_ids(struct jailer *j)
 					   j->a.gid);
 		j->gid = gr->gr_gid;
 	}
+	if (j->gid == 0)
+		return jailer_fail(j, JAILER_EXIT_USAGE,
+				   "--gid \"%s\": resolves to gid 0 (root); the jail needs an "
+				   "unprivileged gid",
+				   j->a.gid);
 	return 0;
 }
 
@@ -74,14 +72,12 @@ static int resolve_ids(struct jailer *j)
 static int check_exec_file(struct jailer *j)
 {
 	const char *path = j->a.exec_file;
-	j->exec_fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (j->exec_fd < 0)
-		return jailer_fail(j, JAILER_EXIT_USAGE, "--exec-file %s: %s", path,
-				   strerror(errno));
-	struct stat st;
-	if (fstat(j->exec_fd, &st) < 0 || !S_ISREG(st.st_mode))
-		return jailer_fail(j, JAILER_EXIT_USAGE, "--exec-file %s: not a regular file",
-				   path);
+	char label[PATH_MAX + 16];
+	snprintf(label, sizeof(label), "--exec-file %s", path);
+	int r = jailer_open_file(j, AT_FDCWD, path, label, JAILER_WALK_FOLLOW, O_RDONLY | O_CLOEXEC,
+				 "a regular file", &j->exec_fd);
+	if (r)
+		return r;
 	static uint8_t head[64 * 1024];
 	ssize_t n = pread(j->exec_fd, head, sizeof(head), 0);
 	char why[160];
@@ -120,39 +116,20 @@ static int check_base(struct jailer *j)
 
 static int open_netns(struct jailer *j)
 {
-	j->netns_fd = open(j->a.netns, O_RDONLY | O_CLOEXEC);
-	if (j->netns_fd < 0)
-		return jailer_fail(j, JAILER_EXIT_USAGE, "--netns %s: %s", j->a.netns,
-				   strerror(errno));
+	/* an nsfs file is a regular one to stat: the O_PATH look lets no
+	 * FIFO block the open, then the magic tells */
+	char label[PATH_MAX + 16];
+	snprintf(label, sizeof(label), "--netns %s", j->a.netns);
+	int r = jailer_open_file(j, AT_FDCWD, j->a.netns, label, JAILER_WALK_FOLLOW,
+				 O_RDONLY | O_CLOEXEC, "a network namespace", &j->netns_fd);
+	if (r)
+		return r;
 	struct statfs sf;
 	if (fstatfs(j->netns_fd, &sf) < 0 || sf.f_type != NSFS_MAGIC ||
 	    ioctl(j->netns_fd, NS_GET_NSTYPE) != CLONE_NEWNET)
 		return jailer_fail(j, JAILER_EXIT_USAGE, "--netns %s: not a network namespace",
 				   j->a.netns);
 	return 0;
-}
-
-/* A jail whose lock is held is live: refuse before making anything. */
-static int check_live(struct jailer *j)
-{
-	char lock[PATH_MAX + 16];
-	snprintf(lock, sizeof(lock), "%s/jail.lock", j->id_dir);
-	j->lock_fd = open(lock, O_RDWR | O_NOFOLLOW); /* kept across exec on purpose */
-	if (j->lock_fd < 0)
-		return errno == ENOENT
-			   ? 0
-			   : jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", lock, strerror(errno));
-	if (flock(j->lock_fd, LOCK_EX | LOCK_NB) == 0)
-		return 0; /* a dead jail's leftovers: reused, as Firecracker does */
-	char pid[24] = "?";
-	ssize_t n = pread(j->lock_fd, pid, sizeof(pid) - 1, 0);
-	pid[n > 0 ? n : 1] = '\0';
-	pid[strcspn(pid, "\n")] = '\0';
-	close(j->lock_fd);
-	j->lock_fd = -1;
-	return jailer_fail(j, JAILER_EXIT_USAGE,
-			   "--id %s: a jail with this id is running (pid %s; %s is locked)",
-			   j->a.id, pid, lock);
 }
 
 /* Every check that needs the host but changes nothing. */
@@ -174,105 +151,7 @@ static int validate(struct jailer *j)
 	if (!r)
 		r = jailer_check_cgroups(j);
 	if (!r)
-		r = check_live(j);
-	return r;
-}
-
-static int write_pid(struct jailer *j, int fd, pid_t pid)
-{
-	char s[24];
-	int n = snprintf(s, sizeof(s), "%d\n", (int)pid);
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, s, (size_t)n, 0) != n)
-		return jailer_fail(j, JAILER_EXIT_HOST, "cannot record pid %d: %s", (int)pid,
-				   strerror(errno));
-	return 0;
-}
-
-/* ember's supported-CPUID cache, if it is valid for this host, copied to
- * root/run/ember/: inside the jail ember cannot check it (no /proc, no
- * /sys), and without it each jailed start pays ~0.4 ms for
- * KVM_GET_SUPPORTED_CPUID.  Best effort: any failure only costs that. */
-static void copy_cpuid_cache(struct jailer *j)
-{
-	static const char src[] = VCPU_CPUID_CACHE_DEFAULT;
-	static char buf[64 * 1024];
-	if (vcpu_cpuid_cache_valid(src))
-		return;
-	int in = open(src, O_RDONLY | O_CLOEXEC);
-	if (in < 0)
-		return;
-	ssize_t n = read(in, buf, sizeof(buf));
-	close(in);
-	int dir = -1;
-	if (n <= 0 || jailer_mkdirs(j, j->root_fd, "run/ember", UNDO_DIR, &dir))
-		return;
-	const char *name = strrchr(src, '/') + 1;
-	unlinkat(dir, name, 0);
-	int out = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0444);
-	if (out >= 0) {
-		if (jailer_undo_push(j, dir, name, UNDO_FILE, -1) || write(out, buf, (size_t)n) != n)
-			unlinkat(dir, name, 0);
-		close(out);
-	}
-	close(dir);
-}
-
-/* <base>/<exec name>/<id>/root, its lock, and the copy of the program. */
-static int make_chroot(struct jailer *j)
-{
-	int r = jailer_mkdirs(j, AT_FDCWD, j->id_dir, UNDO_DIR, &j->id_fd);
-	if (r)
-		return r;
-	if (j->lock_fd < 0) {
-		j->lock_fd =
-		    openat(j->id_fd, "jail.lock", O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
-		if (j->lock_fd >= 0 &&
-		    (r = jailer_undo_push(j, j->id_fd, "jail.lock", UNDO_FILE, -1)))
-			return r;
-		if (j->lock_fd < 0 && errno == EEXIST)
-			j->lock_fd = openat(j->id_fd, "jail.lock", O_RDWR | O_NOFOLLOW);
-		if (j->lock_fd < 0)
-			return jailer_fail(j, JAILER_EXIT_HOST, "%s/jail.lock: %s", j->id_dir,
-					   strerror(errno));
-		if (flock(j->lock_fd, LOCK_EX | LOCK_NB) < 0)
-			return jailer_fail(
-			    j, JAILER_EXIT_USAGE,
-			    "--id %s: a jail with this id is starting (%s/jail.lock)", j->a.id,
-			    j->id_dir);
-	}
-	r = write_pid(j, j->lock_fd, getpid());
-	if (!r)
-		r = jailer_mkdir_at(j, j->id_fd, "root", UNDO_DIR, -1, &j->root_fd, NULL);
-	if (r)
-		return r;
-
-	/* The root becomes the jailed uid's (below): never follow what a
-	 * previous tenant may have left there. */
-	if (unlinkat(j->root_fd, j->exec_name, 0) < 0 && errno != ENOENT)
-		return jailer_fail(j, JAILER_EXIT_HOST, "%s/root/%s: %s", j->id_dir, j->exec_name,
-				   strerror(errno));
-	int out = openat(j->root_fd, j->exec_name,
-			 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
-	if (out < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "%s/root/%s: %s", j->id_dir, j->exec_name,
-				   strerror(errno));
-	r = jailer_undo_push(j, j->root_fd, j->exec_name, UNDO_FILE, -1);
-	static char buf[256 * 1024];
-	off_t off = 0;
-	ssize_t n;
-	while (!r && (n = pread(j->exec_fd, buf, sizeof(buf), off)) != 0) {
-		if (n < 0 || write(out, buf, (size_t)n) != n)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "copying %s into the jail: %s",
-					j->a.exec_file, strerror(errno ? errno : EIO));
-		off += n > 0 ? n : 0;
-	}
-	if (!r && fchmod(out, 0755) < 0)
-		r = jailer_fail(j, JAILER_EXIT_HOST, "chmod the copy: %s", strerror(errno));
-	close(out);
-	close(j->exec_fd);
-	j->exec_fd = -1;
-	if (!r)
-		copy_cpuid_cache(j);
+		r = jailer_check_jail(j);
 	return r;
 }
 
@@ -293,56 +172,46 @@ static int set_rlimits(struct jailer *j)
 
 /* A new mount namespace whose root is the jail: bind it onto itself (a
  * mount point), pivot_root into it with the old root stacked on top, and
- * detach the old root.  Nothing of the host stays reachable by path. */
+ * detach the old root.  Nothing of the host stays reachable by path.  No
+ * path is looked up either: the root is entered through its fd (fchdir
+ * before unshare, which carries the cwd into the new namespace), and
+ * the bind is found again from its parent without symlinks and checked
+ * to be the same directory. */
 static int enter_jail(struct jailer *j)
 {
-	char root[PATH_MAX + 8];
-	snprintf(root, sizeof(root), "%s/root", j->id_dir);
+	struct stat want, got;
+	int up = -1, in = -1, r;
+	if (fstat(j->root_fd, &want) < 0 || fchdir(j->root_fd) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", j->root_dir, strerror(errno));
 	if (unshare(CLONE_NEWNS) < 0)
 		return jailer_fail(j, JAILER_EXIT_HOST, "unshare(CLONE_NEWNS): %s",
 				   strerror(errno));
 	if (mount(NULL, "/", NULL, MS_PRIVATE | MS_REC, NULL) < 0 ||
-	    mount(root, root, NULL, MS_BIND, NULL) < 0 || chdir(root) < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "bind-mount %s: %s", root, strerror(errno));
+	    mount(".", ".", NULL, MS_BIND, NULL) < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "bind-mount %s: %s", j->root_dir,
+				   strerror(errno));
+	/* the cwd is still the directory under the new mount: step onto it */
+	up = open("..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (up < 0)
+		return jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", j->id_dir, strerror(errno));
+	r = jailer_walk(j, up, j->id_dir, "root", 0, UNDO_DIR, &in);
+	close(up);
+	if (!r && in < 0)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "%s: gone", j->root_dir);
+	if (!r && (fstat(in, &got) < 0 || got.st_dev != want.st_dev || got.st_ino != want.st_ino))
+		r = jailer_fail(j, JAILER_EXIT_HOST, "%s: changed while the jail was built",
+				j->root_dir);
+	if (!r && fchdir(in) < 0)
+		r = jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", j->root_dir, strerror(errno));
+	if (in >= 0)
+		close(in);
+	if (r)
+		return r;
 	if (syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
 	    chdir("/") < 0 || chroot(".") < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "pivot_root into %s: %s", root,
+		return jailer_fail(j, JAILER_EXIT_HOST, "pivot_root into %s: %s", j->root_dir,
 				   strerror(errno));
 	return 0;
-}
-
-/* Inside the jail: the device nodes ember needs, owned by uid:gid, and
- * the root itself (as Firecracker's, so the program may create its
- * sockets there). */
-static int make_devices(struct jailer *j)
-{
-	int top = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (top < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "/: %s", strerror(errno));
-	int r = 0;
-	for (size_t i = 0; i < sizeof(devices) / sizeof(devices[0]) && !r; i++) {
-		int dir;
-		r = jailer_mkdirs(j, top, devices[i].dir, UNDO_DIR, &dir);
-		if (r)
-			break;
-		const char *name = devices[i].name;
-		if (unlinkat(dir, name, 0) < 0 && errno != ENOENT)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "/%s/%s: %s", devices[i].dir, name,
-					strerror(errno));
-		else if (mknodat(dir, name, S_IFCHR | 0600,
-				 makedev(devices[i].major, devices[i].minor)) < 0)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "mknod /%s/%s: %s", devices[i].dir,
-					name, strerror(errno));
-		else if ((r = jailer_undo_push(j, dir, name, UNDO_FILE, -1)) == 0 &&
-			 fchownat(dir, name, j->uid, j->gid, AT_SYMLINK_NOFOLLOW) < 0)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "chown /%s/%s: %s", devices[i].dir,
-					name, strerror(errno));
-		close(dir);
-	}
-	if (!r && fchownat(top, "", j->uid, j->gid, AT_EMPTY_PATH) < 0)
-		r = jailer_fail(j, JAILER_EXIT_HOST, "chown the jail's root: %s", strerror(errno));
-	close(top);
-	return r;
 }
 
 static int join_netns(struct jailer *j)
@@ -412,9 +281,9 @@ static int new_pid_ns(struct jailer *j, pid_t *child)
 	    (fd = open(pidfile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)) < 0)
 		r = jailer_fail(j, JAILER_EXIT_HOST, "/%s: %s", pidfile, strerror(errno));
 	if (!r)
-		r = write_pid(j, fd, pid);
+		r = jailer_write_pid(j, fd, pid);
 	if (!r)
-		r = write_pid(j, j->lock_fd, pid);
+		r = jailer_write_pid(j, j->lock_fd, pid);
 	if (fd >= 0)
 		close(fd);
 	if (r) {
@@ -507,7 +376,9 @@ int main(int argc, char **argv)
 	}
 	j.exec_name = jailer_exec_name(j.a.exec_file);
 	if (snprintf(j.id_dir, sizeof(j.id_dir), "%s/%s/%s", j.a.chroot_base, j.exec_name,
-		     j.a.id) >= (int)sizeof(j.id_dir)) {
+		     j.a.id) >= (int)sizeof(j.id_dir) ||
+	    snprintf(j.root_dir, sizeof(j.root_dir), "%s/root", j.id_dir) >=
+		(int)sizeof(j.root_dir)) {
 		fprintf(stderr, "ember-jailer: --chroot-base-dir: path too long\n");
 		return JAILER_EXIT_USAGE;
 	}
@@ -520,7 +391,7 @@ int main(int argc, char **argv)
 
 	r = validate(&j); /* changes nothing */
 	if (!r)
-		r = make_chroot(&j);
+		r = jailer_make_chroot(&j);
 	if (!r)
 		r = set_rlimits(&j);
 	if (!r)
@@ -528,7 +399,7 @@ int main(int argc, char **argv)
 	if (!r)
 		r = enter_jail(&j);
 	if (!r)
-		r = make_devices(&j);
+		r = jailer_make_devices(&j);
 	if (!r && j.a.netns)
 		r = join_netns(&j);
 	pid_t child = 0;

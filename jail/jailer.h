@@ -3,8 +3,9 @@
  * arguments, ids, limits, cgroup specs and paths, /proc parsing, the ELF
  * check) take text and give text, so the unit test drives them without
  * root.  jail/jailer.c does the steps, in Firecracker's order
- * (docs/jail.md), with struct jailer, the undo list (jailer_undo.c) and
- * the cgroup steps (jailer_cgroup.c). */
+ * (docs/jail.md), with struct jailer, the undo list (jailer_undo.c), the
+ * symlink-free walks (jailer_fs.c), the chroot (jailer_chroot.c) and the
+ * cgroup steps (jailer_cgroup.c). */
 #ifndef EMBER_JAILER_H
 #define EMBER_JAILER_H
 
@@ -60,9 +61,10 @@ struct jailer_args {
 };
 
 /* Parse the jailer's command line (argv[0] excluded).  Checks every value
- * that needs no system lookup: id, uid/gid syntax, cgroup and limit specs,
- * parent cgroup path, cgroup version, and that --id, --exec-file, --uid,
- * --gid are there.  Returns 0, 1 for --help (nothing else parsed), or
+ * that needs no system lookup: id, uid/gid syntax (and not 0), cgroup and
+ * limit specs, parent cgroup path, cgroup version, that each option is
+ * given once (--cgroup and --resource-limit once per file or resource),
+ * and that --id, --exec-file, --uid, --gid are there.  Returns 0, 1 for --help (nothing else parsed), or
  * -EINVAL with a message naming the option in err. */
 __attribute__((warn_unused_result)) int
 jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, size_t errlen);
@@ -155,11 +157,12 @@ struct jailer {
 	uid_t uid;
 	gid_t gid;
 	const char *exec_name;
-	char id_dir[4096]; /* <base>/<exec name>/<id> */
-	int exec_fd;	   /* the exec file, opened once: what was checked is copied */
-	int netns_fd;	   /* --netns, opened and checked before anything is made */
-	int null_fd;	   /* --daemonize: /dev/null, opened before the jail hides it */
-	int lock_fd;	   /* <id_dir>/jail.lock, flock'ed; inherited by the program */
+	char id_dir[4096];   /* <base>/<exec name>/<id> */
+	char root_dir[4104]; /* <id_dir>/root: for messages; never looked up */
+	int exec_fd;	     /* the exec file, opened once: what was checked is copied */
+	int netns_fd;	     /* --netns, opened and checked before anything is made */
+	int null_fd;	     /* --daemonize: /dev/null, opened before the jail hides it */
+	int lock_fd;	     /* <id_dir>/jail.lock, flock'ed; inherited by the program */
 	int id_fd, root_fd;
 	/* per --cgroup: its hierarchy's mount point and our cgroup there */
 	char cg_mount[JAILER_MAX_CGROUPS][256];
@@ -187,18 +190,84 @@ void jailer_undo_all(struct jailer *j);
 /* Keep everything made (the jail is handed over); close the list's fds. */
 void jailer_undo_forget(struct jailer *j);
 
-/* mkdir -p of path (relative to start_fd, or absolute), 0755; each
- * directory made goes on the undo list as `kind`.  *out_fd: an O_PATH fd
- * of the last one.  0 or an exit code. */
-__attribute__((warn_unused_result)) int
-jailer_mkdirs(struct jailer *j, int start_fd, const char *path, enum undo_kind kind, int *out_fd);
+/* How jailer_walk and jailer_open_file look paths up. */
+#define JAILER_WALK_CREATE 1u	   /* make what is missing (0755, on the undo list) */
+#define JAILER_WALK_FOLLOW 2u	   /* follow symlinks: only for the operator's own paths */
+#define JAILER_OPEN_MISSING_OK 4u  /* a missing file is no error: *out_fd = -1 */
+#define JAILER_OPEN_HOST_ERRORS 8u /* errors other than the file's kind are JAILER_EXIT_HOST */
 
-/* One directory, name in dirfd, 0755; on the undo list as `kind` (with
- * procs_fd) if made here, *made_it (may be NULL) says so.  An existing
- * symlink is refused.  *out_fd: its O_PATH fd.  0 or an exit code. */
+/* The kind of a file, for messages: "a FIFO", "a symbolic link"... */
+__attribute__((warn_unused_result)) const char *jailer_kind(mode_t mode);
+
+/* openat2(dirfd, name, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): no
+ * symlink anywhere, nothing above dirfd.  Where the kernel has no
+ * openat2, name must be one component and gets O_NOFOLLOW.  An fd, or
+ * -errno (-ELOOP for a symlink). */
+__attribute__((warn_unused_result)) int jailer_open_beneath(int dirfd, const char *name, int flags,
+							    mode_t mode);
+
+/* mkdir -p of path below dirfd (or absolute), one component at a time
+ * from the fd of its parent.  Unless `how` has JAILER_WALK_FOLLOW, no
+ * symlink is followed: a symlink, FIFO or file where a directory must be
+ * is refused (JAILER_EXIT_USAGE) naming it as shown/path.  With
+ * JAILER_WALK_CREATE each directory made goes on the undo list as `kind`;
+ * without, *out_fd is -1 where one is missing.  *out_fd: an O_PATH fd of
+ * the last.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_walk(struct jailer *j, int dirfd, const char *shown,
+						    const char *path, unsigned how,
+						    enum undo_kind kind, int *out_fd);
+
+/* One directory, name in dirfd, 0755, never through a symlink; on the
+ * undo list as `kind` (with procs_fd) if made here, *made_it (may be
+ * NULL) says so.  *out_fd: its O_PATH fd.  0 or an exit code. */
 __attribute__((warn_unused_result)) int jailer_mkdir_at(struct jailer *j, int dirfd,
 							const char *name, enum undo_kind kind,
 							int procs_fd, int *out_fd, bool *made_it);
+
+/* Remove name in dirfd whatever it is (a symlink itself, never what it
+ * points to), so the jailer can put a file of its own there; a directory
+ * is refused (JAILER_EXIT_USAGE), naming shown/name.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_unlink_leaf(struct jailer *j, int dirfd,
+							   const char *shown, const char *name);
+
+/* jailer_unlink_leaf, then a new file there (O_CREAT | O_EXCL, mode, no
+ * symlink), on the undo list.  *out_fd: open for writing.  0 or an exit
+ * code. */
+__attribute__((warn_unused_result)) int jailer_replace_file(struct jailer *j, int dirfd,
+							    const char *shown, const char *name,
+							    mode_t mode, int *out_fd);
+
+/* Open path (below dirfd without symlinks, or followed with
+ * JAILER_WALK_FOLLOW) with flags, once an O_PATH look has found a regular
+ * file: a FIFO is never opened (it would block), nor a device.  Anything
+ * else is refused: "<label>: is a FIFO, not <want>" (JAILER_EXIT_USAGE).
+ * 0 or an exit code; *out_fd is -1 for a missing file with
+ * JAILER_OPEN_MISSING_OK. */
+__attribute__((warn_unused_result)) int jailer_open_file(struct jailer *j, int dirfd,
+							 const char *path, const char *label,
+							 unsigned how, int flags, const char *want,
+							 int *out_fd);
+
+/* The chroot's steps (jail/jailer_chroot.c). */
+
+/* Before anything is made: a jail whose lock is held is live, and
+ * refused; a dead one's leftovers are checked: every directory the steps
+ * will walk into must be one (no symlink, FIFO or file), and no file the
+ * steps replace may be a directory.  The lock of a dead jail stays open
+ * (and locked) in j->lock_fd.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_check_jail(struct jailer *j);
+
+/* <base>/<exec name>/<id>/root, the lock, the copy of the exec file and
+ * of ember's CPUID cache; all on the undo list.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_make_chroot(struct jailer *j);
+
+/* Inside the jail (after pivot_root): /dev/kvm, /dev/net/tun,
+ * /dev/urandom owned by uid:gid, and the root given to uid:gid.  0 or an
+ * exit code. */
+__attribute__((warn_unused_result)) int jailer_make_devices(struct jailer *j);
+
+/* Write "<pid>\n" over what fd holds.  0 or an exit code. */
+__attribute__((warn_unused_result)) int jailer_write_pid(struct jailer *j, int fd, pid_t pid);
 
 /* Find each --cgroup's hierarchy and our place in it; for v2, that its
  * controller is available.  Changes nothing.  0 or an exit code. */

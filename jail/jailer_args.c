@@ -153,7 +153,7 @@ static const char usage[] =
     "\n"
     "  --id ID                  [A-Za-z0-9-], at most 64 characters, unique\n"
     "  --exec-file PATH         a static executable (ember)\n"
-    "  --uid UID, --gid GID     numbers, or names from the host's databases\n"
+    "  --uid UID, --gid GID     numbers, or names from the host's databases; not 0\n"
     "  --chroot-base-dir DIR    default /srv/jailer\n"
     "  --netns PATH             join this network namespace (/var/run/netns/NAME)\n"
     "  --daemonize              setsid, stdio to /dev/null\n"
@@ -166,6 +166,7 @@ static const char usage[] =
     "                           exec file's name)\n"
     "  --resource-limit no-file=N|fsize=N   (repeatable; default no-file=2048)\n"
     "  -h, --help               this text\n"
+    "Each option once; --cgroup and --resource-limit once per file or resource.\n"
     "\n"
     "Exit: the jailed program's status when it runs in place (or under\n"
     "--new-pid-ns without --daemonize); 121 refused arguments, nothing made;\n"
@@ -176,8 +177,14 @@ const char *jailer_usage(void)
 	return usage;
 }
 
+/* The first SINGLE_VALUED options of with_value[] (below) take one value;
+ * the rest (--cgroup, --resource-limit) may repeat, once per file or
+ * resource. */
+#define SINGLE_VALUED 8
+
 int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, size_t errlen)
 {
+	const char *given[SINGLE_VALUED] = {NULL}; /* each one's first value */
 	memset(a, 0, sizeof(*a));
 	a->chroot_base = JAILER_DEFAULT_BASE;
 	a->cgroup_version = 1;
@@ -190,12 +197,11 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 		}
 		if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0)
 			return 1;
-		if (strcmp(opt, "--daemonize") == 0) {
-			a->daemonize = true;
-			continue;
-		}
-		if (strcmp(opt, "--new-pid-ns") == 0) {
-			a->new_pid_ns = true;
+		if (strcmp(opt, "--daemonize") == 0 || strcmp(opt, "--new-pid-ns") == 0) {
+			bool *flag = opt[2] == 'd' ? &a->daemonize : &a->new_pid_ns;
+			if (*flag)
+				return ERR("%s given twice", opt);
+			*flag = true;
 			continue;
 		}
 		/* --opt VALUE or --opt=VALUE */
@@ -215,20 +221,27 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 		    "--chroot-base-dir",
 		    "--netns",
 		    "--cgroup-version",
-		    "--cgroup",
 		    "--parent-cgroup",
+		    "--cgroup",
 		    "--resource-limit",
 		};
-		bool known = false;
-		for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
-			known |= strcmp(name, with_value[k]) == 0;
-		if (!known)
+		size_t k = 0;
+		while (k < sizeof(with_value) / sizeof(with_value[0]) &&
+		       strcmp(name, with_value[k]) != 0)
+			k++;
+		if (k == sizeof(with_value) / sizeof(with_value[0]))
 			return ERR("unknown option %s (see --help)", name);
 		if (!v) {
 			if (i + 1 >= argc)
 				return ERR("%s needs a value", name);
 			v = argv[++i];
 		}
+		/* One value each: which of two was meant cannot be told, so
+		 * neither is taken. */
+		if (k < SINGLE_VALUED && given[k])
+			return ERR("%s given twice (\"%s\", then \"%s\")", name, given[k], v);
+		if (k < SINGLE_VALUED)
+			given[k] = v;
 		if (strcmp(name, "--id") == 0) {
 			if (jailer_check_id(v))
 				return ERR(
@@ -239,12 +252,26 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 			if (!*v || !*jailer_exec_name(v) || strcmp(jailer_exec_name(v), ".") == 0 ||
 			    strcmp(jailer_exec_name(v), "..") == 0)
 				return ERR("--exec-file \"%s\": not a file name", v);
+			/* the copy goes to root/<name>, beside the jail's folders */
+			if (strcmp(jailer_exec_name(v), "dev") == 0 ||
+			    strcmp(jailer_exec_name(v), "run") == 0)
+				return ERR("--exec-file \"%s\": the jail has a /%s of its own; "
+					   "give the file another name",
+					   v, jailer_exec_name(v));
 			a->exec_file = v;
 		} else if (strcmp(name, "--uid") == 0 || strcmp(name, "--gid") == 0) {
 			uint32_t n;
-			if (jailer_parse_id_number(v, &n) == -EINVAL)
-				return ERR("%s \"%s\": not an id (0 to 4294967294) or a name", name,
+			int r = jailer_parse_id_number(v, &n);
+			if (r == -EINVAL)
+				return ERR("%s \"%s\": not an id (1 to 4294967294) or a name", name,
 					   v);
+			/* root's uid keeps what it owns on the host, and root's
+			 * group what that group may write: neither is a jail */
+			if (r == 0 && n == 0)
+				return ERR(
+				    "%s \"%s\": %s; the jail needs an unprivileged %s", name, v,
+				    name[2] == 'u' ? "uid 0 is root" : "gid 0 is root's group",
+				    name + 2);
 			*(name[2] == 'u' ? &a->uid : &a->gid) = v;
 		} else if (strcmp(name, "--chroot-base-dir") == 0) {
 			if (v[0] != '/')
@@ -261,10 +288,15 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 		} else if (strcmp(name, "--cgroup") == 0) {
 			if (a->nr_cgroups == JAILER_MAX_CGROUPS)
 				return ERR("--cgroup: at most %d of them", JAILER_MAX_CGROUPS);
-			if (jailer_parse_cgroup(v, &a->cgroups[a->nr_cgroups]))
+			struct jailer_cgroup *c = &a->cgroups[a->nr_cgroups];
+			if (jailer_parse_cgroup(v, c))
 				return ERR("--cgroup \"%s\": expected CONTROLLER.FILE=VALUE with "
 					   "CONTROLLER one of %s",
 					   v, JAILER_CONTROLLERS);
+			for (unsigned m = 0; m < a->nr_cgroups; m++)
+				if (strcmp(a->cgroups[m].file, c->file) == 0)
+					return ERR("--cgroup %s given twice (\"%s\", then \"%s\")",
+						   c->file, a->cgroups[m].value, c->value);
 			a->nr_cgroups++;
 		} else if (strcmp(name, "--parent-cgroup") == 0) {
 			if (jailer_check_cgroup_path(v))
@@ -277,9 +309,13 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 			if (a->nr_rlimits == JAILER_MAX_RLIMITS)
 				return ERR("--resource-limit: at most %d of them",
 					   JAILER_MAX_RLIMITS);
-			if (jailer_parse_rlimit(v, &a->rlimits[a->nr_rlimits]))
+			struct jailer_rlimit *l = &a->rlimits[a->nr_rlimits];
+			if (jailer_parse_rlimit(v, l))
 				return ERR("--resource-limit \"%s\": expected no-file=N or fsize=N",
 					   v);
+			for (unsigned m = 0; m < a->nr_rlimits; m++)
+				if (a->rlimits[m].resource == l->resource)
+					return ERR("--resource-limit %s given twice", l->name);
 			a->nr_rlimits++;
 		}
 	}

@@ -15,10 +15,11 @@
 #include "jail/jailer.h"
 
 /* Read a small file (relative to dirfd) into buf, NUL-terminated.
- * Returns the length or -errno. */
+ * Never through a symlink at the end (nor a FIFO: cgroupfs and /proc
+ * hold neither, this only keeps the rule).  Returns the length or -errno. */
 static ssize_t get(int dirfd, const char *name, char *buf, size_t len)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	size_t got = 0;
@@ -35,7 +36,7 @@ static ssize_t get(int dirfd, const char *name, char *buf, size_t len)
  * 0 or -errno. */
 static int put(int dirfd, const char *name, const char *value)
 {
-	int fd = openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+	int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	size_t len = strlen(value);

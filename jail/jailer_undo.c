@@ -1,6 +1,7 @@
 /* What ember-jailer makes on the host, and taking it back.  Each made
  * thing is a directory fd plus a name, so it can still be removed after
- * pivot_root has hidden the host's paths. */
+ * pivot_root has hidden the host's paths (and is never looked up again
+ * through a path a tenant could have changed). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -59,63 +60,4 @@ void jailer_undo_forget(struct jailer *j)
 {
 	while (j->nr_undo)
 		close(j->undo[--j->nr_undo].dirfd);
-}
-
-int jailer_mkdir_at(struct jailer *j, int dirfd, const char *name, enum undo_kind kind,
-		    int procs_fd, int *out_fd, bool *made_it)
-{
-	bool made = mkdirat(dirfd, name, 0755) == 0;
-	if (!made && errno != EEXIST)
-		return jailer_fail(j, JAILER_EXIT_HOST, "mkdir %s: %s", name, strerror(errno));
-	int r = made ? jailer_undo_push(j, dirfd, name, kind, procs_fd) : 0;
-	if (r)
-		return r;
-	if (made_it)
-		*made_it = made;
-	/* never through a symlink: the jail's root belongs to its tenant */
-	*out_fd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (*out_fd < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", name,
-				   errno == ENOTDIR || errno == ELOOP ? "not a directory"
-								      : strerror(errno));
-	return 0;
-}
-
-int jailer_mkdirs(struct jailer *j, int start_fd, const char *path, enum undo_kind kind,
-		  int *out_fd)
-{
-	/* Symlinks are followed: the chroot base is the operator's, and
-	 * inside the jail (after pivot_root) one resolves within it. */
-	int fd = path[0] == '/' ? open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
-				: fcntl(start_fd, F_DUPFD_CLOEXEC, 3);
-	if (fd < 0)
-		return jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", path, strerror(errno));
-	char name[256];
-	for (const char *p = path; *p;) {
-		while (*p == '/')
-			p++;
-		size_t n = strcspn(p, "/");
-		if (n == 0)
-			break;
-		if (n >= sizeof(name)) {
-			close(fd);
-			return jailer_fail(j, JAILER_EXIT_HOST, "%s: name too long", path);
-		}
-		memcpy(name, p, n);
-		name[n] = '\0';
-		p += n;
-		int next = -1, r = 0;
-		if (mkdirat(fd, name, 0755) == 0)
-			r = jailer_undo_push(j, fd, name, kind, -1);
-		else if (errno != EEXIST)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "mkdir %s: %s", path, strerror(errno));
-		if (!r && (next = openat(fd, name, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-			r = jailer_fail(j, JAILER_EXIT_HOST, "%s: %s", path, strerror(errno));
-		close(fd);
-		if (r)
-			return r;
-		fd = next;
-	}
-	*out_fd = fd;
-	return 0;
 }

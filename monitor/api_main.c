@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "monitor/api.h"
+#include "monitor/hostfile.h"
 #include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
@@ -84,26 +85,17 @@ static void on_metrics_timer(struct ev_timer *t)
 
 static void open_file(struct api_call *c)
 {
-	struct stat st;
-	/* O_NONBLOCK: a named pipe with no writer must not hold the vmm
-	 * thread (and the API waiting on it) in open(); it is refused below
-	 * unless it is a log or metrics pipe, opened non-blocking anyway. */
-	c->fd = open(c->path, c->flags | O_NONBLOCK);
+	/* Kernels, initrds and drives are files (or block devices); metrics
+	 * and logs (opened to append) may be named pipes or devices too.
+	 * host_open() never blocks: a FIFO with no writer must not hold the
+	 * vmm thread, and the API waiting on it, in open(). */
+	unsigned kinds = c->flags & O_APPEND ? HOST_REG | HOST_FIFO | HOST_CHR : HOST_REG | HOST_BLK;
+	char why[sizeof(c->fault) - 16];
+	c->fd = host_open(c->path, c->flags & ~O_CLOEXEC, kinds, why, sizeof(why));
 	if (c->fd < 0) {
 		c->status = 400;
-		snprintf(c->fault, sizeof(c->fault), "cannot open %.400s: %s", c->path,
-			 strerror(errno));
-		return;
-	}
-	/* Kernels, initrds and drives are files (or block devices); metrics
-	 * and logs may be named pipes too. */
-	bool pipe_ok = c->flags & O_APPEND;
-	if (fstat(c->fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) &&
-	    !(pipe_ok && S_ISFIFO(st.st_mode))) {
-		close(c->fd);
 		c->fd = -1;
-		c->status = 400;
-		snprintf(c->fault, sizeof(c->fault), "%.400s is not a regular file", c->path);
+		snprintf(c->fault, sizeof(c->fault), "cannot open %s", why);
 	}
 }
 

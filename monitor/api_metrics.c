@@ -33,11 +33,10 @@ static int device_metrics(struct vm *vm, char *line, size_t len, size_t size)
 	struct virtio_dev *d;
 	for (unsigned i = 0; (d = vdevs_get(vm, i)) != NULL && len < size; i++) {
 		const char *id = strchr(d->name, ' ');
-		const char *kind = strcmp(d->ops->kind, "rng") == 0 ? "entropy" : d->ops->kind;
-		len += (size_t)snprintf(line + len, size - len, ",\"%s%s%s\":{", kind,
+		len += (size_t)snprintf(line + len, size - len, ",\"%s%s%s\":{", d->ops->metrics,
 					id ? "_" : "", id ? id + 1 : "");
 		struct counters c = {line, len, size, true};
-		vdevs_counters(d, counter, &c);
+		virtio_dev_counters(d, counter, &c);
 		len = c.len;
 		if (len < size)
 			len += (size_t)snprintf(line + len, size - len, "}");

@@ -17,8 +17,10 @@ struct blk_backend {
 	bool read_only;
 };
 
-/* Open a raw disk image.  Its size must be a non-zero multiple of 512.
- * 0 or -errno with the reason in err (naming the path). */
+/* Open a raw disk: an image file or a block device (host_open(): a FIFO
+ * or anything else is refused, never waited on).  Its size must be a
+ * non-zero multiple of 512.  0 or -errno with the reason in err (naming
+ * the path). */
 __attribute__((warn_unused_result)) int blk_open(struct blk_backend *b, const char *path,
 						 bool read_only, char *err, size_t errlen);
 

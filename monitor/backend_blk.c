@@ -1,34 +1,44 @@
-/* Raw disk image backend. */
+/* Raw disk backend: an image file or a block device. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "monitor/backend.h"
+#include "monitor/hostfile.h"
 
 int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err, size_t errlen)
 {
-	b->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	b->fd = host_open(path, read_only ? O_RDONLY : O_RDWR, HOST_REG | HOST_BLK, err, errlen);
 	if (b->fd < 0) {
-		int e = errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(e));
-		return -e;
+		int e = b->fd;
+		b->fd = -1;
+		return e;
 	}
+	/* A block device's size is not in st_size. */
 	struct stat st;
-	if (fstat(b->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s: not a regular file", path);
+	uint64_t size = 0;
+	int r = fstat(b->fd, &st) < 0 ? -errno : 0;
+	if (!r && S_ISBLK(st.st_mode))
+		r = ioctl(b->fd, BLKGETSIZE64, &size) < 0 ? -errno : 0;
+	else if (!r)
+		size = (uint64_t)st.st_size;
+	if (r) {
+		snprintf(err, errlen, "%s: cannot get its size: %s", path, strerror(-r));
+		blk_close(b);
+		return r;
+	}
+	if (size == 0 || size % BLK_SECTOR) {
+		snprintf(err, errlen, "%s: size %llu is not a non-zero multiple of %d bytes", path,
+			 (unsigned long long)size, BLK_SECTOR);
 		blk_close(b);
 		return -EINVAL;
 	}
-	if (st.st_size == 0 || st.st_size % BLK_SECTOR) {
-		snprintf(err, errlen, "%s: size %lld is not a non-zero multiple of %d bytes", path,
-			 (long long)st.st_size, BLK_SECTOR);
-		blk_close(b);
-		return -EINVAL;
-	}
-	b->capacity = (uint64_t)st.st_size;
+	b->capacity = size;
 	b->read_only = read_only;
 	return 0;
 }

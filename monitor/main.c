@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "monitor/api.h"
 #include "monitor/exitcodes.h"
+#include "monitor/startup.h"
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"
 
@@ -42,7 +43,8 @@ static const char usage_run[] =
     "  --vcpus N          vCPUs, 1..32 (default 1)\n"
     "  --cmdline STR      kernel command line\n"
     "  --initrd PATH      initial ramdisk\n"
-    "  --timeout SECS     stop the guest after SECS (2.5, 500ms, 1m); exit 124\n"
+    "  --timeout SECS     end the whole run after SECS (2.5, 500ms, 1m), start-up\n"
+    "                     included; exit 124\n"
     "  --serial OUT       guest serial output: stdout (default), none, or a file\n"
     "  --irqchip MODE     auto (default: on for SMP and Linux), on, off\n"
     "  --name NAME        VM name for messages\n"
@@ -455,6 +457,7 @@ static int cmd_run(int argc, char **argv)
 	static struct vm vm;
 	struct run_opts o;
 	char err[CFG_ERR_MAX + VM_ERR_MAX];
+	uint64_t t0 = ev_now_ns();
 
 	memset(&o, 0, sizeof(o));
 	int r = parse_run_args(argc, argv, &o);
@@ -463,6 +466,21 @@ static int cmd_run(int argc, char **argv)
 	r = check_run_opts(&o);
 	if (r)
 		return r;
+
+	/* --timeout bounds start-up too (startup.h), counted from here: the
+	 * command line's value at once, as reading the INI file or snapshot
+	 * may block; the final value once the configuration is whole.  A bad
+	 * value is cfg_set()'s to report. */
+	uint64_t timeout_ms = 0;
+	for (unsigned i = 0; i < o.nr_sets; i++)
+		if (!strcmp(o.sets[i].section, "vm") && !strcmp(o.sets[i].key, "timeout") &&
+		    cfg_parse_duration(o.sets[i].value, &timeout_ms))
+			timeout_ms = 0;
+	startup_phase("reading the configuration");
+	if (timeout_ms && (r = startup_timeout_arm(t0 + timeout_ms * 1000000ULL, timeout_ms))) {
+		fprintf(stderr, "ember: cannot arm the timeout: %s\n", strerror(-r));
+		return EXIT_HOST;
+	}
 
 	/* --restore -: state and memory from one stream on stdin, read in
 	 * order (its state now, its memory in vm_build). */
@@ -507,6 +525,15 @@ static int cmd_run(int argc, char **argv)
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
+	if (cfg.timeout_ms != timeout_ms) { /* the INI file's or the snapshot's */
+		if (!cfg.timeout_ms)
+			startup_timeout_disarm();
+		else if ((r = startup_timeout_arm(t0 + cfg.timeout_ms * 1000000ULL,
+						  cfg.timeout_ms))) {
+			fprintf(stderr, "ember: cannot arm the timeout: %s\n", strerror(-r));
+			return EXIT_HOST;
+		}
+	}
 	if (o.restore && o.dry_run) {
 		fprintf(stderr, "ember: snapshot %s: configuration ok: %u vCPU(s), %llu MiB\n",
 			name, cfg.vcpus, (unsigned long long)(cfg.mem_size >> 20));
@@ -529,11 +556,16 @@ static int cmd_run(int argc, char **argv)
 	}
 	r = vm_build(&vm, &cfg, err, sizeof(err));
 	if (r) {
+		startup_timeout_disarm();
 		fprintf(stderr, "ember: %s\n", err);
 		vm_destroy(&vm);
 		return r;
 	}
+	startup_phase("starting the guest");
+	if (cfg.timeout_ms) /* the guest's timer takes over this deadline */
+		vm.deadline_ns = t0 + cfg.timeout_ms * 1000000ULL;
 	if (o.dry_run) {
+		startup_timeout_disarm();
 		fprintf(stderr,
 			"ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu "
 			"MiB%s\n",
@@ -550,6 +582,7 @@ static int cmd_run(int argc, char **argv)
 	}
 
 	r = o.api_sock ? api_run(&vm, &cfg, o.api_sock, EMBER_VERSION) : vm_run(&vm);
+	startup_timeout_disarm(); /* when the run never began */
 	/* A normal end (reset, exit status 0) is silent; anything else says
 	 * why on stderr, so a script's log explains the exit code. */
 	if (r != 0 || o.stats) {

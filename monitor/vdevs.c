@@ -14,30 +14,104 @@
 #include "virtio/rng.h"
 #include "virtio/vsock.h"
 
-enum vkind { V_BLOCK, V_NET, V_VSOCK, V_RNG };
+/* What the configuration asks of a device, in the device's own (neutral)
+ * terms: each make_*() turns config section i into its constructor's
+ * parameters. */
 
-struct vdev {
-	struct virtio_dev dev;
-	enum vkind kind;
-	union {
-		struct virtio_blk blk;
-		struct virtio_net net;
-		struct virtio_rng rng;
-		struct virtio_vsock *vsock;
-	} u;
-	bool open; /* the backend is open: close it */
+static void to_rl(const struct cfg_rate *c, struct rl_cfg *r)
+{
+	r->bytes = (struct rl_bucket_cfg){c->bw_size, c->bw_burst, c->bw_refill_ms};
+	r->ops = (struct rl_bucket_cfg){c->ops_size, c->ops_burst, c->ops_refill_ms};
+}
+
+static unsigned nr_blocks(const struct vm_config *cfg)
+{
+	return cfg->nr_blocks;
+}
+
+static int make_block(const struct vm_config *cfg, unsigned i, struct virtio_impl *out, char *err,
+		      size_t errlen)
+{
+	const struct cfg_block *c = &cfg->blocks[i];
+	struct rl_cfg rate;
+	to_rl(&c->rate, &rate);
+	const struct vblk_params p = {c->name, c->path, c->read_only, c->direct, &rate};
+	return vblk_create(&p, out, err, errlen);
+}
+
+static unsigned nr_nets(const struct vm_config *cfg)
+{
+	return cfg->nr_nets;
+}
+
+static int make_net(const struct vm_config *cfg, unsigned i, struct virtio_impl *out, char *err,
+		    size_t errlen)
+{
+	const struct cfg_net *c = &cfg->nets[i];
+	struct rl_cfg rx, tx;
+	to_rl(&c->rx_rate, &rx);
+	to_rl(&c->tx_rate, &tx);
+	const struct vnet_params p = {c->name, c->tap, c->has_mac ? c->mac : NULL, &rx, &tx};
+	return vnet_create(&p, out, err, errlen);
+}
+
+static unsigned nr_vsocks(const struct vm_config *cfg)
+{
+	return cfg->vsock.enabled;
+}
+
+static int make_vsock(const struct vm_config *cfg, unsigned i, struct virtio_impl *out, char *err,
+		      size_t errlen)
+{
+	const struct vsock_params p = {cfg->vsock.cid, cfg->vsock.uds};
+	return vsock_create(&p, out, err, errlen);
+}
+
+static unsigned nr_rngs(const struct vm_config *cfg)
+{
+	return cfg->rng.enabled;
+}
+
+static int make_rng(const struct vm_config *cfg, unsigned i, struct virtio_impl *out, char *err,
+		    size_t errlen)
+{
+	struct rl_cfg rate;
+	to_rl(&cfg->rng.rate, &rate);
+	const struct vrng_params p = {&rate};
+	return vrng_create(&p, out, err, errlen);
+}
+
+/* The configuration's sections that make virtio devices, in the order the
+ * guest finds them (the first drive is /dev/vda). */
+enum { S_BLOCK, S_NET, S_VSOCK, S_RNG, NR_SECTIONS };
+static const struct section {
+	unsigned (*count)(const struct vm_config *cfg);
+	int (*make)(const struct vm_config *cfg, unsigned i, struct virtio_impl *out, char *err,
+		    size_t errlen);
+} sections[NR_SECTIONS] = {
+    [S_BLOCK] = {nr_blocks, make_block},
+    [S_NET] = {nr_nets, make_net},
+    [S_VSOCK] = {nr_vsocks, make_vsock},
+    [S_RNG] = {nr_rngs, make_rng},
 };
 
 struct vdevs {
-	unsigned nr;
-	struct vdev d[VDEVS_MAX];
+	unsigned nr; /* made: each has its own state and its transport (perhaps half set up) */
+	struct virtio_dev d[VDEVS_MAX];
 };
+
+/* Where section k's devices start among the VM's. */
+static unsigned first_of(const struct vm_config *cfg, unsigned k)
+{
+	unsigned n = 0;
+	for (unsigned j = 0; j < k; j++)
+		n += sections[j].count(cfg);
+	return n;
+}
 
 unsigned vdevs_count(const struct vm_config *cfg, bool hvt)
 {
-	if (hvt)
-		return 0;
-	return cfg->nr_blocks + cfg->nr_nets + cfg->vsock.enabled + cfg->rng.enabled;
+	return hvt ? 0 : first_of(cfg, NR_SECTIONS);
 }
 
 static uint64_t slot_base(unsigned i)
@@ -67,57 +141,28 @@ unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev 
 	return n;
 }
 
-static void to_rl(const struct cfg_rate *c, struct rl_cfg *r)
+/* Device i (section k's j-th): made, then put on the transport in its
+ * slot.  0 or an EXIT_* code with the reason in err. */
+static int build_one(struct vm *vm, unsigned i, const struct section *k, unsigned j, char *err,
+		     size_t errlen)
 {
-	r->bytes = (struct rl_bucket_cfg){c->bw_size, c->bw_burst, c->bw_refill_ms};
-	r->ops = (struct rl_bucket_cfg){c->ops_size, c->ops_burst, c->ops_refill_ms};
-}
-
-/* Open device i's backend from the configuration.  0 or -errno, err set. */
-static int open_backend(struct vm *vm, struct vdev *v, unsigned i, char *name, size_t namelen,
-			const struct virtio_dev_ops **ops, uint64_t *features, char *err,
-			size_t errlen)
-{
-	const struct vm_config *cfg = vm->cfg;
-	struct rl_cfg a, b;
-	int r;
-
-	if (i < cfg->nr_blocks) {
-		const struct cfg_block *c = &cfg->blocks[i];
-		to_rl(&c->rate, &a);
-		v->kind = V_BLOCK;
-		snprintf(name, namelen, "virtio-block %s", c->name);
-		r = vblk_open(&v->u.blk, c->path, c->read_only, c->direct, c->name, &a, err, errlen);
-		*ops = &vblk_ops;
-		*features = r ? 0 : vblk_features(&v->u.blk);
-		return r;
+	struct virtio_dev *d = &vm->vdevs->d[i];
+	struct virtio_impl m;
+	int r = k->make(vm->cfg, j, &m, err, errlen);
+	if (r)
+		return r == -ENOMEM ? EXIT_HOST : EXIT_CONFIG;
+	vm->vdevs->nr = i + 1; /* virtio_dev_init() sets d->ops first: destroy can find it */
+	r = virtio_dev_init(d, m.ops, m.priv, m.name, m.features, slot_base(i), VDEVS_FIRST_GSI + i,
+			    vm->vm_fd, &vm->mem, &vm->ev, err, errlen);
+	if (r)
+		return EXIT_HOST;
+	r = bus_register(&vm->mmio, slot_base(i), VIRTIO_MMIO_SIZE, virtio_mmio_access, d, d->name);
+	if (r) {
+		snprintf(err, errlen, "%s: cannot register its MMIO slot: %s", d->name,
+			 strerror(-r));
+		return EXIT_HOST;
 	}
-	i -= cfg->nr_blocks;
-	if (i < cfg->nr_nets) {
-		const struct cfg_net *c = &cfg->nets[i];
-		to_rl(&c->rx_rate, &a);
-		to_rl(&c->tx_rate, &b);
-		v->kind = V_NET;
-		snprintf(name, namelen, "virtio-net %s", c->name);
-		r = vnet_open(&v->u.net, c->tap, c->has_mac ? c->mac : NULL, &a, &b, err, errlen);
-		*ops = &vnet_ops;
-		*features = r ? 0 : vnet_features(&v->u.net);
-		return r;
-	}
-	i -= cfg->nr_nets;
-	if (i == 0 && cfg->vsock.enabled) {
-		v->kind = V_VSOCK;
-		snprintf(name, namelen, "virtio-vsock");
-		*ops = &vsock_ops;
-		*features = 0;
-		return vsock_create(&v->u.vsock, cfg->vsock.cid, cfg->vsock.uds, err, errlen);
-	}
-	to_rl(&cfg->rng.rate, &a);
-	v->kind = V_RNG;
-	snprintf(name, namelen, "virtio-rng");
-	vrng_init(&v->u.rng, &a);
-	*ops = &vrng_ops;
-	*features = 0;
+	d->verbose = vm->verbose;
 	return 0;
 }
 
@@ -136,33 +181,13 @@ int vdevs_build(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "virtio devices: out of memory");
 		return EXIT_HOST;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		struct vdev *v = &vm->vdevs->d[i];
-		const struct virtio_dev_ops *ops;
-		uint64_t features;
-		char name[VIRTIO_NAME_MAX], why[VM_ERR_MAX];
-
-		vm->vdevs->nr = i + 1;
-		int r = open_backend(vm, v, i, name, sizeof(name), &ops, &features, why,
-				     sizeof(why));
-		if (r) {
-			snprintf(err, errlen, "%s: %s", name, why);
-			return r == -ENOMEM ? EXIT_HOST : EXIT_CONFIG;
+	unsigned i = 0;
+	for (const struct section *k = sections; k < sections + NR_SECTIONS; k++)
+		for (unsigned j = 0; j < k->count(vm->cfg); j++, i++) {
+			int r = build_one(vm, i, k, j, err, errlen);
+			if (r)
+				return r;
 		}
-		v->open = true;
-		void *priv = v->kind == V_VSOCK ? (void *)v->u.vsock : (void *)&v->u;
-		r = virtio_dev_init(&v->dev, ops, priv, name, features, slot_base(i),
-				    VDEVS_FIRST_GSI + i, vm->vm_fd, &vm->mem, &vm->ev, why,
-				    sizeof(why));
-		if (!r)
-			r = bus_register(&vm->mmio, slot_base(i), VIRTIO_MMIO_SIZE, virtio_mmio_access,
-					 &v->dev, v->dev.name);
-		if (r) {
-			snprintf(err, errlen, "%s", why);
-			return EXIT_HOST;
-		}
-		v->dev.verbose = vm->verbose;
-	}
 	return 0;
 }
 
@@ -171,24 +196,9 @@ void vdevs_destroy(struct vm *vm)
 	if (!vm->vdevs)
 		return;
 	for (unsigned i = 0; i < vm->vdevs->nr; i++) {
-		struct vdev *v = &vm->vdevs->d[i];
-		virtio_dev_fini(&v->dev);
-		if (!v->open)
-			continue;
-		switch (v->kind) {
-		case V_BLOCK:
-			vblk_close(&v->u.blk);
-			break;
-		case V_NET:
-			vnet_close(&v->u.net);
-			break;
-		case V_VSOCK:
-			vsock_destroy(v->u.vsock);
-			break;
-		case V_RNG:
-			vrng_close(&v->u.rng);
-			break;
-		}
+		struct virtio_dev *d = &vm->vdevs->d[i];
+		virtio_dev_fini(d);
+		d->ops->destroy(d);
 	}
 	free(vm->vdevs);
 	vm->vdevs = NULL;
@@ -197,97 +207,26 @@ void vdevs_destroy(struct vm *vm)
 int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_rate *a,
 		     const struct cfg_rate *b)
 {
-	unsigned i = net ? vm->cfg->nr_blocks + index : index;
-	if (!vm->vdevs || i >= vm->vdevs->nr ||
-	    (net ? index >= vm->cfg->nr_nets : index >= vm->cfg->nr_blocks))
+	unsigned k = net ? S_NET : S_BLOCK;
+	if (!vm->vdevs || index >= sections[k].count(vm->cfg))
 		return -ENOENT;
-	struct vdev *v = &vm->vdevs->d[i];
+	unsigned i = first_of(vm->cfg, k) + index;
+	if (i >= vm->vdevs->nr)
+		return -ENOENT;
+	struct virtio_dev *d = &vm->vdevs->d[i];
+	if (!d->ops->set_limits)
+		return -EOPNOTSUPP;
 	struct rl_cfg ra, rb;
 	to_rl(a, &ra);
-	pthread_mutex_lock(&v->dev.lock);
-	if (net) {
+	if (b)
 		to_rl(b, &rb);
-		vlimit_update(&v->u.net.rx_limit, &ra);
-		vlimit_update(&v->u.net.tx_limit, &rb);
-	} else {
-		vlimit_update(&v->u.blk.limit, &ra);
-	}
-	/* Requests held back under the old limits get their chance now. */
-	if (virtio_live(&v->dev))
-		for (unsigned q = 0; q < v->dev.ops->nr_queues; q++)
-			v->dev.ops->notify(&v->dev, q);
-	pthread_mutex_unlock(&v->dev.lock);
-	return 0;
+	pthread_mutex_lock(&d->lock);
+	int r = d->ops->set_limits(d, &ra, b ? &rb : NULL);
+	pthread_mutex_unlock(&d->lock);
+	return r;
 }
 
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i)
 {
-	return vm->vdevs && i < vm->vdevs->nr ? &vm->vdevs->d[i].dev : NULL;
-}
-
-void vdevs_counters(struct virtio_dev *d,
-		    void (*fn)(void *opaque, const char *name, uint64_t value), void *opaque)
-{
-	struct vdev *v = (struct vdev *)d; /* dev is the first member */
-	pthread_mutex_lock(&d->lock);
-	switch (v->kind) {
-	case V_BLOCK: {
-		const struct blk_stats *s = &v->u.blk.stats;
-		fn(opaque, "read_count", s->read_ops);
-		fn(opaque, "write_count", s->write_ops);
-		fn(opaque, "flush_count", s->flush_ops);
-		fn(opaque, "read_bytes", s->read_bytes);
-		fn(opaque, "write_bytes", s->write_bytes);
-		fn(opaque, "io_errors", s->io_errors);
-		fn(opaque, "rate_limiter_throttled_events", v->u.blk.limit.throttled);
-		break;
-	}
-	case V_NET: {
-		const struct net_stats *s = &v->u.net.stats;
-		fn(opaque, "rx_packets_count", s->rx_frames);
-		fn(opaque, "rx_bytes_count", s->rx_bytes);
-		fn(opaque, "tx_packets_count", s->tx_frames);
-		fn(opaque, "tx_bytes_count", s->tx_bytes);
-		fn(opaque, "rx_fails", s->rx_too_big);
-		fn(opaque, "tx_fails", s->tx_malformed + s->tx_errors);
-		fn(opaque, "rx_rate_limiter_throttled", v->u.net.rx_limit.throttled);
-		fn(opaque, "tx_rate_limiter_throttled", v->u.net.tx_limit.throttled);
-		break;
-	}
-	case V_RNG:
-		fn(opaque, "entropy_bytes", v->u.rng.bytes);
-		fn(opaque, "entropy_event_count", v->u.rng.requests);
-		fn(opaque, "entropy_rate_limiter_throttled", v->u.rng.limit.throttled);
-		break;
-	case V_VSOCK: {
-		/* Firecracker's vsock metric names, then ember's own. */
-		const struct vsock_stats *s = vsock_stats(v->u.vsock);
-		fn(opaque, "activate_fails", s->activate_fails);
-		fn(opaque, "rx_queue_event_fails", s->rx_queue_event_fails);
-		fn(opaque, "tx_queue_event_fails", s->tx_queue_event_fails);
-		fn(opaque, "ev_queue_event_fails", s->ev_queue_event_fails);
-		fn(opaque, "muxer_event_fails", s->muxer_event_fails);
-		fn(opaque, "conn_event_fails", s->conn_event_fails);
-		fn(opaque, "rx_queue_event_count", s->rx_queue_event_count);
-		fn(opaque, "tx_queue_event_count", s->tx_queue_event_count);
-		fn(opaque, "rx_bytes_count", s->rx_bytes_count);
-		fn(opaque, "tx_bytes_count", s->tx_bytes_count);
-		fn(opaque, "rx_packets_count", s->rx_packets_count);
-		fn(opaque, "tx_packets_count", s->tx_packets_count);
-		fn(opaque, "conns_added", s->conns_added);
-		fn(opaque, "conns_killed", s->conns_killed);
-		fn(opaque, "conns_removed", s->conns_removed);
-		fn(opaque, "tx_flush_fails", s->tx_flush_fails);
-		fn(opaque, "tx_write_fails", s->tx_write_fails);
-		fn(opaque, "rx_read_fails", s->rx_read_fails);
-		fn(opaque, "conns_refused", s->conns_refused);
-		fn(opaque, "guest_errors", s->guest_errors);
-		fn(opaque, "rst_dropped", s->rst_dropped);
-		fn(opaque, "transport_resets", s->transport_resets);
-		break;
-	}
-	}
-	fn(opaque, "device_needs_reset", d->broken);
-	fn(opaque, "unhandled_accesses", d->unhandled);
-	pthread_mutex_unlock(&d->lock);
+	return vm->vdevs && i < vm->vdevs->nr ? &vm->vdevs->d[i] : NULL;
 }

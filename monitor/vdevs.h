@@ -1,7 +1,10 @@
 /* The VM's virtio-mmio devices, made from its configuration: drives,
  * then net devices, then vsock, then rng, one 4 KiB slot each from
  * LAYOUT_VIRTIO_MMIO with GSIs from VDEVS_FIRST_GSI, announced to the
- * guest on its command line as Firecracker does. */
+ * guest on its command line as Firecracker does.  Each device is made by
+ * its own constructor (virtio/blk.h, net.h, vsock.h, rng.h) from
+ * parameters translated from its configuration section; after that the
+ * monitor knows it only by its ops (virtio/virtio.h). */
 #ifndef EMBER_VDEVS_H
 #define EMBER_VDEVS_H
 
@@ -42,20 +45,16 @@ void vdevs_destroy(struct vm *vm);
 
 /* Firecracker's PATCH of a running device's rate limiters: drive or net
  * `index` (its place among cfg's blocks or nets) gets a (the drive's, or
- * the net's rx) and b (the net's tx) as rl_update() takes them: a bucket
- * whose settings are unchanged keeps its state.  vmm thread.  0, or
- * -ENOENT when there is no such virtio device. */
+ * the net's rx) and b (the net's tx; NULL for a drive) through its
+ * set_limits op: a bucket whose settings are unchanged keeps its state.
+ * vmm thread.  0, -ENOENT when there is no such virtio device, or the
+ * op's -errno. */
 __attribute__((warn_unused_result)) int vdevs_set_limits(struct vm *vm, bool net, unsigned index,
 							 const struct cfg_rate *a,
 							 const struct cfg_rate *b);
 
-/* Device i (0..n-1) for metrics and snapshots, or NULL past the end. */
+/* Device i (0..n-1) for metrics (virtio_dev_counters) and snapshots, or
+ * NULL past the end. */
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i);
-
-/* A device's counters as "name": value pairs, Firecracker's metric names
- * where they exist (read_bytes, write_count, rx_bytes_count...): calls
- * fn once per counter.  Under the device's lock. */
-void vdevs_counters(struct virtio_dev *d,
-		    void (*fn)(void *opaque, const char *name, uint64_t value), void *opaque);
 
 #endif

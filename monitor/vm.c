@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
+#include "monitor/hostfile.h"
 #include "monitor/layout.h"
+#include "monitor/startup.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
 
@@ -30,17 +32,18 @@ static int map_file(const char *what, const char *path, struct mapped_file *f, c
 {
 	f->data = NULL;
 	f->len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char why[VM_ERR_MAX];
+	int fd = host_open(path, O_RDONLY, HOST_REG, why, sizeof(why));
 	if (fd < 0) {
-		int e = errno;
-		snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
-		return -e;
+		snprintf(err, errlen, "%s %s", what, why);
+		return fd;
 	}
 	struct stat st;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "%s %s: not a regular file", what, path);
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(e));
 		close(fd);
-		return -EINVAL;
+		return -e;
 	}
 	if (st.st_size == 0) {
 		snprintf(err, errlen, "%s %s: file is empty", what, path);
@@ -95,6 +98,7 @@ static int load_hvt(struct vm *vm, char *err, size_t errlen)
 			 cfg->vsock.enabled ? "vsock" : "rng");
 		return EXIT_CONFIG;
 	}
+	startup_phase("opening the hvt devices");
 	int r = hvt_attach(vm->hvt, cfg, err, errlen);
 	if (!r)
 		r = hvt_setup(vm->hvt, &vm->mem, cfg->mem_size, vm->boot.kernel_end, cfg->cmdline,
@@ -109,6 +113,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	const struct vm_config *cfg = vm->cfg;
 	struct mapped_file k, rd = {0};
 	char why[VM_ERR_MAX];
+	startup_phase("loading the kernel");
 	int r = map_file("kernel", cfg->kernel, &k, err, errlen);
 	if (r)
 		return EXIT_CONFIG;
@@ -141,6 +146,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 		return load_hvt(vm, err, errlen);
 
 	if (cfg->initrd[0]) {
+		startup_phase("loading the initrd");
 		if (map_file("initrd", cfg->initrd, &rd, err, errlen))
 			return EXIT_CONFIG;
 		r = loader_initrd(&vm->mem, &vm->boot, rd.data, rd.len, &vm->initrd_gpa, why,
@@ -384,9 +390,14 @@ static int open_serial(struct vm *vm, char *err, size_t errlen)
 		return STDOUT_FILENO;
 	if (strcmp(out, "none") == 0)
 		return -1;
-	vm->serial_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A terminal or /dev/null as well as a file; a FIFO only with its
+	 * reader already there (the open would wait for one). */
+	char why[VM_ERR_MAX];
+	vm->serial_fd = host_open(out, O_WRONLY | O_CREAT | O_TRUNC,
+				  HOST_REG | HOST_CHR | HOST_FIFO, why, sizeof(why));
 	if (vm->serial_fd < 0) {
-		snprintf(err, errlen, "serial output %s: %s", out, strerror(errno));
+		vm->serial_fd = -1;
+		snprintf(err, errlen, "serial output %s", why);
 		return -2;
 	}
 	return vm->serial_fd;
@@ -439,7 +450,9 @@ static int boot_guest(struct vm *vm, char *err, size_t errlen)
  * memory. */
 static int restore_guest(struct vm *vm, char *err, size_t errlen)
 {
+	startup_phase("reading the snapshot's state file");
 	int r = vm_restore_open(vm, err, errlen);
+	startup_phase("mapping the snapshot's memory file");
 	if (!r)
 		r = vm_restore_memory(vm, err, errlen);
 	if (r || !vm->restore_hvt)
@@ -450,6 +463,7 @@ static int restore_guest(struct vm *vm, char *err, size_t errlen)
 		return EXIT_HOST;
 	}
 	r = vm_restore_hvt(vm, vm->hvt, err, errlen);
+	startup_phase("opening the hvt devices");
 	if (!r && hvt_attach(vm->hvt, vm->cfg, err, errlen))
 		r = EXIT_CONFIG;
 	vm->boot.proto = BOOT_HVT;
@@ -478,12 +492,14 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	int r = vm->restore ? restore_guest(vm, err, errlen) : boot_guest(vm, err, errlen);
 	if (r)
 		return r;
+	startup_phase("opening the serial output");
 	int out_fd = open_serial(vm, err, errlen);
 	if (out_fd == -2)
 		return EXIT_CONFIG;
 	if (vm->dry_run)
 		return 0;
 
+	startup_phase("creating the VM");
 	r = open_kvm(vm, err, errlen);
 	if (r)
 		return r;
@@ -520,11 +536,13 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 			snprintf(err, errlen, "event loop: %s", strerror(-r));
 			return EXIT_HOST;
 		}
+		startup_phase("opening the virtio devices");
 		r = vdevs_build(vm, err, errlen);
 		if (r)
 			return r;
 	}
 	if (vm->restore) {
+		startup_phase("restoring the snapshot's state");
 		r = vm_restore_state(vm, err, errlen);
 		vm_restore_close(vm);
 	}

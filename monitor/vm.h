@@ -71,7 +71,10 @@ struct vm {
 	atomic_int stopping;
 	int exit_code;
 	char stop_reason[256];
-	uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0 = no timeout */
+	/* CLOCK_MONOTONIC; 0 = no timeout.  vm_run()/vm_start() set it from
+	 * cfg->timeout_ms unless the caller did (after vm_build(), to count
+	 * start-up in: `ember run`). */
+	uint64_t deadline_ns;
 	timer_t timeout_timer;
 	bool timed;    /* timeout_timer exists */
 	bool threaded; /* vm_start(): vCPU 0 has a thread, main serves vm->ev */

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
+#include "monitor/startup.h"
 #include "monitor/vm.h"
 
 _Static_assert(JAIL_KICK_SIGNAL == VCPU_KICK_SIGNAL, "the filters allow only the kick signal");
@@ -139,10 +140,16 @@ int vm_check_stop(struct vm *vm)
 
 /* A POSIX timer aimed at this thread (the boot vCPU's): its signal pulls
  * KVM_RUN out with EINTR and on_interrupted() checks the deadline.  It
- * repeats every 10 ms in case a tick lands outside KVM_RUN. */
+ * repeats every 10 ms in case a tick lands outside KVM_RUN.  A deadline
+ * set already (`ember run` counts --timeout from its start: startup.h)
+ * is kept, so start-up and the run share one --timeout. */
 static int arm_timeout(struct vm *vm, timer_t *timer)
 {
-	vm->deadline_ns = ev_now_ns() + vm->cfg->timeout_ms * 1000000ULL;
+	uint64_t now = ev_now_ns();
+	if (!vm->deadline_ns)
+		vm->deadline_ns = now + vm->cfg->timeout_ms * 1000000ULL;
+	/* Past already: fire at once (a zero it_value would disarm). */
+	uint64_t left = vm->deadline_ns > now ? vm->deadline_ns - now : 1;
 	struct sigevent sev;
 	memset(&sev, 0, sizeof(sev));
 	sev.sigev_notify = SIGEV_THREAD_ID;
@@ -151,8 +158,8 @@ static int arm_timeout(struct vm *vm, timer_t *timer)
 	if (timer_create(CLOCK_MONOTONIC, &sev, timer) < 0)
 		return -errno;
 	struct itimerspec its = {
-	    .it_value = {.tv_sec = (time_t)(vm->cfg->timeout_ms / 1000),
-			 .tv_nsec = (long)(vm->cfg->timeout_ms % 1000) * 1000000L},
+	    .it_value = {.tv_sec = (time_t)(left / 1000000000ULL),
+			 .tv_nsec = (long)(left % 1000000000ULL)},
 	    .it_interval = {.tv_nsec = 10000000L},
 	};
 	if (timer_settime(*timer, 0, &its, NULL) < 0) {
@@ -216,6 +223,9 @@ static int prepare(struct vm *vm)
 		}
 		vm->timed = true;
 	}
+	/* The guest's timer holds the deadline now (and the drop is next:
+	 * the start-up timer's handler is no sandboxed thread's business). */
+	startup_timeout_disarm();
 	if (drop_privileges(vm, msg, sizeof(msg))) {
 		vm_stop(vm, EXIT_HOST, msg);
 		return -1;

@@ -66,10 +66,13 @@ static struct kvm_cpuid2 *load(const char *path, const struct cache_hdr *key)
 	if (!buf)
 		return NULL;
 	struct kvm_cpuid2 *c = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO at the cache's path must not stop the start;
+	 * only a regular file is a cache. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		goto out;
-	ssize_t n = read(fd, buf, sizeof(*buf));
+	struct stat st;
+	ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, buf, sizeof(*buf)) : -1;
 	close(fd);
 	if (n < (ssize_t)sizeof(buf->h) || memcmp(buf->h.magic, CACHE_MAGIC, 8) ||
 	    (key && memcmp(buf->h.boot_id, key->boot_id, sizeof(key->boot_id))) ||

@@ -10,7 +10,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "monitor/backend.h"
 #include "virtio/blk.h"
+#include "virtio/limiter.h"
+
+#define VIRTIO_BLK_ID_BYTES 20 /* §5.2.6: GET_ID's answer */
 
 /* §5.2.3 feature bits */
 #define VIRTIO_BLK_F_SEG_MAX 2
@@ -50,45 +54,53 @@ struct blk_hdr {
 	uint64_t sector;
 };
 
-int vblk_open(struct virtio_blk *b, const char *path, bool read_only, bool direct, const char *id,
-	      const struct rl_cfg *rate, char *err, size_t errlen)
-{
-	memset(b, 0, sizeof(*b));
-	b->be.fd = -1;
-	int r = blk_open(&b->be, path, read_only, err, errlen);
-	if (r)
-		return r;
-	if (direct) {
-		int fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_DIRECT);
-		if (fd < 0) {
-			r = -errno;
-			snprintf(err, errlen, "%s: cannot open with O_DIRECT: %s", path,
-				 strerror(-r));
-			vblk_close(b);
-			return r;
-		}
-		close(b->be.fd);
-		b->be.fd = fd;
-		if (posix_memalign((void **)&b->bounce, 4096, BOUNCE_SIZE)) {
-			snprintf(err, errlen, "%s: no memory for the O_DIRECT buffer", path);
-			vblk_close(b);
-			return -ENOMEM;
-		}
-	}
-	snprintf(b->id, sizeof(b->id), "%s", id);
-	vlimit_init(&b->limit, rate);
-	return 0;
-}
+struct blk_stats {
+	uint64_t read_ops, write_ops, flush_ops, read_bytes, write_bytes;
+	uint64_t discard_ops, discard_bytes; /* DISCARD and WRITE_ZEROES */
+	uint64_t io_errors, unsupported;
+};
 
-void vblk_close(struct virtio_blk *b)
+struct virtio_blk {
+	struct blk_backend be;
+	char id[VIRTIO_BLK_ID_BYTES + 1];
+	struct vlimit limit;
+	uint8_t *bounce; /* O_DIRECT only */
+	struct blk_stats stats;
+	struct virtio_dev *dev;
+};
+
+static void blk_free(struct virtio_blk *b)
 {
 	vlimit_fini(&b->limit);
 	blk_close(&b->be);
 	free(b->bounce);
-	b->bounce = NULL;
+	free(b);
 }
 
-uint64_t vblk_features(const struct virtio_blk *b)
+/* Open the file (O_DIRECT as asked).  0 or -errno with the reason in
+ * err, naming the file. */
+static int blk_setup(struct virtio_blk *b, const struct vblk_params *p, char *err, size_t errlen)
+{
+	int r = blk_open(&b->be, p->path, p->read_only, err, errlen);
+	if (r || !p->direct)
+		return r;
+	/* On the fd blk_open() checked, not a second open of the path
+	 * (which may name another file by now). */
+	int fl = fcntl(b->be.fd, F_GETFL);
+	if (fl < 0 || fcntl(b->be.fd, F_SETFL, fl | O_DIRECT) < 0) {
+		r = -errno;
+		snprintf(err, errlen, "%s: cannot use O_DIRECT: %s", p->path, strerror(-r));
+		return r;
+	}
+	if (posix_memalign((void **)&b->bounce, 4096, BOUNCE_SIZE)) {
+		b->bounce = NULL;
+		snprintf(err, errlen, "%s: no memory for the O_DIRECT buffer", p->path);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static uint64_t features(const struct virtio_blk *b)
 {
 	uint64_t f = (1ULL << VIRTIO_BLK_F_FLUSH) | (1ULL << VIRTIO_BLK_F_SEG_MAX);
 	if (b->be.read_only)
@@ -374,8 +386,39 @@ static int restore(struct virtio_dev *d, const void *buf, size_t len)
 	return vlimit_restore(&b->limit, buf, len);
 }
 
-const struct virtio_dev_ops vblk_ops = {
+static void destroy(struct virtio_dev *d)
+{
+	blk_free(d->priv);
+	d->priv = NULL;
+}
+
+/* Firecracker's block metrics (names and order are the API's). */
+static void counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque)
+{
+	const struct virtio_blk *b = d->priv;
+	fn(opaque, "read_count", b->stats.read_ops);
+	fn(opaque, "write_count", b->stats.write_ops);
+	fn(opaque, "flush_count", b->stats.flush_ops);
+	fn(opaque, "read_bytes", b->stats.read_bytes);
+	fn(opaque, "write_bytes", b->stats.write_bytes);
+	fn(opaque, "io_errors", b->stats.io_errors);
+	fn(opaque, "rate_limiter_throttled_events", b->limit.throttled);
+}
+
+static int set_limits(struct virtio_dev *d, const struct rl_cfg *a, const struct rl_cfg *b)
+{
+	struct virtio_blk *blk = d->priv;
+	if (!a)
+		return -EINVAL;
+	vlimit_update(&blk->limit, a);
+	if (virtio_live(d))
+		process(d); /* what the old limits held back */
+	return 0;
+}
+
+static const struct virtio_dev_ops vblk_ops = {
     .kind = "block",
+    .metrics = "block",
     .device_id = VIRTIO_ID_BLOCK,
     .nr_queues = 1,
     .config_read = config_read,
@@ -384,4 +427,31 @@ const struct virtio_dev_ops vblk_ops = {
     .reset = reset,
     .save = save,
     .restore = restore,
+    .destroy = destroy,
+    .counters = counters,
+    .set_limits = set_limits,
 };
+
+int vblk_create(const struct vblk_params *p, struct virtio_impl *out, char *err, size_t errlen)
+{
+	char why[512]; /* blk_open names the file */
+	snprintf(out->name, sizeof(out->name), "virtio-block %s", p->id);
+	struct virtio_blk *b = calloc(1, sizeof(*b));
+	if (!b) {
+		snprintf(err, errlen, "%s: out of memory", out->name);
+		return -ENOMEM;
+	}
+	b->be.fd = -1;
+	vlimit_init(&b->limit, p->rate);
+	int r = blk_setup(b, p, why, sizeof(why));
+	if (r) {
+		snprintf(err, errlen, "%s: %s", out->name, why);
+		blk_free(b);
+		return r;
+	}
+	snprintf(b->id, sizeof(b->id), "%s", p->id);
+	out->ops = &vblk_ops;
+	out->priv = b;
+	out->features = features(b);
+	return 0;
+}

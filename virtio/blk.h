@@ -6,43 +6,25 @@
 #define EMBER_VIRTIO_BLK_H
 
 #include <stdbool.h>
-#include <stdint.h>
+#include <stddef.h>
 
-#include "monitor/backend.h"
-#include "monitor/evloop.h"
-#include "virtio/limiter.h"
+#include "virtio/ratelimit.h"
 #include "virtio/virtio.h"
 
-#define VIRTIO_BLK_ID_BYTES 20 /* §5.2.6: GET_ID's answer */
-
-struct blk_stats {
-	uint64_t read_ops, write_ops, flush_ops, read_bytes, write_bytes;
-	uint64_t discard_ops, discard_bytes; /* DISCARD and WRITE_ZEROES */
-	uint64_t io_errors, unsupported;
+struct vblk_params {
+	const char *id;	  /* the drive's: its name, what GET_ID answers (cut to 20 bytes) */
+	const char *path; /* a raw image file or a block device */
+	bool read_only, direct;
+	const struct rl_cfg *rate; /* NULL or all zero: no limit */
 };
 
-struct virtio_blk {
-	struct blk_backend be;
-	char id[VIRTIO_BLK_ID_BYTES + 1];
-	struct vlimit limit;
-	uint8_t *bounce; /* O_DIRECT only */
-	struct blk_stats stats;
-	struct virtio_dev *dev;
-};
-
-/* Open path (read-only, O_DIRECT as asked) and set the limiter up.  id is
- * what GET_ID answers (cut to 20 bytes).  0 or -errno with the reason in
- * err, naming the file. */
-__attribute__((warn_unused_result)) int vblk_open(struct virtio_blk *b, const char *path,
-						  bool read_only, bool direct, const char *id,
-						  const struct rl_cfg *rate, char *err,
-						  size_t errlen);
-
-/* The features to offer for b (RO, FLUSH, SEG_MAX). */
-uint64_t vblk_features(const struct virtio_blk *b);
-
-extern const struct virtio_dev_ops vblk_ops; /* priv: struct virtio_blk */
-
-void vblk_close(struct virtio_blk *b);
+/* Open p->path (read-only, O_DIRECT as asked), set the limiter up and
+ * hand the device out ("virtio-block <id>"; offers RO or DISCARD and
+ * WRITE_ZEROES, FLUSH, SEG_MAX).  Its counters are Firecracker's block
+ * metrics; set_limits takes a alone.  0 or -errno with the reason in
+ * err, naming the device and the file. */
+__attribute__((warn_unused_result)) int vblk_create(const struct vblk_params *p,
+						    struct virtio_impl *out, char *err,
+						    size_t errlen);
 
 #endif

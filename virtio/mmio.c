@@ -148,6 +148,16 @@ void virtio_dev_fini(struct virtio_dev *d)
 	d->irq_fd = -1;
 }
 
+void virtio_dev_counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque)
+{
+	pthread_mutex_lock(&d->lock);
+	if (d->ops->counters)
+		d->ops->counters(d, fn, opaque);
+	fn(opaque, "device_needs_reset", d->broken);
+	fn(opaque, "unhandled_accesses", d->unhandled);
+	pthread_mutex_unlock(&d->lock);
+}
+
 bool virtio_live(const struct virtio_dev *d)
 {
 	/* DRIVER_OK without FEATURES_OK (which we may have refused) is no

@@ -8,37 +8,38 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "monitor/backend.h"
+#include "monitor/evloop.h"
+#include "virtio/limiter.h"
 #include "virtio/net.h"
 
 #define VIRTIO_NET_F_MAC 5
 #define Q_RX 0
 #define Q_TX 1
+#define VNET_HDR 12		    /* struct virtio_net_hdr with VERSION_1 (§5.1.6) */
+#define VNET_FRAME_MAX (65535 + 14) /* the largest frame a tap hands over */
 
-int vnet_open(struct virtio_net *n, const char *tap_name, const uint8_t *mac,
-	      const struct rl_cfg *rx, const struct rl_cfg *tx, char *err, size_t errlen)
-{
-	memset(n, 0, sizeof(*n));
-	n->tap.fd = -1;
-	n->frame = malloc(VNET_HDR + VNET_FRAME_MAX);
-	if (!n->frame) {
-		snprintf(err, errlen, "tap %s: out of memory", tap_name);
-		return -ENOMEM;
-	}
-	int r = tap_open(&n->tap, tap_name, err, errlen);
-	if (r) {
-		vnet_close(n);
-		return r;
-	}
-	if (mac)
-		memcpy(n->mac, mac, 6);
-	else
-		tap_random_mac(n->mac);
-	vlimit_init(&n->rx_limit, rx);
-	vlimit_init(&n->tx_limit, tx);
-	return 0;
-}
+struct net_stats {
+	uint64_t rx_frames, rx_bytes, tx_frames, tx_bytes;
+	uint64_t rx_too_big, tx_malformed, tx_errors;
+};
 
-void vnet_close(struct virtio_net *n)
+struct virtio_net {
+	struct tap_backend tap;
+	uint8_t mac[6];
+	struct vlimit rx_limit, tx_limit;
+	struct ev_source tap_src;
+	uint32_t tap_events; /* what tap_src watches now */
+	/* A frame read from the tap that has no rx buffer (or budget) yet. */
+	uint8_t *frame;
+	uint32_t frame_len;
+	bool have_frame;
+	bool tx_blocked; /* the tap said EAGAIN: wait for EPOLLOUT */
+	struct net_stats stats;
+	struct virtio_dev *dev;
+};
+
+static void net_free(struct virtio_net *n)
 {
 	if (n->dev)
 		ev_del(n->dev->ev, &n->tap_src);
@@ -46,12 +47,7 @@ void vnet_close(struct virtio_net *n)
 	vlimit_fini(&n->tx_limit);
 	tap_close(&n->tap);
 	free(n->frame);
-	n->frame = NULL;
-}
-
-uint64_t vnet_features(const struct virtio_net *n)
-{
-	return 1ULL << VIRTIO_NET_F_MAC;
+	free(n);
 }
 
 /* §5.1.4: mac[6] (the only field without STATUS/MQ/MTU features). */
@@ -287,8 +283,44 @@ static int restore(struct virtio_dev *d, const void *buf, size_t len)
 	return r ? r : vlimit_restore(&n->tx_limit, &rec.tx, sizeof(rec.tx));
 }
 
-const struct virtio_dev_ops vnet_ops = {
+static void destroy(struct virtio_dev *d)
+{
+	net_free(d->priv);
+	d->priv = NULL;
+}
+
+/* Firecracker's net metrics (names and order are the API's). */
+static void counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque)
+{
+	const struct virtio_net *n = d->priv;
+	fn(opaque, "rx_packets_count", n->stats.rx_frames);
+	fn(opaque, "rx_bytes_count", n->stats.rx_bytes);
+	fn(opaque, "tx_packets_count", n->stats.tx_frames);
+	fn(opaque, "tx_bytes_count", n->stats.tx_bytes);
+	fn(opaque, "rx_fails", n->stats.rx_too_big);
+	fn(opaque, "tx_fails", n->stats.tx_malformed + n->stats.tx_errors);
+	fn(opaque, "rx_rate_limiter_throttled", n->rx_limit.throttled);
+	fn(opaque, "tx_rate_limiter_throttled", n->tx_limit.throttled);
+}
+
+static int set_limits(struct virtio_dev *d, const struct rl_cfg *a, const struct rl_cfg *b)
+{
+	struct virtio_net *n = d->priv;
+	if (!a || !b)
+		return -EINVAL;
+	vlimit_update(&n->rx_limit, a);
+	vlimit_update(&n->tx_limit, b);
+	/* What the old limits held back, both ways. */
+	if (virtio_live(d)) {
+		rx(d);
+		tx(d);
+	}
+	return 0;
+}
+
+static const struct virtio_dev_ops vnet_ops = {
     .kind = "net",
+    .metrics = "net",
     .device_id = VIRTIO_ID_NET,
     .nr_queues = 2,
     .config_read = config_read,
@@ -298,4 +330,40 @@ const struct virtio_dev_ops vnet_ops = {
     .reset = reset,
     .save = save,
     .restore = restore,
+    .destroy = destroy,
+    .counters = counters,
+    .set_limits = set_limits,
 };
+
+int vnet_create(const struct vnet_params *p, struct virtio_impl *out, char *err, size_t errlen)
+{
+	char why[512];
+	snprintf(out->name, sizeof(out->name), "virtio-net %s", p->id);
+	struct virtio_net *n = calloc(1, sizeof(*n));
+	if (n) {
+		n->tap.fd = -1;
+		vlimit_init(&n->rx_limit, p->rx);
+		vlimit_init(&n->tx_limit, p->tx);
+		n->frame = malloc(VNET_HDR + VNET_FRAME_MAX);
+	}
+	if (!n || !n->frame) {
+		snprintf(err, errlen, "%s: tap %s: out of memory", out->name, p->tap);
+		if (n)
+			net_free(n);
+		return -ENOMEM;
+	}
+	int r = tap_open(&n->tap, p->tap, why, sizeof(why));
+	if (r) {
+		snprintf(err, errlen, "%s: %s", out->name, why);
+		net_free(n);
+		return r;
+	}
+	if (p->mac)
+		memcpy(n->mac, p->mac, 6);
+	else
+		tap_random_mac(n->mac);
+	out->ops = &vnet_ops;
+	out->priv = n;
+	out->features = 1ULL << VIRTIO_NET_F_MAC;
+	return 0;
+}

@@ -1,22 +1,20 @@
 /* virtio-rng (virtio 1.2 §5.4): one queue of device-writable buffers. */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+#include "virtio/limiter.h"
 #include "virtio/rng.h"
 
 #define RNG_CHUNK 4096 /* per getrandom call; a request may be larger */
 
-void vrng_init(struct virtio_rng *r, const struct rl_cfg *rate)
-{
-	memset(r, 0, sizeof(*r));
-	vlimit_init(&r->limit, rate);
-}
-
-void vrng_close(struct virtio_rng *r)
-{
-	vlimit_fini(&r->limit);
-}
+struct virtio_rng {
+	struct vlimit limit;
+	uint64_t bytes, requests, errors;
+	struct virtio_dev *dev;
+};
 
 /* Fill the chain's writable part; returns the bytes written. */
 static uint32_t fill(struct virtio_rng *r, const struct vq_chain *c)
@@ -106,8 +104,26 @@ static int restore(struct virtio_dev *d, const void *buf, size_t len)
 	return vlimit_restore(&r->limit, buf, len);
 }
 
-const struct virtio_dev_ops vrng_ops = {
+static void destroy(struct virtio_dev *d)
+{
+	struct virtio_rng *r = d->priv;
+	vlimit_fini(&r->limit);
+	free(r);
+	d->priv = NULL;
+}
+
+/* Firecracker's entropy metrics (names and order are the API's). */
+static void counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque)
+{
+	const struct virtio_rng *r = d->priv;
+	fn(opaque, "entropy_bytes", r->bytes);
+	fn(opaque, "entropy_event_count", r->requests);
+	fn(opaque, "entropy_rate_limiter_throttled", r->limit.throttled);
+}
+
+static const struct virtio_dev_ops vrng_ops = {
     .kind = "rng",
+    .metrics = "entropy",
     .device_id = VIRTIO_ID_RNG,
     .nr_queues = 1,
     .realize = realize,
@@ -115,4 +131,21 @@ const struct virtio_dev_ops vrng_ops = {
     .reset = reset,
     .save = save,
     .restore = restore,
+    .destroy = destroy,
+    .counters = counters,
 };
+
+int vrng_create(const struct vrng_params *p, struct virtio_impl *out, char *err, size_t errlen)
+{
+	snprintf(out->name, sizeof(out->name), "virtio-rng");
+	struct virtio_rng *r = calloc(1, sizeof(*r));
+	if (!r) {
+		snprintf(err, errlen, "%s: out of memory", out->name);
+		return -ENOMEM;
+	}
+	vlimit_init(&r->limit, p->rate);
+	out->ops = &vrng_ops;
+	out->priv = r;
+	out->features = 0;
+	return 0;
+}

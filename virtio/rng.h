@@ -3,19 +3,20 @@
 #ifndef EMBER_VIRTIO_RNG_H
 #define EMBER_VIRTIO_RNG_H
 
-#include "monitor/evloop.h"
-#include "virtio/limiter.h"
+#include <stddef.h>
+
+#include "virtio/ratelimit.h"
 #include "virtio/virtio.h"
 
-struct virtio_rng {
-	struct vlimit limit;
-	uint64_t bytes, requests, errors;
-	struct virtio_dev *dev;
+struct vrng_params {
+	const struct rl_cfg *rate; /* NULL or all zero: no limit */
 };
 
-void vrng_init(struct virtio_rng *r, const struct rl_cfg *rate);
-void vrng_close(struct virtio_rng *r);
-
-extern const struct virtio_dev_ops vrng_ops; /* priv: struct virtio_rng */
+/* Hand the device out ("virtio-rng").  Its counters are Firecracker's
+ * entropy metrics; its limits are fixed (no set_limits).  0 or -ENOMEM
+ * with the reason in err. */
+__attribute__((warn_unused_result)) int vrng_create(const struct vrng_params *p,
+						    struct virtio_impl *out, char *err,
+						    size_t errlen);
 
 #endif

@@ -4,7 +4,10 @@
  * queue's notification to the vmm thread's event loop and the irqfd that
  * carries the device's interrupt to the in-kernel irqchip.  A device is
  * one file with one ops table (struct virtio_dev_ops); it never knows it
- * sits on MMIO.
+ * sits on MMIO.  A device's state is its own: its constructor (vblk_create,
+ * vnet_create, vsock_create, vrng_create) makes it from device-neutral
+ * parameters and hands back a struct virtio_impl for virtio_dev_init();
+ * its destroy op releases it.  The monitor sees only the ops.
  *
  * Threads: register accesses arrive on vCPU threads; notifications,
  * backend events and timers on the vmm thread.  Both take dev->lock, so a
@@ -52,11 +55,17 @@
 #define VIRTIO_NAME_MAX 80
 
 struct virtio_dev;
+struct rl_cfg; /* virtio/ratelimit.h */
+
+/* One counter a device reports: its name and its total since the device
+ * was made. */
+typedef void virtio_counter_fn(void *opaque, const char *name, uint64_t value);
 
 struct virtio_dev_ops {
-	const char *kind;   /* "block", "net", "vsock", "rng": for messages */
-	uint32_t device_id; /* VIRTIO_ID_* */
-	unsigned nr_queues; /* <= VIRTIO_MAX_QUEUES */
+	const char *kind;    /* "block", "net", "vsock", "rng": for messages */
+	const char *metrics; /* Firecracker's metrics group: "block", "net", "vsock", "entropy" */
+	uint32_t device_id;  /* VIRTIO_ID_* */
+	unsigned nr_queues;  /* <= VIRTIO_MAX_QUEUES */
 	/* Device-specific configuration space (§4.2.2 offset 0x100 on):
 	 * read len (1, 2, 4 or 8) bytes at off; bytes past the config read
 	 * as 0.  Optional. */
@@ -81,6 +90,35 @@ struct virtio_dev_ops {
 	 * device, before the VM runs.  0, or -EINVAL for a record that is not
 	 * this device's (the snapshot is refused).  Optional. */
 	int (*restore)(struct virtio_dev *d, const void *buf, size_t len);
+	/* Release what the constructor made: close the backends, free
+	 * d->priv.  After virtio_dev_fini(d) (nothing of the device is
+	 * watched any more), never concurrently with another op.
+	 * Required. */
+	void (*destroy)(struct virtio_dev *d);
+	/* The device's counters: fn once per counter, in a fixed order, under
+	 * Firecracker's metric names where it has them (read_bytes,
+	 * rx_packets_count...).  Under d->lock (virtio_dev_counters() takes
+	 * it and adds the transport's own).  Optional. */
+	void (*counters)(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque);
+	/* New rate limits on the running device (the API's PATCH), as
+	 * rl_update() takes them (a bucket whose settings are unchanged keeps
+	 * its state): a is the device's only limiter, or net's rx; b is net's
+	 * tx (NULL for a device with one limiter).  Requests held back under
+	 * the old limits are served again at once.  Under d->lock, vmm
+	 * thread.  0 or -errno.  Optional: NULL when the device's limits
+	 * cannot change (the caller answers -EOPNOTSUPP). */
+	int (*set_limits)(struct virtio_dev *d, const struct rl_cfg *a, const struct rl_cfg *b);
+};
+
+/* What a device's constructor makes, for virtio_dev_init(): its ops, its
+ * own state (opaque to everyone else), the features it offers and its
+ * name for messages and metrics ("virtio-block drive0": the word after
+ * the space is the id in the metrics' group name, "block_drive0"). */
+struct virtio_impl {
+	const struct virtio_dev_ops *ops;
+	void *priv;
+	uint64_t features;
+	char name[VIRTIO_NAME_MAX];
 };
 
 /* The transport's registers: fixed-width, the snapshot record of the
@@ -160,8 +198,14 @@ __attribute__((warn_unused_result)) int virtio_dev_init(struct virtio_dev *d,
 							const struct gmem *mem, struct evloop *ev,
 							char *err, size_t errlen);
 
-/* Close the eventfds; the device's own state is its owner's. */
+/* Close the eventfds; the device's own state stays (its destroy op
+ * releases it). */
 void virtio_dev_fini(struct virtio_dev *d);
+
+/* d's counters (metrics): the device's own (its counters op), then the
+ * transport's ("device_needs_reset", "unhandled_accesses"); fn once per
+ * counter.  Takes d->lock. */
+void virtio_dev_counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque);
 
 /* The MMIO bus handler (monitor/bus.h signature): the §4.2.2 registers.
  * A guest's bad access (wrong width, a write to a read-only register, a

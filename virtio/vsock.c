@@ -528,8 +528,56 @@ static int restore(struct virtio_dev *d, const void *buf, size_t len)
 	return 0;
 }
 
-const struct virtio_dev_ops vsock_ops = {
+/* Close every socket, unlink uds, free v (NULL is fine). */
+static void vsock_free(struct virtio_vsock *v)
+{
+	if (!v)
+		return;
+	vsock_host_close(v);
+	if (v->rings)
+		munmap(v->rings, (size_t)VSOCK_MAX_CONNS * VSOCK_BUF_ALLOC);
+	free(v->conns);
+	free(v);
+}
+
+static void destroy(struct virtio_dev *d)
+{
+	vsock_free(d->priv);
+	d->priv = NULL;
+}
+
+/* Firecracker's vsock metrics, then ember's own (names and order are the
+ * API's). */
+static void counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque)
+{
+	const struct vsock_stats *s = &((const struct virtio_vsock *)d->priv)->stats;
+	fn(opaque, "activate_fails", s->activate_fails);
+	fn(opaque, "rx_queue_event_fails", s->rx_queue_event_fails);
+	fn(opaque, "tx_queue_event_fails", s->tx_queue_event_fails);
+	fn(opaque, "ev_queue_event_fails", s->ev_queue_event_fails);
+	fn(opaque, "muxer_event_fails", s->muxer_event_fails);
+	fn(opaque, "conn_event_fails", s->conn_event_fails);
+	fn(opaque, "rx_queue_event_count", s->rx_queue_event_count);
+	fn(opaque, "tx_queue_event_count", s->tx_queue_event_count);
+	fn(opaque, "rx_bytes_count", s->rx_bytes_count);
+	fn(opaque, "tx_bytes_count", s->tx_bytes_count);
+	fn(opaque, "rx_packets_count", s->rx_packets_count);
+	fn(opaque, "tx_packets_count", s->tx_packets_count);
+	fn(opaque, "conns_added", s->conns_added);
+	fn(opaque, "conns_killed", s->conns_killed);
+	fn(opaque, "conns_removed", s->conns_removed);
+	fn(opaque, "tx_flush_fails", s->tx_flush_fails);
+	fn(opaque, "tx_write_fails", s->tx_write_fails);
+	fn(opaque, "rx_read_fails", s->rx_read_fails);
+	fn(opaque, "conns_refused", s->conns_refused);
+	fn(opaque, "guest_errors", s->guest_errors);
+	fn(opaque, "rst_dropped", s->rst_dropped);
+	fn(opaque, "transport_resets", s->transport_resets);
+}
+
+static const struct virtio_dev_ops vsock_ops = {
     .kind = "vsock",
+    .metrics = "vsock",
     .device_id = VIRTIO_ID_VSOCK,
     .nr_queues = 3,
     .config_read = config_read,
@@ -538,10 +586,14 @@ const struct virtio_dev_ops vsock_ops = {
     .reset = reset,
     .save = save,
     .restore = restore,
+    .destroy = destroy,
+    .counters = counters,
 };
 
-int vsock_create(struct virtio_vsock **out, uint64_t guest_cid, const char *uds_path, char *err,
-		 size_t errlen)
+/* The device's state, listening on uds.  0 or -errno with the reason in
+ * err. */
+static int make(struct virtio_vsock **out, uint64_t guest_cid, const char *uds_path, char *err,
+		size_t errlen)
 {
 	*out = NULL;
 	/* 0, 1 and 2 are the hypervisor, local and host; -1U is "any". */
@@ -572,7 +624,7 @@ int vsock_create(struct virtio_vsock **out, uint64_t guest_cid, const char *uds_
 		v->rings = NULL;
 	if (!v->conns || !v->rings) {
 		snprintf(err, errlen, "out of memory for %u connections", VSOCK_MAX_CONNS);
-		vsock_destroy(v);
+		vsock_free(v);
 		return -ENOMEM;
 	}
 	for (unsigned i = 0; i < VSOCK_MAX_CONNS; i++)
@@ -580,30 +632,25 @@ int vsock_create(struct virtio_vsock **out, uint64_t guest_cid, const char *uds_
 
 	int r = vsock_host_open(v, err, errlen);
 	if (r) {
-		vsock_destroy(v);
+		vsock_free(v);
 		return r;
 	}
 	*out = v;
 	return 0;
 }
 
-void vsock_destroy(struct virtio_vsock *v)
+int vsock_create(const struct vsock_params *p, struct virtio_impl *out, char *err, size_t errlen)
 {
-	if (!v)
-		return;
-	vsock_host_close(v);
-	if (v->rings)
-		munmap(v->rings, (size_t)VSOCK_MAX_CONNS * VSOCK_BUF_ALLOC);
-	free(v->conns);
-	free(v);
-}
-
-const struct vsock_state *vsock_state(const struct virtio_vsock *v)
-{
-	return &v->st;
-}
-
-const struct vsock_stats *vsock_stats(const struct virtio_vsock *v)
-{
-	return &v->stats;
+	char why[512];
+	struct virtio_vsock *v;
+	snprintf(out->name, sizeof(out->name), "virtio-vsock");
+	int r = make(&v, p->guest_cid, p->uds, why, sizeof(why));
+	if (r) {
+		snprintf(err, errlen, "%s: %s", out->name, why);
+		return r;
+	}
+	out->ops = &vsock_ops;
+	out->priv = v;
+	out->features = 0;
+	return 0;
 }

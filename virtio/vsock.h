@@ -47,59 +47,26 @@ struct vsock_state {
 };
 _Static_assert(sizeof(struct vsock_state) == 8, "a snapshot record");
 
-struct virtio_vsock; /* opaque; begins with its struct vsock_state */
-
-/* Listen on uds_path (a stale socket file there is removed first; any
- * other kind of file is refused) for guest guest_cid (3 .. 2^32-2).
- * Before the drop phase.  0, or -errno with the reason in err. */
-__attribute__((warn_unused_result)) int vsock_create(struct virtio_vsock **out, uint64_t guest_cid,
-						     const char *uds_path, char *err,
-						     size_t errlen);
-
-/* Close every socket, unlink uds_path, free v (NULL is fine). */
-void vsock_destroy(struct virtio_vsock *v);
-
-/* The snapshot record. */
-const struct vsock_state *vsock_state(const struct virtio_vsock *v);
-
-/* Counters since vsock_create(), Firecracker's vsock metrics where it has
- * one ("rx" is toward the guest, "tx" from it, as the queues). */
-struct vsock_stats {
-	uint64_t conns_added;	    /* connections made, either side's */
-	uint64_t conns_removed;	    /* connections closed */
-	uint64_t conns_killed;	    /* of those, by a handshake deadline */
-	uint64_t conns_refused;	    /* not made: no listener, the limit */
-	uint64_t conn_event_fails;  /* host sockets reporting an error */
-	uint64_t muxer_event_fails; /* accept4() failures */
-	uint64_t activate_fails;
-	uint64_t rx_queue_event_count; /* notifications of queue 0 */
-	uint64_t tx_queue_event_count; /* notifications of queue 1 */
-	uint64_t rx_queue_event_fails; /* queue 0 broken by the driver */
-	uint64_t tx_queue_event_fails; /* queue 1 */
-	uint64_t ev_queue_event_fails; /* queue 2 */
-	uint64_t rx_packets_count;     /* packets to the guest */
-	uint64_t rx_bytes_count;       /* their payload */
-	uint64_t tx_packets_count;     /* packets from the guest */
-	uint64_t tx_bytes_count;       /* their payload (RW taken) */
-	uint64_t rx_read_fails;	       /* host socket reads that failed */
-	uint64_t tx_write_fails;       /* host socket writes that failed */
-	uint64_t tx_flush_fails;       /* of those, draining a ring */
-	uint64_t guest_errors;	       /* malformed packets, credit overruns */
-	uint64_t rst_dropped;	       /* RSTs lost: too many were waiting */
-	uint64_t transport_resets;     /* TRANSPORT_RESET events delivered */
+struct vsock_params {
+	uint64_t guest_cid; /* 3 .. 2^32-2 */
+	const char *uds;    /* the host side's unix socket */
 };
 
-/* v's counters; read under the device's lock. */
-const struct vsock_stats *vsock_stats(const struct virtio_vsock *v);
-
-/* priv: struct virtio_vsock.  Snapshots (Firecracker's behaviour): save
- * writes the struct vsock_state, nothing else; connections are not saved
- * (host sockets cannot be), so restore refuses another guest CID
- * (-EINVAL) and owes the driver a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
- * (§5.10.6.8): it goes into the event queue's next buffer once the
- * driver is live and has posted one, and the guest drops every
- * connection it had. */
-extern const struct virtio_dev_ops vsock_ops;
+/* Listen on p->uds (a stale socket file there is removed first; any
+ * other kind of file is refused) for guest p->guest_cid and hand the
+ * device out ("virtio-vsock").  Before the drop phase.  Its counters are
+ * Firecracker's vsock metrics ("rx" toward the guest, "tx" from it, as
+ * the queues), then ember's own; destroy closes every socket and unlinks
+ * uds.  Snapshots (Firecracker's behaviour): save writes the struct
+ * vsock_state, nothing else; connections are not saved (host sockets
+ * cannot be), so restore refuses another guest CID (-EINVAL) and owes the
+ * driver a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (§5.10.6.8): it goes into
+ * the event queue's next buffer once the driver is live and has posted
+ * one, and the guest drops every connection it had.  0, or -errno with
+ * the reason in err, naming the device. */
+__attribute__((warn_unused_result)) int vsock_create(const struct vsock_params *p,
+						     struct virtio_impl *out, char *err,
+						     size_t errlen);
 
 /* ---- pure helpers (virtio/vsock.c), exposed for the unit tests ---- */
 

@@ -66,6 +66,32 @@ struct orphan {
 	uint64_t src_cid;
 };
 
+/* Counters since vsock_create(), reported by the counters op. */
+struct vsock_stats {
+	uint64_t conns_added;	    /* connections made, either side's */
+	uint64_t conns_removed;	    /* connections closed */
+	uint64_t conns_killed;	    /* of those, by a handshake deadline */
+	uint64_t conns_refused;	    /* not made: no listener, the limit */
+	uint64_t conn_event_fails;  /* host sockets reporting an error */
+	uint64_t muxer_event_fails; /* accept4() failures */
+	uint64_t activate_fails;
+	uint64_t rx_queue_event_count; /* notifications of queue 0 */
+	uint64_t tx_queue_event_count; /* notifications of queue 1 */
+	uint64_t rx_queue_event_fails; /* queue 0 broken by the driver */
+	uint64_t tx_queue_event_fails; /* queue 1 */
+	uint64_t ev_queue_event_fails; /* queue 2 */
+	uint64_t rx_packets_count;     /* packets to the guest */
+	uint64_t rx_bytes_count;       /* their payload */
+	uint64_t tx_packets_count;     /* packets from the guest */
+	uint64_t tx_bytes_count;       /* their payload (RW taken) */
+	uint64_t rx_read_fails;	       /* host socket reads that failed */
+	uint64_t tx_write_fails;       /* host socket writes that failed */
+	uint64_t tx_flush_fails;       /* of those, draining a ring */
+	uint64_t guest_errors;	       /* malformed packets, credit overruns */
+	uint64_t rst_dropped;	       /* RSTs lost: too many were waiting */
+	uint64_t transport_resets;     /* TRANSPORT_RESET events delivered */
+};
+
 struct virtio_vsock {
 	struct vsock_state st; /* first: the snapshot record */
 	char uds[sizeof(((struct sockaddr_un *)0)->sun_path)];

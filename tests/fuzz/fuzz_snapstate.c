@@ -13,14 +13,7 @@
 #include "config/config.h"
 #include "monitor/snap_records.h"
 #include "snapshot/snapshot.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void must(int cond)
-{
-	if (!cond)
-		abort();
-}
+#include "tests/fuzz/fuzz.h"
 
 static int terminated(const char *s, size_t n)
 {
@@ -40,22 +33,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct snap_reader rd;
 	err[0] = '\0';
 	if (snap_r_open_mem(&rd, buf, size, "fuzz.state", err, sizeof(err))) {
-		must(err[0] != '\0' && terminated(err, sizeof(err)));
+		CHECK(err[0] != '\0' && terminated(err, sizeof(err)));
 		return 0;
 	}
 	err[0] = '\0';
 	int r = snap_check_records(&rd, "fuzz.state", &cfg, err, sizeof(err));
 	if (r) {
-		must(err[0] != '\0' && terminated(err, sizeof(err)));
+		CHECK(err[0] != '\0' && terminated(err, sizeof(err)));
 	} else {
 		char why[CFG_ERR_MAX];
-		must(cfg_validate_machine(&cfg, why, sizeof(why)) == 0);
-		must(terminated(cfg.name, sizeof(cfg.name)) && terminated(cfg.kernel, sizeof(cfg.kernel)));
-		must(cfg.cmdline_len == strlen(cfg.cmdline));
-		must(cfg.nr_blocks <= CFG_MAX_BLOCKS && cfg.nr_nets <= CFG_MAX_NETS);
-		must(rd.h.nr_vcpus == cfg.vcpus && rd.h.mem_size == cfg.mem_size);
+		CHECK(cfg_validate_machine(&cfg, why, sizeof(why)) == 0);
+		CHECK(terminated(cfg.name, sizeof(cfg.name)) && terminated(cfg.kernel, sizeof(cfg.kernel)));
+		CHECK(cfg.cmdline_len == strlen(cfg.cmdline));
+		CHECK(cfg.nr_blocks <= CFG_MAX_BLOCKS && cfg.nr_nets <= CFG_MAX_NETS);
+		CHECK(rd.h.nr_vcpus == cfg.vcpus && rd.h.mem_size == cfg.mem_size);
 		for (unsigned i = 0; i < cfg.vcpus; i++)
-			must(snap_r_find(&rd, SNAP_TAG('V', 'C', 'P', 'U'), i, NULL) != NULL);
+			CHECK(snap_r_find(&rd, SNAP_TAG('V', 'C', 'P', 'U'), i, NULL) != NULL);
 	}
 	snap_r_close(&rd);
 	return 0;

@@ -6,24 +6,15 @@
  * the records.  What must hold: a refusal says why; an accepted stream
  * leaves RAM whose content hash is the end record's (and every kept term
  * that page's), and the reader never reads past what it was given. */
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "snapshot/snapshot.h"
+#include "tests/fuzz/fuzz.h"
 
 #define PAGES 64ULL
 #define RAM (PAGES * SNAP_PAGE)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void must(int cond)
-{
-	if (!cond)
-		abort();
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -34,13 +25,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!ram) {
 		ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		fd = memfd_create("fuzz-stream", 0);
-		must(ram != MAP_FAILED && fd >= 0);
+		CHECK(ram != MAP_FAILED && fd >= 0);
 	}
 	if (size < 1 || size > (1 << 20))
 		return 0;
 	unsigned mode = data[0] % 3;
-	must(ftruncate(fd, 0) == 0 && pwrite(fd, data + 1, size - 1, 0) == (ssize_t)(size - 1));
-	must(lseek(fd, 0, SEEK_SET) == 0);
+	CHECK(ftruncate(fd, 0) == 0 && pwrite(fd, data + 1, size - 1, 0) == (ssize_t)(size - 1));
+	CHECK(lseek(fd, 0, SEEK_SET) == 0);
 	/* the previous round: a few pages of a pattern, or nothing */
 	memset(ram, 0, RAM);
 	struct snap_mem_hash h = {0, mode == 1 ? terms : NULL};
@@ -52,15 +43,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct snap_stream s = {fd, 0};
 	err[0] = '\0';
 	int r = snap_stream_get_mem(&s, ram, RAM, mode == 0, &h, err, sizeof(err));
-	must(s.off <= size - 1);
+	CHECK(s.off <= size - 1);
 	if (r) {
-		must(err[0] != '\0' && memchr(err, '\0', sizeof(err)) != NULL);
+		CHECK(err[0] != '\0' && memchr(err, '\0', sizeof(err)) != NULL);
 		return 0;
 	}
 	struct snap_mem_hash now = {0, NULL};
 	snap_mem_hash_ram(ram, RAM, &now);
-	must(now.sum == h.sum);
+	CHECK(now.sum == h.sum);
 	for (uint64_t p = 0; mode == 1 && p < PAGES; p++)
-		must(terms[p] == snap_mem_page_term(ram + p * SNAP_PAGE, p));
+		CHECK(terms[p] == snap_mem_page_term(ram + p * SNAP_PAGE, p));
 	return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "monitor/guest_mem.h"
 #include "virtio/virtqueue.h"
+#include "tests/fuzz/fuzz.h"
 
 #define REGION_SIZE 0x8000u
 #define REGION1_GPA 0x100000000ULL
@@ -32,16 +33,6 @@
 #define OP_WRITE 2 /* fill the writable part */
 #define MAX_POPS (4 * VQ_MAX_SIZE)
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__,       \
-				#cond);                                                            \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static struct gmem mem;
 static uint8_t *bounce; /* VQ_MAX_SIZE * REGION_SIZE: the longest chain */

@@ -11,6 +11,13 @@
  *            TSC ticks: a snapshot taken between rounds must bring the
  *            device's writes (buffer, used ring) back
  *   net      `count=N` broadcast frames echoed back by the host
+ *   netloop  `rounds=N`: round r prints the payloads of the rx buffers
+ *            the used entries of the last two echoes name (frames r-1
+ *            and r-2), read from guest RAM then, not remembered; sends r,
+ *            waits for its echo (sending again each `resend=` ms: one
+ *            in flight is lost when a snapshot's ember dies), spins
+ *            `spin=` TSC ticks: a snapshot taken anywhere in a round
+ *            must bring the device's writes (rx buffers, used ring) back
  *   rng      two 64-byte draws, non-zero and different
  *   vsock    connect to host CID 2 `port=`; with `listen=P` also accept
  *   bench    `kind=pio|rng n=N`: N exits or N rng round trips between
@@ -253,7 +260,9 @@ static int do_blkloop(void)
 #define NET_RX_BUFS 8
 #define NET_RX_SIZE 1536 /* >= NET_HDR + ETH_MAX */
 
-static u8 net_rx[NET_RX_BUFS][NET_RX_SIZE] __attribute__((aligned(64)));
+/* Page-aligned and 3 pages long: only the device writes these pages, so
+ * KVM's dirty log never sees them (netloop relies on it). */
+static u8 net_rx[NET_RX_BUFS][NET_RX_SIZE] __attribute__((aligned(4096)));
 static u8 net_tx[NET_HDR + ETH_MAX] __attribute__((aligned(64)));
 static u8 net_mac[6];
 
@@ -313,20 +322,19 @@ static int net_send(struct vdev *d, unsigned seq, const u8 **text, u32 *tlen)
 	return vq_request(d, &d->vq[1], &b, 1, "net") < 0 ? -1 : 0;
 }
 
-static int do_net(void)
+/* Brings d up with the MAC feature, prints the MAC and posts every rx
+ * buffer; -1 (with a line) when it cannot. */
+static int net_start(struct vdev *d, const char *who)
 {
-	struct vdev *d = find_dev(VIRTIO_ID_NET);
-	unsigned count = (unsigned)arg_u64("count", 3);
-
 	if (!d || vdev_init(d, 1ULL << VIRTIO_NET_F_MAC, 2))
-		return 1;
+		return -1;
 	if (!(d->accepted & 1ULL << VIRTIO_NET_F_MAC)) {
-		print("net: VIRTIO_NET_F_MAC not offered\n");
-		return 1;
+		kprintf("%s: VIRTIO_NET_F_MAC not offered\n", who);
+		return -1;
 	}
 	for (unsigned i = 0; i < 6; i++)
 		net_mac[i] = vdev_config8(d, i);
-	kprintf("net: mac %02x:%02x:%02x:%02x:%02x:%02x\n", net_mac[0], net_mac[1], net_mac[2],
+	kprintf("%s: mac %02x:%02x:%02x:%02x:%02x:%02x\n", who, net_mac[0], net_mac[1], net_mac[2],
 		net_mac[3], net_mac[4], net_mac[5]);
 
 	struct vq *rx = &d->vq[0];
@@ -334,35 +342,118 @@ static int do_net(void)
 		net_post_rx(rx, i);
 	vq_publish(rx);
 	vq_notify(d, rx);
+	return 0;
+}
 
+/* Takes rx frames for up to ms until one carries text (each goes back to
+ * the device, others with a line): 0 when it came, 1 on timeout, -1 on a
+ * broken used element. */
+static int net_await(struct vdev *d, const u8 *text, u32 tlen, unsigned ms, const char *who)
+{
+	struct vq *rx = &d->vq[0];
+	u32 id, len;
+
+	for (;;) {
+		if (vq_wait(rx, &id, &len, ms))
+			return 1;
+		if (id >= NET_RX_BUFS || len > NET_RX_SIZE) {
+			kprintf("%s: bad rx used element id %u len %u\n", who, id, len);
+			return -1;
+		}
+		int ok =
+		    len > NET_HDR && net_match(net_rx[id] + NET_HDR, len - NET_HDR, text, tlen);
+		net_post_rx(rx, id);
+		vq_publish(rx);
+		vq_notify(d, rx);
+		if (ok)
+			break;
+		kprintf("%s: ignoring a %u-byte frame\n", who, len - NET_HDR);
+	}
+	/* rx and tx share InterruptStatus: ack without a check here. */
+	u32 isr = vdev_read(d, VIRTIO_MMIO_INTERRUPT_STATUS);
+	if (isr)
+		vdev_write(d, VIRTIO_MMIO_INTERRUPT_ACK, isr);
+	return 0;
+}
+
+static int do_net(void)
+{
+	struct vdev *d = find_dev(VIRTIO_ID_NET);
+	unsigned count = (unsigned)arg_u64("count", 3);
+
+	if (net_start(d, "net"))
+		return 1;
 	for (unsigned seq = 1; seq <= count; seq++) {
 		const u8 *text;
-		u32 tlen, id, len;
+		u32 tlen;
 		if (net_send(d, seq, &text, &tlen))
 			return 1;
-		for (;;) {
-			if (vq_wait(rx, &id, &len, 5000)) {
-				kprintf("net: timeout waiting for echo %u\n", seq);
-				return 1;
-			}
-			if (id >= NET_RX_BUFS || len > NET_RX_SIZE) {
-				kprintf("net: bad rx used element id %u len %u\n", id, len);
-				return 1;
-			}
-			int ok = len > NET_HDR && net_match(net_rx[id] + NET_HDR, len - NET_HDR,
-							    text, tlen);
-			net_post_rx(rx, id);
-			vq_publish(rx);
-			vq_notify(d, rx);
-			if (ok)
-				break;
-			kprintf("net: ignoring a %u-byte frame\n", len - NET_HDR);
-		}
-		/* rx and tx share InterruptStatus: ack without a check here. */
-		u32 isr = vdev_read(d, VIRTIO_MMIO_INTERRUPT_STATUS);
-		if (isr)
-			vdev_write(d, VIRTIO_MMIO_INTERRUPT_ACK, isr);
+		int r = net_await(d, text, tlen, 5000, "net");
+		if (r > 0)
+			kprintf("net: timeout waiting for echo %u\n", seq);
+		if (r)
+			return 1;
 		kprintf("net: echo ok %u\n", seq);
+	}
+	return 0;
+}
+
+/* The payload of the rx buffer that used ring entry pos names, as guest
+ * RAM holds both now. */
+static void print_rx_at(struct vq *rx, u16 pos)
+{
+	volatile struct vring_used_elem *e = &rx->used->ring[pos % VQ_NUM];
+	u32 id = e->id, len = e->len;
+
+	if (id >= NET_RX_BUFS || len < NET_HDR + ETH_HLEN || len > NET_RX_SIZE) {
+		kprintf("bad used element id %u len %u", id, len);
+		return;
+	}
+	u32 n = len - NET_HDR - ETH_HLEN;
+	print_text(net_rx[id] + NET_HDR + ETH_HLEN, n < 32 ? n : 32);
+}
+
+static int do_netloop(void)
+{
+	struct vdev *d = find_dev(VIRTIO_ID_NET);
+	u64 rounds = arg_u64("rounds", 1000000), spin = arg_u64("spin", 2000000);
+	unsigned resend = (unsigned)arg_u64("resend", 1000);
+	/* Used ring positions of the last two echoes: a snapshot taken while
+	 * echo r is awaited gets r live after the restore, but r-1 only from
+	 * the snapshot. */
+	u16 echo_at[2] = {0, 0};
+
+	if (net_start(d, "netloop"))
+		return 1;
+	struct vq *rx = &d->vq[0];
+	for (u64 r = 1; r <= rounds; r++) {
+		const u8 *text;
+		u32 tlen;
+		int st;
+		kprintf("netloop: round %lu last ", r);
+		if (r > 1)
+			print_rx_at(rx, echo_at[0]);
+		else
+			print("none");
+		print(" before ");
+		if (r > 2)
+			print_rx_at(rx, echo_at[1]);
+		else
+			print("none");
+		print("\n");
+		do {
+			if (net_send(d, (unsigned)r, &text, &tlen))
+				return 1;
+			st = net_await(d, text, tlen, resend, "netloop");
+			if (st > 0)
+				kprintf("netloop: no echo %lu yet, sending again\n", r);
+		} while (st > 0);
+		if (st)
+			return 1;
+		echo_at[1] = echo_at[0];
+		echo_at[0] = (u16)(rx->last_used - 1); /* net_await stops at the echo */
+		for (u64 t = rdtsc(); rdtsc() - t < spin;)
+			cpu_relax();
 	}
 	return 0;
 }
@@ -673,6 +764,8 @@ int main(void)
 		return do_blkloop();
 	if (arg_is("test", "net", 0))
 		return do_net();
+	if (arg_is("test", "netloop", 0))
+		return do_netloop();
 	if (arg_is("test", "rng", 0))
 		return do_rng();
 	if (arg_is("test", "vsock", 0))
@@ -681,6 +774,7 @@ int main(void)
 		return do_bench();
 	if (arg_is("test", "hostile", 0))
 		return do_hostile();
-	print("virtio: unknown test= (probe, blk, blkloop, net, rng, vsock, bench, hostile)\n");
+	print("virtio: unknown test= (probe, blk, blkloop, net, netloop, rng, vsock, bench, "
+	      "hostile)\n");
 	return 1;
 }

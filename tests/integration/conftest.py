@@ -1,6 +1,7 @@
 """Shared helpers for ember's integration tests: they run the real binary
 on real KVM.  EMBER and GUESTS point at another build (e.g. make asan)."""
 import itertools
+import contextlib
 import os
 import shutil
 import subprocess
@@ -94,13 +95,13 @@ def tap():
         ip("link", "del", name)
 
 
-@pytest.fixture
-def echo(tap):
-    """tap_echo.py on the tap; yields the tap's name.  Its output is
-    checked only for the frame count."""
+@contextlib.contextmanager
+def tap_echo(tap, timeout=60):
+    """tap_echo.py on the tap for at most timeout seconds; yields the
+    tap's name (skips the test if it cannot start)."""
     p = subprocess.Popen([sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
-                          "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                          "--timeout", str(timeout)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     try:
         line = p.stdout.readline()
         if line.strip() != "ready":
@@ -115,3 +116,11 @@ def echo(tap):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+@pytest.fixture
+def echo(tap):
+    """tap_echo.py on the tap; yields the tap's name.  Its output is
+    checked only for the frame count."""
+    with tap_echo(tap) as t:
+        yield t

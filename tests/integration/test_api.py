@@ -242,7 +242,7 @@ def test_ctrl_alt_del_before_boot(api):
     ("PUT", "/boot-source", {"kernel_image_path": "/nonexistent/vmlinux"}, None,
      "kernel_image_path: cannot open /nonexistent/vmlinux: No such file or directory"),
     ("PUT", "/boot-source", {"kernel_image_path": "/tmp"}, None,
-     "kernel_image_path: /tmp is not a regular file"),
+     "kernel_image_path: cannot open /tmp: is a directory, not a regular file"),
     ("PUT", "/boot-source", {"kernel_image_path": 7}, None,
      "kernel_image_path: must be a string, not an integer"),
     ("PUT", "/boot-source", {"boot_args": "x"}, None, 'missing field "kernel_image_path"'),

@@ -313,9 +313,9 @@ def test_named_pipe_as_a_file_cannot_hold_the_vmm_thread(tmp_path):
     try:
         fifo = tmp_path / "fifo"
         os.mkfifo(fifo)
-        assert "is not a regular file" in api.fault(
+        assert "is a FIFO, not a regular file" in api.fault(
             "PUT", "/boot-source", {"kernel_image_path": str(fifo)})
-        assert "is not a regular file" in api.fault(
+        assert "is a FIFO, not a regular file" in api.fault(
             "PUT", "/drives/d", {"drive_id": "d", "path_on_host": str(fifo),
                                  "is_root_device": False, "is_read_only": True})
         assert api.curl("GET", "/")[1]["state"] == "Not started"

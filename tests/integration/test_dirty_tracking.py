@@ -28,7 +28,7 @@ def sector_of_round(r):
     return 1 + (r - 1) % (SECTORS - 1)
 
 
-def wait_for(e, text, timeout=60):
+def wait_for(e, text, timeout=120):
     deadline = time.monotonic() + timeout
     while text not in e.stdout():
         assert e.p.poll() is None, e.stderr()
@@ -69,31 +69,43 @@ def test_diff_snapshot_keeps_device_writes(tmp_path, kind):
                                                                 "120"], name="src")
     files = {n: tmp_path / n for n in ("base.state", "base.mem", "diff.state", "diff.mem")}
     try:
-        wait_for(e, "round 4 ")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["base.state"]),
-                                         "mem_file_path": str(files["base.mem"])})
-        e.ok("PATCH", "/vm", {"state": "Resumed"})
-        # far enough that the buffer and the used ring changed many times
-        wait_for(e, "round 20 ")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["diff.state"]),
-                                         "mem_file_path": str(files["diff.mem"]),
-                                         "snapshot_type": "Diff"})
-        before = e.stdout()
+        before = base_then_diff(e, files)
     finally:
         e.kill()
     check_rounds(rounds(before))
-    r = run(["snapshot", "merge", str(files["base.mem"]), str(files["diff.mem"])])
-    assert r.returncode == 0, r.stderr
     r = run(["run", "--restore", str(files["diff.state"]), "--memory-file",
              str(files["base.mem"]), "--use-saved-paths", "--timeout", "3"], timeout=60)
     assert r.returncode == EXIT_TIMEOUT, (r.returncode, r.stderr, r.stdout[-500:])
-    # The pause may have fallen inside a line: join it with its rest.
-    after = rounds(before[before.rfind("\n") + 1:] + r.stdout
-                   if not before.endswith("\n") else r.stdout)
+    after = rounds(joined(before, r.stdout))
     assert len(after) >= 2, r.stdout[-500:]
     last_before = rounds(before)[-1][0]
     assert after[0][0] in (last_before, last_before + 1), (last_before, after[:2])
     check_rounds(after)
     assert "read: status" not in r.stdout and "read failed" not in r.stdout
+
+
+def base_then_diff(e, files):
+    """A full snapshot at round 4, then (resumed) a diff at round 20 of the
+    round-printing guest behind API ember e, the base merged with the
+    diff; returns the guest's output up to the diff."""
+    wait_for(e, "round 4 ")
+    e.ok("PATCH", "/vm", {"state": "Paused"})
+    e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["base.state"]),
+                                     "mem_file_path": str(files["base.mem"])})
+    e.ok("PATCH", "/vm", {"state": "Resumed"})
+    # far enough that the buffers and the used ring changed many times
+    wait_for(e, "round 20 ")
+    e.ok("PATCH", "/vm", {"state": "Paused"})
+    e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["diff.state"]),
+                                     "mem_file_path": str(files["diff.mem"]),
+                                     "snapshot_type": "Diff"})
+    before = e.stdout()
+    r = run(["snapshot", "merge", str(files["base.mem"]), str(files["diff.mem"])])
+    assert r.returncode == 0, r.stderr
+    return before
+
+
+def joined(before, after):
+    """The restored run's output, with the line the pause split (if any)
+    joined to its rest."""
+    return before[before.rfind("\n") + 1:] + after if not before.endswith("\n") else after

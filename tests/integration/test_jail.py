@@ -496,8 +496,11 @@ def test_refused_inputs_leave_nothing(base, case, opts, message):
     os.makedirs(base, exist_ok=True)
     before = snapshot(base)
     jid = "t-" + uuid.uuid4().hex[:12]
-    argv = [JAILER, "--id", jid, "--exec-file", EMBER, "--uid", str(UID), "--gid", str(GID),
-            "--chroot-base-dir", base] + opts + ["--", "run", "--kernel", "/loop.elf"]
+    # each option once: a case's own value replaces the default one
+    given = {"--id": jid, "--exec-file": EMBER, "--uid": str(UID), "--gid": str(GID),
+             "--chroot-base-dir": base}
+    argv = [JAILER] + [x for k, v in given.items() if k not in opts for x in (k, v)] + \
+        opts + ["--", "run", "--kernel", "/loop.elf"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert r.returncode == EXIT_USAGE, r.stderr
     assert r.stderr.startswith("ember-jailer: ") and r.stderr.count("\n") == 1, r.stderr

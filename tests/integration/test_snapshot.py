@@ -220,24 +220,31 @@ def test_kill_at_each_step_of_writing(tmp_path, syscall, when, which, left):
 
 # ---- an hvt guest with a block device: save -> restore -> save ----
 
+def hvt_snapshot(tmp_path, state, mem):
+    """blk.hvt `pause` on a fresh disk, snapshotted in POLL after it wrote
+    ("blk: written"); returns the disk image's path."""
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(64 * 1024))
+    blk = os.path.join(GUESTS, "hvt", "blk.hvt")
+    e = Ember(tmp_path, run_args=["--block:storage=" + str(img), "--timeout", "60", "--kernel",
+                                  blk, "--cmdline", "pause"], name="first")
+    try:
+        e.wait_output("blk: written\n")
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(state), "mem_file_path": str(mem)})
+    finally:
+        e.kill()
+    return img
+
+
 def test_hvt_save_restore_save_and_read_back(tmp_path, offsets):
     """blk.hvt `pause` writes its pattern to the disk, says "blk: written"
     and waits in POLL: snapshot A there, kill; restore A paused (the same
     disk, no override) and snapshot B at once; A and B hold the same state
     (hvt: no irqchip, an HVTG record), the same memory; B restored reads
     back what the first run wrote."""
-    img = tmp_path / "disk.img"
-    img.write_bytes(bytes(64 * 1024))
-    blk = os.path.join(GUESTS, "hvt", "blk.hvt")
     a_s, a_m, b_s, b_m = (tmp_path / n for n in ("a.state", "a.mem", "b.state", "b.mem"))
-    e = Ember(tmp_path, run_args=["--block:storage=" + str(img), "--timeout", "60", "--kernel",
-                                  blk, "--cmdline", "pause"], name="first")
-    try:
-        e.wait_output("blk: written\n")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(a_s), "mem_file_path": str(a_m)})
-    finally:
-        e.kill()
+    img = hvt_snapshot(tmp_path, a_s, a_m)
     # No --timeout: an override is recorded in CONF, which must not move.
     e = Ember(tmp_path, run_args=["--restore", str(a_s), "--memory-file", str(a_m), "--paused",
                                   "--use-saved-paths"],

@@ -27,9 +27,9 @@ import time
 
 import pytest
 
-from conftest import EXIT_CONFIG, EXIT_TIMEOUT, GUESTS, guest, needs_kvm, run
+from conftest import EXIT_CONFIG, EXIT_TIMEOUT, guest, needs_kvm, run
 from test_api import Ember
-from test_snapshot import build, parse
+from test_snapshot import build, hvt_snapshot, parse
 
 pytestmark = needs_kvm
 
@@ -244,18 +244,8 @@ def test_memory_copy_loads_and_altered_copy_refused(snap, tmp_path):
 
 
 def test_hvt_manifest_of_65_entries_refused(tmp_path):
-    img = tmp_path / "disk.img"
-    img.write_bytes(bytes(64 * 1024))
-    blk = os.path.join(GUESTS, "hvt", "blk.hvt")
     s, m = tmp_path / "h.state", tmp_path / "h.mem"
-    e = Ember(tmp_path, run_args=["--block:storage=" + str(img), "--timeout", "60", "--kernel",
-                                  blk, "--cmdline", "pause"], name="hvt")
-    try:
-        e.wait_output("blk: written\n")
-        e.ok("PATCH", "/vm", {"state": "Paused"})
-        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(s), "mem_file_path": str(m)})
-    finally:
-        e.kill()
+    img = hvt_snapshot(tmp_path, s, m)
     bad = tmp_path / "bad.state"
     bad.write_bytes(with_section(s.read_bytes(), "HVTG",
                                  lambda d: struct.pack("<I", 65) + d[4:]))

@@ -376,10 +376,15 @@ static void test_ini_missing_file(void **state)
 	snprintf(want, sizeof(want), "%s: cannot open: %s", path, strerror(ENOENT));
 	assert_string_equal(err, want);
 
-	/* A folder opens, but does not read. */
-	assert_int_equal(cfg_parse_ini(fx->dir, &c, err, sizeof(err)), -EISDIR);
-	snprintf(want, sizeof(want), "%s: cannot read: %s", fx->dir, strerror(EISDIR));
+	/* A folder (or a FIFO, a device) is not an INI file: refused before
+	 * anything is read, without blocking. */
+	assert_int_equal(cfg_parse_ini(fx->dir, &c, err, sizeof(err)), -EINVAL);
+	snprintf(want, sizeof(want), "%s: cannot open: not a regular file", fx->dir);
 	assert_string_equal(err, want);
+	snprintf(path, sizeof(path), "%s/fifo.ini", fx->dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(cfg_parse_ini(path, &c, err, sizeof(err)), -EINVAL);
+	unlink(path);
 }
 
 static void test_ini_empty_file(void **state)

@@ -1,12 +1,19 @@
 /* ember-jailer's pure parts: arguments, ids, limits, cgroup specs and
- * paths (v1 and v2), /proc parsing, and the static-ELF check. */
+ * paths (v1 and v2), /proc parsing, and the static-ELF check; and its
+ * symlink-free walks (jailer_fs.c), in a temporary folder (no root
+ * needed). */
 #include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -29,6 +36,33 @@ static int parse(struct jailer_args *a, ...)
 }
 
 #define BASE "--id", "vm-1", "--exec-file", "/usr/bin/ember", "--uid", "123", "--gid", "100"
+
+/* BASE with some of its options given other values (each option may be
+ * given once), then the rest of a NULL-terminated list. */
+static int parse_over(struct jailer_args *a, ...)
+{
+	static const char *const base[] = {BASE};
+	static char *extra[64], *argv[80];
+	int nextra = 0, argc = 0;
+	va_list ap;
+	va_start(ap, a);
+	for (char *s; (s = va_arg(ap, char *)) != NULL && nextra < 64;)
+		extra[nextra++] = s;
+	va_end(ap);
+	for (unsigned i = 0; i < sizeof(base) / sizeof(base[0]); i += 2) {
+		bool over = false;
+		for (int k = 0; k < nextra; k++)
+			over |= strcmp(extra[k], base[i]) == 0;
+		if (!over) {
+			argv[argc++] = (char *)base[i];
+			argv[argc++] = (char *)base[i + 1];
+		}
+	}
+	for (int k = 0; k < nextra; k++)
+		argv[argc++] = extra[k];
+	err[0] = '\0';
+	return jailer_parse_args(argc, argv, a, err, sizeof(err));
+}
 
 static void test_ids(void **state)
 {
@@ -114,7 +148,7 @@ static void test_parse_errors(void **state)
 	assert_non_null(strstr(err, "--uid is required"));
 	assert_int_equal(parse(&a, "--id", "x", "--exec-file", "/e", "--uid", "1", NULL), -EINVAL);
 	assert_non_null(strstr(err, "--gid is required"));
-	assert_int_equal(parse(&a, BASE, "--id", "bad id", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--id", "bad id", NULL), -EINVAL);
 	assert_non_null(strstr(err, "--id \"bad id\""));
 	assert_int_equal(parse(&a, BASE, "--bogus", NULL), -EINVAL);
 	assert_non_null(strstr(err, "unknown option --bogus"));
@@ -127,17 +161,76 @@ static void test_parse_errors(void **state)
 	assert_int_equal(parse(&a, BASE, "--resource-limit", "nproc=1", NULL), -EINVAL);
 	assert_int_equal(parse(&a, BASE, "--chroot-base-dir", "rel/dir", NULL), -EINVAL);
 	assert_int_equal(parse(&a, BASE, "--parent-cgroup", "/abs", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "-1", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "4294967295", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--uid", "99999999999999999999", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "-1", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "4294967295", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "99999999999999999999", NULL), -EINVAL);
 	/* a name is fine here: it is looked up later */
-	assert_int_equal(parse(&a, BASE, "--uid", "nobody", "--gid", "nogroup", NULL), 0);
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/", NULL), -EINVAL);
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/usr/bin/..", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--uid", "nobody", "--gid", "nogroup", NULL), 0);
+	assert_int_equal(parse_over(&a, "--exec-file", "/usr/bin/", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/usr/bin/..", NULL), -EINVAL);
+	/* its copy goes to root/<name>, where the jail's own folders are */
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/dev", NULL), -EINVAL);
+	assert_non_null(strstr(err, "the jail has a /dev of its own"));
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/run", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/dev2", NULL), 0);
 	/* the default parent cgroup is the exec file's name: it must be one */
-	assert_int_equal(parse(&a, BASE, "--exec-file", "/x/em ber", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/em ber", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--exec-file", "/x/em ber", "--parent-cgroup", "vms", NULL),
+			 0);
+}
+
+/* Each option once: the second of two is refused, naming both values. */
+static void test_parse_repeats(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse(&a, BASE, "--id", "vm-1", NULL), -EINVAL);
+	assert_string_equal(err, "--id given twice (\"vm-1\", then \"vm-1\")");
+	assert_int_equal(parse(&a, BASE, "--exec-file=/x/ember", NULL), -EINVAL);
+	assert_string_equal(err, "--exec-file given twice (\"/usr/bin/ember\", then \"/x/ember\")");
+	assert_int_equal(parse(&a, BASE, "--uid", "7", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--uid given twice"));
+	assert_int_equal(parse(&a, BASE, "--gid", "7", NULL), -EINVAL);
+	assert_non_null(strstr(err, "--gid given twice"));
+	static const char *const once[] = {"--chroot-base-dir", "/a", "--netns",	 "/a",
+					   "--cgroup-version",	"1",  "--parent-cgroup", "a"};
+	for (unsigned i = 0; i < 8; i += 2) {
+		assert_int_equal(parse(&a, BASE, once[i], once[i + 1], NULL), 0);
+		assert_int_equal(parse(&a, BASE, once[i], once[i + 1], once[i], once[i + 1], NULL),
+				 -EINVAL);
+		assert_non_null(strstr(err, "given twice"));
+		assert_non_null(strstr(err, once[i]));
+	}
+	assert_int_equal(parse(&a, BASE, "--daemonize", "--daemonize", NULL), -EINVAL);
+	assert_string_equal(err, "--daemonize given twice");
+	assert_int_equal(parse(&a, BASE, "--new-pid-ns", "--new-pid-ns", NULL), -EINVAL);
+	assert_string_equal(err, "--new-pid-ns given twice");
+	/* --cgroup and --resource-limit repeat, once per file or resource */
+	assert_int_equal(parse(&a, BASE, "--cgroup", "cpu.shares=1", "--cgroup",
+			       "cpu.cfs_quota_us=1", "--resource-limit", "fsize=1",
+			       "--resource-limit", "no-file=9", NULL),
+			 0);
+	assert_int_equal(parse(&a, BASE, "--cgroup", "pids.max=1", "--cgroup=pids.max=2", NULL),
+			 -EINVAL);
+	assert_string_equal(err, "--cgroup pids.max given twice (\"1\", then \"2\")");
 	assert_int_equal(
-	    parse(&a, BASE, "--exec-file", "/x/em ber", "--parent-cgroup", "vms", NULL), 0);
+	    parse(&a, BASE, "--resource-limit", "fsize=1", "--resource-limit", "fsize=1", NULL),
+	    -EINVAL);
+	assert_string_equal(err, "--resource-limit fsize given twice");
+}
+
+/* uid 0 and gid 0 are root's: refused as numbers here, as names once
+ * they are looked up (jail/jailer.c). */
+static void test_parse_root_ids(void **state)
+{
+	struct jailer_args a;
+	assert_int_equal(parse_over(&a, "--uid", "0", NULL), -EINVAL);
+	assert_string_equal(err, "--uid \"0\": uid 0 is root; the jail needs an unprivileged uid");
+	assert_int_equal(parse_over(&a, "--uid", "000", NULL), -EINVAL);
+	assert_int_equal(parse_over(&a, "--gid", "0", NULL), -EINVAL);
+	assert_string_equal(
+	    err, "--gid \"0\": gid 0 is root's group; the jail needs an unprivileged gid");
+	assert_int_equal(parse_over(&a, "--uid", "1", "--gid", "1", NULL), 0);
+	assert_int_equal(parse_over(&a, "--uid", "root", "--gid", "root", NULL), 0);
 }
 
 static void test_rlimits(void **state)
@@ -398,6 +491,190 @@ static void test_static_elf(void **state)
 	assert_int_equal(jailer_check_static_elf(img, n, why, sizeof(why)), -ENOEXEC);
 }
 
+static void test_kinds(void **state)
+{
+	assert_string_equal(jailer_kind(S_IFIFO | 0644), "a FIFO");
+	assert_string_equal(jailer_kind(S_IFLNK | 0777), "a symbolic link");
+	assert_string_equal(jailer_kind(S_IFREG), "a regular file");
+	assert_string_equal(jailer_kind(S_IFDIR | 0755), "a directory");
+	assert_string_equal(jailer_kind(S_IFSOCK), "a socket");
+	assert_string_equal(jailer_kind(S_IFCHR), "a character device");
+	assert_string_equal(jailer_kind(S_IFBLK), "a block device");
+	assert_string_equal(jailer_kind(0), "of an unknown kind");
+}
+
+/* A folder with what a last tenant could leave: T/jail/{a/, link -> T/host,
+ * fifo, file}, and T/host/sentinel outside. */
+static struct jailer wj;
+static char top[64];
+static int jail_fd;
+
+static int walk_setup(void **state)
+{
+	char p[128];
+	snprintf(top, sizeof(top), "/tmp/ember-test-jailer-XXXXXX");
+	if (!mkdtemp(top))
+		return -1;
+	snprintf(p, sizeof(p), "%s/host", top);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/host/sentinel", top);
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0 || write(fd, "sentinel\n", 9) != 9)
+		return -1;
+	close(fd);
+	snprintf(p, sizeof(p), "%s/jail", top);
+	mkdir(p, 0755);
+	jail_fd = open(p, O_PATH | O_DIRECTORY);
+	snprintf(p, sizeof(p), "%s/host", top);
+	if (jail_fd < 0 || mkdirat(jail_fd, "a", 0755) || symlinkat(p, jail_fd, "link") ||
+	    mkfifoat(jail_fd, "fifo", 0644))
+		return -1;
+	fd = openat(jail_fd, "file", O_WRONLY | O_CREAT | O_EXCL, 0644);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	memset(&wj, 0, sizeof(wj));
+	return 0;
+}
+
+static int walk_teardown(void **state)
+{
+	char cmd[128];
+	close(jail_fd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", top);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* The host folder holds its sentinel and nothing else. */
+static void assert_host_intact(void)
+{
+	char p[128], buf[16] = {0};
+	snprintf(p, sizeof(p), "%s/host/sentinel", top);
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 9);
+	close(fd);
+	assert_string_equal(buf, "sentinel\n");
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/host", top);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_nlink, 2); /* no folder made in it */
+	snprintf(p, sizeof(p), "%s/host/x", top);
+	assert_int_equal(access(p, F_OK), -1);
+}
+
+static void test_walk(void **state)
+{
+	int fd;
+	assert_int_equal(jailer_walk(&wj, jail_fd, "J", "a/b/c", JAILER_WALK_CREATE, UNDO_DIR, &fd),
+			 0);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(wj.nr_undo, 2); /* b and c were made; a was there */
+	assert_int_equal(faccessat(jail_fd, "a/b/c", F_OK, 0), 0);
+	jailer_undo_all(&wj);
+	assert_int_equal(faccessat(jail_fd, "a/b", F_OK, 0), -1);
+	assert_int_equal(faccessat(jail_fd, "a", F_OK, 0), 0);
+
+	/* without JAILER_WALK_CREATE a missing folder is no error */
+	assert_int_equal(jailer_walk(&wj, jail_fd, "J", "a/none/x", 0, UNDO_DIR, &fd), 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(wj.nr_undo, 0);
+
+	static const struct {
+		const char *path, *err;
+	} refused[] = {
+	    {"link/x", "J/link: is a symbolic link, not a directory (ember-jailer follows no link "
+		       "in a jail)"},
+	    {"link", "J/link: is a symbolic link"},
+	    {"fifo/x", "J/fifo: is a FIFO, not a directory"},
+	    {"file/x", "J/file: is a regular file, not a directory"},
+	    {"a/../link/x", "J/a/..: "},
+	};
+	for (unsigned i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		for (unsigned how = 0; how <= JAILER_WALK_CREATE; how++) {
+			int r = jailer_walk(&wj, jail_fd, "J", refused[i].path, how, UNDO_DIR, &fd);
+			assert_int_not_equal(r, 0);
+			assert_int_equal(fd, -1);
+			assert_non_null(strstr(wj.err, refused[i].err));
+		}
+	}
+	assert_int_equal(wj.nr_undo, 0);
+	assert_host_intact();
+}
+
+static void test_open_beneath(void **state)
+{
+	int fd = jailer_open_beneath(jail_fd, "link", O_PATH | O_CLOEXEC, 0);
+	assert_int_equal(fd, -ELOOP);
+	assert_int_equal(jailer_open_beneath(jail_fd, "../host/sentinel", O_RDONLY, 0), -EXDEV);
+	assert_int_equal(jailer_open_beneath(jail_fd, "link/sentinel", O_RDONLY, 0), -ELOOP);
+	fd = jailer_open_beneath(jail_fd, "file", O_RDONLY | O_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static void test_open_file(void **state)
+{
+	int fd;
+	/* a FIFO is looked at, not opened: no hang */
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "fifo", "F", 0, O_RDONLY, "a regular file", &fd),
+	    JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "F: is a FIFO, not a regular file");
+	assert_int_equal(fd, -1);
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "link", "L", 0, O_RDONLY, "a regular file", &fd),
+	    JAILER_EXIT_USAGE);
+	assert_non_null(strstr(wj.err, "L: is a symbolic link, not a regular file"));
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "a", "A", 0, O_RDONLY, "a thing", &fd),
+			 JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "A: is a directory, not a thing");
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "none", "N", JAILER_OPEN_MISSING_OK,
+					  O_RDONLY, "a regular file", &fd),
+			 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "none", "N", JAILER_OPEN_HOST_ERRORS,
+					  O_RDONLY, "a regular file", &fd),
+			 JAILER_EXIT_HOST);
+	assert_int_equal(
+	    jailer_open_file(&wj, jail_fd, "file", "R", 0, O_RDWR, "a regular file", &fd), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_GETFL) & (O_NONBLOCK | O_ACCMODE), O_RDWR);
+	close(fd);
+	/* the operator's paths are followed: through the link to the file */
+	assert_int_equal(jailer_open_file(&wj, jail_fd, "link/sentinel", "S", JAILER_WALK_FOLLOW,
+					  O_RDONLY, "a regular file", &fd),
+			 0);
+	close(fd);
+	assert_host_intact();
+}
+
+static void test_replace_file(void **state)
+{
+	int fd;
+	/* whatever is there goes, never followed; a new file takes its place */
+	static const char *const names[] = {"link", "fifo", "file", "new"};
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(jailer_replace_file(&wj, jail_fd, "J", names[i], 0600, &fd), 0);
+		assert_int_equal(write(fd, "x", 1), 1);
+		close(fd);
+		struct stat st;
+		assert_int_equal(fstatat(jail_fd, names[i], &st, AT_SYMLINK_NOFOLLOW), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_size, 1);
+	}
+	assert_int_equal(wj.nr_undo, 4);
+	jailer_undo_all(&wj);
+	assert_int_equal(faccessat(jail_fd, "new", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+	/* a directory is not removed */
+	assert_int_equal(jailer_replace_file(&wj, jail_fd, "J", "a", 0600, &fd), JAILER_EXIT_USAGE);
+	assert_string_equal(wj.err, "J/a: is a directory, where the jail needs a file of its own");
+	assert_int_equal(faccessat(jail_fd, "a", F_OK, 0), 0);
+	assert_int_equal(wj.nr_undo, 0);
+	assert_host_intact();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +682,8 @@ int main(void)
 	    cmocka_unit_test(test_parse_minimal_and_defaults),
 	    cmocka_unit_test(test_parse_everything),
 	    cmocka_unit_test(test_parse_errors),
+	    cmocka_unit_test(test_parse_repeats),
+	    cmocka_unit_test(test_parse_root_ids),
 	    cmocka_unit_test(test_rlimits),
 	    cmocka_unit_test(test_cgroup_specs),
 	    cmocka_unit_test(test_id_numbers),
@@ -414,6 +693,11 @@ int main(void)
 	    cmocka_unit_test(test_v2_subtree_line),
 	    cmocka_unit_test(test_words),
 	    cmocka_unit_test(test_static_elf),
+	    cmocka_unit_test(test_kinds),
+	    cmocka_unit_test_setup_teardown(test_walk, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_beneath, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_open_file, walk_setup, walk_teardown),
+	    cmocka_unit_test_setup_teardown(test_replace_file, walk_setup, walk_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

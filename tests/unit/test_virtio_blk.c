@@ -3,7 +3,8 @@
  * guest memory and without KVM.  Reads, writes, flush, GET_ID, discard
  * and write-zeroes checked against the file itself; every refusal (out
  * of range, bad length, read-only, unknown type) and every chain that
- * cannot be a request; vblk_open's refusals; the rate limiter. */
+ * cannot be a request; vblk_create's refusals; the counters; the rate
+ * limiter and its PATCH (set_limits). */
 #include <setjmp.h> /* cmocka needs these first */
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,7 +57,6 @@ struct range {
 
 struct fx {
 	struct vf f;
-	struct virtio_blk blk;
 	bool open;
 	char path[64];
 	int fd; /* our own view of the disk file */
@@ -87,7 +87,7 @@ static void close_drive(struct fx *x)
 	if (!x->open)
 		return;
 	virtio_dev_fini(&x->f.dev);
-	vblk_close(&x->blk);
+	x->f.dev.ops->destroy(&x->f.dev);
 	x->open = false;
 }
 
@@ -96,15 +96,17 @@ static void close_drive(struct fx *x)
 static int open_drive(struct fx *x, bool read_only, const char *id, const struct rl_cfg *rate)
 {
 	char err[256];
+	struct virtio_impl m;
 	close_drive(x);
-	if (vblk_open(&x->blk, x->path, read_only, false, id, rate, err, sizeof(err))) {
+	const struct vblk_params p = {
+	    .id = id, .path = x->path, .read_only = read_only, .rate = rate};
+	if (vblk_create(&p, &m, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
 	x->open = true;
-	if (virtio_dev_init(&x->f.dev, &vblk_ops, &x->blk, "virtio-block drive0",
-			    vblk_features(&x->blk), 0xd0000000, 5, -1, &x->f.mem,
-			    x->have_ev ? &x->ev : NULL, err, sizeof(err))) {
+	if (virtio_dev_init(&x->f.dev, m.ops, m.priv, m.name, m.features, 0xd0000000, 5, -1,
+			    &x->f.mem, x->have_ev ? &x->ev : NULL, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
@@ -265,7 +267,7 @@ static void test_read(void **state)
 		assert_int_equal(d[0x1000 + i], pattern(off + 100 + i));
 	for (unsigned i = 0; i < 512; i++)
 		assert_int_equal(d[0x2000 + i], pattern(off + 512 + i));
-	assert_int_equal(x->blk.stats.read_ops, 2);
+	assert_int_equal(vf_counter(&x->f.dev, "read_count"), 2);
 }
 
 static void test_write_read(void **state)
@@ -289,8 +291,8 @@ static void test_write_read(void **state)
 	assert_int_equal(request(x, T_IN, 5, &in, 1, &used), S_OK);
 	assert_int_equal(used, 1025);
 	assert_memory_equal(d + 0x4000, d, 1024);
-	assert_int_equal(x->blk.stats.write_ops, 1);
-	assert_int_equal(x->blk.stats.write_bytes, 1024);
+	assert_int_equal(vf_counter(&x->f.dev, "write_count"), 1);
+	assert_int_equal(vf_counter(&x->f.dev, "write_bytes"), 1024);
 }
 
 static void test_flush(void **state)
@@ -300,7 +302,7 @@ static void test_flush(void **state)
 
 	assert_int_equal(request1(x, T_FLUSH, 0, 0, false, &used), S_OK);
 	assert_int_equal(used, 1);
-	assert_int_equal(x->blk.stats.flush_ops, 1);
+	assert_int_equal(vf_counter(&x->f.dev, "flush_count"), 1);
 }
 
 /* §5.2.6: GET_ID answers 20 bytes, NUL-terminated unless exactly 20. */
@@ -347,7 +349,7 @@ static void test_unsupported(void **state)
 	assert_int_equal(request1(x, 99, 0, 512, true, &used), S_UNSUPP);
 	assert_int_equal(used, 1);
 	assert_int_equal(request1(x, 2 /* legacy SCSI */, 0, 0, false, &used), S_UNSUPP);
-	assert_int_equal(x->blk.stats.unsupported, 2);
+	assert_int_equal(vf_counter(&x->f.dev, "io_errors"), 0); /* not an I/O error */
 }
 
 static void test_out_of_range(void **state)
@@ -401,7 +403,7 @@ static void test_bad_length(void **state)
 	assert_int_equal(request1(x, T_OUT, 0, 700, false, &used), S_IOERR);
 	assert_int_equal(used, 1);
 	assert_disk(x, 0, 1024, -1);
-	assert_int_equal(x->blk.stats.io_errors, 3);
+	assert_int_equal(vf_counter(&x->f.dev, "io_errors"), 3);
 }
 
 static void test_read_only(void **state)
@@ -534,10 +536,17 @@ static void test_bad_chains(void **state)
 	assert_int_equal(used, 513);
 }
 
+/* vblk_create with p's path, the other parameters fixed. */
+static int create(const char *path, bool read_only, char *err, size_t errlen)
+{
+	struct virtio_impl m;
+	const struct vblk_params p = {.id = "x", .path = path, .read_only = read_only};
+	return vblk_create(&p, &m, err, errlen);
+}
+
 static void test_open_refusals(void **state)
 {
 	struct fx *x = *state;
-	struct virtio_blk b;
 	char err[256], path[64];
 
 	/* a size that is not a multiple of 512 */
@@ -546,28 +555,57 @@ static void test_open_refusals(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 1000), 0);
 	err[0] = '\0';
-	assert_int_equal(vblk_open(&b, path, false, false, "x", NULL, err, sizeof(err)), -EINVAL);
+	assert_int_equal(create(path, false, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "virtio-block x: "));
 	assert_non_null(strstr(err, path));
 	assert_non_null(strstr(err, "1000"));
 	/* nor empty */
 	assert_int_equal(ftruncate(fd, 0), 0);
-	assert_int_equal(vblk_open(&b, path, true, false, "x", NULL, err, sizeof(err)), -EINVAL);
+	assert_int_equal(create(path, true, err, sizeof(err)), -EINVAL);
 	close(fd);
 	unlink(path);
 
 	/* a missing file */
 	err[0] = '\0';
-	assert_int_equal(vblk_open(&b, path, false, false, "x", NULL, err, sizeof(err)), -ENOENT);
+	assert_int_equal(create(path, false, err, sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, path));
 
 	/* a directory, read-write and read-only */
 	err[0] = '\0';
-	assert_true(vblk_open(&b, "/tmp", false, false, "x", NULL, err, sizeof(err)) < 0);
+	assert_true(create("/tmp", false, err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "/tmp"));
 	err[0] = '\0';
-	assert_int_equal(vblk_open(&b, "/tmp", true, false, "x", NULL, err, sizeof(err)), -EINVAL);
+	assert_int_equal(create("/tmp", true, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "/tmp"));
 	(void)x;
+}
+
+/* The counters the metrics report, Firecracker's names in the API's
+ * order, then the transport's. */
+static void test_counters(void **state)
+{
+	struct fx *x = *state;
+	static const char *const want[] = {
+	    "read_count",
+	    "write_count",
+	    "flush_count",
+	    "read_bytes",
+	    "write_bytes",
+	    "io_errors",
+	    "rate_limiter_throttled_events",
+	    "device_needs_reset",
+	    "unhandled_accesses",
+	};
+	uint32_t used = 0;
+	struct vf_counters c;
+
+	assert_int_equal(request1(x, T_IN, 0, 1024, true, &used), S_OK);
+	vf_counters(&x->f.dev, &c);
+	assert_int_equal(c.n, sizeof(want) / sizeof(want[0]));
+	for (unsigned i = 0; i < c.n; i++)
+		assert_string_equal(c.names[i], want[i]);
+	assert_int_equal(c.values[0], 1);
+	assert_int_equal(c.values[3], 1024);
 }
 
 static bool served_or_late;
@@ -606,10 +644,10 @@ static void test_rate_limit(void **state)
 	vf_offer(f, 0, vf_chain(f, 0, s, 3));
 	vf_notify(f, 0);
 	assert_int_equal(vf_used_pending(f, 0), 0); /* held */
-	assert_int_equal(x->blk.limit.throttled, 1);
+	assert_int_equal(vf_counter(&f->dev, "rate_limiter_throttled_events"), 1);
 	vf_notify(f, 0); /* a second notification changes nothing */
 	assert_int_equal(vf_used_pending(f, 0), 0);
-	assert_int_equal(x->blk.limit.throttled, 1);
+	assert_int_equal(vf_counter(&f->dev, "rate_limiter_throttled_events"), 1);
 	assert_false(vf_needs_reset(f));
 
 	struct ev_timer guard;
@@ -628,7 +666,7 @@ static void test_rate_limit(void **state)
 	 * failure; the 5 s guard catches a request never served). */
 	if (waited < 500)
 		fail_msg("served after %llu ms, want about 1000", (unsigned long long)waited);
-	assert_int_equal(x->blk.stats.read_ops, 2);
+	assert_int_equal(vf_counter(&x->f.dev, "read_count"), 2);
 }
 
 /* A reset while a request is held drops it with the rings; the device
@@ -645,12 +683,17 @@ static void test_rate_limit_reset(void **state)
 	vf_offer(f, 0, vf_chain(f, 0, s, 3));
 	vf_notify(f, 0);
 	assert_int_equal(vf_used_pending(f, 0), 0);
-	assert_true(x->blk.limit.timer.armed);
+	/* the retry timer is armed: another notification is not weighed */
+	vf_notify(f, 0);
+	assert_int_equal(vf_counter(&f->dev, "rate_limiter_throttled_events"), 1);
 
 	assert_int_equal(vf_start(f), VF_STATUS_OK); /* resets first */
-	assert_false(x->blk.limit.timer.armed);
 	vf_offer(f, 0, vf_chain(f, 0, s, 3));
 	vf_notify(f, 0);
+	/* the reset disarmed it: weighed again, and held (the bucket is
+	 * still empty) */
+	assert_int_equal(vf_counter(&f->dev, "rate_limiter_throttled_events"), 2);
+	assert_int_equal(vf_used_pending(f, 0), 0);
 	served_or_late = false;
 	struct ev_timer guard;
 	assert_int_equal(ev_timer_init(&x->ev, &guard, deadline, NULL), 0);
@@ -659,6 +702,30 @@ static void test_rate_limit_reset(void **state)
 	ev_timer_fini(&x->ev, &guard);
 	assert_false(served_or_late);
 	assert_int_equal(vf_used_pending(f, 0), 1);
+}
+
+/* The API's PATCH: lifting the limit serves the held request at once,
+ * without waiting for the retry timer. */
+static void test_set_limits(void **state)
+{
+	struct fx *x = *state;
+	struct vf *f = &x->f;
+	uint32_t used = 0;
+
+	assert_int_equal(request1(x, T_IN, 0, 512, true, &used), S_OK);
+	set_hdr(x, T_IN, 1);
+	const struct vf_seg s[] = {{HDR, 16, false}, {DATA, 512, true}, {STATUS, 1, true}};
+	vf_offer(f, 0, vf_chain(f, 0, s, 3));
+	vf_notify(f, 0);
+	assert_int_equal(vf_used_pending(f, 0), 0); /* held */
+
+	assert_int_equal(f->dev.ops->set_limits(&f->dev, NULL, NULL), -EINVAL);
+	const struct rl_cfg none = {{0, 0, 0}, {0, 0, 0}};
+	assert_int_equal(f->dev.ops->set_limits(&f->dev, &none, NULL), 0);
+	assert_int_equal(vf_used_pending(f, 0), 1);
+	assert_int_equal(*vf_at(f, STATUS), S_OK);
+	assert_int_equal(vf_counter(&f->dev, "read_count"), 2);
+	assert_int_equal(vf_counter(&f->dev, "rate_limiter_throttled_events"), 1);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -678,8 +745,10 @@ int main(void)
 	    T(test_discard_write_zeroes),
 	    T(test_bad_chains),
 	    T(test_open_refusals),
+	    T(test_counters),
 	    cmocka_unit_test_setup_teardown(test_rate_limit, setup_limited, teardown),
 	    cmocka_unit_test_setup_teardown(test_rate_limit_reset, setup_limited, teardown),
+	    cmocka_unit_test_setup_teardown(test_set_limits, setup_limited, teardown),
 	};
 	return cmocka_run_group_tests_name("virtio_blk", tests, NULL, NULL);
 }

@@ -74,7 +74,6 @@ static const struct virtio_dev_ops tdev_ops = {
 struct fx {
 	struct vf f;
 	struct tdev t;
-	struct virtio_rng rng;
 };
 
 static int setup(void **state)
@@ -98,8 +97,9 @@ static int setup_rng(void **state)
 	char err[160];
 	if (!x || gmem_init(&x->f.mem, VF_RAM))
 		return -1;
-	vrng_init(&x->rng, NULL);
-	if (virtio_dev_init(&x->f.dev, &vrng_ops, &x->rng, "virtio-rng rng0", 0, 0xd0000000, 5, -1,
+	struct virtio_impl m;
+	if (vrng_create(&(struct vrng_params){NULL}, &m, err, sizeof(err)) ||
+	    virtio_dev_init(&x->f.dev, m.ops, m.priv, m.name, m.features, 0xd0000000, 5, -1,
 			    &x->f.mem, NULL, err, sizeof(err)))
 		return -1;
 	*state = x;
@@ -110,7 +110,8 @@ static int teardown(void **state)
 {
 	struct fx *x = *state;
 	virtio_dev_fini(&x->f.dev);
-	vrng_close(&x->rng);
+	if (x->f.dev.ops->destroy) /* virtio-rng's; the test device has nothing to free */
+		x->f.dev.ops->destroy(&x->f.dev);
 	gmem_free(&x->f.mem);
 	free(x);
 	return 0;
@@ -416,6 +417,15 @@ static void test_access_width(void **state)
 	virtio_mmio_access(&f->dev, VM_STATUS + 1, (uint8_t *)&st, 4, true);
 	assert_int_equal(vf_rd(f, VM_STATUS), 0);
 	assert_true(f->dev.unhandled >= 8);
+	/* ...and counted in the metrics: a device without counters of its
+	 * own reports the transport's alone */
+	struct vf_counters c;
+	vf_counters(&f->dev, &c);
+	assert_int_equal(c.n, 2);
+	assert_string_equal(c.names[0], "device_needs_reset");
+	assert_string_equal(c.names[1], "unhandled_accesses");
+	assert_int_equal(c.values[0], 0);
+	assert_int_equal(c.values[1], f->dev.unhandled);
 
 	/* after a good start, a short write to Status does not reset */
 	assert_int_equal(vf_start(f), VF_STATUS_OK);
@@ -501,6 +511,7 @@ static void test_bad_chain(void **state)
 	assert_true(vf_rd(f, VM_INTERRUPT_STATUS) & VIRTIO_INT_CONFIG);
 	assert_int_equal(vf_used_pending(f, 0), 0);
 	assert_true(f->dev.broken);
+	assert_int_equal(vf_counter(&f->dev, "device_needs_reset"), 1);
 	/* NEEDS_RESET stays through the driver's status writes */
 	vf_wr(f, VM_STATUS, VF_STATUS_OK);
 	assert_true(vf_needs_reset(f));
@@ -515,7 +526,7 @@ static void test_bad_chain(void **state)
 	assert_false(f->dev.broken);
 	assert_int_equal(vf_start(f), VF_STATUS_OK);
 	good_request(f, 0);
-	assert_int_equal(x->rng.requests, 1);
+	assert_int_equal(vf_counter(&f->dev, "entropy_event_count"), 1);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

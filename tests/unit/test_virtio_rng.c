@@ -15,7 +15,6 @@
 
 struct fx {
 	struct vf f;
-	struct virtio_rng rng;
 };
 
 static int setup(void **state)
@@ -24,8 +23,9 @@ static int setup(void **state)
 	char err[160];
 	if (!x || gmem_init(&x->f.mem, VF_RAM))
 		return -1;
-	vrng_init(&x->rng, NULL);
-	if (virtio_dev_init(&x->f.dev, &vrng_ops, &x->rng, "virtio-rng rng0", 0, 0xd0000000, 5, -1,
+	struct virtio_impl m;
+	if (vrng_create(&(struct vrng_params){NULL}, &m, err, sizeof(err)) ||
+	    virtio_dev_init(&x->f.dev, m.ops, m.priv, m.name, m.features, 0xd0000000, 5, -1,
 			    &x->f.mem, NULL, err, sizeof(err)))
 		return -1;
 	if (vf_start(&x->f) != VF_STATUS_OK)
@@ -38,7 +38,7 @@ static int teardown(void **state)
 {
 	struct fx *x = *state;
 	virtio_dev_fini(&x->f.dev);
-	vrng_close(&x->rng);
+	x->f.dev.ops->destroy(&x->f.dev);
 	gmem_free(&x->f.mem);
 	free(x);
 	return 0;
@@ -88,8 +88,8 @@ static void test_fill(void **state)
 	assert_true(vf_submit(f, 0, s, 3, &len));
 	assert_int_equal(len, 10004);
 	assert_false(all_zero(vf_at(f, VF_BUF + 0x3000 + 9000), 1000));
-	assert_int_equal(x->rng.requests, 3);
-	assert_int_equal(x->rng.bytes, 64 + 64 + 10004);
+	assert_int_equal(vf_counter(&f->dev, "entropy_event_count"), 3);
+	assert_int_equal(vf_counter(&f->dev, "entropy_bytes"), 64 + 64 + 10004);
 	assert_false(vf_needs_reset(f));
 }
 
@@ -106,7 +106,7 @@ static void test_readable_buffer(void **state)
 	assert_true(vf_needs_reset(f));
 	assert_true(vf_rd(f, VM_INTERRUPT_STATUS) & VIRTIO_INT_CONFIG);
 	assert_true(all_zero(vf_at(f, VF_BUF), 80));
-	assert_int_equal(x->rng.requests, 0);
+	assert_int_equal(vf_counter(&f->dev, "entropy_event_count"), 0);
 
 	/* a reset brings it back */
 	assert_int_equal(vf_start(f), VF_STATUS_OK);

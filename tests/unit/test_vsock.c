@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "tests/unit/virtio_fixture.h"
 #include "virtio/vsock.h"
 
 /* ---- wire format ---- */
@@ -170,9 +171,14 @@ static void test_credit(void **state)
 static struct gmem mem;
 static struct evloop ev;
 static struct virtio_dev dev;
-static struct virtio_vsock *vs;
 static char dir[64], uds[80];
 static uint16_t avail_idx[3], used_seen[3];
+
+/* The device's counter `name`, as the metrics report it. */
+static uint64_t counter(const char *name)
+{
+	return vf_counter(&dev, name);
+}
 
 static uint64_t qbase(unsigned q)
 {
@@ -209,7 +215,7 @@ static void post_rx(unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
 		offer(0, rx_buf(avail_idx[0] % QNUM), BUF_SIZE, true);
-	vsock_ops.notify(&dev, 0);
+	dev.ops->notify(&dev, 0);
 }
 
 /* Send one packet from the guest (header, then payload). */
@@ -231,7 +237,7 @@ static void guest_send(uint16_t op, uint32_t src_port, uint32_t dst_port, uint32
 	if (len)
 		memcpy(at(gpa + 44), data, len);
 	offer(1, gpa, 44 + len, false);
-	vsock_ops.notify(&dev, 1);
+	dev.ops->notify(&dev, 1);
 }
 
 /* The next packet the device put on the rx queue; false if none. */
@@ -276,11 +282,12 @@ static int dev_setup(void **state)
 	if (!mkdtemp(dir) || gmem_init(&mem, 64ULL << 20) || ev_init(&ev))
 		return -1;
 	snprintf(uds, sizeof(uds), "%s/v.sock", dir);
-	if (vsock_create(&vs, 3, uds, err, sizeof(err))) {
+	struct virtio_impl m;
+	if (vsock_create(&(struct vsock_params){3, uds}, &m, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
-	if (virtio_dev_init(&dev, &vsock_ops, vs, "virtio-vsock", 0, 0xd0000000ULL, 5, -1, &mem,
+	if (virtio_dev_init(&dev, m.ops, m.priv, m.name, m.features, 0xd0000000ULL, 5, -1, &mem,
 			    &ev, err, sizeof(err)))
 		return -1;
 	for (unsigned q = 0; q < 3; q++) {
@@ -296,13 +303,13 @@ static int dev_setup(void **state)
 	memset(used_seen, 0, sizeof(used_seen));
 	dev.st.status = VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 			VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK;
-	return vsock_ops.activate(&dev);
+	return dev.ops->activate(&dev);
 }
 
 static int dev_teardown(void **state)
 {
-	vsock_destroy(vs);
 	virtio_dev_fini(&dev);
+	dev.ops->destroy(&dev);
 	ev_fini(&ev);
 	gmem_free(&mem);
 	rmdir(dir);
@@ -312,10 +319,9 @@ static int dev_teardown(void **state)
 static void test_config_space(void **state)
 {
 	uint8_t b[8] = {0};
-	vsock_ops.config_read(&dev, 0, b, 8);
+	dev.ops->config_read(&dev, 0, b, 8);
 	assert_int_equal(b[0], 3);
-	assert_int_equal(vsock_state(vs)->guest_cid, 3);
-	vsock_ops.config_read(&dev, 8, b, 4); /* past the config: untouched */
+	dev.ops->config_read(&dev, 8, b, 4); /* past the config: untouched */
 }
 
 static void test_refused_and_strays(void **state)
@@ -337,12 +343,11 @@ static void test_refused_and_strays(void **state)
 	assert_false(guest_recv(&h, NULL, 0));
 	assert_false(dev.broken);
 
-	const struct vsock_stats *st = vsock_stats(vs);
-	assert_int_equal(st->conns_refused, 1);
-	assert_int_equal(st->conns_added, 0);
-	assert_int_equal(st->tx_packets_count, 3);
-	assert_int_equal(st->rx_packets_count, 2);
-	assert_int_equal(st->tx_queue_event_count, 3);
+	assert_int_equal(counter("conns_refused"), 1);
+	assert_int_equal(counter("conns_added"), 0);
+	assert_int_equal(counter("tx_packets_count"), 3);
+	assert_int_equal(counter("rx_packets_count"), 2);
+	assert_int_equal(counter("tx_queue_event_count"), 3);
 }
 
 static void test_guest_connects(void **state)
@@ -390,13 +395,12 @@ static void test_guest_connects(void **state)
 
 	/* The counters saw it: one connection made and reset by us, the
 	 * bytes both ways, the overrun. */
-	const struct vsock_stats *st = vsock_stats(vs);
-	assert_int_equal(st->conns_added, 1);
-	assert_int_equal(st->conns_removed, 1);
-	assert_int_equal(st->guest_errors, 1);
-	assert_true(st->tx_bytes_count >= 4 + sizeof(big));
-	assert_int_equal(st->rx_bytes_count, 4);
-	assert_true(st->rx_packets_count >= 3); /* RESPONSE, "pong", RST */
+	assert_int_equal(counter("conns_added"), 1);
+	assert_int_equal(counter("conns_removed"), 1);
+	assert_int_equal(counter("guest_errors"), 1);
+	assert_true(counter("tx_bytes_count") >= 4 + sizeof(big));
+	assert_int_equal(counter("rx_bytes_count"), 4);
+	assert_true(counter("rx_packets_count") >= 3); /* RESPONSE, "pong", RST */
 	close(c);
 	close(l);
 	unlink(path);
@@ -449,9 +453,9 @@ static void test_broken_header(void **state)
 {
 	/* A tx buffer shorter than a header breaks the queue. */
 	offer(1, 0x1000000ULL, 20, false);
-	vsock_ops.notify(&dev, 1);
+	dev.ops->notify(&dev, 1);
 	assert_true(dev.broken);
-	vsock_ops.reset(&dev);
+	dev.ops->reset(&dev);
 }
 
 /* ---- snapshots ---- */
@@ -487,30 +491,31 @@ static void assert_reset_event(void)
 static void test_save_restore(void **state)
 {
 	uint8_t rec[64], again[64];
-	int n = vsock_ops.save(&dev, rec, sizeof(rec));
+	int n = dev.ops->save(&dev, rec, sizeof(rec));
 	assert_int_equal(n, sizeof(struct vsock_state));
-	assert_memory_equal(rec, vsock_state(vs), sizeof(struct vsock_state));
-	assert_int_equal(vsock_ops.save(&dev, rec, 4), -ENOSPC);
+	const struct vsock_state want = {.guest_cid = 3};
+	assert_memory_equal(rec, &want, sizeof(want));
+	assert_int_equal(dev.ops->save(&dev, rec, 4), -ENOSPC);
 
 	/* Not this device's record: refused, nothing sent. */
 	struct vsock_state other = {.guest_cid = 4};
-	assert_int_equal(vsock_ops.restore(&dev, &other, sizeof(other)), -EINVAL);
-	assert_int_equal(vsock_ops.restore(&dev, rec, (size_t)n - 1), -EINVAL);
+	assert_int_equal(dev.ops->restore(&dev, &other, sizeof(other)), -EINVAL);
+	assert_int_equal(dev.ops->restore(&dev, rec, (size_t)n - 1), -EINVAL);
 	offer_event_buf(VSOCK_EVENT_LEN);
-	vsock_ops.notify(&dev, 2);
+	dev.ops->notify(&dev, 2);
 	assert_int_equal(ev_used(), 0);
 
 	/* A buffer is there: the event goes at once, once. */
-	assert_int_equal(vsock_ops.restore(&dev, rec, (size_t)n), 0);
+	assert_int_equal(dev.ops->restore(&dev, rec, (size_t)n), 0);
 	assert_int_equal(ev_used(), 1);
 	assert_reset_event();
-	assert_int_equal(vsock_stats(vs)->transport_resets, 1);
+	assert_int_equal(counter("transport_resets"), 1);
 	offer_event_buf(VSOCK_EVENT_LEN);
-	vsock_ops.notify(&dev, 2);
+	dev.ops->notify(&dev, 2);
 	assert_int_equal(ev_used(), 1);
 
 	/* save -> restore -> save: the same bytes. */
-	assert_int_equal(vsock_ops.save(&dev, again, sizeof(again)), n);
+	assert_int_equal(dev.ops->save(&dev, again, sizeof(again)), n);
 	assert_memory_equal(rec, again, (size_t)n);
 	assert_false(dev.broken);
 }
@@ -518,36 +523,36 @@ static void test_save_restore(void **state)
 static void test_restore_event_waits(void **state)
 {
 	uint8_t rec[sizeof(struct vsock_state)];
-	assert_int_equal(vsock_ops.save(&dev, rec, sizeof(rec)), sizeof(rec));
+	assert_int_equal(dev.ops->save(&dev, rec, sizeof(rec)), sizeof(rec));
 
 	/* No event buffer yet: owed until the driver posts one. */
-	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
+	assert_int_equal(dev.ops->restore(&dev, rec, sizeof(rec)), 0);
 	assert_int_equal(ev_used(), 0);
 	offer_event_buf(64);
-	vsock_ops.notify(&dev, 2);
+	dev.ops->notify(&dev, 2);
 	assert_int_equal(ev_used(), 1);
 	assert_reset_event();
 
 	/* A driver reset owes nothing more. */
-	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
-	vsock_ops.reset(&dev);
+	assert_int_equal(dev.ops->restore(&dev, rec, sizeof(rec)), 0);
+	dev.ops->reset(&dev);
 	offer_event_buf(VSOCK_EVENT_LEN);
-	vsock_ops.notify(&dev, 2);
+	dev.ops->notify(&dev, 2);
 	assert_int_equal(ev_used(), 1);
-	assert_int_equal(vsock_stats(vs)->transport_resets, 1);
+	assert_int_equal(counter("transport_resets"), 1);
 	assert_false(dev.broken);
 }
 
 static void test_restore_bad_event_buffer(void **state)
 {
 	uint8_t rec[sizeof(struct vsock_state)];
-	assert_int_equal(vsock_ops.save(&dev, rec, sizeof(rec)), sizeof(rec));
+	assert_int_equal(dev.ops->save(&dev, rec, sizeof(rec)), sizeof(rec));
 	offer(2, EV_GPA, 2, true); /* too short for a le32 */
-	assert_int_equal(vsock_ops.restore(&dev, rec, sizeof(rec)), 0);
+	assert_int_equal(dev.ops->restore(&dev, rec, sizeof(rec)), 0);
 	assert_true(dev.broken);
-	assert_int_equal(vsock_stats(vs)->ev_queue_event_fails, 1);
-	assert_int_equal(vsock_stats(vs)->transport_resets, 0);
-	vsock_ops.reset(&dev);
+	assert_int_equal(counter("ev_queue_event_fails"), 1);
+	assert_int_equal(counter("transport_resets"), 0);
+	dev.ops->reset(&dev);
 }
 
 int main(void)

@@ -246,4 +246,37 @@ static inline bool vf_needs_reset(struct vf *f)
 	return vf_rd(f, VM_STATUS) & VIRTIO_STATUS_NEEDS_RESET;
 }
 
+/* A device's counters as the metrics see them (virtio_dev_counters). */
+struct vf_counters {
+	const char *names[32];
+	uint64_t values[32];
+	unsigned n;
+};
+
+static inline void vf_counters_add(void *opaque, const char *name, uint64_t value)
+{
+	struct vf_counters *c = opaque;
+	if (c->n < 32) {
+		c->names[c->n] = name;
+		c->values[c->n++] = value;
+	}
+}
+
+static inline void vf_counters(struct virtio_dev *d, struct vf_counters *c)
+{
+	c->n = 0;
+	virtio_dev_counters(d, vf_counters_add, c);
+}
+
+/* Counter `name` of d; UINT64_MAX when d has none by that name. */
+static inline uint64_t vf_counter(struct virtio_dev *d, const char *name)
+{
+	struct vf_counters c;
+	vf_counters(d, &c);
+	for (unsigned i = 0; i < c.n; i++)
+		if (strcmp(c.names[i], name) == 0)
+			return c.values[i];
+	return UINT64_MAX;
+}
+
 #endif
