@@ -41,13 +41,13 @@ bool api_is_api_mode(const char *arg1);
 int api_main(int argc, char **argv, const char *version);
 
 struct vm;
-struct vm_restore;
+struct vm_build_opts;
 struct vm_restore_paths;
 
 /* `ember run --api-sock PATH`: serve the API for vm (made by vm_build()
  * from the command line: cfg is vm->cfg) while it runs: vm_start(), then
  * vm_wait() with the API's mailbox on vm->ev.  GET / says Running from
- * the first request (Paused for a restore with restore->paused);
+ * the first request (Paused for a restore built with paused);
  * pre-boot calls get Firecracker's post-boot fault.  Returns vm_wait()'s
  * exit code; a failure to serve stops the VM with the reason in
  * vm->stop_reason and returns its EXIT_* code. */
@@ -288,13 +288,13 @@ int api_instance_start(struct api *a, char *fault, size_t len);
 void api_job_start(struct api *a, const char *name, json_t *body, struct http_resp *rs);
 void api_job_done(struct ev_source *src, uint32_t events);
 
-/* api_main.c (vmm thread): build and start the VM from a->cfg, for
- * InstanceStart or (restore set) a snapshot's load; what names the
- * request in faults.  Sets c->status and c->fault; after a failed build
- * the VM is destroyed and ember stays unstarted (the next start or load
- * may succeed). */
-void api_start_vm(struct api *a, struct api_call *c, const struct vm_restore *restore,
-		  bool track_dirty, const char *what);
+/* api_main.c (vmm thread): build and start the VM from a->cfg and o
+ * (the caller's track_dirty, and for a snapshot's load its snapshot,
+ * memory file and paused; this adds the process's seccomp mode and CPUID
+ * cache), for InstanceStart or a load; what names the request in faults.
+ * Sets c->status and c->fault; after a failed build the VM is destroyed
+ * and ember stays unstarted (the next start or load may succeed). */
+void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, const char *what);
 
 /* api_snapshot.c: PUT /snapshot/create and /snapshot/load on the API
  * thread (body checked against its swagger definition), and their work

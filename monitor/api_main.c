@@ -123,22 +123,18 @@ static int watch_api(struct api *a, struct vm *vm)
 	return r;
 }
 
-void api_start_vm(struct api *a, struct api_call *c, const struct vm_restore *restore,
-		  bool track_dirty, const char *what)
+void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, const char *what)
 {
 	struct vm *vm = a->vm;
 	char err[CFG_ERR_MAX + VM_ERR_MAX];
 
-	memset(vm, 0, sizeof(*vm));
-	vm->seccomp = a->seccomp;
-	vm->restore = restore;
-	vm->track_dirty = track_dirty;
+	o->seccomp = a->seccomp;
 	if (!a->no_cpuid_cache) {
 		const char *env = getenv("EMBER_CPUID_CACHE");
-		vm->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
+		o->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
-	int r = vm_build(vm, a->cfg, err, sizeof(err));
+	int r = vm_build(vm, a->cfg, o, err, sizeof(err));
 	if (r) {
 		vm_destroy(vm);
 		c->status = 400;
@@ -177,11 +173,12 @@ static void vmm_do(struct api *a, struct api_call *c)
 	case API_OP_OPEN:
 		open_file(c);
 		return;
-	case API_OP_START:
-		api_start_vm(a, c, NULL,
-			     json_is_true(json_object_get(a->machine, "track_dirty_pages")),
-			     "InstanceStart");
+	case API_OP_START: {
+		struct vm_build_opts o = {
+		    .track_dirty = json_is_true(json_object_get(a->machine, "track_dirty_pages"))};
+		api_start_vm(a, c, &o, "InstanceStart");
 		return;
+	}
 	case API_OP_SNAP_LOAD:
 		api_snapshot_load(a, c);
 		return;
@@ -553,7 +550,7 @@ static void describe(struct api *a, const struct vm *vm, const struct vm_config 
 	a->machine = json_pack("{s:i,s:I,s:b,s:b,s:s}", "vcpu_count", (int)cfg->vcpus,
 			       "mem_size_mib", (json_int_t)(cfg->mem_size >> 20), "smt", 0,
 			       "track_dirty_pages", vm->track_dirty, "huge_pages", "None");
-	if (cfg->kernel[0] && !vm->restore)
+	if (cfg->kernel[0] && !vm->restored)
 		a->boot_source = json_pack("{s:s,s:s}", "kernel_image_path", cfg->kernel,
 					   "boot_args", cfg->cmdline);
 }

@@ -4,7 +4,7 @@
  * see monitor/vm.h).  A load takes the state file's configuration,
  * applies the request's overrides (network_overrides, vsock_override)
  * and PUT /ember/options' name and timeout through cfg_set, and starts
- * the VM with vm->restore set.  A create with ember's "stream" writes
+ * the VM with the snapshot in its build options.  A create with ember's "stream" writes
  * into the file descriptor its request carried. */
 #include <errno.h>
 #include <stdio.h>
@@ -97,13 +97,6 @@ void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
 
 /* ---- the vmm thread: the work ---- */
 
-/* The restore PUT /snapshot/load asks for: the state file's
- * configuration, its overrides, then the build. */
-static struct {
-	struct vm_restore r;
-	char state[CFG_PATH_MAX], mem[CFG_PATH_MAX];
-} restore;
-
 /* network_overrides (Firecracker's) and drive_overrides (ember's): point
  * the snapshot's device id at another tap or file, which confirms it. */
 static int device_overrides(struct vm_config *cfg, const json_t *body, bool drives,
@@ -180,28 +173,30 @@ void api_snapshot_load(struct api *a, struct api_call *c)
 {
 	char err[CFG_ERR_MAX + VM_ERR_MAX];
 	const json_t *b = c->body;
+	struct vm_snapshot *snap = NULL;
 	c->status = 400;
-	if (strlen(c->path) >= sizeof(restore.state) ||
-	    strlen(c->mem_path) >= sizeof(restore.mem)) {
+	if (strlen(c->path) >= CFG_PATH_MAX || strlen(c->mem_path) >= CFG_PATH_MAX) {
 		snprintf(c->fault, sizeof(c->fault), "snapshot paths: longer than %d bytes",
 			 CFG_PATH_MAX - 1);
 		return;
 	}
-	if (vm_snapshot_config(c->path, a->cfg, err, sizeof(err)) ||
+	/* The state file's configuration, its overrides, then the build
+	 * with the snapshot, which is closed once built. */
+	if (vm_snapshot_open(c->path, a->cfg, &snap, err, sizeof(err)) ||
 	    load_overrides(a, a->cfg, b, err, sizeof(err))) {
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	} else {
-		strcpy(restore.state, c->path);
-		strcpy(restore.mem, c->mem_path);
-		restore.r =
-		    (struct vm_restore){restore.state, restore.mem, false,
-					!json_is_true(json_object_get(b, "resume_vm")), NULL};
+		struct vm_build_opts o = {
+		    .track_dirty = json_is_true(json_object_get(b, "enable_diff_snapshots")) ||
+				   json_is_true(json_object_get(b, "track_dirty_pages")),
+		    .snapshot = snap,
+		    .mem_path = c->mem_path,
+		    .paused = !json_is_true(json_object_get(b, "resume_vm")),
+		};
 		c->status = 0;
-		api_start_vm(a, c, &restore.r,
-			     json_is_true(json_object_get(b, "enable_diff_snapshots")) ||
-				 json_is_true(json_object_get(b, "track_dirty_pages")),
-			     "Load snapshot");
+		api_start_vm(a, c, &o, "Load snapshot");
 	}
+	vm_snapshot_close(snap);
 	/* A failed load leaves ember unconfigured, as it was. */
 	if (c->status && !a->started)
 		(void)!api_build_config(a, a->cfg, err, sizeof(err));

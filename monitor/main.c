@@ -451,10 +451,128 @@ static int check_run_opts(const struct run_opts *o)
 	return why ? EXIT_CONFIG : 0;
 }
 
+/* cmd_run()'s second half, once the configuration is read (with a
+ * restore, from *snap): overrides, checks, the build and the run.  *snap
+ * is closed once the build has taken what it needs. */
+static int configure_and_run(struct run_opts *o, struct vm_config *cfg, struct vm_snapshot **snap,
+			     const char *name, uint64_t t0, uint64_t timeout_ms)
+{
+	static struct vm vm;
+	char err[CFG_ERR_MAX + VM_ERR_MAX];
+	int r;
+	struct vm_restore_paths confirmed = {.all = o->use_saved_paths};
+	for (unsigned i = 0; i < o->nr_sets; i++) {
+		const char *why = o->restore ? snap_cli_restore_refusal(cfg, o->sets[i].section,
+									o->sets[i].key, &confirmed)
+					     : NULL;
+		if (why)
+			snprintf(err, sizeof(err), "%s", why);
+		if (why || cfg_set(cfg, o->sets[i].section, o->sets[i].key, o->sets[i].value, err,
+				   sizeof(err))) {
+			fprintf(stderr, "ember: %s%s: %s\n", o->sets[i].opt[0] == '-' ? "" : "--",
+				o->sets[i].opt, err);
+			return EXIT_CONFIG;
+		}
+	}
+	if (o->rng)
+		cfg->rng.enabled = true;
+	/* A restore reads no kernel: the snapshot's may be gone. */
+	if ((!o->restore || cfg->kernel[0]) && cfg_validate(cfg, err, sizeof(err))) {
+		fprintf(stderr, "ember: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (o->restore && snap_cli_check_paths(cfg, &confirmed, name, err, sizeof(err))) {
+		fprintf(stderr, "ember: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (cfg->timeout_ms != timeout_ms) { /* the INI file's or the snapshot's */
+		if (!cfg->timeout_ms)
+			startup_timeout_disarm();
+		else if ((r = startup_timeout_arm(t0 + cfg->timeout_ms * 1000000ULL,
+						  cfg->timeout_ms))) {
+			fprintf(stderr, "ember: cannot arm the timeout: %s\n", strerror(-r));
+			return EXIT_HOST;
+		}
+	}
+	if (o->restore && o->dry_run) {
+		fprintf(stderr, "ember: snapshot %s: configuration ok: %u vCPU(s), %llu MiB\n",
+			name, cfg->vcpus, (unsigned long long)(cfg->mem_size >> 20));
+		return 0;
+	}
+	const char *env = getenv("EMBER_CPUID_CACHE");
+	struct vm_build_opts bo = {
+	    .dry_run = o->dry_run,
+	    .verbose = o->verbose,
+	    .track_dirty = o->track_dirty,
+	    .seccomp = o->seccomp,
+	    .cpuid_cache = o->no_cpuid_cache ? NULL : env ? env : VCPU_CPUID_CACHE_DEFAULT,
+	    .snapshot = *snap,
+	    .mem_path = o->memory_file,
+	    .copy_mem = o->memory_copy,
+	    .paused = o->paused,
+	};
+	r = vm_build(&vm, cfg, &bo, err, sizeof(err));
+	vm_snapshot_close(*snap);
+	*snap = NULL;
+	if (r) {
+		startup_timeout_disarm();
+		fprintf(stderr, "ember: %s\n", err);
+		vm_destroy(&vm);
+		return exit_code_of(r);
+	}
+	startup_phase("starting the guest");
+	if (cfg->timeout_ms) /* the guest's timer takes over this deadline */
+		vm.deadline_ns = t0 + cfg->timeout_ms * 1000000ULL;
+	if (o->dry_run) {
+		startup_timeout_disarm();
+		fprintf(stderr,
+			"ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu "
+			"MiB%s\n",
+			strcmp(cfg->name, "ember") ? cfg->name : "",
+			strcmp(cfg->name, "ember") ? ": " : "",
+			vm.boot.proto == BOOT_PVH   ? "PVH"
+			: vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
+						    : "Linux 64-bit",
+			(unsigned long long)vm.boot.entry, cfg->vcpus,
+			(unsigned long long)(cfg->mem_size >> 20),
+			vm.has_irqchip ? ", irqchip" : "");
+		vm_destroy(&vm);
+		return 0;
+	}
+
+	r = o->api_sock ? api_run(&vm, cfg, o->api_sock, EMBER_VERSION) : vm_run(&vm);
+	startup_timeout_disarm(); /* when the run never began */
+	/* A normal end (reset, exit status 0) is silent; anything else says
+	 * why on stderr, so a script's log explains the exit code. */
+	if (r != 0 || o->stats) {
+		if (strcmp(cfg->name, "ember") == 0)
+			fprintf(stderr, "ember: %s\n", vm.stop_reason);
+		else
+			fprintf(stderr, "ember: %s: %s\n", cfg->name, vm.stop_reason);
+	}
+	if (o->stats) {
+		struct vm_stats *s = &vm.stats;
+		fprintf(stderr, "ember: stats: vcpus started %.3f ms",
+			ms_between(&s->t_start, &s->t_running));
+		if (atomic_load(&s->have_first_output))
+			fprintf(stderr, ", first output %.3f ms",
+				ms_between(&s->t_start, &s->t_first_output));
+		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu), cpuid %s\n",
+			ms_between(&s->t_start, &s->t_stop),
+			(unsigned long long)vm.vcpus[0].nr_exits,
+			(unsigned long long)vm.vcpus[0].nr_pio_exits,
+			(unsigned long long)vm.vcpus[0].nr_mmio_exits,
+			vm.cpuid_cache_hit ? "cached" : "from KVM");
+	}
+	/* Teardown is the kernel's job at exit, and it is slow: let a child
+	 * do it after our parent has the exit code. */
+	vm_detach_teardown(&vm);
+	return r;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	static struct vm_config cfg; /* large (paths); keep it off the stack */
-	static struct vm vm;
 	struct run_opts o;
 	char err[CFG_ERR_MAX + VM_ERR_MAX];
 	uint64_t t0 = ev_now_ns();
@@ -494,120 +612,17 @@ static int cmd_run(int argc, char **argv)
 	if (stream && !fstat(STDIN_FILENO, &in_st) && S_ISFIFO(in_st.st_mode))
 		(void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, 1 << 20);
 	cfg_defaults(&cfg);
+	/* A restore: the snapshot, opened once, gives the configuration and
+	 * then (in the build) everything else. */
+	struct vm_snapshot *snap = NULL;
 	if ((o.ini && cfg_parse_ini(o.ini, &cfg, err, sizeof(err))) ||
-	    (stream && vm_stream_config(&in, &cfg, err, sizeof(err))) ||
-	    (o.restore && !stream && vm_snapshot_config(o.restore, &cfg, err, sizeof(err)))) {
+	    (stream && vm_snapshot_open_stream(&in, &cfg, &snap, err, sizeof(err))) ||
+	    (o.restore && !stream && vm_snapshot_open(o.restore, &cfg, &snap, err, sizeof(err)))) {
 		fprintf(stderr, "ember: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	struct vm_restore_paths confirmed = {.all = o.use_saved_paths};
-	for (unsigned i = 0; i < o.nr_sets; i++) {
-		const char *why = o.restore ? snap_cli_restore_refusal(&cfg, o.sets[i].section,
-								       o.sets[i].key, &confirmed)
-					    : NULL;
-		if (why)
-			snprintf(err, sizeof(err), "%s", why);
-		if (why || cfg_set(&cfg, o.sets[i].section, o.sets[i].key, o.sets[i].value, err,
-				   sizeof(err))) {
-			fprintf(stderr, "ember: %s%s: %s\n", o.sets[i].opt[0] == '-' ? "" : "--",
-				o.sets[i].opt, err);
-			return EXIT_CONFIG;
-		}
-	}
-	if (o.rng)
-		cfg.rng.enabled = true;
-	/* A restore reads no kernel: the snapshot's may be gone. */
-	if ((!o.restore || cfg.kernel[0]) && cfg_validate(&cfg, err, sizeof(err))) {
-		fprintf(stderr, "ember: %s\n", err);
-		return EXIT_CONFIG;
-	}
-	if (o.restore && snap_cli_check_paths(&cfg, &confirmed, name, err, sizeof(err))) {
-		fprintf(stderr, "ember: %s\n", err);
-		return EXIT_CONFIG;
-	}
-	if (cfg.timeout_ms != timeout_ms) { /* the INI file's or the snapshot's */
-		if (!cfg.timeout_ms)
-			startup_timeout_disarm();
-		else if ((r = startup_timeout_arm(t0 + cfg.timeout_ms * 1000000ULL,
-						  cfg.timeout_ms))) {
-			fprintf(stderr, "ember: cannot arm the timeout: %s\n", strerror(-r));
-			return EXIT_HOST;
-		}
-	}
-	if (o.restore && o.dry_run) {
-		fprintf(stderr, "ember: snapshot %s: configuration ok: %u vCPU(s), %llu MiB\n",
-			name, cfg.vcpus, (unsigned long long)(cfg.mem_size >> 20));
-		return 0;
-	}
-	static struct vm_restore restore;
-	if (o.restore) {
-		restore = (struct vm_restore){name, stream ? NULL : o.memory_file, o.memory_copy,
-					      o.paused, stream ? &in : NULL};
-		vm.restore = &restore;
-	}
-	vm.track_dirty = o.track_dirty;
-
-	vm.dry_run = o.dry_run;
-	vm.seccomp = o.seccomp;
-	vm.verbose = o.verbose;
-	if (!o.no_cpuid_cache) {
-		const char *env = getenv("EMBER_CPUID_CACHE");
-		vm.cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
-	}
-	r = vm_build(&vm, &cfg, err, sizeof(err));
-	if (r) {
-		startup_timeout_disarm();
-		fprintf(stderr, "ember: %s\n", err);
-		vm_destroy(&vm);
-		return r;
-	}
-	startup_phase("starting the guest");
-	if (cfg.timeout_ms) /* the guest's timer takes over this deadline */
-		vm.deadline_ns = t0 + cfg.timeout_ms * 1000000ULL;
-	if (o.dry_run) {
-		startup_timeout_disarm();
-		fprintf(stderr,
-			"ember: %s%sconfiguration ok: %s kernel, entry 0x%llx, %u vCPU(s), %llu "
-			"MiB%s\n",
-			strcmp(cfg.name, "ember") ? cfg.name : "",
-			strcmp(cfg.name, "ember") ? ": " : "",
-			vm.boot.proto == BOOT_PVH   ? "PVH"
-			: vm.boot.proto == BOOT_HVT ? "Solo5 hvt"
-						    : "Linux 64-bit",
-			(unsigned long long)vm.boot.entry, cfg.vcpus,
-			(unsigned long long)(cfg.mem_size >> 20),
-			vm.has_irqchip ? ", irqchip" : "");
-		vm_destroy(&vm);
-		return 0;
-	}
-
-	r = o.api_sock ? api_run(&vm, &cfg, o.api_sock, EMBER_VERSION) : vm_run(&vm);
-	startup_timeout_disarm(); /* when the run never began */
-	/* A normal end (reset, exit status 0) is silent; anything else says
-	 * why on stderr, so a script's log explains the exit code. */
-	if (r != 0 || o.stats) {
-		if (strcmp(cfg.name, "ember") == 0)
-			fprintf(stderr, "ember: %s\n", vm.stop_reason);
-		else
-			fprintf(stderr, "ember: %s: %s\n", cfg.name, vm.stop_reason);
-	}
-	if (o.stats) {
-		struct vm_stats *s = &vm.stats;
-		fprintf(stderr, "ember: stats: vcpus started %.3f ms",
-			ms_between(&s->t_start, &s->t_running));
-		if (atomic_load(&s->have_first_output))
-			fprintf(stderr, ", first output %.3f ms",
-				ms_between(&s->t_start, &s->t_first_output));
-		fprintf(stderr, ", stop %.3f ms, exits %llu (pio %llu, mmio %llu), cpuid %s\n",
-			ms_between(&s->t_start, &s->t_stop),
-			(unsigned long long)vm.vcpus[0].nr_exits,
-			(unsigned long long)vm.vcpus[0].nr_pio_exits,
-			(unsigned long long)vm.vcpus[0].nr_mmio_exits,
-			vm.cpuid_cache_hit ? "cached" : "from KVM");
-	}
-	/* Teardown is the kernel's job at exit, and it is slow: let a child
-	 * do it after our parent has the exit code. */
-	vm_detach_teardown(&vm);
+	r = configure_and_run(&o, &cfg, &snap, name, t0, timeout_ms);
+	vm_snapshot_close(snap);
 	return r;
 }
 

@@ -1,10 +1,11 @@
 /* The state file's records as ember writes them (monitor/vm_snapshot.c)
- * and their up-front check (monitor/snap_check.c).  Private to those,
- * their restore (vm_restore.c) and stream (vm_stream.c) sides, and the
+ * and their up-front check
+ * (monitor/snap_check.c).  Private to monitor/vm*.c and the
  * state-file fuzzer (tests/fuzz/fuzz_snapstate.c). */
 #ifndef EMBER_MONITOR_SNAP_RECORDS_H
 #define EMBER_MONITOR_SNAP_RECORDS_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,28 +80,49 @@ __attribute__((warn_unused_result)) int snap_check_hvt(const struct hvt_record *
 						       struct hvt_manifest *out, char *err,
 						       size_t errlen);
 
-/* ---- shared by monitor/vm_snapshot.c, vm_restore.c and vm_stream.c ---- */
+/* ---- shared by monitor/vm*.c ---- */
 
 struct vm;
 
+/* A snapshot opened for a restore (vm.h): its state, every record
+ * checked, and where its memory is. */
+struct vm_snapshot {
+	struct snap_reader rd;
+	char name[PATH_MAX]; /* the state file's path, or VM_STREAM_NAME: messages */
+	struct snap_stream *stream; /* the memory follows here; NULL: a memory file */
+};
+
 /* Start w with the header of a snapshot of vm (paused: vm_pause) and add
  * every record but memory's (MEMF, MEMH): devices, then vCPUs and the VM
- * (CONF, CPID, KVMS, VCPU i, UART, VDEV/VDVX i, HVTG).  0 or -errno with
- * the reason in err; w needs snap_w_free() either way. */
+ * (CONF, CPID, KVMS, VCPU i, UART, VDEV/VDVX i, HVTG).  0 or -errno with the
+ * reason in err; w needs snap_w_free() either way. */
 __attribute__((warn_unused_result)) int vm_snapshot_records(struct vm *vm, struct snap_writer *w,
 							    bool diff, char *err, size_t errlen);
 
-/* Check every record of rd (snap_check_records(), messages naming name)
- * into cfg, and keep the reader for the restore that follows in this
- * process (vm_restore_open() takes it when vm->restore->state_path is
- * name).  rd is taken either way (closed on failure).  0 or -EINVAL. */
-__attribute__((warn_unused_result)) int vm_snapshot_keep(struct snap_reader *rd, const char *name,
-							 struct vm_config *cfg, char *err,
-							 size_t errlen);
+/* The guest s holds, in place of a boot's kernel, for vm_build(): RAM
+ * from its memory (the file at mem_path, mapped or with copy read in; or
+ * the stream), vm->has_irqchip as saved, the CPUID the guest was given
+ * (vm->guest_cpuid: the vCPUs get it if this host has all of it), and a
+ * Solo5 guest's manifest and layout (vm->hvt, vm->boot.proto).  A memory
+ * file is taken only when it is the snapshot's (MEMF, or every page
+ * hashing to MEMH).  0; -EINVAL (the reason naming the snapshot in err)
+ * when s and vm->cfg or the memory disagree; another -errno for host
+ * trouble. */
+__attribute__((warn_unused_result)) int vm_snapshot_guest(struct vm_snapshot *s, struct vm *vm,
+							  const char *mem_path, bool copy,
+							  char *err, size_t errlen);
 
-/* vm_restore_memory() for a restore from a stream (vm->restore->stream):
- * fresh anonymous RAM filled from the stream's memory records, which must
- * hash to the state's MEMH.  0 or an EXIT_* code with the reason in err. */
-int vm_stream_restore_memory(struct vm *vm, char *err, size_t errlen);
+/* vm_snapshot_guest()'s memory from a stream (s->stream): fresh
+ * anonymous RAM filled from the stream's memory records, which must hash
+ * to the state's MEMH.  0, -EINVAL or -errno, the reason in err. */
+__attribute__((warn_unused_result)) int vm_stream_memory(struct vm_snapshot *s, struct vm *vm,
+							 char *err, size_t errlen);
+
+/* After the VM, its vCPUs and devices are built from s: overlay what was
+ * saved (the VM's KVM state, then each vCPU's, the UART's, each
+ * device's).  0; -EINVAL for a record that does not fit (the reason
+ * naming the snapshot); another -errno for host trouble. */
+__attribute__((warn_unused_result)) int vm_snapshot_overlay(struct vm_snapshot *s, struct vm *vm,
+							    char *err, size_t errlen);
 
 #endif

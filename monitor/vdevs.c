@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "monitor/exitcodes.h"
 #include "monitor/layout.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
@@ -142,7 +141,9 @@ unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev 
 }
 
 /* Device i (section k's j-th): made, then put on the transport in its
- * slot.  0 or an EXIT_* code with the reason in err. */
+ * slot.  0, -EINVAL for a configuration its
+ * constructor refuses (a missing disk, a tap that is down), or another
+ * -errno for host trouble; the reason in err. */
 static int build_one(struct vm *vm, unsigned i, const struct section *k, unsigned j, char *err,
 		     size_t errlen)
 {
@@ -150,17 +151,17 @@ static int build_one(struct vm *vm, unsigned i, const struct section *k, unsigne
 	struct virtio_impl m;
 	int r = k->make(vm->cfg, j, &m, err, errlen);
 	if (r)
-		return r == -ENOMEM ? EXIT_HOST : EXIT_CONFIG;
+		return r == -ENOMEM ? r : -EINVAL;
 	vm->vdevs->nr = i + 1; /* virtio_dev_init() sets d->ops first: destroy can find it */
 	r = virtio_dev_init(d, m.ops, m.priv, m.name, m.features, slot_base(i), VDEVS_FIRST_GSI + i,
 			    vm->vm_fd, &vm->mem, &vm->ev, err, errlen);
 	if (r)
-		return EXIT_HOST;
+		return vm_host_err(r);
 	r = bus_register(&vm->mmio, slot_base(i), VIRTIO_MMIO_SIZE, virtio_mmio_access, d, d->name);
 	if (r) {
 		snprintf(err, errlen, "%s: cannot register its MMIO slot: %s", d->name,
 			 strerror(-r));
-		return EXIT_HOST;
+		return vm_host_err(r);
 	}
 	d->verbose = vm->verbose;
 	return 0;
@@ -174,12 +175,12 @@ int vdevs_build(struct vm *vm, char *err, size_t errlen)
 	if (n > VDEVS_MAX) {
 		snprintf(err, errlen, "%u virtio devices: at most %u (one per free IOAPIC line)", n,
 			 VDEVS_MAX);
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	vm->vdevs = calloc(1, sizeof(*vm->vdevs));
 	if (!vm->vdevs) {
 		snprintf(err, errlen, "virtio devices: out of memory");
-		return EXIT_HOST;
+		return -ENOMEM;
 	}
 	unsigned i = 0;
 	for (const struct section *k = sections; k < sections + NR_SECTIONS; k++)

@@ -36,8 +36,9 @@ unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev 
 
 /* Make every device: open its backend (disk file, tap, socket), set up
  * the transport (ioeventfds, irqfd on vm->vm_fd, watched on vm->ev) and
- * register its MMIO slot.  Before the drop phase.  0, or an EXIT_* code
- * with the reason in err (naming the device). */
+ * register its MMIO slot.  Before the drop phase.  0, -EINVAL
+ * for a configuration a device refuses, another -errno for host trouble;
+ * the reason in err (naming the device). */
 __attribute__((warn_unused_result)) int vdevs_build(struct vm *vm, char *err, size_t errlen);
 
 /* Close everything vdevs_build() made (safe when it failed halfway). */

@@ -15,6 +15,7 @@
 #include "monitor/exitcodes.h"
 #include "monitor/hostfile.h"
 #include "monitor/layout.h"
+#include "monitor/snap_records.h"
 #include "monitor/startup.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
@@ -81,29 +82,29 @@ static int load_hvt(struct vm *vm, char *err, size_t errlen)
 	const struct vm_config *cfg = vm->cfg;
 	if (cfg->initrd[0]) {
 		snprintf(err, errlen, "initrd: hvt unikernels take no initrd");
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	if (cfg->vcpus != 1) {
 		snprintf(err, errlen, "vcpus: hvt unikernels run on one vCPU (asked for %u)",
 			 cfg->vcpus);
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	if (cfg->irqchip == CFG_IRQCHIP_ON) {
 		snprintf(err, errlen, "irqchip: hvt unikernels take no interrupts (irqchip = on)");
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	if (cfg->vsock.enabled || cfg->rng.enabled) {
 		snprintf(err, errlen, "[%s]: hvt unikernels have no virtio devices (only the block "
 				      "and net devices of their manifest)",
 			 cfg->vsock.enabled ? "vsock" : "rng");
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	startup_phase("opening the hvt devices");
 	int r = hvt_attach(vm->hvt, cfg, err, errlen);
 	if (!r)
 		r = hvt_setup(vm->hvt, &vm->mem, cfg->mem_size, vm->boot.kernel_end, cfg->cmdline,
 			      cfg->cmdline_len, err, errlen);
-	return r ? EXIT_CONFIG : 0;
+	return r ? -EINVAL : 0;
 }
 
 /* Load kernel, initrd and boot structures into guest memory.  Pure: no
@@ -116,7 +117,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	startup_phase("loading the kernel");
 	int r = map_file("kernel", cfg->kernel, &k, err, errlen);
 	if (r)
-		return EXIT_CONFIG;
+		return -EINVAL;
 
 	why[0] = '\0';
 	switch (loader_probe(k.data, k.len)) {
@@ -140,7 +141,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	vm->boot.solo5.mft = NULL;
 	if (r) {
 		snprintf(err, errlen, "kernel %s: %s", cfg->kernel, why);
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	if (vm->boot.proto == BOOT_HVT)
 		return load_hvt(vm, err, errlen);
@@ -148,14 +149,14 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	if (cfg->initrd[0]) {
 		startup_phase("loading the initrd");
 		if (map_file("initrd", cfg->initrd, &rd, err, errlen))
-			return EXIT_CONFIG;
+			return -EINVAL;
 		r = loader_initrd(&vm->mem, &vm->boot, rd.data, rd.len, &vm->initrd_gpa, why,
 				  sizeof(why));
 		vm->initrd_size = rd.len;
 		unmap_file(&rd);
 		if (r) {
 			snprintf(err, errlen, "initrd %s: %s", cfg->initrd, why);
-			return EXIT_CONFIG;
+			return -EINVAL;
 		}
 	}
 
@@ -171,7 +172,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 			 len == (size_t)-1 ? sizeof(line) : len,
 			 len > cfg->cmdline_len ? " with the virtio devices' announcements" : "",
 			 vm->boot.cmdline_max);
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 
 	uint64_t gdt[VCPU_GDT_ENTRIES], idt = 0;
@@ -179,7 +180,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 	if (gmem_write(&vm->mem, LAYOUT_GDT, gdt, sizeof(gdt)) ||
 	    gmem_write(&vm->mem, LAYOUT_IDT, &idt, sizeof(idt))) {
 		snprintf(err, errlen, "memory: too small for boot structures");
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	if (vm->boot.proto == BOOT_PVH)
 		r = boot_pvh_info(&vm->mem, vm->initrd_gpa, vm->initrd_size);
@@ -188,7 +189,7 @@ static int load_guest(struct vm *vm, char *err, size_t errlen)
 			?: boot_zero_page(&vm->mem, &vm->boot, vm->initrd_gpa, vm->initrd_size);
 	if (r) {
 		snprintf(err, errlen, "cannot write boot structures: %s", strerror(-r));
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -250,10 +251,12 @@ static int want_irqchip(const struct vm *vm, char *err, size_t errlen)
 	return cfg->vcpus > 1 || vdevs || vm->boot.is_linux || vm->boot.proto == BOOT_LINUX64;
 }
 
+/* A host call failed (errno): -errno as vm_host_err() gives it. */
 static int host_err(char *err, size_t errlen, const char *what)
 {
-	snprintf(err, errlen, "%s: %s", what, strerror(errno));
-	return EXIT_HOST;
+	int e = errno;
+	snprintf(err, errlen, "%s: %s", what, strerror(e));
+	return vm_host_err(-e);
 }
 
 static int open_kvm(struct vm *vm, char *err, size_t errlen)
@@ -264,7 +267,7 @@ static int open_kvm(struct vm *vm, char *err, size_t errlen)
 	int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
 	if (api != KVM_API_EXPECTED) {
 		snprintf(err, errlen, "/dev/kvm: API version %d, need %d", api, KVM_API_EXPECTED);
-		return EXIT_HOST;
+		return -EPROTONOSUPPORT;
 	}
 	return 0;
 }
@@ -310,7 +313,10 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static int create_vcpus(struct vm *vm, char *err, size_t errlen)
+/* The vCPUs.  snap: a restore's (the vCPUs
+ * get the guest's saved CPUID, their registers come from the overlay);
+ * NULL: a boot (the host's CPUID, vCPU 0 at the kernel's entry). */
+static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, char *err, size_t errlen)
 {
 	/* Inline, not on a helper thread: waking the idle CPU costs
 	 * 0.2-1.9 ms on these hosts, more than the call itself (~0.4 ms);
@@ -320,22 +326,27 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 	    vcpu_supported_cpuid_cached(vm->kvm_fd, vm->cpuid_cache, &cpuid, &vm->cpuid_cache_hit);
 	if (r) {
 		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
-		return EXIT_HOST;
+		return vm_host_err(r);
 	}
-	/* A restored guest gets the CPUID it was built with (if this host
-	 * has every feature in it); the snapshot records it. */
-	if (vm->restore) {
-		r = vm_restore_cpuid(vm, cpuid, err, errlen);
+	/* A restored guest gets the CPUID it was built with (the snapshot's,
+	 * vm_snapshot_guest), if this host has every feature in it. */
+	if (vm->guest_cpuid) {
+		char missing[256];
+		r = vcpu_cpuid_compatible(vm->guest_cpuid, cpuid, missing, sizeof(missing));
 		free(cpuid);
-		if (r)
-			return r;
+		if (r) {
+			snprintf(err, errlen,
+				 "%s: this host lacks CPU features the guest was given: %s",
+				 snap ? snap->name : "the guest's CPUID", missing);
+			return -EINVAL;
+		}
 	} else {
 		vm->guest_cpuid = cpuid;
 	}
 	r = vcpu_state_init(vm->kvm_fd);
 	if (r) {
 		snprintf(err, errlen, "cannot read what snapshots need from KVM: %s", strerror(-r));
-		return EXIT_HOST;
+		return vm_host_err(r);
 	}
 	for (unsigned i = 0; i < vm->nr_vcpus && !r; i++) {
 		r = vcpu_create(&vm->vcpus[i], vm->vm_fd, i, vm->run_size);
@@ -346,8 +357,8 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 			snprintf(err, errlen, "vcpu%u: setup: %s", i, strerror(-r));
 	}
 	if (r)
-		return EXIT_HOST;
-	if (vm->restore)
+		return vm_host_err(r);
+	if (snap)
 		return 0; /* registers come from the snapshot */
 
 	struct vcpu_entry e = {
@@ -377,7 +388,7 @@ static int create_vcpus(struct vm *vm, char *err, size_t errlen)
 	r = vcpu_set_entry(&vm->vcpus[0], &e);
 	if (r) {
 		snprintf(err, errlen, "vcpu0: entry state: %s", strerror(-r));
-		return EXIT_HOST;
+		return vm_host_err(r);
 	}
 	return 0;
 }
@@ -411,19 +422,19 @@ static int boot_guest(struct vm *vm, char *err, size_t errlen)
 	if (r) {
 		snprintf(err, errlen, "memory: cannot map %llu MiB: %s",
 			 (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
-		return EXIT_HOST;
+		return vm_host_err(r);
 	}
 	r = load_guest(vm, err, errlen);
 	if (r)
 		return r;
 	r = want_irqchip(vm, err, errlen);
 	if (r < 0)
-		return EXIT_CONFIG;
+		return r;
 	vm->has_irqchip = r;
 	if (vm->has_irqchip && vm->boot.proto == BOOT_LINUX64 &&
 	    boot_mptable(&vm->mem, vm->nr_vcpus)) {
 		snprintf(err, errlen, "vcpus: no room for an MP table for %u vCPUs", vm->nr_vcpus);
-		return EXIT_CONFIG;
+		return -EINVAL;
 	}
 	/* ACPI too, for kernels without CONFIG_X86_MPPARSE (Debian's, whose
 	 * vmlinux boots through PVH).  The zero page or the PVH start info
@@ -439,63 +450,78 @@ static int boot_guest(struct vm *vm, char *err, size_t errlen)
 		    gmem_write(&vm->mem, at, &rsdp, sizeof(rsdp))) {
 			snprintf(err, errlen, "vcpus: cannot write ACPI tables for %u vCPUs",
 				 vm->nr_vcpus);
-			return EXIT_CONFIG;
+			return -EINVAL;
 		}
 	}
 	return 0;
 }
 
-/* A restore: RAM from the memory file (or the stream), the rest from the
- * state file (vm_restore.c); nothing is loaded or written into guest
- * memory. */
-static int restore_guest(struct vm *vm, char *err, size_t errlen)
+/* A restore: the guest the snapshot holds (vm_snapshot_guest: RAM from
+ * its memory file or stream, irqchip, CPUID, an hvt manifest); nothing is
+ * loaded or written into guest memory. */
+static int restore_guest(struct vm *vm, const struct vm_build_opts *o, char *err, size_t errlen)
 {
-	startup_phase("reading the snapshot's state file");
-	int r = vm_restore_open(vm, err, errlen);
-	startup_phase("mapping the snapshot's memory file");
-	if (!r)
-		r = vm_restore_memory(vm, err, errlen);
-	if (r || !vm->restore_hvt)
+	int r = vm_snapshot_guest(o->snapshot, vm, o->mem_path, o->copy_mem, err, errlen);
+	if (r || !vm->hvt)
 		return r;
-	vm->hvt = malloc(sizeof(*vm->hvt));
-	if (!vm->hvt) {
-		snprintf(err, errlen, "out of memory");
-		return EXIT_HOST;
-	}
-	r = vm_restore_hvt(vm, vm->hvt, err, errlen);
 	startup_phase("opening the hvt devices");
-	if (!r && hvt_attach(vm->hvt, vm->cfg, err, errlen))
-		r = EXIT_CONFIG;
-	vm->boot.proto = BOOT_HVT;
-	return r;
+	return hvt_attach(vm->hvt, vm->cfg, err, errlen) ? -EINVAL : 0;
 }
 
-int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+/* The devices on the port bus (UART, i8042, exit port) and an hvt
+ * guest's hypercalls. */
+static int create_legacy(struct vm *vm, int out_fd, char *err, size_t errlen)
 {
-	bool dry = vm->dry_run, verbose = vm->verbose, track_dirty = vm->track_dirty;
-	const char *cache = vm->cpuid_cache;
-	const struct vm_restore *restore = vm->restore;
-	enum jail_seccomp_mode seccomp = vm->seccomp;
+	int r = uart_init(&vm->com1, &vm->pio, PORT_COM1, IRQ_COM1, out_fd,
+			  vm->has_irqchip ? vm_irq : NULL, vm);
+	vm->com1.first_output = first_output;
+	vm->com1.first_opaque = vm;
+	if (!r)
+		r = i8042_init(&vm->kbd, &vm->pio, dev_stop, vm);
+	if (!r)
+		r = exit_port_init(&vm->exitp, &vm->pio, dev_stop, vm);
+	if (r)
+		snprintf(err, errlen, "devices: %s", strerror(-r));
+	return r ? vm_host_err(r) : 0;
+}
+
+static int create_hvt(struct vm *vm, int out_fd, char *err, size_t errlen)
+{
+	vm->hvt->out_fd = out_fd;
+	vm->hvt->stop = dev_stop;
+	vm->hvt->check = hvt_check;
+	vm->hvt->first_output = first_output;
+	vm->hvt->opaque = vm;
+	int r = hvt_register(vm->hvt, &vm->pio);
+	if (r)
+		snprintf(err, errlen, "devices: %s", strerror(-r));
+	return r ? vm_host_err(r) : 0;
+}
+
+int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_opts *o, char *err,
+	     size_t errlen)
+{
 	memset(vm, 0, sizeof(*vm));
-	vm->dry_run = dry;
-	vm->verbose = verbose;
-	vm->cpuid_cache = cache;
-	vm->seccomp = seccomp;
-	vm->restore = restore;
-	vm->track_dirty = track_dirty;
+	vm->dry_run = o->dry_run;
+	vm->verbose = o->verbose;
+	vm->track_dirty = o->track_dirty;
+	vm->seccomp = o->seccomp;
+	vm->cpuid_cache = o->cpuid_cache;
+	vm->restored = o->snapshot != NULL;
+	vm->start_paused = o->paused;
 	vm->cfg = cfg;
 	vm->kvm_fd = vm->vm_fd = vm->serial_fd = -1;
 	vm->ev.epfd = vm->ev.wake_fd = -1;
 	vm->nr_vcpus = cfg->vcpus;
 	now(&vm->stats.t_start);
 
-	int r = vm->restore ? restore_guest(vm, err, errlen) : boot_guest(vm, err, errlen);
+	int r = o->snapshot ? restore_guest(vm, o, err, errlen) : boot_guest(vm, err, errlen);
 	if (r)
 		return r;
 	startup_phase("opening the serial output");
 	int out_fd = open_serial(vm, err, errlen);
 	if (out_fd == -2)
-		return EXIT_CONFIG;
+		return -EINVAL;
 	if (vm->dry_run)
 		return 0;
 
@@ -504,54 +530,37 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, char *err, size_t errle
 	if (r)
 		return r;
 	r = create_kvm(vm, err, errlen);
+	if (r) /* its one EXIT_HOST (the dirty page bitmap) is -EIO */
+		return r > 0 ? -EIO : r;
+	r = create_vcpus(vm, o->snapshot, err, errlen);
 	if (r)
 		return r;
-	r = create_vcpus(vm, err, errlen);
+	r = create_legacy(vm, out_fd, err, errlen);
 	if (r)
 		return r;
-
-	r = uart_init(&vm->com1, &vm->pio, PORT_COM1, IRQ_COM1, out_fd,
-		      vm->has_irqchip ? vm_irq : NULL, vm);
-	vm->com1.first_output = first_output;
-	vm->com1.first_opaque = vm;
-	if (!r)
-		r = i8042_init(&vm->kbd, &vm->pio, dev_stop, vm);
-	if (!r)
-		r = exit_port_init(&vm->exitp, &vm->pio, dev_stop, vm);
-	if (!r && vm->hvt) {
-		vm->hvt->out_fd = out_fd;
-		vm->hvt->stop = dev_stop;
-		vm->hvt->check = hvt_check;
-		vm->hvt->first_output = first_output;
-		vm->hvt->opaque = vm;
-		r = hvt_register(vm->hvt, &vm->pio);
-	}
-	if (r) {
-		snprintf(err, errlen, "devices: %s", strerror(-r));
-		return EXIT_HOST;
-	}
 	if (vdevs_count(cfg, vm->hvt != NULL)) {
 		r = ev_init(&vm->ev);
 		if (r) {
 			snprintf(err, errlen, "event loop: %s", strerror(-r));
-			return EXIT_HOST;
+			return vm_host_err(r);
 		}
 		startup_phase("opening the virtio devices");
 		r = vdevs_build(vm, err, errlen);
 		if (r)
 			return r;
 	}
-	if (vm->restore) {
+	if (vm->hvt && (r = create_hvt(vm, out_fd, err, errlen)))
+		return r;
+	/* A restore is this build and one overlay of the saved state. */
+	if (o->snapshot) {
 		startup_phase("restoring the snapshot's state");
-		r = vm_restore_state(vm, err, errlen);
-		vm_restore_close(vm);
+		r = vm_snapshot_overlay(o->snapshot, vm, err, errlen);
 	}
 	return r;
 }
 
 void vm_destroy(struct vm *vm)
 {
-	vm_restore_close(vm);
 	free(vm->guest_cpuid);
 	vm->guest_cpuid = NULL;
 	free(vm->mem_terms);

@@ -4,6 +4,7 @@
 #ifndef EMBER_VM_H
 #define EMBER_VM_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,23 +19,12 @@
 #include "monitor/loader.h"
 #include "vcpu/vcpu.h"
 
-struct snap_reader;
 struct hvt_guest;
+struct snap_stream;
+struct vm;
+struct vm_snapshot;
 
 #define VM_ERR_MAX 512
-
-struct snap_stream;
-
-/* A restore instead of a boot: set vm->restore before vm_build(). */
-struct vm_restore {
-	const char *state_path; /* the state file (a stream: the name vm_stream_config kept) */
-	const char *mem_path;	/* its memory file (NULL for a stream) */
-	bool copy_mem;		/* read the memory in (the file may go) rather than map it */
-	bool paused;		/* vm_start() leaves every vCPU parked (vm_resume() to go) */
-	/* A stream (ember run --restore -): its state is read already
-	 * (vm_stream_config), its memory follows; NULL for files. */
-	struct snap_stream *stream;
-};
 
 struct vm_stats {
 	struct timespec t_start;	/* vm_build() entered */
@@ -88,16 +78,17 @@ struct vm {
 	void *teardown_stack; /* NULL: the kernel tears down at exit */
 	int teardown_pipe[2];
 
-	const struct vm_restore *restore; /* NULL: boot the kernel */
-	struct snap_reader *snap;	  /* the state file, during a restore */
-	bool restore_hvt;		  /* the snapshot is of a Solo5 hvt guest */
-	struct kvm_cpuid2 *guest_cpuid;	  /* what every vCPU's CPUID was made from */
+	bool restored;	   /* built from a snapshot, not booted */
+	bool start_paused; /* vm_start() leaves every vCPU parked */
+	struct kvm_cpuid2 *guest_cpuid; /* what every vCPU's CPUID was made from */
 	bool track_dirty; /* memory slots log dirty pages (diff snapshots) */
 	/* What a diff snapshot builds on (vm_snapshot.c): each page's hash as
 	 * of the last whole snapshot (or the restore), and their sum; NULL
 	 * when there is no such base (no snapshot yet, or the last failed). */
 	uint64_t *mem_terms;
 	uint64_t mem_hash_sum;
+	/* dry_run, verbose, cpuid_cache, track_dirty and seccomp are the
+	 * build options' (vm_build copies them in). */
 	bool dry_run;
 	bool verbose;
 	const char *cpuid_cache; /* NULL: always ask KVM */
@@ -105,13 +96,43 @@ struct vm {
 	struct vm_stats stats;
 };
 
-/* Build the VM from cfg: read and load the kernel (and initrd), write boot
- * structures, then (unless vm->dry_run) create the KVM VM, memory slots,
- * irqchip when needed, vCPUs and devices.  Nothing runs yet.  On failure
- * returns an EXIT_* code (EXIT_CONFIG for bad input, EXIT_HOST for host
- * trouble) with the reason in err; vm_destroy() is still safe. */
+/* What vm_build() takes besides the configuration.  Zeroed: a boot of
+ * cfg's kernel, enforcing seccomp, asking KVM for its CPUID each time. */
+struct vm_build_opts {
+	bool dry_run;			/* load and check the guest only: no KVM */
+	bool verbose;			/* log unhandled port and MMIO accesses */
+	bool track_dirty;		/* memory slots log dirty pages (diff snapshots) */
+	enum jail_seccomp_mode seccomp; /* the drop phase's (vm_run, vm_start) */
+	const char *cpuid_cache;	/* KVM's supported CPUID cached here; NULL: none */
+	/* A restore instead of a boot: the snapshot cfg came from
+	 * (vm_snapshot_open*, the caller's to close once vm_build() has
+	 * returned); NULL boots cfg's kernel. */
+	struct vm_snapshot *snapshot;
+	const char *mem_path; /* its memory file; NULL for a stream, whose memory follows */
+	bool copy_mem;	      /* read the memory in (the file may go) rather than map it */
+	bool paused;	      /* vm_start() leaves every vCPU parked (vm_resume() to go) */
+};
+
+/* Build the VM from cfg and o (copied in; vm is overwritten).  A boot:
+ * read and load the kernel (and initrd), write boot structures.  A
+ * restore: RAM, irqchip, CPUID and an hvt guest's manifest from the
+ * snapshot, nothing loaded.  Then (unless o->dry_run) the KVM VM, memory
+ * slots, irqchip when needed, vCPUs and devices; a restore ends with one
+ * overlay of the saved state.  Nothing runs yet.  0; -EINVAL for bad input (the
+ * configuration, the kernel, the snapshot: EXIT_CONFIG to users); another
+ * -errno for host trouble (EXIT_HOST; a host call's own EINVAL is
+ * reported as -EIO, see vm_host_err); the reason in err either way.
+ * vm_destroy() is safe after a failure. */
 __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_config *cfg,
-						 char *err, size_t errlen);
+						 const struct vm_build_opts *o, char *err,
+						 size_t errlen);
+
+/* A host call's failure r (-errno) as vm_build() returns it: never -EINVAL, which says "bad input" (KVM refusing an ioctl with
+ * EINVAL is the host's trouble), nor 0. */
+static inline int vm_host_err(int r)
+{
+	return r == -EINVAL || r >= 0 ? -EIO : r;
+}
 
 /* Run the guest until it stops or the timeout passes: the boot vCPU on the
  * calling thread, the others on their own threads.  First the drop phase
@@ -171,27 +192,35 @@ __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const 
 __attribute__((warn_unused_result)) int vm_snapshot_stream(struct vm *vm, int fd, char *err,
 							   size_t errlen);
 
-/* The name a restore from a stream gives its state: what messages call
- * it, and vm_restore.state_path. */
+/* What messages call a snapshot read from a stream. */
 #define VM_STREAM_NAME "stream"
 
-/* Read a stream's header and state file from s (stdin for `ember run
- * --restore -`) and check its records into cfg, as vm_snapshot_config()
- * does for a file; the memory is read later, by vm_build() with
- * restore->stream = s.  0, or -errno with the reason ("stream: byte N:
- * ...") in err. */
-__attribute__((warn_unused_result)) int vm_stream_config(struct snap_stream *s,
-							 struct vm_config *cfg, char *err,
+/* A snapshot opened for a restore (monitor/vm_restore.c): its state read
+ * once and every record checked (snap_check_records), from a state file
+ * or from a stream whose memory follows.  The caller holds it: takes the
+ * configuration it was taken with, applies its overrides (another tap,
+ * disk path, vsock socket, name) on top, passes it to vm_build() in
+ * vm_build_opts.snapshot, and closes it. */
+
+/* Open the state file at state_path, the configuration into cfg.
+ * Refuses (-EINVAL; -errno for I/O; the reason in err) a file that is
+ * truncated, corrupt, of another format version or architecture, or
+ * whose records do not check. */
+__attribute__((warn_unused_result)) int vm_snapshot_open(const char *state_path,
+							 struct vm_config *cfg,
+							 struct vm_snapshot **out, char *err,
 							 size_t errlen);
 
-/* The configuration a state file was taken with, into cfg: a restore
- * applies its overrides (another tap, disk path, vsock socket, name) on
- * top and hands the result to vm_build() with vm->restore set.  Refuses
- * (-EINVAL, reason in err) a file that is truncated, corrupt, of another
- * format version or architecture. */
-__attribute__((warn_unused_result)) int vm_snapshot_config(const char *state_path,
-							   struct vm_config *cfg, char *err,
-							   size_t errlen);
+/* The same from a stream's header and state (stdin for `ember run
+ * --restore -`); its memory is read by vm_build(), from s, which must
+ * outlive the snapshot.  Messages say "stream: byte N: ...". */
+__attribute__((warn_unused_result)) int vm_snapshot_open_stream(struct snap_stream *s,
+								struct vm_config *cfg,
+								struct vm_snapshot **out,
+								char *err, size_t errlen);
+
+/* Release the snapshot; NULL is fine. */
+void vm_snapshot_close(struct vm_snapshot *s);
 
 /* The host resources a snapshot's configuration names, which a restore
  * would open (drive files, a serial output file, the vsock socket it
@@ -212,20 +241,6 @@ struct vm_restore_paths {
 __attribute__((warn_unused_result)) int vm_snapshot_check_paths(const struct vm_config *cfg,
 								const struct vm_restore_paths *ok,
 								char *err, size_t errlen);
-
-/* The restore's steps, in vm_build() (vm.c) order; each returns 0 or an
- * EXIT_* code with the reason in err.  open: read and check the state
- * file (vCPU count, memory size, irqchip, hvt); memory: map the memory
- * file and check it is the state file's; cpuid: the guest's saved CPUID
- * if this host has all of it (host: KVM's supported set); state: overlay
- * the VM, vCPU and device state once all are built; hvt: a Solo5
- * guest's manifest; close: drop the state file (safe twice). */
-int vm_restore_open(struct vm *vm, char *err, size_t errlen);
-int vm_restore_memory(struct vm *vm, char *err, size_t errlen);
-int vm_restore_cpuid(struct vm *vm, const struct kvm_cpuid2 *host, char *err, size_t errlen);
-int vm_restore_state(struct vm *vm, char *err, size_t errlen);
-int vm_restore_hvt(struct vm *vm, struct hvt_guest *g, char *err, size_t errlen);
-void vm_restore_close(struct vm *vm);
 
 /* Called just before the process exits: hand the KVM objects to a child
  * process that outlives ember briefly, so the exit status reaches our

@@ -1,8 +1,11 @@
 /* Restores into a fresh process (see monitor/vm.h and docs/snapshots.md):
- * the state file read and checked once (vm_snapshot_config, kept for the
- * build that follows), then vm_build() (vm.c) calls the steps below in
- * order: open, memory, cpuid, state, hvt, close.  What a snapshot holds
- * is monitor/vm_snapshot.c's (its top comment lists the sections).
+ * the snapshot object (vm_snapshot_open*: its state read and checked
+ * once, held by the caller), the guest it gives a build in place of a
+ * kernel (vm_snapshot_guest: memory, irqchip, CPUID, an hvt manifest),
+ * the overlay of the saved state that ends the build
+ * (vm_snapshot_overlay), and the loader's path confirmation.  What a
+ * snapshot holds is monitor/vm_snapshot.c's (its top comment lists the
+ * sections).
  *
  * A state file is untrusted input (it may come from shared storage or
  * another host): every record passes the checks a user's configuration
@@ -24,11 +27,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "monitor/exitcodes.h"
 #include "monitor/hvt.h"
-#include "monitor/vdevs.h"
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"
+#include "monitor/vdevs.h"
+#include "monitor/startup.h"
 #include "snapshot/snapshot.h"
 
 
@@ -48,46 +51,56 @@ static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
 	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
 }
 
-/* ---- restore ---- */
+/* ---- the snapshot object ---- */
 
-/* The state file read for vm_snapshot_config(), kept for the restore
- * that follows in the same process (it is read and checked once). */
-static struct {
-	struct snap_reader rd;
-	char path[PATH_MAX];
-	bool open;
-} kept;
-
-static void drop_kept(void)
+/* Check every record of rd (named name) into cfg and wrap it; rd is
+ * taken either way (closed on failure). */
+static int wrap(struct snap_reader *rd, const char *name, struct snap_stream *stream,
+		struct vm_config *cfg, struct vm_snapshot **out, char *err, size_t errlen)
 {
-	if (kept.open)
-		snap_r_close(&kept.rd);
-	kept.open = false;
-}
-
-int vm_snapshot_keep(struct snap_reader *rd, const char *name, struct vm_config *cfg, char *err,
-		     size_t errlen)
-{
-	drop_kept();
+	*out = NULL;
 	/* Every record checked before anything is built from it. */
 	int r = snap_check_records(rd, name, cfg, err, errlen);
+	struct vm_snapshot *s = r ? NULL : calloc(1, sizeof(*s));
+	if (!r && !s)
+		r = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+	if (!r && snprintf(s->name, sizeof(s->name), "%s", name) >= (int)sizeof(s->name))
+		r = fail(err, errlen, -ENAMETOOLONG, "%s: path too long", name);
 	if (r) {
+		free(s);
 		snap_r_close(rd);
 		return r;
 	}
-	kept.rd = *rd; /* the reader moves here */
-	memset(rd, 0, sizeof(*rd));
-	kept.open = snprintf(kept.path, sizeof(kept.path), "%s", name) < (int)sizeof(kept.path);
-	if (!kept.open)
-		snap_r_close(&kept.rd);
+	s->rd = *rd; /* the reader moves here */
+	s->stream = stream;
+	*out = s;
 	return 0;
 }
 
-int vm_snapshot_config(const char *state_path, struct vm_config *cfg, char *err, size_t errlen)
+int vm_snapshot_open(const char *state_path, struct vm_config *cfg, struct vm_snapshot **out,
+		     char *err, size_t errlen)
 {
 	struct snap_reader rd;
+	*out = NULL;
 	int r = snap_r_open(&rd, state_path, err, errlen);
-	return r ? r : vm_snapshot_keep(&rd, state_path, cfg, err, errlen);
+	return r ? r : wrap(&rd, state_path, NULL, cfg, out, err, errlen);
+}
+
+int vm_snapshot_open_stream(struct snap_stream *st, struct vm_config *cfg,
+			    struct vm_snapshot **out, char *err, size_t errlen)
+{
+	struct snap_reader rd;
+	*out = NULL;
+	int r = snap_stream_get_state(st, &rd, err, errlen);
+	return r ? r : wrap(&rd, VM_STREAM_NAME, st, cfg, out, err, errlen);
+}
+
+void vm_snapshot_close(struct vm_snapshot *s)
+{
+	if (!s)
+		return;
+	snap_r_close(&s->rd);
+	free(s);
 }
 
 int vm_snapshot_check_paths(const struct vm_config *cfg, const struct vm_restore_paths *ok,
@@ -119,50 +132,6 @@ int vm_snapshot_check_paths(const struct vm_config *cfg, const struct vm_restore
 	return at ? -EPERM : 0;
 }
 
-/* A section that must be there with exactly len bytes. */
-static const void *need(struct vm *vm, uint32_t tag, uint32_t index, uint64_t len, char *err,
-			size_t errlen)
-{
-	uint64_t have;
-	const void *p = snap_r_find(vm->snap, tag, index, &have);
-	if (!p || (len && have != len)) {
-		char t[5] = {(char)(tag), (char)(tag >> 8), (char)(tag >> 16), (char)(tag >> 24), 0};
-		fail(err, errlen, 0, "%s: section %s %u is %s", vm->restore->state_path, t, index,
-		     p ? "of another size (another ember version?)" : "missing");
-		return NULL;
-	}
-	return p;
-}
-
-int vm_restore_open(struct vm *vm, char *err, size_t errlen)
-{
-	const struct vm_restore *rs = vm->restore;
-	vm->snap = calloc(1, sizeof(*vm->snap));
-	if (!vm->snap)
-		return fail(err, errlen, EXIT_HOST, "out of memory");
-	if (kept.open && strcmp(kept.path, rs->state_path) == 0) {
-		*vm->snap = kept.rd; /* the reader moves to the VM */
-		kept.open = false;
-	} else if (snap_r_open(vm->snap, rs->state_path, err, errlen)) {
-		free(vm->snap);
-		vm->snap = NULL;
-		return EXIT_CONFIG;
-	}
-	const struct snap_header *h = &vm->snap->h;
-	if (h->nr_vcpus != vm->cfg->vcpus || h->mem_size != vm->cfg->mem_size)
-		return fail(err, errlen, EXIT_CONFIG,
-			    "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says "
-			    "%u and %llu",
-			    rs->state_path, h->nr_vcpus, (unsigned long long)(h->mem_size >> 20),
-			    vm->cfg->vcpus, (unsigned long long)(vm->cfg->mem_size >> 20));
-	const struct vm_kvm_state *ks = need(vm, TAG_KVMS, 0, sizeof(*ks), err, errlen);
-	if (!ks)
-		return EXIT_CONFIG;
-	vm->has_irqchip = ks->has_irqchip != 0;
-	vm->restore_hvt = snap_r_find(vm->snap, TAG_HVTG, 0, NULL) != NULL;
-	return 0;
-}
-
 /* Is the file open at fd the one this snapshot wrote (MEMF), unchanged? */
 static bool is_written_file(const struct stat *st, const struct memfile_id *id)
 {
@@ -178,29 +147,30 @@ static bool is_file(const char *path, const struct memfile_id *id)
 	return stat(path, &st) == 0 && is_written_file(&st, id);
 }
 
-/* Map (or read) the memory file once it is proven this snapshot's: the
- * very file it wrote, or one whose every page hashes to MEMH. */
-int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
+/* Map (or, copy, read) the memory file once it is proven this
+ * snapshot's: the very file it wrote, or one whose every page hashes to
+ * MEMH. */
+static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bool copy, char *err,
+		       size_t errlen)
 {
-	const struct vm_restore *rs = vm->restore;
-	if (rs->stream)
-		return vm_stream_restore_memory(vm, err, errlen);
-	const char *state = rs->state_path, *mem = rs->mem_path;
+	const char *state = s->name;
 	char next[PATH_MAX];
+	if (!mem)
+		return fail(err, errlen, -EINVAL, "%s: no memory file given", state);
 	snprintf(next, sizeof(next), "%s.next", mem);
-	uint64_t len, size = vm->snap->h.mem_size, *sum;
-	const struct memfile_id *id = snap_r_find(vm->snap, TAG_MEMF, 0, &len);
+	uint64_t len, size = s->rd.h.mem_size, *sum;
+	const struct memfile_id *id = snap_r_find(&s->rd, TAG_MEMF, 0, &len);
 	if (id && len != sizeof(*id))
 		id = NULL;
-	sum = (uint64_t *)snap_r_find(vm->snap, TAG_MEMH, 0, &len);
+	sum = (uint64_t *)snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	if (!sum || len != sizeof(*sum))
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    "%s: section MEMH (the memory's hash) is missing or damaged", state);
 	/* A crash after the state file's commit left this snapshot's memory
 	 * under "<mem>.next": finish the snapshot's last step. */
 	if (is_file(next, id) && rename(next, mem) < 0)
-		return fail(err, errlen, EXIT_HOST, "%s: cannot move it to %s: %s", next, mem,
-			    strerror(errno));
+		return fail(err, errlen, vm_host_err(-errno), "%s: cannot move it to %s: %s", next,
+			    mem, strerror(errno));
 	/* O_NONBLOCK: a FIFO must not hang the open (it is refused below). */
 	int fd = open(mem, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
@@ -208,11 +178,11 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
-		return fail(err, errlen, EXIT_CONFIG, "memory file %s: %s", mem, strerror(e));
+		return fail(err, errlen, -EINVAL, "memory file %s: %s", mem, strerror(e));
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
 		close(fd);
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    S_ISREG(st.st_mode)
 				? "memory file %s: its size is not the snapshot's %llu bytes"
 				: "memory file %s: not a regular file",
@@ -224,7 +194,7 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 	struct snap_mem_hash mh = {0, NULL};
 	if (vm->track_dirty && !(mh.terms = malloc(size / SNAP_PAGE * sizeof(uint64_t)))) {
 		close(fd);
-		return fail(err, errlen, EXIT_HOST, "out of memory for the page hashes");
+		return fail(err, errlen, -ENOMEM, "out of memory for the page hashes");
 	}
 	int r = 0;
 	bool same = is_written_file(&st, id);
@@ -232,21 +202,21 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 		char why[SNAP_ERR_MAX];
 		r = snap_mem_hash_fd(fd, size, mem, &mh, why, sizeof(why));
 		if (r)
-			r = fail(err, errlen, EXIT_HOST, "memory file %s", why);
+			r = fail(err, errlen, vm_host_err(r), "memory file %s", why);
 		else if (mh.sum != *sum)
-			r = fail(err, errlen, EXIT_CONFIG,
+			r = fail(err, errlen, -EINVAL,
 				 "memory file %s does not belong to state file %s (its pages do "
 				 "not hash to the snapshot's)%s",
 				 mem, state,
-				 vm->snap->h.flags & SNAP_F_DIFF
+				 s->rd.h.flags & SNAP_F_DIFF
 				     ? "; this is a diff snapshot: merge its memory file into the "
 				       "base first (ember snapshot merge BASE DIFF) and load the base"
 				     : "");
 	}
 	if (!r) {
-		r = gmem_init_file(&vm->mem, fd, size, rs->copy_mem);
+		r = gmem_init_file(&vm->mem, fd, size, copy);
 		if (r)
-			r = fail(err, errlen, EXIT_HOST, "memory file %s: %s", mem, strerror(-r));
+			r = fail(err, errlen, vm_host_err(r), "memory file %s: %s", mem, strerror(-r));
 	}
 	close(fd);
 	if (r) {
@@ -255,14 +225,14 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 	}
 	/* The sampled digest too: cheap, and it catches a file changed
 	 * in place that kept its size and mtime. */
-	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != vm->snap->h.mem_digest) {
+	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != s->rd.h.mem_digest) {
 		free(mh.terms);
 		gmem_free(&vm->mem);
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    "memory file %s does not belong to state file %s (its contents differ "
 			    "from the snapshot's)%s",
 			    mem, state,
-			    vm->snap->h.flags & SNAP_F_DIFF
+			    s->rd.h.flags & SNAP_F_DIFF
 				? "; this is a diff snapshot: merge its memory file into the base "
 				  "first (ember snapshot merge BASE DIFF) and load the base"
 				: "");
@@ -272,101 +242,134 @@ int vm_restore_memory(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* The CPUID the guest had, if this host can give it; set on every vCPU
- * by create_vcpus (vm.c) in place of the host's. */
-int vm_restore_cpuid(struct vm *vm, const struct kvm_cpuid2 *host, char *err, size_t errlen)
+/* A section that must be there with exactly len bytes (snap_check
+ * made sure: this guards the build against a caller's mix-up). */
+static const void *need(const struct vm_snapshot *s, uint32_t tag, uint32_t index, uint64_t len,
+			char *err, size_t errlen)
+{
+	uint64_t have;
+	const void *p = snap_r_find(&s->rd, tag, index, &have);
+	if (!p || (len && have != len)) {
+		char t[5] = {(char)(tag), (char)(tag >> 8), (char)(tag >> 16), (char)(tag >> 24), 0};
+		fail(err, errlen, 0, "%s: section %s %u is %s", s->name, t, index,
+		     p ? "of another size (another ember version?)" : "missing");
+		return NULL;
+	}
+	return p;
+}
+
+/* The CPUID the guest had, for every vCPU in place of the host's
+ * (create_vcpus checks this host has all of it). */
+static int guest_cpuid(const struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
 {
 	uint64_t len;
-	const struct kvm_cpuid2 *c = snap_r_find(vm->snap, TAG_CPID, 0, &len);
-	if (!c || len < sizeof(*c) || len != cpuid_bytes(c) || snap_cpuid_sig(c) != vm->snap->h.cpuid_sig)
-		return fail(err, errlen, EXIT_CONFIG, "%s: the CPUID section is missing or damaged",
-			    vm->restore->state_path);
-	char missing[256];
-	if (vcpu_cpuid_compatible(c, host, missing, sizeof(missing)))
-		return fail(err, errlen, EXIT_CONFIG,
-			    "%s: this host lacks CPU features the guest was given: %s",
-			    vm->restore->state_path, missing);
+	const struct kvm_cpuid2 *c = snap_r_find(&s->rd, TAG_CPID, 0, &len);
+	if (!c || len < sizeof(*c) || len != cpuid_bytes(c) || snap_cpuid_sig(c) != s->rd.h.cpuid_sig)
+		return fail(err, errlen, -EINVAL, "%s: the CPUID section is missing or damaged",
+			    s->name);
 	free(vm->guest_cpuid);
 	vm->guest_cpuid = malloc(len);
 	if (!vm->guest_cpuid)
-		return fail(err, errlen, EXIT_HOST, "out of memory");
+		return fail(err, errlen, -ENOMEM, "out of memory");
 	memcpy(vm->guest_cpuid, c, len);
 	return 0;
 }
 
-/* After the VM, its vCPUs and devices are built: overlay what was saved. */
-int vm_restore_state(struct vm *vm, char *err, size_t errlen)
+/* A Solo5 hvt guest's manifest and layout, in place of its ELF's. */
+static int guest_hvt(const struct vm_snapshot *s, struct vm *vm, const struct hvt_record *h,
+		     char *err, size_t errlen)
+{
+	char why[256];
+	struct hvt_guest *g = vm->hvt = calloc(1, sizeof(*vm->hvt));
+	if (!g)
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	/* As hvt_init() leaves it: no backend open (fd 0 is not "none"). */
+	g->out_fd = -1;
+	for (unsigned i = 0; i < HVT_MFT_MAX_ENTRIES; i++)
+		g->blk[i].fd = g->tap[i].fd = -1;
+	if (snap_check_hvt(h, vm->cfg->mem_size, &g->mft, why, sizeof(why)))
+		return fail(err, errlen, -EINVAL, "%s: section HVTG: %s", s->name, why);
+	g->mem_size = h->mem_size;
+	g->kernel_end = h->kernel_end;
+	g->mem = &vm->mem;
+	vm->boot.proto = BOOT_HVT;
+	return 0;
+}
+
+int vm_snapshot_guest(struct vm_snapshot *s, struct vm *vm, const char *mem_path, bool copy,
+		      char *err, size_t errlen)
+{
+	const struct snap_header *h = &s->rd.h;
+	const struct vm_config *cfg = vm->cfg;
+	if (h->nr_vcpus != cfg->vcpus || h->mem_size != cfg->mem_size)
+		return fail(err, errlen, -EINVAL,
+			    "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says "
+			    "%u and %llu",
+			    s->name, h->nr_vcpus, (unsigned long long)(h->mem_size >> 20),
+			    cfg->vcpus, (unsigned long long)(cfg->mem_size >> 20));
+	const struct vm_kvm_state *ks = need(s, TAG_KVMS, 0, sizeof(*ks), err, errlen);
+	if (!ks)
+		return -EINVAL;
+	vm->has_irqchip = ks->has_irqchip != 0;
+	startup_phase("mapping the snapshot's memory file");
+	int r = s->stream ? vm_stream_memory(s, vm, err, errlen)
+			  : file_memory(s, vm, mem_path, copy, err, errlen);
+	if (!r)
+		r = guest_cpuid(s, vm, err, errlen);
+	const struct hvt_record *hvt = snap_r_find(&s->rd, TAG_HVTG, 0, NULL);
+	if (!r && hvt) {
+		hvt = need(s, TAG_HVTG, 0, sizeof(*hvt), err, errlen);
+		r = hvt ? guest_hvt(s, vm, hvt, err, errlen) : -EINVAL;
+	}
+	return r;
+}
+
+int vm_snapshot_overlay(struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
 {
 	char why[VM_ERR_MAX];
-	const struct vm_kvm_state *ks = need(vm, TAG_KVMS, 0, sizeof(*ks), err, errlen);
+	const struct vm_kvm_state *ks = need(s, TAG_KVMS, 0, sizeof(*ks), err, errlen);
 	if (!ks)
-		return EXIT_CONFIG;
+		return -EINVAL;
 	int r = vcpu_vm_restore(vm->vm_fd, ks);
 	if (r)
-		return fail(err, errlen, EXIT_HOST, "cannot restore the VM's KVM state: %s",
+		return fail(err, errlen, vm_host_err(r), "cannot restore the VM's KVM state: %s",
 			    strerror(-r));
 	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-		const struct vcpu_state *vs = need(vm, TAG_VCPU, i, sizeof(*vs), err, errlen);
+		const struct vcpu_state *vs = need(s, TAG_VCPU, i, sizeof(*vs), err, errlen);
 		if (!vs)
-			return EXIT_CONFIG;
+			return -EINVAL;
 		r = vcpu_restore_state(&vm->vcpus[i], vm->has_irqchip, vs);
 		if (r)
-			return fail(err, errlen, EXIT_HOST, "vcpu%u: cannot restore its state: %s", i,
-				    strerror(-r));
+			return fail(err, errlen, vm_host_err(r),
+				    "vcpu%u: cannot restore its state: %s", i, strerror(-r));
 	}
-	const struct uart_state *us = need(vm, TAG_UART, 0, sizeof(*us), err, errlen);
+	const struct uart_state *us = need(s, TAG_UART, 0, sizeof(*us), err, errlen);
 	if (!us)
-		return EXIT_CONFIG;
+		return -EINVAL;
 	uart_restore(&vm->com1, us);
 	struct virtio_dev *d;
 	unsigned i;
 	for (i = 0; (d = vdevs_get(vm, i)) != NULL; i++) {
-		const struct virtio_dev_state *s = need(vm, TAG_VDEV, i, sizeof(*s), err, errlen);
-		if (!s)
-			return EXIT_CONFIG;
-		if (virtio_dev_restore(d, s, why, sizeof(why)))
-			return fail(err, errlen, EXIT_CONFIG, "%s: %s", vm->restore->state_path, why);
+		const struct virtio_dev_state *ds = need(s, TAG_VDEV, i, sizeof(*ds), err, errlen);
+		if (!ds)
+			return -EINVAL;
+		if (virtio_dev_restore(d, ds, why, sizeof(why)))
+			return fail(err, errlen, -EINVAL, "%s: %s", s->name, why);
 		uint64_t len;
-		const void *rec = snap_r_find(vm->snap, TAG_VDVX, i, &len);
+		const void *rec = snap_r_find(&s->rd, TAG_VDVX, i, &len);
 		if (d->ops->restore && rec) {
 			pthread_mutex_lock(&d->lock);
 			r = d->ops->restore(d, rec, len);
 			pthread_mutex_unlock(&d->lock);
 			if (r)
-				return fail(err, errlen, EXIT_CONFIG,
+				return fail(err, errlen, -EINVAL,
 					    "%s: %s: its saved record does not fit this device",
-					    vm->restore->state_path, d->name);
+					    s->name, d->name);
 		}
 	}
-	if (snap_r_find(vm->snap, TAG_VDEV, i, NULL))
-		return fail(err, errlen, EXIT_CONFIG,
+	if (snap_r_find(&s->rd, TAG_VDEV, i, NULL))
+		return fail(err, errlen, -EINVAL,
 			    "%s: the snapshot has more virtio devices than its configuration",
-			    vm->restore->state_path);
+			    s->name);
 	return 0;
-}
-
-/* A Solo5 hvt guest's manifest and layout, in place of its ELF's. */
-int vm_restore_hvt(struct vm *vm, struct hvt_guest *g, char *err, size_t errlen)
-{
-	const struct hvt_record *h = need(vm, TAG_HVTG, 0, sizeof(*h), err, errlen);
-	if (!h)
-		return EXIT_CONFIG;
-	char why[256];
-	memset(g, 0, sizeof(*g));
-	if (snap_check_hvt(h, vm->cfg->mem_size, &g->mft, why, sizeof(why)))
-		return fail(err, errlen, EXIT_CONFIG, "%s: section HVTG: %s",
-			    vm->restore->state_path, why);
-	g->mem_size = h->mem_size;
-	g->kernel_end = h->kernel_end;
-	g->mem = &vm->mem;
-	return 0;
-}
-
-void vm_restore_close(struct vm *vm)
-{
-	if (!vm->snap)
-		return;
-	snap_r_close(vm->snap);
-	free(vm->snap);
-	vm->snap = NULL;
 }

@@ -290,7 +290,7 @@ int vm_start(struct vm *vm)
 	}
 	if (prepare(vm))
 		return vm->exit_code;
-	if (vm->restore && vm->restore->paused) {
+	if (vm->start_paused) {
 		/* A restored VM that waits for "Resumed": the vCPUs park before
 		 * their first KVM_RUN. */
 		for (unsigned i = 0; i < vm->nr_vcpus; i++)

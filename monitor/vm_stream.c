@@ -2,8 +2,10 @@
  * snapshots.md, "Streams"): written from a paused VM into a file
  * descriptor its controller passed over the API socket (the jailed VMM
  * never opens a socket or a path for it), and read by a fresh process
- * from stdin.  The records are vm_snapshot.c's; this file adds memory
- * and the order: header, state, memory. */
+ * from stdin (its state through vm_snapshot_open_stream, its memory
+ * here, in vm_build).  The records are vm_snapshot.c's, the same walk of
+ * the parts as a state file's; this file adds memory and the order:
+ * header, state, memory. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -11,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "monitor/exitcodes.h"
 #include "monitor/snap_records.h"
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"
@@ -56,43 +57,35 @@ int vm_snapshot_stream(struct vm *vm, int fd, char *err, size_t errlen)
 	return r;
 }
 
-int vm_stream_config(struct snap_stream *s, struct vm_config *cfg, char *err, size_t errlen)
+int vm_stream_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
 {
-	struct snap_reader rd;
-	int r = snap_stream_get_state(s, &rd, err, errlen);
-	return r ? r : vm_snapshot_keep(&rd, VM_STREAM_NAME, cfg, err, errlen);
-}
-
-int vm_stream_restore_memory(struct vm *vm, char *err, size_t errlen)
-{
-	const struct snap_header *h = &vm->snap->h;
+	const struct snap_header *h = &s->rd.h;
 	uint64_t len;
-	const uint64_t *sum = snap_r_find(vm->snap, TAG_MEMH, 0, &len);
+	const uint64_t *sum = snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	if (!sum || len != sizeof(*sum))
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    VM_STREAM_NAME ": section MEMH (the memory's hash) is missing or "
 					   "damaged");
 	/* The receiver starts from zero RAM: the stream holds the pages
 	 * that are not zero, read straight into it. */
 	int r = gmem_init(&vm->mem, h->mem_size);
 	if (r)
-		return fail(err, errlen, EXIT_HOST, "memory: cannot map %llu MiB: %s",
+		return fail(err, errlen, vm_host_err(r), "memory: cannot map %llu MiB: %s",
 			    (unsigned long long)(h->mem_size >> 20), strerror(-r));
 	struct snap_mem_hash mh = {0, NULL};
 	char why[SNAP_ERR_MAX];
-	r = snap_stream_get_mem(vm->restore->stream, vm->mem.base, h->mem_size, true, &mh, why,
-				sizeof(why));
+	r = snap_stream_get_mem(s->stream, vm->mem.base, h->mem_size, true, &mh, why, sizeof(why));
 	if (r)
-		return fail(err, errlen, r == -EINVAL ? EXIT_CONFIG : EXIT_HOST, "%s", why);
+		return fail(err, errlen, r == -EINVAL ? r : vm_host_err(r), "%s", why);
 	/* The end record's hash is the pages'; the state must name it too,
 	 * or state and memory are of two snapshots. */
 	if (mh.sum != *sum)
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    "stream: byte %" PRIu64 ": its memory (hash 0x%016" PRIx64
 			    ") is not the memory its state file records (0x%016" PRIx64 ")",
-			    vm->restore->stream->off, mh.sum, *sum);
+			    s->stream->off, mh.sum, *sum);
 	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != h->mem_digest)
-		return fail(err, errlen, EXIT_CONFIG,
+		return fail(err, errlen, -EINVAL,
 			    "stream: its memory's contents differ from its state file's digest");
 	/* A diff snapshot needs a base on disk, which a stream is not:
 	 * the next one must be full. */
