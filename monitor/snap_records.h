@@ -1,6 +1,6 @@
-/* The state file's records as ember writes them (monitor/vm_snapshot.c)
- * and their up-front check
- * (monitor/snap_check.c).  Private to monitor/vm*.c and the
+/* The state file's records as ember writes them (monitor/vm_snapshot.c,
+ * the parts' in vm_parts.c and vdevs.c) and their up-front check
+ * (monitor/snap_check.c).  Private to monitor/vm*.c, vdevs.c and the
  * state-file fuzzer (tests/fuzz/fuzz_snapstate.c). */
 #ifndef EMBER_MONITOR_SNAP_RECORDS_H
 #define EMBER_MONITOR_SNAP_RECORDS_H
@@ -93,8 +93,8 @@ struct vm_snapshot {
 };
 
 /* Start w with the header of a snapshot of vm (paused: vm_pause) and add
- * every record but memory's (MEMF, MEMH): devices, then vCPUs and the VM
- * (CONF, CPID, KVMS, VCPU i, UART, VDEV/VDVX i, HVTG).  0 or -errno with the
+ * every record but memory's (MEMF, MEMH): the parts' (vm_state_save),
+ * then what a restore builds from (CPID, CONF).  0 or -errno with the
  * reason in err; w needs snap_w_free() either way. */
 __attribute__((warn_unused_result)) int vm_snapshot_records(struct vm *vm, struct snap_writer *w,
 							    bool diff, char *err, size_t errlen);
@@ -118,11 +118,12 @@ __attribute__((warn_unused_result)) int vm_snapshot_guest(struct vm_snapshot *s,
 __attribute__((warn_unused_result)) int vm_stream_memory(struct vm_snapshot *s, struct vm *vm,
 							 char *err, size_t errlen);
 
-/* After the VM, its vCPUs and devices are built from s: overlay what was
- * saved (the VM's KVM state, then each vCPU's, the UART's, each
- * device's).  0; -EINVAL for a record that does not fit (the reason
- * naming the snapshot); another -errno for host trouble. */
-__attribute__((warn_unused_result)) int vm_snapshot_overlay(struct vm_snapshot *s, struct vm *vm,
-							    char *err, size_t errlen);
+/* The machine's parts (vm_parts.c), each registered as it is built:
+ * the KVM VM state (KVMS 0), vCPU i (VCPU i), the UART (UART 0), the hvt
+ * frontend (HVTG 0).  0 or vm_part_add()'s -errno. */
+__attribute__((warn_unused_result)) int vm_parts_add_kvm(struct vm *vm);
+__attribute__((warn_unused_result)) int vm_parts_add_vcpu(struct vm *vm, unsigned i);
+__attribute__((warn_unused_result)) int vm_parts_add_uart(struct vm *vm);
+__attribute__((warn_unused_result)) int vm_parts_add_hvt(struct vm *vm);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
+#include "monitor/snap_records.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
 #include "virtio/blk.h"
@@ -140,8 +141,61 @@ unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev 
 	return n;
 }
 
+_Static_assert(2 * VDEVS_MAX + 1 + CFG_MAX_VCPUS + 2 <= VM_PARTS_MAX, "every part has room");
+
+/* ---- a device's two parts: its transport (with the queues) and its own
+ * record (its ops' save and restore) ---- */
+
+static int transport_save(const struct vm_part *p, void *buf, size_t max, char *err,
+			  size_t errlen)
+{
+	virtio_dev_save(p->opaque, buf);
+	return sizeof(struct virtio_dev_state);
+}
+
+static int transport_restore(const struct vm_part *p, const void *rec, size_t len, char *err,
+			     size_t errlen)
+{
+	return virtio_dev_restore(p->opaque, rec, err, errlen) ? -EINVAL : 0;
+}
+
+static int own_save(const struct vm_part *p, void *buf, size_t max, char *err, size_t errlen)
+{
+	struct virtio_dev *d = p->opaque;
+	pthread_mutex_lock(&d->lock);
+	int n = d->ops->save(d, buf, max < SNAP_DEV_RECORD_MAX ? max : SNAP_DEV_RECORD_MAX);
+	pthread_mutex_unlock(&d->lock);
+	if (n < 0)
+		snprintf(err, errlen, "%s: cannot save its state: %s", d->name, strerror(-n));
+	return n;
+}
+
+static int own_restore(const struct vm_part *p, const void *rec, size_t len, char *err,
+		       size_t errlen)
+{
+	struct virtio_dev *d = p->opaque;
+	if (!rec || !d->ops->restore)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	int r = d->ops->restore(d, rec, len);
+	pthread_mutex_unlock(&d->lock);
+	if (r)
+		snprintf(err, errlen, "%s: its saved record does not fit this device", d->name);
+	return r ? -EINVAL : 0;
+}
+
+static int add_parts(struct vm *vm, unsigned i, struct virtio_dev *d)
+{
+	int r = vm_part_add(vm, &(struct vm_part){TAG_VDEV, i, sizeof(struct virtio_dev_state), 0,
+						  d, transport_save, transport_restore});
+	if (!r && d->ops->save)
+		r = vm_part_add(vm, &(struct vm_part){TAG_VDVX, i, 0, VM_PART_OPTIONAL, d, own_save,
+						      own_restore});
+	return r;
+}
+
 /* Device i (section k's j-th): made, then put on the transport in its
- * slot.  0, -EINVAL for a configuration its
+ * slot, its parts registered.  0, -EINVAL for a configuration its
  * constructor refuses (a missing disk, a tap that is down), or another
  * -errno for host trouble; the reason in err. */
 static int build_one(struct vm *vm, unsigned i, const struct section *k, unsigned j, char *err,
@@ -164,7 +218,10 @@ static int build_one(struct vm *vm, unsigned i, const struct section *k, unsigne
 		return vm_host_err(r);
 	}
 	d->verbose = vm->verbose;
-	return 0;
+	r = add_parts(vm, i, d);
+	if (r)
+		snprintf(err, errlen, "%s: cannot register its parts: %s", d->name, strerror(-r));
+	return r ? vm_host_err(r) : 0;
 }
 
 int vdevs_build(struct vm *vm, char *err, size_t errlen)

@@ -36,7 +36,8 @@ unsigned vdevs_acpi(const struct vm_config *cfg, bool hvt, struct acpi_mmio_dev 
 
 /* Make every device: open its backend (disk file, tap, socket), set up
  * the transport (ioeventfds, irqfd on vm->vm_fd, watched on vm->ev) and
- * register its MMIO slot.  Before the drop phase.  0, -EINVAL
+ * register its MMIO slot and its parts (vm_part_add: the transport's
+ * VDEV i, the device's own VDVX i).  Before the drop phase.  0, -EINVAL
  * for a configuration a device refuses, another -errno for host trouble;
  * the reason in err (naming the device). */
 __attribute__((warn_unused_result)) int vdevs_build(struct vm *vm, char *err, size_t errlen);

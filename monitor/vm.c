@@ -313,7 +313,7 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-/* The vCPUs.  snap: a restore's (the vCPUs
+/* The vCPUs, each registering its part.  snap: a restore's (the vCPUs
  * get the guest's saved CPUID, their registers come from the overlay);
  * NULL: a boot (the host's CPUID, vCPU 0 at the kernel's entry). */
 static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, char *err, size_t errlen)
@@ -355,6 +355,9 @@ static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, char *err
 		else if ((r = vcpu_init(&vm->vcpus[i], vm->guest_cpuid, vm->nr_vcpus,
 					vm->has_irqchip)))
 			snprintf(err, errlen, "vcpu%u: setup: %s", i, strerror(-r));
+		else if ((r = vm_parts_add_vcpu(vm, i)))
+			snprintf(err, errlen, "vcpu%u: cannot register its part: %s", i,
+				 strerror(-r));
 	}
 	if (r)
 		return vm_host_err(r);
@@ -469,13 +472,15 @@ static int restore_guest(struct vm *vm, const struct vm_build_opts *o, char *err
 }
 
 /* The devices on the port bus (UART, i8042, exit port) and an hvt
- * guest's hypercalls. */
+ * guest's hypercalls, with their parts. */
 static int create_legacy(struct vm *vm, int out_fd, char *err, size_t errlen)
 {
 	int r = uart_init(&vm->com1, &vm->pio, PORT_COM1, IRQ_COM1, out_fd,
 			  vm->has_irqchip ? vm_irq : NULL, vm);
 	vm->com1.first_output = first_output;
 	vm->com1.first_opaque = vm;
+	if (!r)
+		r = vm_parts_add_uart(vm);
 	if (!r)
 		r = i8042_init(&vm->kbd, &vm->pio, dev_stop, vm);
 	if (!r)
@@ -493,6 +498,8 @@ static int create_hvt(struct vm *vm, int out_fd, char *err, size_t errlen)
 	vm->hvt->first_output = first_output;
 	vm->hvt->opaque = vm;
 	int r = hvt_register(vm->hvt, &vm->pio);
+	if (!r)
+		r = vm_parts_add_hvt(vm);
 	if (r)
 		snprintf(err, errlen, "devices: %s", strerror(-r));
 	return r ? vm_host_err(r) : 0;
@@ -525,13 +532,19 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	if (vm->dry_run)
 		return 0;
 
+	/* The machine, then its devices; each part registers as it is
+	 * built, so the list holds the build's order (vm.h, "Parts"). */
 	startup_phase("creating the VM");
 	r = open_kvm(vm, err, errlen);
 	if (r)
 		return r;
 	r = create_kvm(vm, err, errlen);
-	if (r) /* its one EXIT_HOST (the dirty page bitmap) is -EIO */
-		return r > 0 ? -EIO : r;
+	if (r > 0) /* its one EXIT_HOST (the dirty page bitmap) */
+		r = -EIO;
+	if (!r && (r = vm_parts_add_kvm(vm)))
+		snprintf(err, errlen, "cannot register the VM's part: %s", strerror(-r));
+	if (r)
+		return vm_host_err(r);
 	r = create_vcpus(vm, o->snapshot, err, errlen);
 	if (r)
 		return r;
@@ -551,10 +564,10 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	}
 	if (vm->hvt && (r = create_hvt(vm, out_fd, err, errlen)))
 		return r;
-	/* A restore is this build and one overlay of the saved state. */
+	/* A restore is this build and one overlay of the saved parts. */
 	if (o->snapshot) {
 		startup_phase("restoring the snapshot's state");
-		r = vm_snapshot_overlay(o->snapshot, vm, err, errlen);
+		r = vm_state_load(vm, &o->snapshot->rd, o->snapshot->name, err, errlen);
 	}
 	return r;
 }

@@ -20,11 +20,50 @@
 #include "vcpu/vcpu.h"
 
 struct hvt_guest;
+struct snap_reader;
 struct snap_stream;
+struct snap_writer;
 struct vm;
 struct vm_snapshot;
 
 #define VM_ERR_MAX 512
+
+/* ---- Parts (monitor/vm_parts.c) ----
+ * Each part of a VM that holds state of its own (the KVM VM state, each
+ * vCPU, the UART, each virtio device's transport and its own record, the
+ * hvt frontend) registers one vm_part when it is built.  A snapshot is
+ * the walk of that list (vm_state_save), a restore the normal build and
+ * then one walk that overlays what was saved (vm_state_load).  A part's
+ * record is one section of the state file: (tag, index). */
+
+/* The largest record a part writes (a vCPU's: struct vcpu_state). */
+#define VM_PART_RECORD_MAX 16384
+/* The VM's machine (its KVM state, its vCPUs): restored before every
+ * other part, so an interrupt a device raises as it is restored finds the
+ * irqchip and the LAPICs as saved (KVM API §4: VM state, then vCPUs);
+ * saved after them (the state file's order). */
+#define VM_PART_MACHINE 1u
+/* The record may be absent from a snapshot (a device's own record). */
+#define VM_PART_OPTIONAL 2u
+
+struct vm_part {
+	uint32_t tag, index; /* the state file's section (SNAP_TAG) */
+	uint32_t size;	     /* the record's fixed width; 0: any, up to VM_PART_RECORD_MAX */
+	unsigned flags;	     /* VM_PART_* */
+	void *opaque;	     /* the part's own (a vCPU, a device...) */
+	/* Write the record (the VM paused) into buf, at most max bytes:
+	 * its length, or -errno with the reason in err. */
+	int (*save)(const struct vm_part *p, void *buf, size_t max, char *err, size_t errlen);
+	/* Check rec (len bytes; NULL when an optional record is absent) and
+	 * overlay it on the freshly built part, before the VM runs: 0,
+	 * -EINVAL for a record that is not this part's (err says why, the
+	 * caller names the snapshot), another -errno for host trouble. */
+	int (*restore)(const struct vm_part *p, const void *rec, size_t len, char *err,
+		       size_t errlen);
+};
+
+/* One per KVM VM state, vCPU, UART, two per virtio device, hvt. */
+#define VM_PARTS_MAX (3 + CFG_MAX_VCPUS + 2 * 19)
 
 struct vm_stats {
 	struct timespec t_start;	/* vm_build() entered */
@@ -78,6 +117,10 @@ struct vm {
 	void *teardown_stack; /* NULL: the kernel tears down at exit */
 	int teardown_pipe[2];
 
+	/* The parts that save and restore their own state, in the order
+	 * they were built (vm_parts.c). */
+	struct vm_part parts[VM_PARTS_MAX];
+	unsigned nr_parts;
 	bool restored;	   /* built from a snapshot, not booted */
 	bool start_paused; /* vm_start() leaves every vCPU parked */
 	struct kvm_cpuid2 *guest_cpuid; /* what every vCPU's CPUID was made from */
@@ -117,8 +160,9 @@ struct vm_build_opts {
  * read and load the kernel (and initrd), write boot structures.  A
  * restore: RAM, irqchip, CPUID and an hvt guest's manifest from the
  * snapshot, nothing loaded.  Then (unless o->dry_run) the KVM VM, memory
- * slots, irqchip when needed, vCPUs and devices; a restore ends with one
- * overlay of the saved state.  Nothing runs yet.  0; -EINVAL for bad input (the
+ * slots, irqchip when needed, vCPUs and devices, each registering its
+ * parts; a restore ends with one overlay of the saved parts
+ * (vm_state_load).  Nothing runs yet.  0; -EINVAL for bad input (the
  * configuration, the kernel, the snapshot: EXIT_CONFIG to users); another
  * -errno for host trouble (EXIT_HOST; a host call's own EINVAL is
  * reported as -EIO, see vm_host_err); the reason in err either way.
@@ -127,12 +171,37 @@ __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_
 						 const struct vm_build_opts *o, char *err,
 						 size_t errlen);
 
-/* A host call's failure r (-errno) as vm_build() returns it: never -EINVAL, which says "bad input" (KVM refusing an ioctl with
+/* A host call's failure r (-errno) as vm_build() and the parts return
+ * it: never -EINVAL, which says "bad input" (KVM refusing an ioctl with
  * EINVAL is the host's trouble), nor 0. */
 static inline int vm_host_err(int r)
 {
 	return r == -EINVAL || r >= 0 ? -EIO : r;
 }
+
+/* Register p (copied) as built.  The list keeps the build's order:
+ * the KVM VM state, vCPUs 0..n-1, the UART, each virtio device (its
+ * transport, then its own record), the hvt frontend.  0, -EEXIST for a
+ * (tag, index) already there, -ENOSPC past VM_PARTS_MAX. */
+__attribute__((warn_unused_result)) int vm_part_add(struct vm *vm, const struct vm_part *p);
+
+/* Every part's record into w (begun with snap_w_init), the VM paused:
+ * the devices first, then the machine (VM_PART_MACHINE), each in the
+ * list's order, which is the state file's section order (UART, VDEV i and
+ * VDVX i, HVTG, KVMS, VCPU i).  w's destination (a file, a pipe, a
+ * socket) is the caller's.  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int vm_state_save(struct vm *vm, struct snap_writer *w,
+						      char *err, size_t errlen);
+
+/* Overlay the records in rd (a state file's or a stream's, checked by
+ * snap_check_records) on the freshly built VM, walking the list in its
+ * order (the machine first); before the drop phase (KVM's SET ioctls).
+ * Refuses a missing record (unless optional), one of another size, and
+ * a record of a part's kind that no part of this VM takes.  0; -EINVAL
+ * with "NAME: why" in err (name names the snapshot); another -errno for
+ * host trouble. */
+__attribute__((warn_unused_result)) int vm_state_load(struct vm *vm, const struct snap_reader *rd,
+						      const char *name, char *err, size_t errlen);
 
 /* Run the guest until it stops or the timeout passes: the boot vCPU on the
  * calling thread, the others on their own threads.  First the drop phase

@@ -2,8 +2,8 @@
  * the snapshot object (vm_snapshot_open*: its state read and checked
  * once, held by the caller), the guest it gives a build in place of a
  * kernel (vm_snapshot_guest: memory, irqchip, CPUID, an hvt manifest),
- * the overlay of the saved state that ends the build
- * (vm_snapshot_overlay), and the loader's path confirmation.  What a
+ * and the loader's path confirmation.  The overlay of the saved parts
+ * that ends the build is vm_state_load's (monitor/vm_parts.c).  What a
  * snapshot holds is monitor/vm_snapshot.c's (its top comment lists the
  * sections).
  *
@@ -30,7 +30,6 @@
 #include "monitor/hvt.h"
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"
-#include "monitor/vdevs.h"
 #include "monitor/startup.h"
 #include "snapshot/snapshot.h"
 
@@ -322,54 +321,4 @@ int vm_snapshot_guest(struct vm_snapshot *s, struct vm *vm, const char *mem_path
 		r = hvt ? guest_hvt(s, vm, hvt, err, errlen) : -EINVAL;
 	}
 	return r;
-}
-
-int vm_snapshot_overlay(struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
-{
-	char why[VM_ERR_MAX];
-	const struct vm_kvm_state *ks = need(s, TAG_KVMS, 0, sizeof(*ks), err, errlen);
-	if (!ks)
-		return -EINVAL;
-	int r = vcpu_vm_restore(vm->vm_fd, ks);
-	if (r)
-		return fail(err, errlen, vm_host_err(r), "cannot restore the VM's KVM state: %s",
-			    strerror(-r));
-	for (unsigned i = 0; i < vm->nr_vcpus; i++) {
-		const struct vcpu_state *vs = need(s, TAG_VCPU, i, sizeof(*vs), err, errlen);
-		if (!vs)
-			return -EINVAL;
-		r = vcpu_restore_state(&vm->vcpus[i], vm->has_irqchip, vs);
-		if (r)
-			return fail(err, errlen, vm_host_err(r),
-				    "vcpu%u: cannot restore its state: %s", i, strerror(-r));
-	}
-	const struct uart_state *us = need(s, TAG_UART, 0, sizeof(*us), err, errlen);
-	if (!us)
-		return -EINVAL;
-	uart_restore(&vm->com1, us);
-	struct virtio_dev *d;
-	unsigned i;
-	for (i = 0; (d = vdevs_get(vm, i)) != NULL; i++) {
-		const struct virtio_dev_state *ds = need(s, TAG_VDEV, i, sizeof(*ds), err, errlen);
-		if (!ds)
-			return -EINVAL;
-		if (virtio_dev_restore(d, ds, why, sizeof(why)))
-			return fail(err, errlen, -EINVAL, "%s: %s", s->name, why);
-		uint64_t len;
-		const void *rec = snap_r_find(&s->rd, TAG_VDVX, i, &len);
-		if (d->ops->restore && rec) {
-			pthread_mutex_lock(&d->lock);
-			r = d->ops->restore(d, rec, len);
-			pthread_mutex_unlock(&d->lock);
-			if (r)
-				return fail(err, errlen, -EINVAL,
-					    "%s: %s: its saved record does not fit this device",
-					    s->name, d->name);
-		}
-	}
-	if (snap_r_find(&s->rd, TAG_VDEV, i, NULL))
-		return fail(err, errlen, -EINVAL,
-			    "%s: the snapshot has more virtio devices than its configuration",
-			    s->name);
-	return 0;
 }

@@ -1,11 +1,13 @@
 /* Snapshots of a running VM (see monitor/vm.h and docs/snapshots.md);
  * their restores into a fresh process are monitor/vm_restore.c's, streams
- * monitor/vm_stream.c's.  The pieces are their owners': vCPU and VM state
- * in vcpu/ (vcpu_save_state, vcpu_vm_save), the file format and memory
- * files in snapshot/, each device's record in the device; this file only
- * puts them in order.
+ * monitor/vm_stream.c's.  The pieces are their owners': each part of the
+ * VM saves its own record (vm_state_save walks them, monitor/vm_parts.c),
+ * the file format and memory files are snapshot/'s; this file adds what
+ * a restore builds from (CPID, CONF) and the memory's records.
  *
- * The state file's sections:
+ * The state file's sections (in the file: the parts' in vm_state_save's
+ * order — UART, VDEV i and VDVX i, HVTG, KVMS, VCPU i — then CPID, CONF,
+ * MEMF, MEMH):
  *   CONF 0    struct vm_config the VM was built from
  *   CPID 0    the CPUID entries the guest was given (struct kvm_cpuid2 + entries)
  *   KVMS 0    struct vm_kvm_state (irqchip, PIT, kvmclock)
@@ -37,9 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/exitcodes.h"
-#include "monitor/hvt.h"
-#include "monitor/vdevs.h"
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"
 #include "snapshot/snapshot.h"
@@ -101,60 +100,6 @@ static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 	return bm;
 }
 
-static int add_devices(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
-{
-	struct uart_state us;
-	uart_save(&vm->com1, &us);
-	int r = snap_w_add(w, TAG_UART, 0, &us, sizeof(us));
-	struct virtio_dev *d;
-	static uint8_t rec[SNAP_DEV_RECORD_MAX]; /* vmm thread only */
-	for (unsigned i = 0; !r && (d = vdevs_get(vm, i)) != NULL; i++) {
-		struct virtio_dev_state s;
-		virtio_dev_save(d, &s);
-		r = snap_w_add(w, TAG_VDEV, i, &s, sizeof(s));
-		if (r || !d->ops->save)
-			continue;
-		pthread_mutex_lock(&d->lock);
-		int n = d->ops->save(d, rec, sizeof(rec));
-		pthread_mutex_unlock(&d->lock);
-		if (n < 0)
-			return fail(err, errlen, n, "%s: cannot save its state: %s", d->name,
-				    strerror(-n));
-		r = snap_w_add(w, TAG_VDVX, i, rec, (uint64_t)n);
-	}
-	if (!r && vm->hvt) {
-		struct hvt_record h = {vm->hvt->mft, vm->hvt->mem_size, vm->hvt->kernel_end};
-		r = snap_w_add(w, TAG_HVTG, 0, &h, sizeof(h));
-	}
-	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
-}
-
-static int add_machine(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
-{
-	static struct vcpu_state vs; /* 8+ KiB: not on the stack; vmm thread only */
-	static struct vm_kvm_state ks;
-	int r = vcpu_vm_save(vm->vm_fd, vm->has_irqchip, &ks);
-	if (r)
-		return fail(err, errlen, r, "cannot read the VM's KVM state: %s", strerror(-r));
-	r = snap_w_add(w, TAG_KVMS, 0, &ks, sizeof(ks));
-	for (unsigned i = 0; !r && i < vm->nr_vcpus; i++) {
-		r = vcpu_save_state(&vm->vcpus[i], vm->has_irqchip, &vs);
-		if (r)
-			return fail(err, errlen, r, "vcpu%u: cannot read its state: %s", i,
-				    strerror(-r));
-		r = snap_w_add(w, TAG_VCPU, i, &vs, sizeof(vs));
-	}
-	if (!r)
-		r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, cpuid_bytes(vm->guest_cpuid));
-	if (!r) {
-		/* Worst case: a header per 8 bytes of literal. */
-		static uint8_t conf[sizeof(struct vm_config) * 2];
-		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
-		r = snap_w_add(w, TAG_CONF, 0, conf, n);
-	}
-	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
-}
-
 int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *err, size_t errlen)
 {
 	struct snap_header h = {
@@ -168,10 +113,20 @@ int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *e
 	clock_gettime(CLOCK_REALTIME, &now);
 	h.created_ns = (uint64_t)now.tv_sec * 1000000000ULL + (uint64_t)now.tv_nsec;
 	snap_w_init(w, &h);
-	/* Devices first (they are quiet: the vCPUs are parked and the vmm
-	 * thread is here), then vCPUs and the VM; memory is the caller's. */
-	int r = add_devices(vm, w, err, errlen);
-	return r ? r : add_machine(vm, w, err, errlen);
+	/* Every part's record, then what a restore builds from: the CPUID
+	 * the guest was given and the configuration; memory is the
+	 * caller's. */
+	int r = vm_state_save(vm, w, err, errlen);
+	if (r)
+		return r;
+	r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, cpuid_bytes(vm->guest_cpuid));
+	if (!r) {
+		/* Worst case: a header per 8 bytes of literal. */
+		static uint8_t conf[sizeof(struct vm_config) * 2]; /* vmm thread only */
+		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
+		r = snap_w_add(w, TAG_CONF, 0, conf, n);
+	}
+	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
 }
 
 /* ---- the two paths of a create: never one file under two names ---- */
