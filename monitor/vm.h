@@ -4,6 +4,7 @@
 #ifndef EMBER_VM_H
 #define EMBER_VM_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -78,6 +79,9 @@ struct vm {
 	timer_t timeout_timer;
 	bool timed;    /* timeout_timer exists */
 	bool threaded; /* vm_start(): vCPU 0 has a thread, main serves vm->ev */
+	/* vm_start(): the CPUs vCPU 0's thread takes back once it runs (it
+	 * is created on the starting thread's CPU); count 0: none to take */
+	cpu_set_t vcpu0_cpus;
 	bool paused;   /* vm_pause() */
 
 	/* The drop phase (vm_run): the seccomp mode, each thread's filter
