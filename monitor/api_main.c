@@ -61,6 +61,10 @@ static struct {
 	bool fatal;
 	char fatal_msg[API_FAULT_MAX];
 	struct jail_filter api_filter;
+	/* vCPU 0's thread, made while the API waits for InstanceStart (or a
+	 * snapshot load): the start then wakes it rather than making one */
+	struct vm_vcpu0_thread vcpu0;
+	bool vcpu0_made;
 } g;
 
 bool api_is_api_mode(const char *a)
@@ -157,7 +161,7 @@ void api_start_vm(struct api *a, struct api_call *c, const struct vm_restore *re
 		g.fatal = true;
 		return;
 	}
-	r = vm_start(vm);
+	r = vm_start_on(vm, g.vcpu0_made ? &g.vcpu0 : NULL);
 	if (r) {
 		c->status = 400;
 		snprintf(c->fault, sizeof(c->fault), "%s: %.600s", what, vm->stop_reason);
@@ -522,6 +526,8 @@ int api_main(int argc, char **argv, const char *version)
 		if (r)
 			return a->start_code ? a->start_code : EXIT_CONFIG;
 	} else {
+		/* Best effort: without it the start makes vCPU 0's thread. */
+		g.vcpu0_made = !vm_vcpu0_thread_make(&g.vcpu0, o.seccomp);
 		r = ev_run(&g.boot_ev, boot_done, a);
 		if (r) {
 			fprintf(stderr, "ember: vmm event loop: %s\n", strerror(-r));

@@ -4,6 +4,7 @@
 #ifndef EMBER_VM_H
 #define EMBER_VM_H
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -82,6 +83,7 @@ struct vm {
 	/* vm_start(): the CPUs vCPU 0's thread takes back once it runs (it
 	 * is created on the starting thread's CPU); count 0: none to take */
 	cpu_set_t vcpu0_cpus;
+	struct vm_vcpu0_thread *vcpu0_thread; /* vm_start_on(): vCPU 0 runs there */
 	bool paused;   /* vm_pause() */
 
 	/* The drop phase (vm_run): the seccomp mode, each thread's filter
@@ -125,6 +127,24 @@ __attribute__((warn_unused_result)) int vm_build(struct vm *vm, const struct vm_
  * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
 
+/* vCPU 0's thread made ahead of vm_start_on() (the API, before
+ * InstanceStart or a snapshot load), while nothing waits: it drops its
+ * own capabilities, loads the vcpu filter and waits; the start then only
+ * wakes it.  Owned by the caller; lives until the process ends or the VM
+ * it ran stops (vm_wait joins it). */
+struct vm_vcpu0_thread {
+	pthread_t thread;
+	pthread_mutex_t lock; /* guards state and vm */
+	pthread_cond_t cv;
+	struct jail_filter filter; /* the vcpu role's, loaded by the thread */
+	int state;		   /* 0 setting up, 1 waiting, < 0 -errno: it ended */
+	struct vm *vm;		   /* set by vm_start_on(): run this VM's vCPU 0 */
+};
+
+/* Make t's thread (seccomp: the mode its filter takes).  0 or -errno. */
+__attribute__((warn_unused_result)) int vm_vcpu0_thread_make(struct vm_vcpu0_thread *t,
+							     enum jail_seccomp_mode seccomp);
+
 /* The same run in two halves, for callers that keep the calling thread
  * (the API's vmm thread).  vm_start(): the drop phase, then every vCPU on
  * its own thread (vCPU 0 too); returns at once, 0 or an EXIT_* code with
@@ -134,6 +154,9 @@ int vm_run(struct vm *vm);
  * calling thread until the VM stops; join the vCPU threads; return ember's
  * exit code. */
 __attribute__((warn_unused_result)) int vm_start(struct vm *vm);
+/* vm_start(), with vCPU 0 on t's thread when it is waiting (t NULL, or
+ * not ready: a new thread as vm_start()). */
+__attribute__((warn_unused_result)) int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t);
 int vm_wait(struct vm *vm);
 
 /* Park every vCPU at a clean exit point (out of KVM_RUN, its exit fully
