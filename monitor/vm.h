@@ -80,11 +80,12 @@ struct vm {
 	timer_t timeout_timer;
 	bool timed;    /* timeout_timer exists */
 	bool threaded; /* vm_start(): vCPU 0 has a thread, main serves vm->ev */
+	bool paused;   /* vm_pause() */
 	/* vm_start(): the CPUs vCPU 0's thread takes back once it runs (it
 	 * is created on the starting thread's CPU); count 0: none to take */
 	cpu_set_t vcpu0_cpus;
-	struct vm_vcpu0_thread *vcpu0_thread; /* vm_start_on(): vCPU 0 runs there */
-	bool paused;   /* vm_pause() */
+	/* vm_start_on(): vCPU 0 runs on this thread made ahead */
+	struct vm_vcpu0_thread *vcpu0_thread;
 
 	/* The drop phase (vm_run): the seccomp mode, each thread's filter
 	 * (built once, loaded by every vCPU thread itself), and what the

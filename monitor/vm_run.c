@@ -316,8 +316,9 @@ static void hand_vcpu0(struct vm *vm, struct vm_vcpu0_thread *t)
 	cpu_set_t all, here;
 	int cpu = sched_getcpu();
 	bool pinned = false;
-	if (cpu >= 0 && cpu < CPU_SETSIZE && !pthread_getaffinity_np(t->thread, sizeof(all), &all) &&
-	    CPU_COUNT(&all) > 1 && CPU_ISSET(cpu, &all)) {
+	if (cpu >= 0 && cpu < CPU_SETSIZE &&
+	    !pthread_getaffinity_np(t->thread, sizeof(all), &all) && CPU_COUNT(&all) > 1 &&
+	    CPU_ISSET(cpu, &all)) {
 		CPU_ZERO(&here);
 		CPU_SET(cpu, &here);
 		pinned = !pthread_setaffinity_np(t->thread, sizeof(here), &here);
@@ -340,7 +341,8 @@ static void start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread 
 		if (i == 0 && t)
 			hand_vcpu0(vm, t);
 		else
-			r = i == 0 ? start_vcpu0_here(vm) : vcpu_start(&vm->vcpus[i], &exit_ops, vm);
+			r = i == 0 ? start_vcpu0_here(vm)
+				   : vcpu_start(&vm->vcpus[i], &exit_ops, vm);
 		if (r) {
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
 				 strerror(-r));
