@@ -79,6 +79,21 @@ static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 	return bm;
 }
 
+int vm_track_dirty(struct vm *vm, bool on)
+{
+	int r = gmem_log_dirty(&vm->mem, on);
+	if (r)
+		return r;
+	vm->track_dirty = on;
+	/* Off, the base goes: the writes from now on are not recorded, so a
+	 * diff needs a full snapshot first (and tracking back on). */
+	if (!on) {
+		free(vm->mem_terms);
+		vm->mem_terms = NULL;
+	}
+	return 0;
+}
+
 static int add_devices(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
 {
 	struct uart_state us;
