@@ -214,6 +214,13 @@ static void vmm_do(struct api *a, struct api_call *c)
 			snprintf(c->fault, sizeof(c->fault), "no such virtio device");
 		}
 		return;
+	case API_OP_TRACK_DIRTY:
+		r = vm_track_dirty(a->vm, c->on);
+		if (r) {
+			c->status = 400;
+			snprintf(c->fault, sizeof(c->fault), "track_dirty_pages: %s", strerror(-r));
+		}
+		return;
 	case API_OP_FATAL:
 		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);
 		g.fatal = true;

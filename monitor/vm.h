@@ -162,6 +162,14 @@ __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const 
 							   const char *mem_path, bool diff,
 							   char *err, size_t errlen);
 
+/* Dirty page tracking (diff snapshots, migration) on or off while the VM
+ * runs or is paused (`ember run --track-dirty` has it on from the start):
+ * guest memory's slots switch KVM's log (gmem_log_dirty), nothing is
+ * rebuilt or allocated.  On, the first diff needs a full snapshot first
+ * (there is no base yet); off drops the base.  The vmm thread.  0 or
+ * -errno (the slots as they were). */
+__attribute__((warn_unused_result)) int vm_track_dirty(struct vm *vm, bool on);
+
 /* Write a snapshot of the paused VM as one stream into fd (a pipe, a
  * socket, a file; blocking or not; not closed): the stream's header, the
  * state file, then every non-zero page of RAM and an end record with the
