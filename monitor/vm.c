@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
-#include "monitor/hostfile.h"
+#include "base/hostfile.h"
 #include "monitor/layout.h"
 #include "monitor/startup.h"
 #include "monitor/vdevs.h"

@@ -11,11 +11,11 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
-#include "monitor/bus.h"
-#include "monitor/evloop.h"
-#include "monitor/guest_mem.h"
+#include "base/bus.h"
+#include "base/evloop.h"
+#include "base/guest_mem.h"
 #include "monitor/legacy.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 #include "vcpu/vcpu.h"
 
 struct snap_reader;

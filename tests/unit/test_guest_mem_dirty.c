@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 
 #define PAGE 4096ULL
 #define MIB (1024ULL * 1024)

@@ -15,7 +15,7 @@
  * being answered meanwhile (and other changes are refused as busy).
  *
  * The first part is what main.c needs; the rest is private to
- * monitor/api*.c. */
+ * monitor/api/api*.c. */
 #ifndef EMBER_API_H
 #define EMBER_API_H
 
@@ -29,7 +29,7 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
-#include "monitor/evloop.h"
+#include "base/evloop.h"
 
 /* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
 bool api_is_api_mode(const char *arg1);
@@ -75,7 +75,7 @@ const char *snap_cli_restore_refusal(const struct vm_config *c, const char *sect
 int snap_cli_check_paths(const struct vm_config *c, const struct vm_restore_paths *ok,
 			 const char *state_path, char *err, size_t errlen);
 
-/* ---- private to monitor/api*.c ---------------------------------------- */
+/* ---- private to monitor/api/api*.c ---------------------------------------- */
 
 #define API_MAX_BODY 51200	     /* Firecracker's default payload limit */
 #define API_IDLE_MS_DEFAULT 60000    /* a connection silent this long is closed */

@@ -1,5 +1,5 @@
 /* Guest RAM: one anonymous mapping, split around the 32-bit MMIO hole. */
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 
 #include <errno.h>
 #include <linux/kvm.h>

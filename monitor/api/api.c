@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/vm.h"
 
 const char api_post_boot[] = "The requested operation is not supported after starting the microVM.";

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
-#include "monitor/hostfile.h"
+#include "monitor/api/api.h"
+#include "base/hostfile.h"
 #include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
