@@ -13,11 +13,11 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
-#include "monitor/bus.h"
-#include "monitor/evloop.h"
-#include "monitor/guest_mem.h"
+#include "base/bus.h"
+#include "base/evloop.h"
+#include "base/guest_mem.h"
 #include "monitor/legacy.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 #include "vcpu/vcpu.h"
 
 struct snap_reader;
@@ -189,6 +189,14 @@ void vm_stop(struct vm *vm, int code, const char *why);
 __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const char *state_path,
 							   const char *mem_path, bool diff,
 							   char *err, size_t errlen);
+
+/* Dirty page tracking (diff snapshots, migration) on or off while the VM
+ * runs or is paused (`ember run --track-dirty` has it on from the start):
+ * guest memory's slots switch KVM's log (gmem_log_dirty), nothing is
+ * rebuilt or allocated.  On, the first diff needs a full snapshot first
+ * (there is no base yet); off drops the base.  The vmm thread.  0 or
+ * -errno (the slots as they were). */
+__attribute__((warn_unused_result)) int vm_track_dirty(struct vm *vm, bool on);
 
 /* Write a snapshot of the paused VM as one stream into fd (a pipe, a
  * socket, a file; blocking or not; not closed): the stream's header, the

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
-#include "monitor/hostfile.h"
+#include "monitor/api/api.h"
+#include "base/hostfile.h"
 #include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
@@ -216,6 +216,13 @@ static void vmm_do(struct api *a, struct api_call *c)
 		if (vdevs_set_limits(a->vm, c->net, c->index, c->rate_a, c->rate_b)) {
 			c->status = 400;
 			snprintf(c->fault, sizeof(c->fault), "no such virtio device");
+		}
+		return;
+	case API_OP_TRACK_DIRTY:
+		r = vm_track_dirty(a->vm, c->on);
+		if (r) {
+			c->status = 400;
+			snprintf(c->fault, sizeof(c->fault), "track_dirty_pages: %s", strerror(-r));
 		}
 		return;
 	case API_OP_FATAL:
