@@ -148,12 +148,13 @@ __attribute__((warn_unused_result)) int vm_vcpu0_thread_make(struct vm_vcpu0_thr
 
 /* The same run in two halves, for callers that keep the calling thread
  * (the API's vmm thread).  vm_start(): the drop phase, then every vCPU on
- * its own thread (vCPU 0 too); returns at once, 0 or an EXIT_* code with
- * the reason in vm->stop_reason.  The calling thread is now the vmm
- * thread under the vmm filter.  vm_wait(): serve vm->ev (virtio
- * notifications, backends, timers, and whatever the caller added) on the
- * calling thread until the VM stops; join the vCPU threads; return ember's
- * exit code. */
+ * its own thread (vCPU 0 too); returns at once, 0 once they run (the guest
+ * may have stopped itself already: vm_wait() returns how) or an EXIT_*
+ * code when the start failed, with the reason in vm->stop_reason.  The
+ * calling thread is now the vmm thread under the vmm filter.  vm_wait():
+ * serve vm->ev (virtio notifications, backends, timers, and whatever the
+ * caller added) on the calling thread until the VM stops; join the vCPU
+ * threads; return ember's exit code. */
 __attribute__((warn_unused_result)) int vm_start(struct vm *vm);
 /* vm_start(), with vCPU 0 on t's thread when it is waiting (t NULL, or
  * not ready: a new thread as vm_start()). */

@@ -332,10 +332,13 @@ static void hand_vcpu0(struct vm *vm, struct vm_vcpu0_thread *t)
 		(void)pthread_setaffinity_np(t->thread, sizeof(all), &all);
 }
 
-/* vCPUs first..n-1 on their own threads. */
-static void start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread *t)
+/* vCPUs first..n-1 on their own threads.  False when one could not
+ * start (the VM is stopped then); a guest that stops itself meanwhile
+ * (vCPU 0 may run before this returns) is no failure. */
+static bool start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread *t)
 {
 	char msg[128];
+	bool ok = true;
 	for (unsigned i = first; i < vm->nr_vcpus && !atomic_load(&vm->stopping); i++) {
 		int r = 0;
 		if (i == 0 && t)
@@ -347,9 +350,11 @@ static void start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread 
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
 				 strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
+			ok = false;
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &vm->stats.t_running);
+	return ok;
 }
 
 static int finish(struct vm *vm)
@@ -379,7 +384,7 @@ int vm_run(struct vm *vm)
 	if (prepare(vm))
 		return finish(vm);
 	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
-	start_threads(vm, 1, NULL);
+	(void)start_threads(vm, 1, NULL);
 	if (!atomic_load(&vm->stopping))
 		vcpu_run(&vm->vcpus[0], &exit_ops, vm);
 	/* vCPU 0 only returns once the VM is stopping (or it stopped it). */
@@ -418,7 +423,7 @@ int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
 			vcpu_pause(&vm->vcpus[i]);
 		vm->paused = true;
 	}
-	start_threads(vm, 0, t);
+	bool ok = start_threads(vm, 0, t);
 	/* After the threads exist: they load the vCPU filter themselves
 	 * and must not inherit this one on top of it. */
 	r = jail_filter_apply(&vm->vmm_filter);
@@ -426,8 +431,10 @@ int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
 		char msg[96];
 		snprintf(msg, sizeof(msg), "cannot load the vmm seccomp filter: %s", strerror(-r));
 		vm_stop(vm, EXIT_HOST, msg);
+		ok = false;
 	}
-	return atomic_load(&vm->stopping) ? vm->exit_code : 0;
+	/* Started, even if the guest has stopped already: vm_wait() says how. */
+	return ok ? 0 : vm->exit_code;
 }
 
 static bool stop_test(void *opaque)

@@ -187,6 +187,7 @@ struct api_mbox {
 	struct api_call *call; /* the call in flight, NULL when none */
 	bool done;
 	bool posted; /* call came from api_vmm_post: its reply goes to done_efd */
+	bool unsent; /* a collected posted call whose reply is not written yet */
 };
 
 /* The long job in flight (API thread only): its call, the request it
@@ -321,8 +322,12 @@ void api_vmm_call(struct api *a, struct api_call *c);
 /* api_main.c (API thread): hand c to the vmm thread without waiting; it
  * writes mbox.done_efd when done.  One at a time. */
 void api_vmm_post(struct api *a, struct api_call *c);
-/* Whether posted call c is done (then the mailbox is free again). */
+/* Whether posted call c is done (then the mailbox is free again, and
+ * its reply counts as unsent until api_vmm_replied()). */
 bool api_vmm_collect(struct api *a, struct api_call *c);
+/* api_main.c (API thread): the collected call's reply is written (or its
+ * connection is gone). */
+void api_vmm_replied(struct api *a);
 /* Write one metrics line now (vmm thread). */
 void api_metrics_flush(struct api *a);
 

@@ -296,10 +296,43 @@ bool api_vmm_collect(struct api *a, struct api_call *c)
 	struct api_mbox *mb = &a->mbox;
 	pthread_mutex_lock(&mb->lock);
 	bool done = mb->call == c && mb->posted && mb->done;
-	if (done)
+	if (done) {
 		mb->call = NULL;
+		mb->unsent = true;
+	}
 	pthread_mutex_unlock(&mb->lock);
 	return done;
+}
+
+void api_vmm_replied(struct api *a)
+{
+	struct api_mbox *mb = &a->mbox;
+	pthread_mutex_lock(&mb->lock);
+	mb->unsent = false;
+	pthread_cond_broadcast(&mb->done_cv);
+	pthread_mutex_unlock(&mb->lock);
+}
+
+/* Before ember exits (vmm thread): a long job the vmm thread finished
+ * (InstanceStart, a snapshot load) still owes its client the reply, which
+ * the API thread writes; a guest that stops within a millisecond of its
+ * start would otherwise end the process first.  Bounded: an API thread
+ * that cannot run (it failed) holds the exit up 0.5 s at most. */
+static void wait_replies(struct api *a)
+{
+	struct api_mbox *mb = &a->mbox;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 500000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&mb->lock);
+	while ((mb->unsent || (mb->call && mb->posted && mb->done)) &&
+	       pthread_cond_timedwait(&mb->done_cv, &mb->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&mb->lock);
 }
 
 /* ---- the API thread ---- */
@@ -547,6 +580,7 @@ int api_main(int argc, char **argv, const char *version)
 	}
 	if (a->start_code) {
 		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+		wait_replies(a); /* InstanceStart's 400 */
 		return a->start_code;
 	}
 
@@ -555,6 +589,7 @@ int api_main(int argc, char **argv, const char *version)
 	api_metrics_flush(a);
 	if (r != 0)
 		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+	wait_replies(a);
 	vm_detach_teardown(&g.vm);
 	return r;
 }
@@ -618,5 +653,6 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	if (!r)
 		r = vm_wait(vm);
 	atomic_store(&a->state, API_STOPPED);
+	wait_replies(a); /* a snapshot create done as the guest stopped */
 	return r;
 }

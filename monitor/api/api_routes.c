@@ -88,6 +88,7 @@ void api_job_done(struct ev_source *src, uint32_t events)
 	j->body = NULL;
 	j->name = NULL;
 	http_server_complete(a->srv, j->ticket, &rs);
+	api_vmm_replied(a);
 	if (rs.status >= 400)
 		atomic_fetch_add(&a->n_bad, 1);
 	log_request(a, method, path, rs.status);
