@@ -10,7 +10,8 @@ BUILD   ?= build
 STATIC  ?= -static
 LIBS    := -linih -lcap-ng -ljansson -lhttp_parser -lpthread
 
-CORE_SRCS := $(wildcard monitor/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c jail/*.c)
+CORE_SRCS := $(wildcard base/*.c monitor/*.c monitor/*/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c \
+               jail/*.c)
 CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_seccomp.c \
                jail/seccomp_rules.c,$(CORE_SRCS))
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
@@ -82,7 +83,7 @@ PYTHON ?= /usr/bin/python3
 # `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
 FUZZ_TARGETS := virtqueue ini snapstate stream
 # Every vq_pop() checked against a second walker in the harness.
-FUZZ_SRCS_virtqueue := virtio/virtqueue.c monitor/guest_mem.c
+FUZZ_SRCS_virtqueue := virtio/virtqueue.c base/guest_mem.c
 FUZZ_ARGS_virtqueue := -max_len=34000
 # The INI reader: cfg_parse_ini, then cfg_validate, and the config's invariants.
 FUZZ_SRCS_ini := config/config.c config/ini.c config/units.c
@@ -91,7 +92,7 @@ FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
 # The state file with its CRC recomputed: snap_r_open_mem, then every
 # record's check (snap_check_records), and the configuration's invariants.
 FUZZ_SRCS_snapstate := monitor/snap_check.c snapshot/format.c config/config.c config/import.c \
-                       config/units.c monitor/hvt_mft.c monitor/guest_mem.c
+                       config/units.c monitor/hvt/hvt_mft.c base/guest_mem.c
 FUZZ_ARGS_snapstate := -max_len=65536
 # A stream's memory records (snap_stream_get_mem) onto zeroed RAM and onto
 # RAM holding a previous round: an accepted stream's RAM hashes as it says.
@@ -152,7 +153,7 @@ asan:
 	EMBER=build-asan/ember GUESTS=build-asan/guest $(PYTHON) -m pytest -q -rs tests/integration
 
 format:
-	clang-format -i $(wildcard */*.c */*.h tests/unit/*.c)
+	clang-format -i $(wildcard */*.c */*.h monitor/*/*.c monitor/*/*.h tests/unit/*.c)
 
 clean:
 	rm -rf build build-asan

@@ -54,7 +54,8 @@ struct allow {
 
 static const struct allow allowlist[] = {
     /* vcpu_run: KVM_RUN; vm_irq: KVM_IRQ_LINE (the UART's interrupt);
-     * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault */
+     * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault; snapshots;
+     * vm_track_dirty (the requests and roles: kvm_ioctls[]) */
     ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
     /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap); stderr
      * messages (vcpu_dump, the stop reason, --stats); API replies, and
@@ -152,28 +153,35 @@ static const struct allow allowlist[] = {
     ALLOW(epoll_ctl, VMM | API, ARG_ANY),
 };
 
-/* The KVM requests a thread may make after the drop; everything that
- * builds the VM (CREATE_*, SET_*) happened before it. */
-static const unsigned long kvm_ioctls[] = {
-    KVM_RUN,	   /* vcpu_run */
-    KVM_IRQ_LINE,  /* vm_irq: the UART's interrupt (irqchip only) */
-    KVM_GET_REGS,  /* vcpu_dump after a triple fault or KVM error */
-    KVM_GET_SREGS, /* vcpu_dump; vcpu_save_state (snapshots) */
+/* The KVM requests a thread may make after the drop, and which roles;
+ * everything that builds the VM (CREATE_*, SET_*) happened before it. */
+static const struct {
+	unsigned long req;
+	unsigned roles;
+} kvm_ioctls[] = {
+    {KVM_RUN, VMM | VCPU},	 /* vcpu_run */
+    {KVM_IRQ_LINE, VMM | VCPU},	 /* vm_irq: the UART's interrupt (irqchip only) */
+    {KVM_GET_REGS, VMM | VCPU},	 /* vcpu_dump after a triple fault or KVM error */
+    {KVM_GET_SREGS, VMM | VCPU}, /* vcpu_dump; vcpu_save_state (snapshots) */
     /* Snapshots, from the vmm thread with every vCPU parked: vcpu_save_state */
-    KVM_GET_MP_STATE,	 /* the vCPU's run state (halted, waiting for SIPI) */
-    KVM_GET_XSAVE,	 /* FPU, SSE, AVX registers */
-    KVM_GET_XCRS,	 /* XCR0 */
-    KVM_GET_DEBUGREGS,	 /* DR0-DR3, DR6, DR7 */
-    KVM_GET_LAPIC,	 /* the in-kernel LAPIC's registers (irqchip only) */
-    KVM_GET_TSC_KHZ,	 /* the guest's TSC frequency, checked at restore */
-    KVM_GET_MSRS,	 /* the MSRs vcpu_state_init listed */
-    KVM_GET_VCPU_EVENTS, /* pending exceptions, interrupts, NMIs */
-    KVM_GET_CPUID2,	 /* vcpu_get_cpuid: the CPUID the guest was given */
+    {KVM_GET_MP_STATE, VMM | VCPU},    /* the vCPU's run state (halted, waiting for SIPI) */
+    {KVM_GET_XSAVE, VMM | VCPU},       /* FPU, SSE, AVX registers */
+    {KVM_GET_XCRS, VMM | VCPU},	       /* XCR0 */
+    {KVM_GET_DEBUGREGS, VMM | VCPU},   /* DR0-DR3, DR6, DR7 */
+    {KVM_GET_LAPIC, VMM | VCPU},       /* the in-kernel LAPIC's registers (irqchip only) */
+    {KVM_GET_TSC_KHZ, VMM | VCPU},     /* the guest's TSC frequency, checked at restore */
+    {KVM_GET_MSRS, VMM | VCPU},	       /* the MSRs vcpu_state_init listed */
+    {KVM_GET_VCPU_EVENTS, VMM | VCPU}, /* pending exceptions, interrupts, NMIs */
+    {KVM_GET_CPUID2, VMM | VCPU},      /* vcpu_get_cpuid: the CPUID the guest was given */
     /* Snapshots: vcpu_vm_save, and diff snapshots' dirty pages */
-    KVM_GET_CLOCK,     /* kvmclock */
-    KVM_GET_IRQCHIP,   /* the PICs and the IOAPIC (irqchip only) */
-    KVM_GET_PIT2,      /* the PIT (irqchip only) */
-    KVM_GET_DIRTY_LOG, /* pages written since the last snapshot (track_dirty) */
+    {KVM_GET_CLOCK, VMM | VCPU},     /* kvmclock */
+    {KVM_GET_IRQCHIP, VMM | VCPU},   /* the PICs and the IOAPIC (irqchip only) */
+    {KVM_GET_PIT2, VMM | VCPU},	     /* the PIT (irqchip only) */
+    {KVM_GET_DIRTY_LOG, VMM | VCPU}, /* pages written since the last snapshot (track_dirty) */
+    /* vm_track_dirty: the one SET, the vmm thread's only: migration turns
+     * dirty logging on only while it runs, so an existing slot's flags
+     * change at run time (gmem_log_dirty, KVM API 4.35) */
+    {KVM_SET_USER_MEMORY_REGION, VMM},
 };
 
 unsigned rules_names(enum jail_role role, const char **names, unsigned max)
@@ -202,7 +210,7 @@ static struct scmp_arg_cmp eq(unsigned arg, scmp_datum_t v)
 	return (struct scmp_arg_cmp){.arg = arg, .op = SCMP_CMP_EQ, .datum_a = v, .datum_b = 0};
 }
 
-static int add_rule(scmp_filter_ctx ctx, const struct allow *a, uint32_t self)
+static int add_rule(scmp_filter_ctx ctx, const struct allow *a, unsigned role, uint32_t self)
 {
 	int r = 0;
 	switch (a->check) {
@@ -210,7 +218,9 @@ static int add_rule(scmp_filter_ctx ctx, const struct allow *a, uint32_t self)
 		return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 0);
 	case ARG_KVM_IOCTL:
 		for (size_t i = 0; i < sizeof(kvm_ioctls) / sizeof(kvm_ioctls[0]) && !r; i++)
-			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1, eq(1, kvm_ioctls[i]));
+			if (kvm_ioctls[i].roles & role)
+				r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 1,
+						     eq(1, kvm_ioctls[i].req));
 		return r;
 	case ARG_OWN_KILL:
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, a->nr, 2, eq(0, (scmp_datum_t)self),
@@ -282,7 +292,7 @@ int rules_build(struct jail_filter *f, enum jail_role role, bool log, uint32_t s
 		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 	for (size_t i = 0; i < sizeof(allowlist) / sizeof(allowlist[0]) && !r; i++)
 		if (allowlist[i].roles & (1u << role))
-			r = add_rule(ctx, &allowlist[i], self);
+			r = add_rule(ctx, &allowlist[i], 1u << role, self);
 	if (!r)
 		r = export_bpf(ctx, f);
 	seccomp_release(ctx);

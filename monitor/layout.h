@@ -18,7 +18,7 @@
 #define LAYOUT_EBDA 0x9fc00ULL	   /* MP table; reserved up to 1 MiB */
 #define LAYOUT_HIMEM 0x100000ULL   /* 1 MiB: kernels load at or above */
 #define LAYOUT_BIOS_END 0x100000ULL
-/* ACPI tables (monitor/acpi.c), in the BIOS area Linux scans for the
+/* ACPI tables (monitor/boot/acpi.c), in the BIOS area Linux scans for the
  * RSDP (0xE0000-0xFFFFF, 16-byte steps), inside e820's reserved
  * [LAYOUT_EBDA, 1 MiB).  The MADT grows with the vCPUs and ends below
  * the DSDT, which grows with the virtio devices and ends below

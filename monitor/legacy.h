@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/bus.h"
+#include "base/bus.h"
 
 /* Called by a device to pulse an interrupt line (edge) on the irqchip. */
 typedef void (*irq_fn)(void *opaque, unsigned irq);

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/startup.h"
 #include "monitor/vm.h"

@@ -20,7 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 #include "snapshot/snapshot.h"
 
 struct kvm_cpuid2;

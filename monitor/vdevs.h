@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 #include "virtio/virtio.h"
 
 #define VDEVS_FIRST_GSI 5

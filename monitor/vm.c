@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "monitor/exitcodes.h"
-#include "monitor/hostfile.h"
+#include "base/hostfile.h"
 #include "monitor/layout.h"
 #include "monitor/snap_records.h"
 #include "monitor/startup.h"
@@ -283,21 +283,10 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 	vm->run_size = (size_t)sz;
 
 	/* KVM logs the guest's writes; ember's own are marked beside it. */
-	int e = vm->track_dirty ? gmem_track(&vm->mem, true) : 0;
+	int e = gmem_kvm_attach(&vm->mem, vm->vm_fd, vm->track_dirty);
 	if (e) {
-		snprintf(err, errlen, "dirty page bitmap: %s", strerror(-e));
+		snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-e));
 		return EXIT_HOST;
-	}
-	for (unsigned i = 0; i < vm->mem.nr; i++) {
-		struct kvm_userspace_memory_region reg = {
-		    .slot = i,
-		    .guest_phys_addr = vm->mem.r[i].gpa,
-		    .memory_size = vm->mem.r[i].size,
-		    .userspace_addr = (uint64_t)(uintptr_t)vm->mem.r[i].host,
-		    .flags = vm->track_dirty ? KVM_MEM_LOG_DIRTY_PAGES : 0,
-		};
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0)
-			return host_err(err, errlen, "KVM_SET_USER_MEMORY_REGION");
 	}
 	/* Needed on Intel for real-mode emulation (APs start in real mode). */
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
@@ -539,7 +528,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	if (r)
 		return r;
 	r = create_kvm(vm, err, errlen);
-	if (r > 0) /* its one EXIT_HOST (the dirty page bitmap) */
+	if (r > 0) /* its one EXIT_HOST (the memory slots) */
 		r = -EIO;
 	if (!r && (r = vm_parts_add_kvm(vm)))
 		snprintf(err, errlen, "cannot register the VM's part: %s", strerror(-r));

@@ -5,6 +5,8 @@
 #define EMBER_VM_H
 
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -12,11 +14,11 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
-#include "monitor/bus.h"
-#include "monitor/evloop.h"
-#include "monitor/guest_mem.h"
+#include "base/bus.h"
+#include "base/evloop.h"
+#include "base/guest_mem.h"
 #include "monitor/legacy.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 #include "vcpu/vcpu.h"
 
 struct hvt_guest;
@@ -108,6 +110,11 @@ struct vm {
 	bool timed;    /* timeout_timer exists */
 	bool threaded; /* vm_start(): vCPU 0 has a thread, main serves vm->ev */
 	bool paused;   /* vm_pause() */
+	/* vm_start(): the CPUs vCPU 0's thread takes back once it runs (it
+	 * is created on the starting thread's CPU); count 0: none to take */
+	cpu_set_t vcpu0_cpus;
+	/* vm_start_on(): vCPU 0 runs on this thread made ahead */
+	struct vm_vcpu0_thread *vcpu0_thread;
 
 	/* The drop phase (vm_run): the seccomp mode, each thread's filter
 	 * (built once, loaded by every vCPU thread itself), and what the
@@ -211,15 +218,37 @@ __attribute__((warn_unused_result)) int vm_state_load(struct vm *vm, const struc
  * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
 int vm_run(struct vm *vm);
 
+/* vCPU 0's thread made ahead of vm_start_on() (the API, before
+ * InstanceStart or a snapshot load), while nothing waits: it drops its
+ * own capabilities, loads the vcpu filter and waits; the start then only
+ * wakes it.  Owned by the caller; lives until the process ends or the VM
+ * it ran stops (vm_wait joins it). */
+struct vm_vcpu0_thread {
+	pthread_t thread;
+	pthread_mutex_t lock; /* guards state and vm */
+	pthread_cond_t cv;
+	struct jail_filter filter; /* the vcpu role's, loaded by the thread */
+	int state;		   /* 0 setting up, 1 waiting, < 0 -errno: it ended */
+	struct vm *vm;		   /* set by vm_start_on(): run this VM's vCPU 0 */
+};
+
+/* Make t's thread (seccomp: the mode its filter takes).  0 or -errno. */
+__attribute__((warn_unused_result)) int vm_vcpu0_thread_make(struct vm_vcpu0_thread *t,
+							     enum jail_seccomp_mode seccomp);
+
 /* The same run in two halves, for callers that keep the calling thread
  * (the API's vmm thread).  vm_start(): the drop phase, then every vCPU on
- * its own thread (vCPU 0 too); returns at once, 0 or an EXIT_* code with
- * the reason in vm->stop_reason.  The calling thread is now the vmm
- * thread under the vmm filter.  vm_wait(): serve vm->ev (virtio
- * notifications, backends, timers, and whatever the caller added) on the
- * calling thread until the VM stops; join the vCPU threads; return ember's
- * exit code. */
+ * its own thread (vCPU 0 too); returns at once, 0 once they run (the guest
+ * may have stopped itself already: vm_wait() returns how) or an EXIT_*
+ * code when the start failed, with the reason in vm->stop_reason.  The
+ * calling thread is now the vmm thread under the vmm filter.  vm_wait():
+ * serve vm->ev (virtio notifications, backends, timers, and whatever the
+ * caller added) on the calling thread until the VM stops; join the vCPU
+ * threads; return ember's exit code. */
 __attribute__((warn_unused_result)) int vm_start(struct vm *vm);
+/* vm_start(), with vCPU 0 on t's thread when it is waiting (t NULL, or
+ * not ready: a new thread as vm_start()). */
+__attribute__((warn_unused_result)) int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t);
 int vm_wait(struct vm *vm);
 
 /* Park every vCPU at a clean exit point (out of KVM_RUN, its exit fully
@@ -251,6 +280,14 @@ void vm_stop(struct vm *vm, int code, const char *why);
 __attribute__((warn_unused_result)) int vm_snapshot_create(struct vm *vm, const char *state_path,
 							   const char *mem_path, bool diff,
 							   char *err, size_t errlen);
+
+/* Dirty page tracking (diff snapshots, migration) on or off while the VM
+ * runs or is paused (`ember run --track-dirty` has it on from the start):
+ * guest memory's slots switch KVM's log (gmem_log_dirty), nothing is
+ * rebuilt or allocated.  On, the first diff needs a full snapshot first
+ * (there is no base yet); off drops the base.  The vmm thread.  0 or
+ * -errno (the slots as they were). */
+__attribute__((warn_unused_result)) int vm_track_dirty(struct vm *vm, bool on);
 
 /* Write a snapshot of the paused VM as one stream into fd (a pipe, a
  * socket, a file; blocking or not; not closed): the stream's header, the

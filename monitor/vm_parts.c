@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 #include "monitor/snap_records.h"
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"

@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"
 #include "monitor/startup.h"

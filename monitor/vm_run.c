@@ -89,11 +89,18 @@ static int on_interrupted(void *opaque, struct vcpu *v)
 
 /* On each vCPU's thread, before its first KVM_RUN: load the thread's
  * filter.  vCPU 0 runs on the main thread, which also does the vmm's
- * work after the drop. */
+ * work after the drop; or on a thread of its own (vm_start), created on
+ * its creator's CPU, which here takes back its creator's CPUs (before the
+ * filter: sched_setaffinity is not in it).  Failing that it stays on the
+ * one CPU, which slows it, nothing more. */
 static int on_ready(void *opaque, struct vcpu *v)
 {
 	struct vm *vm = opaque;
 	bool on_main = v->index == 0 && !vm->threaded;
+	if (v->index == 0 && vm->vcpu0_thread)
+		return 0; /* made ahead: sandboxed already */
+	if (v->index == 0 && CPU_COUNT(&vm->vcpu0_cpus))
+		(void)sched_setaffinity(0, sizeof(vm->vcpu0_cpus), &vm->vcpu0_cpus);
 	int r = jail_filter_apply(on_main ? &vm->vmm_filter : &vm->vcpu_filter);
 	if (r) {
 		char msg[96];
@@ -233,19 +240,121 @@ static int prepare(struct vm *vm)
 	return 0;
 }
 
-/* vCPUs first..n-1 on their own threads. */
-static void start_threads(struct vm *vm, unsigned first)
+/* vCPU 0's thread (vm_start), created on the CPU this thread runs on.
+ * Left to the scheduler, a new thread often goes to the other CPU: idle,
+ * whose wake-up costs 0.2-1.9 ms on these nested hosts (an IPI through the
+ * outer hypervisor), or busy, where it queues behind another process.
+ * Here it runs at once (measured: before pthread_create returns), and
+ * this thread's remaining work (its filter, the API's reply) waits for it
+ * or moves.  Only the first placement changes: the thread takes back this
+ * thread's CPUs in on_ready(), this thread right after pthread_create. */
+static int start_vcpu0_here(struct vm *vm)
+{
+	cpu_set_t here;
+	int cpu = sched_getcpu();
+	CPU_ZERO(&vm->vcpu0_cpus);
+	if (cpu >= 0 && cpu < CPU_SETSIZE &&
+	    !sched_getaffinity(0, sizeof(vm->vcpu0_cpus), &vm->vcpu0_cpus)) {
+		CPU_ZERO(&here);
+		CPU_SET(cpu, &here);
+		if (CPU_COUNT(&vm->vcpu0_cpus) < 2 || sched_setaffinity(0, sizeof(here), &here))
+			CPU_ZERO(&vm->vcpu0_cpus); /* one CPU anyway, or not allowed */
+	}
+	int r = vcpu_start(&vm->vcpus[0], &exit_ops, vm);
+	if (CPU_COUNT(&vm->vcpu0_cpus))
+		(void)sched_setaffinity(0, sizeof(vm->vcpu0_cpus), &vm->vcpu0_cpus);
+	return r;
+}
+
+/* The thread vm_vcpu0_thread_make() makes: sandboxed at once, then it
+ * waits for a VM whose vCPU 0 it runs (or for the process's end). */
+static void *vcpu0_thread_main(void *arg)
+{
+	struct vm_vcpu0_thread *t = arg;
+	/* Capabilities are per thread: this one drops its own (the vmm
+	 * thread drops the process's at the start); then its filter, for
+	 * good: from here it makes only the vcpu role's syscalls. */
+	int r = jail_drop_caps();
+	if (!r)
+		r = jail_filter_apply(&t->filter);
+	pthread_mutex_lock(&t->lock);
+	t->state = r ? r : 1;
+	while (!r && !t->vm)
+		pthread_cond_wait(&t->cv, &t->lock);
+	struct vm *vm = t->vm;
+	pthread_mutex_unlock(&t->lock);
+	if (vm)
+		vcpu_run(&vm->vcpus[0], &exit_ops, vm);
+	return NULL;
+}
+
+int vm_vcpu0_thread_make(struct vm_vcpu0_thread *t, enum jail_seccomp_mode seccomp)
+{
+	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	/* Built here: freeing it on that thread could trim the heap (brk is
+	 * not in the vcpu role). */
+	int r = jail_filter_build(&t->filter, JAIL_ROLE_VCPU, seccomp);
+	if (r)
+		return r;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024); /* as vcpu_start's */
+	r = -pthread_create(&t->thread, &attr, vcpu0_thread_main, t);
+	pthread_attr_destroy(&attr);
+	if (r)
+		jail_filter_free(&t->filter);
+	return r;
+}
+
+/* vCPU 0 onto the thread made ahead, which must be waiting: woken on this
+ * CPU, for the reason start_vcpu0_here() gives, then given back its CPUs
+ * (it cannot change them itself: its filter has no sched_setaffinity). */
+static void hand_vcpu0(struct vm *vm, struct vm_vcpu0_thread *t)
+{
+	cpu_set_t all, here;
+	int cpu = sched_getcpu();
+	bool pinned = false;
+	if (cpu >= 0 && cpu < CPU_SETSIZE &&
+	    !pthread_getaffinity_np(t->thread, sizeof(all), &all) && CPU_COUNT(&all) > 1 &&
+	    CPU_ISSET(cpu, &all)) {
+		CPU_ZERO(&here);
+		CPU_SET(cpu, &here);
+		pinned = !pthread_setaffinity_np(t->thread, sizeof(here), &here);
+	}
+	vm->vcpu0_thread = t;
+	pthread_mutex_lock(&t->lock);
+	t->vm = vm;
+	pthread_mutex_unlock(&t->lock);
+	pthread_cond_signal(&t->cv);
+	if (pinned)
+		(void)pthread_setaffinity_np(t->thread, sizeof(all), &all);
+}
+
+/* vCPUs first..n-1 on their own threads.  False when one could not
+ * start (the VM is stopped then); a guest that stops itself meanwhile
+ * (vCPU 0 may run before this returns) is no failure. */
+static bool start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread *t)
 {
 	char msg[128];
+	bool ok = true;
 	for (unsigned i = first; i < vm->nr_vcpus && !atomic_load(&vm->stopping); i++) {
-		int r = vcpu_start(&vm->vcpus[i], &exit_ops, vm);
+		int r = 0;
+		if (i == 0 && t)
+			hand_vcpu0(vm, t);
+		else
+			r = i == 0 ? start_vcpu0_here(vm)
+				   : vcpu_start(&vm->vcpus[i], &exit_ops, vm);
 		if (r) {
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
 				 strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
+			ok = false;
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &vm->stats.t_running);
+	return ok;
 }
 
 static int finish(struct vm *vm)
@@ -255,6 +364,11 @@ static int finish(struct vm *vm)
 	vm->timed = false;
 	for (unsigned i = 0; i < vm->nr_vcpus; i++)
 		vcpu_join(&vm->vcpus[i]);
+	if (vm->vcpu0_thread) {
+		pthread_join(vm->vcpu0_thread->thread, NULL);
+		jail_filter_free(&vm->vcpu0_thread->filter);
+		vm->vcpu0_thread = NULL;
+	}
 	return vm->exit_code;
 }
 
@@ -270,7 +384,7 @@ int vm_run(struct vm *vm)
 	if (prepare(vm))
 		return finish(vm);
 	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
-	start_threads(vm, 1);
+	(void)start_threads(vm, 1, NULL);
 	if (!atomic_load(&vm->stopping))
 		vcpu_run(&vm->vcpus[0], &exit_ops, vm);
 	/* vCPU 0 only returns once the VM is stopping (or it stopped it). */
@@ -281,6 +395,18 @@ int vm_run(struct vm *vm)
 
 int vm_start(struct vm *vm)
 {
+	return vm_start_on(vm, NULL);
+}
+
+int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
+{
+	if (t) {
+		pthread_mutex_lock(&t->lock);
+		bool waiting = t->state == 1 && !t->vm; /* not setting up, failed, or taken */
+		pthread_mutex_unlock(&t->lock);
+		if (!waiting)
+			t = NULL;
+	}
 	vm->threaded = true;
 	/* The timeout's signal lands on this thread, in epoll_wait. */
 	int r = vcpu_kick_init();
@@ -297,7 +423,7 @@ int vm_start(struct vm *vm)
 			vcpu_pause(&vm->vcpus[i]);
 		vm->paused = true;
 	}
-	start_threads(vm, 0);
+	bool ok = start_threads(vm, 0, t);
 	/* After the threads exist: they load the vCPU filter themselves
 	 * and must not inherit this one on top of it. */
 	r = jail_filter_apply(&vm->vmm_filter);
@@ -305,8 +431,10 @@ int vm_start(struct vm *vm)
 		char msg[96];
 		snprintf(msg, sizeof(msg), "cannot load the vmm seccomp filter: %s", strerror(-r));
 		vm_stop(vm, EXIT_HOST, msg);
+		ok = false;
 	}
-	return atomic_load(&vm->stopping) ? vm->exit_code : 0;
+	/* Started, even if the guest has stopped already: vm_wait() says how. */
+	return ok ? 0 : vm->exit_code;
 }
 
 static bool stop_test(void *opaque)

@@ -34,7 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,39 +64,33 @@ static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
 
 /* ---- create ---- */
 
-/* The dirty pages since the last call, as one bitmap over the RAM
- * mapping (slot 0 then slot 1, as the mapping lays them out): KVM's log
- * of the guest's writes and guest memory's of ember's own.  Both are
- * cleared as they are handed over.  NULL with err set on failure. */
+/* The dirty pages since the last call (guest memory's fetch: KVM's log
+ * and ember's own writes, both cleared).  NULL with err set on failure. */
 static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 {
-	uint64_t pages = vm->mem.ram_size / 4096;
-	uint64_t *bm = calloc((pages + 63) / 64, 8);
-	if (!bm) {
-		fail(err, errlen, 0, "no memory for the dirty bitmap");
+	uint64_t *bm = malloc(gmem_dirty_words(&vm->mem) * 8);
+	int r = bm ? gmem_dirty_fetch(&vm->mem, bm) : -ENOMEM;
+	if (r) {
+		fail(err, errlen, 0, "cannot read the dirty page log: %s", strerror(-r));
+		free(bm);
 		return NULL;
 	}
-	uint64_t first = 0; /* page index of the slot in the mapping */
-	for (unsigned i = 0; i < vm->mem.nr; i++) {
-		uint64_t n = vm->mem.r[i].size / 4096;
-		uint64_t *slot = calloc((n + 63) / 64, 8);
-		struct kvm_dirty_log log = {.slot = i, .dirty_bitmap = slot};
-		if (!slot || ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
-			fail(err, errlen, 0, "KVM_GET_DIRTY_LOG: %s", strerror(slot ? errno : ENOMEM));
-			free(slot);
-			free(bm);
-			return NULL;
-		}
-		for (uint64_t p = 0; p < n; p++)
-			if (slot[p / 64] >> (p % 64) & 1)
-				bm[(first + p) / 64] |= 1ULL << ((first + p) % 64);
-		free(slot);
-		first += n;
-	}
-	/* and the pages ember wrote itself (device buffers, used rings, hvt
-	 * results), which KVM's log does not see */
-	gmem_dirty_fetch(&vm->mem, bm);
 	return bm;
+}
+
+int vm_track_dirty(struct vm *vm, bool on)
+{
+	int r = gmem_log_dirty(&vm->mem, on);
+	if (r)
+		return r;
+	vm->track_dirty = on;
+	/* Off, the base goes: the writes from now on are not recorded, so a
+	 * diff needs a full snapshot first (and tracking back on). */
+	if (!on) {
+		free(vm->mem_terms);
+		vm->mem_terms = NULL;
+	}
+	return 0;
 }
 
 int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *err, size_t errlen)

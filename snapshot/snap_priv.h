@@ -4,7 +4,10 @@
 #define EMBER_SNAPSHOT_SNAP_PRIV_H
 
 #include <stdbool.h>
+#include <endian.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include <stdint.h>
 
 /* Formats the reason a call failed into err (errlen bytes, truncated,
@@ -12,6 +15,34 @@
  * convention of snapshot/snapshot.h. */
 __attribute__((format(printf, 3, 4))) void snap_fail(char *err, size_t errlen, const char *fmt,
 						     ...);
+
+/* Little-endian fields of the state file and the stream, at any
+ * alignment. */
+static inline void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static inline uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static inline uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
 
 /* What a file of mode m is, for messages: "a FIFO", "a directory"... */
 const char *snap_file_kind(unsigned m);

@@ -54,14 +54,22 @@ static bool handle_io(struct vcpu *v)
 }
 
 /* The kick handler is process-wide; without SA_RESTART so KVM_RUN
- * returns EINTR.  Installing it again is harmless. */
+ * returns EINTR.  Installed once: a thread sandboxed before its
+ * vcpu_run() (monitor's vm_vcpu0_thread) may not call sigaction. */
+static atomic_bool kick_installed;
+
 static int install_kick_handler(void)
 {
+	if (atomic_load(&kick_installed))
+		return 0;
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_kick;
 	sigemptyset(&sa.sa_mask);
-	return sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0 ? -errno : 0;
+	if (sigaction(VCPU_KICK_SIGNAL, &sa, NULL) < 0)
+		return -errno;
+	atomic_store(&kick_installed, true);
+	return 0;
 }
 
 int vcpu_kick_init(void)

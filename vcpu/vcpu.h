@@ -141,8 +141,10 @@ __attribute__((warn_unused_result)) int vcpu_set_entry(struct vcpu *v, const str
 enum vcpu_stop vcpu_run(struct vcpu *v, const struct vcpu_exit_ops *ops, void *opaque);
 
 /* Install the process's handler for VCPU_KICK_SIGNAL (it only interrupts
- * system calls).  vcpu_run() does it itself; call it first on a thread
- * that may receive the signal without running a vCPU.  0 or -errno. */
+ * system calls), once per process.  vcpu_run() does it itself; call it
+ * first on a thread that may receive the signal without running a vCPU,
+ * or before a vcpu_run() on a thread whose filter has no sigaction.
+ * 0 or -errno. */
 __attribute__((warn_unused_result)) int vcpu_kick_init(void);
 
 /* Ask the vCPU to park at a clean point: out of KVM_RUN, its last exit

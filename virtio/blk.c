@@ -10,7 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "monitor/backend.h"
+#include "base/backend.h"
 #include "virtio/blk.h"
 #include "virtio/limiter.h"
 

@@ -1,4 +1,4 @@
-/* virtio-blk (virtio 1.2 §5.2) over a raw disk file (monitor/backend.h).
+/* virtio-blk (virtio 1.2 §5.2) over a raw disk file (base/backend.h).
  * The vmm thread serves requests with positioned vector I/O straight into
  * guest RAM; with `direct` the file is opened O_DIRECT and requests go
  * through an aligned bounce buffer (guest buffers need not be aligned). */

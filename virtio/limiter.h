@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/evloop.h"
+#include "base/evloop.h"
 #include "virtio/ratelimit.h"
 
 struct virtio_dev;

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#include "monitor/backend.h"
-#include "monitor/evloop.h"
+#include "base/backend.h"
+#include "base/evloop.h"
 #include "virtio/limiter.h"
 #include "virtio/net.h"
 

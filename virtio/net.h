@@ -1,4 +1,4 @@
-/* virtio-net (virtio 1.2 §5.1) over a host tap (monitor/backend.h): one
+/* virtio-net (virtio 1.2 §5.1) over a host tap (base/backend.h): one
  * rx and one tx queue, no offloads, a MAC in config space.  Frames pass
  * through the vmm thread; a full rx ring stops reading the tap (frames
  * wait in the host's tap queue, none dropped by ember) until the driver

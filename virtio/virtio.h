@@ -24,8 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "monitor/evloop.h"
-#include "monitor/guest_mem.h"
+#include "base/evloop.h"
+#include "base/guest_mem.h"
 #include "virtio/virtqueue.h"
 
 /* §5 device ids */
@@ -207,7 +207,7 @@ void virtio_dev_fini(struct virtio_dev *d);
  * counter.  Takes d->lock. */
 void virtio_dev_counters(struct virtio_dev *d, virtio_counter_fn *fn, void *opaque);
 
-/* The MMIO bus handler (monitor/bus.h signature): the §4.2.2 registers.
+/* The MMIO bus handler (base/bus.h signature): the §4.2.2 registers.
  * A guest's bad access (wrong width, a write to a read-only register, a
  * value out of range) is logged and ignored: it never stops the VM. */
 int virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t len,

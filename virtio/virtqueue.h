@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 
 #define VQ_MAX_SIZE 256 /* QueueNumMax of every ember queue */
 #define VQ_ERR_MAX 160

@@ -19,6 +19,12 @@ written with a non-zero pattern before it counts) under
     after resume: spin=1000 keeps its pause between lines ~µs), timed by
     build/bench/spawn; and ember's --stats "vcpus started" (vm_build ->
     vCPUs running); MAP_PRIVATE (default) and --memory-copy;
+  * restore beside a cold boot: the counter (256 MiB, spin=1000, no fill)
+    snapshotted to tmpfs, then rounds that each run, in shuffled order,
+    its restore and a cold boot of the same guest (`ember run --kernel
+    counter.elf --memory 256M --cmdline spin=1000`), both with the same
+    flags (--timeout 0.02 --stats): exec -> first guest output of each,
+    and the ratio of the medians;
   * streams (bench_stream.py): a stream snapshot into a pipe and a load
     from one, beside `cat` of the same bytes;
   * restores per second: K restores with C at a time, each SIGKILLed (and
@@ -29,6 +35,7 @@ It never fails on a number: a missing guest or a refused request gives a
 row that says why."""
 import json
 import os
+import random
 import re
 import selectors
 import shutil
@@ -47,6 +54,7 @@ RATE_K = 200
 RATE_CONC = (2, 4, 8)
 
 GOAL_RESTORE_MS = 1.0
+GOAL_RESTORE_VS_BOOT = 1.5  # restore -> first output <= 1.5x a cold boot's
 GOAL_FULL_MS = 100.0
 GOAL_DIFF_MS = 5.0
 GOAL_RATE = 300.0
@@ -269,16 +277,16 @@ def _diff(g, d, n):
         _unlink(fs, fm, ds, dm)
 
 
-def _restore_runs(spawn, ember, st, mem, n, extra=()):
-    """n timed restores: (exec -> first output ms, ember's vcpus-started ms,
-    failures, a stderr line)."""
-    argv = [spawn, "-n", str(n), "-x", "count", "--", ember, "run", "--restore", st,
-            "--memory-file", mem, "--timeout", "0.02", "--stats"] + list(extra)
+def _spawn_runs(spawn, argv, n):
+    """n runs of argv timed by spawn, each ended by its --timeout (exit 124
+    expected) or by the guest: (exec -> first output ms, ember's
+    vcpus-started ms, ember's first-output ms, failures, a stderr line)."""
+    argv = [spawn, "-n", str(n), "-x", "count", "--"] + list(argv)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + 5 * n,
                            start_new_session=True)
     except subprocess.TimeoutExpired:
-        return [], [], n, "timed out"
+        return [], [], [], n, "timed out"
     first, bad = [], 0
     for line in r.stdout.splitlines():
         f = line.split()
@@ -289,11 +297,86 @@ def _restore_runs(spawn, ember, st, mem, n, extra=()):
             first.append(int(f[0]) / 1e6)
         else:
             bad += 1
-    started = [float(m.group(1)) for m in STATS_RE.finditer(r.stderr)]
+    stats = list(STATS_RE.finditer(r.stderr))
+    started = [float(m.group(1)) for m in stats]
+    out = [float(m.group(2)) for m in stats if m.group(2)]
     other = [ln for ln in r.stderr.splitlines()
              if ln and not STATS_RE.search(ln) and "timeout after" not in ln]
     bad += max(0, n - len(first) - bad)
-    return first, started, bad, (other[0][:160] if other else "")
+    return first, started, out, bad, (other[0][:160] if other else "")
+
+
+def _restore_runs(spawn, ember, st, mem, n, extra=()):
+    """n timed restores: (exec -> first output ms, ember's vcpus-started ms,
+    failures, a stderr line)."""
+    first, started, _, bad, err = _spawn_runs(
+        spawn, [ember, "run", "--restore", st, "--memory-file", mem, "--timeout", "0.02",
+                "--stats"] + list(extra), n)
+    return first, started, bad, err
+
+
+def _restore_vs_boot(ember, kernel, spawn, work, runs):
+    """The counter (no fill) snapshotted, then its restore and a cold boot
+    of the same guest, one of each per round in shuffled order: (rows,
+    {"restore": ms list, "boot": ms list})."""
+    cmdline = "spin=1000"
+    what = "restore vs cold boot, counter %d MiB (%s), tmpfs MAP_PRIVATE" % (MEM_MIB, cmdline)
+    g = _Guest(ember, kernel, cmdline, work, "cold")
+    st, mem = os.path.join(work, "cold.state"), os.path.join(work, "cold.mem")
+    try:
+        if not g.wait_count(1, timeout=30):
+            return [_skip(what, g.why())], {}
+        c, body, _ = g.api("PATCH", "/vm", {"state": "Paused"})
+        if c == 204:
+            c, body, _ = g.api("PUT", "/snapshot/create", {"snapshot_path": st,
+                                                           "mem_file_path": mem,
+                                                           "snapshot_type": "Full"})
+        if c != 204:
+            return [_skip(what, "snapshot refused: %s %s" % (c, body.strip()[:120]))], {}
+    finally:
+        g.kill()
+    flags = ["--timeout", "0.02", "--stats"]
+    argv = {"restore": [ember, "run", "--restore", st, "--memory-file", mem] + flags,
+            "boot": [ember, "run", "--kernel", kernel, "--memory", "%dM" % MEM_MIB,
+                     "--cmdline", cmdline] + flags}
+    res = {k: {"first": [], "started": [], "out": [], "bad": 0, "err": ""} for k in argv}
+    rng = random.Random(0x636f6c64)
+    n = max(5, min(runs, 30))
+    try:
+        for rnd in range(n + 2):  # two warm-up rounds
+            keys = list(argv)
+            rng.shuffle(keys)
+            for k in keys:
+                first, started, out, bad, err = _spawn_runs(spawn, argv[k], 1)
+                if rnd < 2:
+                    continue
+                r = res[k]
+                r["first"] += first
+                r["started"] += started
+                r["out"] += out
+                r["bad"] += bad
+                r["err"] = r["err"] or err
+    finally:
+        _unlink(st, mem)
+    fail = lambda k: ("; %d failed%s" % (res[k]["bad"], (": " + res[k]["err"]) if res[k]["err"]
+                                         else "")) if res[k]["bad"] else ""
+    rows = [
+        _row("restore, counter %d MiB (%s), tmpfs MAP_PRIVATE: exec → first guest output"
+             % (MEM_MIB, cmdline), res["restore"]["first"], "ms",
+             "rounds: this and the cold boot below, shuffled" + fail("restore")),
+        _row("  ember --stats: vm_build → vCPUs running", res["restore"]["started"], "ms"),
+        _row("  ember --stats: vm_build → first output", res["restore"]["out"], "ms"),
+        _row("cold boot of the same guest (same memory, cmdline, flags): exec → first "
+             "guest output", res["boot"]["first"], "ms", "`count 1`" + fail("boot")),
+        _row("  ember --stats: vm_build → vCPUs running", res["boot"]["started"], "ms"),
+        _row("  ember --stats: vm_build → first output", res["boot"]["out"], "ms"),
+    ]
+    r, b = _summ(res["restore"]["first"]), _summ(res["boot"]["first"])
+    rows.append(["  restore ÷ cold boot (medians)",
+                 "%.2f×" % (r["med"] / b["med"]) if r and b else "—", "—",
+                 str(min(r["n"], b["n"])) if r and b else "0", "goal ≤ %.1f×"
+                 % GOAL_RESTORE_VS_BOOT])
+    return rows, {"restore": res["restore"]["first"], "boot": res["boot"]["first"]}
 
 
 def _rate(argv, total, conc):
@@ -351,6 +434,8 @@ def snapshot_rows(ember, guests, build_dir, tools, runs):
     goals_unmet = lambda why: [
         ["snapshot restore → first guest output, median", "≤ %.0f ms" % GOAL_RESTORE_MS,
          "— (%s)" % why, "—"],
+        ["restore → first output ÷ a cold boot's, same guest", "≤ %.1f×" % GOAL_RESTORE_VS_BOOT,
+         "—", "—"],
         ["full snapshot, 256 MiB touched (tmpfs)", "≤ %.0f ms" % GOAL_FULL_MS, "—", "—"],
         ["diff snapshot, 1% of pages dirty (tmpfs)", "≤ %.0f ms" % GOAL_DIFF_MS, "—", "—"],
         ["restored VMs per second on 2 cores", "≥ %.0f" % GOAL_RATE, "—", "—"]]
@@ -436,6 +521,10 @@ def snapshot_rows(ember, guests, build_dir, tools, runs):
                                  first, "ms", note))
                 rows.append(_row("  ember --stats: vm_build → vCPUs running", started, "ms",
                                  "its clock starts in vm_build, after argument parsing"))
+        # ---- a restore beside a cold boot of the same guest
+        r, vs = _restore_vs_boot(ember, kernel, spawn, work, runs)
+        rows += r
+        res.update({"vs_" + k: v for k, v in vs.items()})
         # ---- streams: to a pipe, from a pipe, beside cat (bench_stream.py)
         rows += stream_rows(ember, kernel, work, runs, FILL_MIB, MEM_MIB)
         # ---- restores per second
@@ -480,6 +569,11 @@ def snapshot_rows(ember, guests, build_dir, tools, runs):
     goals.append(["snapshot restore → first guest output (tmpfs, MAP_PRIVATE), median",
                   "≤ %.0f ms" % GOAL_RESTORE_MS, _ms(v),
                   yn(None if v is None else v <= GOAL_RESTORE_MS)])
+    r, b = med("vs_restore"), med("vs_boot")
+    goals.append(["restore → first output ÷ a cold boot's, same guest, same run (medians)",
+                  "≤ %.1f×" % GOAL_RESTORE_VS_BOOT,
+                  "—" if not (r and b) else "%.2f× (%s vs %s)" % (r / b, _ms(r), _ms(b)),
+                  yn(None if not (r and b) else r / b <= GOAL_RESTORE_VS_BOOT)])
     v = med("full_tmpfs")
     goals.append(["full snapshot of %d MiB touched memory (tmpfs), median" % FILL_MIB,
                   "≤ %.0f ms" % GOAL_FULL_MS, _ms(v), yn(None if v is None else v <= GOAL_FULL_MS)])

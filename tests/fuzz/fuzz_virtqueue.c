@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "virtio/virtqueue.h"
 #include "tests/fuzz/fuzz.h"
 

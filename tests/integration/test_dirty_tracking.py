@@ -72,6 +72,12 @@ def test_diff_snapshot_keeps_device_writes(tmp_path, kind):
         before = base_then_diff(e, files)
     finally:
         e.kill()
+    check_restored(files, before)
+
+
+def check_restored(files, before):
+    """The source's rounds were right, and the diff's state loaded with the
+    merged memory goes on from the source's last round, still right."""
     check_rounds(rounds(before))
     r = run(["run", "--restore", str(files["diff.state"]), "--memory-file",
              str(files["base.mem"]), "--use-saved-paths", "--timeout", "3"], timeout=60)
@@ -82,6 +88,54 @@ def test_diff_snapshot_keeps_device_writes(tmp_path, kind):
     assert after[0][0] in (last_before, last_before + 1), (last_before, after[:2])
     check_rounds(after)
     assert "read: status" not in r.stdout and "read failed" not in r.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(GUESTS_UNDER_TEST))
+def test_tracking_turned_on_at_run_time(tmp_path, kind):
+    """ember's PATCH /machine-config {"track_dirty_pages": true} after boot
+    switches KVM's log on in the running VM's memory slots (as a migration
+    would, only while it runs).  There is no base yet, so a diff needs a
+    full snapshot first; the diff after it carries the guest's and the
+    device's writes since, and merged into the full one it loads and goes
+    on exactly.  Turned off, diffs are refused again."""
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"".join(f"sector {k:05d}".encode().ljust(512, b"\0")
+                              for k in range(SECTORS)))
+    e = Ember(tmp_path, run_args=GUESTS_UNDER_TEST[kind](disk) + ["--timeout", "120"],
+              name="src")
+    files = {n: tmp_path / n for n in ("base.state", "base.mem", "diff.state", "diff.mem")}
+    diff = {"snapshot_path": str(files["diff.state"]), "mem_file_path": str(files["diff.mem"]),
+            "snapshot_type": "Diff"}
+    try:
+        wait_for(e, "round 2 ")
+        assert e.curl("GET", "/machine-config")[1]["track_dirty_pages"] is False
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        assert "dirty page tracking disabled" in e.fault("PUT", "/snapshot/create", diff)
+        e.ok("PATCH", "/vm", {"state": "Resumed"})
+
+        e.ok("PATCH", "/machine-config", {"track_dirty_pages": True})  # running
+        assert e.curl("GET", "/machine-config")[1]["track_dirty_pages"] is True
+        assert "vcpu_count: only track_dirty_pages may change after boot" in e.fault(
+            "PATCH", "/machine-config", {"track_dirty_pages": True, "vcpu_count": 1})
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        assert "needs a base" in e.fault("PUT", "/snapshot/create", diff)
+        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(files["base.state"]),
+                                         "mem_file_path": str(files["base.mem"])})
+        base_round = rounds(e.stdout())[-1][0]
+        e.ok("PATCH", "/vm", {"state": "Resumed"})
+        wait_for(e, f"round {base_round + 16} ")
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        e.ok("PUT", "/snapshot/create", diff)
+        before = e.stdout()
+
+        e.ok("PATCH", "/machine-config", {"track_dirty_pages": False})  # paused
+        assert e.curl("GET", "/machine-config")[1]["track_dirty_pages"] is False
+        assert "dirty page tracking disabled" in e.fault("PUT", "/snapshot/create", diff)
+    finally:
+        e.kill()
+    r = run(["snapshot", "merge", str(files["base.mem"]), str(files["diff.mem"])])
+    assert r.returncode == 0, r.stderr
+    check_restored(files, before)
 
 
 def base_then_diff(e, files):

@@ -54,6 +54,8 @@ CASES = [
     ("open", ()),                        # nothing opens files after the drop
     ("ioctl", ()),                       # TCGETS: an ioctl, but not a KVM request
     ("kvm-ioctl", ("vmm", "vcpu")),      # KVM_RUN (on a bad fd: EBADF)
+    ("kvm-memslot", ("vmm",)),           # KVM_SET_USER_MEMORY_REGION: vm_track_dirty
+    ("kvm-create", ()),                  # KVM_CREATE_VCPU: building is before the drop
     ("kick", ("vmm", "vcpu")),           # tgkill(self, SIGUSR1): vcpu_kick
     ("signal", ()),                      # tgkill(self, SIGTERM)
     ("clone-fork", ()),                  # clone without CLONE_VM: a fork

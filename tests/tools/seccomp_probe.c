@@ -70,7 +70,8 @@ static double us_since(const struct timespec *a)
 static int usage(void)
 {
 	fprintf(stderr, "usage: seccomp_probe [--drop-caps] vmm|vcpu|api enforce|log|off ACTION\n"
-			"actions: allowed forbidden open ioctl kvm-ioctl kick signal clone-fork\n"
+			"actions: allowed forbidden open ioctl kvm-ioctl kvm-memslot kvm-create\n"
+			"         kick signal clone-fork\n"
 			"         clone-vm x32 madvise wait time\n");
 	return 2;
 }
@@ -152,6 +153,10 @@ int main(int argc, char **argv)
 		ioctl(STDIN_FILENO, TCGETS, &t); /* not a KVM request */
 	} else if (strcmp(action, "kvm-ioctl") == 0) {
 		ioctl(-1, KVM_RUN, 0); /* allowed request, bad fd: EBADF */
+	} else if (strcmp(action, "kvm-memslot") == 0) {
+		ioctl(-1, KVM_SET_USER_MEMORY_REGION, 0); /* vm_track_dirty's; EBADF */
+	} else if (strcmp(action, "kvm-create") == 0) {
+		ioctl(-1, KVM_CREATE_VCPU, 0); /* builds the VM: never after the drop */
 	} else if (strcmp(action, "kick") == 0) {
 		syscall(SYS_tgkill, getpid(), syscall(SYS_gettid), JAIL_KICK_SIGNAL);
 	} else if (strcmp(action, "signal") == 0) {

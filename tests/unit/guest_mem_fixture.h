@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 
 #define MiB (1024ULL * 1024)
 

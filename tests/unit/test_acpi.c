@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #include "tests/unit/guest_mem_fixture.h"
 

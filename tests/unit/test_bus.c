@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "monitor/bus.h"
+#include "base/bus.h"
 
 static int last_off = -1;
 

@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #define MiB (1024ULL * 1024)
 #define RAM (64 * MiB)

@@ -11,9 +11,9 @@
 
 #include <cmocka.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #define MIB (1ULL << 20)
 

@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "monitor/hostfile.h"
+#include "base/hostfile.h"
 
 struct fx {
 	char dir[128];

@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "monitor/hvt.h"
-#include "monitor/loader.h"
+#include "monitor/hvt/hvt.h"
+#include "monitor/boot/loader.h"
 
 #define MIB (1ULL << 20)
 

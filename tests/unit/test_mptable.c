@@ -9,9 +9,9 @@
 
 #include <cmocka.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #define NR_IRQS 24 /* every pin of KVM's IOAPIC */
 

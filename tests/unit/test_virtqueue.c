@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "virtio/virtqueue.h"
 
 #define MiB (1024ULL * 1024)

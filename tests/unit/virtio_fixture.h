@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 #include "virtio/virtio.h"
 
 #define VF_MiB (1024ULL * 1024)

@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "config/config.h"
-#include "monitor/bus.h"
+#include "base/bus.h"
 #include "monitor/exitcodes.h"
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 #include "monitor/legacy.h"
 #include "vcpu/vcpu.h"
 

@@ -1,14 +1,25 @@
 /* Guest RAM: one anonymous mapping, split around the 32-bit MMIO hole. */
-#include "monitor/guest_mem.h"
+#include "base/guest_mem.h"
 
 #include <errno.h>
+#include <linux/kvm.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define GMEM_GUARD 4096ULL
+#define PAGE 4096ULL
+
+/* Slot 1's log lands in the bitmap a whole word in (gmem_dirty_fetch). */
+_Static_assert(GMEM_HOLE_START / PAGE % 64 == 0, "slot 1 must start on a bitmap word");
+
+uint64_t gmem_dirty_words(const struct gmem *m)
+{
+	return (m->ram_size / PAGE + 63) / 64;
+}
 
 /* The anonymous mapping with its guard pages. */
 static int map_ram(struct gmem *m, uint64_t ram_size)
@@ -35,6 +46,19 @@ static int map_ram(struct gmem *m, uint64_t ram_size)
 	}
 	m->base = p;
 	m->ram_size = ram_size;
+	m->vm_fd = -1;
+	/* The dirty bitmap, up front: logging may start after the sandbox
+	 * closes, when no mmap is allowed. */
+	void *d = mmap(NULL, gmem_dirty_words(m) * 8, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (d == MAP_FAILED) {
+		int e = -errno;
+		munmap(g, ram_size + 2 * GMEM_GUARD);
+		memset(m, 0, sizeof(*m));
+		return e;
+	}
+	m->dirty = d;
+	m->all = true;
 	uint64_t low = ram_size < GMEM_HOLE_START ? ram_size : GMEM_HOLE_START;
 	m->r[0] = (struct gmem_region){.gpa = 0, .size = low, .host = m->base};
 	m->nr = 1;
@@ -134,51 +158,98 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
 	return r;
 }
 
-static uint64_t bitmap_bytes(const struct gmem *m)
+/* Slot i again, logging dirty pages or not (KVM API §4.35). */
+static int set_slot(const struct gmem *m, unsigned i, bool log)
 {
-	return (m->ram_size / 4096 + 63) / 64 * 8;
+	struct kvm_userspace_memory_region reg = {
+	    .slot = i,
+	    .guest_phys_addr = m->r[i].gpa,
+	    .memory_size = m->r[i].size,
+	    .userspace_addr = (uint64_t)(uintptr_t)m->r[i].host,
+	    .flags = log ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+	};
+	return ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &reg) < 0 ? -errno : 0;
 }
 
-int gmem_track(struct gmem *m, bool on)
+int gmem_kvm_attach(struct gmem *m, int vm_fd, bool log)
 {
-	if (on == (m->dirty != NULL))
-		return 0;
-	if (!on) {
-		munmap((void *)m->dirty, bitmap_bytes(m));
-		m->dirty = NULL;
-		return 0;
+	m->vm_fd = vm_fd;
+	for (unsigned i = 0; i < m->nr; i++) {
+		int r = set_slot(m, i, log);
+		if (r)
+			return r;
 	}
-	void *p = mmap(NULL, bitmap_bytes(m), PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
-		return -errno;
-	m->dirty = p;
+	atomic_store(&m->logging, log);
+	m->all = !log;
+	return 0;
+}
+
+int gmem_log_dirty(struct gmem *m, bool on)
+{
+	if (!m->dirty)
+		return -EINVAL;
+	if (on == atomic_load(&m->logging))
+		return 0;
+	unsigned done = 0;
+	int r = 0;
+	while (m->vm_fd >= 0 && done < m->nr && !(r = set_slot(m, done, on)))
+		done++;
+	if (r) {
+		while (done--)
+			(void)!set_slot(m, done, !on);
+		return r;
+	}
+	/* Either way the next fetch has no base: what changed while
+	 * logging was off is unknown. */
+	m->all = true;
+	atomic_store(&m->logging, on);
 	return 0;
 }
 
 void gmem_mark(const struct gmem *m, const void *host, uint64_t len)
 {
-	if (!m->dirty || !len)
+	/* Relaxed: logging is switched on the vmm thread, where the devices
+	 * mark; the vCPU threads (hvt) see it by the next pause, and the
+	 * first fetch after turning it on returns every page anyway. */
+	if (!len || !atomic_load_explicit(&m->logging, memory_order_relaxed))
 		return;
 	uint64_t off = (uint64_t)((const uint8_t *)host - m->base);
-	for (uint64_t i = off / 4096; i <= (off + len - 1) / 4096; i++)
-		atomic_fetch_or_explicit(&m->dirty[i / 64], 1ULL << (i % 64),
-					 memory_order_relaxed);
+	for (uint64_t i = off / PAGE; i <= (off + len - 1) / PAGE; i++)
+		atomic_fetch_or_explicit(&m->dirty[i / 64], 1ULL << (i % 64), memory_order_relaxed);
 }
 
-void gmem_dirty_fetch(const struct gmem *m, uint64_t *out)
+int gmem_dirty_fetch(struct gmem *m, uint64_t *out)
 {
-	if (!m->dirty)
-		return;
-	for (uint64_t w = 0; w < bitmap_bytes(m) / 8; w++)
+	uint64_t words = gmem_dirty_words(m), pages = m->ram_size / PAGE;
+	bool logging = atomic_load(&m->logging);
+	memset(out, 0, words * 8);
+	/* KVM writes each slot's log straight into its place in out: slot
+	 * 0's is whole words (or the last slot), slot 1 starts on a word. */
+	for (unsigned i = 0; logging && m->vm_fd >= 0 && i < m->nr; i++) {
+		struct kvm_dirty_log log = {
+		    .slot = i,
+		    .dirty_bitmap = out + (uint64_t)(m->r[i].host - m->base) / PAGE / 64};
+		if (ioctl(m->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
+			m->all = true;
+			return -errno;
+		}
+	}
+	for (uint64_t w = 0; w < words; w++)
 		if (atomic_load_explicit(&m->dirty[w], memory_order_relaxed))
 			out[w] |= atomic_exchange_explicit(&m->dirty[w], 0, memory_order_relaxed);
+	if (m->all || !logging) {
+		memset(out, 0xff, pages / 64 * 8);
+		if (pages % 64)
+			out[pages / 64] = (1ULL << (pages % 64)) - 1;
+		m->all = !logging;
+	}
+	return 0;
 }
 
 void gmem_free(struct gmem *m)
 {
 	if (m->dirty)
-		(void)!gmem_track(m, false);
+		munmap((void *)m->dirty, gmem_dirty_words(m) * 8);
 	if (m->base)
 		munmap(m->base - GMEM_GUARD, m->ram_size + 2 * GMEM_GUARD);
 	memset(m, 0, sizeof(*m));

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/backend.h"
-#include "monitor/guest_mem.h"
+#include "base/backend.h"
+#include "base/guest_mem.h"
 
 /* ELF notes, both named "Solo5" */
 #define HVT_NOTE_ABI1 0x31494241 /* "ABI1": struct { u32 target, version, reserved[2]; } */
@@ -125,7 +125,7 @@ __attribute__((warn_unused_result)) int hvt_check_abi(const struct hvt_notes *n,
  * KiB stay unmapped).  0 or -EFAULT. */
 __attribute__((warn_unused_result)) int hvt_page_tables(const struct gmem *m, uint64_t mem_size);
 
-/* ---- the hvt frontend of one VM (monitor/hvt.c) ---- */
+/* ---- the hvt frontend of one VM (monitor/hvt/hvt.c) ---- */
 
 struct vm_config;
 struct bus;

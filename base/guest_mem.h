@@ -28,15 +28,23 @@ struct gmem {
 	unsigned nr;
 	uint64_t ram_size; /* sum of region sizes */
 	uint8_t *base;	   /* the one mapping, ram_size bytes */
-	/* The pages ember itself wrote since the last gmem_dirty_fetch(),
-	 * one bit per page of the mapping (slot 0 then slot 1, as the
-	 * mapping lays them out); NULL when not tracking.  KVM's dirty log
-	 * sees only the guest's own writes. */
+	int vm_fd;	   /* the KVM VM whose slots r[i] are (gmem_kvm_attach), or -1 */
+	/* Dirty tracking (gmem_log_dirty).  dirty: the pages ember itself
+	 * wrote since the last gmem_dirty_fetch(), one bit per page of the
+	 * mapping (slot 0 then slot 1, as the mapping lays them out); KVM's
+	 * dirty log sees only the guest's own writes.  Mapped with the RAM
+	 * (MAP_NORESERVE: no memory until a page is marked), so logging can
+	 * start after the sandbox closes without an mmap.  all: nothing
+	 * recorded the writes since the last fetch (logging was off), so the
+	 * next one returns every page. */
 	_Atomic uint64_t *dirty;
+	_Atomic bool logging;
+	bool all;
 };
 
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
- * cost nothing) and lay them out around the hole.  0 or -errno. */
+ * cost nothing) and lay them out around the hole; the dirty bitmap
+ * beside it, logging off.  0 or -errno. */
 __attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_size);
 
 /* The same layout over a snapshot's memory file (fd, exactly ram_size
@@ -62,25 +70,44 @@ __attribute__((warn_unused_result)) int gmem_write(const struct gmem *m, uint64_
 __attribute__((warn_unused_result)) int gmem_read(const struct gmem *m, uint64_t gpa, void *dst,
 						  uint64_t len);
 
-/* Dirty tracking of the monitor's own writes (devices' buffers, used
- * rings, hvt results): start (on) or stop it.  Starting allocates the
- * bitmap (pages / 8 bytes, MAP_NORESERVE), stopping frees it; call from
- * the vmm thread before the sandbox closes, or with the VM paused.  0 or
- * -errno. */
-__attribute__((warn_unused_result)) int gmem_track(struct gmem *m, bool on);
+/* Register r[i] as KVM memory slot i of vm_fd (KVM API §4.35), with
+ * KVM_MEM_LOG_DIRTY_PAGES when log.  Before KVM_CREATE_IRQCHIP: the other
+ * order costs 7 ms on these hosts.  With log, tracking starts here: the
+ * memory as it is now (a fresh boot's, a restored snapshot's) is the base
+ * the first gmem_dirty_fetch() counts from.  0 or -errno. */
+__attribute__((warn_unused_result)) int gmem_kvm_attach(struct gmem *m, int vm_fd, bool log);
+
+/* Switch dirty logging on or off at run time: each slot again with the
+ * same slot, address and size, only KVM_MEM_LOG_DIRTY_PAGES changed (KVM
+ * API §4.35: the flags of an existing slot may change), and ember's own
+ * marks with it.  Allocates nothing.  The vmm thread, with the VM running
+ * or paused.  Turned on, there is no base yet: the first fetch returns
+ * every page, as a migration's first pass copies all of RAM.  On an
+ * ioctl's failure the slots are put back as they were.  0 or -errno. */
+__attribute__((warn_unused_result)) int gmem_log_dirty(struct gmem *m, bool on);
 
 /* Mark [host, host+len) — a pointer gmem_ptr() returned — as written by
  * ember.  Every write into guest RAM after boot goes through a pointer
  * its writer marks (virtio/virtqueue.c marks writable buffers as a
  * device takes them and the used ring as it fills it; the hvt frontend
- * marks the buffers a hypercall names).  Any thread; a no-op when not
- * tracking. */
+ * marks the buffers a hypercall names).  Any thread; one load and a
+ * return while logging is off. */
 void gmem_mark(const struct gmem *m, const void *host, uint64_t len);
 
-/* OR the pages marked since the last call into out (one bit per page of
- * the mapping, KVM_GET_DIRTY_LOG's order) and clear them, atomically per
- * word: a mark made concurrently lands in this fetch or the next. */
-void gmem_dirty_fetch(const struct gmem *m, uint64_t *out);
+/* Words (uint64_t) of a dirty bitmap over the mapping: one bit per page. */
+uint64_t gmem_dirty_words(const struct gmem *m);
+
+/* The pages dirtied since the last call, into out (gmem_dirty_words()
+ * words, overwritten): bit i of out[i / 64] is page i of the mapping
+ * (KVM_GET_DIRTY_LOG's order, slot 0 then slot 1), the bits past the last
+ * page clear.  KVM's log of every slot (the guest's writes) and ember's
+ * marks, each cleared as it is handed over; a mark made concurrently
+ * lands in this fetch or the next.  Every page when logging is off, and
+ * on the first fetch after gmem_log_dirty() turned it on.  The vmm
+ * thread.  0, or -errno from KVM_GET_DIRTY_LOG: then out is not to be
+ * used and the next fetch returns every page (a slot's log may be
+ * spent). */
+__attribute__((warn_unused_result)) int gmem_dirty_fetch(struct gmem *m, uint64_t *out);
 
 /* Highest guest-physical address + 1 that is RAM below the hole. */
 uint64_t gmem_low_end(const struct gmem *m);

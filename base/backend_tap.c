@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "monitor/backend.h"
+#include "base/backend.h"
 
 int tap_open(struct tap_backend *t, const char *name, char *err, size_t errlen)
 {

@@ -1,4 +1,4 @@
-/* The epoll loop behind monitor/evloop.h. */
+/* The epoll loop behind base/evloop.h. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/evloop.h"
+#include "base/evloop.h"
 
 static void drain(struct ev_source *src, uint32_t events)
 {

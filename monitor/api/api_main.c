@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
-#include "monitor/hostfile.h"
+#include "monitor/api/api.h"
+#include "base/hostfile.h"
 #include "monitor/vdevs.h"
 #include "monitor/exitcodes.h"
 #include "monitor/vm.h"
@@ -61,6 +61,10 @@ static struct {
 	bool fatal;
 	char fatal_msg[API_FAULT_MAX];
 	struct jail_filter api_filter;
+	/* vCPU 0's thread, made while the API waits for InstanceStart (or a
+	 * snapshot load): the start then wakes it rather than making one */
+	struct vm_vcpu0_thread vcpu0;
+	bool vcpu0_made;
 } g;
 
 bool api_is_api_mode(const char *a)
@@ -153,7 +157,7 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
 		g.fatal = true;
 		return;
 	}
-	r = vm_start(vm);
+	r = vm_start_on(vm, g.vcpu0_made ? &g.vcpu0 : NULL);
 	if (r) {
 		c->status = 400;
 		snprintf(c->fault, sizeof(c->fault), "%s: %.600s", what, vm->stop_reason);
@@ -209,6 +213,13 @@ static void vmm_do(struct api *a, struct api_call *c)
 		if (vdevs_set_limits(a->vm, c->net, c->index, c->rate_a, c->rate_b)) {
 			c->status = 400;
 			snprintf(c->fault, sizeof(c->fault), "no such virtio device");
+		}
+		return;
+	case API_OP_TRACK_DIRTY:
+		r = vm_track_dirty(a->vm, c->on);
+		if (r) {
+			c->status = 400;
+			snprintf(c->fault, sizeof(c->fault), "track_dirty_pages: %s", strerror(-r));
 		}
 		return;
 	case API_OP_FATAL:
@@ -282,10 +293,43 @@ bool api_vmm_collect(struct api *a, struct api_call *c)
 	struct api_mbox *mb = &a->mbox;
 	pthread_mutex_lock(&mb->lock);
 	bool done = mb->call == c && mb->posted && mb->done;
-	if (done)
+	if (done) {
 		mb->call = NULL;
+		mb->unsent = true;
+	}
 	pthread_mutex_unlock(&mb->lock);
 	return done;
+}
+
+void api_vmm_replied(struct api *a)
+{
+	struct api_mbox *mb = &a->mbox;
+	pthread_mutex_lock(&mb->lock);
+	mb->unsent = false;
+	pthread_cond_broadcast(&mb->done_cv);
+	pthread_mutex_unlock(&mb->lock);
+}
+
+/* Before ember exits (vmm thread): a long job the vmm thread finished
+ * (InstanceStart, a snapshot load) still owes its client the reply, which
+ * the API thread writes; a guest that stops within a millisecond of its
+ * start would otherwise end the process first.  Bounded: an API thread
+ * that cannot run (it failed) holds the exit up 0.5 s at most. */
+static void wait_replies(struct api *a)
+{
+	struct api_mbox *mb = &a->mbox;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += 500000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&mb->lock);
+	while ((mb->unsent || (mb->call && mb->posted && mb->done)) &&
+	       pthread_cond_timedwait(&mb->done_cv, &mb->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&mb->lock);
 }
 
 /* ---- the API thread ---- */
@@ -519,6 +563,8 @@ int api_main(int argc, char **argv, const char *version)
 		if (r)
 			return a->start_code ? a->start_code : EXIT_CONFIG;
 	} else {
+		/* Best effort: without it the start makes vCPU 0's thread. */
+		g.vcpu0_made = !vm_vcpu0_thread_make(&g.vcpu0, o.seccomp);
 		r = ev_run(&g.boot_ev, boot_done, a);
 		if (r) {
 			fprintf(stderr, "ember: vmm event loop: %s\n", strerror(-r));
@@ -531,6 +577,7 @@ int api_main(int argc, char **argv, const char *version)
 	}
 	if (a->start_code) {
 		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+		wait_replies(a); /* InstanceStart's 400 */
 		return a->start_code;
 	}
 
@@ -539,6 +586,7 @@ int api_main(int argc, char **argv, const char *version)
 	api_metrics_flush(a);
 	if (r != 0)
 		fprintf(stderr, "ember: %s\n", g.vm.stop_reason);
+	wait_replies(a);
 	vm_detach_teardown(&g.vm);
 	return r;
 }
@@ -602,5 +650,6 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	if (!r)
 		r = vm_wait(vm);
 	atomic_store(&a->state, API_STOPPED);
+	wait_replies(a); /* a snapshot create done as the guest stopped */
 	return r;
 }

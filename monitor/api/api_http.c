@@ -1,5 +1,5 @@
 /* The API's HTTP/1.1 server on a unix socket: Debian's http-parser reads
- * requests, the API thread's event loop (monitor/evloop.h) multiplexes
+ * requests, the API thread's event loop (base/evloop.h) multiplexes
  * the connections.  Every socket is non-blocking and every connection
  * has a clock (docs/api.md, "Limits"):
  *   - a request must arrive in full (headers and body) within request_ns
@@ -33,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
-#include "monitor/evloop.h"
+#include "monitor/api/api.h"
+#include "base/evloop.h"
 
 enum {
 	MAX_CONNS = 256,

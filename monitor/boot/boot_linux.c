@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 /* struct setup_header (boot.rst, "THE REAL-MODE KERNEL HEADER"): in the
  * image and in the zero page alike it starts at 0x1f1.  x86 is

@@ -15,7 +15,7 @@
  * being answered meanwhile (and other changes are refused as busy).
  *
  * The first part is what main.c needs; the rest is private to
- * monitor/api*.c. */
+ * monitor/api/api*.c. */
 #ifndef EMBER_API_H
 #define EMBER_API_H
 
@@ -29,7 +29,7 @@
 
 #include "config/config.h"
 #include "jail/jail.h"
-#include "monitor/evloop.h"
+#include "base/evloop.h"
 
 /* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
 bool api_is_api_mode(const char *arg1);
@@ -75,7 +75,7 @@ const char *snap_cli_restore_refusal(const struct vm_config *c, const char *sect
 int snap_cli_check_paths(const struct vm_config *c, const struct vm_restore_paths *ok,
 			 const char *state_path, char *err, size_t errlen);
 
-/* ---- private to monitor/api*.c ---------------------------------------- */
+/* ---- private to monitor/api/api*.c ---------------------------------------- */
 
 #define API_MAX_BODY 51200	     /* Firecracker's default payload limit */
 #define API_IDLE_MS_DEFAULT 60000    /* a connection silent this long is closed */
@@ -158,6 +158,7 @@ enum api_op {
 	API_OP_SNAP_LOAD,   /* PUT /snapshot/load: path, mem_path, body (the overrides) */
 	API_OP_FATAL,	    /* the API thread cannot go on: ember stops (EXIT_HOST) */
 	API_OP_LIMITS,	    /* PATCH of a running drive's or net's rate limiters */
+	API_OP_TRACK_DIRTY, /* PATCH /machine-config track_dirty_pages after boot: on */
 };
 
 struct api_call {
@@ -173,6 +174,7 @@ struct api_call {
 	bool net;	      /* LIMITS: a net device (else a drive) */
 	unsigned index;	      /* LIMITS: its place among the drives or nets */
 	const struct cfg_rate *rate_a, *rate_b; /* LIMITS: drive or rx, tx */
+	bool on;				/* TRACK_DIRTY: logging on (else off) */
 	int status;	      /* 0 or an HTTP status with the reason in fault */
 	char fault[API_FAULT_MAX];
 };
@@ -185,6 +187,7 @@ struct api_mbox {
 	struct api_call *call; /* the call in flight, NULL when none */
 	bool done;
 	bool posted; /* call came from api_vmm_post: its reply goes to done_efd */
+	bool unsent; /* a collected posted call whose reply is not written yet */
 };
 
 /* The long job in flight (API thread only): its call, the request it
@@ -263,6 +266,12 @@ int api_check_body(const json_t *body, enum api_body kind, char *fault, size_t l
 int api_patch_limits(struct api *a, bool net, const char *id, json_t *body, char *fault,
 		     size_t len);
 
+/* api.c: ember's PATCH /machine-config after boot, a body with
+ * track_dirty_pages (and nothing else): dirty page tracking switched on
+ * or off in the running VM (vm_track_dirty).  0, or 400 with the reason
+ * in fault. */
+int api_patch_machine(struct api *a, json_t *body, char *fault, size_t len);
+
 /* api.c: empty configuration (Firecracker's defaults: 1 vCPU, 128 MiB). */
 __attribute__((warn_unused_result)) int api_init(struct api *a);
 /* api_routes.c: the HTTP handler: routes, JSON, pre-/post-boot rules
@@ -313,8 +322,12 @@ void api_vmm_call(struct api *a, struct api_call *c);
 /* api_main.c (API thread): hand c to the vmm thread without waiting; it
  * writes mbox.done_efd when done.  One at a time. */
 void api_vmm_post(struct api *a, struct api_call *c);
-/* Whether posted call c is done (then the mailbox is free again). */
+/* Whether posted call c is done (then the mailbox is free again, and
+ * its reply counts as unsent until api_vmm_replied()). */
 bool api_vmm_collect(struct api *a, struct api_call *c);
+/* api_main.c (API thread): the collected call's reply is written (or its
+ * connection is gone). */
+void api_vmm_replied(struct api *a);
 /* Write one metrics line now (vmm thread). */
 void api_metrics_flush(struct api *a);
 

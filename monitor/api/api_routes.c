@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/vm.h"
 
 /* ---- actions ---- */
@@ -88,6 +88,7 @@ void api_job_done(struct ev_source *src, uint32_t events)
 	j->body = NULL;
 	j->name = NULL;
 	http_server_complete(a->srv, j->ticket, &rs);
+	api_vmm_replied(a);
 	if (rs.status >= 400)
 		atomic_fetch_add(&a->n_bad, 1);
 	log_request(a, method, path, rs.status);
@@ -359,6 +360,11 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 		} else {
 			r = api_patch_limits(a, rk == R_NET, id, body, fault, sizeof(fault));
 		}
+	} else if (patch && rk == R_MACHINE && atomic_load(&a->state) != API_NOT_STARTED &&
+		   json_object_get(body, "track_dirty_pages")) {
+		/* ember: dirty page tracking on or off in the running VM (any
+		 * other field keeps Firecracker's post-boot fault) */
+		r = api_patch_machine(a, body, fault, sizeof(fault));
 	} else if (atomic_load(&a->state) != API_NOT_STARTED) {
 		r = 400;
 		snprintf(fault, sizeof(fault), "%s", api_post_boot);

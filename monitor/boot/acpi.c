@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 struct acpi_rsdp {	   /* §5.2.5.3 */
 	char signature[8]; /* "RSD PTR " */

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/vm.h"
 
 /* ---- the API thread: checks ---- */

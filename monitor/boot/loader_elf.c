@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define MAX_PHDRS 64

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 struct hvm_start_info {
 	uint32_t magic;

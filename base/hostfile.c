@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "monitor/hostfile.h"
+#include "base/hostfile.h"
 
 static const struct {
 	unsigned kind;

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/vm.h"
 
 const char api_post_boot[] = "The requested operation is not supported after starting the microVM.";
@@ -729,5 +729,35 @@ int api_patch_limits(struct api *a, bool net, const char *id, json_t *body, char
 		return call.status;
 	}
 	*a->cfg = tmp;
+	return 0;
+}
+
+/* ---- PATCH /machine-config after boot (ember's extension) ---- */
+
+int api_patch_machine(struct api *a, json_t *body, char *fault, size_t len)
+{
+	int r = check(body, f_machine_patch, "", fault, len);
+	if (r)
+		return r;
+	const char *k;
+	json_t *v;
+	json_object_foreach(body, k, v)
+	{
+		if (strcmp(k, "track_dirty_pages")) {
+			snprintf(fault, len, "%s: only track_dirty_pages may change after boot", k);
+			return 400;
+		}
+	}
+	struct api_call call = {.op = API_OP_TRACK_DIRTY,
+				.on = json_is_true(json_object_get(body, "track_dirty_pages"))};
+	api_vmm_call(a, &call);
+	if (call.status) {
+		snprintf(fault, len, "%s", call.fault);
+		return call.status;
+	}
+	pthread_mutex_lock(&a->view_lock);
+	if (json_is_object(a->machine))
+		json_object_set_new(a->machine, "track_dirty_pages", json_boolean(call.on));
+	pthread_mutex_unlock(&a->view_lock);
 	return 0;
 }

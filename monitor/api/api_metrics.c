@@ -5,7 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 #include "monitor/vdevs.h"
 #include "monitor/vm.h"
 

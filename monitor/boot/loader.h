@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "monitor/guest_mem.h"
-#include "monitor/hvt.h"
+#include "base/guest_mem.h"
+#include "monitor/hvt/hvt.h"
 
 enum boot_proto {
 	BOOT_NONE = 0,

@@ -1,5 +1,5 @@
 /* PIO/MMIO trap bus: a sorted array, binary-searched on every exit. */
-#include "monitor/bus.h"
+#include "base/bus.h"
 
 #include <errno.h>
 #include <string.h>

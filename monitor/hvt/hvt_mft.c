@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "monitor/hvt.h"
+#include "monitor/hvt/hvt.h"
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
 

@@ -8,8 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "monitor/backend.h"
-#include "monitor/hostfile.h"
+#include "base/backend.h"
+#include "base/hostfile.h"
 
 int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err, size_t errlen)
 {

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "monitor/api.h"
+#include "monitor/api/api.h"
 
 static const char *const singles[] = {"boot-source", "machine-config", "vsock",
 				      "entropy",     "logger",	       "metrics"};

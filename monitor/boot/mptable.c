@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "monitor/layout.h"
-#include "monitor/loader.h"
+#include "monitor/boot/loader.h"
 
 #define MP_END 0xa0000ULL /* end of base memory */
 
