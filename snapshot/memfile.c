@@ -28,6 +28,9 @@
 /* The most one pwrite/pread/copy_file_range call is asked to move (Linux
  * moves at most 0x7ffff000 bytes per call anyway). */
 #define IO_CHUNK (1ULL << 30)
+/* A full snapshot hashes a run of pages, then writes it: 256 pages
+ * (1 MiB) stay in the caches between the two. */
+#define WRITE_RUN 256
 
 /* A page of guest RAM that is all zero.  Most non-zero pages differ in
  * their first word; for the rest glibc's vector memcmp against a zero
@@ -200,8 +203,10 @@ int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len,
 				terms[i] = 0;
 			i++;
 		}
+		/* At most WRITE_RUN pages a write: the pages just hashed are
+		 * still in the cache when pwrite copies them. */
 		uint64_t start = i;
-		for (; i < pages && !page_is_zero(ram + i * PAGE); i++) {
+		for (; i < pages && i - start < WRITE_RUN && !page_is_zero(ram + i * PAGE); i++) {
 			uint64_t t = (uint64_t)XXH3_64bits_withSeed(ram + i * PAGE, PAGE, i);
 			sum += t;
 			if (terms)

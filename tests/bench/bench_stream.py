@@ -99,7 +99,8 @@ def _load(ember, path):
     its vcpus-started ms, error)."""
     t0 = time.monotonic()
     a = subprocess.Popen(["cat", path], stdout=subprocess.PIPE)
-    b = subprocess.Popen([ember, "run", "--restore", "-", "--timeout", "0.05", "--stats"],
+    # --timeout bounds start-up too: reading 250 MiB from the pipe comes first
+    b = subprocess.Popen([ember, "run", "--restore", "-", "--timeout", "1", "--stats"],
                          stdin=a.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     a.stdout.close()
     first = b.stdout.read(1)
