@@ -286,7 +286,7 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 	int e = gmem_kvm_attach(&vm->mem, vm->vm_fd, vm->track_dirty);
 	if (e) {
 		snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-e));
-		return EXIT_HOST;
+		return vm_host_err(e);
 	}
 	/* Needed on Intel for real-mode emulation (APs start in real mode). */
 	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
@@ -528,8 +528,6 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	if (r)
 		return r;
 	r = create_kvm(vm, err, errlen);
-	if (r > 0) /* its one EXIT_HOST (the memory slots) */
-		r = -EIO;
 	if (!r && (r = vm_parts_add_kvm(vm)))
 		snprintf(err, errlen, "cannot register the VM's part: %s", strerror(-r));
 	if (r)

@@ -130,7 +130,7 @@ def test_failed_load_leaves_ember_fresh(api, tmp_path, content):
         state.write_bytes(content)
     msg = api.fault("PUT", "/snapshot/load",
                     {"snapshot_path": str(state), "mem_file_path": str(tmp_path / "mem")})
-    assert str(state) in msg  # vm_snapshot_config's reason names the file
+    assert str(state) in msg  # vm_snapshot_open's reason names the file
     assert api.p.poll() is None
     assert api.curl("GET", "/")[1]["state"] == "Not started"
     # a second try is refused the same way, then a plain boot works
