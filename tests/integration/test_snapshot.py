@@ -44,7 +44,12 @@ from test_snapshot_files import fnv1a, masked, offsets, reseal  # noqa: F401 (fi
 
 pytestmark = needs_kvm
 
-COUNT = 400  # the counting guest's last line here (~0.7 ms a line)
+COUNT = 400  # the counting guest's last line
+# Its pause between lines (loop iterations; the default 2,000,000 is ~0.7 ms
+# here): ten times the default leaves seconds between a test seeing line 20
+# and the guest's end at COUNT, so a slow or busy machine's latency between
+# the two cannot let the guest finish before the test pauses it.
+SPIN = 20000000
 
 
 def parse(data):
@@ -106,7 +111,7 @@ def two(tmp_path_factory):
     paths: {"a": (state, mem, out), "b": (state, mem, out)}, out the
     guest's output up to each."""
     d = tmp_path_factory.mktemp("two")
-    e = Ember(d, run_args=["--kernel", guest("counter"), "--cmdline", f"count={COUNT}",
+    e = Ember(d, run_args=["--kernel", guest("counter"), "--cmdline", f"count={COUNT} spin={SPIN}",
                            "--timeout", "60"], name="two")
     out = {}
     try:
@@ -179,7 +184,7 @@ def test_kill_at_each_step_of_writing(tmp_path, syscall, when, which, left):
         pytest.skip("no strace to inject the kill")
     state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
     body = {"snapshot_path": str(state), "mem_file_path": str(mem)}
-    e = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline", f"count={COUNT}",
+    e = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline", f"count={COUNT} spin={SPIN}",
                                   "--timeout", "60"], name="victim")
     tr = None
     try:

@@ -32,7 +32,7 @@ import pytest
 
 from conftest import EMBER, EXIT_CONFIG, GUESTS, guest, needs_kvm
 from test_api import Ember
-from test_snapshot import COUNT, counts_on
+from test_snapshot import COUNT, SPIN, counts_on
 from test_snapshot_files import masked, offsets  # noqa: F401 (fixture)
 
 pytestmark = needs_kvm
@@ -57,8 +57,9 @@ def records(data):
 
 
 def counter(tmp_path, name="src", *extra):
-    e = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline", f"count={COUNT}",
-                                  "--timeout", "60", *extra], name=name)
+    e = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline",
+                                  f"count={COUNT} spin={SPIN}", "--timeout", "60", *extra],
+              name=name)
     e.wait_output("count 30\n")
     return e
 
