@@ -60,6 +60,20 @@ uint64_t snap_cpuid_sig(const struct kvm_cpuid2 *c)
 	return h;
 }
 
+size_t snap_cpuid_bytes(const struct kvm_cpuid2 *c)
+{
+	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
+}
+
+int snap_err(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
 int snap_check_hvt(const struct hvt_record *h, uint64_t cfg_mem_size, struct hvt_manifest *out,
 		   char *err, size_t errlen)
 {
@@ -165,7 +179,7 @@ int snap_check_records(const struct snap_reader *rd, const char *name, struct vm
 	const struct kvm_cpuid2 *cpuid = need(&c, TAG_CPID, 0, 0);
 	snap_r_find(rd, TAG_CPID, 0, &len);
 	if (!cpuid || len < sizeof(*cpuid) ||
-	    len != sizeof(*cpuid) + (uint64_t)cpuid->nent * sizeof(cpuid->entries[0]) ||
+	    len != snap_cpuid_bytes(cpuid) ||
 	    snap_cpuid_sig(cpuid) != h->cpuid_sig)
 		return cpuid ? bad(&c, TAG_CPID, 0, "the CPUID section is missing or damaged")
 			     : -EINVAL;

@@ -58,6 +58,14 @@ __attribute__((warn_unused_result)) int snap_conf_unsqueeze(const uint8_t *in, s
 /* FNV-1a over the CPUID entries: the header's cpuid_sig. */
 uint64_t snap_cpuid_sig(const struct kvm_cpuid2 *c);
 
+/* The bytes of a struct kvm_cpuid2 with its entries: the CPID record. */
+size_t snap_cpuid_bytes(const struct kvm_cpuid2 *c);
+
+/* The error convention of the snapshot code (vm_snapshot.c, vm_restore.c,
+ * vm_stream.c): the reason formatted into err, r returned. */
+int snap_err(char *err, size_t errlen, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 /* Check every record of an opened state file (its header, CRC and
  * section bounds already checked by snap_r_open) before anything is
  * built from it: the configuration rebuilt through cfg_import() into cfg

@@ -18,7 +18,6 @@
  * its MEMH; after a crash between the state file's commit and the memory
  * file's rename, "<mem>.next" is recognised and moved into place. */
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -34,22 +33,6 @@
 #include "snapshot/snapshot.h"
 
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
-static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
-{
-	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
-}
-
 /* ---- the snapshot object ---- */
 
 /* Check every record of rd (named name) into cfg and wrap it; rd is
@@ -62,9 +45,9 @@ static int wrap(struct snap_reader *rd, const char *name, struct snap_stream *st
 	int r = snap_check_records(rd, name, cfg, err, errlen);
 	struct vm_snapshot *s = r ? NULL : calloc(1, sizeof(*s));
 	if (!r && !s)
-		r = fail(err, errlen, -ENOMEM, "%s: out of memory", name);
+		r = snap_err(err, errlen, -ENOMEM, "%s: out of memory", name);
 	if (!r && snprintf(s->name, sizeof(s->name), "%s", name) >= (int)sizeof(s->name))
-		r = fail(err, errlen, -ENAMETOOLONG, "%s: path too long", name);
+		r = snap_err(err, errlen, -ENAMETOOLONG, "%s: path too long", name);
 	if (r) {
 		free(s);
 		snap_r_close(rd);
@@ -155,7 +138,7 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 	const char *state = s->name;
 	char next[PATH_MAX];
 	if (!mem)
-		return fail(err, errlen, -EINVAL, "%s: no memory file given", state);
+		return snap_err(err, errlen, -EINVAL, "%s: no memory file given", state);
 	snprintf(next, sizeof(next), "%s.next", mem);
 	uint64_t len, size = s->rd.h.mem_size, *sum;
 	const struct memfile_id *id = snap_r_find(&s->rd, TAG_MEMF, 0, &len);
@@ -163,12 +146,12 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 		id = NULL;
 	sum = (uint64_t *)snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	if (!sum || len != sizeof(*sum))
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "%s: section MEMH (the memory's hash) is missing or damaged", state);
 	/* A crash after the state file's commit left this snapshot's memory
 	 * under "<mem>.next": finish the snapshot's last step. */
 	if (is_file(next, id) && rename(next, mem) < 0)
-		return fail(err, errlen, vm_host_err(-errno), "%s: cannot move it to %s: %s", next,
+		return snap_err(err, errlen, vm_host_err(-errno), "%s: cannot move it to %s: %s", next,
 			    mem, strerror(errno));
 	/* O_NONBLOCK: a FIFO must not hang the open (it is refused below). */
 	int fd = open(mem, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -177,11 +160,11 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 		int e = errno;
 		if (fd >= 0)
 			close(fd);
-		return fail(err, errlen, -EINVAL, "memory file %s: %s", mem, strerror(e));
+		return snap_err(err, errlen, -EINVAL, "memory file %s: %s", mem, strerror(e));
 	}
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
 		close(fd);
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    S_ISREG(st.st_mode)
 				? "memory file %s: its size is not the snapshot's %llu bytes"
 				: "memory file %s: not a regular file",
@@ -193,7 +176,7 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 	struct snap_mem_hash mh = {0, NULL};
 	if (vm->track_dirty && !(mh.terms = malloc(size / SNAP_PAGE * sizeof(uint64_t)))) {
 		close(fd);
-		return fail(err, errlen, -ENOMEM, "out of memory for the page hashes");
+		return snap_err(err, errlen, -ENOMEM, "out of memory for the page hashes");
 	}
 	int r = 0;
 	bool same = is_written_file(&st, id);
@@ -201,9 +184,9 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 		char why[SNAP_ERR_MAX];
 		r = snap_mem_hash_fd(fd, size, mem, &mh, why, sizeof(why));
 		if (r)
-			r = fail(err, errlen, vm_host_err(r), "memory file %s", why);
+			r = snap_err(err, errlen, vm_host_err(r), "memory file %s", why);
 		else if (mh.sum != *sum)
-			r = fail(err, errlen, -EINVAL,
+			r = snap_err(err, errlen, -EINVAL,
 				 "memory file %s does not belong to state file %s (its pages do "
 				 "not hash to the snapshot's)%s",
 				 mem, state,
@@ -215,7 +198,7 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 	if (!r) {
 		r = gmem_init_file(&vm->mem, fd, size, copy);
 		if (r)
-			r = fail(err, errlen, vm_host_err(r), "memory file %s: %s", mem, strerror(-r));
+			r = snap_err(err, errlen, vm_host_err(r), "memory file %s: %s", mem, strerror(-r));
 	}
 	close(fd);
 	if (r) {
@@ -227,7 +210,7 @@ static int file_memory(struct vm_snapshot *s, struct vm *vm, const char *mem, bo
 	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != s->rd.h.mem_digest) {
 		free(mh.terms);
 		gmem_free(&vm->mem);
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "memory file %s does not belong to state file %s (its contents differ "
 			    "from the snapshot's)%s",
 			    mem, state,
@@ -250,7 +233,7 @@ static const void *need(const struct vm_snapshot *s, uint32_t tag, uint32_t inde
 	const void *p = snap_r_find(&s->rd, tag, index, &have);
 	if (!p || (len && have != len)) {
 		char t[5] = {(char)(tag), (char)(tag >> 8), (char)(tag >> 16), (char)(tag >> 24), 0};
-		fail(err, errlen, 0, "%s: section %s %u is %s", s->name, t, index,
+		snap_err(err, errlen, 0, "%s: section %s %u is %s", s->name, t, index,
 		     p ? "of another size (another ember version?)" : "missing");
 		return NULL;
 	}
@@ -263,13 +246,13 @@ static int guest_cpuid(const struct vm_snapshot *s, struct vm *vm, char *err, si
 {
 	uint64_t len;
 	const struct kvm_cpuid2 *c = snap_r_find(&s->rd, TAG_CPID, 0, &len);
-	if (!c || len < sizeof(*c) || len != cpuid_bytes(c) || snap_cpuid_sig(c) != s->rd.h.cpuid_sig)
-		return fail(err, errlen, -EINVAL, "%s: the CPUID section is missing or damaged",
+	if (!c || len < sizeof(*c) || len != snap_cpuid_bytes(c) || snap_cpuid_sig(c) != s->rd.h.cpuid_sig)
+		return snap_err(err, errlen, -EINVAL, "%s: the CPUID section is missing or damaged",
 			    s->name);
 	free(vm->guest_cpuid);
 	vm->guest_cpuid = malloc(len);
 	if (!vm->guest_cpuid)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return snap_err(err, errlen, -ENOMEM, "out of memory");
 	memcpy(vm->guest_cpuid, c, len);
 	return 0;
 }
@@ -281,13 +264,13 @@ static int guest_hvt(const struct vm_snapshot *s, struct vm *vm, const struct hv
 	char why[256];
 	struct hvt_guest *g = vm->hvt = calloc(1, sizeof(*vm->hvt));
 	if (!g)
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return snap_err(err, errlen, -ENOMEM, "out of memory");
 	/* As hvt_init() leaves it: no backend open (fd 0 is not "none"). */
 	g->out_fd = -1;
 	for (unsigned i = 0; i < HVT_MFT_MAX_ENTRIES; i++)
 		g->blk[i].fd = g->tap[i].fd = -1;
 	if (snap_check_hvt(h, vm->cfg->mem_size, &g->mft, why, sizeof(why)))
-		return fail(err, errlen, -EINVAL, "%s: section HVTG: %s", s->name, why);
+		return snap_err(err, errlen, -EINVAL, "%s: section HVTG: %s", s->name, why);
 	g->mem_size = h->mem_size;
 	g->kernel_end = h->kernel_end;
 	g->mem = &vm->mem;
@@ -301,7 +284,7 @@ int vm_snapshot_guest(struct vm_snapshot *s, struct vm *vm, const char *mem_path
 	const struct snap_header *h = &s->rd.h;
 	const struct vm_config *cfg = vm->cfg;
 	if (h->nr_vcpus != cfg->vcpus || h->mem_size != cfg->mem_size)
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says "
 			    "%u and %llu",
 			    s->name, h->nr_vcpus, (unsigned long long)(h->mem_size >> 20),

@@ -28,7 +28,6 @@
  * file's device and inode) and moves into place.  Never a mix: a memory
  * file whose digest is not the state file's is refused. */
 #include <errno.h>
-#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -41,22 +40,6 @@
 #include "monitor/vm.h"
 #include "monitor/snap_records.h"
 #include "snapshot/snapshot.h"
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
-static size_t cpuid_bytes(const struct kvm_cpuid2 *c)
-{
-	return sizeof(*c) + c->nent * sizeof(c->entries[0]);
-}
 
 /* CONF: struct vm_config is mostly unused path buffers (zeros), so it is
  * held with its zero runs squeezed out (snap_check.c): 110 KiB become a
@@ -71,7 +54,7 @@ static uint64_t *dirty_bitmap(struct vm *vm, char *err, size_t errlen)
 	uint64_t *bm = malloc(gmem_dirty_words(&vm->mem) * 8);
 	int r = bm ? gmem_dirty_fetch(&vm->mem, bm) : -ENOMEM;
 	if (r) {
-		fail(err, errlen, 0, "cannot read the dirty page log: %s", strerror(-r));
+		snap_err(err, errlen, 0, "cannot read the dirty page log: %s", strerror(-r));
 		free(bm);
 		return NULL;
 	}
@@ -112,14 +95,14 @@ int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *e
 	int r = vm_state_save(vm, w, err, errlen);
 	if (r)
 		return r;
-	r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, cpuid_bytes(vm->guest_cpuid));
+	r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, snap_cpuid_bytes(vm->guest_cpuid));
 	if (!r) {
 		/* Worst case: a header per 8 bytes of literal. */
 		static uint8_t conf[sizeof(struct vm_config) * 2]; /* vmm thread only */
 		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
 		r = snap_w_add(w, TAG_CONF, 0, conf, n);
 	}
-	return r ? fail(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
+	return r ? snap_err(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
 }
 
 /* ---- the two paths of a create: never one file under two names ---- */
@@ -138,15 +121,15 @@ static int path_id(const char *path, struct path_id *id, char *err, size_t errle
 	const char *slash = strrchr(path, '/');
 	size_t n = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
 	if (!*path || n >= sizeof(dir))
-		return fail(err, errlen, -EINVAL, "%s: not a usable file path", path);
+		return snap_err(err, errlen, -EINVAL, "%s: not a usable file path", path);
 	memcpy(dir, slash ? path : ".", n);
 	dir[n] = '\0';
 	id->name = slash ? slash + 1 : path;
 	struct stat st;
 	if (!*id->name || !strcmp(id->name, ".") || !strcmp(id->name, ".."))
-		return fail(err, errlen, -EINVAL, "%s: names a folder, not a file", path);
+		return snap_err(err, errlen, -EINVAL, "%s: names a folder, not a file", path);
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
-		return fail(err, errlen, -ENOENT, "%s: folder %s %s", path, dir,
+		return snap_err(err, errlen, -ENOENT, "%s: folder %s %s", path, dir,
 			    errno == ENOENT || !S_ISDIR(st.st_mode) ? "does not exist"
 								     : strerror(errno));
 	id->dev = (uint64_t)st.st_dev;
@@ -172,10 +155,10 @@ static int replaceable(const char *path, const char *what, struct stat *st, char
 	if (lstat(path, st) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		return fail(err, errlen, -errno, "%s %s: %s", what, path, strerror(errno));
+		return snap_err(err, errlen, -errno, "%s %s: %s", what, path, strerror(errno));
 	}
 	if (!S_ISREG(st->st_mode))
-		return fail(err, errlen, -EEXIST,
+		return snap_err(err, errlen, -EEXIST,
 			    "%s %s is %s: ember replaces only regular files (give another path)",
 			    what, path,
 			    S_ISDIR(st->st_mode)    ? "a folder"
@@ -202,7 +185,7 @@ static int check_create_paths(const char *state_path, const char *mem_path, cons
 		return r;
 	if (names_or_temp(&s, &m) || names_or_temp(&m, &s) || names_or_temp(&s, &nx) ||
 	    names_or_temp(&nx, &s))
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "snapshot_path %s and mem_file_path %s name the same file (or one is "
 			    "the other's temporary name): give two different files",
 			    state_path, mem_path);
@@ -214,7 +197,7 @@ static int check_create_paths(const char *state_path, const char *mem_path, cons
 		return ea < 0 ? ea : eb < 0 ? eb : ec;
 	if (ea > 0 && ((eb > 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) ||
 		       (ec > 0 && a.st_dev == c.st_dev && a.st_ino == c.st_ino)))
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "snapshot_path %s and mem_file_path %s are one file (hard links): give "
 			    "two different files",
 			    state_path, mem_path);
@@ -226,19 +209,19 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 {
 	char next[PATH_MAX];
 	if (!vm->paused)
-		return fail(err, errlen, -EBUSY, "the VM must be paused first");
+		return snap_err(err, errlen, -EBUSY, "the VM must be paused first");
 	if (diff && !vm->track_dirty)
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "a diff snapshot needs dirty page tracking (track_dirty_pages)");
 	if (diff && !vm->mem_terms)
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "a diff snapshot needs a base: a full snapshot of this VM taken since "
 			    "it started, or the snapshot it was restored from (and the last "
 			    "snapshot must not have failed)");
 	if (!state_path || !mem_path)
-		return fail(err, errlen, -EINVAL, "snapshot_path and mem_file_path are required");
+		return snap_err(err, errlen, -EINVAL, "snapshot_path and mem_file_path are required");
 	if (snprintf(next, sizeof(next), "%s.next", mem_path) >= (int)sizeof(next))
-		return fail(err, errlen, -ENAMETOOLONG, "%s: path too long", mem_path);
+		return snap_err(err, errlen, -ENAMETOOLONG, "%s: path too long", mem_path);
 	int r = check_create_paths(state_path, mem_path, next, err, errlen);
 	if (r)
 		return r;
@@ -247,7 +230,7 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	struct snap_mem_hash mh = {vm->mem_hash_sum, vm->mem_terms};
 	if (!diff && vm->track_dirty && !mh.terms &&
 	    !(mh.terms = malloc(vm->mem.ram_size / SNAP_PAGE * sizeof(uint64_t))))
-		return fail(err, errlen, -ENOMEM, "no memory for the page hashes");
+		return snap_err(err, errlen, -ENOMEM, "no memory for the page hashes");
 	vm->mem_terms = NULL; /* given back below only if this snapshot is whole */
 
 	struct snap_writer w;
@@ -266,7 +249,7 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	free(dirty);
 	struct stat st;
 	if (!r && stat(next, &st) < 0)
-		r = fail(err, errlen, -errno, "%s: %s", next, strerror(errno));
+		r = snap_err(err, errlen, -errno, "%s: %s", next, strerror(errno));
 	if (!r) {
 		struct memfile_id id = {(uint64_t)st.st_dev, (uint64_t)st.st_ino,
 					(uint64_t)st.st_size,
@@ -290,11 +273,11 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	if (!vm->track_dirty)
 		free(mh.terms);
 	if (rename(next, mem_path) < 0)
-		return fail(err, errlen, -errno, "%s: cannot move the memory file into place: %s "
+		return snap_err(err, errlen, -errno, "%s: cannot move the memory file into place: %s "
 						 "(it is whole under %s; a restore finds it)",
 			    mem_path, strerror(errno), next);
 	int e = snap_sync_dir(mem_path);
-	return e ? fail(err, errlen, e, "%s: cannot sync its folder: %s", mem_path, strerror(-e))
+	return e ? snap_err(err, errlen, e, "%s: cannot sync its folder: %s", mem_path, strerror(-e))
 		 : 0;
 }
 

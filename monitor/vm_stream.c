@@ -8,7 +8,6 @@
  * header, state, memory. */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,25 +16,14 @@
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 int vm_snapshot_stream(struct vm *vm, int fd, char *err, size_t errlen)
 {
 	if (!vm->paused)
-		return fail(err, errlen, -EBUSY, "the VM must be paused first");
+		return snap_err(err, errlen, -EBUSY, "the VM must be paused first");
 	uint64_t size = vm->mem.ram_size, pages = size / SNAP_PAGE;
 	uint64_t *nonzero = malloc((pages + 63) / 64 * sizeof(uint64_t));
 	if (!nonzero)
-		return fail(err, errlen, -ENOMEM, "no memory for the page bitmap");
+		return snap_err(err, errlen, -ENOMEM, "no memory for the page bitmap");
 	struct snap_writer w;
 	int r = vm_snapshot_records(vm, &w, false, err, errlen);
 	/* The state goes first and holds the memory's hash: one pass over
@@ -45,7 +33,7 @@ int vm_snapshot_stream(struct vm *vm, int fd, char *err, size_t errlen)
 		snap_mem_scan(vm->mem.base, size, &mh, nonzero);
 		r = snap_w_add(&w, TAG_MEMH, 0, &mh.sum, sizeof(mh.sum));
 		if (r)
-			fail(err, errlen, r, "cannot build the state file: %s", strerror(-r));
+			snap_err(err, errlen, r, "cannot build the state file: %s", strerror(-r));
 	}
 	struct snap_stream s = {fd, 0};
 	if (!r)
@@ -63,29 +51,29 @@ int vm_stream_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_t err
 	uint64_t len;
 	const uint64_t *sum = snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	if (!sum || len != sizeof(*sum))
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    VM_STREAM_NAME ": section MEMH (the memory's hash) is missing or "
 					   "damaged");
 	/* The receiver starts from zero RAM: the stream holds the pages
 	 * that are not zero, read straight into it. */
 	int r = gmem_init(&vm->mem, h->mem_size);
 	if (r)
-		return fail(err, errlen, vm_host_err(r), "memory: cannot map %llu MiB: %s",
+		return snap_err(err, errlen, vm_host_err(r), "memory: cannot map %llu MiB: %s",
 			    (unsigned long long)(h->mem_size >> 20), strerror(-r));
 	struct snap_mem_hash mh = {0, NULL};
 	char why[SNAP_ERR_MAX];
 	r = snap_stream_get_mem(s->stream, vm->mem.base, h->mem_size, true, &mh, why, sizeof(why));
 	if (r)
-		return fail(err, errlen, r == -EINVAL ? r : vm_host_err(r), "%s", why);
+		return snap_err(err, errlen, r == -EINVAL ? r : vm_host_err(r), "%s", why);
 	/* The end record's hash is the pages'; the state must name it too,
 	 * or state and memory are of two snapshots. */
 	if (mh.sum != *sum)
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "stream: byte %" PRIu64 ": its memory (hash 0x%016" PRIx64
 			    ") is not the memory its state file records (0x%016" PRIx64 ")",
 			    s->stream->off, mh.sum, *sum);
 	if (snap_mem_digest(vm->mem.base, vm->mem.ram_size) != h->mem_digest)
-		return fail(err, errlen, -EINVAL,
+		return snap_err(err, errlen, -EINVAL,
 			    "stream: its memory's contents differ from its state file's digest");
 	/* A diff snapshot needs a base on disk, which a stream is not:
 	 * the next one must be full. */
