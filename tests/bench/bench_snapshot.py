@@ -116,25 +116,31 @@ def _http(sock_path, method, path, body=None, timeout=120):
                % (method, path, len(data))).encode() + data
         t0 = time.monotonic()
         s.sendall(req)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        m = re.search(rb"content-length:\s*(\d+)", head, re.I)
-        want = int(m.group(1)) if m else 0
-        while len(rest) < want:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        dt = time.monotonic() - t0
-        st = re.match(rb"HTTP/1\.[01] (\d+)", head)
-        return (int(st.group(1)) if st else 0), rest.decode(errors="replace"), dt
+        st, body = read_reply(s)
+        return st, body, time.monotonic() - t0
     finally:
         s.close()
+
+
+def read_reply(s):
+    """(status, body) of one HTTP/1.1 reply on socket s (0 when it had no
+    status line)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"content-length:\s*(\d+)", head, re.I)
+    want = int(m.group(1)) if m else 0
+    while len(rest) < want:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    st = re.match(rb"HTTP/1\.[01] (\d+)", head)
+    return (int(st.group(1)) if st else 0), rest.decode(errors="replace")
 
 
 class _Guest:

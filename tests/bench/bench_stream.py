@@ -30,6 +30,7 @@ PIPE_SZ = 1 << 20  # what `ember snapshot create --to -` asks for
 def _put_stream(sock_path, fd, timeout=120):
     """PUT /snapshot/create {"stream": true} with fd riding on it: (status,
     body, seconds from the request's send to the reply's last byte)."""
+    from bench_snapshot import read_reply  # here: it imports this module
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
@@ -39,22 +40,8 @@ def _put_stream(sock_path, fd, timeout=120):
                "application/json\r\nContent-Length: %d\r\n\r\n" % len(data)).encode() + data
         t0 = time.monotonic()
         socket.send_fds(s, [req], [fd])
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        m = re.search(rb"content-length:\s*(\d+)", head, re.I)
-        while m and len(rest) < int(m.group(1)):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        dt = time.monotonic() - t0
-        st = re.match(rb"HTTP/1\.[01] (\d+)", head)
-        return (int(st.group(1)) if st else 0), rest.decode(errors="replace"), dt
+        st, body = read_reply(s)
+        return st, body, time.monotonic() - t0
     finally:
         s.close()
 
