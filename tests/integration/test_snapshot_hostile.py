@@ -357,3 +357,9 @@ def test_fifo_snapshot_paths_refused(snap, tmp_path, which):
              str(fifo) if which == "state" else str(snap["mem"])], timeout=30)
     assert r.returncode != 0 and "a FIFO, not a regular file" in r.stderr, r.stderr
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_use_saved_paths_only_with_restore():
+    r = run(["run", "--kernel", guest("hello"), "--use-saved-paths"], timeout=30)
+    assert r.returncode == EXIT_CONFIG
+    assert "--use-saved-paths go with --restore STATE" in r.stderr, r.stderr
