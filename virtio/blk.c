@@ -347,7 +347,7 @@ static void process(struct virtio_dev *d)
 			virtio_fail(d, "queue 0: %s", why);
 			break;
 		}
-		vq_push(q, c.head, (uint32_t)n);
+		vq_push(q, &c, (uint32_t)n);
 		done = true;
 	}
 	if (done)

@@ -115,7 +115,7 @@ static void rx(struct virtio_dev *d)
 			/* §5.1.6.3.1: buffers must hold a whole frame (no
 			 * MRG_RXBUF).  Give it back empty, drop this frame. */
 			n->stats.rx_too_big++;
-			vq_push(q, c.head, 0);
+			vq_push(q, &c, 0);
 			pushed = true;
 			n->have_frame = false;
 			continue;
@@ -124,7 +124,7 @@ static void rx(struct virtio_dev *d)
 		/* num_buffers = 1 (§5.1.6.4): offset 10, le16 */
 		n->frame[10] = 1;
 		vq_write(&c, 0, n->frame, total);
-		vq_push(q, c.head, total);
+		vq_push(q, &c, total);
 		pushed = true;
 		n->have_frame = false;
 		n->stats.rx_frames++;
@@ -160,7 +160,7 @@ static void tx(struct virtio_dev *d)
 		if (c.out_len <= VNET_HDR || c.out_len > sizeof(buf)) {
 			/* Not a frame: returned unsent, counted. */
 			n->stats.tx_malformed++;
-			vq_push(q, c.head, 0);
+			vq_push(q, &c, 0);
 			pushed = true;
 			continue;
 		}
@@ -184,7 +184,7 @@ static void tx(struct virtio_dev *d)
 			n->stats.tx_frames++;
 			n->stats.tx_bytes += len;
 		}
-		vq_push(q, c.head, 0);
+		vq_push(q, &c, 0);
 		pushed = true;
 	}
 	watch(n, (n->tap_events & EPOLLIN) | (n->tx_blocked ? EPOLLOUT : 0));

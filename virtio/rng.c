@@ -65,7 +65,7 @@ static void process(struct virtio_dev *d)
 		uint32_t n = fill(r, &c);
 		r->bytes += n;
 		r->requests++;
-		vq_push(q, c.head, n);
+		vq_push(q, &c, n);
 		done = true;
 	}
 	if (done)

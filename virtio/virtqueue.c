@@ -196,9 +196,15 @@ void vq_unpop(struct vq *q)
 	q->s.next_avail--;
 }
 
-void vq_push(struct vq *q, uint16_t head, uint32_t written)
+void vq_push(struct vq *q, const struct vq_chain *c, uint32_t written)
 {
 	uint8_t *used = q->used_host;
+	uint16_t head = c->head;
+	/* Marked at vq_pop and again now that the device is done: a dirty
+	 * set fetched in between (a migration round on another thread) must
+	 * not lose what the device wrote after it. */
+	for (unsigned i = c->nr_out; i < c->nr_out + c->nr_in; i++)
+		gmem_mark(q->mem, c->seg[i].p, c->seg[i].len);
 	uint16_t slot = q->s.next_used % q->s.num;
 	uint8_t *elem = used + 4 + 8 * (size_t)slot;
 	uint32_t id = head;

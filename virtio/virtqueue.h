@@ -85,8 +85,9 @@ __attribute__((warn_unused_result)) int vq_pop(struct vq *q, struct vq_chain *c,
  * rate limiter said not yet). */
 void vq_unpop(struct vq *q);
 
-/* Hand chain `head` back with `written` bytes in its writable part. */
-void vq_push(struct vq *q, uint16_t head, uint32_t written);
+/* Hand chain c (from vq_pop) back with `written` bytes in its writable
+ * part.  Its writable segments are marked dirty again (see vq_pop). */
+void vq_push(struct vq *q, const struct vq_chain *c, uint32_t written);
 
 /* Chains are waiting (cheap; no validation). */
 bool vq_has_avail(const struct vq *q);

@@ -356,7 +356,7 @@ void vsock_rx(struct virtio_vsock *v)
 			vq_unpop(q);
 			continue;
 		}
-		vq_push(q, ch.head, len);
+		vq_push(q, &ch, len);
 		v->stats.rx_packets_count++;
 		pushed = true;
 	}
@@ -396,7 +396,7 @@ static void tx(struct virtio_vsock *v)
 		vsock_hdr_decode(raw, &h);
 		v->stats.tx_packets_count++;
 		handle(v, &h, &ch);
-		vq_push(q, ch.head, 0);
+		vq_push(q, &ch, 0);
 		pushed = true;
 	}
 	if (pushed)
@@ -444,7 +444,7 @@ static void send_reset_event(struct virtio_vsock *v, struct virtio_dev *d)
 	uint8_t ev[VSOCK_EVENT_LEN];
 	put_le(ev, VSOCK_EVENT_TRANSPORT_RESET, VSOCK_EVENT_LEN);
 	vq_write(&ch, 0, ev, sizeof(ev));
-	vq_push(q, ch.head, sizeof(ev));
+	vq_push(q, &ch, sizeof(ev));
 	virtio_queue_done(d, Q_EV);
 	v->reset_owed = false;
 	v->stats.transport_resets++;

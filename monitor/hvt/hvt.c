@@ -200,12 +200,17 @@ static void *guest_buf(struct hvt_guest *g, unsigned nr, const char *what, uint6
 		       uint64_t len, int *stop)
 {
 	void *p = gmem_ptr(g->mem, gpa, len);
-	if (!p)
+	if (!p) {
 		*stop = fault(g, nr, what, gpa, len);
-	/* Results and read buffers are written through it: dirty (it may
-	 * only be read: a page too many costs a page in a diff, nothing
-	 * more). */
-	gmem_mark(g->mem, p, p ? len : 0);
+		return NULL;
+	}
+	/* Results and read buffers are written through it: dirty now (a
+	 * snapshot taken meanwhile sees it) and again when the call is done
+	 * (a migration round that fetched the dirty set in between must see
+	 * it).  It may only be read: a page too many costs a page, no more. */
+	gmem_mark(g->mem, p, len);
+	if (g->nr_touched < HVT_TOUCHED_MAX)
+		g->touched[g->nr_touched++] = (struct hvt_span){p, len};
 	return p;
 }
 
@@ -316,9 +321,8 @@ static int do_poll(struct hvt_guest *g, struct hc_poll *a)
 	}
 }
 
-static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+static int call(struct hvt_guest *g, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
 {
-	struct hvt_guest *g = opaque;
 	unsigned nr = (unsigned)off + 1;
 	uint32_t gpa;
 	int stop = 0;
@@ -413,6 +417,16 @@ static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool 
 	default:
 		return 0;
 	}
+}
+
+static int hvt_io(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
+{
+	struct hvt_guest *g = opaque;
+	g->nr_touched = 0;
+	int stop = call(g, off, data, len, is_write);
+	for (unsigned i = 0; i < g->nr_touched; i++)
+		gmem_mark(g->mem, g->touched[i].p, g->touched[i].len);
+	return stop;
 }
 
 int hvt_register(struct hvt_guest *g, struct bus *pio)

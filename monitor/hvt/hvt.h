@@ -138,6 +138,14 @@ typedef void (*hvt_stop_fn)(void *opaque, int code, const char *why);
  * to pause (POLL then returns at once with nothing ready); 0 to wait on. */
 typedef int (*hvt_check_fn)(void *opaque);
 
+/* A guest buffer a hypercall may write (argument, data): marked dirty
+ * again when the call is done. */
+struct hvt_span {
+	void *p;
+	uint64_t len;
+};
+#define HVT_TOUCHED_MAX 2 /* argument + one buffer per call */
+
 struct hvt_guest {
 	const struct gmem *mem;
 	struct hvt_manifest mft;
@@ -152,6 +160,8 @@ struct hvt_guest {
 	void *opaque;
 	bool wrote;
 	uint64_t nr_calls[HVT_NR_CALLS];
+	struct hvt_span touched[HVT_TOUCHED_MAX]; /* this call's, for hvt_io */
+	unsigned nr_touched;
 };
 
 /* Take the manifest from the loader's notes: check the ABI note, parse and

@@ -267,7 +267,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_chain(&q, &c, &ref);
 		}
 		uint32_t written = use_chain(&c, off, ops & OP_WRITE);
-		vq_push(&q, c.head, written);
+		vq_push(&q, &c, written);
 		check_pushed(&q, c.head, written);
 		(void)vq_no_interrupt(&q); /* reads the flags in RAM: in bounds */
 	}

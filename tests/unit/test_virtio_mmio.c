@@ -50,7 +50,7 @@ static void tdev_notify(struct virtio_dev *d, unsigned qi)
 
 	t->notified[qi]++;
 	while ((r = vq_pop(&d->vq[qi], &c, why, sizeof(why))) > 0)
-		vq_push(&d->vq[qi], c.head, c.in_len);
+		vq_push(&d->vq[qi], &c, c.in_len);
 	if (r < 0)
 		virtio_fail(d, "queue %u: %s", qi, why);
 	virtio_queue_done(d, qi);

@@ -170,18 +170,54 @@ static void test_push(void **state)
 	offer(f, 4);
 	assert_int_equal(vq_pop(&f->q, &f->c, f->err, sizeof(f->err)), 1);
 	assert_int_equal(f->c.head, 3);
-	vq_push(&f->q, 3, 17);
+	vq_push(&f->q, &f->c, 17);
 	assert_int_equal(get16(f, USED + 2), 1);
 	assert_int_equal(get32(f, USED + 4), 3);
 	assert_int_equal(get32(f, USED + 8), 17);
 	assert_int_equal(vq_pop(&f->q, &f->c, f->err, sizeof(f->err)), 1);
 	assert_int_equal(f->c.head, 4);
-	vq_push(&f->q, 4, 64);
+	vq_push(&f->q, &f->c, 64);
 	assert_int_equal(get16(f, USED + 2), 2);
 	assert_int_equal(get32(f, USED + 12), 4);
 	assert_int_equal(get32(f, USED + 16), 64);
 	assert_int_equal(f->q.s.next_used, 2);
 	assert_int_equal(f->q.s.next_avail, 2);
+}
+
+static bool page_dirty(const uint64_t *bm, uint64_t gpa)
+{
+	return bm[gpa / 4096 / 64] >> (gpa / 4096 % 64) & 1;
+}
+
+/* A dirty set fetched between vq_pop and vq_push (a migration round on
+ * another thread) must not lose what the device wrote after it: push
+ * marks the chain's writable buffers and the used ring again; the
+ * driver-readable buffer is never marked. */
+static void test_push_marks_after_fetch(void **state)
+{
+	struct fx *f = *state;
+	uint64_t words = gmem_dirty_words(&f->mem);
+	uint64_t *bm = calloc(words, 8);
+	assert_int_equal(gmem_log_dirty(&f->mem, true), 0);
+	assert_int_equal(gmem_dirty_fetch(&f->mem, bm), 0); /* the first: every page */
+
+	set_desc(f, 0, BUF, 16, VIRTQ_DESC_F_NEXT, 1);
+	set_desc(f, 1, BUF + 0x4000, 0x2000, VIRTQ_DESC_F_WRITE, 0);
+	offer(f, 0);
+	assert_int_equal(vq_pop(&f->q, &f->c, f->err, sizeof(f->err)), 1);
+	assert_int_equal(gmem_dirty_fetch(&f->mem, bm), 0);
+	assert_true(page_dirty(bm, BUF + 0x4000)); /* marked at pop */
+	assert_int_equal(gmem_dirty_fetch(&f->mem, bm), 0);
+	assert_false(page_dirty(bm, BUF + 0x4000)); /* cleared by the fetch */
+
+	assert_int_equal(vq_write(&f->c, 0x1000, "x", 1), 1);
+	vq_push(&f->q, &f->c, 0x1001);
+	assert_int_equal(gmem_dirty_fetch(&f->mem, bm), 0);
+	assert_true(page_dirty(bm, BUF + 0x4000));
+	assert_true(page_dirty(bm, BUF + 0x5000));
+	assert_true(page_dirty(bm, USED));
+	assert_false(page_dirty(bm, BUF));
+	free(bm);
 }
 
 /* The indices are free-running u16s: the ring wraps, 65535 -> 0 too. */
@@ -195,7 +231,7 @@ static void test_wrap(void **state)
 	for (int k = 0; k < 6; k++) {
 		offer(f, 0);
 		assert_int_equal(vq_pop(&f->q, &f->c, f->err, sizeof(f->err)), 1);
-		vq_push(&f->q, f->c.head, 0);
+		vq_push(&f->q, &f->c, 0);
 	}
 	assert_int_equal(f->q.s.next_avail, 3);
 	assert_int_equal(get16(f, USED + 2), 3);
@@ -419,6 +455,7 @@ int main(void)
 	    T(test_good_chain),
 	    T(test_push),
 	    T(test_wrap),
+	    T(test_push_marks_after_fetch),
 	    T(test_empty),
 	    T(test_unpop),
 	    T(test_no_interrupt),
