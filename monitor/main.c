@@ -540,7 +540,10 @@ static int configure_and_run(struct run_opts *o, struct vm_config *cfg, struct v
 		return 0;
 	}
 
-	r = o->api_sock ? api_run(&vm, cfg, o->api_sock, EMBER_VERSION) : vm_run(&vm);
+	if (o->api_sock)
+		r = api_run(&vm, cfg, o->api_sock, EMBER_VERSION);
+	else
+		r = vm_run(&vm) ? (vm.exit_code ? vm.exit_code : EXIT_HOST) : vm.exit_code;
 	startup_timeout_disarm(); /* when the run never began */
 	/* A normal end (reset, exit status 0) is silent; anything else says
 	 * why on stderr, so a script's log explains the exit code. */

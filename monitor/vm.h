@@ -214,9 +214,12 @@ __attribute__((warn_unused_result)) int vm_state_load(struct vm *vm, const struc
  * calling thread, the others on their own threads.  First the drop phase
  * (docs/jail.md): capabilities go, and every thread loads its seccomp
  * filter (vm->seccomp) before its first KVM_RUN; from then on the process
- * makes only the syscalls jail/seccomp.c allows.  Returns ember's exit
- * code (see monitor/exitcodes.h); the reason is in vm->stop_reason. */
-int vm_run(struct vm *vm);
+ * makes only the syscalls jail/seccomp.c allows.  0 once the VM has
+ * stopped, or -errno when it could not run; either way the VM is stopped,
+ * with ember's exit code (monitor/exitcodes.h: the guest's status, a
+ * timeout, a fault, the host's failure) in vm->exit_code and the reason
+ * in vm->stop_reason. */
+__attribute__((warn_unused_result)) int vm_run(struct vm *vm);
 
 /* vCPU 0's thread made ahead of vm_start_on() (the API, before
  * InstanceStart or a snapshot load), while nothing waits: it drops its
@@ -239,17 +242,18 @@ __attribute__((warn_unused_result)) int vm_vcpu0_thread_make(struct vm_vcpu0_thr
 /* The same run in two halves, for callers that keep the calling thread
  * (the API's vmm thread).  vm_start(): the drop phase, then every vCPU on
  * its own thread (vCPU 0 too); returns at once, 0 once they run (the guest
- * may have stopped itself already: vm_wait() returns how) or an EXIT_*
- * code when the start failed, with the reason in vm->stop_reason.  The
- * calling thread is now the vmm thread under the vmm filter.  vm_wait():
- * serve vm->ev (virtio notifications, backends, timers, and whatever the
- * caller added) on the calling thread until the VM stops; join the vCPU
- * threads; return ember's exit code. */
+ * may have stopped itself already) or -errno when the start failed (the
+ * VM is stopped: vm->exit_code, vm->stop_reason).  The calling thread is
+ * now the vmm thread under the vmm filter.  vm_wait(): serve vm->ev
+ * (virtio notifications, backends, timers, and whatever the caller added)
+ * on the calling thread until the VM stops; join the vCPU threads; 0, or
+ * -errno when the event loop failed; how the VM ended is in
+ * vm->exit_code and vm->stop_reason, as for vm_run(). */
 __attribute__((warn_unused_result)) int vm_start(struct vm *vm);
 /* vm_start(), with vCPU 0 on t's thread when it is waiting (t NULL, or
  * not ready: a new thread as vm_start()). */
 __attribute__((warn_unused_result)) int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t);
-int vm_wait(struct vm *vm);
+__attribute__((warn_unused_result)) int vm_wait(struct vm *vm);
 
 /* Park every vCPU at a clean exit point (out of KVM_RUN, its exit fully
  * handled) and return when all are parked; vm_resume() lets them go on.

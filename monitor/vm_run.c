@@ -217,7 +217,7 @@ static int drop_privileges(struct vm *vm, char *msg, size_t len)
 }
 
 /* Start the timeout and drop privileges: the first half of every run.
- * 0, or the VM is stopped with the reason. */
+ * 0, or -errno and the VM is stopped with the reason. */
 static int prepare(struct vm *vm)
 {
 	char msg[128];
@@ -226,18 +226,17 @@ static int prepare(struct vm *vm)
 		if (r) {
 			snprintf(msg, sizeof(msg), "cannot arm the timeout: %s", strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
-			return -1;
+			return r;
 		}
 		vm->timed = true;
 	}
 	/* The guest's timer holds the deadline now (and the drop is next:
 	 * the start-up timer's handler is no sandboxed thread's business). */
 	startup_timeout_disarm();
-	if (drop_privileges(vm, msg, sizeof(msg))) {
+	int r = drop_privileges(vm, msg, sizeof(msg));
+	if (r)
 		vm_stop(vm, EXIT_HOST, msg);
-		return -1;
-	}
-	return 0;
+	return r;
 }
 
 /* vCPU 0's thread (vm_start), created on the CPU this thread runs on.
@@ -332,13 +331,13 @@ static void hand_vcpu0(struct vm *vm, struct vm_vcpu0_thread *t)
 		(void)pthread_setaffinity_np(t->thread, sizeof(all), &all);
 }
 
-/* vCPUs first..n-1 on their own threads.  False when one could not
+/* vCPUs first..n-1 on their own threads.  -errno when one could not
  * start (the VM is stopped then); a guest that stops itself meanwhile
  * (vCPU 0 may run before this returns) is no failure. */
-static bool start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread *t)
+static int start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread *t)
 {
 	char msg[128];
-	bool ok = true;
+	int failed = 0;
 	for (unsigned i = first; i < vm->nr_vcpus && !atomic_load(&vm->stopping); i++) {
 		int r = 0;
 		if (i == 0 && t)
@@ -350,14 +349,14 @@ static bool start_threads(struct vm *vm, unsigned first, struct vm_vcpu0_thread 
 			snprintf(msg, sizeof(msg), "vcpu%u: cannot start thread: %s", i,
 				 strerror(-r));
 			vm_stop(vm, EXIT_HOST, msg);
-			ok = false;
+			failed = r;
 		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &vm->stats.t_running);
-	return ok;
+	return failed;
 }
 
-static int finish(struct vm *vm)
+static void finish(struct vm *vm)
 {
 	if (vm->timed)
 		timer_delete(vm->timeout_timer);
@@ -369,7 +368,6 @@ static int finish(struct vm *vm)
 		jail_filter_free(&vm->vcpu0_thread->filter);
 		vm->vcpu0_thread = NULL;
 	}
-	return vm->exit_code;
 }
 
 int vm_run(struct vm *vm)
@@ -377,12 +375,18 @@ int vm_run(struct vm *vm)
 	/* Devices served by the event loop need the vmm thread: the boot
 	 * vCPU gets a thread of its own. */
 	if (vm->ev.nr_sources) {
-		if (vm_start(vm))
-			return finish(vm);
+		int r = vm_start(vm);
+		if (r) {
+			finish(vm);
+			return r;
+		}
 		return vm_wait(vm);
 	}
-	if (prepare(vm))
-		return finish(vm);
+	int r = prepare(vm);
+	if (r) {
+		finish(vm);
+		return r;
+	}
 	/* APs first: they wait for INIT/SIPI in the kernel anyway. */
 	(void)start_threads(vm, 1, NULL);
 	if (!atomic_load(&vm->stopping))
@@ -390,7 +394,8 @@ int vm_run(struct vm *vm)
 	/* vCPU 0 only returns once the VM is stopping (or it stopped it). */
 	if (!atomic_load(&vm->stopping))
 		vm_stop(vm, EXIT_HOST, "vcpu0: stopped for no reason");
-	return finish(vm);
+	finish(vm);
+	return 0;
 }
 
 int vm_start(struct vm *vm)
@@ -412,10 +417,11 @@ int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
 	int r = vcpu_kick_init();
 	if (r) {
 		vm_stop(vm, EXIT_HOST, "cannot install the kick signal's handler");
-		return vm->exit_code;
+		return r;
 	}
-	if (prepare(vm))
-		return vm->exit_code;
+	r = prepare(vm);
+	if (r)
+		return r;
 	if (vm->start_paused) {
 		/* A restored VM that waits for "Resumed": the vCPUs park before
 		 * their first KVM_RUN. */
@@ -423,7 +429,7 @@ int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
 			vcpu_pause(&vm->vcpus[i]);
 		vm->paused = true;
 	}
-	bool ok = start_threads(vm, 0, t);
+	int failed = start_threads(vm, 0, t);
 	/* After the threads exist: they load the vCPU filter themselves
 	 * and must not inherit this one on top of it. */
 	r = jail_filter_apply(&vm->vmm_filter);
@@ -431,10 +437,10 @@ int vm_start_on(struct vm *vm, struct vm_vcpu0_thread *t)
 		char msg[96];
 		snprintf(msg, sizeof(msg), "cannot load the vmm seccomp filter: %s", strerror(-r));
 		vm_stop(vm, EXIT_HOST, msg);
-		ok = false;
+		failed = failed ? failed : r;
 	}
 	/* Started, even if the guest has stopped already: vm_wait() says how. */
-	return ok ? 0 : vm->exit_code;
+	return failed;
 }
 
 static bool stop_test(void *opaque)
@@ -450,7 +456,8 @@ int vm_wait(struct vm *vm)
 		snprintf(msg, sizeof(msg), "event loop: %s", strerror(-r));
 		vm_stop(vm, EXIT_HOST, msg);
 	}
-	return finish(vm);
+	finish(vm);
+	return r;
 }
 
 int vm_pause(struct vm *vm)

@@ -161,7 +161,7 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
 	if (r) {
 		c->status = 400;
 		snprintf(c->fault, sizeof(c->fault), "%s: %.600s", what, vm->stop_reason);
-		a->start_code = r;
+		a->start_code = vm->exit_code ? vm->exit_code : EXIT_HOST;
 		return;
 	}
 	a->started = true;
@@ -581,7 +581,8 @@ int api_main(int argc, char **argv, const char *version)
 		return a->start_code;
 	}
 
-	r = vm_wait(&g.vm);
+	(void)!vm_wait(&g.vm); /* a failure stopped the VM: its code says so */
+	r = g.vm.exit_code;
 	atomic_store(&a->state, API_STOPPED);
 	api_metrics_flush(a);
 	if (r != 0)
@@ -648,8 +649,8 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	}
 	pthread_mutex_unlock(&a->lock);
 	if (!r)
-		r = vm_wait(vm);
+		(void)!vm_wait(vm); /* a failure stopped the VM: its code says so */
 	atomic_store(&a->state, API_STOPPED);
 	wait_replies(a); /* a snapshot create done as the guest stopped */
-	return r;
+	return vm->exit_code;
 }
