@@ -605,7 +605,7 @@ static int cmd_run(int argc, char **argv)
 
 	/* --restore -: state and memory from one stream on stdin, read in
 	 * order (its state now, its memory in vm_build). */
-	static struct snap_stream in = {STDIN_FILENO, 0};
+	static struct snap_stream in = {.fd = STDIN_FILENO};
 	bool stream = o.restore && !strcmp(o.restore, "-");
 	const char *name = stream ? VM_STREAM_NAME : o.restore;
 	/* A pipe moves a stream in fewer, larger steps with more room than

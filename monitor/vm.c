@@ -502,6 +502,7 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	vm->verbose = o->verbose;
 	vm->track_dirty = o->track_dirty;
 	vm->seccomp = o->seccomp;
+	vm->progress = o->progress;
 	vm->cpuid_cache = o->cpuid_cache;
 	vm->restored = o->snapshot != NULL;
 	vm->start_paused = o->paused;

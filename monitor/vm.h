@@ -137,8 +137,11 @@ struct vm {
 	 * when there is no such base (no snapshot yet, or the last failed). */
 	uint64_t *mem_terms;
 	uint64_t mem_hash_sum;
-	/* dry_run, verbose, cpuid_cache, track_dirty and seccomp are the
-	 * build options' (vm_build copies them in). */
+	/* Where snapshots, streams and loads say how far they are (the API's
+	 * GET /); NULL: nowhere. */
+	struct snap_progress *progress;
+	/* dry_run, verbose, cpuid_cache, track_dirty, seccomp and progress
+	 * are the build options' (vm_build copies them in). */
 	bool dry_run;
 	bool verbose;
 	const char *cpuid_cache; /* NULL: always ask KVM */
@@ -161,6 +164,7 @@ struct vm_build_opts {
 	const char *mem_path; /* its memory file; NULL for a stream, whose memory follows */
 	bool copy_mem;	      /* read the memory in (the file may go) rather than map it */
 	bool paused;	      /* vm_start() leaves every vCPU parked (vm_resume() to go) */
+	struct snap_progress *progress; /* vm->progress (may be NULL) */
 };
 
 /* Build the VM from cfg and o (copied in; vm is overwritten).  A boot:

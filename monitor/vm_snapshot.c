@@ -234,6 +234,7 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	vm->mem_terms = NULL; /* given back below only if this snapshot is whole */
 
 	struct snap_writer w;
+	snap_progress_phase(vm->progress, "saving state", 0);
 	r = vm_snapshot_records(vm, &w, diff, err, errlen);
 
 	/* Tracking on: every snapshot resets the log, so a diff holds the
@@ -241,12 +242,17 @@ int vm_snapshot_create(struct vm *vm, const char *state_path, const char *mem_pa
 	uint64_t *dirty = NULL;
 	if (!r && vm->track_dirty && !(dirty = dirty_bitmap(vm, err, errlen)))
 		r = -EIO;
-	if (!r)
+	if (!r) {
+		snap_progress_phase(vm->progress, "writing memory",
+				    diff ? snap_pages_bytes(dirty, vm->mem.ram_size)
+					 : vm->mem.ram_size);
 		r = diff ? snap_mem_write_diff(next, vm->mem.base, vm->mem.ram_size, dirty, &mh,
-					       err, errlen)
-			 : snap_mem_write_full(next, vm->mem.base, vm->mem.ram_size, &mh, err,
-					       errlen);
+					       vm->progress, err, errlen)
+			 : snap_mem_write_full(next, vm->mem.base, vm->mem.ram_size, &mh,
+					       vm->progress, err, errlen);
+	}
 	free(dirty);
+	snap_progress_phase(vm->progress, "committing", 0);
 	struct stat st;
 	if (!r && stat(next, &st) < 0)
 		r = snap_err(err, errlen, -errno, "%s: %s", next, strerror(errno));

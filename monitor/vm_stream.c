@@ -25,22 +25,29 @@ int vm_snapshot_stream(struct vm *vm, int fd, char *err, size_t errlen)
 	if (!nonzero)
 		return snap_err(err, errlen, -ENOMEM, "no memory for the page bitmap");
 	struct snap_writer w;
+	snap_progress_phase(vm->progress, "saving state", 0);
 	int r = vm_snapshot_records(vm, &w, false, err, errlen);
 	/* The state goes first and holds the memory's hash: one pass over
 	 * RAM finds it (and which pages are not zero) before any is sent. */
 	struct snap_mem_hash mh = {0, NULL};
 	if (!r) {
+		snap_progress_phase(vm->progress, "scanning memory", 0);
 		snap_mem_scan(vm->mem.base, size, &mh, nonzero);
 		r = snap_w_add(&w, TAG_MEMH, 0, &mh.sum, sizeof(mh.sum));
 		if (r)
 			snap_err(err, errlen, r, "cannot build the state file: %s", strerror(-r));
 	}
-	struct snap_stream s = {fd, 0};
-	if (!r)
+	struct snap_stream s = {.fd = fd, .prog = vm->progress};
+	if (!r) {
+		snap_progress_phase(vm->progress, "sending state", 0);
 		r = snap_stream_put_state(&s, &w, err, errlen);
+	}
 	snap_w_free(&w);
-	if (!r)
+	if (!r) {
+		snap_progress_phase(vm->progress, "sending memory",
+				    snap_stream_mem_bytes(nonzero, size));
 		r = snap_stream_put_mem(&s, vm->mem.base, size, nonzero, mh.sum, err, errlen);
+	}
 	free(nonzero);
 	return r;
 }
@@ -62,6 +69,9 @@ int vm_stream_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_t err
 			    (unsigned long long)(h->mem_size >> 20), strerror(-r));
 	struct snap_mem_hash mh = {0, NULL};
 	char why[SNAP_ERR_MAX];
+	/* the pages that are not zero: not known until the end */
+	snap_progress_phase(vm->progress, "receiving memory", 0);
+	s->stream->prog = vm->progress;
 	r = snap_stream_get_mem(s->stream, vm->mem.base, h->mem_size, true, &mh, why, sizeof(why));
 	if (r)
 		return snap_err(err, errlen, r == -EINVAL ? r : vm_host_err(r), "%s", why);

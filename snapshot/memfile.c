@@ -189,7 +189,8 @@ int snap_mem_hash_fd(int fd, uint64_t len, const char *name, struct snap_mem_has
 }
 
 int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len,
-			struct snap_mem_hash *h, char *err, size_t errlen)
+			struct snap_mem_hash *h, struct snap_progress *prog, char *err,
+			size_t errlen)
 {
 	char tmp[PATH_MAX];
 	int fd = create(path, len, tmp, sizeof(tmp), err, errlen);
@@ -198,6 +199,7 @@ int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len,
 	uint64_t pages = len / PAGE, sum = 0;
 	uint64_t *terms = h ? h->terms : NULL;
 	for (uint64_t i = 0; i < pages;) {
+		uint64_t from = i;
 		while (i < pages && page_is_zero(ram + i * PAGE)) {
 			if (terms)
 				terms[i] = 0;
@@ -215,6 +217,7 @@ int snap_mem_write_full(const char *path, const uint8_t *ram, uint64_t len,
 		int e = pwrite_all(fd, ram + start * PAGE, (i - start) * PAGE, start * PAGE);
 		if (e)
 			return abort_write(fd, tmp, path, e, err, errlen);
+		snap_progress_add(prog, (i - from) * PAGE);
 	}
 	if (h)
 		h->sum = sum;
@@ -237,6 +240,18 @@ static uint64_t next_bit(const uint64_t *bits, uint64_t pages, uint64_t i, bool 
 		i = (i & ~63ULL) + 64;
 	}
 	return pages;
+}
+
+uint64_t snap_pages_bytes(const uint64_t *pages, uint64_t len)
+{
+	uint64_t n = len / PAGE, set = 0;
+	for (uint64_t w = 0; w < (n + 63) / 64; w++) {
+		uint64_t bits = pages[w];
+		if (w == n / 64)
+			bits &= (1ULL << (n % 64)) - 1; /* the part word (w < words: n % 64 > 0) */
+		set += (uint64_t)__builtin_popcountll(bits);
+	}
+	return set * PAGE;
 }
 
 /* snap_mem_merge() trusts the diff's SEEK_DATA map: check that it says
@@ -274,7 +289,8 @@ static int check_map(int fd, uint64_t len, const uint64_t *dirty, const char *pa
 }
 
 int snap_mem_write_diff(const char *path, const uint8_t *ram, uint64_t len, const uint64_t *dirty,
-			struct snap_mem_hash *h, char *err, size_t errlen)
+			struct snap_mem_hash *h, struct snap_progress *prog, char *err,
+			size_t errlen)
 {
 	char tmp[PATH_MAX];
 	if (h && !h->terms) {
@@ -290,6 +306,7 @@ int snap_mem_write_diff(const char *path, const uint8_t *ram, uint64_t len, cons
 		int e = pwrite_all(fd, ram + i * PAGE, (end - i) * PAGE, i * PAGE);
 		if (e)
 			return abort_write(fd, tmp, path, e, err, errlen);
+		snap_progress_add(prog, (end - i) * PAGE);
 		i = next_bit(dirty, pages, end, true);
 	}
 	int e = check_map(fd, len, dirty, tmp, err, errlen);

@@ -16,6 +16,7 @@
 #ifndef EMBER_SNAPSHOT_H
 #define EMBER_SNAPSHOT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -143,6 +144,33 @@ struct snap_mem_hash {
 	uint64_t *terms;
 };
 
+/* How far a long operation has got (a snapshot, a load, a migration):
+ * written by the thread doing it, read by any other (the API's GET /)
+ * without a lock.  phase is a static string; done and total count bytes
+ * (total 0: not known yet).  Every writer below takes one, NULL for none. */
+struct snap_progress {
+	_Atomic(const char *) phase;
+	_Atomic uint64_t done, total;
+};
+
+/* Enter a phase: done back to 0 of total.  p NULL is ignored. */
+static inline void snap_progress_phase(struct snap_progress *p, const char *phase,
+				       uint64_t total)
+{
+	if (!p)
+		return;
+	atomic_store(&p->done, 0);
+	atomic_store(&p->total, total);
+	atomic_store(&p->phase, phase);
+}
+
+/* n more bytes done.  p NULL is ignored. */
+static inline void snap_progress_add(struct snap_progress *p, uint64_t n)
+{
+	if (p)
+		atomic_fetch_add_explicit(&p->done, n, memory_order_relaxed);
+}
+
 /* One page's term (0 for an all-zero page). */
 uint64_t snap_mem_page_term(const uint8_t *page, uint64_t index);
 
@@ -162,10 +190,12 @@ __attribute__((warn_unused_result)) int snap_mem_hash_fd(int fd, uint64_t len, c
  * is len bytes, all-zero pages stay holes, runs of non-zero pages go out
  * in one write each.  h (may be NULL) receives the content hash, and its
  * terms when h->terms is not NULL, computed on the way (every page is
- * read for the zero check anyway). */
+ * read for the zero check anyway).  prog counts the bytes of RAM gone
+ * through (of len). */
 __attribute__((warn_unused_result)) int snap_mem_write_full(const char *path, const uint8_t *ram,
 							    uint64_t len, struct snap_mem_hash *h,
-							    char *err, size_t errlen);
+							    struct snap_progress *prog, char *err,
+							    size_t errlen);
 
 /* Write a diff: exactly the pages whose bit is set in dirty (bit i of
  * dirty[i / 64] = page i, KVM_GET_DIRTY_LOG's order), all-zero ones too,
@@ -173,11 +203,17 @@ __attribute__((warn_unused_result)) int snap_mem_write_full(const char *path, co
  * system whose SEEK_DATA map would not say exactly those pages, since
  * snap_mem_merge() reads the diff through it.  h (may be NULL; else
  * h->terms must hold the previous snapshot's terms) is updated to the
- * hash of the whole RAM as it is now, from the dirty pages alone. */
+ * hash of the whole RAM as it is now, from the dirty pages alone.  prog
+ * counts the bytes written. */
 __attribute__((warn_unused_result)) int snap_mem_write_diff(const char *path, const uint8_t *ram,
 							    uint64_t len, const uint64_t *dirty,
-							    struct snap_mem_hash *h, char *err,
+							    struct snap_mem_hash *h,
+							    struct snap_progress *prog, char *err,
 							    size_t errlen);
+
+/* The bytes of the pages whose bit is set in pages (a bitmap as above)
+ * of len bytes of RAM. */
+uint64_t snap_pages_bytes(const uint64_t *pages, uint64_t len);
 
 /* Fold diff into base: every data range of diff is copied onto base at
  * the same offset; both must have the same size.  Crash-safe: the result
@@ -242,11 +278,13 @@ void snap_mem_unmap(uint8_t *ram, uint64_t len);
 #define SNAP_REC_ZERO SNAP_TAG('Z', 'E', 'R', 'O')
 #define SNAP_REC_END SNAP_TAG('E', 'N', 'D', 'R')
 
-/* One end of a stream: the fd (blocking or not; not owned) and the bytes
- * moved through it so far, which messages name. */
+/* One end of a stream: the fd (blocking or not; not owned), the bytes
+ * moved through it so far, which messages name, and (may be NULL) the
+ * progress that counts them too. */
 struct snap_stream {
 	int fd;
 	uint64_t off;
+	struct snap_progress *prog;
 };
 
 /* Write the stream's header and the state file w holds (snap_w_bytes()).
@@ -270,6 +308,12 @@ __attribute__((warn_unused_result)) int snap_stream_put_mem(struct snap_stream *
 							    const uint8_t *ram, uint64_t len,
 							    const uint64_t *pages, uint64_t hash,
 							    char *err, size_t errlen);
+
+/* The bytes snap_stream_put_mem() writes for pages (a bitmap as above)
+ * of len bytes of RAM when every page in it is not zero (a full stream:
+ * exact), its records and ENDR included; for a dirty set, an upper bound
+ * (zero pages go as markers). */
+uint64_t snap_stream_mem_bytes(const uint64_t *pages, uint64_t len);
 
 /* Read the stream's header and its state file into r, checked as
  * snap_r_open_mem() checks one (named "stream: byte N: state file" in

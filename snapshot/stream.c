@@ -46,6 +46,7 @@ static int put(struct snap_stream *s, const void *buf, uint64_t len, const char 
 			return -e;
 		}
 		p += n, len -= (uint64_t)n, s->off += (uint64_t)n;
+		snap_progress_add(s->prog, (uint64_t)n);
 	}
 	return 0;
 }
@@ -116,6 +117,19 @@ static int put_record(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t
 	return put(s, rec, sizeof(rec), "a record header", err, errlen);
 }
 
+uint64_t snap_stream_mem_bytes(const uint64_t *pages, uint64_t len)
+{
+	uint64_t n = len / PAGE, bytes = SNAP_STREAM_REC; /* ENDR */
+	for (uint64_t i = next_set(pages, n, 0); i < n;) {
+		uint64_t end = i;
+		while (end < n && is_set(pages, end))
+			end++;
+		bytes += SNAP_STREAM_REC + (end - i) * PAGE;
+		i = next_set(pages, n, end);
+	}
+	return bytes;
+}
+
 int snap_stream_put_mem(struct snap_stream *s, const uint8_t *ram, uint64_t len,
 			const uint64_t *pages, uint64_t hash, char *err, size_t errlen)
 {
@@ -168,6 +182,7 @@ static int get(struct snap_stream *s, void *buf, uint64_t len, uint64_t *got, co
 			break;
 		}
 		have += (uint64_t)n, s->off += (uint64_t)n;
+		snap_progress_add(s->prog, (uint64_t)n);
 	}
 	if (got)
 		*got = have;

@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "config/config.h"
+#include "snapshot/snapshot.h"
 #include "jail/jail.h"
 #include "base/evloop.h"
 
@@ -223,6 +224,10 @@ struct api {
 	pthread_t vmm_tid; /* calls made on the vmm thread itself run in place */
 	struct api_mbox mbox;
 	struct api_job job;
+	/* The long job's progress, written by the vmm thread (vm->progress
+	 * points here), read by GET / on the API thread. */
+	struct snap_progress progress;
+	struct timespec t_job; /* when the job began (CLOCK_MONOTONIC) */
 	struct http_server *srv;
 	atomic_int state; /* enum api_state */
 

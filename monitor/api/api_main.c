@@ -133,6 +133,7 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
 	char err[CFG_ERR_MAX + VM_ERR_MAX];
 
 	o->seccomp = a->seccomp;
+	o->progress = &a->progress;
 	if (!a->no_cpuid_cache) {
 		const char *env = getenv("EMBER_CPUID_CACHE");
 		o->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
@@ -633,6 +634,7 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 	pthread_mutex_lock(&a->lock);
 	r = serve(a, lfd, &o, version);
 	a->vm = vm;
+	vm->progress = &a->progress;
 	if (!r)
 		r = watch_api(a, vm);
 	if (r) {

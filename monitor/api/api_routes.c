@@ -54,6 +54,8 @@ void api_job_start(struct api *a, const char *name, json_t *body, struct http_re
 {
 	a->job.name = name;
 	a->job.body = json_incref(body);
+	snap_progress_phase(&a->progress, NULL, 0);
+	clock_gettime(CLOCK_MONOTONIC, &a->t_job);
 	rs->status = HTTP_DEFERRED; /* api_handle posts the call */
 }
 
@@ -188,11 +190,26 @@ static long long us_between(const struct timespec *x, const struct timespec *y)
 	return (long long)(y->tv_sec - x->tv_sec) * 1000000LL + (y->tv_nsec - x->tv_nsec) / 1000;
 }
 
+/* How far the long job is: its phase (null before the first), the bytes
+ * done of the phase's total (0: not known), the time since it began. */
+static json_t *progress_json(struct api *a)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	const char *phase = atomic_load(&a->progress.phase);
+	return json_pack("{s:o,s:I,s:I,s:I}", "phase", phase ? json_string(phase) : json_null(),
+			 "bytes_done", (json_int_t)atomic_load(&a->progress.done), "bytes_total",
+			 (json_int_t)atomic_load(&a->progress.total), "elapsed_ms",
+			 (json_int_t)(us_between(&a->t_job, &now) / 1000));
+}
+
 static json_t *status_json(struct api *a)
 {
 	json_t *o = json_pack("{s:s,s:s}", "id", a->id, "state", state_name(a));
-	if (a->job.name) /* the long job the vmm thread is doing for a request */
+	if (a->job.name) { /* the long job the vmm thread is doing for a request */
 		json_object_set_new(o, "job", json_string(a->job.name));
+		json_object_set_new(o, "progress", progress_json(a));
+	}
 	if (atomic_load(&a->state) == API_NOT_STARTED)
 		return o;
 	struct vm *vm = a->vm;

@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memset(ram + p * SNAP_PAGE, (int)(p + 1), SNAP_PAGE);
 		snap_mem_hash_ram(ram, RAM, &h);
 	}
-	struct snap_stream s = {fd, 0};
+	struct snap_stream s = {.fd = fd};
 	err[0] = '\0';
 	int r = snap_stream_get_mem(&s, ram, RAM, mode == 0, &h, err, sizeof(err));
 	CHECK(s.off <= size - 1);

@@ -20,12 +20,15 @@ The stream (snapshot/snapshot.h): "EMBRSTRM", u32 version, u32 flags, u64
 state length, the state file, then records {u32 type, u32 0, u64 a, u64 b}
 of 24 bytes: DATA (first page, count; the pages follow), ZERO, ENDR (RAM's
 pages, the content hash)."""
+import fcntl
 import json
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -383,3 +386,50 @@ def test_cli_refusals(tmp_path):
     r = subprocess.run([EMBER, "run", "--restore", "-"], input=b"", capture_output=True)
     assert r.returncode == EXIT_CONFIG
     assert b"ember: stream: byte 0: truncated in the stream header" in r.stderr
+
+
+def test_progress_while_streaming(tmp_path):
+    """GET /ember/status answers while a stream is written and says how far it is:
+    the job, its phase, bytes done of the total.  The test holds the
+    pipe's read end (one page of buffer), so the writer waits mid-memory
+    until the test reads on."""
+    e = counter(tmp_path)
+    try:
+        assert e.curl("PATCH", "/vm", {"state": "Paused"})[0] == 204
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        done = {}
+        t = threading.Thread(target=lambda: done.setdefault(
+            "reply", raw(e.sock, "PUT", "/snapshot/create", {"stream": True}, fds=[w])))
+        t.start()
+        data = b""
+
+        def progress(pred):
+            """GET / until pred(its progress) holds, reading a page of the
+            stream between tries (the writer cannot pass a full pipe)."""
+            nonlocal data
+            for _ in range(2000):
+                js = e.curl("GET", "/ember/status")[1]
+                if pred(js.get("progress") or {}):
+                    return js
+                if select.select([r], [], [], 10)[0]:  # bounded: never hangs the suite
+                    data += os.read(r, 4096)
+            raise AssertionError(f"no such progress: {js}")
+        js = progress(lambda p: p.get("phase") == "sending memory" and p["bytes_done"] > 0)
+        assert js["job"] == "snapshot create" and js["state"] == "Paused", js
+        first = js["progress"]
+        assert 0 < first["bytes_done"] < first["bytes_total"], first
+        assert first["elapsed_ms"] >= 0
+        progress(lambda p: p.get("bytes_done", 0) > first["bytes_done"])
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data += f.read()
+        t.join(30)
+        assert done["reply"][0] == 204, done
+        js = e.curl("GET", "/ember/status")[1]
+        assert "progress" not in js and "job" not in js, js
+        records(data)
+        (state_len,) = struct.unpack_from("<Q", data, 16)
+        assert len(data) - 24 - state_len == first["bytes_total"]
+    finally:
+        e.kill()

@@ -129,7 +129,7 @@ static void test_full_sparse(void **state)
 	/* a page with one non-zero byte at its very end is data */
 	f->ram[7001 * PG - 1] = 1;
 
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(count_tmp(f->dir), 0);
 	struct stat st;
 	assert_int_equal(stat(f->full, &st), 0);
@@ -156,7 +156,7 @@ static void test_full_dense(void **state)
 	struct fx *f = *state;
 	memset(f->ram, 0x5a, RAM); /* one run of 64 MiB */
 	memset(f->ram + 77 * PG, 0, PG);
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	/* the map first: on tmpfs, faulting a hole in through a mapping
 	 * allocates it */
 	static bool map[PAGES];
@@ -170,7 +170,7 @@ static void test_full_replaces(void **state)
 {
 	struct fx *f = *state;
 	fill(f->ram, 3, 1);
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	uint8_t *old = malloc(RAM);
 	memcpy(old, f->ram, RAM);
 
@@ -179,14 +179,14 @@ static void test_full_replaces(void **state)
 	char tmp[192];
 	snprintf(tmp, sizeof(tmp), "%s.tmp-%ld", f->full, (long)getpid());
 	assert_int_equal(mkdir(tmp, 0700), 0);
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)),
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)),
 			 -EISDIR);
 	assert_contains(f->err, f->full);
 	assert_int_equal(rmdir(tmp), 0);
 	assert_file_is(f, f->full, old);
 
 	/* then it goes through */
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_file_is(f, f->full, f->ram);
 	assert_int_equal(count_tmp(f->dir), 0);
 	free(old);
@@ -195,12 +195,12 @@ static void test_full_replaces(void **state)
 static void test_bad_len(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, 0, NULL, f->err, sizeof(f->err)), -EINVAL);
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, PG + 1, NULL, f->err, sizeof(f->err)),
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, 0, NULL, NULL, f->err, sizeof(f->err)), -EINVAL);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, PG + 1, NULL, NULL, f->err, sizeof(f->err)),
 			 -EINVAL);
 	assert_contains(f->err, "not a positive multiple of 4096");
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, 100, f->dirty, NULL, f->err, sizeof(f->err)), -EINVAL);
+	    snap_mem_write_diff(f->diff, f->ram, 100, f->dirty, NULL, NULL, f->err, sizeof(f->err)), -EINVAL);
 	assert_int_equal(count_tmp(f->dir), 0);
 	assert_int_equal(access(f->full, F_OK), -1);
 }
@@ -217,7 +217,7 @@ static void test_diff_exact(void **state)
 		mark(f, dirtied[i]);
 	fill(f->ram, 64, 9); /* the other dirty pages are all zero: data all the same */
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(count_tmp(f->dir), 0);
 
 	static bool map[PAGES];
@@ -242,14 +242,14 @@ static void test_diff_exact(void **state)
 	/* nothing dirty: an empty diff, all hole */
 	memset(f->dirty, 0, sizeof(f->dirty));
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	data_map(f->diff, map);
 	for (uint64_t p = 0; p < PAGES; p++)
 		assert_false(map[p]);
 	/* everything dirty: one run */
 	memset(f->dirty, 0xff, sizeof(f->dirty));
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	data_map(f->diff, map);
 	for (uint64_t p = 0; p < PAGES; p++)
 		assert_true(map[p]);
@@ -261,7 +261,7 @@ static void test_merge(void **state)
 	for (uint64_t p = 0; p < 300; p++)
 		fill(f->ram, p, 1);
 	fill(f->ram, PAGES - 2, 1);
-	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(chmod(f->base, 0640), 0);
 
 	/* after the base: new data, changed data, data zeroed, untouched */
@@ -272,7 +272,7 @@ static void test_merge(void **state)
 	memset(f->ram + 64 * PG, 0, PG); /* was data in the base, zero now */
 	memset(f->ram + 65 * PG, 0, PG);
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	struct stat before;
 	assert_int_equal(stat(f->diff, &before), 0);
 
@@ -296,7 +296,7 @@ static void test_merge(void **state)
 	fill(f->ram, 5, 200);
 	mark(f, 5);
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(snap_mem_merge(f->base, f->diff, f->err, sizeof(f->err)), 0);
 	assert_file_is(f, f->base, f->ram);
 }
@@ -305,11 +305,11 @@ static void test_merge_refuses(void **state)
 {
 	struct fx *f = *state;
 	fill(f->ram, 1, 1);
-	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	fill(f->ram, 2, 1);
 	mark(f, 2);
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM / 2, f->dirty, NULL, f->err, sizeof(f->err)), 0);
+	    snap_mem_write_diff(f->diff, f->ram, RAM / 2, f->dirty, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_int_equal(snap_mem_merge(f->base, f->diff, f->err, sizeof(f->err)), -EINVAL);
 	assert_contains(f->err, f->base);
 	assert_contains(f->err, "not of the same VM");
@@ -328,7 +328,7 @@ static void test_map(void **state)
 	struct fx *f = *state;
 	for (size_t i = 0; i < NTOUCHED; i++)
 		fill(f->ram, touched[i], 3);
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 
 	uint8_t *a, *b;
 	assert_int_equal(snap_mem_map(f->full, RAM, false, &a, f->err, sizeof(f->err)), 0);
@@ -345,14 +345,14 @@ static void test_map(void **state)
 	snap_mem_unmap(b, RAM);
 	snap_mem_unmap(NULL, RAM);
 
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	assert_file_is(f, f->full, f->ram);
 }
 
 static void test_map_refuses(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->full, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)), 0);
 	uint8_t *m = (uint8_t *)1;
 	for (int copy = 0; copy < 2; copy++) {
 		assert_int_equal(snap_mem_map(f->full, RAM - PG, copy, &m, f->err, sizeof(f->err)),
@@ -427,7 +427,7 @@ static void test_hash(void **state)
 	for (uint64_t p = 0; p < PAGES; p += 7)
 		fill(f->ram, p, 1);
 	struct snap_mem_hash w = {0, terms}, r = {0, terms2}, m = {0, NULL};
-	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, &w, f->err, sizeof(f->err)), 0);
+	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, &w, NULL, f->err, sizeof(f->err)), 0);
 	snap_mem_hash_ram(f->ram, RAM, &m);
 	assert_true(m.sum == w.sum && w.sum != 0);
 	int fd = open(f->base, O_RDONLY);
@@ -443,7 +443,7 @@ static void test_hash(void **state)
 	memset(f->ram + 21 * PG, 0, PG), mark(f, 21);
 	fill(f->ram, 22, 3), mark(f, 22);
 	uint64_t before = w.sum;
-	assert_int_equal(snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, &w, f->err,
+	assert_int_equal(snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, &w, NULL, f->err,
 					     sizeof(f->err)),
 			 0);
 	assert_true(w.sum != before);
@@ -491,7 +491,7 @@ static void test_hash_diff_needs_terms(void **state)
 	struct snap_mem_hash h = {0, NULL};
 	mark(f, 1);
 	assert_int_equal(
-	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, &h, f->err, sizeof(f->err)),
+	    snap_mem_write_diff(f->diff, f->ram, RAM, f->dirty, &h, NULL, f->err, sizeof(f->err)),
 	    -EINVAL);
 	assert_non_null(strstr(f->err, "page hashes"));
 	assert_int_equal(access(f->diff, F_OK), -1);
@@ -501,7 +501,7 @@ static void test_hash_diff_needs_terms(void **state)
 static void test_merge_fifo(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, f->err, sizeof(f->err)),
+	assert_int_equal(snap_mem_write_full(f->base, f->ram, RAM, NULL, NULL, f->err, sizeof(f->err)),
 			 0);
 	assert_int_equal(mkfifo(f->diff, 0600), 0);
 	assert_int_equal(snap_mem_merge(f->base, f->diff, f->err, sizeof(f->err)), -EINVAL);

@@ -64,7 +64,7 @@ static void state(struct snap_writer *w)
 static int write_full(int fd, const uint8_t *ram, uint64_t *sum, uint64_t *off, char *err)
 {
 	struct snap_writer w;
-	struct snap_stream s = {fd, 0};
+	struct snap_stream s = {.fd = fd};
 	struct snap_mem_hash h = {0, NULL};
 	static uint64_t nonzero[PAGES / 64];
 	state(&w);
@@ -94,7 +94,7 @@ static int feed(const uint8_t *b, size_t n)
 static int read_all(struct fx *f, const uint8_t *b, size_t n, uint64_t *sum)
 {
 	int fd = feed(b, n);
-	struct snap_stream s = {fd, 0};
+	struct snap_stream s = {.fd = fd};
 	struct snap_reader r;
 	struct snap_mem_hash h = {0, NULL};
 	f->err[0] = '\0';
@@ -172,7 +172,7 @@ static void test_pipe_round_trip(void **st)
 	struct writer_arg a = {.fd = p[1], .ram = f->src};
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, writer, &a), 0);
-	struct snap_stream s = {p[0], 0};
+	struct snap_stream s = {.fd = p[0]};
 	struct snap_reader r;
 	struct snap_mem_hash h = {0, NULL};
 	assert_int_equal(snap_stream_get_state(&s, &r, f->err, sizeof(f->err)), 0);
@@ -434,7 +434,7 @@ static void test_dirty_set_with_zero_markers(void **st)
 	struct snap_mem_hash want = {0, NULL};
 	snap_mem_hash_ram(f->src, RAM, &want);
 	int fd = memfd_create("round2", MFD_CLOEXEC);
-	struct snap_stream s = {fd, 0};
+	struct snap_stream s = {.fd = fd};
 	assert_int_equal(
 	    snap_stream_put_mem(&s, f->src, RAM, dirty, want.sum, f->err, sizeof(f->err)), 0);
 	/* 0-2 zero, 5-6 data, 150 data, 500-501 zero, 502 data, 900 data,
@@ -524,6 +524,40 @@ static void test_state_bytes_are_the_file(void **st)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* Progress: a full stream's memory part is exactly what
+ * snap_stream_mem_bytes() predicts, and the writer and the reader each
+ * count every byte they move. */
+static void test_progress_counts_the_bytes(void **st)
+{
+	struct fx *f = *st;
+	static uint64_t nonzero[PAGES / 64];
+	struct snap_mem_hash h = {0, NULL};
+	snap_mem_scan(f->src, RAM, &h, nonzero);
+	uint64_t mem = snap_stream_mem_bytes(nonzero, RAM);
+	assert_int_equal(mem, f->len - 24 - f->state_len);
+	uint64_t filled = 0; /* as setup() filled them */
+	for (uint64_t p = 0; p < PAGES; p++)
+		filled += p % 7 != 3 && !(p >= 100 && p < 300);
+	assert_int_equal(snap_pages_bytes(nonzero, RAM), filled * PG);
+
+	int fd = memfd_create("prog", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	struct snap_progress wp = {0}, rp = {0};
+	struct snap_stream w = {.fd = fd, .prog = &wp};
+	snap_progress_phase(&wp, "memory", mem);
+	assert_int_equal(snap_stream_put_mem(&w, f->src, RAM, nonzero, h.sum, f->err, SNAP_ERR_MAX), 0);
+	assert_int_equal(atomic_load(&wp.done), mem);
+	assert_int_equal(atomic_load(&wp.total), mem);
+	assert_string_equal(atomic_load(&wp.phase), "memory");
+
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	struct snap_stream r = {.fd = fd, .prog = &rp};
+	struct snap_mem_hash got = {0, NULL};
+	assert_int_equal(snap_stream_get_mem(&r, f->dst, RAM, true, &got, f->err, sizeof(f->err)), 0);
+	assert_int_equal(atomic_load(&rp.done), mem);
+	close(fd);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -540,6 +574,7 @@ int main(void)
 	    T(test_bad_records),
 	    T(test_dirty_set_with_zero_markers),
 	    T(test_write_to_closed_pipe),
+	    T(test_progress_counts_the_bytes),
 	};
 	return cmocka_run_group_tests_name("snapshot_stream", tests, NULL, NULL);
 }
