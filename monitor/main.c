@@ -34,7 +34,7 @@ static const char usage_main[] =
     "(ember --api-sock x --help)\n";
 
 static const char usage_run[] =
-    "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
+    "usage: ember run [FILE.ini] [options] [[--] KERNEL [ARGS...]]\n"
     "\n"
     "Boot one microVM: a PVH ELF (unikernels, ember's test guests), a Linux\n"
     "bzImage, a vmlinux ELF, or a Solo5 hvt unikernel (found by its notes).\n"
@@ -86,12 +86,16 @@ static const char usage_run[] =
     "  --no-seccomp       the same as --seccomp off: debugging only\n"
     "  -h, --help         this text\n"
     "\n"
-    "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary):\n"
-    "  --mem=MIB                 guest RAM in MiB\n"
+    "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary;\n"
+    "docs/solo5.md):\n"
+    "  --mem=MIB                 guest RAM in MiB (hvt: at most 4096)\n"
     "  --block:NAME=PATH         attach manifest block device NAME to a disk image\n"
+    "  --block-sector-size:NAME=N  its sector size: a power of two, 512..32768\n"
     "  --net:NAME=TAP            attach manifest net device NAME to a host tap\n"
     "  --net-mac:NAME=MAC        its MAC (default: random, locally administered)\n"
-    "  -- KERNEL ARGS...         the unikernel and its command line\n"
+    "  --dumpcore=DIR            a core file in DIR when the guest aborts\n"
+    "  [--] KERNEL ARGS...       the kernel (an ELF) and its command line: all\n"
+    "                            that follows the kernel is the guest's\n"
     "\n"
     "Guest serial output goes to stdout; ember's messages go to stderr.\n"
     "Exit codes: the guest's status through the exit port (0xf4); 0 on guest\n"
