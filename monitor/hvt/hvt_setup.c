@@ -119,31 +119,31 @@ static int check_dumpcore(struct hvt_guest *g, const char *dir, char *err, size_
 	return 0;
 }
 
-int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size_t errlen)
+/* The manifest index of device name of type, or -EINVAL in solo5-hvt's
+ * words ("Resource not declared in manifest"). */
+static int declared(const struct hvt_guest *g, const char *name, uint32_t type, char *err,
+		    size_t errlen)
 {
 	char have[512];
-	int r;
+	int k = find_entry(g, name, type);
+	if (k >= 0)
+		return k;
 	list_devices(g, have, sizeof(have));
-	for (unsigned i = 0; i < cfg->nr_blocks; i++) {
-		const struct cfg_block *b = &cfg->blocks[i];
-		int k = find_entry(g, b->name, HVT_MFT_BLOCK);
-		if (k < 0)
-			return ERR("--block:%s: Resource not declared in manifest: '%s' (the "
-				   "unikernel has: %s)",
-				   b->name, b->name, have);
-		if ((r = attach_block(g, b, k, err, errlen)))
-			return r;
-	}
-	for (unsigned i = 0; i < cfg->nr_nets; i++) {
-		const struct cfg_net *n = &cfg->nets[i];
-		int k = find_entry(g, n->name, HVT_MFT_NET);
-		if (k < 0)
-			return ERR("--net:%s: Resource not declared in manifest: '%s' (the "
-				   "unikernel has: %s)",
-				   n->name, n->name, have);
-		if ((r = attach_net(g, n, k, err, errlen)))
-			return r;
-	}
+	return ERR("--%s:%s: Resource not declared in manifest: '%s' (the unikernel has: %s)",
+		   type == HVT_MFT_BLOCK ? "block" : "net", name, name, have);
+}
+
+int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size_t errlen)
+{
+	int k, r = 0;
+	for (unsigned i = 0; i < cfg->nr_blocks; i++)
+		if ((k = declared(g, cfg->blocks[i].name, HVT_MFT_BLOCK, err, errlen)) < 0 ||
+		    (r = attach_block(g, &cfg->blocks[i], k, err, errlen)))
+			return k < 0 ? k : r;
+	for (unsigned i = 0; i < cfg->nr_nets; i++)
+		if ((k = declared(g, cfg->nets[i].name, HVT_MFT_NET, err, errlen)) < 0 ||
+		    (r = attach_net(g, &cfg->nets[i], k, err, errlen)))
+			return k < 0 ? k : r;
 	for (unsigned i = 1; i < g->mft.nr; i++) {
 		const struct hvt_mft_entry *e = &g->mft.e[i];
 		if (!e->attached)

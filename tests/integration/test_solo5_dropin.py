@@ -12,17 +12,9 @@ import subprocess
 import pytest
 
 from conftest import EMBER, EXIT_CONFIG, EXIT_TRIPLE_FAULT, ip, needs_kvm, run
+from test_hvt import hvt
 
 pytestmark = needs_kvm
-MIB = 1 << 20
-HVT_DIR = os.path.join(os.path.dirname(EMBER), "guest", "hvt")
-
-
-def hvt(name):
-    path = os.path.join(HVT_DIR, name + ".hvt")
-    if not os.path.exists(path):
-        pytest.fail(f"hvt test guest {path} missing: run make guests")
-    return path
 
 
 @pytest.fixture
