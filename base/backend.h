@@ -59,6 +59,9 @@ __attribute__((warn_unused_result)) int tap_write(struct tap_backend *t, const v
 
 void tap_close(struct tap_backend *t);
 
+/* The MTU of host interface `name` (SIOCGIFMTU).  0 or -errno. */
+__attribute__((warn_unused_result)) int tap_mtu(const char *name, unsigned *mtu);
+
 /* A random locally administered unicast MAC address (as solo5-hvt and
  * Firecracker pick one when none is given). */
 void tap_random_mac(uint8_t mac[6]);

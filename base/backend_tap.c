@@ -102,3 +102,20 @@ void tap_random_mac(uint8_t mac[6])
 		memcpy(mac, "\x02\x00\x00\x00\x00\x01", 6);
 	mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02);
 }
+
+int tap_mtu(const char *name, unsigned *mtu)
+{
+	struct ifreq ifr;
+	if (strlen(name) >= sizeof(ifr.ifr_name))
+		return -EINVAL;
+	int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	memset(&ifr, 0, sizeof(ifr));
+	memcpy(ifr.ifr_name, name, strlen(name));
+	int r = ioctl(sock, SIOCGIFMTU, &ifr) < 0 ? -errno : 0;
+	close(sock);
+	if (!r)
+		*mtu = (unsigned)ifr.ifr_mtu;
+	return r;
+}

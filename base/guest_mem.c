@@ -75,6 +75,17 @@ int gmem_init(struct gmem *m, uint64_t ram_size)
 	return map_ram(m, ram_size);
 }
 
+int gmem_flatten(struct gmem *m)
+{
+	if (m->vm_fd >= 0)
+		return -EBUSY;
+	if (m->ram_size > GMEM_HOLE_END)
+		return -ERANGE;
+	m->r[0] = (struct gmem_region){.gpa = 0, .size = m->ram_size, .host = m->base};
+	m->nr = 1;
+	return 0;
+}
+
 /* Copy the file's data ranges into the anonymous RAM (holes stay zero,
  * untouched). */
 static int read_data(struct gmem *m, int fd)

@@ -57,6 +57,14 @@ __attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_s
 __attribute__((warn_unused_result)) int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size,
 						       bool copy);
 
+/* Lay RAM out as one region from guest-physical 0, with no MMIO hole
+ * (Solo5 hvt guests: no devices in the address space, and solo5-hvt gives
+ * them flat RAM up to 4 GiB).  The mapping stays as it is, so guest
+ * pages keep their host address and their place in the dirty bitmap.
+ * Before gmem_kvm_attach() only.  0, -EBUSY when already attached,
+ * -ERANGE when RAM would reach past 4 GiB. */
+__attribute__((warn_unused_result)) int gmem_flatten(struct gmem *m);
+
 /* Unmap; safe on a zeroed or already-freed gmem. */
 void gmem_free(struct gmem *m);
 

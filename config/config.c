@@ -279,6 +279,30 @@ static int set_direct(const struct target *t, const char *v, const struct base *
 	return parse_bool(v, &t->blk->direct, err, errlen);
 }
 
+/* Solo5's rule (hvt_module_blk.c): a power of two, at least 512; its
+ * block_size is 16 bits, so at most 32768. */
+static int set_sector_size(const struct target *t, const char *v, const struct base *b,
+			   char *err, size_t errlen)
+{
+	bool overflow = false;
+	const char *p = v;
+	uint64_t n;
+
+	if (!units_digits(&p, &n, &overflow) || *p || overflow || n < CFG_SECTOR_MIN ||
+	    n > CFG_SECTOR_MAX || (n & (n - 1)))
+		return cfg_fail(err, errlen,
+				"\"%.64s\": the sector size must be a power of two, %d..%d", v,
+				CFG_SECTOR_MIN, CFG_SECTOR_MAX);
+	t->blk->sector_size = (uint32_t)n;
+	return 0;
+}
+
+static int set_dumpcore(const struct target *t, const char *v, const struct base *b, char *err,
+			size_t errlen)
+{
+	return set_path(t->c->dumpcore, v, b, true, err, errlen);
+}
+
 /* A whole decimal number that fits 64 bits. */
 static bool parse_count(const char *v, uint64_t *n)
 {
@@ -445,10 +469,12 @@ static const struct key keys[] = {
 	{KIND_VM, "cmdline", set_cmdline, 0},
 	{KIND_VM, "timeout", set_timeout, 0},
 	{KIND_VM, "irqchip", set_irqchip, 0},
+	{KIND_VM, "dumpcore", set_dumpcore, 0},
 	{KIND_SERIAL, "output", set_output, 0},
 	{KIND_BLOCK, "path", set_block_path, 0},
 	{KIND_BLOCK, "read_only", set_read_only, 0},
 	{KIND_BLOCK, "direct", set_direct, 0},
+	{KIND_BLOCK, "sector_size", set_sector_size, 0},
 #define RATE_KEYS(kind, prefix, limiter) \
 	{kind, prefix "bandwidth_size", set_rate, RATE(limiter, F_BW_SIZE)}, \
 	{kind, prefix "bandwidth_burst", set_rate, RATE(limiter, F_BW_BURST)}, \

@@ -24,8 +24,15 @@ enum cfg_irqchip {
 	CFG_IRQCHIP_OFF,
 };
 
-#define CFG_MAX_BLOCKS 16
-#define CFG_MAX_NETS 16
+/* A Solo5 manifest holds up to 63 devices (64 entries, e[0] reserved):
+ * hvt guests may use that many; virtio guests are limited by their
+ * virtio-mmio slots (monitor/vdevs.c). */
+#define CFG_MAX_BLOCKS 63
+#define CFG_MAX_NETS 63
+/* [block.NAME] sector_size (hvt guests: the manifest's block_size, as
+ * solo5-hvt's --block-sector-size): a power of two in this range. */
+#define CFG_SECTOR_MIN 512
+#define CFG_SECTOR_MAX 32768
 #define CFG_IFNAME_MAX 15 /* IFNAMSIZ - 1 */
 
 /* A rate limiter, Firecracker's RateLimiter: a bytes bucket and an ops
@@ -47,6 +54,7 @@ struct cfg_block {
 	char path[CFG_PATH_MAX];
 	bool read_only;
 	bool direct;
+	uint32_t sector_size; /* 0: the default, 512 (hvt guests only) */
 	struct cfg_rate rate;
 };
 
@@ -86,6 +94,9 @@ struct vm_config {
 	char serial_out[CFG_PATH_MAX]; /* "" or "stdout", "none", or a file path */
 	uint64_t timeout_ms;           /* 0 = run until the guest stops */
 	enum cfg_irqchip irqchip;
+	/* [vm] dumpcore: Solo5 hvt guests only (solo5-hvt's --dumpcore=DIR):
+	 * a core file is written to this folder when the guest aborts. */
+	char dumpcore[CFG_PATH_MAX];
 	struct cfg_block blocks[CFG_MAX_BLOCKS];
 	unsigned nr_blocks;
 	struct cfg_net nets[CFG_MAX_NETS];
@@ -98,9 +109,9 @@ struct vm_config {
 void cfg_defaults(struct vm_config *c);
 
 /* Parse an INI file into c (on top of what c already holds).  Sections:
- * [vm] name, vcpus, memory, kernel, initrd, cmdline, timeout, irqchip;
- * [serial] output; [block.NAME] (or [drive.NAME]) path, read_only,
- * direct and the rate keys; [net.NAME] tap, mac, rx_/tx_ rate keys;
+ * [vm] name, vcpus, memory, kernel, initrd, cmdline, timeout, irqchip,
+ * dumpcore; [serial] output; [block.NAME] (or [drive.NAME]) path,
+ * read_only, direct, sector_size and the rate keys; [net.NAME] tap, mac, rx_/tx_ rate keys;
  * [vsock] cid, uds; [rng] and its rate keys (see struct cfg_rate).
  * NAME is 1..CFG_NAME_MAX of [A-Za-z0-9_]; a section name used twice
  * (in one file) is an error.  Relative paths are taken from the INI file's

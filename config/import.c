@@ -94,6 +94,8 @@ static int import_devices(struct importer *im, const struct vm_config *in)
 			return fail(im, "a block device's direct is not a boolean");
 		if (!rc && b)
 			rc = put(im, sec, "direct", "true");
+		if (!rc && d->sector_size)
+			rc = put_u64(im, sec, "sector_size", "%" PRIu64, d->sector_size);
 		if (!rc)
 			rc = put_rate(im, sec, "", &d->rate);
 	}
@@ -174,6 +176,10 @@ int cfg_import(const struct vm_config *in, struct vm_config *out, char *err, siz
 		rc = put_u64(&im, "vm", "timeout", "%" PRIu64 "ms", in->timeout_ms);
 	if (!rc)
 		rc = put(&im, "vm", "irqchip", irqchip[in->irqchip]);
+	if (!rc && !terminated(in->dumpcore, sizeof(in->dumpcore)))
+		return fail(&im, "[vm] dumpcore: not terminated");
+	if (!rc && in->dumpcore[0])
+		rc = put(&im, "vm", "dumpcore", in->dumpcore);
 	if (!rc)
 		rc = put(&im, "serial", "output", in->serial_out[0] ? in->serial_out : "stdout");
 	if (!rc)

@@ -13,6 +13,8 @@
 #include "config/config.h"
 #include "monitor/api/api.h"
 #include "monitor/exitcodes.h"
+#include "monitor/hvt/hvt.h"
+#include "monitor/hvt/hvt_args.h"
 #include "monitor/startup.h"
 #include "monitor/vm.h"
 #include "snapshot/snapshot.h"
@@ -32,7 +34,7 @@ static const char usage_main[] =
     "(ember --api-sock x --help)\n";
 
 static const char usage_run[] =
-    "usage: ember run [FILE.ini] [options] [-- KERNEL [ARGS...]]\n"
+    "usage: ember run [FILE.ini] [options] [[--] KERNEL [ARGS...]]\n"
     "\n"
     "Boot one microVM: a PVH ELF (unikernels, ember's test guests), a Linux\n"
     "bzImage, a vmlinux ELF, or a Solo5 hvt unikernel (found by its notes).\n"
@@ -84,12 +86,16 @@ static const char usage_run[] =
     "  --no-seccomp       the same as --seccomp off: debugging only\n"
     "  -h, --help         this text\n"
     "\n"
-    "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary):\n"
-    "  --mem=MIB                 guest RAM in MiB\n"
+    "Solo5 hvt spellings (solo5-hvt launch scripts only change the binary;\n"
+    "docs/solo5.md):\n"
+    "  --mem=MIB                 guest RAM in MiB (hvt: at most 4096)\n"
     "  --block:NAME=PATH         attach manifest block device NAME to a disk image\n"
+    "  --block-sector-size:NAME=N  its sector size: a power of two, 512..32768\n"
     "  --net:NAME=TAP            attach manifest net device NAME to a host tap\n"
     "  --net-mac:NAME=MAC        its MAC (default: random, locally administered)\n"
-    "  -- KERNEL ARGS...         the unikernel and its command line\n"
+    "  --dumpcore=DIR            a core file in DIR when the guest aborts\n"
+    "  [--] KERNEL ARGS...       the kernel (an ELF) and its command line: all\n"
+    "                            that follows the kernel is the guest's\n"
     "\n"
     "Guest serial output goes to stdout; ember's messages go to stderr.\n"
     "Exit codes: the guest's status through the exit port (0xf4); 0 on guest\n"
@@ -124,8 +130,10 @@ struct run_opts {
 	/* Copies the device options are split in (no heap: nothing to free) */
 	char text[16384];
 	size_t text_used;
-	/* Solo5-style "-- KERNEL ARGS...": ARGS become the command line */
+	/* Solo5-style "[--] KERNEL ARGS...": ARGS become the command line */
 	char *cmdline;
+	bool solo5;	  /* run as solo5-hvt (argv[0]): its options and exit statuses */
+	bool halted;	  /* an hvt guest halted: the exit code is its status */
 	char cmdline_buf[CFG_CMDLINE_MAX + 2];
 };
 
@@ -145,37 +153,6 @@ static int add_set(struct run_opts *o, const char *section, const char *key, con
 	o->sets[o->nr_sets].key = key;
 	o->sets[o->nr_sets].opt = opt;
 	o->sets[o->nr_sets++].value = value;
-	return 0;
-}
-
-/* Solo5's spellings, so solo5-hvt launch scripts only change the binary:
- * --mem=MiB, --block:NAME=PATH, --net:NAME=TAP, --net-mac:NAME=MAC. */
-static int solo5_option(struct run_opts *o, const char *a, bool *matched)
-{
-	static const struct {
-		const char *prefix, *kind, *key;
-	} dev[] = {
-	    {"--block:", "block", "path"},
-	    {"--net:", "net", "tap"},
-	    {"--net-mac:", "net", "mac"},
-	};
-	*matched = true;
-	if (strncmp(a, "--mem=", 6) == 0)
-		return add_set(o, "vm", "memory", a + 6, "--mem");
-	for (unsigned i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) {
-		size_t n = strlen(dev[i].prefix);
-		if (strncmp(a, dev[i].prefix, n) != 0)
-			continue;
-		const char *name = a + n, *eq = strchr(name, '=');
-		if (!eq || eq == name) {
-			fprintf(stderr, "ember run: %s: expected %sNAME=VALUE\n", a, dev[i].prefix);
-			return EXIT_CONFIG;
-		}
-		char section[CFG_NAME_MAX + 8];
-		snprintf(section, sizeof(section), "%s.%.*s", dev[i].kind, (int)(eq - name), name);
-		return add_set(o, section, dev[i].key, eq + 1, a);
-	}
-	*matched = false;
 	return 0;
 }
 
@@ -284,8 +261,48 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			fputs(usage_run, stdout);
-			return -1;
+			if (o->solo5)
+				hvt_args_usage("solo5-hvt");
+			else
+				fputs(usage_run, stdout);
+			return o->solo5 ? 1 : -1;
+		}
+		/* Solo5's spellings (monitor/hvt/hvt_args.c): a solo5-hvt launch
+		 * script only changes the binary's name. */
+		struct hvt_opt so;
+		char why[200];
+		int sr = a[0] == '-' ? hvt_args_option(a, &so, why, sizeof(why)) : 0;
+		if (sr < 0) {
+			fprintf(stderr, "%s: %s\n", o->solo5 ? "solo5-hvt" : "ember run", why);
+			return EXIT_CONFIG;
+		}
+		if (sr > 0) {
+			int r = add_set(o, so.section, so.key, so.value, a);
+			if (r)
+				return r;
+			continue;
+		}
+		/* "[--] KERNEL ARGS...": everything after the kernel is the
+		 * unikernel's, even what looks like an option. */
+		bool dashes = strcmp(a, "--") == 0;
+		if (dashes || (a[0] != '-' && (o->solo5 || hvt_args_is_kernel(a)))) {
+			int k = dashes ? i + 1 : i;
+			if (k >= argc) {
+				fprintf(stderr, o->solo5 ? "solo5-hvt: Missing KERNEL operand\n"
+							 : "ember run: -- must be followed by a kernel\n");
+				return EXIT_CONFIG;
+			}
+			int r = add_set(o, "vm", "kernel", argv[k], "--");
+			if (r)
+				return r;
+			o->cmdline = join_args(argc - k - 1, argv + k + 1, o->cmdline_buf,
+					       sizeof(o->cmdline_buf));
+			return add_set(o, "vm", "cmdline", o->cmdline, "-- ARGS");
+		}
+		if (o->solo5) {
+			fprintf(stderr, "solo5-hvt: Invalid option: `%s'\n", a);
+			hvt_args_usage("solo5-hvt");
+			return EXIT_CONFIG;
 		}
 		if (strcmp(a, "--dry-run") == 0) {
 			o->dry_run = true;
@@ -342,24 +359,6 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			}
 			continue;
 		}
-		if (strcmp(a, "--") == 0) {
-			if (i + 1 >= argc) {
-				fprintf(stderr, "ember run: -- must be followed by a kernel\n");
-				return EXIT_CONFIG;
-			}
-			int r = add_set(o, "vm", "kernel", argv[i + 1], "--");
-			if (r)
-				return r;
-			o->cmdline = join_args(argc - i - 2, argv + i + 2, o->cmdline_buf,
-					       sizeof(o->cmdline_buf));
-			return add_set(o, "vm", "cmdline", o->cmdline, "-- ARGS");
-		}
-		bool solo5;
-		int sr = solo5_option(o, a, &solo5);
-		if (sr)
-			return sr;
-		if (solo5)
-			continue;
 		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
 			if (a[0] == '-' && a[1] != '\0') {
 				fprintf(stderr,
@@ -567,13 +566,20 @@ static int configure_and_run(struct run_opts *o, struct vm_config *cfg, struct v
 			(unsigned long long)vm.vcpus[0].nr_mmio_exits,
 			vm.cpuid_cache_hit ? "cached" : "from KVM");
 	}
+	if (vm.hvt) { /* solo5-hvt's --dumpcore: a core file at an abort */
+		o->halted = vm.hvt->halted;
+		(void)hvt_dumpcore(vm.hvt, vm.vcpus[0].fd);
+		if (o->solo5)
+			r = hvt_args_exit_code(vm.hvt, r);
+	}
 	/* Teardown is the kernel's job at exit, and it is slow: let a child
 	 * do it after our parent has the exit code. */
 	vm_detach_teardown(&vm);
 	return r;
 }
 
-static int cmd_run(int argc, char **argv)
+/* *halted: an hvt guest halted (its status is the exit code) */
+static int run_with(bool *halted, int argc, char **argv, bool solo5)
 {
 	static struct vm_config cfg; /* large (paths); keep it off the stack */
 	struct run_opts o;
@@ -581,7 +587,16 @@ static int cmd_run(int argc, char **argv)
 	uint64_t t0 = ev_now_ns();
 
 	memset(&o, 0, sizeof(o));
-	int r = parse_run_args(argc, argv, &o);
+	o.solo5 = solo5;
+	/* solo5-hvt's default memory (hvt_main.c): 512 MiB */
+	int r = solo5 ? add_set(&o, "vm", "memory", "512", "--mem") : 0;
+	if (!r)
+		r = parse_run_args(argc, argv, &o);
+	if (!r && solo5 && !o.cmdline) {
+		fprintf(stderr, "solo5-hvt: Missing KERNEL operand\n");
+		hvt_args_usage("solo5-hvt");
+		r = EXIT_CONFIG;
+	}
 	if (r)
 		return r < 0 ? 0 : r;
 	r = check_run_opts(&o);
@@ -626,7 +641,16 @@ static int cmd_run(int argc, char **argv)
 	}
 	r = configure_and_run(&o, &cfg, &snap, name, t0, timeout_ms);
 	vm_snapshot_close(snap);
+	*halted = o.halted;
 	return r;
+}
+
+static int cmd_run(int argc, char **argv, bool solo5)
+{
+	bool halted = false;
+	int r = run_with(&halted, argc, argv, solo5);
+	/* solo5-hvt: the guest's status, or 1 for any error of the tender */
+	return solo5 && !halted && r ? 1 : r;
 }
 
 /* `ember snapshot load ARGS` is `ember run --restore ARGS`; create and
@@ -646,7 +670,7 @@ static int cmd_snapshot(int argc, char **argv)
 		return EXIT_CONFIG;
 	}
 	argv[0] = "--restore"; /* argv[0] was "load": run sees --restore STATE ... */
-	return cmd_run(argc, argv);
+	return cmd_run(argc, argv, false);
 }
 
 int main(int argc, char **argv)
@@ -654,6 +678,11 @@ int main(int argc, char **argv)
 	/* A reader of the guest's output that goes away (ember | head) must
 	 * not kill the VM: writes then fail with EPIPE and output is dropped. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Under the name solo5-hvt (a symlink): solo5-hvt's command line
+	 * and exit statuses (README, "Solo5"). */
+	if (argc >= 1 && hvt_args_is_solo5_name(argv[0])) {
+		return cmd_run(argc - 1, argv + 1, true);
+	}
 	if (argc < 2) {
 		fputs(usage_main, stderr);
 		return EXIT_CONFIG;
@@ -663,7 +692,7 @@ int main(int argc, char **argv)
 	if (api_is_api_mode(cmd))
 		return api_main(argc - 1, argv + 1, EMBER_VERSION);
 	if (strcmp(cmd, "run") == 0)
-		return cmd_run(argc - 2, argv + 2);
+		return cmd_run(argc - 2, argv + 2, false);
 	if (strcmp(cmd, "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

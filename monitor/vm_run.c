@@ -56,6 +56,8 @@ static void on_stopped(void *opaque, struct vcpu *v, enum vcpu_stop why)
 	case VCPU_STOP_SHUTDOWN:
 		code = EXIT_TRIPLE_FAULT;
 		snprintf(msg, sizeof(msg), "vcpu%u: triple fault (shutdown)", v->index);
+		/* hvt: name what a fault on a page its ELF protects was */
+		(void)hvt_explain_shutdown(vm->hvt, v->fd, msg, sizeof(msg));
 		break;
 	case VCPU_STOP_HALTED:
 		code = EXIT_GUEST_HALTED;

@@ -16,6 +16,7 @@
 struct phdr {
 	uint32_t type;
 	uint64_t offset, paddr, filesz, memsz, align;
+	uint32_t flags; /* PF_X, PF_W, PF_R */
 };
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -ENOEXEC)
@@ -81,13 +82,13 @@ static int read_phdrs(const uint8_t *img, size_t len, struct phdr *ph, unsigned 
 		if (is64) {
 			Elf64_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type,	  h.p_offset, h.p_paddr,
-					      h.p_filesz, h.p_memsz,  h.p_align};
+			ph[i] = (struct phdr){h.p_type,	 h.p_offset, h.p_paddr, h.p_filesz,
+					      h.p_memsz, h.p_align,  h.p_flags};
 		} else {
 			Elf32_Phdr h;
 			memcpy(&h, p, sizeof(h));
-			ph[i] = (struct phdr){h.p_type,	  h.p_offset, h.p_paddr,
-					      h.p_filesz, h.p_memsz,  h.p_align};
+			ph[i] = (struct phdr){h.p_type,	 h.p_offset, h.p_paddr, h.p_filesz,
+					      h.p_memsz, h.p_align,  h.p_flags};
 		}
 	}
 	*nr = phnum;
@@ -250,6 +251,10 @@ int loader_elf(const struct gmem *m, const uint8_t *img, size_t len, struct load
 		uint8_t *dst = gmem_ptr(m, p->paddr, p->memsz);
 		memcpy(dst, img + p->offset, p->filesz);
 		memset(dst + p->filesz, 0, p->memsz - p->filesz);
+		/* hvt: the segments' flags become page protections (hvt.h) */
+		struct hvt_notes *s5 = &out->solo5;
+		if (hvt && s5->nr_seg++ < HVT_MAX_SEGS)
+			s5->seg[s5->nr_seg - 1] = (struct hvt_seg){p->paddr, p->memsz, p->flags};
 	}
 	out->proto = hvt ? BOOT_HVT : has_pvh ? BOOT_PVH : BOOT_LINUX64;
 	out->entry = entry;

@@ -49,141 +49,6 @@ static const char *const call_names[HVT_NR_CALLS] = {
     "?", "WALLTIME", "PUTS", "POLL", "BLOCK_WRITE", "BLOCK_READ", "NET_WRITE", "NET_READ", "HALT",
 };
 
-#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
-
-int hvt_init(struct hvt_guest *g, const struct hvt_notes *n, char *err, size_t errlen)
-{
-	memset(g, 0, sizeof(*g));
-	g->out_fd = -1;
-	for (unsigned i = 0; i < HVT_MFT_MAX_ENTRIES; i++)
-		g->blk[i].fd = g->tap[i].fd = -1;
-	int r = hvt_check_abi(n, err, errlen);
-	return r ? r : hvt_parse_manifest(n->mft, n->mft_len, &g->mft, err, errlen);
-}
-
-static int find_entry(const struct hvt_guest *g, const char *name, uint32_t type)
-{
-	for (unsigned i = 1; i < g->mft.nr; i++)
-		if (g->mft.e[i].type == type && strcmp(g->mft.e[i].name, name) == 0)
-			return (int)i;
-	return -1;
-}
-
-/* "storage (block), service (net)" for messages */
-static void list_devices(const struct hvt_guest *g, char *buf, size_t len)
-{
-	size_t o = 0;
-	buf[0] = '\0';
-	for (unsigned i = 1; i < g->mft.nr && o < len; i++)
-		o += (size_t)snprintf(buf + o, len - o, "%s%s (%s)", i > 1 ? ", " : "",
-				      g->mft.e[i].name,
-				      g->mft.e[i].type == HVT_MFT_BLOCK ? "block" : "net");
-	if (g->mft.nr <= 1)
-		snprintf(buf, len, "no devices");
-}
-
-int hvt_attach(struct hvt_guest *g, const struct vm_config *cfg, char *err, size_t errlen)
-{
-	char have[512], why[512];
-	list_devices(g, have, sizeof(have));
-	for (unsigned i = 0; i < cfg->nr_blocks; i++) {
-		const struct cfg_block *b = &cfg->blocks[i];
-		int k = find_entry(g, b->name, HVT_MFT_BLOCK);
-		if (k < 0)
-			return ERR("--block:%s: the unikernel's manifest has no block device '%s' "
-				   "(it has: %s)",
-				   b->name, b->name, have);
-		int r = blk_open(&g->blk[k], b->path, b->read_only, why, sizeof(why));
-		if (r) {
-			snprintf(err, errlen, "--block:%s: %s", b->name, why);
-			return r;
-		}
-		struct hvt_mft_entry *e = &g->mft.e[k];
-		e->u.block.capacity = g->blk[k].capacity;
-		e->u.block.block_size = BLK_SECTOR;
-		e->attached = 1;
-	}
-	for (unsigned i = 0; i < cfg->nr_nets; i++) {
-		const struct cfg_net *n = &cfg->nets[i];
-		int k = find_entry(g, n->name, HVT_MFT_NET);
-		if (k < 0)
-			return ERR("--net:%s: the unikernel's manifest has no net device '%s' "
-				   "(it has: %s)",
-				   n->name, n->name, have);
-		int r = tap_open(&g->tap[k], n->tap, why, sizeof(why));
-		if (r) {
-			snprintf(err, errlen, "--net:%s: %s", n->name, why);
-			return r;
-		}
-		struct hvt_mft_entry *e = &g->mft.e[k];
-		if (n->has_mac)
-			memcpy(e->u.net.mac, n->mac, 6);
-		else
-			tap_random_mac(e->u.net.mac);
-		e->u.net.mtu = TAP_MTU;
-		e->attached = 1;
-	}
-	for (unsigned i = 1; i < g->mft.nr; i++) {
-		const struct hvt_mft_entry *e = &g->mft.e[i];
-		if (!e->attached)
-			return ERR(
-			    "the unikernel's %s device '%s' is not attached: give --%s:%s=%s",
-			    e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
-			    e->type == HVT_MFT_BLOCK ? "block" : "net", e->name,
-			    e->type == HVT_MFT_BLOCK ? "PATH" : "TAP");
-	}
-	return 0;
-}
-
-int hvt_setup(struct hvt_guest *g, const struct gmem *m, uint64_t ram, uint64_t kernel_end,
-	      const char *cmdline, size_t cmdline_len, char *err, size_t errlen)
-{
-	g->mem = m;
-	if (ram > HVT_MAX_MEM)
-		return ERR("memory: hvt unikernels get at most %llu MiB (asked for %llu MiB)",
-			   (unsigned long long)(HVT_MAX_MEM >> 20),
-			   (unsigned long long)(ram >> 20));
-	g->mem_size = ram & ~(HVT_PAGE - 1);
-	kernel_end = (kernel_end + 4095) & ~4095ULL; /* page-aligned, as solo5-hvt's */
-	g->kernel_end = kernel_end;
-	/* room for the kernel and at least a page of stack above it */
-	if (g->mem_size < HVT_PAGE || kernel_end + 4096 > g->mem_size)
-		return ERR("memory: %llu MiB (rounded down to 2 MiB) does not hold the unikernel, "
-			   "which ends at 0x%llx: give more memory",
-			   (unsigned long long)(ram >> 20), (unsigned long long)kernel_end);
-	if (cmdline_len + 1 > HVT_CMDLINE_SIZE)
-		return ERR("cmdline: %zu bytes is too long for an hvt unikernel (at most %d)",
-			   cmdline_len, HVT_CMDLINE_SIZE - 1);
-	if (hvt_page_tables(m, g->mem_size))
-		return ERR("memory: cannot write page tables");
-
-	size_t mft_len = sizeof(struct hvt_mft) + g->mft.nr * sizeof(g->mft.e[0]);
-	struct hvt_mft hdr = {.version = HVT_MFT_VERSION, .entries = g->mft.nr};
-	struct hvt_boot_info bi = {
-	    .mem_size = g->mem_size,
-	    .kernel_end = kernel_end,
-	    .cmdline = HVT_CMDLINE,
-	    .mft = HVT_MFT,
-	};
-	uint64_t gdt[VCPU_GDT_ENTRIES];
-	vcpu_gdt_build(gdt, VCPU_MODE_HVT64);
-	char *cl = gmem_ptr(m, HVT_CMDLINE, cmdline_len + 1);
-	if (!cl || gmem_write(m, HVT_BOOT_INFO, &bi, sizeof(bi)) ||
-	    gmem_write(m, HVT_GDT, gdt, sizeof(gdt)) || gmem_write(m, HVT_MFT, &hdr, sizeof(hdr)) ||
-	    gmem_write(m, HVT_MFT + sizeof(hdr), g->mft.e, mft_len - sizeof(hdr)))
-		return ERR("memory: cannot write boot structures");
-	memcpy(cl, cmdline, cmdline_len);
-	cl[cmdline_len] = '\0';
-	return 0;
-}
-
-void hvt_set_tsc(struct hvt_guest *g, uint64_t hz)
-{
-	struct hvt_boot_info *bi = gmem_ptr(g->mem, HVT_BOOT_INFO, sizeof(*bi));
-	if (bi)
-		bi->cpu_cycle_freq = hz;
-}
-
 /* A bad argument: stop the guest, say which call and which address. */
 static int fault(struct hvt_guest *g, unsigned nr, const char *what, uint64_t gpa, uint64_t len)
 {
@@ -231,7 +96,8 @@ static void do_block(struct hvt_guest *g, unsigned nr, struct hc_block *a, int *
 {
 	bool write = nr == HVT_BLOCK_WRITE;
 	if (!is_dev(g, a->handle, HVT_MFT_BLOCK) ||
-	    !blk_range_ok(&g->blk[a->handle], a->offset, a->len, BLK_SECTOR)) {
+	    !blk_range_ok(&g->blk[a->handle], a->offset, a->len,
+			  g->mft.e[a->handle].u.block.block_size)) {
 		a->ret = SOLO5_R_EINVAL;
 		return;
 	}
@@ -407,6 +273,9 @@ static int call(struct hvt_guest *g, uint64_t off, uint8_t *data, uint32_t len, 
 		/* The cookie is a guest pointer like any other (512 bytes). */
 		if (a.cookie && !gmem_ptr(g->mem, a.cookie, HVT_HALT_COOKIE_MAX))
 			return fault(g, nr, "cookie", a.cookie, HVT_HALT_COOKIE_MAX);
+		g->halted = true;
+		g->halt_status = status;
+		g->halt_cookie = a.cookie;
 		if (status == 255)
 			snprintf(msg, sizeof(msg), "guest aborted (halt status 255)");
 		else

@@ -66,27 +66,3 @@ int hvt_parse_manifest(const uint8_t *desc, size_t len, struct hvt_manifest *out
 	}
 	return 0;
 }
-
-int hvt_page_tables(const struct gmem *m, uint64_t mem_size)
-{
-	uint64_t *pml4 = gmem_ptr(m, HVT_PML4, 4096);
-	uint64_t *pdpt = gmem_ptr(m, HVT_PDPT, 4096);
-	uint64_t *pd = gmem_ptr(m, HVT_PD, 3 * 4096);
-	uint64_t *pt = gmem_ptr(m, HVT_PT, 4096);
-	if (!pml4 || !pdpt || !pd || !pt || mem_size > HVT_MAX_MEM || mem_size < HVT_PAGE)
-		return -EFAULT;
-	memset(pml4, 0, 4096);
-	memset(pdpt, 0, 4096);
-	memset(pd, 0, 3 * 4096);
-	memset(pt, 0, 4096);
-	pml4[0] = HVT_PDPT | 0x3; /* present, writable */
-	for (uint64_t g = 0; g < 3; g++)
-		pdpt[g] = (HVT_PD + g * 4096) | 0x3;
-	/* First 2 MiB in 4 KiB pages: the low 64 KiB not present. */
-	pd[0] = HVT_PT | 0x3;
-	for (uint64_t i = HVT_LOW_UNMAPPED / 4096; i < 512; i++)
-		pt[i] = (i << 12) | 0x3;
-	for (uint64_t i = 1; i < mem_size / HVT_PAGE; i++)
-		pd[i] = (i * HVT_PAGE) | 0x83; /* present, writable, 2 MiB */
-	return 0;
-}

@@ -142,21 +142,21 @@ def test_crafted_vcpus_without_kernel_refused(snap, tmp_path):
 
 
 @pytest.mark.parametrize("how,words", [
-    ("drive-count", "at most 16"),
+    ("drive-count", "at most 63"),
     ("name", "[vm] name"),
     ("unterminated", "not terminated"),
 ])
 def test_crafted_configuration_refused(snap, tmp_path, how, words):
     def craft(raw):
         if how == "drive-count":
-            # struct cfg_block: name[65], path[4096], two bools, then the
-            # 8-aligned rate (6 x u64); nr_blocks follows blocks[16].
+            # struct cfg_block: name[65], path[4096], two bools, the sector size (u32), then the
+            # 8-aligned rate (6 x u64); nr_blocks follows blocks[63].
             at = raw.find(b"d0\0")
             assert at > 0
             size = (65 + 4096 + 2 + 7) // 8 * 8 + 48
-            nr = at + 16 * size
+            nr = at + 63 * size
             assert struct.unpack_from("<I", raw, nr)[0] == 1, "nr_blocks where assumed"
-            struct.pack_into("<I", raw, nr, 17)
+            struct.pack_into("<I", raw, nr, 64)
         elif how == "name":
             raw[0:6] = b"../x\0\0"
         else:

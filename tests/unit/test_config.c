@@ -307,7 +307,7 @@ static const struct bad_case bad_cases[] = {
     {"[vm]\nname = x\nmemory = 12Q\n", 3, "[vm] memory: \"12Q\" is not a size (use e.g. 64M, 1G)"},
     {"[vm]\nname = x\n\n\ncolour = red\n", 5,
      "[vm] colour: unknown key (known: name, vcpus, memory, kernel, initrd, cmdline, timeout, "
-     "irqchip)"},
+     "irqchip, dumpcore)"},
     {"[vm]\nname = x\n[serial]\nfile = x\n", 4, "[serial] file: unknown key (known: output)"},
     {"[vm]\nname = x\n\n\n\n[disk]\nsize = 1G\n", 7,
      "[disk] size: unknown section [disk] (known: [vm], [serial], [block.NAME], [net.NAME], [vsock], [rng], [drive.NAME])"},
@@ -431,7 +431,7 @@ static void test_set_overrides_ini(void **state)
 	assert_int_equal(cfg_set(&c, "vm", "colour", "red", err, sizeof(err)), -EINVAL);
 	assert_string_equal(err,
 			    "unknown key (known: name, vcpus, memory, kernel, initrd, cmdline, "
-			    "timeout, irqchip)");
+			    "timeout, irqchip, dumpcore)");
 	assert_int_equal(cfg_set(&c, "disk", "size", "1G", err, sizeof(err)), -EINVAL);
 	assert_string_equal(err, "unknown section [disk] (known: [vm], [serial], [block.NAME], "
 				 "[net.NAME], [vsock], [rng], [drive.NAME])");

@@ -271,7 +271,7 @@ static const struct bad_case bad_cases[] = {
     {"[net.s]\ntap = a\nmac = 02:00:00:00:00:01\nmac = 02:00:00:00:00:02\n", 4,
      "[net.s] mac: duplicate key"},
     /* Keys and values. */
-    {"[block.s]\nsize = 1G\n", 2, "[block.s] size: unknown key (known: path, read_only, direct, bandwidth_size, bandwidth_burst, bandwidth_refill, ops_size, ops_burst, ops_refill)"},
+    {"[block.s]\nsize = 1G\n", 2, "[block.s] size: unknown key (known: path, read_only, direct, sector_size, bandwidth_size, bandwidth_burst, bandwidth_refill, ops_size, ops_burst, ops_refill)"},
     {"[net.s]\nip = 10.0.0.2\n", 2, "[net.s] ip: unknown key (known: tap, mac, rx_bandwidth_size, rx_bandwidth_burst, rx_bandwidth_refill, rx_ops_size, rx_ops_burst, rx_ops_refill, tx_bandwidth_size, tx_bandwidth_burst, tx_bandwidth_refill, tx_ops_size, tx_ops_burst, tx_ops_refill)"},
     {"[block.s]\npath =\n", 2, "[block.s] path: empty path"},
     {"[block.s]\npath = x\nread_only = maybe\n", 3,
@@ -461,10 +461,10 @@ static void test_set_device_limits(void **state)
 	assert_int_equal(c.nr_blocks, CFG_MAX_BLOCKS);
 	assert_int_equal(c.nr_nets, CFG_MAX_NETS);
 	assert_int_equal(cfg_set(&c, "block.more", "path", "/d", err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "too many block devices (at most 16)");
+	assert_string_equal(err, "too many block devices (at most 63)");
 	assert_int_equal(cfg_set(&c, "net.more", "mac", "02:00:00:00:00:01", err, sizeof(err)),
 			 -EINVAL);
-	assert_string_equal(err, "too many net devices (at most 16)");
+	assert_string_equal(err, "too many net devices (at most 63)");
 	assert_int_equal(c.nr_blocks, CFG_MAX_BLOCKS);
 	assert_int_equal(c.nr_nets, CFG_MAX_NETS);
 	/* Full, but existing devices can still be changed. */
@@ -605,7 +605,7 @@ static void test_validate_devices(void **state)
 	c.nr_nets = 1;
 	c.nr_blocks = CFG_MAX_BLOCKS + 1;
 	assert_int_equal(cfg_validate(&c, err, sizeof(err)), -EINVAL);
-	assert_string_equal(err, "17 block and 1 net devices: at most 16 and 16");
+	assert_string_equal(err, "64 block and 1 net devices: at most 63 and 63");
 	c.nr_blocks = 1;
 	assert_int_equal(cfg_validate(&c, NULL, 0), 0);
 

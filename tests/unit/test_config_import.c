@@ -97,8 +97,8 @@ static void test_refusals(void **state)
 	    {"kernel unterminated", "not terminated"},
 	    {"cmdline_len", "cmdline"},
 	    {"irqchip 7", "irqchip"},
-	    {"17 blocks", "at most 16"},
-	    {"99999 nets", "at most 16"},
+	    {"64 blocks", "at most 63"},
+	    {"99999 nets", "at most 63"},
 	    {"block name bad", "[block./x]"},
 	    {"block name empty", "no device name"},
 	    {"block path empty", "empty path"},
@@ -138,8 +138,8 @@ static void test_refusals(void **state)
 			c->cmdline_len += 100;
 		else if (!strcmp(w, "irqchip 7"))
 			c->irqchip = (enum cfg_irqchip)7;
-		else if (!strcmp(w, "17 blocks"))
-			c->nr_blocks = 17;
+		else if (!strcmp(w, "64 blocks"))
+			c->nr_blocks = 64;
 		else if (!strcmp(w, "99999 nets"))
 			c->nr_nets = 99999;
 		else if (!strcmp(w, "block name bad"))

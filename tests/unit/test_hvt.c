@@ -119,7 +119,7 @@ static void test_page_tables(void **state)
 {
 	struct gmem m;
 	assert_int_equal(gmem_init(&m, 64 * MIB), 0);
-	assert_int_equal(hvt_page_tables(&m, 64 * MIB), 0);
+	assert_int_equal(hvt_page_tables(&m, 64 * MIB, NULL, 0), 0);
 	uint64_t *pml4 = gmem_ptr(&m, HVT_PML4, 4096);
 	uint64_t *pdpt = gmem_ptr(&m, HVT_PDPT, 4096);
 	uint64_t *pd = gmem_ptr(&m, HVT_PD, 4096);
@@ -134,9 +134,64 @@ static void test_page_tables(void **state)
 	assert_int_equal(pd[1], 0x200000 | 0x83);
 	assert_int_equal(pd[31], 31 * 0x200000 | 0x83);
 	assert_int_equal(pd[32], 0); /* nothing past RAM */
-	/* more than the hole allows, or less than one 2 MiB page */
-	assert_int_equal(hvt_page_tables(&m, 4096 * MIB), -EFAULT);
-	assert_int_equal(hvt_page_tables(&m, 1 * MIB), -EFAULT);
+	/* more than 4 GiB, or less than one 2 MiB page */
+	assert_int_equal(hvt_page_tables(&m, 4098 * MIB, NULL, 0), -EFAULT);
+	assert_int_equal(hvt_page_tables(&m, 1 * MIB, NULL, 0), -EFAULT);
+	gmem_free(&m);
+}
+
+#define NX (1ULL << 63)
+
+/* Segments as Solo5's linker script lays them out: text R-X at 1 MiB,
+ * rodata R-- and data RW- after it, each page-aligned; a large text
+ * spanning whole 2 MiB pages gets 2 MiB entries with its protection. */
+static void test_page_tables_protect(void **state)
+{
+	struct gmem m;
+	bool w, x;
+	const struct hvt_seg seg[] = {
+	    {0x100000, 0x500000, HVT_PF_X | 4}, /* text to 6 MiB */
+	    {0x600000, 0x1000, 4},		/* rodata: one page */
+	    {0x601000, 0x2000, HVT_PF_W | 4},	/* data */
+	};
+	assert_int_equal(gmem_init(&m, 64 * MIB), 0);
+	assert_int_equal(hvt_page_tables(&m, 64 * MIB, seg, 3), 0);
+	uint64_t *pd = gmem_ptr(&m, HVT_PD, 4096);
+	uint64_t *pt = gmem_ptr(&m, HVT_PT, 2 * 4096);
+	assert_int_equal(pt[0x100], 0x100000 | 1);		  /* text: read-only, executable */
+	assert_int_equal(pt[0xff], 0xff000 | 3);		  /* below it: as before */
+	assert_int_equal(pd[1], 0x200000 | 0x81);		  /* a whole 2 MiB of text */
+	assert_int_equal(pd[3], (HVT_PT + 4096) | 3);		  /* 6 MiB: mixed, 4 KiB pages */
+	assert_int_equal(pt[512], 0x600000 | 1 | NX);		  /* rodata */
+	assert_int_equal(pt[513], 0x601000 | 3 | NX);		  /* data */
+	assert_int_equal(pt[515], 0x603000 | 3);		  /* past the image: RWX */
+	assert_int_equal(pd[4], 0x800000 | 0x83);
+	assert_string_equal(hvt_page_kind(&m, HVT_PML4, 0x300000, &w, &x),
+			    "its code (.text, read-only)");
+	assert_true(x && !w);
+	assert_string_equal(hvt_page_kind(&m, HVT_PML4, 0x600010, &w, &x),
+			    "its read-only data (.rodata)");
+	assert_string_equal(hvt_page_kind(&m, HVT_PML4, 0x601010, &w, &x),
+			    "its data (not executable)");
+	assert_null(hvt_page_kind(&m, HVT_PML4, 0x1000, &w, &x)); /* not present */
+	assert_null(hvt_page_kind(&m, HVT_PML4, 64 * MIB, &w, &x));
+	gmem_free(&m);
+}
+
+/* 4 GiB: flat RAM, four page directories, the last page mapped. */
+static void test_page_tables_4g(void **state)
+{
+	struct gmem m;
+	assert_int_equal(gmem_init(&m, 4096 * MIB), 0);
+	assert_int_equal(m.nr, 2); /* around the MMIO hole, until flattened */
+	assert_int_equal(gmem_flatten(&m), 0);
+	assert_int_equal(m.nr, 1);
+	assert_non_null(gmem_ptr(&m, 0xfffff000, 4096));
+	assert_int_equal(hvt_page_tables(&m, 4096 * MIB, NULL, 0), 0);
+	uint64_t *pdpt = gmem_ptr(&m, HVT_PDPT, 4096);
+	uint64_t *pd = gmem_ptr(&m, HVT_PD, 4 * 4096);
+	assert_int_equal(pdpt[3], (HVT_PD + 3 * 4096) | 3);
+	assert_int_equal(pd[2047], 0xffe00000 | 0x83);
 	gmem_free(&m);
 }
 
@@ -203,6 +258,8 @@ int main(void)
 	    cmocka_unit_test(test_manifest_bad),
 	    cmocka_unit_test(test_abi_check),
 	    cmocka_unit_test(test_page_tables),
+	    cmocka_unit_test(test_page_tables_protect),
+	    cmocka_unit_test(test_page_tables_4g),
 	    cmocka_unit_test(test_loader_finds_solo5_notes),
 	};
 	return cmocka_run_group_tests_name("hvt", tests, NULL, NULL);

@@ -57,12 +57,13 @@ int main(const struct hvt_boot_info *bi)
 		return 1;
 	}
 	u8 *buf = hvt_alloc(4096);
-	int r = hvt_block_read(1, 0, buf, 512);
+	/* One sector: the manifest's block_size (--block-sector-size) */
+	int r = hvt_block_read(1, 0, buf, m->e[1].u.block.block_size);
 	if (r == SOLO5_R_OK)
 		hex16("disk0", buf);
 	else
 		ok = 0, kprintf("devices: disk0 read: %s\n", hvt_result_name(r));
-	r = hvt_block_read(3, 0, buf, 512);
+	r = hvt_block_read(3, 0, buf, m->e[3].u.block.block_size);
 	if (r == SOLO5_R_OK)
 		hex16("disk1", buf);
 	else

@@ -8,7 +8,7 @@ HVT_OUT := $(BUILD)/hvt
 HVT_LDFLAGS := -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-z,noexecstack \
 	-Wl,-z,max-page-size=0x1000
 HVT_LDS := $(HVT_DIR)/hvt.ld
-HVT_GUESTS := hello walltime poll blk net halt badptr devices
+HVT_GUESTS := hello walltime poll blk net halt badptr devices protect many
 # hello laid out as a real Solo5 binary (PT_INTERP, OpenBSD note).
 HVT_GUESTS_OTHER := solo5_layout
 # Variants the monitor must refuse: other ABI notes, no manifest.
