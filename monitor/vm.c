@@ -288,8 +288,13 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 		snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(-e));
 		return vm_host_err(e);
 	}
-	/* Needed on Intel for real-mode emulation (APs start in real mode). */
-	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
+	/* Needed on Intel for real-mode emulation (APs start in real mode).
+	 * Its three pages must not overlap RAM (KVM would refuse them with
+	 * EEXIST): a 4 GiB hvt guest's flat RAM covers them, and needs none
+	 * (one vCPU, started in long mode), as solo5-hvt sets none. */
+	bool tss_in_ram = gmem_ptr(&vm->mem, LAYOUT_KVM_TSS, 3 * 4096) != NULL;
+	if (!(tss_in_ram && vm->hvt) &&
+	    ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0)
 		return host_err(err, errlen, "KVM_SET_TSS_ADDR");
 	if (vm->has_irqchip) {
 		/* After the memory slots: the other order costs 7 ms here. */

@@ -23,8 +23,10 @@
 
 #define SNAP_ERR_MAX 512
 #define SNAP_MAGIC "EMBRSNAP"
-/* 2: the memory file's content hash (MEMH) and its full identity (MEMF). */
-#define SNAP_VERSION 2
+/* 2: the memory file's content hash (MEMH) and its full identity (MEMF).
+ * 3: CONF from a configuration of 63 drives and nets, a sector size per
+ * drive and [vm] dumpcore (solo5-hvt's limits). */
+#define SNAP_VERSION 3
 #define SNAP_PAGE 4096ULL /* the memory file's and the dirty bitmap's unit */
 
 enum { SNAP_ARCH_X86_64 = 1 };

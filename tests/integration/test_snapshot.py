@@ -266,7 +266,7 @@ def test_hvt_save_restore_save_and_read_back(tmp_path, offsets):
                                      "MEMH"}
     # The header moves only in created_ns (and the CRC, which covers it).
     assert {**ha, "created_ns": 0} == {**hb, "created_ns": 0}, (ha, hb)
-    assert ha["version"] == 2 and ha["nr_vcpus"] == 1 and ha["flags"] == 0
+    assert ha["version"] == 3 and ha["nr_vcpus"] == 1 and ha["flags"] == 0
     assert [(t, i) for t, i, _ in sa] == [(t, i) for t, i, _ in sb], "section order"
     ka = dict(((t, i), d) for t, i, d in sa)
     assert struct.unpack_from("<I", ka[("KVMS", 0)], 0)[0] == 0, "an hvt VM has no irqchip"
@@ -375,7 +375,7 @@ def damage(how, state, mem, d):
         words = ["not an ember state file"]
     elif how == "version":
         data = reseal(data[:8] + struct.pack("<I", 7) + data[12:])
-        words = ["format version 7, this ember reads 2"]
+        words = ["format version 7, this ember reads 3"]
     elif how == "arch":
         data = reseal(data[:12] + struct.pack("<I", 3) + data[16:])
         words = ["architecture 3"]

@@ -258,10 +258,10 @@ static void test_other_version(void **state)
 	uint8_t *b = slurp(f->path, &len);
 	b[8] = 7;
 	spill(f->path, b, len); /* CRC left stale: the version is said first */
-	assert_refused(f, "format version 7, this ember reads 2");
+	assert_refused(f, "format version 7, this ember reads 3");
 	reseal(b, len);
 	spill(f->path, b, len);
-	assert_refused(f, "format version 7, this ember reads 2");
+	assert_refused(f, "format version 7, this ember reads 3");
 }
 
 static void test_other_arch(void **state)
