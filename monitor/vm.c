@@ -259,8 +259,13 @@ static int host_err(char *err, size_t errlen, const char *what)
 	return vm_host_err(-e);
 }
 
-static int open_kvm(struct vm *vm, char *err, size_t errlen)
+static int open_kvm(struct vm *vm, struct vm_prebuilt *pre, char *err, size_t errlen)
 {
+	if (pre && pre->kvm_fd >= 0) {
+		vm->kvm_fd = pre->kvm_fd; /* its API version checked */
+		pre->kvm_fd = -1;
+		return 0;
+	}
 	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (vm->kvm_fd < 0)
 		return host_err(err, errlen, "/dev/kvm");
@@ -272,15 +277,21 @@ static int open_kvm(struct vm *vm, char *err, size_t errlen)
 	return 0;
 }
 
-static int create_kvm(struct vm *vm, char *err, size_t errlen)
+static int create_kvm(struct vm *vm, struct vm_prebuilt *pre, char *err, size_t errlen)
 {
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0)
-		return host_err(err, errlen, "KVM_CREATE_VM");
-	int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (sz <= 0)
-		return host_err(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
-	vm->run_size = (size_t)sz;
+	if (pre && pre->vm_fd >= 0) {
+		vm->vm_fd = pre->vm_fd;
+		vm->run_size = pre->run_size;
+		pre->vm_fd = -1;
+	} else {
+		vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+		if (vm->vm_fd < 0)
+			return host_err(err, errlen, "KVM_CREATE_VM");
+		int sz = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+		if (sz <= 0)
+			return host_err(err, errlen, "KVM_GET_VCPU_MMAP_SIZE");
+		vm->run_size = (size_t)sz;
+	}
 
 	/* KVM logs the guest's writes; ember's own are marked beside it. */
 	int e = gmem_kvm_attach(&vm->mem, vm->vm_fd, vm->track_dirty);
@@ -310,14 +321,22 @@ static int create_kvm(struct vm *vm, char *err, size_t errlen)
 /* The vCPUs, each registering its part.  snap: a restore's (the vCPUs
  * get the guest's saved CPUID, their registers come from the overlay);
  * NULL: a boot (the host's CPUID, vCPU 0 at the kernel's entry). */
-static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, char *err, size_t errlen)
+static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, struct vm_prebuilt *pre,
+			char *err, size_t errlen)
 {
 	/* Inline, not on a helper thread: waking the idle CPU costs
 	 * 0.2-1.9 ms on these hosts, more than the call itself (~0.4 ms);
 	 * the cache makes it ~20 us. */
 	struct kvm_cpuid2 *cpuid = NULL;
-	int r =
-	    vcpu_supported_cpuid_cached(vm->kvm_fd, vm->cpuid_cache, &cpuid, &vm->cpuid_cache_hit);
+	int r = 0;
+	if (pre && pre->cpuid) {
+		cpuid = pre->cpuid;
+		vm->cpuid_cache_hit = pre->cpuid_hit;
+		pre->cpuid = NULL;
+	} else {
+		r = vcpu_supported_cpuid_cached(vm->kvm_fd, vm->cpuid_cache, &cpuid,
+						&vm->cpuid_cache_hit);
+	}
 	if (r) {
 		snprintf(err, errlen, "KVM_GET_SUPPORTED_CPUID: %s", strerror(-r));
 		return vm_host_err(r);
@@ -343,7 +362,12 @@ static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, char *err
 		return vm_host_err(r);
 	}
 	for (unsigned i = 0; i < vm->nr_vcpus && !r; i++) {
-		r = vcpu_create(&vm->vcpus[i], vm->vm_fd, i, vm->run_size);
+		if (i == 0 && pre && pre->vcpu0_fd >= 0) {
+			vcpu_adopt(&vm->vcpus[0], 0, pre->vcpu0_fd, pre->vcpu0_run, vm->run_size);
+			pre->vcpu0_fd = -1;
+		} else {
+			r = vcpu_create(&vm->vcpus[i], vm->vm_fd, i, vm->run_size);
+		}
 		if (r)
 			snprintf(err, errlen, "vcpu%u: KVM_CREATE_VCPU: %s", i, strerror(-r));
 		else if ((r = vcpu_init(&vm->vcpus[i], vm->guest_cpuid, vm->nr_vcpus,
@@ -530,15 +554,21 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	/* The machine, then its devices; each part registers as it is
 	 * built, so the list holds the build's order (vm.h, "Parts"). */
 	startup_phase("creating the VM");
-	r = open_kvm(vm, err, errlen);
+	/* Pieces made ahead are of one KVM VM: taken together or not at all,
+	 * and not for a VM with an irqchip when vCPU 0 exists already (KVM
+	 * makes an irqchip only before the first vCPU). */
+	struct vm_prebuilt *pre = o->pre && o->pre->kvm_fd >= 0 ? o->pre : NULL;
+	if (pre && vm->has_irqchip && pre->vcpu0_fd >= 0)
+		pre = NULL;
+	r = open_kvm(vm, pre, err, errlen);
 	if (r)
 		return r;
-	r = create_kvm(vm, err, errlen);
+	r = create_kvm(vm, pre, err, errlen);
 	if (!r && (r = vm_parts_add_kvm(vm)))
 		snprintf(err, errlen, "cannot register the VM's part: %s", strerror(-r));
 	if (r)
 		return vm_host_err(r);
-	r = create_vcpus(vm, o->snapshot, err, errlen);
+	r = create_vcpus(vm, o->snapshot, pre, err, errlen);
 	if (r)
 		return r;
 	r = create_legacy(vm, out_fd, err, errlen);

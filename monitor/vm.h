@@ -149,6 +149,29 @@ struct vm {
 	struct vm_stats stats;
 };
 
+/* The host-side pieces of a VM that need no configuration, made ahead of
+ * it (monitor/vm_prebuild.c): the API makes them while it waits for
+ * InstanceStart or a snapshot load, so the start pays only for what the
+ * configuration decides.  /dev/kvm, the KVM VM (no memory slots yet: they
+ * still come before the irqchip), vCPU 0 with its kvm_run, the host's
+ * supported CPUID and what vCPU state needs from KVM. */
+struct vm_prebuilt {
+	int kvm_fd, vm_fd; /* -1: not made */
+	size_t run_size;
+	int vcpu0_fd; /* -1: not made */
+	struct kvm_run *vcpu0_run;
+	struct kvm_cpuid2 *cpuid; /* NULL: not read */
+	bool cpuid_hit;
+};
+
+/* Make what p holds (cpuid_cache as vm_build_opts's).  Best effort: what
+ * fails is left unmade (-1 / NULL) and vm_build() makes it as usual;
+ * returns 0 when everything was made, else the first -errno. */
+int vm_prebuild(struct vm_prebuilt *p, const char *cpuid_cache);
+
+/* Release what p still holds (vm_build() takes what it uses). */
+void vm_prebuilt_free(struct vm_prebuilt *p);
+
 /* What vm_build() takes besides the configuration.  Zeroed: a boot of
  * cfg's kernel, enforcing seccomp, asking KVM for its CPUID each time. */
 struct vm_build_opts {
@@ -165,6 +188,9 @@ struct vm_build_opts {
 	bool copy_mem;	      /* read the memory in (the file may go) rather than map it */
 	bool paused;	      /* vm_start() leaves every vCPU parked (vm_resume() to go) */
 	struct snap_progress *progress; /* vm->progress (may be NULL) */
+	/* Made ahead (may be NULL): vm_build() takes over what it uses and
+	 * leaves -1 / NULL in its place. */
+	struct vm_prebuilt *pre;
 };
 
 /* Build the VM from cfg and o (copied in; vm is overwritten).  A boot:

@@ -10,25 +10,45 @@
 
 #include "vcpu/vcpu.h"
 
-int vcpu_create(struct vcpu *v, int vm_fd, unsigned index, size_t run_size)
+int vcpu_open(int vm_fd, unsigned index, size_t run_size, int *fd, struct kvm_run **run)
+{
+	*fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
+	if (*fd < 0)
+		return -errno;
+	void *p = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	if (p == MAP_FAILED) {
+		int e = -errno;
+		close(*fd);
+		*fd = -1;
+		return e;
+	}
+	*run = p;
+	return 0;
+}
+
+void vcpu_adopt(struct vcpu *v, unsigned index, int fd, struct kvm_run *run, size_t run_size)
 {
 	memset(v, 0, sizeof(*v));
-	v->fd = -1;
 	v->index = index;
 	pthread_mutex_init(&v->park_lock, NULL);
 	pthread_cond_init(&v->park_cond, NULL);
-	int fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
-	if (fd < 0)
-		return -errno;
-	void *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (run == MAP_FAILED) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
 	v->fd = fd;
 	v->run = run;
 	v->run_size = run_size;
+}
+
+int vcpu_create(struct vcpu *v, int vm_fd, unsigned index, size_t run_size)
+{
+	int fd;
+	struct kvm_run *run;
+	int r = vcpu_open(vm_fd, index, run_size, &fd, &run);
+	if (r) {
+		memset(v, 0, sizeof(*v));
+		v->fd = -1;
+		v->index = index;
+		return r;
+	}
+	vcpu_adopt(v, index, fd, run, run_size);
 	return 0;
 }
 

@@ -121,6 +121,16 @@ __attribute__((warn_unused_result)) int vcpu_cpuid_cache_valid(const char *path)
 __attribute__((warn_unused_result)) int vcpu_create(struct vcpu *v, int vm_fd, unsigned index,
 						    size_t run_size);
 
+/* vcpu_create()'s two host calls alone: *fd and *run (unmap run_size
+ * bytes and close fd to undo), for a vCPU made before its struct vcpu
+ * (the API's pre-build).  0 or -errno. */
+__attribute__((warn_unused_result)) int vcpu_open(int vm_fd, unsigned index, size_t run_size,
+						  int *fd, struct kvm_run **run);
+
+/* Make v the vCPU `index` whose fd and kvm_run vcpu_open() gave (v owns
+ * them from now on, as after vcpu_create()). */
+void vcpu_adopt(struct vcpu *v, unsigned index, int fd, struct kvm_run *run, size_t run_size);
+
 /* Program CPUID (the supported set, patched: APIC id = index, logical
  * count = nr_vcpus, hypervisor bit set, x2APIC topology leaf; no APIC
  * bits without an irqchip), the boot MSRs and a reset FPU.  0 or -errno. */

@@ -65,7 +65,9 @@ static struct {
 	 * snapshot load): the start then wakes it rather than making one */
 	struct vm_vcpu0_thread vcpu0;
 	bool vcpu0_made;
-} g;
+	/* The KVM VM and vCPU 0, made while the API waits (vm.h) */
+	struct vm_prebuilt pre;
+} g = {.pre = {.kvm_fd = -1, .vm_fd = -1, .vcpu0_fd = -1}};
 
 bool api_is_api_mode(const char *a)
 {
@@ -127,6 +129,14 @@ static int watch_api(struct api *a, struct vm *vm)
 	return r;
 }
 
+static const char *cpuid_cache(const struct api *a)
+{
+	if (a->no_cpuid_cache)
+		return NULL;
+	const char *env = getenv("EMBER_CPUID_CACHE");
+	return env ? env : VCPU_CPUID_CACHE_DEFAULT;
+}
+
 void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, const char *what)
 {
 	struct vm *vm = a->vm;
@@ -134,12 +144,11 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
 
 	o->seccomp = a->seccomp;
 	o->progress = &a->progress;
-	if (!a->no_cpuid_cache) {
-		const char *env = getenv("EMBER_CPUID_CACHE");
-		o->cpuid_cache = env ? env : VCPU_CPUID_CACHE_DEFAULT;
-	}
+	o->cpuid_cache = cpuid_cache(a);
+	o->pre = &g.pre;
 	clock_gettime(CLOCK_MONOTONIC, &a->t_start_req);
 	int r = vm_build(vm, a->cfg, o, err, sizeof(err));
+	vm_prebuilt_free(&g.pre); /* what the build did not take */
 	if (r) {
 		vm_destroy(vm);
 		c->status = 400;
@@ -564,8 +573,10 @@ int api_main(int argc, char **argv, const char *version)
 		if (r)
 			return a->start_code ? a->start_code : EXIT_CONFIG;
 	} else {
-		/* Best effort: without it the start makes vCPU 0's thread. */
+		/* Best effort: without them the start makes vCPU 0's thread,
+		 * the KVM VM and vCPU 0. */
 		g.vcpu0_made = !vm_vcpu0_thread_make(&g.vcpu0, o.seccomp);
+		(void)vm_prebuild(&g.pre, cpuid_cache(a));
 		r = ev_run(&g.boot_ev, boot_done, a);
 		if (r) {
 			fprintf(stderr, "ember: vmm event loop: %s\n", strerror(-r));
