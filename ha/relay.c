@@ -57,6 +57,8 @@ static int tls_wait(struct relay *r, int ret, const char *what)
 		return r->net_ev |= POLLIN, 0;
 	if (e == SSL_ERROR_WANT_WRITE)
 		return r->net_ev |= POLLOUT, 0;
+	/* A fatal error: no close_notify may follow (SSL_shutdown(3)). */
+	SSL_set_quiet_shutdown(r->c->ssl, 1);
 	if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
 		return fail(r, errno ? errno : ECONNRESET, what);
 	return fail(r, EPROTO, what);
