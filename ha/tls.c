@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +31,8 @@ struct ha_tls {
 };
 
 static const unsigned char tls_aes_128_gcm_sha256[2] = {0x13, 0x01}; /* RFC 8446 §B.4 */
+/* The PSK's session is "resumed": its context and the SSL's must match. */
+static const unsigned char sid_ctx[] = "ember-migrate";
 
 const char *ha_tls_opts_refusal(const struct ha_tls_opts *o)
 {
@@ -67,6 +70,7 @@ static SSL_SESSION *psk_session(SSL *ssl, const struct ha_psk *psk)
 	const SSL_CIPHER *c = SSL_CIPHER_find(ssl, tls_aes_128_gcm_sha256);
 	SSL_SESSION *s = c ? SSL_SESSION_new() : NULL;
 	if (s && SSL_SESSION_set1_master_key(s, psk->key, psk->key_len) &&
+	    SSL_SESSION_set1_id_context(s, sid_ctx, sizeof(sid_ctx) - 1) &&
 	    SSL_SESSION_set_cipher(s, c) && SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION))
 		return s;
 	SSL_SESSION_free(s);
@@ -161,6 +165,7 @@ int ha_tls_new(struct ha_tls **out, const struct ha_tls_opts *o, bool server, ch
 				     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_num_tickets(t->ctx, 0); /* one connection: nothing to resume */
 	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_session_id_context(t->ctx, sid_ctx, sizeof(sid_ctx) - 1);
 	if (t->psk_mode) {
 		if (SSL_CTX_set_ciphersuites(t->ctx, "TLS_AES_128_GCM_SHA256") != 1) {
 			ssl_err(err, len, "OpenSSL: no TLS_AES_128_GCM_SHA256");
@@ -169,11 +174,12 @@ int ha_tls_new(struct ha_tls **out, const struct ha_tls_opts *o, bool server, ch
 		}
 		/* No trust anchors: a server that answers with a certificate
 		 * instead of the PSK fails verification. */
-		SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-		if (server)
+		if (server) {
 			SSL_CTX_set_psk_find_session_callback(t->ctx, psk_find);
-		else
+		} else {
+			SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
 			SSL_CTX_set_psk_use_session_callback(t->ctx, psk_use);
+		}
 	} else if ((r = load_certs(t, o, err, len))) {
 		goto fail;
 	}
@@ -204,9 +210,9 @@ static int set_peer_check(SSL *ssl, const char *name)
 }
 
 /* Why a handshake failed, in words. */
-static void handshake_err(SSL *ssl, int e, char *err, size_t len)
+static void handshake_err(SSL *ssl, bool certs, int e, char *err, size_t len)
 {
-	long v = SSL_get_verify_result(ssl);
+	long v = certs ? SSL_get_verify_result(ssl) : X509_V_OK;
 	if (v != X509_V_OK) {
 		snprintf(err, len, "the peer's certificate: %s", X509_verify_cert_error_string(v));
 		ERR_clear_error();
@@ -244,7 +250,7 @@ static int do_handshake(struct ha_tls *t, struct ha_conn *c, const char *host, i
 		int e = SSL_get_error(c->ssl, r);
 		int64_t left = deadline - mono_ms();
 		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-			handshake_err(c->ssl, e, err, len);
+			handshake_err(c->ssl, !t->psk_mode, e, err, len);
 			return -EACCES;
 		}
 		struct pollfd p = {.fd = c->fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
@@ -282,6 +288,62 @@ int ha_conn_handshake(struct ha_tls *t, int fd, const char *host, int timeout_ms
 		return r;
 	}
 	*out = c;
+	return 0;
+}
+
+/* One SSL_read/SSL_write or recv/send of up to n bytes at p: bytes
+ * moved, 0 to wait for *ev, or -errno (-ECONNRESET for an end). */
+static ssize_t conn_io(struct ha_conn *c, bool wr, char *p, size_t n, short *ev)
+{
+	if (!c->ssl) {
+		ssize_t r = wr ? send(c->fd, p, n, MSG_NOSIGNAL) : recv(c->fd, p, n, 0);
+		if (r < 0 && (errno == EAGAIN || errno == EINTR))
+			return *ev = wr ? POLLOUT : POLLIN, 0;
+		return r < 0 ? -errno : r == 0 ? -ECONNRESET : r;
+	}
+	size_t done = 0;
+	ERR_clear_error();
+	if ((wr ? SSL_write_ex(c->ssl, p, n, &done) : SSL_read_ex(c->ssl, p, n, &done)) == 1)
+		return (ssize_t)done;
+	int e = SSL_get_error(c->ssl, 0);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+		return *ev = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, 0;
+	SSL_set_quiet_shutdown(c->ssl, 1);
+	return e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
+		   ? -ECONNRESET
+		   : -EACCES;
+}
+
+int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, size_t len)
+{
+	char buf[sizeof(HA_HELLO)] = HA_HELLO;
+	size_t n = sizeof(HA_HELLO) - 1, off = 0;
+	int64_t deadline = mono_ms() + timeout_ms;
+	if (!send_it)
+		memset(buf, 0, sizeof(buf));
+	while (off < n) {
+		short ev = 0;
+		ssize_t r = conn_io(c, send_it, buf + off, n - off, &ev);
+		if (r < 0) {
+			char why[256] = "";
+			if (r == -EACCES)
+				ERR_error_string_n(ERR_peek_error(), why, sizeof(why));
+			ERR_clear_error();
+			return snprintf(err, len, "%s", r == -EACCES ? why
+					: send_it ? "the peer went away"
+						  : "the peer closed the connection (its side "
+						    "refused: see its messages)"),
+			       (int)r;
+		}
+		off += (size_t)r;
+		int64_t left = deadline - mono_ms();
+		struct pollfd p = {.fd = c->fd, .events = ev};
+		if (!r && (left <= 0 || poll(&p, 1, (int)left) == 0))
+			return snprintf(err, len, "no word from the peer in %d ms", timeout_ms),
+			       -ETIMEDOUT;
+	}
+	if (!send_it && memcmp(buf, HA_HELLO, n))
+		return snprintf(err, len, "the peer is not ember migrate (protocol 1)"), -EPROTO;
 	return 0;
 }
 

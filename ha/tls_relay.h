@@ -76,6 +76,18 @@ __attribute__((warn_unused_result)) int ha_conn_handshake(struct ha_tls *t, int 
 							  struct ha_conn **c, char *err,
 							  size_t errlen);
 
+/* The controllers' word after authentication, before any stream byte:
+ * the receiving side sends HA_HELLO once its VMM has taken the stream
+ * (PUT /migration/receive), the sending side waits for it before its VMM
+ * starts.  So a sender whose certificate the receiver refuses (in TLS 1.3
+ * the client's handshake ends before the server has checked it) learns
+ * it here, and a target that refused leaves the source untouched.
+ * send_it: send, else wait for it; within timeout_ms.  0 or -errno with
+ * err (-EACCES: a TLS alert, e.g. the certificate refused). */
+#define HA_HELLO "ember-migrate 1\n"
+__attribute__((warn_unused_result)) int ha_conn_hello(struct ha_conn *c, bool send_it,
+						      int timeout_ms, char *err, size_t errlen);
+
 /* "TLS 1.3 TLS_AES_128_GCM_SHA256, PSK" and the like, for messages. */
 const char *ha_conn_describe(const struct ha_conn *c, char *buf, size_t len);
 

@@ -88,10 +88,18 @@ static int hand_over_stream(const struct mig_args *a, struct ha_conn *c, struct 
 		ha_conn_free(c);
 		return -errno;
 	}
-	if (a->mode == MIG_SEND)
+	char err[HA_ERR_MAX];
+	/* The receiving side's word comes once its target took the stream:
+	 * only then may the source start (ha_conn_hello). */
+	if (a->mode == MIG_SEND && (r = ha_conn_hello(c, false, PUT_MS + HANDSHAKE_MS, err,
+						      sizeof(err))))
+		mig_say("%s: %s", a->to_host, err);
+	else if (a->mode == MIG_SEND)
 		r = put_fd(a->from, "/migration/send", mig_send_body(a), sv[0], "the source");
-	else
-		r = put_fd(a->to, "/migration/receive", mig_receive_body(a), sv[0], "the target");
+	else if (!(r = put_fd(a->to, "/migration/receive", mig_receive_body(a), sv[0],
+			      "the target")) &&
+		 (r = ha_conn_hello(c, true, HANDSHAKE_MS, err, sizeof(err))))
+		mig_say("the sending side: %s", err);
 	close(sv[0]);
 	if (r) {
 		ha_conn_free(c); /* the peer sees the end: its VMM fails, the source runs on */
@@ -120,7 +128,7 @@ int mig_run_send(const struct mig_args *a)
 	if (authenticate(a, false, fd, a->to_host, &c))
 		return not_started("the receiving host failed authentication");
 	if (hand_over_stream(a, c, &rl))
-		return not_started("the source refused to start (see stderr)");
+		return not_started("the receiving side or the source refused (see stderr)");
 	struct mig_watch w = {.src = a->from, .timeout_ms = a->timeout_ms, .relay = &rl};
 	return mig_watch_run(&w);
 }
