@@ -48,6 +48,18 @@ static int wait_for(const struct call *c, short events)
 	}
 }
 
+/* After a send or recv that returned n: 0 when bytes moved, 1 to try
+ * again (once the socket is ready for ev, if it was not), or -errno. */
+static int again(const struct call *c, ssize_t n, short ev)
+{
+	if (n >= 0 || errno == EINTR)
+		return n < 0;
+	if (errno != EAGAIN)
+		return -errno;
+	int r = wait_for(c, ev);
+	return r ? r : 1;
+}
+
 /* Send n bytes; the first sendmsg carries send_fd when it is >= 0. */
 static int send_bytes(const struct call *c, const char *p, size_t n, int send_fd)
 {
@@ -69,14 +81,11 @@ static int send_bytes(const struct call *c, const char *p, size_t n, int send_fd
 			memcpy(CMSG_DATA(cm), &send_fd, sizeof(int));
 		}
 		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-			int r = errno == EAGAIN ? wait_for(c, POLLOUT) : 0;
-			if (r)
-				return r;
+		int a = again(c, w, POLLOUT);
+		if (a < 0)
+			return a;
+		if (a)
 			continue;
-		}
-		if (w < 0)
-			return -errno;
 		send_fd = -1; /* the fd went with the first bytes that left */
 		p += w;
 		n -= (size_t)w;
@@ -121,14 +130,11 @@ static int read_reply(const struct call *c, char *buf, struct ha_api_reply *repl
 		if (head && got >= body_at + clen)
 			break;
 		ssize_t r = recv(c->fd, buf + got, HA_API_REPLY_MAX - got, 0);
-		if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-			int w = errno == EAGAIN ? wait_for(c, POLLIN) : 0;
-			if (w)
-				return w;
+		int a = again(c, r, POLLIN);
+		if (a < 0)
+			return a;
+		if (a)
 			continue;
-		}
-		if (r < 0)
-			return -errno;
 		if (r == 0)
 			return -ECONNRESET; /* closed before the reply was whole */
 		got += (size_t)r;

@@ -244,30 +244,37 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 		a->mode = MIG_RESOLVE;
 		return 0;
 	}
-	if (a->from && a->to && !a->to_host && !a->listen) {
-		if (tls)
-			return bad(err, len, "%s",
-				   "--from and --to are on this host: the stream is a socketpair "
-				   "between them, no TLS options apply");
-		a->mode = MIG_SAME_HOST;
-	} else if (a->from && a->to_host && !a->to && !a->listen) {
-		if (recv_opts)
-			return bad(err, len, "%s",
-				   "--use-saved-paths, --drive, --net and --vsock are the "
-				   "receiving side's (ember migrate --listen ... --to B.sock)");
-		a->mode = MIG_SEND;
-	} else if (a->listen && a->to && !a->from && !a->to_host) {
-		if (send_opts)
-			return bad(err, len, "%s",
-				   "--downtime-ms, --max-bandwidth and --converge are the "
-				   "sending side's (ember migrate --from A.sock --to-host ...)");
-		a->mode = MIG_RECEIVE;
-	} else {
+	/* The three forms: which of --from, --to, --to-host, --listen each
+	 * takes, and what it must not be given. */
+	static const struct {
+		enum mig_mode mode;
+		unsigned ends; /* 1 --from, 2 --to, 4 --to-host, 8 --listen */
+		const char *refusal;
+	} forms[] = {
+	    {MIG_SAME_HOST, 1 | 2,
+	     "--from and --to are on this host: the stream is a socketpair between them, no "
+	     "TLS options apply"},
+	    {MIG_SEND, 1 | 4,
+	     "--use-saved-paths, --drive, --net and --vsock are the receiving side's (ember "
+	     "migrate --listen ... --to B.sock)"},
+	    {MIG_RECEIVE, 2 | 8,
+	     "--downtime-ms, --max-bandwidth and --converge are the sending side's (ember "
+	     "migrate --from A.sock --to-host ...)"},
+	};
+	unsigned ends = (a->from ? 1u : 0) | (a->to ? 2u : 0) | (a->to_host ? 4u : 0) |
+			(a->listen ? 8u : 0);
+	size_t f = 0;
+	while (f < 3 && forms[f].ends != ends)
+		f++;
+	if (f == 3)
 		return bad(err, len, "%s",
 			   "give --from A.sock --to B.sock (same host), --listen ADDR:PORT "
 			   "--to B.sock (receiving host) or --from A.sock --to-host ADDR:PORT "
 			   "(sending host)");
-	}
+	bool extra[] = {tls, recv_opts, send_opts};
+	if (extra[f])
+		return bad(err, len, "%s", forms[f].refusal);
+	a->mode = forms[f].mode;
 	const char *why = a->mode != MIG_SAME_HOST ? ha_tls_opts_refusal(&a->tls) : NULL;
 	if (why)
 		return bad(err, len, "between hosts: %s", why);

@@ -112,33 +112,50 @@ static int hand_over_stream(const struct mig_args *a, struct ha_conn *c, struct 
 	return r;
 }
 
-int mig_run_send(const struct mig_args *a)
+/* The key and certificate files checked before anything moves: 0, or
+ * the exit code. */
+static int check_tls(const struct mig_args *a, bool server)
 {
 	char err[HA_ERR_MAX];
-	struct ha_tls *check;
+	struct ha_tls *t;
+	if (ha_tls_new(&t, &a->tls, server, err, sizeof(err)))
+		return mig_say("%s", err), not_started(err);
+	ha_tls_free(t);
+	return 0;
+}
+
+/* fd connected (or -errno with err): authenticate, hand the VMM its end,
+ * relay and watch.  The exit code. */
+static int connected(const struct mig_args *a, int fd, const char *peer, const char *err)
+{
+	bool server = a->mode == MIG_RECEIVE;
 	struct ha_conn *c;
 	struct mig_relay rl;
-	/* Key and certificate files are checked before anything moves. */
-	if (ha_tls_new(&check, &a->tls, false, err, sizeof(err)))
-		return mig_say("%s", err), not_started(err);
-	ha_tls_free(check);
-	int fd = ha_tcp_connect(a->to_host, CONNECT_MS, err, sizeof(err));
 	if (fd < 0)
 		return mig_say("%s", err), not_started(err);
-	if (authenticate(a, false, fd, a->to_host, &c))
-		return not_started("the receiving host failed authentication");
+	if (authenticate(a, server, fd, peer, &c))
+		return not_started(server ? "the sending host failed authentication"
+					  : "the receiving host failed authentication");
 	if (hand_over_stream(a, c, &rl))
-		return not_started("the receiving side or the source refused (see stderr)");
-	struct mig_watch w = {.src = a->from, .timeout_ms = a->timeout_ms, .relay = &rl};
+		return not_started("a VMM or the other side refused (see stderr)");
+	struct mig_watch w = {.src = server ? NULL : a->from,
+			      .dst = server ? a->to : NULL,
+			      .timeout_ms = a->timeout_ms,
+			      .relay = &rl};
 	return mig_watch_run(&w);
+}
+
+int mig_run_send(const struct mig_args *a)
+{
+	char err[HA_ERR_MAX] = "";
+	int r = check_tls(a, false);
+	return r ? r : connected(a, ha_tcp_connect(a->to_host, CONNECT_MS, err, sizeof(err)),
+				 a->to_host, err);
 }
 
 int mig_run_receive(const struct mig_args *a)
 {
-	char err[HA_ERR_MAX], peer[300];
-	struct ha_tls *check;
-	struct ha_conn *c;
-	struct mig_relay rl;
+	char err[HA_ERR_MAX] = "", peer[300] = "";
 	struct stat st;
 	/* Checked without a connection: a peer that fails authentication
 	 * must leave no trace at the target, not even a GET. */
@@ -147,9 +164,9 @@ int mig_run_receive(const struct mig_args *a)
 				      "ember --api-sock %s)", a->to, a->to);
 		return mig_say("%s", err), not_started(err);
 	}
-	if (ha_tls_new(&check, &a->tls, true, err, sizeof(err)))
-		return mig_say("%s", err), not_started(err);
-	ha_tls_free(check);
+	int r = check_tls(a, true);
+	if (r)
+		return r;
 	unsigned port;
 	int lfd = ha_tcp_listen(a->listen, &port, err, sizeof(err));
 	if (lfd < 0)
@@ -158,14 +175,7 @@ int mig_run_receive(const struct mig_args *a)
 	int fd = ha_tcp_accept(lfd, (int)(a->timeout_ms > 0x7fffffff ? 0x7fffffff : a->timeout_ms),
 			       peer, sizeof(peer), err, sizeof(err));
 	close(lfd); /* one connection */
-	if (fd < 0)
-		return mig_say("%s", err), not_started(err);
-	if (authenticate(a, true, fd, peer, &c))
-		return not_started("the sending host failed authentication");
-	if (hand_over_stream(a, c, &rl))
-		return not_started("the target refused to receive (see stderr)");
-	struct mig_watch w = {.dst = a->to, .timeout_ms = a->timeout_ms, .relay = &rl};
-	return mig_watch_run(&w);
+	return connected(a, fd, peer, err);
 }
 
 int mig_run_resolve(const struct mig_args *a)

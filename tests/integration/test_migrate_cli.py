@@ -17,7 +17,7 @@ import re
 import shutil
 import socket
 import subprocess
-import time
+import threading
 
 import pytest
 
@@ -46,12 +46,13 @@ def summary(stdout):
 
 
 def finish(p, timeout=WAIT):
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-        pytest.fail(f"ember-migrate did not end: {out} {err}")
+    """(exit code, stdout, stderr) of a started ember-migrate; one that
+    hangs is killed and fails the test."""
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    out, err = p.communicate()
+    killer.cancel()
+    assert p.returncode != -9, f"ember-migrate did not end in {timeout} s: {out} {err}"
     return p.returncode, out, err
 
 

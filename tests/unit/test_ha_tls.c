@@ -157,19 +157,27 @@ static void *reader(void *arg)
 	return NULL;
 }
 
-static void test_relay_plain(void **state)
+/* vmm <-> [local | relay | net] <-> peer: the two socketpairs, and a
+ * plain connection on net[0]. */
+static struct ha_conn *plain_pairs(int vmm[2], int net[2])
 {
-	/* vmm <-> [local | relay | net] <-> peer */
-	int vmm[2], net[2];
 	char err[HA_ERR_MAX];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, vmm), 0);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
 	struct ha_tls *t;
 	struct ha_conn *c;
 	struct ha_tls_opts plain = {.insecure_plain = true};
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, vmm), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
 	assert_int_equal(ha_tls_new(&t, &plain, true, err, sizeof(err)), 0);
 	assert_int_equal(ha_conn_handshake(t, net[0], NULL, 1000, &c, err, sizeof(err)), 0);
 	ha_tls_free(t);
+	return c;
+}
+
+static void test_relay_plain(void **state)
+{
+	int vmm[2], net[2];
+	char err[HA_ERR_MAX];
+	struct ha_conn *c = plain_pairs(vmm, net);
 	/* 3 MiB one way, 100 KiB the other: both ways at once, each ending
 	 * on its own (the short one first). */
 	struct side v = {.fd = vmm[1], .n = 3u << 20, .seed = 1, .peer_seed = 2},
@@ -199,15 +207,8 @@ static void test_relay_stop(void **state)
 {
 	int vmm[2], net[2], stop[2];
 	char err[HA_ERR_MAX];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, vmm), 0);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, net), 0);
+	struct ha_conn *c = plain_pairs(vmm, net);
 	assert_int_equal(pipe(stop), 0);
-	struct ha_tls *t;
-	struct ha_conn *c;
-	struct ha_tls_opts plain = {.insecure_plain = true};
-	assert_int_equal(ha_tls_new(&t, &plain, false, err, sizeof(err)), 0);
-	assert_int_equal(ha_conn_handshake(t, net[0], NULL, 1000, &c, err, sizeof(err)), 0);
-	ha_tls_free(t);
 	assert_int_equal(write(stop[1], "x", 1), 1);
 	assert_int_equal(ha_relay(c, vmm[0], stop[0], NULL, err, sizeof(err)), -ECANCELED);
 	ha_conn_free(c);
