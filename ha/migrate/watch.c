@@ -31,12 +31,13 @@ static void on_signal(int sig)
 		signal(sig, SIG_DFL);
 }
 
-void mig_signals_install(void)
+/* SIGINT / SIGTERM: the first cancels (the source, if watched) or cuts
+ * the stream; the second leaves at once. */
+static void signals_install(void)
 {
 	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps end */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 }
 
 void mig_say(const char *fmt, ...)
@@ -240,12 +241,11 @@ static int finish(const struct mig_watch *w, enum mig_action a, const struct end
 	return ok ? MIG_EXIT_OK : failed ? MIG_EXIT_FAILED : MIG_EXIT_UNKNOWN;
 }
 
-static const char *handover_word(enum mig_action a, const struct end *s)
+static const char *handover_word(enum mig_action a, const struct end *s, const struct end *t)
 {
 	switch (a) {
-	case MIG_OK:
-		return s->sock && s->phase == MIG_PH_GONE && !s->st.error[0] &&
-				       s->st.phase != MIG_PH_COMPLETED
+	case MIG_OK: /* sending host: a source that exited unseen is not proof */
+		return !t->sock && s->phase == MIG_PH_GONE && s->st.phase != MIG_PH_COMPLETED
 			   ? "source-exited"
 			   : "gogo";
 	case MIG_RESUME_TARGET_STOP_SOURCE:
@@ -301,6 +301,7 @@ static void unresolved(const struct end *s, const struct end *t)
 
 int mig_watch_run(const struct mig_watch *w)
 {
+	signals_install(); /* from here a signal cancels: before, it ends us */
 	struct end s = {.sock = w->src, .phase = MIG_PH_NOANSWER},
 		   t = {.sock = w->dst, .phase = MIG_PH_NOANSWER};
 	struct winsize ws;
@@ -349,7 +350,7 @@ int mig_watch_run(const struct mig_watch *w)
 		if (a != MIG_WAIT) {
 			if (a == MIG_UNRESOLVED)
 				unresolved(&s, &t);
-			return finish(w, a, &s, &t, start, handover_word(a, &s), &v);
+			return finish(w, a, &s, &t, start, handover_word(a, &s, &t), &v);
 		}
 		bool quick = s.phase == MIG_PH_STOP_AND_COPY || s.phase == MIG_PH_HANDOVER ||
 			     t.phase == MIG_PH_READY;

@@ -41,10 +41,6 @@ struct mig_watch {
  * hand-over rules (mig_decide), prints the summary; the exit code. */
 int mig_watch_run(const struct mig_watch *w);
 
-/* SIGINT / SIGTERM: the first cancels (the source, if watched) or cuts
- * the stream, the second leaves at once. */
-void mig_signals_install(void);
-
 /* A line on stderr: "ember migrate: ..." */
 __attribute__((format(printf, 1, 2))) void mig_say(const char *fmt, ...);
 
