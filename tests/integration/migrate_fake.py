@@ -209,4 +209,8 @@ class FakeVmm:
     def close(self):
         if self.alive:
             self.alive = False
+            try:
+                self.srv.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+            except OSError:
+                pass
             self.srv.close()

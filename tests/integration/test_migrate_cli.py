@@ -265,6 +265,33 @@ def test_plain_sender_dropped_by_tls_receiver(tmp_path, nets):
     assert_target_untouched(dst)
 
 
+def test_gogo_lost_between_hosts_reported_on_both_sides(tmp_path, nets):
+    """Each side sees only its own VMM: the source in handover-unknown and
+    the target left in ready are reported (exit 2) for --resolve by hand,
+    and neither is resumed by a controller that cannot see the other."""
+    recv, send, src, dst = cross_host(tmp_path, nets, ["--insecure-plain"], ["--insecure-plain"],
+                                      src_script="lose-gogo")
+    assert send[0] == 2 and "handover-unknown" in send[2], send
+    assert recv[0] == 2 and "waits in ready" in recv[2], recv
+    assert summary(recv[1])["result"] == "unknown"
+    assert src.phase == "handover-unknown" and dst.phase == "ready"
+    r = migrate("--resolve", "resume", "--api-sock", str(tmp_path / "b.sock"))
+    assert r.returncode == 1 and "Connection refused" in r.stderr, r.stderr  # closed by now
+
+
+def test_resolve_by_hand(tmp_path):
+    dst = FakeVmm(tmp_path / "b.sock", "target")
+    try:
+        r = migrate("--resolve", "stop", "--api-sock", dst.path)
+        assert r.returncode == 1 and "nothing to resolve in phase none" in r.stderr, r.stderr
+        dst.phase = "ready"
+        r = migrate("--resolve", "resume", "--api-sock", dst.path)
+        assert r.returncode == 0, r.stderr
+        assert dst.phase == "running" and dst.events == [("target", "resume")]
+    finally:
+        dst.close()
+
+
 def test_psk_file_readable_by_others_refused(tmp_path):
     key = tmp_path / "k.psk"
     key.write_text("ab" * 32)
