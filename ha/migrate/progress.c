@@ -88,7 +88,7 @@ const char *mig_progress_line(char *buf, size_t len, const struct mig_status *s,
 			      unsigned width)
 {
 	unsigned pct = percent(s);
-	char tail[96] = "", round[24] = "";
+	char tail[32] = "", round[24] = "";
 	if (s->round)
 		snprintf(round, sizeof(round), " round %u", s->round);
 	if (s->throttle_pct)
@@ -107,7 +107,7 @@ const char *mig_progress_line(char *buf, size_t len, const struct mig_status *s,
 			snprintf(buf, len, "migrate: %s%s", s->phase_text, round);
 		return buf;
 	}
-	char head[64], rest[96];
+	char head[64], rest[400]; /* room for any double: -Wformat-truncation */
 	snprintf(head, sizeof(head), "%s%s", s->phase_text, round);
 	snprintf(rest, sizeof(rest), "%3u%% %7.1f MB/s downtime ~%.1f ms%s", pct, mbps(s),
 		 s->expected_downtime_ms, tail);

@@ -24,7 +24,8 @@ import pytest
 from conftest import EMBER, ROOT, guest, needs_kvm
 from migrate_fake import INVALID, FakeVmm
 
-MIGRATE = os.path.join(os.path.dirname(EMBER), "ember-migrate")
+MIGRATE = os.path.abspath(os.environ.get("EMBER_MIGRATE",
+                                         os.path.join(os.path.dirname(EMBER), "ember-migrate")))
 WAIT = 60  # seconds: a bound for hangs, never a measure of speed
 
 

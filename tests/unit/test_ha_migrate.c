@@ -72,6 +72,14 @@ static void test_seconds(void **state)
 	assert_int_not_equal(mig_parse_seconds("-1", &ms), 0);
 }
 
+/* A body's text (the body freed; the text the caller's). */
+static char *text_of(json_t *body, size_t flags)
+{
+	char *t = json_dumps(body, flags);
+	json_decref(body);
+	return t;
+}
+
 static void test_same_host(void **state)
 {
 	struct mig_args a;
@@ -94,11 +102,11 @@ static void test_same_host(void **state)
 	assert_string_equal(a.nets[0].path, "tap1");
 	assert_string_equal(a.vsock_uds, "/v.sock");
 
-	char *send = json_dumps(mig_send_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
+	char *send = text_of(mig_send_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
 	assert_string_equal(send, "{\"converge\":\"none\",\"downtime_ms\":20,"
 				  "\"max_bandwidth\":1073741824,\"timeout_ms\":30000}");
 	free(send);
-	char *recv = json_dumps(mig_receive_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
+	char *recv = text_of(mig_receive_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
 	assert_string_equal(recv, "{\"drive_overrides\":[{\"drive_id\":\"rootfs\",\"path_on_host\":"
 				  "\"/d.img\"}],\"network_overrides\":[{\"host_dev_name\":\"tap1\","
 				  "\"iface_id\":\"eth0\"}],\"use_saved_paths\":true,"
@@ -107,10 +115,10 @@ static void test_same_host(void **state)
 
 	/* Unset: only the timeout is sent; the VMM's defaults apply. */
 	assert_int_equal(parse("--from a --to b", &a, err, sizeof(err)), 0);
-	send = json_dumps(mig_send_body(&a), JSON_COMPACT);
+	send = text_of(mig_send_body(&a), JSON_COMPACT);
 	assert_string_equal(send, "{\"timeout_ms\":60000}");
 	free(send);
-	recv = json_dumps(mig_receive_body(&a), JSON_COMPACT);
+	recv = text_of(mig_receive_body(&a), JSON_COMPACT);
 	assert_string_equal(recv, "{}");
 	free(recv);
 
