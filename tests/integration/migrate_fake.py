@@ -19,8 +19,16 @@ INVALID = "Invalid request method and/or path"
 REPLY = 64 * 1024
 
 
+PERIOD = 65521  # prime: a chunk lost, repeated or moved shows
+_blocks = {}
+
+
 def pattern(seed, n, start=0):
-    return bytes(((i * 2654435761) >> 13 ^ seed) & 0xFF for i in range(start, start + n))
+    """Bytes start..start+n of seed's stream (periodic, cached: fast)."""
+    if seed not in _blocks:
+        _blocks[seed] = bytes(((i * 2654435761) >> 13 ^ seed) & 0xFF for i in range(PERIOD))
+    blk, off = _blocks[seed], start % PERIOD
+    return (blk * ((off + n) // PERIOD + 1))[off:off + n]
 
 
 def read_exact(fd, n):

@@ -208,8 +208,9 @@ def test_tls_certificates_both_ways(tmp_path, nets, pki):
 
 def test_tls_psk(tmp_path, nets):
     key = "hostpair:" + "5a" * 32 + "\n"
+    # 32 MiB: many TLS records, partial writes, both buffers full
     recv, send, src, dst = cross_host(tmp_path, nets, psk_file(tmp_path / "r.psk", key),
-                                      psk_file(tmp_path / "s.psk", key))
+                                      psk_file(tmp_path / "s.psk", key), nbytes=32 << 20)
     assert_moved(recv, send, src, dst)
     assert "TLS_AES_128_GCM_SHA256, pre-shared key" in send[2]
 
