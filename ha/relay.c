@@ -28,6 +28,8 @@ struct dir {
 };
 
 struct relay {
+	unsigned char tail[HA_RELAY_TAIL]; /* the last bytes sent to the network */
+	size_t tail_len;
 	struct ha_conn *c;
 	int local;
 	struct dir to_net, to_local;
@@ -97,6 +99,19 @@ static int net_read(struct relay *r)
 	return tls_wait(r, ret, "TLS read");
 }
 
+static void keep_tail(struct relay *r, const unsigned char *p, size_t n)
+{
+	if (n >= HA_RELAY_TAIL) {
+		memcpy(r->tail, p + n - HA_RELAY_TAIL, HA_RELAY_TAIL);
+		r->tail_len = HA_RELAY_TAIL;
+		return;
+	}
+	size_t keep = r->tail_len + n > HA_RELAY_TAIL ? HA_RELAY_TAIL - n : r->tail_len;
+	memmove(r->tail, r->tail + r->tail_len - keep, keep);
+	memcpy(r->tail + keep, p, n);
+	r->tail_len = keep + n;
+}
+
 /* to_net.buf -> network, or its end once empty.  1, 0, -errno. */
 static int net_write(struct relay *r)
 {
@@ -114,6 +129,11 @@ static int net_write(struct relay *r)
 				return tls_wait(r, ret, "TLS close_notify");
 		}
 		d->shut = true;
+		if (r->st) {
+			memcpy(r->st->tail, r->tail, r->tail_len);
+			r->st->tail_len = r->tail_len;
+			atomic_store(&r->st->to_net_done, true);
+		}
 		return 1;
 	}
 	size_t n = 0;
@@ -130,6 +150,7 @@ static int net_write(struct relay *r)
 		if (ret != 1)
 			return tls_wait(r, ret, "TLS write");
 	}
+	keep_tail(r, d->buf + d->off, n);
 	d->off += n;
 	d->len -= n;
 	if (r->st)
@@ -202,11 +223,9 @@ static int set_nonblocking(int fd)
 int ha_relay(struct ha_conn *c, int local, int stop_fd, struct ha_relay_stats *st, char *err,
 	     size_t errlen)
 {
-	static struct relay zero;
-	struct relay *r = malloc(sizeof(*r)); /* 128 KiB of buffers: not on a stack */
+	struct relay *r = calloc(1, sizeof(*r)); /* 128 KiB of buffers: not on a stack */
 	if (!r)
 		return snprintf(err, errlen, "relay: out of memory"), -ENOMEM;
-	*r = zero;
 	r->c = c, r->local = local, r->st = st, r->err = err, r->errlen = errlen;
 	int ret = set_nonblocking(local);
 	if (ret)

@@ -8,6 +8,7 @@
 #ifndef EMBER_HA_TLS_RELAY_H
 #define EMBER_HA_TLS_RELAY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -94,9 +95,18 @@ const char *ha_conn_describe(const struct ha_conn *c, char *buf, size_t len);
 /* Closes the connection (a TLS close_notify if not yet sent) and frees it. */
 void ha_conn_free(struct ha_conn *c);
 
+#define HA_RELAY_TAIL 32 /* a migration record's header (docs/migration.md) */
+
 struct ha_relay_stats {
 	uint64_t to_net, to_local; /* bytes relayed each way */
 	bool local_eof, net_eof;   /* each side ended its stream cleanly */
+	/* Set once the local side's stream ended and all of it went to the
+	 * network (its end passed on): from then tail holds its last
+	 * tail_len bytes, and neither changes again.  Another thread may
+	 * read them after seeing this true. */
+	atomic_bool to_net_done;
+	unsigned char tail[HA_RELAY_TAIL];
+	size_t tail_len;
 };
 
 /* Relays bytes both ways between c and local (a stream socket: ember's

@@ -4,6 +4,8 @@
  * good (paused in handover-unknown, or its process gone: its API socket
  * refuses connections).  A stuck end (no answer) is never taken for a
  * gone one. */
+#include <string.h>
+
 #include "ha/migrate/migrate.h"
 
 static bool ended(enum mig_phase p)
@@ -56,8 +58,8 @@ enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_sr
 			return MIG_FAILED;
 		case MIG_PH_HANDOVER_UNKNOWN:
 			return MIG_UNRESOLVED;
-		case MIG_PH_GONE:
-			return src_committed ? MIG_OK : MIG_UNRESOLVED;
+		case MIG_PH_GONE: /* the stream's end may still be in the relay */
+			return src_committed ? MIG_OK : settled ? MIG_UNRESOLVED : MIG_WAIT;
 		default:
 			return MIG_WAIT;
 		}
@@ -67,6 +69,15 @@ enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_sr
 	/* A target in ready waits for GOGO or for --resolve: only the
 	 * deadline turns that into MIG_UNRESOLVED (the caller's). */
 	return dst == MIG_PH_RUNNING ? MIG_OK : ended(dst) ? MIG_FAILED : MIG_WAIT;
+}
+
+bool mig_stream_ends_with_gogo(const unsigned char *tail, size_t len)
+{
+	static const unsigned char zero[4];
+	/* {u32 type, u32 len, u64 a, u64 b, u32 crc, u32 0}, little-endian,
+	 * the type's four characters as they read (docs/migration.md) */
+	return len == 32 && !memcmp(tail, "GOGO", 4) && !memcmp(tail + 4, zero, 4) &&
+	       !memcmp(tail + 28, zero, 4);
 }
 
 const char *mig_action_text(enum mig_action a)

@@ -145,12 +145,20 @@ enum mig_action {
 
 /* The hand-over rules of docs/migration.md ("Exactly once").  src and
  * dst: each end's phase now (MIG_PH_NOANSWER for an end not watched:
- * watch_src / watch_dst false); src_committed: the source was last seen
- * at stop-and-copy or later before it went; settled: these phases have
+ * watch_src / watch_dst false); src_committed: the source was seen at
+ * stop-and-copy or later, or its stream ended with GOGO
+ * (mig_stream_ends_with_gogo); settled: these phases have
  * held for a grace period (a source that exits after GOGO leaves a target
  * in ready for a moment; only a lasting one is resumed).  Pure. */
 enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src,
 			   bool watch_dst, bool src_committed, bool settled);
+
+/* The sending host's proof that its source handed over: the stream
+ * the source wrote, all of it relayed, ended with a GOGO record (the
+ * last HA_RELAY_TAIL bytes: its 32-byte header, no payload).  The
+ * source writes GOGO only after the target's REDY, and exits right
+ * after, often before a GET /migration could see "completed".  Pure. */
+bool mig_stream_ends_with_gogo(const unsigned char *tail, size_t len);
 
 /* Words for an action's outcome ("the target resumed it..."). */
 const char *mig_action_text(enum mig_action a);

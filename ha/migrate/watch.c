@@ -109,7 +109,8 @@ struct end {
 	const char *sock; /* NULL: not watched */
 	struct mig_status st;
 	enum mig_phase phase;
-	bool committed; /* seen at stop-and-copy or later */
+	bool committed; /* seen at stop-and-copy or later, or gogo */
+	bool gogo;	/* its stream ended with GOGO, all of it relayed */
 	char err[HA_ERR_MAX];
 };
 
@@ -202,8 +203,15 @@ static void show(struct view *v, const struct mig_status *st)
 static int finish(const struct mig_watch *w, enum mig_action a, const struct end *s,
 		  const struct end *t, int64_t start, const char *handover, struct view *v)
 {
-	const struct end *main_end = s->sock ? s : t;
-	const struct mig_status *st = &main_end->st;
+	/* What either end said last: a quick migration may leave one end
+	 * unseen (a source that exited at once, a target that only ran). */
+	struct mig_status best = s->st;
+	const struct mig_status *o = &t->st, *st = &best;
+	best.bytes_sent = best.bytes_sent > o->bytes_sent ? best.bytes_sent : o->bytes_sent;
+	best.round = best.round > o->round ? best.round : o->round;
+	best.total_ms = best.total_ms ? best.total_ms : o->total_ms;
+	if (best.downtime_ms < 0)
+		best.downtime_ms = o->downtime_ms;
 	bool cancelled = s->phase == MIG_PH_CANCELLED;
 	bool ok = a == MIG_OK || a == MIG_RESUME_TARGET || a == MIG_RESUME_TARGET_STOP_SOURCE ||
 		  a == MIG_STOP_SOURCE;
@@ -245,7 +253,8 @@ static const char *handover_word(enum mig_action a, const struct end *s, const s
 {
 	switch (a) {
 	case MIG_OK: /* sending host: a source that exited unseen is not proof */
-		return !t->sock && s->phase == MIG_PH_GONE && s->st.phase != MIG_PH_COMPLETED
+		return !t->sock && s->phase == MIG_PH_GONE && s->st.phase != MIG_PH_COMPLETED &&
+				       !s->gogo
 			   ? "source-exited"
 			   : "gogo";
 	case MIG_RESUME_TARGET_STOP_SOURCE:
@@ -302,8 +311,8 @@ static void unresolved(const struct end *s, const struct end *t)
 int mig_watch_run(const struct mig_watch *w)
 {
 	signals_install(); /* from here a signal cancels: before, it ends us */
-	struct end s = {.sock = w->src, .phase = MIG_PH_NOANSWER},
-		   t = {.sock = w->dst, .phase = MIG_PH_NOANSWER};
+	struct end s = {.sock = w->src, .phase = MIG_PH_NOANSWER, .st.downtime_ms = -1},
+		   t = {.sock = w->dst, .phase = MIG_PH_NOANSWER, .st.downtime_ms = -1};
 	struct winsize ws;
 	struct view v = {.tty = isatty(STDOUT_FILENO), .width = 80, .phase = MIG_PH_NOANSWER};
 	if (v.tty && !ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) && ws.ws_col)
@@ -319,6 +328,10 @@ int mig_watch_run(const struct mig_watch *w)
 		if (s.phase != seen_s || t.phase != seen_t)
 			since = now_ms(), seen_s = s.phase, seen_t = t.phase;
 		bool settled = now_ms() - since >= SETTLE_MS;
+		struct ha_relay_stats *rs = w->relay ? &w->relay->st : NULL;
+		if (s.sock && rs && atomic_load(&rs->to_net_done) &&
+		    mig_stream_ends_with_gogo(rs->tail, rs->tail_len))
+			s.committed = s.gogo = true;
 		enum mig_action a = mig_decide(s.phase, t.phase, s.sock, t.sock, s.committed, settled);
 		if (a == MIG_WAIT && signals_seen > handled_signals) {
 			if (handled_signals++ == 0)

@@ -7,7 +7,7 @@ request, so a test can say that a target saw nothing at all.
 
 The scripted stream: the source writes NBYTES of a pattern; the target,
 having read and checked them, answers b"REDY" and 64 KiB of its own
-pattern; the source reads that and sends b"GOGO" (or not, as its script
+pattern; the source reads that and sends a GOGO record header (or not, as its script
 says), then closes; the target runs on GOGO and EOF."""
 import json
 import os
@@ -16,6 +16,9 @@ import threading
 import time
 
 INVALID = "Invalid request method and/or path"
+# The record header {u32 type, u32 len, u64 a, u64 b, u32 crc, u32 0}: the
+# sending controller knows a handed-over source by its stream's last one.
+GOGO = b"GOGO" + bytes(28)
 REPLY = 64 * 1024
 
 
@@ -157,7 +160,7 @@ class FakeVmm:
             self.phase = "stop-and-copy"
             if self.script == "ok":
                 self.phase = "handover"
-                os.write(fd, b"GOGO")
+                os.write(fd, GOGO)
                 os.close(fd)
                 fd = -1
                 self.phase = "completed"
@@ -194,8 +197,8 @@ class FakeVmm:
             if self.script == "die-at-ready":
                 self.go_away()
                 return
-            rest = read_exact(fd, 4)
-            self.got_gogo = rest == b"GOGO"
+            rest = read_exact(fd, len(GOGO))
+            self.got_gogo = rest == GOGO
             if self.got_gogo:
                 self.phase = "running"
             # else: stays in ready for its controller (docs/migration.md)

@@ -191,6 +191,7 @@ def assert_moved(recv, send, src, dst):
     assert send[0] == 0, send
     assert summary(recv[1])["result"] == "completed"
     assert summary(send[1])["result"] == "completed"
+    assert summary(send[1])["handover"] == "gogo"
     assert src.stream_ok and dst.stream_ok and dst.got_gogo
     assert dst.phase == "running"
 

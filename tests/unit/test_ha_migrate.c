@@ -292,7 +292,8 @@ static void test_handover_one_end(void **state)
 	assert_int_equal(mig_decide(MIG_PH_HANDOVER_UNKNOWN, x, true, false, true, true),
 			 MIG_UNRESOLVED);
 	assert_int_equal(mig_decide(MIG_PH_GONE, x, true, false, true, false), MIG_OK);
-	assert_int_equal(mig_decide(MIG_PH_GONE, x, true, false, false, false), MIG_UNRESOLVED);
+	assert_int_equal(mig_decide(MIG_PH_GONE, x, true, false, false, false), MIG_WAIT);
+	assert_int_equal(mig_decide(MIG_PH_GONE, x, true, false, false, true), MIG_UNRESOLVED);
 	assert_int_equal(mig_decide(MIG_PH_PRECOPY, x, true, false, false, true), MIG_WAIT);
 	/* receiving host: the target only; ready waits (the deadline decides) */
 	assert_int_equal(mig_decide(x, MIG_PH_RUNNING, false, true, false, false), MIG_OK);
@@ -300,6 +301,20 @@ static void test_handover_one_end(void **state)
 	assert_int_equal(mig_decide(x, MIG_PH_GONE, false, true, false, false), MIG_FAILED);
 	assert_int_equal(mig_decide(x, MIG_PH_READY, false, true, false, true), MIG_WAIT);
 	assert_int_equal(mig_decide(x, MIG_PH_RECEIVING, false, true, false, true), MIG_WAIT);
+}
+
+static void test_gogo_tail(void **state)
+{
+	unsigned char h[32] = "GOGO";
+	memset(h + 4, 0, 28);
+	h[24] = 0x5a; /* the CRC: any */
+	assert_true(mig_stream_ends_with_gogo(h, 32));
+	assert_false(mig_stream_ends_with_gogo(h, 31));
+	h[4] = 1; /* a payload: not GOGO's header */
+	assert_false(mig_stream_ends_with_gogo(h, 32));
+	h[4] = 0;
+	memcpy(h, "DONE", 4);
+	assert_false(mig_stream_ends_with_gogo(h, 32));
 }
 
 int main(void)
@@ -314,6 +329,7 @@ int main(void)
 	    cmocka_unit_test(test_summary),
 	    cmocka_unit_test(test_handover_same_host),
 	    cmocka_unit_test(test_handover_one_end),
+	    cmocka_unit_test(test_gogo_tail),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -197,6 +197,11 @@ static void test_relay_plain(void **state)
 	assert_int_equal(st.to_net, 3u << 20);
 	assert_int_equal(st.to_local, 100 << 10);
 	assert_true(st.local_eof && st.net_eof);
+	/* the stream's last bytes, as a controller reads its last record */
+	assert_true(atomic_load(&st.to_net_done));
+	assert_int_equal(st.tail_len, HA_RELAY_TAIL);
+	for (size_t i = 0; i < HA_RELAY_TAIL; i++)
+		assert_int_equal(st.tail[i], pat(1, (3u << 20) - HA_RELAY_TAIL + i));
 	ha_conn_free(c);
 	close(vmm[0]);
 	close(vmm[1]);
