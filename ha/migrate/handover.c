@@ -82,29 +82,21 @@ bool mig_stream_ends_with_gogo(const unsigned char *tail, size_t len)
 
 const char *mig_action_text(enum mig_action a)
 {
-	switch (a) {
-	case MIG_OK:
-		return "the target runs the VM";
-	case MIG_FAILED:
-		return "not moved: the VM runs on at the source";
-	case MIG_RESUME_TARGET_STOP_SOURCE:
-		return "the hand-over record was lost: the target (ready) was resumed, then the "
-		       "source stopped";
-	case MIG_STOP_SOURCE:
-		return "the hand-over record was lost but the target runs: the source was "
-		       "stopped";
-	case MIG_RESUME_SOURCE:
-		return "the hand-over record was lost and the target is gone: the source was "
-		       "resumed";
-	case MIG_RESUME_TARGET:
-		return "the source is gone and the target was ready: the target was resumed";
-	case MIG_STOP_TARGET:
-		return "the source runs on: the target, left ready, was stopped";
-	case MIG_LOST:
-		return "neither end runs the VM: the source is gone and the target failed";
-	case MIG_UNRESOLVED:
-		return "the outcome is not known here";
-	default:
-		return "in progress";
-	}
+	static const char *const texts[] = {
+	    [MIG_WAIT] = "in progress",
+	    [MIG_OK] = "the target runs the VM",
+	    [MIG_FAILED] = "not moved: the VM runs on at the source",
+	    [MIG_RESUME_TARGET_STOP_SOURCE] = "the hand-over record was lost: the target (ready) "
+					      "was resumed, then the source stopped",
+	    [MIG_STOP_SOURCE] = "the hand-over record was lost but the target runs: the source "
+				"was stopped",
+	    [MIG_RESUME_SOURCE] = "the hand-over record was lost and the target is gone: the "
+				  "source was resumed",
+	    [MIG_RESUME_TARGET] = "the source is gone and the target was ready: the target was "
+				  "resumed",
+	    [MIG_STOP_TARGET] = "the source runs on: the target, left ready, was stopped",
+	    [MIG_LOST] = "neither end runs the VM: the source is gone and the target failed",
+	    [MIG_UNRESOLVED] = "the outcome is not known here",
+	};
+	return (size_t)a < sizeof(texts) / sizeof(texts[0]) ? texts[a] : "?";
 }

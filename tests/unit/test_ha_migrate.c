@@ -56,17 +56,13 @@ static void test_bytes(void **state)
 
 static void test_seconds(void **state)
 {
+	static const char *const in[] = {"90", "2.5", "500ms", "2m", "3s"};
+	static const uint64_t want[] = {90000, 2500, 500, 120000, 3000};
 	uint64_t ms;
-	assert_int_equal(mig_parse_seconds("90", &ms), 0);
-	assert_int_equal(ms, 90000);
-	assert_int_equal(mig_parse_seconds("2.5", &ms), 0);
-	assert_int_equal(ms, 2500);
-	assert_int_equal(mig_parse_seconds("500ms", &ms), 0);
-	assert_int_equal(ms, 500);
-	assert_int_equal(mig_parse_seconds("2m", &ms), 0);
-	assert_int_equal(ms, 120000);
-	assert_int_equal(mig_parse_seconds("3s", &ms), 0);
-	assert_int_equal(ms, 3000);
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		assert_int_equal(mig_parse_seconds(in[i], &ms), 0);
+		assert_int_equal(ms, want[i]);
+	}
 	assert_int_not_equal(mig_parse_seconds("soon", &ms), 0);
 	assert_int_not_equal(mig_parse_seconds("5h", &ms), 0);
 	assert_int_not_equal(mig_parse_seconds("-1", &ms), 0);
