@@ -145,6 +145,12 @@ class FakeVmm:
 
     # ---- the stream ----
     def _source(self, fd):
+        if self.script == "wait-cancel":  # precopy until cancelled, then runs on
+            while ("source", "cancel") not in self.events:
+                time.sleep(0.01)
+            self.error, self.phase = "cancelled by request", "cancelled"
+            os.close(fd)
+            return
         try:
             sent = 0
             while sent < self.nbytes:

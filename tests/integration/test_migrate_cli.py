@@ -16,8 +16,10 @@ import os
 import re
 import shutil
 import socket
+import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -372,6 +374,37 @@ def test_source_failed_target_ready_stopped(tmp_path):
     assert s["result"] == "failed" and "timed out (scripted)" in s["error"], s
 
 
+def test_sigint_cancels_at_the_source(tmp_path):
+    events = []
+    src = FakeVmm(tmp_path / "a.sock", "source", "wait-cancel", events=events)
+    dst = FakeVmm(tmp_path / "b.sock", "target", events=events)
+    try:
+        p = start("--from", src.path, "--to", dst.path)
+        deadline = time.monotonic() + WAIT
+        while not any(q[0] == "GET" for q in src.requests) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the watch has begun: a signal now cancels
+        p.send_signal(signal.SIGINT)
+        rc, out, err = finish(p)
+    finally:
+        src.close()
+        dst.close()
+    assert rc == 1 and "cancelling" in err, err
+    assert ("source", "cancel") in events
+    assert summary(out)["result"] == "cancelled"
+    assert dst.phase == "failed"  # it read the end of the stream
+
+
+def test_listen_times_out(tmp_path):
+    dst = FakeVmm(tmp_path / "b.sock", "target")
+    try:
+        r = migrate("--listen", "127.0.0.1:0", "--to", dst.path, "--insecure-plain",
+                    "--timeout", "0.2")
+    finally:
+        dst.close()
+    assert r.returncode == 1 and "no connection came" in r.stderr, r.stderr
+    assert_target_untouched(dst)
+
+
 def test_target_refuses(tmp_path):
     """A target that is not fresh refuses the stream: the source is never
     asked to send."""
@@ -449,6 +482,38 @@ def test_real_same_host(tmp_path, real_vmms):
         s = summary(r.stdout)
         assert s["result"] == "completed" and s["bytes_sent"] > 0, s
         check_moved(src, dst)
+    finally:
+        src.kill()
+        dst.kill()
+
+
+@needs_kvm
+def test_real_target_killed_source_runs_on(tmp_path, real_vmms):
+    """The target dies mid-precopy: the source fails the migration and
+    runs on; the controller says so (exit 1).  The bandwidth cap keeps
+    precopy longer than the test's reaction, however fast the machine."""
+    from test_api import Ember
+    src = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--memory", "256M",
+                                    "--cmdline", f"count={COUNT} spin={SPIN} fill=200",
+                                    "--timeout", "120"], name="src")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 5\n", timeout=WAIT)
+        p = start("--from", src.sock, "--to", dst.sock, "--max-bandwidth", "10M")
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            st, js = src.curl("GET", "/migration")
+            if js and js.get("phase") == "precopy" and js.get("bytes_sent", 0) > 0:
+                break
+            time.sleep(0.05)
+        dst.kill()
+        rc, out, err = finish(p, timeout=120)
+        assert rc == 1, err
+        assert summary(out)["result"] == "failed"
+        st, js = src.curl("GET", "/")
+        assert js["state"] == "Running", js
+        before = src.stdout().count("count ")
+        src.wait_output(f"count {before + 1}\n", timeout=WAIT)  # it counts on
     finally:
         src.kill()
         dst.kill()
