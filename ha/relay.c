@@ -191,6 +191,13 @@ static int local_write(struct relay *r)
 		return 1;
 	}
 	ssize_t w = send(r->local, d->buf + d->off, d->len, MSG_NOSIGNAL);
+	if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+		/* ember closed its end (it exited): nothing more can reach it,
+		 * but what it wrote last (a NACK) must still go out. */
+		d->len = 0;
+		d->eof = d->shut = true;
+		return 1;
+	}
 	if (w < 0)
 		return errno == EAGAIN || errno == EINTR ? (r->local_ev |= POLLOUT, 0)
 							 : fail(r, errno, "write to ember");
@@ -249,8 +256,8 @@ int ha_relay(struct ha_conn *c, int local, int stop_fd, struct ha_relay_stats *s
 			ret = fail(r, errno, "poll");
 		else if (n > 0 && stop_fd >= 0 && p[2].revents)
 			ret = (snprintf(err, errlen, "relay: stopped"), -ECANCELED);
-		else if (n > 0 && (p[1].revents & (POLLERR | POLLNVAL)))
-			ret = fail(r, EPIPE, "ember's stream socket");
+		else if (n > 0 && ((p[0].revents | p[1].revents) & POLLNVAL))
+			ret = fail(r, EBADF, "poll");
 	}
 	free(r);
 	return ret;

@@ -208,6 +208,29 @@ static void test_relay_plain(void **state)
 	close(net[1]);
 }
 
+/* ember writes its last words (a NACK) and exits while the peer still
+ * sends: the words go out, what the peer sends is dropped, the relay
+ * ends cleanly. */
+static void test_relay_vmm_exits(void **state)
+{
+	int vmm[2], net[2];
+	char err[HA_ERR_MAX], got[64] = "";
+	struct ha_conn *c = plain_pairs(vmm, net);
+	struct side p = {.fd = net[1], .n = 100 << 10, .seed = 2};
+	pthread_t th;
+	assert_int_equal(write(vmm[1], "NACK: no", 8), 8);
+	close(vmm[1]);
+	pthread_create(&th, NULL, writer, &p);
+	assert_int_equal(ha_relay(c, vmm[0], -1, NULL, err, sizeof(err)), 0);
+	pthread_join(th, NULL);
+	assert_int_equal(read(net[1], got, sizeof(got)), 8);
+	assert_memory_equal(got, "NACK: no", 8);
+	assert_int_equal(read(net[1], got, sizeof(got)), 0);
+	ha_conn_free(c);
+	close(vmm[0]);
+	close(net[1]);
+}
+
 static void test_relay_stop(void **state)
 {
 	int vmm[2], net[2], stop[2];
@@ -227,7 +250,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_psk_parse),   cmocka_unit_test(test_psk_load),
 	    cmocka_unit_test(test_opts),	cmocka_unit_test(test_hostport),
-	    cmocka_unit_test(test_relay_plain), cmocka_unit_test(test_relay_stop),
+	    cmocka_unit_test(test_relay_plain), cmocka_unit_test(test_relay_vmm_exits),
+	    cmocka_unit_test(test_relay_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
