@@ -209,7 +209,7 @@ static int finish(const struct mig_watch *w, enum mig_action a, const struct end
 	const struct mig_status *o = &t->st, *st = &best;
 	best.bytes_sent = best.bytes_sent > o->bytes_sent ? best.bytes_sent : o->bytes_sent;
 	best.round = best.round > o->round ? best.round : o->round;
-	best.total_ms = best.total_ms ? best.total_ms : o->total_ms;
+	best.total_ms = best.total_ms > o->total_ms ? best.total_ms : o->total_ms;
 	if (best.downtime_ms < 0)
 		best.downtime_ms = o->downtime_ms;
 	bool cancelled = s->phase == MIG_PH_CANCELLED;
