@@ -185,7 +185,7 @@ int ha_api_call(const char *sock, const char *method, const char *path, const js
 				 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
 				 method, path, blen);
 		r = n < 0 || (size_t)n >= sizeof(head) ? -ENAMETOOLONG
-							: send_bytes(&c, head, (size_t)n, send_fd);
+						       : send_bytes(&c, head, (size_t)n, send_fd);
 		if (!r && blen)
 			r = send_bytes(&c, text, blen, -1);
 	}

@@ -26,19 +26,17 @@ struct ha_api_reply {
  * -ECONNREFUSED / -ENOENT when nothing listens at sock (see
  * ha_api_gone()), -ETIMEDOUT, -EPROTO (not an HTTP reply), -EMSGSIZE,
  * or what connect/send/recv said.  send_fd stays the caller's. */
-__attribute__((warn_unused_result)) int ha_api_call(const char *sock, const char *method,
-						    const char *path, const json_t *body,
-						    int send_fd, int timeout_ms,
-						    struct ha_api_reply *reply, char *err,
-						    size_t errlen);
+__attribute__((warn_unused_result)) int
+ha_api_call(const char *sock, const char *method, const char *path, const json_t *body, int send_fd,
+	    int timeout_ms, struct ha_api_reply *reply, char *err, size_t errlen);
 
 /* ha_api_call() that must get a 2xx: 0 (with *body, if body is not NULL,
  * the reply's JSON or NULL, the caller's), -EPROTO with "METHOD path: 400:
  * fault_message" in err for another status, or ha_api_call()'s errors. */
 __attribute__((warn_unused_result)) int ha_api_ok(const char *sock, const char *method,
-						  const char *path, const json_t *req,
-						  int send_fd, int timeout_ms, json_t **body,
-						  char *err, size_t errlen);
+						  const char *path, const json_t *req, int send_fd,
+						  int timeout_ms, json_t **body, char *err,
+						  size_t errlen);
 
 /* True when ha_api_call()'s error says that no process serves the socket
  * any more: its file is gone or connecting is refused (the ember behind

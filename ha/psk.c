@@ -27,8 +27,9 @@ static int parse_line(const char *s, const char *e, struct ha_psk *psk, char *er
 		       -EINVAL;
 	for (size_t i = 0; colon && i < idlen; i++)
 		if (s[i] <= ' ' || s[i] > '~')
-			return snprintf(err, len, "the identity holds a space or a control "
-						  "character"),
+			return snprintf(err, len,
+					"the identity holds a space or a control "
+					"character"),
 			       -EINVAL;
 	memcpy(psk->identity, colon ? s : HA_PSK_DEFAULT_ID, idlen);
 	psk->identity[idlen] = '\0';
@@ -42,8 +43,9 @@ static int parse_line(const char *s, const char *e, struct ha_psk *psk, char *er
 	for (size_t i = 0; i < digits; i += 2) {
 		int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
 		if (hi < 0 || lo < 0)
-			return snprintf(err, len, "the key holds a character that is not a hex "
-						  "digit"),
+			return snprintf(err, len,
+					"the key holds a character that is not a hex "
+					"digit"),
 			       -EINVAL;
 		psk->key[i / 2] = (unsigned char)(hi << 4 | lo);
 	}
@@ -94,10 +96,10 @@ int ha_psk_load(const char *path, struct ha_psk *psk, char *err, size_t errlen)
 	if (n < 0)
 		return snprintf(err, errlen, "--psk-file %s: %s", path, strerror(e)), -e;
 	if (!S_ISREG(st.st_mode) || (st.st_mode & 077))
-		return snprintf(err, errlen,
-				"--psk-file %s: %s (chmod 600 it)", path,
-				S_ISREG(st.st_mode) ? "readable or writable by others than its owner"
-						    : "not a regular file"),
+		return snprintf(err, errlen, "--psk-file %s: %s (chmod 600 it)", path,
+				S_ISREG(st.st_mode)
+				    ? "readable or writable by others than its owner"
+				    : "not a regular file"),
 		       -EPERM;
 	if ((size_t)n == sizeof(buf))
 		return snprintf(err, errlen, "--psk-file %s: too long for a key file", path),

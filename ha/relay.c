@@ -245,7 +245,8 @@ int ha_relay(struct ha_conn *c, int local, int stop_fd, struct ha_relay_stats *s
 			break; /* both ways ended */
 		/* Bytes OpenSSL already decrypted wait in it, not in the
 		 * socket: with room for them, go round again at once. */
-		bool pending = c->ssl && !r->to_local.len && !r->to_local.eof && SSL_pending(c->ssl);
+		bool pending =
+		    c->ssl && !r->to_local.len && !r->to_local.eof && SSL_pending(c->ssl);
 		/* A side nothing is asked of stays out (-1): its hang-up
 		 * would wake poll() for nothing, again and again. */
 		struct pollfd p[3] = {{.fd = r->net_ev ? c->fd : -1, .events = r->net_ev},

@@ -47,8 +47,7 @@ int ha_split_hostport(const char *s, char *host, size_t hostlen, char *port, siz
 	return 0;
 }
 
-static int resolve(const char *hostport, bool passive, struct addrinfo **res, char *err,
-		   size_t len)
+static int resolve(const char *hostport, bool passive, struct addrinfo **res, char *err, size_t len)
 {
 	char host[256], port[8];
 	if (ha_split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
@@ -72,7 +71,8 @@ static void tune(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)); /* the hand-over's small records */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on,
+		   sizeof(on)); /* the hand-over's small records */
 }
 
 int ha_tcp_listen(const char *hostport, unsigned *bound_port, char *err, size_t len)
@@ -100,9 +100,9 @@ int ha_tcp_listen(const char *hostport, unsigned *bound_port, char *err, size_t 
 	socklen_t sl = sizeof(ss);
 	*bound_port = 0;
 	if (!getsockname(fd, (struct sockaddr *)&ss, &sl))
-		*bound_port = ntohs(ss.ss_family == AF_INET6
-					? ((struct sockaddr_in6 *)&ss)->sin6_port
-					: ((struct sockaddr_in *)&ss)->sin_port);
+		*bound_port =
+		    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						   : ((struct sockaddr_in *)&ss)->sin_port);
 	return fd;
 }
 
@@ -131,8 +131,8 @@ int ha_tcp_accept(int lfd, int timeout_ms, char *peer, size_t peerlen, char *err
 /* One address within timeout_ms: fd, or -errno. */
 static int dial(const struct addrinfo *a, int timeout_ms)
 {
-	int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			a->ai_protocol);
+	int fd =
+	    socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
 	if (fd < 0)
 		return -errno;
 	int r = connect(fd, a->ai_addr, a->ai_addrlen) ? -errno : 0;
@@ -142,9 +142,9 @@ static int dial(const struct addrinfo *a, int timeout_ms)
 		socklen_t el = sizeof(e);
 		while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
 			;
-		r = n == 0 ? -ETIMEDOUT
+		r = n == 0						     ? -ETIMEDOUT
 		    : n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) ? -errno
-									       : -e;
+									     : -e;
 	}
 	if (!r && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK))
 		r = -errno;

@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ha/tls_relay.h"
 #include "ha/tls_priv.h"
+#include "ha/tls_relay.h"
 
 struct ha_tls {
 	SSL_CTX *ctx; /* NULL: plain */
@@ -133,8 +133,7 @@ static int load_certs(struct ha_tls *t, const struct ha_tls_opts *o, char *err, 
 	return 0;
 }
 
-int ha_tls_new(struct ha_tls **out, const struct ha_tls_opts *o, bool server, char *err,
-	       size_t len)
+int ha_tls_new(struct ha_tls **out, const struct ha_tls_opts *o, bool server, char *err, size_t len)
 {
 	const char *why = ha_tls_opts_refusal(o);
 	*out = NULL;
@@ -161,8 +160,8 @@ int ha_tls_new(struct ha_tls **out, const struct ha_tls_opts *o, bool server, ch
 		goto fail;
 	}
 	SSL_CTX_set_app_data(t->ctx, t);
-	SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-				     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_mode(t->ctx,
+			 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_num_tickets(t->ctx, 0); /* one connection: nothing to resume */
 	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_session_id_context(t->ctx, sid_ctx, sizeof(sid_ctx) - 1);
@@ -206,7 +205,7 @@ static int set_peer_check(SSL *ssl, const char *name)
 	if (inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1)
 		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 ? 0 : -EINVAL;
 	return SSL_set_tlsext_host_name(ssl, name) == 1 && SSL_set1_host(ssl, name) == 1 ? 0
-											: -EINVAL;
+											 : -EINVAL;
 }
 
 /* Why a handshake failed, in words. */
@@ -253,7 +252,8 @@ static int do_handshake(struct ha_tls *t, struct ha_conn *c, const char *host, i
 			handshake_err(c->ssl, !t->psk_mode, e, err, len);
 			return -EACCES;
 		}
-		struct pollfd p = {.fd = c->fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
+		struct pollfd p = {.fd = c->fd,
+				   .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT};
 		if (left <= 0 || (poll(&p, 1, (int)left) == 0 && mono_ms() >= deadline))
 			return snprintf(err, len, "TLS handshake: no answer in %d ms", timeout_ms),
 			       -ETIMEDOUT;
@@ -329,10 +329,11 @@ int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, si
 			if (r == -EACCES)
 				ERR_error_string_n(ERR_peek_error(), why, sizeof(why));
 			ERR_clear_error();
-			return snprintf(err, len, "%s", r == -EACCES ? why
-					: send_it ? "the peer went away"
-						  : "the peer closed the connection (its side "
-						    "refused: see its messages)"),
+			return snprintf(err, len, "%s",
+					r == -EACCES ? why
+					: send_it    ? "the peer went away"
+						     : "the peer closed the connection (its side "
+						       "refused: see its messages)"),
 			       (int)r;
 		}
 		off += (size_t)r;
@@ -350,7 +351,8 @@ int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, si
 const char *ha_conn_describe(const struct ha_conn *c, char *buf, size_t len)
 {
 	if (!c->ssl)
-		snprintf(buf, len, "plain TCP (--insecure-plain: not authenticated, not encrypted)");
+		snprintf(buf, len,
+			 "plain TCP (--insecure-plain: not authenticated, not encrypted)");
 	else
 		snprintf(buf, len, "%s %s, %s", SSL_get_version(c->ssl),
 			 SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)),

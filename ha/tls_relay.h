@@ -22,11 +22,12 @@
 /* How the peer is authenticated: exactly one of certificates (cert, key
  * and ca together), psk_file, or insecure_plain. */
 struct ha_tls_opts {
-	const char *cert, *key, *ca; /* PEM files: our chain, our key, the CA the peer's must chain to */
-	const char *peer_name;	     /* client: the name or address the server's
-					certificate must carry (default: the host dialled) */
-	const char *psk_file;	     /* a key file: see ha_psk_parse() */
-	bool insecure_plain;	     /* plain TCP, no authentication at all */
+	const char *cert, *key,
+	    *ca;	       /* PEM files: our chain, our key, the CA the peer's must chain to */
+	const char *peer_name; /* client: the name or address the server's
+				  certificate must carry (default: the host dialled) */
+	const char *psk_file;  /* a key file: see ha_psk_parse() */
+	bool insecure_plain;   /* plain TCP, no authentication at all */
 };
 
 struct ha_psk {
@@ -41,13 +42,12 @@ struct ha_psk {
  * HA_PSK_DEFAULT_ID).  Blank lines and lines starting with '#' are
  * skipped; one key per file.  0, or -EINVAL with the reason in err. */
 __attribute__((warn_unused_result)) int ha_psk_parse(const char *text, size_t len,
-						     struct ha_psk *psk, char *err,
-						     size_t errlen);
+						     struct ha_psk *psk, char *err, size_t errlen);
 
 /* Reads and parses a PSK file, refusing one that its group or others can
  * read or write (as ssh does a private key).  0 or -errno with err. */
-__attribute__((warn_unused_result)) int ha_psk_load(const char *path, struct ha_psk *psk,
-						    char *err, size_t errlen);
+__attribute__((warn_unused_result)) int ha_psk_load(const char *path, struct ha_psk *psk, char *err,
+						    size_t errlen);
 
 /* A checked set of options: NULL, or why they cannot be used ("no
  * authentication chosen: ...", both a PSK and certificates, a partial
@@ -59,9 +59,8 @@ const char *ha_tls_opts_refusal(const struct ha_tls_opts *o);
  * accepting side.  0 or -errno with err; *t is the caller's
  * (ha_tls_free). */
 struct ha_tls;
-__attribute__((warn_unused_result)) int ha_tls_new(struct ha_tls **t,
-						   const struct ha_tls_opts *o, bool server,
-						   char *err, size_t errlen);
+__attribute__((warn_unused_result)) int ha_tls_new(struct ha_tls **t, const struct ha_tls_opts *o,
+						   bool server, char *err, size_t errlen);
 void ha_tls_free(struct ha_tls *t);
 
 /* An authenticated connection (or a plain one). */
@@ -122,9 +121,8 @@ __attribute__((warn_unused_result)) int ha_relay(struct ha_conn *c, int local, i
 						 size_t errlen);
 
 /* TCP: "ADDR:PORT" or "[V6ADDR]:PORT" split; 0 or -EINVAL.  Pure. */
-__attribute__((warn_unused_result)) int ha_split_hostport(const char *s, char *host,
-							  size_t hostlen, char *port,
-							  size_t portlen);
+__attribute__((warn_unused_result)) int ha_split_hostport(const char *s, char *host, size_t hostlen,
+							  char *port, size_t portlen);
 
 /* A listening TCP socket on ADDR:PORT (SO_REUSEADDR); *bound_port: the
  * port bound (PORT 0: one the kernel chose).  fd or -errno with err. */
@@ -132,8 +130,7 @@ int ha_tcp_listen(const char *hostport, unsigned *bound_port, char *err, size_t 
 
 /* accept(2) of one connection within timeout_ms (0: no bound); fd or
  * -errno (-ETIMEDOUT) with err.  peer: "ADDR:PORT" for messages. */
-int ha_tcp_accept(int lfd, int timeout_ms, char *peer, size_t peerlen, char *err,
-		  size_t errlen);
+int ha_tcp_accept(int lfd, int timeout_ms, char *peer, size_t peerlen, char *err, size_t errlen);
 
 /* connect(2) to ADDR:PORT within timeout_ms; fd or -errno with err. */
 int ha_tcp_connect(const char *hostport, int timeout_ms, char *err, size_t errlen);

@@ -1,8 +1,8 @@
 /* `ember migrate`'s command line (ha/migrate/migrate.h): pure parsing,
  * no file or socket touched, so every refusal is unit-tested. */
 #include <errno.h>
-#include <stddef.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,7 +192,8 @@ static int take(struct mig_args *a, const char *opt, char *val, char *err, size_
 		char *end;
 		unsigned long long v = strtoull(val, &end, 10);
 		if (*val < '0' || *val > '9' || *end || v > 3600000)
-			return bad(err, len, "--downtime-ms %s: give milliseconds, 0 to 3600000", val);
+			return bad(err, len, "--downtime-ms %s: give milliseconds, 0 to 3600000",
+				   val);
 		*num = v;
 		return 0;
 	}
@@ -214,8 +215,9 @@ static int take(struct mig_args *a, const char *opt, char *val, char *err, size_
 		if (*n == MIG_OVERRIDES_MAX)
 			return bad(err, len, "--%s: too many (at most 16)", opt);
 		if (parse_override(val, drive ? "path" : "tap", &o[*n]))
-			return bad(err, len, drive ? "--drive %s: give ID,path=FILE"
-						   : "--net %s: give ID,tap=TAP",
+			return bad(err, len,
+				   drive ? "--drive %s: give ID,path=FILE"
+					 : "--net %s: give ID,tap=TAP",
 				   val);
 		(*n)++;
 		return 0;
@@ -261,8 +263,8 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 	     "--downtime-ms, --max-bandwidth and --converge are the sending side's (ember "
 	     "migrate --from A.sock --to-host ...)"},
 	};
-	unsigned ends = (a->from ? 1u : 0) | (a->to ? 2u : 0) | (a->to_host ? 4u : 0) |
-			(a->listen ? 8u : 0);
+	unsigned ends =
+	    (a->from ? 1u : 0) | (a->to ? 2u : 0) | (a->to_host ? 4u : 0) | (a->listen ? 8u : 0);
 	size_t f = 0;
 	while (f < 3 && forms[f].ends != ends)
 		f++;
@@ -359,7 +361,7 @@ json_t *mig_receive_body(const struct mig_args *a)
 					    arr);
 	}
 	if (b && a->vsock_uds)
-		json_object_set_new(b, "vsock_override", json_pack("{s:s}", "uds_path",
-								   a->vsock_uds));
+		json_object_set_new(b, "vsock_override",
+				    json_pack("{s:s}", "uds_path", a->vsock_uds));
 	return b;
 }

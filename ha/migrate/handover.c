@@ -44,8 +44,8 @@ static enum mig_action both(enum mig_phase src, enum mig_phase dst, bool settled
 	}
 }
 
-enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src,
-			   bool watch_dst, bool src_committed, bool settled)
+enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src, bool watch_dst,
+			   bool src_committed, bool settled)
 {
 	if (watch_src && watch_dst)
 		return both(src, dst, settled);

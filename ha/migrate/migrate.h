@@ -51,9 +51,8 @@ struct mig_args {
  * (downtime 300 ms, no bandwidth cap, timeout 60 s... see usage).  0,
  * or -EINVAL with the reason in err (naming the option).  a->help: the
  * caller prints mig_usage.  Pure: checks no file. */
-__attribute__((warn_unused_result)) int mig_parse_args(int argc, char *const *argv,
-						       struct mig_args *a, char *err,
-						       size_t errlen);
+__attribute__((warn_unused_result)) int
+mig_parse_args(int argc, char *const *argv, struct mig_args *a, char *err, size_t errlen);
 
 /* BYTES with an optional binary suffix: "1000", "64K", "1.5M", "10G",
  * "1T" (K = 1024; a trailing "B", "iB" or "/s" is allowed).  0 or
@@ -104,8 +103,7 @@ struct mig_status {
 
 /* j (a GET /migration body) into *s; absent fields are 0 / null.  0, or
  * -EINVAL if j is not an object with a "phase" string. */
-__attribute__((warn_unused_result)) int mig_status_parse(const json_t *j,
-							 struct mig_status *s);
+__attribute__((warn_unused_result)) int mig_status_parse(const json_t *j, struct mig_status *s);
 
 /* The progress line for s, without a newline.  tty: the redrawn form,
  * "precopy round 3 [#####-----] 51% 812.4 MB/s downtime ~1.2 ms",
@@ -132,15 +130,15 @@ char *mig_summary_json(const struct mig_summary *s);
 /* What the controller does next, from what each end says now. */
 enum mig_action {
 	MIG_WAIT,
-	MIG_OK,			     /* moved: the target runs it */
-	MIG_FAILED,		     /* not moved: the source runs it */
+	MIG_OK,			       /* moved: the target runs it */
+	MIG_FAILED,		       /* not moved: the source runs it */
 	MIG_RESUME_TARGET_STOP_SOURCE, /* handover-unknown, target ready */
-	MIG_STOP_SOURCE,	     /* handover-unknown, target runs */
-	MIG_RESUME_SOURCE,	     /* handover-unknown, target gone */
-	MIG_RESUME_TARGET,	     /* source gone, target ready */
-	MIG_STOP_TARGET,	     /* source failed and runs on, target ready */
-	MIG_LOST,		     /* neither end runs it: see the message */
-	MIG_UNRESOLVED,		     /* this side cannot tell: for the operator */
+	MIG_STOP_SOURCE,	       /* handover-unknown, target runs */
+	MIG_RESUME_SOURCE,	       /* handover-unknown, target gone */
+	MIG_RESUME_TARGET,	       /* source gone, target ready */
+	MIG_STOP_TARGET,	       /* source failed and runs on, target ready */
+	MIG_LOST,		       /* neither end runs it: see the message */
+	MIG_UNRESOLVED,		       /* this side cannot tell: for the operator */
 };
 
 /* The hand-over rules of docs/migration.md ("Exactly once").  src and
@@ -150,8 +148,8 @@ enum mig_action {
  * (mig_stream_ends_with_gogo); settled: these phases have
  * held for a grace period (a source that exits after GOGO leaves a target
  * in ready for a moment; only a lasting one is resumed).  Pure. */
-enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src,
-			   bool watch_dst, bool src_committed, bool settled);
+enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src, bool watch_dst,
+			   bool src_committed, bool settled);
 
 /* The sending host's proof that its source handed over: the stream
  * the source wrote, all of it relayed, ended with a GOGO record (the

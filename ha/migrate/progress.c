@@ -101,8 +101,8 @@ const char *mig_progress_line(char *buf, size_t len, const struct mig_status *s,
 			snprintf(buf, len,
 				 "migrate: %s%s: %u%%, %.1f MiB sent, %.1f MB/s, expected downtime "
 				 "%.1f ms%s",
-				 s->phase_text, round, pct, (double)s->bytes_sent / 1048576.0, mbps(s),
-				 s->expected_downtime_ms, tail);
+				 s->phase_text, round, pct, (double)s->bytes_sent / 1048576.0,
+				 mbps(s), s->expected_downtime_ms, tail);
 		else
 			snprintf(buf, len, "migrate: %s%s", s->phase_text, round);
 		return buf;

@@ -21,8 +21,8 @@
 static int put_fd(const char *sock, const char *path, json_t *body, int fd, const char *who)
 {
 	char err[HA_ERR_MAX];
-	int r = body ? ha_api_ok(sock, "PUT", path, body, fd, PUT_MS, NULL, err, sizeof(err))
-		     : -ENOMEM;
+	int r =
+	    body ? ha_api_ok(sock, "PUT", path, body, fd, PUT_MS, NULL, err, sizeof(err)) : -ENOMEM;
 	json_decref(body);
 	if (r)
 		mig_say("%s: %s", who, r == -ENOMEM ? "out of memory" : err);
@@ -32,8 +32,8 @@ static int put_fd(const char *sock, const char *path, json_t *body, int fd, cons
 /* The summary of a migration that never started. */
 static int not_started(const char *why)
 {
-	char *json = mig_summary_json(&(struct mig_summary){
-	    .result = "failed", .downtime_ms = -1, .error = why});
+	char *json = mig_summary_json(
+	    &(struct mig_summary){.result = "failed", .downtime_ms = -1, .error = why});
 	printf("%s\n", json ? json : "{\"result\": \"failed\"}");
 	free(json);
 	return MIG_EXIT_FAILED;
@@ -91,8 +91,8 @@ static int hand_over_stream(const struct mig_args *a, struct ha_conn *c, struct 
 	char err[HA_ERR_MAX];
 	/* The receiving side's word comes once its target took the stream:
 	 * only then may the source start (ha_conn_hello). */
-	if (a->mode == MIG_SEND && (r = ha_conn_hello(c, false, PUT_MS + HANDSHAKE_MS, err,
-						      sizeof(err))))
+	if (a->mode == MIG_SEND &&
+	    (r = ha_conn_hello(c, false, PUT_MS + HANDSHAKE_MS, err, sizeof(err))))
 		mig_say("%s: %s", a->to_host, err);
 	else if (a->mode == MIG_SEND)
 		r = put_fd(a->from, "/migration/send", mig_send_body(a), sv[0], "the source");
@@ -149,8 +149,9 @@ int mig_run_send(const struct mig_args *a)
 {
 	char err[HA_ERR_MAX] = "";
 	int r = check_tls(a, false);
-	return r ? r : connected(a, ha_tcp_connect(a->to_host, CONNECT_MS, err, sizeof(err)),
-				 a->to_host, err);
+	return r ? r
+		 : connected(a, ha_tcp_connect(a->to_host, CONNECT_MS, err, sizeof(err)),
+			     a->to_host, err);
 }
 
 int mig_run_receive(const struct mig_args *a)
@@ -160,8 +161,10 @@ int mig_run_receive(const struct mig_args *a)
 	/* Checked without a connection: a peer that fails authentication
 	 * must leave no trace at the target, not even a GET. */
 	if (stat(a->to, &st) || !S_ISSOCK(st.st_mode)) {
-		snprintf(err, sizeof(err), "--to %s: not a socket (start the target first: "
-				      "ember --api-sock %s)", a->to, a->to);
+		snprintf(err, sizeof(err),
+			 "--to %s: not a socket (start the target first: "
+			 "ember --api-sock %s)",
+			 a->to, a->to);
 		return mig_say("%s", err), not_started(err);
 	}
 	int r = check_tls(a, true);

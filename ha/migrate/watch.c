@@ -16,10 +16,10 @@
 #include "ha/api_client.h"
 #include "ha/migrate/watch.h"
 
-#define CALL_MS 2000	  /* one GET /migration or resolve */
-#define SETTLE_MS 1500	  /* how long a state must hold before it counts */
-#define LATE_MS 20000	  /* past the migration's timeout, before giving up */
-#define CANCEL_MS 15000	  /* after a cancel at the deadline */
+#define CALL_MS 2000	/* one GET /migration or resolve */
+#define SETTLE_MS 1500	/* how long a state must hold before it counts */
+#define LATE_MS 20000	/* past the migration's timeout, before giving up */
+#define CANCEL_MS 15000 /* after a cancel at the deadline */
 #define RESOLVE_TRIES 3
 
 static volatile sig_atomic_t signals_seen;
@@ -218,14 +218,18 @@ static int finish(const struct mig_watch *w, enum mig_action a, const struct end
 	bool failed = a == MIG_FAILED || a == MIG_RESUME_SOURCE || a == MIG_STOP_TARGET;
 	char error[700] = "";
 	if (!ok) {
-		const char *why = s->st.error[0] ? s->st.error : t->st.error[0] ? t->st.error : NULL;
+		const char *why = s->st.error[0]   ? s->st.error
+				  : t->st.error[0] ? t->st.error
+						   : NULL;
 		snprintf(error, sizeof(error), "%s%s%s", mig_action_text(a), why ? ": " : "",
 			 why ? why : "");
 	}
 	if (w->relay) /* bytes the VMM wrote last (GOGO, NACK) must leave first */
 		mig_relay_finish(w->relay, a == MIG_OK && !s->sock ? 0 : 5000);
 	struct mig_summary sum = {
-	    .result = ok ? "completed" : failed ? (cancelled ? "cancelled" : "failed") : "unknown",
+	    .result = ok       ? "completed"
+		      : failed ? (cancelled ? "cancelled" : "failed")
+			       : "unknown",
 	    .total_ms = st->total_ms ? st->total_ms : (uint64_t)(now_ms() - start),
 	    .bytes_sent = st->bytes_sent ? st->bytes_sent
 			  : w->relay	 ? w->relay->st.to_local + w->relay->st.to_net
@@ -254,7 +258,7 @@ static const char *handover_word(enum mig_action a, const struct end *s, const s
 	switch (a) {
 	case MIG_OK: /* sending host: a source that exited unseen is not proof */
 		return !t->sock && s->phase == MIG_PH_GONE && s->st.phase != MIG_PH_COMPLETED &&
-				       !s->gogo
+			       !s->gogo
 			   ? "source-exited"
 			   : "gogo";
 	case MIG_RESUME_TARGET_STOP_SOURCE:
@@ -301,11 +305,13 @@ static void unresolved(const struct end *s, const struct end *t)
 	if (t->phase == MIG_PH_READY)
 		mig_say("the target waits in ready: once the source is known to be stopped for "
 			"good (handover-unknown or gone), `ember migrate --resolve resume "
-			"--api-sock %s`; if the source runs on, `--resolve stop`", t->sock);
+			"--api-sock %s`; if the source runs on, `--resolve stop`",
+			t->sock);
 	if (s->phase == MIG_PH_HANDOVER_UNKNOWN)
 		mig_say("the source is paused for good in handover-unknown: if the target runs "
 			"or is ready, resume it there and then `ember migrate --resolve stop "
-			"--api-sock %s`; if the target is gone, `--resolve resume` here", s->sock);
+			"--api-sock %s`; if the target is gone, `--resolve resume` here",
+			s->sock);
 }
 
 int mig_watch_run(const struct mig_watch *w)
@@ -317,7 +323,8 @@ int mig_watch_run(const struct mig_watch *w)
 	struct view v = {.tty = isatty(STDOUT_FILENO), .width = 80, .phase = MIG_PH_NOANSWER};
 	if (v.tty && !ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) && ws.ws_col)
 		v.width = ws.ws_col > 200 ? 200 : ws.ws_col;
-	int64_t start = now_ms(), deadline = start + (int64_t)w->timeout_ms + LATE_MS, since = start;
+	int64_t start = now_ms(), deadline = start + (int64_t)w->timeout_ms + LATE_MS,
+		since = start;
 	enum mig_phase seen_s = MIG_PH_NOANSWER, seen_t = MIG_PH_NOANSWER;
 	int handled_signals = 0, tries = 0;
 	bool cancel_sent = false;
@@ -332,7 +339,8 @@ int mig_watch_run(const struct mig_watch *w)
 		if (s.sock && rs && atomic_load(&rs->to_net_done) &&
 		    mig_stream_ends_with_gogo(rs->tail, rs->tail_len))
 			s.committed = s.gogo = true;
-		enum mig_action a = mig_decide(s.phase, t.phase, s.sock, t.sock, s.committed, settled);
+		enum mig_action a =
+		    mig_decide(s.phase, t.phase, s.sock, t.sock, s.committed, settled);
 		if (a == MIG_WAIT && signals_seen > handled_signals) {
 			if (handled_signals++ == 0)
 				on_first_signal(w, &s);

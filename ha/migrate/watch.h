@@ -24,8 +24,8 @@ struct mig_relay {
 
 /* Starts relaying between c and local (both taken over).  0 or -errno
  * (then both are closed). */
-__attribute__((warn_unused_result)) int mig_relay_start(struct mig_relay *r,
-							struct ha_conn *c, int local);
+__attribute__((warn_unused_result)) int mig_relay_start(struct mig_relay *r, struct ha_conn *c,
+							int local);
 
 /* Lets the relay end by itself for up to drain_ms (bytes the VMM wrote
  * last, GOGO or NACK, must reach the peer), then stops it and joins. */

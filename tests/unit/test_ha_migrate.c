@@ -40,10 +40,10 @@ static void test_bytes(void **state)
 	static const struct {
 		const char *s;
 		uint64_t v;
-	} ok[] = {{"0", 0},	       {"1000", 1000},	     {"64K", 65536},
-		  {"64k", 65536},      {"1.5M", 1572864},    {"10G", 10737418240ULL},
-		  {"1T", 1ULL << 40},  {"100MB", 104857600}, {"100MiB/s", 104857600},
-		  {"512B", 512},       {"2M/s", 2097152}};
+	} ok[] = {{"0", 0},	      {"1000", 1000},	    {"64K", 65536},
+		  {"64k", 65536},     {"1.5M", 1572864},    {"10G", 10737418240ULL},
+		  {"1T", 1ULL << 40}, {"100MB", 104857600}, {"100MiB/s", 104857600},
+		  {"512B", 512},      {"2M/s", 2097152}};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		assert_int_equal(mig_parse_bytes(ok[i].s, &b), 0);
 		assert_int_equal(b, ok[i].v);
@@ -126,8 +126,8 @@ static void test_between_hosts(void **state)
 {
 	struct mig_args a;
 	char err[600];
-	assert_int_equal(parse("--from a --to-host 10.0.0.2:4444 --psk-file k", &a, err, sizeof(err)),
-			 0);
+	assert_int_equal(
+	    parse("--from a --to-host 10.0.0.2:4444 --psk-file k", &a, err, sizeof(err)), 0);
 	assert_int_equal(a.mode, MIG_SEND);
 	assert_string_equal(a.tls.psk_file, "k");
 	assert_int_equal(parse("--listen 0.0.0.0:4444 --to b --tls-cert c --tls-key k --tls-ca ca",
@@ -230,8 +230,12 @@ static void test_status_and_progress(void **state)
 
 static void test_summary(void **state)
 {
-	struct mig_summary s = {.result = "completed", .total_ms = 1234, .bytes_sent = 5,
-				.downtime_ms = 2.5, .rounds = 4, .throttle_pct = 0,
+	struct mig_summary s = {.result = "completed",
+				.total_ms = 1234,
+				.bytes_sent = 5,
+				.downtime_ms = 2.5,
+				.rounds = 4,
+				.throttle_pct = 0,
 				.handover = "gogo"};
 	char *t = mig_summary_json(&s);
 	assert_string_equal(t, "{\"result\":\"completed\",\"total_ms\":1234,\"bytes_sent\":5,"
@@ -245,7 +249,7 @@ static void test_summary(void **state)
 	free(t);
 }
 
-#define D(src, dst, committed, settled) \
+#define D(src, dst, committed, settled)                                                            \
 	mig_decide(MIG_PH_##src, MIG_PH_##dst, true, true, committed, settled)
 
 /* Same host: docs/migration.md, "Exactly once", row by row. */

@@ -83,8 +83,7 @@ static void test_psk_load(void **state)
 
 static void test_opts(void **state)
 {
-	struct ha_tls_opts none = {0}, plain = {.insecure_plain = true},
-			   psk = {.psk_file = "k"},
+	struct ha_tls_opts none = {0}, plain = {.insecure_plain = true}, psk = {.psk_file = "k"},
 			   certs = {.cert = "c", .key = "k", .ca = "ca"};
 	assert_non_null(strstr(ha_tls_opts_refusal(&none), "--insecure-plain"));
 	assert_null(ha_tls_opts_refusal(&plain));
@@ -107,8 +106,8 @@ static void test_hostport(void **state)
 	assert_string_equal(p, "0");
 	assert_int_equal(ha_split_hostport("host.example:80", h, sizeof(h), p, sizeof(p)), 0);
 	assert_string_equal(h, "host.example");
-	const char *bad[] = {"10.0.0.1", "10.0.0.1:", ":80", "fd00::1:80", "[fd00::1]80",
-			     "h:65536", "h:8x", "h:123456"};
+	const char *bad[] = {"10.0.0.1",    "10.0.0.1:", ":80",	 "fd00::1:80",
+			     "[fd00::1]80", "h:65536",	 "h:8x", "h:123456"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(ha_split_hostport(bad[i], h, sizeof(h), p, sizeof(p)), -EINVAL);
 }
@@ -117,9 +116,9 @@ static void test_hostport(void **state)
 
 struct side {
 	int fd;
-	size_t n;	  /* bytes to write, then SHUT_WR */
-	unsigned seed;	  /* of the pattern */
-	size_t got;	  /* bytes read until EOF, checked against the peer's pattern */
+	size_t n;      /* bytes to write, then SHUT_WR */
+	unsigned seed; /* of the pattern */
+	size_t got;    /* bytes read until EOF, checked against the peer's pattern */
 	unsigned peer_seed;
 	bool bad;
 };
@@ -248,7 +247,7 @@ static void test_relay_stop(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_psk_parse),   cmocka_unit_test(test_psk_load),
+	    cmocka_unit_test(test_psk_parse),	cmocka_unit_test(test_psk_load),
 	    cmocka_unit_test(test_opts),	cmocka_unit_test(test_hostport),
 	    cmocka_unit_test(test_relay_plain), cmocka_unit_test(test_relay_vmm_exits),
 	    cmocka_unit_test(test_relay_stop),
