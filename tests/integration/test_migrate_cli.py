@@ -520,20 +520,27 @@ def test_real_target_killed_source_runs_on(tmp_path, real_vmms):
 
 
 @needs_kvm
-def test_real_between_namespaces_psk(tmp_path, nets, real_vmms):
+@pytest.mark.parametrize("auth", ["psk", "certificates"])
+def test_real_between_namespaces(tmp_path, nets, pki, real_vmms, auth):
     src, dst = counting_pair(tmp_path)
     key = "ab" * 32
     port = next(_port)
+    if auth == "psk":
+        recv_auth = psk_file(tmp_path / "r.psk", key)
+        send_auth = psk_file(tmp_path / "s.psk", key)
+    else:
+        recv_auth, send_auth = tls_args(pki, "recv"), tls_args(pki, "send")
     try:
         recv = start("--listen", f"{nets['addr']}:{port}", "--to", dst.sock, "--timeout", "60",
-                     *psk_file(tmp_path / "r.psk", key), netns=nets["recv"])
+                     *recv_auth, netns=nets["recv"])
         assert "listening on" in recv.stderr.readline()
         send = migrate("--from", src.sock, "--to-host", f"{nets['addr']}:{port}", "--timeout",
-                       "60", *psk_file(tmp_path / "s.psk", key), netns=nets["send"], timeout=120)
+                       "60", *send_auth, netns=nets["send"], timeout=120)
         rc, out, err = finish(recv, timeout=120)
         assert rc == 0, err
         assert summary(out)["result"] == "completed"
         assert send.returncode == 0, send.stderr
+        assert summary(send.stdout)["handover"] == "gogo"  # told by the stream's last record
         check_moved(src, dst)
     finally:
         src.kill()
