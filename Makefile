@@ -15,11 +15,17 @@ CORE_SRCS := $(wildcard base/*.c monitor/*.c monitor/*/*.c vcpu/*.c config/*.c v
 CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_seccomp.c \
                jail/seccomp_rules.c,$(CORE_SRCS))
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
+# ha/: the controllers (ember-migrate; emberd later): dynamic binaries
+# that link OpenSSL and jansson, never linked into the static ember.
+HA_SRCS := $(filter-out ha/migrate/main.c,$(wildcard ha/*.c ha/migrate/*.c))
+HA_OBJS := $(HA_SRCS:%.c=$(BUILD)/%.o)
+HA_LIBS := -lssl -lcrypto -ljansson -lpthread -lm
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 .PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short
-all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
+all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/tools/seccomp_probe \
+     guests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -51,6 +57,14 @@ $(BUILD)/ember: $(BUILD)/monitor/main.o $(BUILD)/jail/no_nss.o $(BUILD)/libember
 $(BUILD)/ember-jailer: $(BUILD)/jail/jailer.o $(BUILD)/libember.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
+$(BUILD)/libha.a: $(HA_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# `ember migrate` execs this, found beside ember (monitor/main.c).
+$(BUILD)/ember-migrate: $(BUILD)/ha/migrate/main.o $(BUILD)/libha.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(HA_LIBS)
+
 # Test-only: loads one role's seccomp filter, then makes one syscall
 # (tests/integration/test_seccomp.py).
 $(BUILD)/tools/seccomp_probe: tests/tools/seccomp_probe.c $(BUILD)/jail/no_nss.o $(BUILD)/libember.a
@@ -60,6 +74,11 @@ $(BUILD)/tools/seccomp_probe: tests/tools/seccomp_probe.c $(BUILD)/jail/no_nss.o
 $(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libember.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libember.a $(LIBS) -lcmocka
+
+# ha/'s tests link ha/ (a shorter stem: this rule wins for test_ha_*).
+$(BUILD)/unit/test_ha_%: tests/unit/test_ha_%.c $(BUILD)/libha.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libha.a $(HA_LIBS) -lcmocka
 
 guests:
 	$(MAKE) -C tests/guest BUILD=$(abspath $(BUILD))/guest
@@ -128,7 +147,8 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(BUILD)/fuzz/fuzz_%
 	$< $(FUZZ_ARGS_$*) -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 	    -artifact_prefix=$(BUILD)/fuzz/$*- $(BUILD)/fuzz/corpus-$* $(wildcard tests/fuzz/corpus/$*)
 
-integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/tools/seccomp_probe guests
+integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/tools/seccomp_probe \
+             guests
 	$(PYTHON) -m pytest -q -rs tests/integration
 
 # The README's test command: installs what is missing, builds, runs all.
@@ -153,10 +173,11 @@ asan:
 	EMBER=build-asan/ember GUESTS=build-asan/guest $(PYTHON) -m pytest -q -rs tests/integration
 
 format:
-	clang-format -i $(wildcard */*.c */*.h monitor/*/*.c monitor/*/*.h tests/unit/*.c)
+	clang-format -i $(wildcard */*.c */*.h monitor/*/*.c monitor/*/*.h ha/*/*.c ha/*/*.h \
+	                tests/unit/*.c)
 
 clean:
 	rm -rf build build-asan
 
--include $(CORE_OBJS:.o=.d) $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
+-include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
 	$(BUILD)/tools/seccomp_probe.d $(FUZZ_OBJS:.o=.d)

@@ -27,6 +27,9 @@ static const char usage_main[] =
     "commands:\n"
     "  run       boot one microVM (ember run --help)\n"
     "  snapshot  create, load and merge snapshots (ember help snapshot)\n"
+    "  migrate   live-migrate a running microVM into another ember, here or on\n"
+    "            another host (ember migrate --help; runs ember-migrate, found\n"
+    "            beside this binary)\n"
     "  version   print the version\n"
     "  help      this text, or help on a command (ember help run)\n"
     "\n"
@@ -673,6 +676,26 @@ static int cmd_snapshot(int argc, char **argv)
 	return cmd_run(argc, argv, false);
 }
 
+/* `ember migrate ARGS`: exec ember-migrate from the folder this binary
+ * is in.  The controller links OpenSSL; ember stays static and lean. */
+static int cmd_migrate(char **argv)
+{
+	char path[4096];
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - sizeof("ember-migrate"));
+	char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
+	if (!slash) {
+		fprintf(stderr, "ember migrate: cannot find this binary's folder: %s\n",
+			n < 0 ? strerror(errno) : "no / in /proc/self/exe");
+		return EXIT_CONFIG;
+	}
+	strcpy(slash + 1, "ember-migrate");
+	argv[0] = "ember-migrate";
+	execv(path, argv);
+	fprintf(stderr, "ember migrate: cannot run %s: %s (make builds it beside ember)\n", path,
+		strerror(errno));
+	return EXIT_CONFIG;
+}
+
 int main(int argc, char **argv)
 {
 	/* A reader of the guest's output that goes away (ember | head) must
@@ -695,6 +718,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2, false);
 	if (strcmp(cmd, "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
+	if (strcmp(cmd, "migrate") == 0)
+		return cmd_migrate(argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("ember %s\n", EMBER_VERSION);
 		return 0;
@@ -704,6 +729,8 @@ int main(int argc, char **argv)
 			fputs(usage_run, stdout);
 		else if (argc > 2 && strcmp(argv[2], "snapshot") == 0)
 			fputs(snap_cli_usage, stdout);
+		else if (argc > 2 && strcmp(argv[2], "migrate") == 0)
+			return cmd_migrate((char *[]){"migrate", "--help", NULL});
 		else
 			fputs(usage_main, stdout);
 		return 0;
