@@ -27,7 +27,7 @@
 #define SERVE_BUDGET (4 * HVT_RING_SIZE)
 /* Looks at an empty ring before going idle: a guest that submits again
  * within a few microseconds needs no kick. */
-#define SPIN 256
+#define SPIN 4096
 
 static inline uint32_t load_acq(const uint32_t *p)
 {

@@ -43,9 +43,12 @@ int ring_accept(void)
 
 void ring_submit(u32 op, u32 handle, u64 data, u32 len)
 {
-	u64 t0 = rdtsc();
-	while (ring->ent_tail - ring->ent_head >= HVT_RING_SIZE - 1 && rdtsc() - t0 < one_second())
-		relax();
+	if (ring->ent_tail - ring->ent_head >= HVT_RING_SIZE - 1) {
+		u64 t0 = rdtsc();
+		while (ring->ent_tail - ring->ent_head >= HVT_RING_SIZE - 1 &&
+		       rdtsc() - t0 < one_second())
+			relax();
+	}
 	volatile struct hvt_ring_entry *e = &ring->entries[ring->ent_tail & MASK];
 	e->operation = op;
 	e->handle = handle;
