@@ -16,7 +16,8 @@
  * the monitor must fail one by one ("net: bad ring read (CASE): EINVAL")
  * and goes on.  `bench=N` sends N 60-byte frames instead of the echo test
  * and says "net: bench N frames in T us by ring|hypercalls" (nothing
- * waits for them to come back). */
+ * waits for them to come back).  `pause`: "net: pausing" and 3 s in POLL
+ * after the empty read (the snapshot tests save it there). */
 #include "hvt_guest.h"
 
 HVT_MANIFEST(HVT_NET("service"));
@@ -194,6 +195,12 @@ int main(const struct hvt_boot_info *bi)
 	kprintf("net: empty read: %s\n", hvt_result_name(r));
 	ok &= r == SOLO5_R_AGAIN;
 
+	if (cmdline_has("pause")) {
+		/* where the snapshot tests pause, save and kill it */
+		kprintf("net: pausing\n");
+		for (u64 t = hvt_walltime(); hvt_walltime() - t < 3000000000ULL;)
+			hvt_poll(500000000, NULL);
+	}
 	if (!use_ring) {
 		build(tx, 0, (u32)n, mac, size + 1);
 		r = hvt_net_write((u64)h, tx, size + 1);
