@@ -12,7 +12,7 @@ static u32 next_id;
 /* The store-load barrier of hvt_ring.h's protocol (Linux's smp_mb()). */
 static inline void full_barrier(void)
 {
-	__asm__ volatile("lock; orl $0, (%%rsp)" ::: "memory", "cc");
+	__asm__ volatile("mfence" ::: "memory");
 }
 
 static inline void compiler_barrier(void)
