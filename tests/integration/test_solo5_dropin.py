@@ -10,11 +10,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from conftest import EMBER, EXIT_CONFIG, EXIT_TRIPLE_FAULT, ip, needs_kvm, run
+from conftest import EMBER, EXIT_CONFIG, EXIT_TRIPLE_FAULT, ip, needs_kvm, run, tap_echo
 from test_hvt import hvt
 
 pytestmark = needs_kvm
@@ -211,29 +210,6 @@ def test_solo5_hvt_name_exit_statuses(solo5_hvt, tmp_path):
 # the ring, net.hvt without it by hypercalls; both in a namespace of the
 # test's own, with tap_echo.py there sending frames back ----
 
-TAP_ECHO = os.path.join(os.path.dirname(__file__), "..", "tools", "tap_echo.py")
-
-
-@contextlib.contextmanager
-def ns_echo(ns, tap):
-    """tap_echo.py on tap inside the namespace (prefix ns)."""
-    p = subprocess.Popen(list(ns) + [sys.executable, TAP_ECHO, tap, "--timeout", "90"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = p.stdout.readline()
-        if line.strip() != "ready":
-            p.kill()
-            pytest.skip(f"tap_echo.py did not start: {line}{p.stdout.read()}")
-        yield
-    finally:
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def ring_run(ns, tap, *args, binary=EMBER, timeout=60):
     opts = ["run"] if binary == EMBER else []
     return run_as(binary, opts + ["--mem=64", f"--net:service={tap}",
@@ -247,7 +223,7 @@ def test_ring_offered_and_frames_both_ways(mode, solo5_hvt):
     """The boot info offers the ring (host_features bit 0, net_ring the
     top of RAM = mem_size); frames go out and come back by the ring when
     the guest takes it, by hypercalls when it does not."""
-    with netns_tap(1500) as (ns, tap), ns_echo(ns, tap):
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
         r = ring_run(ns, tap, "count=6", *(["ring"] if mode == "ring" else []),
                      binary=solo5_hvt)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -273,7 +249,7 @@ def test_bad_ring_entries_fail_alone():
     """Reads of a bad GPA or handle (or a buffer a frame may not fit) commit
     EINVAL; bad writes and an unknown operation are passed over; the guest
     then echoes its frames by the ring as usual."""
-    with netns_tap(1500) as (ns, tap), ns_echo(ns, tap):
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
         r = ring_run(ns, tap, "ring", "bad", "count=3")
     assert r.returncode == 0, r.stdout + r.stderr
     for case in ("GPA past RAM", "GPA across the end of RAM", "handle 0", "handle 63",
@@ -290,7 +266,7 @@ def test_ring_guest_snapshot_restores_with_the_ring(tmp_path, monkeypatch):
     come back by the ring."""
     import test_api
     state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
-    with netns_tap(1500) as (ns, tap), ns_echo(ns, tap):
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
         inside = tmp_path / "ember-in-ns"
         inside.write_text("#!/bin/sh\nexec " + " ".join(ns) + f" {EMBER} \"$@\"\n")
         inside.chmod(0o755)
