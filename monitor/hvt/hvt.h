@@ -250,8 +250,8 @@ struct hvt_guest {
 	int kick_fd;	       /* the eventfd KVM signals on port 0x600, or -1 */
 	struct evloop *ev;
 	struct ev_source kick_src;
-	uint64_t ring_done[3];	/* entries served: [0] unknown op, [op] */
-	uint64_t ring_failed;	/* entries refused (bad handle, GPA or length) */
+	uint64_t ring_done[3]; /* entries served: [0] unknown op, [op] */
+	uint64_t ring_failed;  /* entries refused (bad handle, GPA or length) */
 };
 
 /* Take the manifest from the loader's notes: check the ABI note, parse and
@@ -315,8 +315,8 @@ uint64_t hvt_ram_top(const struct hvt_guest *g);
  * snapshot caught unserved).  Nothing to do without a ring: 0.  0 or
  * -errno with the reason in err. */
 __attribute__((warn_unused_result)) int hvt_ring_attach(struct hvt_guest *g, int vm_fd,
-							struct evloop *ev, bool restored,
-							char *err, size_t errlen);
+							struct evloop *ev, bool restored, char *err,
+							size_t errlen);
 
 /* Stop watching the kick and close its eventfd (the ioeventfd goes with
  * the VM).  Safe without a ring, and twice. */

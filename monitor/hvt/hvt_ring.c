@@ -86,8 +86,8 @@ static bool ring_write(struct hvt_guest *g, const struct hvt_ring_entry *e)
 static void ring_read(struct hvt_guest *g, struct hvt_ring *r, const struct hvt_ring_entry *e)
 {
 	struct hvt_ring_commit c = {.id = e->id, .ret = SOLO5_R_EINVAL};
-	void *buf = hvt_net_ok(g, e->handle, false, e->len) ? gmem_ptr(g->mem, e->data, e->len)
-							      : NULL;
+	void *buf =
+	    hvt_net_ok(g, e->handle, false, e->len) ? gmem_ptr(g->mem, e->data, e->len) : NULL;
 	if (buf) {
 		gmem_mark(g->mem, buf, e->len);
 		ssize_t n = tap_read(&g->tap[e->handle], buf, e->len);

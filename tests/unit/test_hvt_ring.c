@@ -144,12 +144,12 @@ static void test_bad_entries_fail_alone(void **state)
 		uint32_t len;
 	} bad[] = {
 	    {HVT_RING_NET_READ, 1, 0xfff00000000ULL, MTU + 14}, /* past RAM */
-	    {HVT_RING_NET_READ, 1, RAM - 16, MTU + 14},	    /* across the end of RAM */
-	    {HVT_RING_NET_READ, 1, UINT64_MAX - 8, MTU + 14},   /* wraps */
-	    {HVT_RING_NET_READ, 0, BUF, MTU + 14},		    /* handle 0 */
-	    {HVT_RING_NET_READ, 2, BUF, MTU + 14},		    /* a block device */
-	    {HVT_RING_NET_READ, 0xffffffff, BUF, MTU + 14},	    /* past the manifest */
-	    {HVT_RING_NET_READ, 1, BUF, 60},			    /* a frame may not fit */
+	    {HVT_RING_NET_READ, 1, RAM - 16, MTU + 14},		/* across the end of RAM */
+	    {HVT_RING_NET_READ, 1, UINT64_MAX - 8, MTU + 14},	/* wraps */
+	    {HVT_RING_NET_READ, 0, BUF, MTU + 14},		/* handle 0 */
+	    {HVT_RING_NET_READ, 2, BUF, MTU + 14},		/* a block device */
+	    {HVT_RING_NET_READ, 0xffffffff, BUF, MTU + 14},	/* past the manifest */
+	    {HVT_RING_NET_READ, 1, BUF, 60},			/* a frame may not fit */
 	};
 	unsigned n = sizeof(bad) / sizeof(bad[0]);
 	uint8_t frame[60] = {1};
@@ -213,8 +213,8 @@ static void test_writes_to_guest_ram_are_marked(void **state)
 	submit(f, HVT_RING_NET_READ, 1, BUF + 2 * 4096, MTU + 14);
 	assert_int_equal(hvt_ring_process(&f->g, f->r, 100), 1);
 	assert_int_equal(gmem_dirty_fetch(&f->mem, bm), 0);
-	assert_true(page_dirty(bm, BUF + 2 * 4096));			  /* the frame */
-	assert_true(page_dirty(bm, RING_GPA));				  /* ent_head, com_tail */
+	assert_true(page_dirty(bm, BUF + 2 * 4096)); /* the frame */
+	assert_true(page_dirty(bm, RING_GPA));	     /* ent_head, com_tail */
 	assert_true(page_dirty(bm, RING_GPA + offsetof(struct hvt_ring, commits))); /* commit */
 	assert_false(page_dirty(bm, BUF));
 	free(bm);

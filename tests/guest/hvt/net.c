@@ -115,7 +115,8 @@ static int bad_entries(int h, u8 *rx, u64 size)
 	ring_write((u32)h, (u64)(uintptr_t)rx, 0);
 	ring_submit(77, (u32)h, (u64)(uintptr_t)rx, 60);
 	ok &= ring_drain() == 0;
-	kprintf("net: bad ring writes and an unknown operation: %s\n", ok ? "passed over" : "stuck");
+	kprintf("net: bad ring writes and an unknown operation: %s\n",
+		ok ? "passed over" : "stuck");
 	return ok;
 }
 

@@ -9,7 +9,7 @@
 static volatile struct hvt_ring *ring;
 static u32 next_id;
 
-/* The store-load barrier of hvt_ring.h's protocol (Linux's smp_mb()). */
+/* The store-load barrier of hvt_ring.h's protocol (its hvt_mb(): mfence). */
 static inline void full_barrier(void)
 {
 	__asm__ volatile("mfence" ::: "memory");
@@ -59,7 +59,10 @@ void ring_submit(u32 op, u32 handle, u64 data, u32 len)
 	ring->ent_tail = ring->ent_tail + 1;
 	full_barrier(); /* our ent_tail visible before we read needs_kick */
 	if (ring->needs_kick)
-		__asm__ volatile("outl %0, %1" : : "a"(0u), "d"((u16)HVT_RING_KICK_PORT) : "memory");
+		__asm__ volatile("outl %0, %1"
+				 :
+				 : "a"(0u), "d"((u16)HVT_RING_KICK_PORT)
+				 : "memory");
 }
 
 void ring_write(u32 handle, u64 data, u32 len)
