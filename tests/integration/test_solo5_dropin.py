@@ -260,12 +260,16 @@ def test_bad_ring_entries_fail_alone():
 
 
 @needs_kvm
-def test_ring_guest_snapshot_restores_with_the_ring(tmp_path, monkeypatch):
-    """net.hvt `ring pause` snapshotted in POLL after it took the ring;
+@pytest.mark.parametrize("how", ["files", "stream"])
+def test_ring_guest_snapshot_restores_with_the_ring(tmp_path, monkeypatch, how):
+    """net.hvt `ring pause` snapshotted in POLL after it took the ring
+    (to files, or as one stream, which a restore reads from stdin as a
+    migration's receiver does);
     the restore registers the kick again and the guest's frames go out and
     come back by the ring."""
     import test_api
     state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
+    load = ["run", "--timeout", "30", "--use-saved-paths", "--restore"]
     with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
         inside = tmp_path / "ember-in-ns"
         inside.write_text("#!/bin/sh\nexec " + " ".join(ns) + f" {EMBER} \"$@\"\n")
@@ -276,14 +280,22 @@ def test_ring_guest_snapshot_restores_with_the_ring(tmp_path, monkeypatch):
             "--cmdline", "ring pause count=4"], name="first")
         try:
             e.wait_output("net: pausing\n")
-            e.ok("PATCH", "/vm", {"state": "Paused"})
-            e.ok("PUT", "/snapshot/create",
-                 {"snapshot_path": str(state), "mem_file_path": str(mem)})
+            if how == "stream":  # the source holds the tap: read the stream after it
+                c = run([*"snapshot create --api-sock".split(), e.sock, "--to", str(state)])
+                assert c.returncode == 0, c.stderr
+            else:
+                e.ok("PATCH", "/vm", {"state": "Paused"})
+                e.ok("PUT", "/snapshot/create",
+                     {"snapshot_path": str(state), "mem_file_path": str(mem)})
         finally:
             e.kill()
         assert "net: by ring" in e.stdout()
-        r = run_as(EMBER, ["run", "--restore", str(state), "--memory-file", str(mem),
-                           "--timeout", "30", "--use-saved-paths"], prefix=ns)
+        if how == "files":
+            r = run_as(EMBER, load + [str(state), "--memory-file", str(mem)], prefix=ns)
+        else:
+            with open(state, "rb") as stream:
+                r = subprocess.run(list(ns) + [EMBER] + load + ["-"], stdin=stream,
+                                   capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "net: pausing" not in r.stdout  # it went on from the snapshot
     assert "net: 4 of 4 echoed" in r.stdout, r.stdout
