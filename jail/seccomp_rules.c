@@ -57,12 +57,14 @@ static const struct allow allowlist[] = {
      * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault; snapshots;
      * vm_track_dirty (the requests and roles: kvm_ioctls[]) */
     ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
-    /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap); stderr
+    /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap), ring I/O's
+     * writes (tap) and its kick to itself (eventfd); stderr
      * messages (vcpu_dump, the stop reason, --stats); API replies, and
      * the API mailbox's eventfds (a call waits; a long job is done);
      * virtio-vsock: bytes to host sockets */
     ALLOW(write, VMM | VCPU | API, ARG_ANY),
-    /* hvt: NET_READ (tap); the teardown child waits on its pipe (vmm);
+    /* hvt: NET_READ (tap), ring I/O's reads (tap) and its kick (eventfd,
+     * vmm); the teardown child waits on its pipe (vmm);
      * API requests and mailbox eventfds; virtio-vsock: bytes from host
      * sockets */
     ALLOW(read, VMM | VCPU | API, ARG_ANY),

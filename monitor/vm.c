@@ -394,7 +394,7 @@ static int create_vcpus(struct vm *vm, const struct vm_snapshot *snap, struct vm
 		/* solo5-hvt's entry: rdi = boot info, stack at the top of RAM */
 		e.mode = VCPU_MODE_HVT64;
 		e.rdi = HVT_BOOT_INFO;
-		e.rsp = vm->hvt->mem_size - 8;
+		e.rsp = hvt_ram_top(vm->hvt) - 8; /* below the ring, if any */
 		e.cr3 = HVT_PML4;
 		e.gdt_gpa = HVT_GDT;
 		e.idt_gpa = HVT_GDT + 0x40;
@@ -518,8 +518,18 @@ static int create_hvt(struct vm *vm, int out_fd, char *err, size_t errlen)
 	int r = hvt_register(vm->hvt, &vm->pio);
 	if (!r)
 		r = vm_parts_add_hvt(vm);
-	if (r)
+	if (r) {
 		snprintf(err, errlen, "devices: %s", strerror(-r));
+		return vm_host_err(r);
+	}
+	/* Ring I/O is served by the vmm thread's event loop (which makes
+	 * vm_run() give vCPU 0 a thread of its own); a restore attaches to
+	 * the ring the snapshot's RAM holds. */
+	if (hvt_ring_place(vm->hvt) && vm->ev.epfd < 0 && (r = ev_init(&vm->ev))) {
+		snprintf(err, errlen, "event loop: %s", strerror(-r));
+		return vm_host_err(r);
+	}
+	r = hvt_ring_attach(vm->hvt, vm->vm_fd, &vm->ev, vm->restored, err, errlen);
 	return r ? vm_host_err(r) : 0;
 }
 

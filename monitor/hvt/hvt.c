@@ -113,19 +113,19 @@ static void do_block(struct hvt_guest *g, unsigned nr, struct hc_block *a, int *
 	a->ret = r == 0 ? SOLO5_R_OK : r == -EROFS ? SOLO5_R_EINVAL : SOLO5_R_EUNSPEC;
 }
 
+bool hvt_net_ok(const struct hvt_guest *g, uint64_t handle, bool write, uint64_t len)
+{
+	if (!is_dev(g, handle, HVT_MFT_NET))
+		return false;
+	uint64_t max = (uint64_t)g->mft.e[handle].u.net.mtu + TAP_HLEN;
+	/* a write: one frame; a read: room for any frame */
+	return write ? len > 0 && len <= max : len >= max;
+}
+
 static void do_net(struct hvt_guest *g, unsigned nr, struct hc_net *a, int *stop)
 {
-	if (!is_dev(g, a->handle, HVT_MFT_NET)) {
+	if (!hvt_net_ok(g, a->handle, nr == HVT_NET_WRITE, a->len)) {
 		a->ret = SOLO5_R_EINVAL;
-		return;
-	}
-	uint16_t mtu = g->mft.e[a->handle].u.net.mtu;
-	if (nr == HVT_NET_WRITE && (a->len == 0 || a->len > (uint64_t)mtu + TAP_HLEN)) {
-		a->ret = SOLO5_R_EINVAL;
-		return;
-	}
-	if (nr == HVT_NET_READ && a->len < (uint64_t)mtu + TAP_HLEN) {
-		a->ret = SOLO5_R_EINVAL; /* a frame might not fit */
 		return;
 	}
 	void *buf = guest_buf(g, nr, "frame buffer", a->data, a->len, stop);
@@ -308,6 +308,7 @@ int hvt_register(struct hvt_guest *g, struct bus *pio)
 
 void hvt_close(struct hvt_guest *g)
 {
+	hvt_ring_detach(g);
 	for (unsigned i = 0; i < HVT_MFT_MAX_ENTRIES; i++) {
 		blk_close(&g->blk[i]);
 		tap_close(&g->tap[i]);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "base/backend.h"
+#include "base/evloop.h"
 #include "base/guest_mem.h"
 
 /* ELF notes, both named "Solo5" */
@@ -79,13 +80,59 @@ struct hvt_seg {
 	uint32_t flags;
 };
 
+/* hvt_abi.h's boot info, with the feature words and ring address that
+ * come with include/hvt_ring.h.  A guest that knows nothing of them reads
+ * the first five words; with a ring, mem_size ends where the ring begins. */
 struct hvt_boot_info {
 	uint64_t mem_size;
 	uint64_t kernel_end;
 	uint64_t cpu_cycle_freq; /* Hz */
 	uint64_t cmdline;	 /* GPA */
 	uint64_t mft;		 /* GPA */
+	uint32_t host_features;	 /* HVT_FEATURE_*: what the monitor offers */
+	uint32_t guest_features; /* the guest's to write; the monitor never reads it */
+	uint64_t net_ring;	 /* GPA of struct hvt_ring, 0: none */
 };
+_Static_assert(sizeof(struct hvt_boot_info) == 56, "hvt_boot_info layout");
+
+/* Ring I/O (Solo5 include/hvt_ring.h): one shared ring for all net
+ * devices, at the top of RAM, page-aligned.  The guest produces entries
+ * (ent_tail) and consumes commits (com_head); the monitor consumes entries
+ * (ent_head) and produces commits (com_tail), one per NET_READ (writes are
+ * fire-and-forget).  The guest kicks with a 32-bit OUT to port 0x600 only
+ * when needs_kick is set; both sides "store mine, full barrier, load
+ * theirs", so one of them always sees the other. */
+#define HVT_FEATURE_RING_IO (1u << 0)
+#define HVT_RING_KICK_PORT 0x600
+#define HVT_RING_SIZE 1024u /* entries and commits, a power of two */
+#define HVT_RING_BUF_SIZE 2048
+#define HVT_RING_NET_WRITE 1
+#define HVT_RING_NET_READ 2
+#define HVT_RING_MIN_GPA 0x200000ULL /* solo5-hvt's floor: no ring below 2 MiB */
+
+struct hvt_ring_entry {
+	uint32_t operation, handle;
+	uint64_t data; /* GPA */
+	uint32_t len, id;
+	uint64_t reserved;
+};
+struct hvt_ring_commit {
+	uint32_t id;
+	int32_t ret; /* solo5_result_t */
+	uint32_t len, reserved;
+};
+struct hvt_ring {
+	uint32_t ent_tail, com_head; /* the guest's cache line */
+	uint8_t pad0[56];
+	uint32_t ent_head, com_tail, needs_kick; /* the monitor's */
+	uint8_t pad1[52];
+	struct hvt_ring_entry entries[HVT_RING_SIZE];
+	struct hvt_ring_commit commits[HVT_RING_SIZE];
+};
+_Static_assert(sizeof(struct hvt_ring_entry) == 32 && sizeof(struct hvt_ring_commit) == 16 &&
+		   offsetof(struct hvt_ring, ent_head) == 64 &&
+		   offsetof(struct hvt_ring, entries) == 128 && sizeof(struct hvt_ring) == 49280,
+	       "hvt_ring layout");
 
 /* Hypercalls: outl of the argument's 32-bit GPA to port base + nr. */
 #define HVT_PIO_BASE 0x500
@@ -197,6 +244,14 @@ struct hvt_guest {
 	int halt_status;
 	uint64_t halt_cookie;
 	char dumpcore[4096]; /* "" or the folder ([vm] dumpcore) */
+	/* Ring I/O (monitor/hvt/hvt_ring.c): ring_gpa 0 when there is none. */
+	uint64_t ring_gpa;
+	struct hvt_ring *ring; /* host address of ring_gpa, once attached */
+	int kick_fd;	       /* the eventfd KVM signals on port 0x600, or -1 */
+	struct evloop *ev;
+	struct ev_source kick_src;
+	uint64_t ring_done[3]; /* entries served: [0] unknown op, [op] */
+	uint64_t ring_failed;  /* entries refused (bad handle, GPA or length) */
 };
 
 /* Take the manifest from the loader's notes: check the ABI note, parse and
@@ -230,8 +285,56 @@ void hvt_set_tsc(struct hvt_guest *g, uint64_t hz);
 /* Register the hypercall ports (0x501..0x508) on the PIO bus. */
 __attribute__((warn_unused_result)) int hvt_register(struct hvt_guest *g, struct bus *pio);
 
-/* Close every backend. */
+/* Close every backend and the ring's eventfd. */
 void hvt_close(struct hvt_guest *g);
+
+/* Is handle an attached net device, and len a frame it takes (a write:
+ * 1..MTU+14 bytes) or a buffer any of its frames fits (a read: at least
+ * MTU+14)?  The hypercalls' and the ring's one check. */
+bool hvt_net_ok(const struct hvt_guest *g, uint64_t handle, bool write, uint64_t len);
+
+/* ---- ring I/O (monitor/hvt/hvt_ring.c) ---- */
+
+/* Where the ring goes in RAM of g->mem_size bytes when the guest has an
+ * attached net device: solo5-hvt's place, (mem_size - sizeof(ring))
+ * rounded down to a page; 0 when there is no net device or no room (below
+ * HVT_RING_MIN_GPA, or not above kernel_end and a page of stack). */
+uint64_t hvt_ring_place(const struct hvt_guest *g);
+
+/* The top of the guest's own RAM: where its stack starts (the ring, or
+ * the end of RAM). */
+uint64_t hvt_ram_top(const struct hvt_guest *g);
+
+/* After hvt_setup() wrote the boot info (a boot) or the snapshot's RAM is
+ * in place (a restore): find the ring (a boot: hvt_ring_place(); a
+ * restore: the one the saved boot info offers, if it is where
+ * hvt_ring_place() puts it, else none, as for a snapshot made without
+ * ring I/O), register an eventfd for 32-bit OUTs to port 0x600 with
+ * KVM_IOEVENTFD (KVM API 4.59) on vm_fd, and watch it on ev, which must
+ * be initialized.  It then serves whatever the ring holds once (entries a
+ * snapshot caught unserved).  Nothing to do without a ring: 0.  0 or
+ * -errno with the reason in err. */
+__attribute__((warn_unused_result)) int hvt_ring_attach(struct hvt_guest *g, int vm_fd,
+							struct evloop *ev, bool restored, char *err,
+							size_t errlen);
+
+/* Stop watching the kick and close its eventfd (the ioeventfd goes with
+ * the VM).  Safe without a ring, and twice. */
+void hvt_ring_detach(struct hvt_guest *g);
+
+/* Serve up to budget entries of ring r (a pointer into g->mem): each
+ * entry copied out before it is checked; a bad handle, GPA or length
+ * fails that entry (a NET_READ commits SOLO5_R_EINVAL; a NET_WRITE is
+ * dropped), never the monitor; unknown operations are skipped, as
+ * solo5-hvt does.  Marks every byte it writes in guest RAM.  Returns the
+ * number of entries taken. */
+unsigned hvt_ring_process(struct hvt_guest *g, struct hvt_ring *r, unsigned budget);
+
+/* The kick's work on the vmm thread: clear needs_kick, serve the ring
+ * until it is empty, set needs_kick and look once more (after a full
+ * barrier) before going idle; after a budget of entries, leave the rest
+ * for the next turn of the event loop (kicking itself). */
+void hvt_ring_serve(struct hvt_guest *g);
 
 /* A vCPU of an hvt guest shut down (a triple fault: the guest has no IDT
  * of its own, or its handler faulted): if the fault address (CR2) is on a

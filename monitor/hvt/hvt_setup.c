@@ -191,11 +191,17 @@ int hvt_setup(struct hvt_guest *g, struct gmem *m, uint64_t ram, uint64_t kernel
 
 	size_t mft_len = sizeof(struct hvt_mft) + g->mft.nr * sizeof(g->mft.e[0]);
 	struct hvt_mft hdr = {.version = HVT_MFT_VERSION, .entries = g->mft.nr};
+	/* Ring I/O when there is a net device: the ring at the top of RAM,
+	 * outside mem_size (solo5-hvt's hvt_net_reserve_ring); served once
+	 * hvt_ring_attach() has the VM. */
+	g->ring_gpa = hvt_ring_place(g);
 	struct hvt_boot_info bi = {
-	    .mem_size = g->mem_size,
+	    .mem_size = hvt_ram_top(g),
 	    .kernel_end = kernel_end,
 	    .cmdline = HVT_CMDLINE,
 	    .mft = HVT_MFT,
+	    .host_features = g->ring_gpa ? HVT_FEATURE_RING_IO : 0,
+	    .net_ring = g->ring_gpa,
 	};
 	uint64_t gdt[VCPU_GDT_ENTRIES];
 	vcpu_gdt_build(gdt, VCPU_MODE_HVT64);

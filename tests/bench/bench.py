@@ -36,6 +36,7 @@ import sys
 import time
 
 from bench_migrate import migrate_rows
+from bench_ring import ring_rows
 from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
@@ -591,6 +592,10 @@ def main():
     out.append("\nVirtio (guest ring-0 code is emulated here, ~200 ns an instruction: "
                "this machine's numbers; see tests/bench/bench_virtio.py)\n")
     out.append(table(["what", "median", "note"], virtio_rows(ember, a.guests, runs)))
+    log("bench: ring I/O rows")
+    out.append("\nSolo5 ring I/O: a stream of frames by ring vs by hypercalls (emulated "
+               "guest; see tests/bench/bench_ring.py)\n")
+    out.append(table(["what", "median", "note"], ring_rows(ember, a.guests, runs)))
     log("bench: snapshot rows")
     snap_rows, snap_goals = snapshot_rows(ember, a.guests, bdir, tools, runs)
     out.append("\nSnapshots: a 256 MiB guest, 250 MiB of it written (see "

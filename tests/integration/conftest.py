@@ -96,11 +96,13 @@ def tap():
 
 
 @contextlib.contextmanager
-def tap_echo(tap, timeout=60):
-    """tap_echo.py on the tap for at most timeout seconds; yields the
-    tap's name (skips the test if it cannot start)."""
-    p = subprocess.Popen([sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
-                          "--timeout", str(timeout)], stdout=subprocess.PIPE,
+def tap_echo(tap, timeout=60, prefix=()):
+    """tap_echo.py on the tap for at most timeout seconds (run under
+    prefix: `ip netns exec NS` for a tap in a namespace); yields the tap's
+    name (skips the test if it cannot start)."""
+    argv = [sys.executable, TAP_ECHO, tap, "--ethertype", hex(ETHERTYPE),
+            "--timeout", str(timeout)]
+    p = subprocess.Popen(list(prefix) + argv, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     try:
         line = p.stdout.readline()

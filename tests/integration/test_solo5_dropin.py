@@ -2,16 +2,18 @@
 kernel path, the unikernel's arguments after it, 4 GiB, sector sizes, the
 tap's MTU, 63 devices, core files at an abort, the segment protections,
 and ember run under the name solo5-hvt (its exit statuses).  Guests:
-tests/guest/hvt/ (hello, halt, devices, many, protect).  Taps live in a
-network namespace each test makes; no traffic is sent."""
+tests/guest/hvt/ (hello, halt, devices, many, protect, net), and ring I/O
+(HVT_FEATURE_RING_IO).  Taps live in a network namespace each test makes;
+only the ring tests send traffic, inside theirs (tap_echo.py there)."""
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
-from conftest import EMBER, EXIT_CONFIG, EXIT_TRIPLE_FAULT, ip, needs_kvm, run
+from conftest import EMBER, EXIT_CONFIG, EXIT_TRIPLE_FAULT, ip, needs_kvm, run, tap_echo
 from test_hvt import hvt
 
 pytestmark = needs_kvm
@@ -202,3 +204,98 @@ def test_solo5_hvt_name_exit_statuses(solo5_hvt, tmp_path):
     assert r.returncode == 1 and "Invalid option" in r.stderr
     r = run_as(solo5_hvt, [hvt("hello")])
     assert r.returncode == 0 and "mem_size=536870912" in r.stdout  # solo5-hvt's 512 MiB
+
+
+# ---- ring I/O (HVT_FEATURE_RING_IO): net.hvt `ring` moves its frames by
+# the ring, net.hvt without it by hypercalls; both in a namespace of the
+# test's own, with tap_echo.py there sending frames back ----
+
+def ring_run(ns, tap, *args, binary=EMBER, timeout=60):
+    opts = ["run"] if binary == EMBER else []
+    return run_as(binary, opts + ["--mem=64", f"--net:service={tap}",
+                                  "--net-mac:service=02:00:00:00:00:01", hvt("net")] + list(args),
+                  prefix=ns, timeout=timeout)
+
+
+@needs_kvm
+@pytest.mark.parametrize("mode", ["ring", "hypercalls"])
+def test_ring_offered_and_frames_both_ways(mode, solo5_hvt):
+    """The boot info offers the ring (host_features bit 0, net_ring the
+    top of RAM = mem_size); frames go out and come back by the ring when
+    the guest takes it, by hypercalls when it does not."""
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
+        r = ring_run(ns, tap, "count=6", *(["ring"] if mode == "ring" else []),
+                     binary=solo5_hvt)
+    assert r.returncode == 0, r.stdout + r.stderr
+    feats, ring, mem = (int(x, 16) for x in re.search(
+        r"host_features=(0x[0-9a-f]+) net_ring=(0x[0-9a-f]+) mem_size=(0x[0-9a-f]+)",
+        r.stdout).groups())
+    # 64 MiB less the 49280-byte ring, rounded down to a page
+    assert (feats, ring, mem) == (1, 0x3ff3000, 0x3ff3000), r.stdout
+    assert ("net: by ring" in r.stdout) == (mode == "ring")
+    assert "net: empty read: AGAIN" in r.stdout
+    assert "net: 6 of 6 echoed" in r.stdout, r.stdout
+
+
+@needs_kvm
+def test_no_net_device_no_ring():
+    r = run(["run", "--mem=64", hvt("hello")])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"mem_size=(0x4000000|67108864)\b", r.stdout), r.stdout
+
+
+@needs_kvm
+def test_bad_ring_entries_fail_alone():
+    """Reads of a bad GPA or handle (or a buffer a frame may not fit) commit
+    EINVAL; bad writes and an unknown operation are passed over; the guest
+    then echoes its frames by the ring as usual."""
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
+        r = ring_run(ns, tap, "ring", "bad", "count=3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for case in ("GPA past RAM", "GPA across the end of RAM", "handle 0", "handle 63",
+                 "buffer under MTU + 14"):
+        assert f"net: bad ring read ({case}): EINVAL" in r.stdout, r.stdout
+    assert "net: bad ring writes and an unknown operation: passed over" in r.stdout
+    assert "net: 3 of 3 echoed" in r.stdout
+
+
+@needs_kvm
+@pytest.mark.parametrize("how", ["files", "stream"])
+def test_ring_guest_snapshot_restores_with_the_ring(tmp_path, monkeypatch, how):
+    """net.hvt `ring pause` snapshotted in POLL after it took the ring
+    (to files, or as one stream, which a restore reads from stdin as a
+    migration's receiver does);
+    the restore registers the kick again and the guest's frames go out and
+    come back by the ring."""
+    import test_api
+    state, mem = tmp_path / "vm.state", tmp_path / "vm.mem"
+    load = ["run", "--timeout", "30", "--use-saved-paths", "--restore"]
+    with netns_tap(1500) as (ns, tap), tap_echo(tap, prefix=ns):
+        inside = tmp_path / "ember-in-ns"
+        inside.write_text("#!/bin/sh\nexec " + " ".join(ns) + f" {EMBER} \"$@\"\n")
+        inside.chmod(0o755)
+        monkeypatch.setattr(test_api, "EMBER", str(inside))
+        e = test_api.Ember(tmp_path, run_args=[
+            "--memory", "64", f"--net:service={tap}", "--timeout", "60", "--kernel", hvt("net"),
+            "--cmdline", "ring pause count=4"], name="first")
+        try:
+            e.wait_output("net: pausing\n")
+            if how == "stream":  # the source holds the tap: read the stream after it
+                c = run([*"snapshot create --api-sock".split(), e.sock, "--to", str(state)])
+                assert c.returncode == 0, c.stderr
+            else:
+                e.ok("PATCH", "/vm", {"state": "Paused"})
+                e.ok("PUT", "/snapshot/create",
+                     {"snapshot_path": str(state), "mem_file_path": str(mem)})
+        finally:
+            e.kill()
+        assert "net: by ring" in e.stdout()
+        if how == "files":
+            r = run_as(EMBER, load + [str(state), "--memory-file", str(mem)], prefix=ns)
+        else:
+            with open(state, "rb") as stream:
+                r = subprocess.run(list(ns) + [EMBER] + load + ["-"], stdin=stream,
+                                   capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "net: pausing" not in r.stdout  # it went on from the snapshot
+    assert "net: 4 of 4 echoed" in r.stdout, r.stdout

@@ -44,6 +44,8 @@ $(HVT_OUT)/obj/hello_nomft.o: $(HVT_DIR)/hello.c
 	$(GUEST_CC) $(GUEST_CFLAGS) -DHVT_OMIT_MANIFEST -c $< -o $@
 
 $(HVT_GUESTS:%=$(HVT_OUT)/%.hvt): $(HVT_OUT)/%.hvt: $(HVT_OUT)/obj/%.o $(HVT_ABI_V2)
+# net.hvt also speaks ring I/O (ring.c).
+$(HVT_OUT)/net.hvt: $(HVT_OUT)/obj/ring.o
 $(HVT_OUT)/abi_v1.hvt: $(HVT_OUT)/obj/hello.o $(HVT_OUT)/obj/note_abi_v1.o
 $(HVT_OUT)/wrong_target.hvt: $(HVT_OUT)/obj/hello.o $(HVT_OUT)/obj/note_abi_spt.o
 $(HVT_OUT)/no_mft.hvt: $(HVT_OUT)/obj/hello_nomft.o $(HVT_ABI_V2)

@@ -137,7 +137,53 @@ struct hvt_boot_info {
 	u64 cpu_cycle_freq; /* TSC Hz */
 	u64 cmdline;	    /* GPA of a C string */
 	u64 mft;	    /* GPA of the monitor's struct hvt_mft */
+	/* With include/hvt_ring.h (after Solo5 v0.12): */
+	u32 host_features;  /* HVT_FEATURE_*: what the monitor offers */
+	u32 guest_features; /* ours to write; solo5-hvt never reads it */
+	u64 net_ring;	    /* GPA of struct hvt_ring, 0: none */
 };
+_Static_assert(sizeof(struct hvt_boot_info) == 56, "boot info");
+
+/* ---- ring I/O (hvt_ring.h), the guest's side: ring.c ---- */
+#define HVT_FEATURE_RING_IO 1u
+#define HVT_RING_KICK_PORT 0x600
+#define HVT_RING_SIZE 1024u
+#define HVT_RING_NET_WRITE 1
+#define HVT_RING_NET_READ 2
+struct hvt_ring_entry {
+	u32 operation, handle;
+	u64 data; /* GPA */
+	u32 len, id;
+	u64 reserved;
+};
+struct hvt_ring_commit {
+	u32 id;
+	int ret;
+	u32 len, reserved;
+};
+struct hvt_ring {
+	u32 ent_tail, com_head; /* ours */
+	u8 pad0[56];
+	u32 ent_head, com_tail, needs_kick; /* the monitor's */
+	u8 pad1[52];
+	struct hvt_ring_entry entries[HVT_RING_SIZE];
+	struct hvt_ring_commit commits[HVT_RING_SIZE];
+};
+_Static_assert(sizeof(struct hvt_ring) == 49280, "hvt_ring");
+
+/* Use the ring the boot info offers (writes guest_features): 0, or -1
+ * when there is none. */
+int ring_accept(void);
+/* A NET_WRITE entry (fire-and-forget: the frame at data must stay as it
+ * is until ring_drain()); waits while the ring is full. */
+void ring_write(u32 handle, u64 data, u32 len);
+/* A NET_READ entry and its commit: the commit's ret (SOLO5_R_*), *len
+ * its length; -1 if no commit came within a second. */
+int ring_read(u32 handle, u64 data, u64 *len);
+/* Any entry (for the bad-entry tests): submitted, nothing waited for. */
+void ring_submit(u32 op, u32 handle, u64 data, u32 len);
+/* Wait until the monitor has taken every entry: 0, or -1 after a second. */
+int ring_drain(void);
 
 #define HVT_PIO_BASE 0x500
 enum hvt_call {
