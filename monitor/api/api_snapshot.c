@@ -129,8 +129,8 @@ static int device_overrides(struct vm_config *cfg, const json_t *body, bool driv
 	return 0;
 }
 
-static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
-			  size_t len)
+int api_load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
+		       size_t len)
 {
 	char e[CFG_ERR_MAX];
 	struct vm_restore_paths ok = {.all = json_is_true(json_object_get(body, "use_saved_paths"))};
@@ -183,7 +183,7 @@ void api_snapshot_load(struct api *a, struct api_call *c)
 	/* The state file's configuration, its overrides, then the build
 	 * with the snapshot, which is closed once built. */
 	if (vm_snapshot_open(c->path, a->cfg, &snap, err, sizeof(err)) ||
-	    load_overrides(a, a->cfg, b, err, sizeof(err))) {
+	    api_load_overrides(a, a->cfg, b, err, sizeof(err))) {
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	} else {
 		struct vm_build_opts o = {
