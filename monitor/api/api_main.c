@@ -175,7 +175,8 @@ static void vmm_do(struct api *a, struct api_call *c)
 {
 	int r;
 	c->status = 0;
-	c->fault[0] = '\0';
+	if (c->op != API_OP_FATAL) /* its fault is the message, not the reply */
+		c->fault[0] = '\0';
 	switch (c->op) {
 	case API_OP_OPEN:
 		open_file(c);

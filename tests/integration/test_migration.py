@@ -120,3 +120,210 @@ def test_counter_moves(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+# ---- a relay that parses the records and can stop, corrupt, cut or kill ----
+
+def name(t):
+    return struct.pack("<I", t).decode("latin1")
+
+
+class Relay:
+    """Bytes between two socketpairs, record by record.  action(dir, n,
+    hdr, payload) is called before record n (counted per direction: "s"
+    source->target, "t" target->source) is passed on; it returns the
+    record's bytes to send (possibly changed), or None to cut the
+    connection there (both ways).  Records seen: self.seen."""
+
+    def __init__(self, action=None):
+        self.src_end, s_in = socket.socketpair()
+        self.dst_end, d_in = socket.socketpair()
+        self.action = action or (lambda *a: a[2] + a[3])
+        self.seen = []
+        self.lock = threading.Lock()
+        self.socks = (s_in, d_in)
+        self.cut = False
+        self.threads = [threading.Thread(target=self.pump, args=("s", s_in, d_in), daemon=True),
+                        threading.Thread(target=self.pump, args=("t", d_in, s_in), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def read(sock, n):
+        buf = b""
+        while len(buf) < n:
+            c = sock.recv(n - len(buf))
+            if not c:
+                return None
+            buf += c
+        return buf
+
+    def close(self):
+        with self.lock:
+            self.cut = True
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def pump(self, d, a, b):
+        n = 0
+        try:
+            while True:
+                hdr = self.read(a, HDR)
+                if hdr is None:
+                    break
+                t, ln = struct.unpack_from("<II", hdr)
+                payload = self.read(a, ln) if ln else b""
+                if payload is None:
+                    break
+                with self.lock:
+                    self.seen.append((d, name(t)))
+                out = self.action(d, n, hdr, payload)
+                n += 1
+                if out is None:
+                    break
+                b.sendall(out)
+        except OSError:
+            pass
+        self.close()
+
+
+def record(t, a=0, b=0, payload=b""):
+    h = struct.pack("<4sIQQII", t.encode(), len(payload), a, b, 0, 0)
+    crc = zlib.crc32(payload, zlib.crc32(h)) & 0xFFFFFFFF
+    return h[:24] + struct.pack("<I", crc) + h[28:] + payload
+
+
+def at(dirn, rec, then, nth=0):
+    """An action: at the nth record of type rec going dirn, do then(hdr,
+    payload) -> bytes or None; pass everything else."""
+    count = {"n": 0}
+
+    def act(d, n, hdr, payload):
+        if d == dirn and name(struct.unpack_from("<I", hdr)[0]) == rec:
+            count["n"] += 1
+            if count["n"] == nth + 1:
+                return then(hdr, payload)
+        return hdr + payload
+    return act
+
+
+def ends_state(src, dst):
+    """Both ends as the test sees them: (source, target) each one of
+    Running, Paused, exited..."""
+    return state(src), state(dst)
+
+
+def at_most_one_runs(src, dst):
+    s, t = ends_state(src, dst)
+    assert not (s == "Running" and t == "Running"), (s, t)
+    return s, t
+
+
+def source_runs_on(src, dst, err_part=None):
+    """The migration failed before the hand-over: the source is back to
+    running (phase failed or cancelled), the target gone (non-zero)."""
+    js = wait_for(phase_in(src, {"failed", "cancelled"}), "the source to fail")
+    if err_part:
+        assert err_part in (js["error"] or ""), js
+    assert dst.wait(timeout=30) != 0, dst.stderr()
+    assert state(src) == "Running", js
+    return js
+
+
+def test_cancel_mid_precopy(tmp_path):
+    src = counter(tmp_path)
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 5\n", timeout=30)
+        start(src, dst, send_body={"max_bandwidth": 100000})
+        wait_for(phase_in(src, {"precopy"}), "precopy")
+        assert "a migration is in progress" in src.fault("PATCH", "/vm", {"state": "Paused"})
+        src.ok("PUT", "/migration/cancel", {})
+        js = source_runs_on(src, dst, "cancelled")
+        assert js["phase"] == "cancelled"
+        n = len(counts(src.stdout()))
+        wait_for(lambda: len(counts(src.stdout())) > n + 2, "the source to count on")
+        assert "migration failed" in dst.stderr()
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_wrong_version_refused(tmp_path):
+    def v2(hdr, payload):
+        return record("MIGR", 2, 0, payload)
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        start(src, dst, relay=Relay(at("s", "MIGR", v2)))
+        js = source_runs_on(src, dst, "version 2, this ember speaks version 1")
+        assert "the target refused" in js["error"]
+        assert "version 2, this ember speaks version 1" in dst.stderr()
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_corrupt_record_refused(tmp_path):
+    def flip(hdr, payload):
+        p = bytearray(payload)
+        p[100] ^= 0x40
+        return hdr + bytes(p)
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        start(src, dst, relay=Relay(at("s", "DATA", flip, nth=1)))
+        source_runs_on(src, dst)
+        err = dst.stderr()
+        assert re.search(r"stream: byte \d+: record DATA \(a 0x[0-9a-f]+, b 0x[0-9a-f]+, "
+                         r"\d+ bytes\): CRC mismatch", err), err
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_truncated_stream_refused(tmp_path):
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    relay = None
+
+    def half(hdr, payload):
+        relay.dst_send_half = True
+        return None  # cut: the target saw the record's header only...
+
+    def act(d, n, hdr, payload):
+        if d == "s" and name(struct.unpack_from("<I", hdr)[0]) == "DATA" and n > 3:
+            # half a record, then the end
+            relay.socks[1].sendall((hdr + payload)[:HDR + len(payload) // 2])
+            return None
+        return hdr + payload
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        relay = Relay(act)
+        start(src, dst, relay=relay)
+        source_runs_on(src, dst)
+        err = dst.stderr()
+        assert re.search(r"stream: byte \d+: truncated in record DATA begun at byte \d+", err), err
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_setup_nack(tmp_path):
+    """A receive whose overrides do not fit the VM: the target's setup
+    check refuses before any memory moves (NACK), the source runs on."""
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    relay = Relay()
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        start(src, dst, recv_body={"drive_overrides": [{"drive_id": "nope",
+                                                        "path_on_host": "/tmp/x"}]},
+              relay=relay)
+        js = source_runs_on(src, dst, "the target refused")
+        assert 'the snapshot has no drive "nope"' in js["error"], js
+        assert ("s", "DATA") not in relay.seen
+    finally:
+        src.kill()
+        dst.kill()
