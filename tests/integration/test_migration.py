@@ -327,3 +327,168 @@ def test_setup_nack(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+# ---- kill -9 or a cut at each phase: never two VMs running ----
+
+# (direction, record, which one): the point before which the action falls
+POINTS = {
+    "setup": ("s", "SETU", 0),
+    "precopy": ("s", "DATA", 2),
+    "after-stat": ("s", "DONE", 0),  # STAT went through, DONE not yet
+    "after-redy": ("t", "REDY", 0),  # REDY reached the relay (a cut: and the source)
+    "redy-lost": ("t", "REDY", 0),   # REDY reached the relay, never the source
+}
+
+
+def settle(src, dst, timeout=30):
+    """Wait until neither end is in a phase that moves by itself."""
+    moving = {"setup", "precopy", "stop-and-copy", "handover", "receiving"}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        phases = []
+        for e in (src, dst):
+            try:
+                phases.append(mig(e)["phase"] if e.p.poll() is None else "exited")
+            except OSError:
+                phases.append("exited" if e.p.poll() is not None else "?")
+        if not set(phases) & moving and "?" not in phases:
+            return phases
+        time.sleep(0.05)
+    pytest.fail(f"still moving: {phases}")
+
+
+@pytest.mark.parametrize("point", sorted(POINTS))
+@pytest.mark.parametrize("what", ["kill-source", "kill-target", "cut"])
+def test_failure_at_each_phase(tmp_path, point, what):
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    d, rec, nth = POINTS[point]
+    relay = None
+
+    def then(hdr, payload):
+        if what == "cut" and point == "after-redy":
+            relay.socks[0].sendall(hdr + payload)  # REDY to the source, then the cut
+            return None
+        if what == "cut":
+            return None
+        victim = src if what == "kill-source" else dst
+        victim.p.send_signal(signal.SIGKILL)
+        victim.p.wait()
+        return None if point == "redy-lost" else hdr + payload
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        relay = Relay(at(d, rec, then, nth))
+        start(src, dst, relay=relay)
+        s_phase, t_phase = settle(src, dst)
+        s, t = at_most_one_runs(src, dst)
+        if what != "kill-source" and point not in ("after-redy", "redy-lost"):
+            # before the hand-over point the source runs on
+            assert s == "Running" and s_phase in ("failed", "cancelled"), (s, s_phase)
+        if what == "kill-source" and point in ("after-redy", "redy-lost"):
+            # the target got everything: it waits, paused, for resolve
+            assert (t, t_phase) == ("Paused", "ready"), (t, t_phase)
+        if point == "after-redy" and what == "cut":
+            # the source gave GOGO to a dead end or could not: it is gone
+            # (completed) or paused waiting; the target waits in ready
+            assert s_phase in ("exited", "handover-unknown"), s_phase
+            if t == "Running":  # GOGO slipped through before the cut
+                assert s_phase == "exited" and src.p.returncode == 0
+                return
+            assert (t, t_phase) == ("Paused", "ready"), (t, t_phase)
+            # the controller's part: the target runs, the source stops
+            dst.ok("PUT", "/migration/resolve", {"outcome": "resume"})
+            if s_phase == "handover-unknown":
+                assert s == "Paused"
+                src.ok("PUT", "/migration/resolve", {"outcome": "stop"})
+                assert src.wait(timeout=30) == 0
+            wait_for(lambda: state(dst) == "Running", "the target to run")
+            at_most_one_runs(src, dst)
+        if point == "redy-lost" and what == "cut":
+            # REDY never came: the source ran on; the target, loaded, waits
+            # in ready: the controller, seeing the source run, stops it
+            assert s == "Running" and s_phase == "failed", (s, s_phase)
+            assert (t, t_phase) == ("Paused", "ready"), (t, t_phase)
+            dst.ok("PUT", "/migration/resolve", {"outcome": "stop"})
+            assert dst.wait(timeout=30) != 0
+        if point == "redy-lost" and what == "kill-target":
+            assert s == "Running" and s_phase == "failed", (s, s_phase)
+        if t_phase == "exited":
+            assert dst.p.returncode != 0
+    finally:
+        if relay:
+            relay.close()
+        src.kill()
+        dst.kill()
+
+
+# ---- devices, hvt, throttle, round trips ----
+
+def test_blk_guest_moves_mid_io(tmp_path):
+    """virtio-blk reads on a shared disk while the VM moves: every round's
+    buffer on both sides holds the sector it read."""
+    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS, check_rounds, joined, rounds
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"".join(f"sector {k:05d}".encode().ljust(512, b"\0")
+                              for k in range(SECTORS)))
+    for kind in ("virtio", "hvt"):
+        src = Ember(tmp_path, run_args=GUESTS_UNDER_TEST[kind](disk) + ["--timeout", "120"],
+                    name=f"src-{kind}")
+        dst = Ember(tmp_path, name=f"dst-{kind}")
+        try:
+            wait_for(lambda: "round 3 " in src.stdout(), "round 3")
+            start(src, dst)
+            js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+            assert js["phase"] == "running", (js, dst.stderr())
+            assert src.wait(timeout=30) == 0, src.stderr()
+            n = len(rounds(src.stdout()))
+            wait_for(lambda: len(rounds(dst.stdout())) >= 3, "rounds on the target")
+            before = rounds(src.stdout())
+            after = rounds(joined(src.stdout(), dst.stdout()))
+            check_rounds(before)
+            check_rounds(after)
+            assert after[0][0] in (before[-1][0], before[-1][0] + 1), (before[-1:], after[:2])
+            assert n >= 3
+            assert "read failed" not in dst.stdout() and "read: status" not in dst.stdout()
+        finally:
+            src.kill()
+            dst.kill()
+
+
+def test_throttle_converges(tmp_path):
+    """A guest that dirties the same 64 pages on every line, under a small
+    max_bandwidth: each round finds them all dirty again, the throttle
+    steps in (its vCPU held most of each 10 ms), and once a round passes
+    without a line the rest fits the budget: the migration completes and
+    the count goes on."""
+    src = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline",
+                                    "count=100000 spin=20000000 dirty=64", "--timeout", "120"],
+                name="src")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 3\n", timeout=30)
+        seen = {"pct": 0}
+        start(src, dst, send_body={"max_bandwidth": 2000000, "downtime_ms": 20,
+                                   "timeout_ms": 100000})
+
+        def done():
+            if src.p.poll() is not None:
+                return True
+            try:
+                js = mig(src)
+            except OSError:
+                return None
+            seen["pct"] = max(seen["pct"], js["throttle_pct"])
+            assert js["phase"] != "failed", js
+            return None
+        wait_for(done, "the migration to complete", timeout=110)
+        assert src.p.returncode == 0, src.stderr()
+        assert seen["pct"] > 0
+        assert mig(dst)["phase"] == "running"
+        n = counts(src.stdout())[-1]
+        wait_for(lambda: counts(dst.stdout()) and counts(dst.stdout())[-1] > n + 1,
+                 "the target to count on")
+        nums = counts(src.stdout() + dst.stdout())
+        assert nums == list(range(1, len(nums) + 1))
+    finally:
+        src.kill()
+        dst.kill()
