@@ -264,6 +264,7 @@ void mig_run_receive(struct mig *m)
 		} else {
 			snprintf(x.err, sizeof(x.err), "migration resolved: stop (the VM runs on "
 						       "the source)");
+			mig_reply_grace();
 			r = -ECANCELED;
 		}
 	}

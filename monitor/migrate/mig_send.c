@@ -360,6 +360,7 @@ static void hand_over(struct sender *x)
 	pthread_mutex_unlock(&m->lock);
 	if (how == 2) {
 		mig_set_phase(m, MIG_COMPLETED);
+		mig_reply_grace();
 		m->stop_why = "migration resolved: stop here (the VM runs on the target)";
 		(void)mig_vmm_request(m, MIG_REQ_STOP);
 		return;

@@ -199,6 +199,10 @@ __attribute__((format(printf, 3, 4))) void mig_set_error(struct mig *m, enum mig
 
 uint64_t mig_now_ns(void);
 
+/* After a resolve that ends the process: wait briefly (100 ms) so the
+ * API's 204 for it goes out first. */
+void mig_reply_grace(void);
+
 /* The two sides, on the migration thread; the fd is closed by the
  * caller. */
 void mig_run_send(struct mig *m);

@@ -46,7 +46,8 @@ def state(e):
         return "exited"
     try:
         st, js = raw(e.sock, "GET", "/")
-    except OSError:
+    except (OSError, IndexError, ValueError):  # gone mid-reply
+        time.sleep(0.1)
         return "exited" if e.p.poll() is not None else "unreachable"
     return js["state"]
 
@@ -67,7 +68,7 @@ def phase_in(e, phases):
             return None
         try:
             js = mig(e)
-        except OSError:
+        except (OSError, IndexError, ValueError, AssertionError):
             return None
         return js if js["phase"] in phases else None
     return f
@@ -168,7 +169,10 @@ class Relay:
                     pass
 
     def pump(self, d, a, b):
-        n = 0
+        """One direction.  Its end passes on as a half-close (as a TCP
+        relay would); a peer that went away is drained so its writer
+        never blocks; only an action's None cuts both ways."""
+        n, forward = 0, True
         try:
             while True:
                 hdr = self.read(a, HDR)
@@ -178,16 +182,25 @@ class Relay:
                 payload = self.read(a, ln) if ln else b""
                 if payload is None:
                     break
+                if not forward:
+                    continue
                 with self.lock:
                     self.seen.append((d, name(t)))
                 out = self.action(d, n, hdr, payload)
                 n += 1
                 if out is None:
-                    break
-                b.sendall(out)
+                    self.close()
+                    return
+                try:
+                    b.sendall(out)
+                except OSError:
+                    forward = False
         except OSError:
             pass
-        self.close()
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def record(t, a=0, b=0, payload=b""):
@@ -350,7 +363,8 @@ def settle(src, dst, timeout=30):
         for e in (src, dst):
             try:
                 phases.append(mig(e)["phase"] if e.p.poll() is None else "exited")
-            except OSError:
+            except (OSError, IndexError, ValueError, AssertionError):
+                time.sleep(0.1)
                 phases.append("exited" if e.p.poll() is not None else "?")
         if not set(phases) & moving and "?" not in phases:
             return phases
@@ -475,7 +489,7 @@ def test_throttle_converges(tmp_path):
                 return True
             try:
                 js = mig(src)
-            except OSError:
+            except (OSError, IndexError, ValueError, AssertionError):
                 return None
             seen["pct"] = max(seen["pct"], js["throttle_pct"])
             assert js["phase"] != "failed", js
