@@ -107,7 +107,8 @@ static int send_chunk(struct sender *x, uint64_t first, uint64_t n, bool zeros)
 			r = put(x, SNAP_MIG_ZERO, first + i, end - i, NULL, 0);
 		if (r)
 			return r;
-		atomic_fetch_add(&x->m->pages_sent, end - i);
+		if (!z || zeros)
+			atomic_fetch_add(&x->m->pages_sent, end - i);
 		i = end;
 	}
 	return 0;
@@ -343,8 +344,14 @@ static void hand_over(struct sender *x)
 	if (!put(x, SNAP_MIG_GOGO, 0, 0, NULL, 0)) {
 		atomic_store(&m->t_end_ns, mig_now_ns());
 		mig_set_phase(m, MIG_COMPLETED);
-		fprintf(stderr, "ember: migration completed: the VM runs on the target now; this "
-				"process exits\n");
+		struct mig_status st;
+		mig_get_status(m, &st);
+		fprintf(stderr,
+			"ember: migration completed: the VM runs on the target now; this process "
+			"exits (total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
+			" bytes, %" PRIu64 " pages)\n",
+			st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
+			st.pages_sent);
 		m->stop_why = "migrated: the VM runs on the target";
 		(void)mig_vmm_request(m, MIG_REQ_STOP);
 		return;

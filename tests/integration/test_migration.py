@@ -506,3 +506,53 @@ def test_throttle_converges(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def test_round_trips(tmp_path):
+    """100 hops A -> B -> C ... of a small counting guest, each to a fresh
+    target process: every hop completes, the count never loses or repeats
+    a step, and the process count, file descriptors and memory of the
+    current VM's process stay flat."""
+    hops = int(os.environ.get("EMBER_MIG_HOPS", "100"))
+    cur = Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline",
+                                    "spin=20000000", "--memory", "16M", "--timeout", "600"],
+                name="hop0")
+    out = ""
+    first = None
+    try:
+        cur.wait_output("count 1\n", timeout=30)
+        for h in range(1, hops + 1):
+            nxt = Ember(tmp_path, name=f"hop{h}")
+            start(cur, nxt)
+            js = wait_for(phase_in(nxt, {"running", "failed"}), f"hop {h} to run")
+            assert js["phase"] == "running", (h, js, nxt.stderr())
+            assert cur.wait(timeout=30) == 0, cur.stderr()
+            out += cur.stdout()
+            os.unlink(cur.out_path)
+            cur = nxt
+            if h == 2:
+                time.sleep(0.3)  # the stream's fd closes as the receive ends
+                first = (fds(cur.p.pid), rss_kib(cur.p.pid))
+        time.sleep(0.3)
+        now = (fds(cur.p.pid), rss_kib(cur.p.pid))
+        assert now[0] == first[0], (first, now)
+        assert now[1] < first[1] + 4096, (first, now)  # KiB: no growth per hop
+        wait_for(lambda: counts(cur.stdout()), "the last hop to count")
+        nums = counts(out + cur.stdout())
+        assert nums == list(range(1, len(nums) + 1))
+        # every process but the last has exited
+        procs = [p for p in os.listdir("/proc") if p.isdigit()]
+        mine = [p for p in procs if os.path.exists(f"/proc/{p}/cmdline") and
+                str(tmp_path) in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
+        assert mine == [str(cur.p.pid)], mine
+    finally:
+        cur.kill()

@@ -211,7 +211,7 @@ static void test_layout(void **state)
 	assert_int_equal(n1, n2);
 	assert_memory_equal(copy, b, n1);
 	/* little-endian, fixed offsets */
-	assert_memory_equal(copy, "EMBRSNAP\x02\0\0\0\x01\0\0\0\x02\0\0\0", 20);
+	assert_memory_equal(copy, "EMBRSNAP\x03\0\0\0\x01\0\0\0\x02\0\0\0", 20);
 	assert_memory_equal(copy + 64, "VCPU\0\0\0\0\x64\0\0\0\0\0\0\0", 16);
 	/* padding is zero */
 	assert_memory_equal(copy + 64 + 16 + 100, "\0\0\0\0", 4);
