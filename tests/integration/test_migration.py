@@ -342,6 +342,44 @@ def test_setup_nack(tmp_path):
         dst.kill()
 
 
+@pytest.mark.parametrize("how", ["cpuid", "memory"])
+def test_setup_nack_crafted(tmp_path, how):
+    """A SETU the relay rewrites (its state file resealed): the guest given
+    CPU features this host lacks, or a memory size its configuration does
+    not have.  The target refuses before any memory moves, naming what;
+    the source runs on."""
+    from test_snapshot import FEATURES, build, host_flags, parse, with_features
+    if how == "cpuid" and all(f[4] in host_flags() for f in FEATURES):
+        pytest.skip("this host has every feature the test knows to claim")
+    names = []
+
+    def craft(hdr, payload):
+        if how == "cpuid":
+            data, n = with_features(payload)
+            names.extend(n)
+        else:
+            h, secs = parse(payload)
+            data = build(payload[:24] + struct.pack("<Q", h["mem_size"] * 2) + payload[32:64],
+                         secs)
+        return record("SETU", 0, 0, data)
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    relay = Relay(at("s", "SETU", craft))
+    try:
+        src.wait_output("count 2\n", timeout=30)
+        start(src, dst, relay=relay)
+        js = source_runs_on(src, dst, "the target refused")
+        if how == "cpuid":
+            assert ("target host lacks CPU features the guest was given: " + names[0]) in \
+                js["error"], js
+        else:
+            assert "SETU: the snapshot has 1 vCPUs and 128 MiB, its configuration says 1 " \
+                "and 64" in js["error"], js
+        assert ("s", "DATA") not in relay.seen
+    finally:
+        src.kill()
+        dst.kill()
+
+
 # ---- kill -9 or a cut at each phase: never two VMs running ----
 
 # (direction, record, which one): the point before which the action falls
