@@ -13,6 +13,7 @@
 #include "monitor/api/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/snap_records.h"
+#include "monitor/vdevs.h"
 #include "monitor/vm.h"
 #include "vcpu/vcpu.h"
 
@@ -44,8 +45,12 @@ static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem
 
 static int t_go(void *opaque, char *err, size_t errlen)
 {
+	struct api *a = opaque;
 	struct api_call c = {.op = API_OP_RESUME};
-	return vmm(opaque, &c, err, errlen);
+	int r = vmm(a, &c, err, errlen);
+	if (!r) /* switches learn the guest's MAC is here now */
+		vdevs_announce(a->vm);
+	return r;
 }
 
 static void t_fail(void *opaque, const char *why)

@@ -546,6 +546,39 @@ def test_throttle_converges(tmp_path):
         dst.kill()
 
 
+def test_target_announces_the_mac(tmp_path, tap):
+    """After resuming, the target writes a gratuitous RARP from the guest's
+    MAC to its tap (here another tap than the source's, given in
+    network_overrides, as a tap is one process's at a time)."""
+    from conftest import ip
+    other = tap[:12] + "m"
+    assert ip("tuntap", "add", "dev", other, "mode", "tap").returncode == 0
+    try:
+        assert ip("link", "set", other, "up").returncode == 0
+        sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x8035))
+        sniff.bind((other, 0))
+        sniff.settimeout(30)
+        mac = "02:11:22:33:44:55"
+        src = counter(tmp_path, extra=["--net", f"n0,tap={tap},mac={mac}"])
+        dst = Ember(tmp_path, name="dst")
+        try:
+            src.wait_output("count 2\n", timeout=30)
+            start(src, dst, recv_body={"network_overrides": [{"iface_id": "n0",
+                                                              "host_dev_name": other}]})
+            js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+            assert js["phase"] == "running", (js, dst.stderr())
+            f = sniff.recv(2048)
+            m = bytes.fromhex(mac.replace(":", ""))
+            assert f[:6] == b"\xff" * 6 and f[6:12] == m and f[12:14] == b"\x80\x35"
+            assert f[20:22] == b"\x00\x03" and f[22:28] == m and f[32:38] == m
+        finally:
+            src.kill()
+            dst.kill()
+            sniff.close()
+    finally:
+        ip("link", "del", other)
+
+
 def fds(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
