@@ -326,6 +326,10 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
  * thread (body checked against its swagger definition), and their work
  * on the vmm thread (API_OP_SNAP_CREATE, API_OP_SNAP_LOAD). */
 void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs);
+/* A fresh ember only (nothing started, nothing boot-specific configured):
+ * else a 400 in rs (what names the request in Firecracker's sentence) and
+ * true. */
+bool api_refuse_unless_fresh(struct api *a, const char *what, struct http_resp *rs);
 void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs);
 void api_snapshot_create(struct api *a, struct api_call *c);
 void api_snapshot_load(struct api *a, struct api_call *c);

@@ -257,12 +257,8 @@ static void put_receive(struct api *a, json_t *body, struct http_resp *rs)
 	char err[MIG_ERR_MAX];
 	if (only(body, known, rs) || check_overrides(body, rs))
 		return;
-	if (atomic_load(&a->state) != API_NOT_STARTED)
-		return http_fault(rs, 400, "%s", api_post_boot);
-	if (a->configured)
-		return http_fault(rs, 400,
-				  "Receiving a migration is not allowed after configuring "
-				  "boot-specific resources.");
+	if (api_refuse_unless_fresh(a, "Receiving a migration", rs))
+		return;
 	int fd = take_fd(a, rs);
 	if (fd < 0)
 		return;

@@ -58,14 +58,22 @@ void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
 	api_job_start(a, "snapshot create", body, rs);
 }
 
-void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
+bool api_refuse_unless_fresh(struct api *a, const char *what, struct http_resp *rs)
 {
 	if (atomic_load(&a->state) != API_NOT_STARTED)
-		return http_fault(rs, 400, "%s", api_post_boot);
-	if (a->configured)
-		return http_fault(rs, 400,
-				  "Loading a microVM snapshot not allowed after configuring "
-				  "boot-specific resources.");
+		http_fault(rs, 400, "%s", api_post_boot);
+	else if (a->configured)
+		http_fault(rs, 400, "%s not allowed after configuring boot-specific resources.",
+			   what);
+	else
+		return false;
+	return true;
+}
+
+void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
+{
+	if (api_refuse_unless_fresh(a, "Loading a microVM snapshot", rs))
+		return;
 	const json_t *mb = json_object_get(body, "mem_backend");
 	const char *mem = api_str(body, "mem_file_path");
 	bool has_mb = mb && !json_is_null(mb);

@@ -61,13 +61,19 @@ static int body(struct receiver *x, const struct snap_mig_rec *rec, void **out)
 	return r;
 }
 
+/* The next record, of type want, with its payload in *p (free it). */
+static int expect(struct receiver *x, struct snap_mig_rec *rec, uint32_t want, void **p)
+{
+	*p = NULL;
+	int r = next(x, rec, want);
+	return r ? r : body(x, rec, p);
+}
+
 static int hello(struct receiver *x)
 {
 	struct snap_mig_rec rec;
-	void *p = NULL;
-	int r = next(x, &rec, SNAP_MIG_MIGR);
-	if (!r)
-		r = body(x, &rec, &p);
+	void *p;
+	int r = expect(x, &rec, SNAP_MIG_MIGR, &p);
 	if (!r && memcmp(p, SNAP_MIG_MAGIC, 8)) {
 		snprintf(x->err, sizeof(x->err), "stream: byte 0: not an ember migration stream");
 		r = -EINVAL;
@@ -91,10 +97,8 @@ static int hello(struct receiver *x)
 static int setup(struct receiver *x)
 {
 	struct snap_mig_rec rec;
-	void *p = NULL;
-	int r = next(x, &rec, SNAP_MIG_SETU);
-	if (!r)
-		r = body(x, &rec, &p);
+	void *p;
+	int r = expect(x, &rec, SNAP_MIG_SETU, &p);
 	if (!r)
 		r = x->m->tops->setup(x->m->opaque, p, rec.len, &x->m->mem, x->err,
 				      sizeof(x->err));

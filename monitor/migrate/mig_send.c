@@ -202,21 +202,28 @@ static int reply(struct sender *x, struct snap_mig_rec *rec, bool final)
 	return r;
 }
 
+/* The state file w holds (made when r is 0) as one record of type; w
+ * freed either way. */
+static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t type)
+{
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (!r)
+		r = snap_w_bytes(w, &bytes, &len, x->err, sizeof(x->err));
+	snap_w_free(w);
+	if (!r)
+		r = put(x, type, 0, 0, bytes, (uint32_t)len);
+	free(bytes);
+	return r;
+}
+
 static int setup(struct sender *x)
 {
 	struct snap_writer w;
-	uint8_t *bytes = NULL;
-	size_t len = 0;
 	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, 0, SNAP_MIG_MAGIC, 8);
-	if (!r) {
-		r = vm_setup_records(x->vm, &w, x->err, sizeof(x->err));
-		if (!r)
-			r = snap_w_bytes(&w, &bytes, &len, x->err, sizeof(x->err));
-		snap_w_free(&w);
-	}
 	if (!r)
-		r = put(x, SNAP_MIG_SETU, 0, 0, bytes, (uint32_t)len);
-	free(bytes);
+		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
+			      SNAP_MIG_SETU);
 	struct snap_mig_rec rec;
 	if (!r)
 		r = reply(x, &rec, false);
@@ -285,8 +292,6 @@ static int precopy(struct sender *x)
 static int stop_and_copy(struct sender *x)
 {
 	struct snap_writer w;
-	uint8_t *bytes = NULL;
-	size_t len = 0;
 	uint64_t n;
 	int r = fetch(x);
 	if (!r)
@@ -324,12 +329,7 @@ static int stop_and_copy(struct sender *x)
 	r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
 	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &h.sum, sizeof(h.sum))))
 		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
-	if (!r)
-		r = snap_w_bytes(&w, &bytes, &len, x->err, sizeof(x->err));
-	snap_w_free(&w);
-	if (!r)
-		r = put(x, SNAP_MIG_STAT, 0, 0, bytes, (uint32_t)len);
-	free(bytes);
+	r = put_state(x, r, &w, SNAP_MIG_STAT);
 	if (!r)
 		r = put(x, SNAP_MIG_DONE, x->pages, h.sum, NULL, 0);
 	return r;

@@ -6,7 +6,7 @@ the test between two socketpairs that parses the records:
 
 No timing is asserted anywhere: waits are bounded (tens of seconds) and
 what is checked is where each end ends up."""
-import json
+import contextlib
 import os
 import re
 import signal
@@ -33,6 +33,19 @@ def counter(tmp_path, name="src", count=COUNT, spin=SPIN, extra=()):
     return Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline",
                                      f"count={count} spin={spin}", "--timeout", "120"]
                  + list(extra), name=name)
+
+
+@contextlib.contextmanager
+def pair(tmp_path, at="count 2\n"):
+    """A counting source (once it printed at) and a fresh target; both
+    killed at the end."""
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    try:
+        src.wait_output(at, timeout=30)
+        yield src, dst
+    finally:
+        src.kill()
+        dst.kill()
 
 
 def mig(e):
@@ -62,15 +75,20 @@ def wait_for(pred, what, timeout=60):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def mig_or_none(e):
+    """GET /migration, or None when the process is gone or going."""
+    if e.p.poll() is not None:
+        return None
+    try:
+        return mig(e)
+    except (OSError, IndexError, ValueError, AssertionError):  # gone mid-reply
+        return None
+
+
 def phase_in(e, phases):
     def f():
-        if e.p.poll() is not None:
-            return None
-        try:
-            js = mig(e)
-        except (OSError, IndexError, ValueError, AssertionError):
-            return None
-        return js if js["phase"] in phases else None
+        js = mig_or_none(e)
+        return js if js and js["phase"] in phases else None
     return f
 
 
@@ -268,16 +286,11 @@ def test_cancel_mid_precopy(tmp_path):
 def test_wrong_version_refused(tmp_path):
     def v2(hdr, payload):
         return record("MIGR", 2, 0, payload)
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
-    try:
-        src.wait_output("count 2\n", timeout=30)
+    with pair(tmp_path) as (src, dst):
         start(src, dst, relay=Relay(at("s", "MIGR", v2)))
         js = source_runs_on(src, dst, "version 2, this ember speaks version 1")
         assert "the target refused" in js["error"]
         assert "version 2, this ember speaks version 1" in dst.stderr()
-    finally:
-        src.kill()
-        dst.kill()
 
 
 def test_corrupt_record_refused(tmp_path):
@@ -285,26 +298,16 @@ def test_corrupt_record_refused(tmp_path):
         p = bytearray(payload)
         p[100] ^= 0x40
         return hdr + bytes(p)
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
-    try:
-        src.wait_output("count 2\n", timeout=30)
+    with pair(tmp_path) as (src, dst):
         start(src, dst, relay=Relay(at("s", "DATA", flip, nth=1)))
         source_runs_on(src, dst)
         err = dst.stderr()
         assert re.search(r"stream: byte \d+: record DATA \(a 0x[0-9a-f]+, b 0x[0-9a-f]+, "
                          r"\d+ bytes\): CRC mismatch", err), err
-    finally:
-        src.kill()
-        dst.kill()
 
 
 def test_truncated_stream_refused(tmp_path):
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
     relay = None
-
-    def half(hdr, payload):
-        relay.dst_send_half = True
-        return None  # cut: the target saw the record's header only...
 
     def act(d, n, hdr, payload):
         if d == "s" and name(struct.unpack_from("<I", hdr)[0]) == "DATA" and n > 3:
@@ -312,34 +315,25 @@ def test_truncated_stream_refused(tmp_path):
             relay.socks[1].sendall((hdr + payload)[:HDR + len(payload) // 2])
             return None
         return hdr + payload
-    try:
-        src.wait_output("count 2\n", timeout=30)
+    with pair(tmp_path) as (src, dst):
         relay = Relay(act)
         start(src, dst, relay=relay)
         source_runs_on(src, dst)
         err = dst.stderr()
         assert re.search(r"stream: byte \d+: truncated in record DATA begun at byte \d+", err), err
-    finally:
-        src.kill()
-        dst.kill()
 
 
 def test_setup_nack(tmp_path):
     """A receive whose overrides do not fit the VM: the target's setup
     check refuses before any memory moves (NACK), the source runs on."""
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
     relay = Relay()
-    try:
-        src.wait_output("count 2\n", timeout=30)
+    with pair(tmp_path) as (src, dst):
         start(src, dst, recv_body={"drive_overrides": [{"drive_id": "nope",
                                                         "path_on_host": "/tmp/x"}]},
               relay=relay)
         js = source_runs_on(src, dst, "the target refused")
         assert 'the snapshot has no drive "nope"' in js["error"], js
         assert ("s", "DATA") not in relay.seen
-    finally:
-        src.kill()
-        dst.kill()
 
 
 @pytest.mark.parametrize("how", ["cpuid", "memory"])
@@ -362,10 +356,8 @@ def test_setup_nack_crafted(tmp_path, how):
             data = build(payload[:24] + struct.pack("<Q", h["mem_size"] * 2) + payload[32:64],
                          secs)
         return record("SETU", 0, 0, data)
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
     relay = Relay(at("s", "SETU", craft))
-    try:
-        src.wait_output("count 2\n", timeout=30)
+    with pair(tmp_path) as (src, dst):
         start(src, dst, relay=relay)
         js = source_runs_on(src, dst, "the target refused")
         if how == "cpuid":
@@ -375,9 +367,6 @@ def test_setup_nack_crafted(tmp_path, how):
             assert "SETU: the snapshot has 1 vCPUs and 128 MiB, its configuration says 1 " \
                 "and 64" in js["error"], js
         assert ("s", "DATA") not in relay.seen
-    finally:
-        src.kill()
-        dst.kill()
 
 
 # ---- kill -9 or a cut at each phase: never two VMs running ----
@@ -523,12 +512,9 @@ def test_throttle_converges(tmp_path):
                                    "timeout_ms": 100000})
 
         def done():
-            if src.p.poll() is not None:
-                return True
-            try:
-                js = mig(src)
-            except (OSError, IndexError, ValueError, AssertionError):
-                return None
+            js = mig_or_none(src)
+            if js is None:
+                return src.p.poll() is not None
             seen["pct"] = max(seen["pct"], js["throttle_pct"])
             assert js["phase"] != "failed", js
             return None
