@@ -161,7 +161,7 @@ def _bad_copy(tmp_path, snapshot, how):
         msg = "CRC"
     elif how == "version":
         data = reseal(data[:8] + struct.pack("<I", 7) + data[12:])
-        msg = "format version 7, this ember reads 2"
+        msg = "format version 7, this ember reads 3"
     elif how == "arch":
         data = reseal(data[:12] + struct.pack("<I", 9) + data[16:])
         msg = "arch"
