@@ -284,6 +284,20 @@ int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_r
 	return r;
 }
 
+int vdevs_flush(struct vm *vm)
+{
+	int r = 0;
+	for (unsigned i = 0; vm->vdevs && i < vm->vdevs->nr && !r; i++) {
+		struct virtio_dev *d = &vm->vdevs->d[i];
+		if (!d->ops->flush)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		r = d->ops->flush(d);
+		pthread_mutex_unlock(&d->lock);
+	}
+	return r;
+}
+
 void vdevs_announce(struct vm *vm)
 {
 	for (unsigned i = 0; vm->vdevs && i < vm->vdevs->nr; i++) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "monitor/migrate/migrate.h"
+#include "monitor/vdevs.h"
 #include "monitor/vm.h"
 
 /* The throttle's period: the vCPUs are held throttle_pct of each. */
@@ -154,6 +155,9 @@ static int do_request(struct mig *m, int req)
 		r = vm_pause(vm);
 		if (r == -EALREADY)
 			r = 0;
+		/* shared storage: the target reads what was written here */
+		if (!r && (r = vdevs_flush(vm)) && !m->was_paused)
+			(void)!vm_resume(vm);
 		if (!r && m->sops)
 			m->sops->state(m->opaque, true);
 		return r;
