@@ -303,8 +303,9 @@ static int stop_and_copy(struct sender *x)
 	/* RAM's hash, which DONE carries, takes a pass over every page:
 	 * the same pass finds each page whose content is not what was last
 	 * sent, which goes again.  So the target's RAM is the source's even
-	 * where the dirty log missed a write (on these nested hosts KVM's log
-	 * was seen to miss a guest write now and then). */
+	 * where the dirty log missed a write (on these nested hosts, 1-2
+	 * pages of nearly every migration: the guest's ring-0 writes, which
+	 * the hosts emulate, never reach KVM's log). */
 	struct snap_mem_hash h = {0, NULL};
 	uint64_t missed = 0;
 	memset(x->bits, 0, x->words * 8);
