@@ -613,3 +613,59 @@ def test_round_trips(tmp_path):
         assert mine == [str(cur.p.pid)], mine
     finally:
         cur.kill()
+
+
+def test_api_refusals(tmp_path):
+    """Each call's 400s, and GET /migration before any migration."""
+    src = counter(tmp_path)
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 1\n", timeout=30)
+        js = mig(dst)
+        assert (js["role"], js["phase"], js["downtime_ms"], js["error"]) == \
+            ("none", "none", None, None), js
+        a, b = socket.socketpair()
+        try:
+            def put(e, path, body, fds=()):
+                st, js = raw(e.sock, "PUT", path, body, fds=fds)
+                assert st == 400, (path, body, st, js)
+                return js["fault_message"]
+            assert "carries no file descriptor" in put(src, "/migration/send", {})
+            assert 'unknown field "speed"' in put(src, "/migration/send", {"speed": 1},
+                                                  [a.fileno()])
+            assert "converge: must be" in put(src, "/migration/send", {"converge": "x"},
+                                              [a.fileno()])
+            assert "downtime_ms: must be a non-negative integer" in put(
+                src, "/migration/send", {"downtime_ms": -1}, [a.fileno()])
+            assert "no running or paused VM" in put(dst, "/migration/send", {}, [a.fileno()])
+            assert "after starting" in put(src, "/migration/receive", {}, [a.fileno()])
+            assert "no migration is being sent" in put(src, "/migration/cancel", {})
+            assert "resolve is for phase" in put(src, "/migration/resolve",
+                                                 {"outcome": "resume"})
+            assert "outcome: must be" in put(src, "/migration/resolve", {"outcome": "x"})
+            dst.ok("PUT", "/boot-source", {"kernel_image_path": guest("counter")})
+            assert "not allowed after configuring" in put(dst, "/migration/receive", {},
+                                                          [a.fileno()])
+        finally:
+            a.close()
+            b.close()
+        assert state(src) == "Running"
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_timeout_fails_cleanly_and_paused_stays_paused(tmp_path):
+    """converge "none" under a trickle of bandwidth never gets there: the
+    timeout fails the migration; a source paused before it stays paused."""
+    with pair(tmp_path) as (src, dst):
+        src.ok("PATCH", "/vm", {"state": "Paused"})
+        start(src, dst, send_body={"max_bandwidth": 20000, "timeout_ms": 300,
+                                   "converge": "none"})
+        js = wait_for(phase_in(src, {"failed"}), "the timeout")
+        assert "timed out after 300 ms (timeout_ms)" in js["error"], js
+        assert state(src) == "Paused"
+        assert dst.wait(timeout=30) != 0
+        src.ok("PATCH", "/vm", {"state": "Resumed"})
+        n = len(counts(src.stdout()))
+        wait_for(lambda: len(counts(src.stdout())) > n, "the source to count on")
