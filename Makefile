@@ -100,7 +100,7 @@ PYTHON ?= /usr/bin/python3
 # a FUZZ_SRCS_ line.  `make fuzz` runs each target FUZZ_TIME seconds (per
 # target, so none gets less as others are added), `make fuzz-short` (in
 # `make test`) FUZZ_SHORT_TIME each, `make fuzz-NAME` one of them.
-FUZZ_TARGETS := virtqueue ini snapstate stream
+FUZZ_TARGETS := virtqueue ini snapstate stream migstream
 # Every vq_pop() checked against a second walker in the harness.
 FUZZ_SRCS_virtqueue := virtio/virtqueue.c base/guest_mem.c
 FUZZ_ARGS_virtqueue := -max_len=34000
@@ -117,6 +117,10 @@ FUZZ_ARGS_snapstate := -max_len=65536
 # RAM holding a previous round: an accepted stream's RAM hashes as it says.
 FUZZ_SRCS_stream := snapshot/stream.c snapshot/format.c snapshot/memfile.c
 FUZZ_ARGS_stream := -max_len=65536
+# The live migration stream's records (snap_mig_get_hdr/_body): refusals
+# name an offset, accepted records re-encode to the same header.
+FUZZ_SRCS_migstream := snapshot/migstream.c snapshot/stream.c snapshot/format.c snapshot/memfile.c
+FUZZ_ARGS_migstream := -max_len=65536
 
 FUZZ_TIME       ?= 300
 FUZZ_SHORT_TIME ?= 10

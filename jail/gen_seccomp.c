@@ -7,7 +7,7 @@
 
 #include "jail/seccomp_rules.h"
 
-static const char *const role_names[JAIL_ROLE_COUNT] = {"vmm", "vcpu", "api"};
+static const char *const role_names[JAIL_ROLE_COUNT] = {"vmm", "vcpu", "api", "mig"};
 
 int main(void)
 {

@@ -19,6 +19,7 @@ enum jail_role {
 	JAIL_ROLE_VMM,	/* the main thread: vmm work after the drop, and vCPU 0's loop */
 	JAIL_ROLE_VCPU, /* a thread started for vCPU 1..n: KVM_RUN and its exits */
 	JAIL_ROLE_API,	/* the API thread (later issue): accept/read/write/epoll on a socket */
+	JAIL_ROLE_MIG,	/* the migration thread: a stream fd, guest RAM, KVM's GETs */
 	JAIL_ROLE_COUNT,
 };
 
@@ -92,7 +93,7 @@ bool jail_seccomp_kills(void);
 __attribute__((warn_unused_result)) int jail_seccomp_mode_parse(const char *s,
 								enum jail_seccomp_mode *mode);
 
-/* "vmm", "vcpu", "api"; NULL for anything else. */
+/* "vmm", "vcpu", "api", "mig"; NULL for anything else. */
 const char *jail_role_name(enum jail_role role);
 
 /* The syscall names `role` allows, in table order: up to max of them into

@@ -43,6 +43,8 @@ const char *jail_role_name(enum jail_role role)
 		return "vcpu";
 	case JAIL_ROLE_API:
 		return "api";
+	case JAIL_ROLE_MIG:
+		return "mig";
 	default:
 		return NULL;
 	}

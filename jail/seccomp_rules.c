@@ -29,6 +29,10 @@
 #define VMM (1u << JAIL_ROLE_VMM)
 #define VCPU (1u << JAIL_ROLE_VCPU)
 #define API (1u << JAIL_ROLE_API)
+/* The migration thread (monitor/migrate/): reads and writes the stream
+ * fd its controller passed, copies guest RAM, fetches dirty pages and,
+ * the VM frozen by the vmm thread, saves its state (KVM's GETs). */
+#define MIG (1u << JAIL_ROLE_MIG)
 
 enum arg_check {
 	ARG_ANY,
@@ -56,18 +60,18 @@ static const struct allow allowlist[] = {
     /* vcpu_run: KVM_RUN; vm_irq: KVM_IRQ_LINE (the UART's interrupt);
      * vcpu_dump: KVM_GET_REGS/KVM_GET_SREGS after a fault; snapshots;
      * vm_track_dirty (the requests and roles: kvm_ioctls[]) */
-    ALLOW(ioctl, VMM | VCPU, ARG_KVM_IOCTL),
+    ALLOW(ioctl, VMM | VCPU | MIG, ARG_KVM_IOCTL),
     /* uart: guest serial output; hvt: PUTS, NET_WRITE (tap), ring I/O's
      * writes (tap) and its kick to itself (eventfd); stderr
      * messages (vcpu_dump, the stop reason, --stats); API replies, and
      * the API mailbox's eventfds (a call waits; a long job is done);
-     * virtio-vsock: bytes to host sockets */
-    ALLOW(write, VMM | VCPU | API, ARG_ANY),
+     * virtio-vsock: bytes to host sockets; mig: the migration stream */
+    ALLOW(write, VMM | VCPU | API | MIG, ARG_ANY),
     /* hvt: NET_READ (tap), ring I/O's reads (tap) and its kick (eventfd,
      * vmm); the teardown child waits on its pipe (vmm);
      * API requests and mailbox eventfds; virtio-vsock: bytes from host
      * sockets */
-    ALLOW(read, VMM | VCPU | API, ARG_ANY),
+    ALLOW(read, VMM | VCPU | API | MIG, ARG_ANY),
     /* hvt: BLOCK_READ */
     ALLOW(pread64, VMM | VCPU, ARG_ANY),
     /* virtio-blk: a request's segments straight into guest RAM */
@@ -92,22 +96,25 @@ static const struct allow allowlist[] = {
     ALLOW(fallocate, VMM, ARG_ANY),
     /* virtio-rng: the guest's entropy */
     ALLOW(getrandom, VMM, ARG_ANY),
+    /* migration: max_bandwidth paces the stream (a sleep between records) */
+    ALLOW(clock_nanosleep, MIG, ARG_ANY),
     /* virtio rate limiters: the retry timer (a timerfd); the metrics
      * timer (API mode); the API's connection clocks; virtio-vsock:
      * its connection deadlines */
     ALLOW(timerfd_settime, VMM | API, ARG_ANY),
     /* hvt: BLOCK_WRITE */
     ALLOW(pwrite64, VMM | VCPU, ARG_ANY),
-    /* hvt: POLL waits for a tap to become readable */
-    ALLOW(ppoll, VMM | VCPU, ARG_ANY),
+    /* hvt: POLL waits for a tap to become readable; a stream (snapshot,
+     * migration) waits on a non-blocking fd that is full or empty */
+    ALLOW(ppoll, VMM | VCPU | MIG, ARG_ANY),
     /* the --timeout deadline, hvt WALLTIME and POLL: normally the vDSO,
      * a real syscall when the clocksource has no vDSO support */
-    ALLOW(clock_gettime, VMM | VCPU | API, ARG_ANY),
+    ALLOW(clock_gettime, VMM | VCPU | API | MIG, ARG_ANY),
     /* return from the kick handler (SIGUSR1 pulls KVM_RUN out) */
-    ALLOW(rt_sigreturn, VMM | VCPU | API, ARG_ANY),
+    ALLOW(rt_sigreturn, VMM | VCPU | API | MIG, ARG_ANY),
     /* glibc: pthread_kill blocks signals around tgkill; a thread blocks
      * them before it exits */
-    ALLOW(rt_sigprocmask, VMM | VCPU | API, ARG_ANY),
+    ALLOW(rt_sigprocmask, VMM | VCPU | API | MIG, ARG_ANY),
     /* vcpu_kick (pthread_kill) from vm_stop, on any thread; abort() */
     ALLOW(tgkill, VMM | VCPU, ARG_OWN_KILL),
     /* glibc: pthread_kill asks for the tgid */
@@ -115,11 +122,11 @@ static const struct allow allowlist[] = {
     /* glibc: pthread_kill of the calling thread itself (vm_stop on vCPU 0) */
     ALLOW(gettid, VMM | VCPU, ARG_ANY),
     /* pthread_join (vmm), contended stdio and UART locks (everyone) */
-    ALLOW(futex, VMM | VCPU | API, ARG_ANY),
+    ALLOW(futex, VMM | VCPU | API | MIG, ARG_ANY),
     /* glibc: a finished thread gives back its stack's pages */
-    ALLOW(madvise, VCPU | API, ARG_MADV_FREE),
+    ALLOW(madvise, VCPU | API | MIG, ARG_MADV_FREE),
     /* a vCPU (or API) thread returns */
-    ALLOW(exit, VCPU | API, ARG_ANY),
+    ALLOW(exit, VCPU | API | MIG, ARG_ANY),
     /* ember exits; so does the teardown child */
     ALLOW(exit_group, VMM, ARG_ANY),
     /* vm_run drops the --timeout timer once vCPU 0 returns */
@@ -128,7 +135,7 @@ static const struct allow allowlist[] = {
     ALLOW(clone, VMM, ARG_CLONE_VM),
     /* vm_detach_teardown and its child close pipe ends and stdio; the API
      * closes connections */
-    ALLOW(close, VMM | API, ARG_ANY),
+    ALLOW(close, VMM | API | MIG, ARG_ANY),
     /* API: connections from the listening socket; virtio-vsock: host
      * connections on its uds */
     ALLOW(accept4, VMM | API, ARG_ANY),
@@ -145,7 +152,7 @@ static const struct allow allowlist[] = {
      * a snapshot's state file): the drop phase keeps every thread on the
      * main arena and out of mmap (mallopt in vm_run.c and api_main.c),
      * so the heap only grows and shrinks with brk */
-    ALLOW(brk, VMM | API, ARG_ANY),
+    ALLOW(brk, VMM | API | MIG, ARG_ANY),
     /* the vmm thread's event loop (virtio queues and backends); the
      * API's waits for its socket */
     ALLOW(epoll_wait, VMM | API, ARG_ANY),
@@ -163,23 +170,25 @@ static const struct {
 } kvm_ioctls[] = {
     {KVM_RUN, VMM | VCPU},	 /* vcpu_run */
     {KVM_IRQ_LINE, VMM | VCPU},	 /* vm_irq: the UART's interrupt (irqchip only) */
-    {KVM_GET_REGS, VMM | VCPU},	 /* vcpu_dump after a triple fault or KVM error */
-    {KVM_GET_SREGS, VMM | VCPU}, /* vcpu_dump; vcpu_save_state (snapshots) */
-    /* Snapshots, from the vmm thread with every vCPU parked: vcpu_save_state */
-    {KVM_GET_MP_STATE, VMM | VCPU},    /* the vCPU's run state (halted, waiting for SIPI) */
-    {KVM_GET_XSAVE, VMM | VCPU},       /* FPU, SSE, AVX registers */
-    {KVM_GET_XCRS, VMM | VCPU},	       /* XCR0 */
-    {KVM_GET_DEBUGREGS, VMM | VCPU},   /* DR0-DR3, DR6, DR7 */
-    {KVM_GET_LAPIC, VMM | VCPU},       /* the in-kernel LAPIC's registers (irqchip only) */
-    {KVM_GET_TSC_KHZ, VMM | VCPU},     /* the guest's TSC frequency, checked at restore */
-    {KVM_GET_MSRS, VMM | VCPU},	       /* the MSRs vcpu_state_init listed */
-    {KVM_GET_VCPU_EVENTS, VMM | VCPU}, /* pending exceptions, interrupts, NMIs */
-    {KVM_GET_CPUID2, VMM | VCPU},      /* vcpu_get_cpuid: the CPUID the guest was given */
+    {KVM_GET_REGS, VMM | VCPU | MIG},	 /* vcpu_dump after a triple fault or KVM error */
+    {KVM_GET_SREGS, VMM | VCPU | MIG}, /* vcpu_dump; vcpu_save_state (snapshots) */
+    /* Snapshots, from the vmm thread with every vCPU parked: vcpu_save_state;
+     * a migration's state, from its thread while the vmm thread holds
+     * the VM frozen (monitor/migrate/) */
+    {KVM_GET_MP_STATE, VMM | VCPU | MIG},    /* the vCPU's run state (halted, waiting for SIPI) */
+    {KVM_GET_XSAVE, VMM | VCPU | MIG},       /* FPU, SSE, AVX registers */
+    {KVM_GET_XCRS, VMM | VCPU | MIG},	       /* XCR0 */
+    {KVM_GET_DEBUGREGS, VMM | VCPU | MIG},   /* DR0-DR3, DR6, DR7 */
+    {KVM_GET_LAPIC, VMM | VCPU | MIG},       /* the in-kernel LAPIC's registers (irqchip only) */
+    {KVM_GET_TSC_KHZ, VMM | VCPU | MIG},     /* the guest's TSC frequency, checked at restore */
+    {KVM_GET_MSRS, VMM | VCPU | MIG},	       /* the MSRs vcpu_state_init listed */
+    {KVM_GET_VCPU_EVENTS, VMM | VCPU | MIG}, /* pending exceptions, interrupts, NMIs */
+    {KVM_GET_CPUID2, VMM | VCPU | MIG},      /* vcpu_get_cpuid: the CPUID the guest was given */
     /* Snapshots: vcpu_vm_save, and diff snapshots' dirty pages */
-    {KVM_GET_CLOCK, VMM | VCPU},     /* kvmclock */
-    {KVM_GET_IRQCHIP, VMM | VCPU},   /* the PICs and the IOAPIC (irqchip only) */
-    {KVM_GET_PIT2, VMM | VCPU},	     /* the PIT (irqchip only) */
-    {KVM_GET_DIRTY_LOG, VMM | VCPU}, /* pages written since the last snapshot (track_dirty) */
+    {KVM_GET_CLOCK, VMM | VCPU | MIG},     /* kvmclock */
+    {KVM_GET_IRQCHIP, VMM | VCPU | MIG},   /* the PICs and the IOAPIC (irqchip only) */
+    {KVM_GET_PIT2, VMM | VCPU | MIG},	     /* the PIT (irqchip only) */
+    {KVM_GET_DIRTY_LOG, VMM | VCPU | MIG}, /* pages written since the last snapshot (track_dirty) */
     /* vm_track_dirty: the one SET, the vmm thread's only: migration turns
      * dirty logging on only while it runs, so an existing slot's flags
      * change at run time (gmem_log_dirty, KVM API 4.35) */

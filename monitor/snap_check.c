@@ -143,32 +143,63 @@ static const void *need(struct checker *c, uint32_t tag, uint32_t index, uint64_
 	return p && (!len || have == len) ? p : NULL;
 }
 
+/* CONF rebuilt into cfg, matching the header's vCPUs and memory. */
+static int check_conf(struct checker *c, struct vm_config *cfg)
+{
+	static struct vm_config raw; /* large; one thread restores */
+	char why[CFG_ERR_MAX];
+	uint64_t len;
+	const void *p = need(c, TAG_CONF, 0, 0);
+	if (!p)
+		return -EINVAL;
+	snap_r_find(c->rd, TAG_CONF, 0, &len);
+	if (snap_conf_unsqueeze(p, len, (uint8_t *)&raw, sizeof(raw)))
+		return bad(c, TAG_CONF, 0, "not a configuration of this ember's layout");
+	/* Rebuilt through the user's setters: what the snapshot says is
+	 * only what a user could have said. */
+	if (cfg_import(&raw, cfg, why, sizeof(why)))
+		return bad(c, TAG_CONF, 0, "%s", why);
+	const struct snap_header *h = &c->rd->h;
+	if (h->nr_vcpus != cfg->vcpus || h->mem_size != cfg->mem_size) {
+		snprintf(c->err, c->errlen,
+			 "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says %u "
+			 "and %llu",
+			 c->name, h->nr_vcpus, (unsigned long long)(h->mem_size >> 20), cfg->vcpus,
+			 (unsigned long long)(cfg->mem_size >> 20));
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* CPID whole and matching the header's signature. */
+static int check_cpid(struct checker *c)
+{
+	uint64_t len;
+	const struct kvm_cpuid2 *cpuid = need(c, TAG_CPID, 0, 0);
+	snap_r_find(c->rd, TAG_CPID, 0, &len);
+	if (!cpuid || len < sizeof(*cpuid) || len != snap_cpuid_bytes(cpuid) ||
+	    snap_cpuid_sig(cpuid) != c->rd->h.cpuid_sig)
+		return cpuid ? bad(c, TAG_CPID, 0, "the CPUID section is missing or damaged")
+			     : -EINVAL;
+	return 0;
+}
+
+int snap_check_setup(const struct snap_reader *rd, const char *name, struct vm_config *cfg,
+		     char *err, size_t errlen)
+{
+	struct checker c = {rd, name, err, errlen};
+	return check_conf(&c, cfg) ?: check_cpid(&c);
+}
+
 int snap_check_records(const struct snap_reader *rd, const char *name, struct vm_config *cfg,
 		       char *err, size_t errlen)
 {
 	struct checker c = {rd, name, err, errlen};
-	static struct vm_config raw; /* large; one thread restores */
 	char why[CFG_ERR_MAX];
 	uint64_t len;
-	const void *p = need(&c, TAG_CONF, 0, 0);
-	if (!p)
+	if (check_conf(&c, cfg))
 		return -EINVAL;
-	snap_r_find(rd, TAG_CONF, 0, &len);
-	if (snap_conf_unsqueeze(p, len, (uint8_t *)&raw, sizeof(raw)))
-		return bad(&c, TAG_CONF, 0, "not a configuration of this ember's layout");
-	/* Rebuilt through the user's setters: what the snapshot says is
-	 * only what a user could have said. */
-	if (cfg_import(&raw, cfg, why, sizeof(why)))
-		return bad(&c, TAG_CONF, 0, "%s", why);
 	const struct snap_header *h = &rd->h;
-	if (h->nr_vcpus != cfg->vcpus || h->mem_size != cfg->mem_size) {
-		snprintf(err, errlen,
-			 "%s: the snapshot has %u vCPUs and %llu MiB, its configuration says %u "
-			 "and %llu",
-			 name, h->nr_vcpus, (unsigned long long)(h->mem_size >> 20), cfg->vcpus,
-			 (unsigned long long)(cfg->mem_size >> 20));
-		return -EINVAL;
-	}
 	if (!need(&c, TAG_KVMS, 0, sizeof(struct vm_kvm_state)) ||
 	    !need(&c, TAG_UART, 0, sizeof(struct uart_state)) ||
 	    !need(&c, TAG_MEMH, 0, sizeof(uint64_t)))
@@ -176,13 +207,8 @@ int snap_check_records(const struct snap_reader *rd, const char *name, struct vm
 	for (unsigned i = 0; i < cfg->vcpus; i++)
 		if (!need(&c, TAG_VCPU, i, sizeof(struct vcpu_state)))
 			return -EINVAL;
-	const struct kvm_cpuid2 *cpuid = need(&c, TAG_CPID, 0, 0);
-	snap_r_find(rd, TAG_CPID, 0, &len);
-	if (!cpuid || len < sizeof(*cpuid) ||
-	    len != snap_cpuid_bytes(cpuid) ||
-	    snap_cpuid_sig(cpuid) != h->cpuid_sig)
-		return cpuid ? bad(&c, TAG_CPID, 0, "the CPUID section is missing or damaged")
-			     : -EINVAL;
+	if (check_cpid(&c))
+		return -EINVAL;
 	if (snap_r_find(rd, TAG_MEMF, 0, &len) && len != sizeof(struct memfile_id))
 		return bad(&c, TAG_MEMF, 0, "%llu bytes, not %zu", (unsigned long long)len,
 			   sizeof(struct memfile_id));

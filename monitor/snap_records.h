@@ -107,9 +107,24 @@ struct vm_snapshot {
 __attribute__((warn_unused_result)) int vm_snapshot_records(struct vm *vm, struct snap_writer *w,
 							    bool diff, char *err, size_t errlen);
 
+/* Start w with a header (vCPUs, memory size, CPUID signature) and only
+ * what a restore builds from (CPID, CONF): a migration's setup check,
+ * made while the VM runs.  0 or -errno with the reason in err; w needs
+ * snap_w_free() either way. */
+__attribute__((warn_unused_result)) int vm_setup_records(struct vm *vm, struct snap_writer *w,
+							 char *err, size_t errlen);
+
+/* A migration's SETU (vm_setup_records' state file, named name) checked
+ * before any memory moves: its header, the configuration rebuilt through
+ * cfg_import() into cfg (vCPUs and memory matching the header), the
+ * CPUID section whole.  0 or -EINVAL with the reason in err. */
+__attribute__((warn_unused_result)) int snap_check_setup(const struct snap_reader *rd,
+							 const char *name, struct vm_config *cfg,
+							 char *err, size_t errlen);
+
 /* The guest s holds, in place of a boot's kernel, for vm_build(): RAM
  * from its memory (the file at mem_path, mapped or with copy read in; or
- * the stream), vm->has_irqchip as saved, the CPUID the guest was given
+ * the stream; or, already in vm->mem, a migration's, checked), vm->has_irqchip as saved, the CPUID the guest was given
  * (vm->guest_cpuid: the vCPUs get it if this host has all of it), and a
  * Solo5 guest's manifest and layout (vm->hvt, vm->boot.proto).  A memory
  * file is taken only when it is the snapshot's (MEMF, or every page

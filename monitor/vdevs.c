@@ -284,6 +284,32 @@ int vdevs_set_limits(struct vm *vm, bool net, unsigned index, const struct cfg_r
 	return r;
 }
 
+int vdevs_flush(struct vm *vm)
+{
+	int r = 0;
+	for (unsigned i = 0; vm->vdevs && i < vm->vdevs->nr && !r; i++) {
+		struct virtio_dev *d = &vm->vdevs->d[i];
+		if (!d->ops->flush)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		r = d->ops->flush(d);
+		pthread_mutex_unlock(&d->lock);
+	}
+	return r;
+}
+
+void vdevs_announce(struct vm *vm)
+{
+	for (unsigned i = 0; vm->vdevs && i < vm->vdevs->nr; i++) {
+		struct virtio_dev *d = &vm->vdevs->d[i];
+		if (!d->ops->announce)
+			continue;
+		pthread_mutex_lock(&d->lock);
+		d->ops->announce(d);
+		pthread_mutex_unlock(&d->lock);
+	}
+}
+
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i)
 {
 	return vm->vdevs && i < vm->vdevs->nr ? &vm->vdevs->d[i] : NULL;

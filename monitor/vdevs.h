@@ -59,4 +59,14 @@ __attribute__((warn_unused_result)) int vdevs_set_limits(struct vm *vm, bool net
  * NULL past the end. */
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i);
 
+/* Before a migration takes the paused VM's state: each device that can
+ * makes its writes durable where another host reads them (virtio-blk:
+ * fdatasync).  The vmm thread.  0 or the first -errno. */
+__attribute__((warn_unused_result)) int vdevs_flush(struct vm *vm);
+
+/* After a migration's target resumed: each device that can tells the
+ * network where the guest is now (virtio-net: a gratuitous RARP through
+ * its tap).  Any thread; best effort. */
+void vdevs_announce(struct vm *vm);
+
 #endif

@@ -482,6 +482,10 @@ static int boot_guest(struct vm *vm, char *err, size_t errlen)
  * loaded or written into guest memory. */
 static int restore_guest(struct vm *vm, const struct vm_build_opts *o, char *err, size_t errlen)
 {
+	if (o->mem) { /* filled by the caller (a migration): taken over */
+		vm->mem = *o->mem;
+		memset(o->mem, 0, sizeof(*o->mem));
+	}
 	int r = vm_snapshot_guest(o->snapshot, vm, o->mem_path, o->copy_mem, err, errlen);
 	if (r || !vm->hvt)
 		return r;

@@ -187,6 +187,11 @@ struct vm_build_opts {
 	const char *mem_path; /* its memory file; NULL for a stream, whose memory follows */
 	bool copy_mem;	      /* read the memory in (the file may go) rather than map it */
 	bool paused;	      /* vm_start() leaves every vCPU parked (vm_resume() to go) */
+	/* A restore whose RAM is here already, filled (a migration's target:
+	 * vm_snapshot_open_mem): taken over by the build (*mem zeroed), its
+	 * size and digest checked against the snapshot's.  NULL: the
+	 * snapshot's memory file or stream. */
+	struct gmem *mem;
 	struct snap_progress *progress; /* vm->progress (may be NULL) */
 	/* Made ahead (may be NULL): vm_build() takes over what it uses and
 	 * leaves -1 / NULL in its place. */
@@ -358,6 +363,15 @@ __attribute__((warn_unused_result)) int vm_snapshot_open_stream(struct snap_stre
 								struct vm_config *cfg,
 								struct vm_snapshot **out,
 								char *err, size_t errlen);
+
+/* The same from a state file in memory (len bytes at buf, copied; name
+ * is what messages call it): a migration's STAT, whose memory the
+ * caller holds (vm_build_opts.mem). */
+__attribute__((warn_unused_result)) int vm_snapshot_open_mem(const void *buf, size_t len,
+							     const char *name,
+							     struct vm_config *cfg,
+							     struct vm_snapshot **out, char *err,
+							     size_t errlen);
 
 /* Release the snapshot; NULL is fine. */
 void vm_snapshot_close(struct vm_snapshot *s);

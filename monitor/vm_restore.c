@@ -77,6 +77,32 @@ int vm_snapshot_open_stream(struct snap_stream *st, struct vm_config *cfg,
 	return r ? r : wrap(&rd, VM_STREAM_NAME, st, cfg, out, err, errlen);
 }
 
+int vm_snapshot_open_mem(const void *buf, size_t len, const char *name, struct vm_config *cfg,
+			 struct vm_snapshot **out, char *err, size_t errlen)
+{
+	struct snap_reader rd;
+	*out = NULL;
+	int r = snap_r_open_mem(&rd, buf, len, name, err, errlen);
+	return r ? r : wrap(&rd, name, NULL, cfg, out, err, errlen);
+}
+
+/* RAM the caller filled (a migration's): of the snapshot's size, and
+ * with its contents as far as the sampled digest tells (the caller
+ * checked the full hash). */
+static int premade_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
+{
+	if (vm->mem.ram_size != s->rd.h.mem_size ||
+	    snap_mem_digest(vm->mem.base, vm->mem.ram_size) != s->rd.h.mem_digest)
+		return snap_err(err, errlen, -EINVAL,
+				"%s: the memory received is not the memory its state describes",
+				s->name);
+	uint64_t len;
+	const uint64_t *sum = snap_r_find(&s->rd, TAG_MEMH, 0, &len);
+	vm->mem_terms = NULL; /* no diff snapshot builds on this */
+	vm->mem_hash_sum = sum && len == sizeof(*sum) ? *sum : 0;
+	return 0;
+}
+
 void vm_snapshot_close(struct vm_snapshot *s)
 {
 	if (!s)
@@ -294,8 +320,9 @@ int vm_snapshot_guest(struct vm_snapshot *s, struct vm *vm, const char *mem_path
 		return -EINVAL;
 	vm->has_irqchip = ks->has_irqchip != 0;
 	startup_phase("mapping the snapshot's memory file");
-	int r = s->stream ? vm_stream_memory(s, vm, err, errlen)
-			  : file_memory(s, vm, mem_path, copy, err, errlen);
+	int r = vm->mem.base ? premade_memory(s, vm, err, errlen)
+		: s->stream  ? vm_stream_memory(s, vm, err, errlen)
+			     : file_memory(s, vm, mem_path, copy, err, errlen);
 	if (!r)
 		r = guest_cpuid(s, vm, err, errlen);
 	const struct hvt_record *hvt = snap_r_find(&s->rd, TAG_HVTG, 0, NULL);

@@ -76,6 +76,22 @@ int vm_track_dirty(struct vm *vm, bool on)
 	return 0;
 }
 
+/* What a restore builds from: the CPUID the guest was given and the
+ * configuration. */
+static int add_build_records(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
+{
+	int r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, snap_cpuid_bytes(vm->guest_cpuid));
+	if (!r) {
+		/* Worst case: a header per 8 bytes of literal.  One user at a
+		 * time: the vmm thread's snapshots, or a migration's thread
+		 * (changes such as snapshots are refused while it runs). */
+		static uint8_t conf[sizeof(struct vm_config) * 2];
+		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
+		r = snap_w_add(w, TAG_CONF, 0, conf, n);
+	}
+	return r ? snap_err(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
+}
+
 int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *err, size_t errlen)
 {
 	struct snap_header h = {
@@ -95,14 +111,18 @@ int vm_snapshot_records(struct vm *vm, struct snap_writer *w, bool diff, char *e
 	int r = vm_state_save(vm, w, err, errlen);
 	if (r)
 		return r;
-	r = snap_w_add(w, TAG_CPID, 0, vm->guest_cpuid, snap_cpuid_bytes(vm->guest_cpuid));
-	if (!r) {
-		/* Worst case: a header per 8 bytes of literal. */
-		static uint8_t conf[sizeof(struct vm_config) * 2]; /* vmm thread only */
-		size_t n = snap_conf_squeeze((const uint8_t *)vm->cfg, sizeof(*vm->cfg), conf);
-		r = snap_w_add(w, TAG_CONF, 0, conf, n);
-	}
-	return r ? snap_err(err, errlen, r, "cannot build the state file: %s", strerror(-r)) : 0;
+	return add_build_records(vm, w, err, errlen);
+}
+
+int vm_setup_records(struct vm *vm, struct snap_writer *w, char *err, size_t errlen)
+{
+	struct snap_header h = {
+	    .nr_vcpus = vm->nr_vcpus,
+	    .mem_size = vm->mem.ram_size,
+	    .cpuid_sig = snap_cpuid_sig(vm->guest_cpuid),
+	};
+	snap_w_init(w, &h);
+	return add_build_records(vm, w, err, errlen);
 }
 
 /* ---- the two paths of a create: never one file under two names ---- */

@@ -54,4 +54,17 @@ bool snap_page_is_zero(const uint8_t *page);
  * the content hash (snap_mem_page_term() without its zero check). */
 uint64_t snap_page_hash(const uint8_t *page, uint64_t index);
 
+/* stream.c's writer and reader, for migstream.c: all of len bytes (short
+ * writes, EINTR and a full non-blocking fd handled), or exactly len
+ * bytes (-EINVAL "stream: byte N: truncated in PART" at the end of the
+ * stream; *got, may be NULL, says how many came).  s->off counts. */
+struct snap_stream;
+__attribute__((warn_unused_result)) int snap_stream_write(struct snap_stream *s, const void *buf,
+							  uint64_t len, const char *part,
+							  char *err, size_t errlen);
+__attribute__((warn_unused_result)) int snap_stream_read(struct snap_stream *s, void *buf,
+							 uint64_t len, uint64_t *got,
+							 const char *part, char *err,
+							 size_t errlen);
+
 #endif

@@ -340,6 +340,87 @@ __attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *
 							    struct snap_mem_hash *h, char *err,
 							    size_t errlen);
 
+/* ---- the live migration stream (migstream.c; docs/migration.md) ----
+ *
+ * One bidirectional byte stream of typed records, each a 32-byte header
+ *   { u32 type, u32 len, u64 a, u64 b, u32 crc, u32 0 }
+ * and len bytes of payload; crc is the CRC-32 (snap_crc32) of the header
+ * with crc as 0, then of the payload.  What each type carries (a, b,
+ * payload) is in SNAP_MIG_* below; a reader refuses an unknown type, a
+ * reserved word that is not 0, a length the type cannot have, and a CRC
+ * mismatch, naming the byte offset and the record:
+ *   "stream: byte 4128: record DATA (page 0x20, 0x10 pages): CRC mismatch ..."
+ * Pure record code: what records follow which is monitor/migrate/'s. */
+#define SNAP_MIG_MAGIC "EMBRMIGR"
+#define SNAP_MIG_VERSION 1
+#define SNAP_MIG_HDR 32u
+#define SNAP_MIG_RUN_MAX 256u /* pages in one DATA record (1 MiB) */
+#define SNAP_MIG_NACK_MAX 1024u
+/* source -> target */
+#define SNAP_MIG_MIGR SNAP_TAG('M', 'I', 'G', 'R') /* a = version, b = flags (0); payload: the magic */
+#define SNAP_MIG_SETU SNAP_TAG('S', 'E', 'T', 'U') /* payload: a state file (CONF, CPID, MIGS) */
+#define SNAP_MIG_DATA SNAP_TAG('D', 'A', 'T', 'A') /* a = first page, b = pages; payload: them */
+#define SNAP_MIG_ZERO SNAP_TAG('Z', 'E', 'R', 'O') /* a = first page, b = pages, all zero */
+#define SNAP_MIG_ROUN SNAP_TAG('R', 'O', 'U', 'N') /* a = round, b = pages in it */
+#define SNAP_MIG_STAT SNAP_TAG('S', 'T', 'A', 'T') /* payload: a whole state file */
+#define SNAP_MIG_DONE SNAP_TAG('D', 'O', 'N', 'E') /* a = RAM's pages, b = its content hash */
+#define SNAP_MIG_GOGO SNAP_TAG('G', 'O', 'G', 'O') /* the target may run */
+/* target -> source */
+#define SNAP_MIG_OKAY SNAP_TAG('O', 'K', 'A', 'Y') /* setup accepted */
+#define SNAP_MIG_NACK SNAP_TAG('N', 'A', 'C', 'K') /* payload: the reason, UTF-8 */
+#define SNAP_MIG_REDY SNAP_TAG('R', 'E', 'D', 'Y') /* loaded and checked, waiting for GOGO */
+
+/* A record as read: its header decoded, the raw header kept for the
+ * payload's CRC, and where in the stream it began. */
+struct snap_mig_rec {
+	uint32_t type, len;
+	uint64_t a, b;
+	uint32_t crc;
+	uint64_t off;
+	uint8_t raw[SNAP_MIG_HDR];
+};
+
+/* The header of a record (type, a, b, and the len bytes of payload, which
+ * the CRC covers; payload may be NULL when len is 0) into hdr.  Pure. */
+void snap_mig_encode(uint8_t hdr[SNAP_MIG_HDR], uint32_t type, uint64_t a, uint64_t b,
+		     const void *payload, uint32_t len);
+
+/* Decode and check hdr (read at byte off of the stream) into r: a known
+ * type, the reserved word 0, a length the type may have.  0 or -EINVAL
+ * with "stream: byte N: ..." in err.  Pure. */
+__attribute__((warn_unused_result)) int snap_mig_decode(const uint8_t hdr[SNAP_MIG_HDR],
+							uint64_t off, struct snap_mig_rec *r,
+							char *err, size_t errlen);
+
+/* Check r's CRC over its header and payload (r->len bytes).  0 or
+ * -EINVAL naming the offset, the record and both CRCs.  Pure. */
+__attribute__((warn_unused_result)) int snap_mig_crc_check(const struct snap_mig_rec *r,
+							   const void *payload, char *err,
+							   size_t errlen);
+
+/* The record type as it reads ("DATA"), or its hex for unknown ones;
+ * buf holds at least 12 bytes. */
+const char *snap_mig_name(uint32_t type, char buf[12]);
+
+/* Write one record (header, then len bytes of payload).  0 or -errno,
+ * "stream: byte N: writing record DATA: Broken pipe ..." in err. */
+__attribute__((warn_unused_result)) int snap_mig_put(struct snap_stream *s, uint32_t type,
+						     uint64_t a, uint64_t b, const void *payload,
+						     uint32_t len, char *err, size_t errlen);
+
+/* Read and check one record's header (snap_mig_decode) into r.  EOF
+ * before its first byte: -EPIPE ("the peer closed the stream"); within
+ * it, -EINVAL ("truncated in a record header"). */
+__attribute__((warn_unused_result)) int snap_mig_get_hdr(struct snap_stream *s,
+							 struct snap_mig_rec *r, char *err,
+							 size_t errlen);
+
+/* Read r's payload (r->len bytes) into buf and check the record's CRC.
+ * 0, -EINVAL (truncated, CRC mismatch), or -errno. */
+__attribute__((warn_unused_result)) int snap_mig_get_body(struct snap_stream *s,
+							  const struct snap_mig_rec *r, void *buf,
+							  char *err, size_t errlen);
+
 /* ---- shared by format.c and memfile.c (the atomic-file steps) ---- */
 
 /* Create "<path>.tmp-<pid>" (its name into tmp, tmplen bytes) for

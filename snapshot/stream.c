@@ -380,3 +380,17 @@ int snap_stream_get_mem(struct snap_stream *s, uint8_t *ram, uint64_t len, bool 
 		m.next = a + b;
 	}
 }
+
+/* ---- for the migration stream (migstream.c) ---- */
+
+int snap_stream_write(struct snap_stream *s, const void *buf, uint64_t len, const char *part,
+		      char *err, size_t errlen)
+{
+	return put(s, buf, len, part, err, errlen);
+}
+
+int snap_stream_read(struct snap_stream *s, void *buf, uint64_t len, uint64_t *got,
+		     const char *part, char *err, size_t errlen)
+{
+	return get(s, buf, len, got, part, err, errlen);
+}

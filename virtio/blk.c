@@ -416,6 +416,14 @@ static int set_limits(struct virtio_dev *d, const struct rl_cfg *a, const struct
 	return 0;
 }
 
+/* Before a migration's hand-over: the writes so far reach the disk, so
+ * another host on the same shared storage reads them. */
+static int flush(struct virtio_dev *d)
+{
+	struct virtio_blk *b = d->priv;
+	return b->be.read_only ? 0 : blk_flush(&b->be);
+}
+
 static const struct virtio_dev_ops vblk_ops = {
     .kind = "block",
     .metrics = "block",
@@ -430,6 +438,7 @@ static const struct virtio_dev_ops vblk_ops = {
     .destroy = destroy,
     .counters = counters,
     .set_limits = set_limits,
+    .flush = flush,
 };
 
 int vblk_create(const struct vblk_params *p, struct virtio_impl *out, char *err, size_t errlen)

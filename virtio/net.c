@@ -318,6 +318,27 @@ static int set_limits(struct virtio_dev *d, const struct rl_cfg *a, const struct
 	return 0;
 }
 
+/* A gratuitous RARP (RFC 903: ethertype 0x8035, op 3 "request
+ * reverse", sender and target the guest's MAC, no IP), broadcast, padded
+ * to Ethernet's 60-byte minimum: what QEMU's announce sends after a
+ * migration. */
+static void announce(struct virtio_dev *d)
+{
+	struct virtio_net *n = d->priv;
+	uint8_t f[60] = {0};
+	memset(f, 0xff, 6);
+	memcpy(f + 6, n->mac, 6);
+	f[12] = 0x80, f[13] = 0x35;		/* RARP */
+	f[14] = 0, f[15] = 1;			/* hardware: Ethernet */
+	f[16] = 0x08, f[17] = 0x00;		/* protocol: IPv4 */
+	f[18] = 6, f[19] = 4;			/* their lengths */
+	f[20] = 0, f[21] = 3;			/* reverse request */
+	memcpy(f + 22, n->mac, 6);		/* sender: the guest, IP 0 */
+	memcpy(f + 32, n->mac, 6);		/* target: the guest, IP 0 */
+	if (n->tap.fd >= 0)
+		(void)!tap_write(&n->tap, f, sizeof(f));
+}
+
 static const struct virtio_dev_ops vnet_ops = {
     .kind = "net",
     .metrics = "net",
@@ -333,6 +354,7 @@ static const struct virtio_dev_ops vnet_ops = {
     .destroy = destroy,
     .counters = counters,
     .set_limits = set_limits,
+    .announce = announce,
 };
 
 int vnet_create(const struct vnet_params *p, struct virtio_impl *out, char *err, size_t errlen)

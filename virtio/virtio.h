@@ -108,6 +108,16 @@ struct virtio_dev_ops {
 	 * thread.  0 or -errno.  Optional: NULL when the device's limits
 	 * cannot change (the caller answers -EOPNOTSUPP). */
 	int (*set_limits)(struct virtio_dev *d, const struct rl_cfg *a, const struct rl_cfg *b);
+	/* The VM is about to move to another host (paused, its state not
+	 * yet taken): make what the device wrote durable where that host
+	 * reads it (blk: fdatasync of the disk).  Under d->lock, vmm thread.
+	 * 0 or -errno (the migration fails, the VM runs on).  Optional. */
+	int (*flush)(struct virtio_dev *d);
+	/* The VM runs on another host (or process) now: tell the network
+	 * where the guest is (net: a gratuitous RARP from its MAC through the
+	 * tap, so switches learn the new port).  Under d->lock, any thread;
+	 * best effort.  Optional. */
+	void (*announce)(struct virtio_dev *d);
 };
 
 /* What a device's constructor makes, for virtio_dev_init(): its ops, its

@@ -31,6 +31,7 @@
 #include "snapshot/snapshot.h"
 #include "jail/jail.h"
 #include "base/evloop.h"
+#include "monitor/migrate/migrate.h"
 
 /* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
 bool api_is_api_mode(const char *arg1);
@@ -160,6 +161,8 @@ enum api_op {
 	API_OP_FATAL,	    /* the API thread cannot go on: ember stops (EXIT_HOST) */
 	API_OP_LIMITS,	    /* PATCH of a running drive's or net's rate limiters */
 	API_OP_TRACK_DIRTY, /* PATCH /machine-config track_dirty_pages after boot: on */
+	API_OP_MIG_SETUP,   /* a migration target's setup check and RAM: data, len, mem */
+	API_OP_MIG_BUILD,   /* a migration target's build from its state: data, len, mem */
 };
 
 struct api_call {
@@ -176,6 +179,9 @@ struct api_call {
 	unsigned index;	      /* LIMITS: its place among the drives or nets */
 	const struct cfg_rate *rate_a, *rate_b; /* LIMITS: drive or rx, tx */
 	bool on;				/* TRACK_DIRTY: logging on (else off) */
+	const void *data;			/* MIG_*: the record's state file */
+	size_t len;
+	struct gmem *mem; /* MIG_SETUP: RAM to map; MIG_BUILD: the RAM received */
 	int status;	      /* 0 or an HTTP status with the reason in fault */
 	char fault[API_FAULT_MAX];
 };
@@ -241,6 +247,12 @@ struct api {
 	bool no_cpuid_cache;
 	bool started;	/* the vmm thread: vm_start succeeded */
 	int start_code; /* vm_start's failure code (the process exits with it) */
+
+	/* Live migration (api_migration.c, monitor/migrate/): its thread,
+	 * made before any sandbox, and a target's overrides (the request's
+	 * body, kept until the build). */
+	struct mig mig;
+	json_t *mig_body;
 
 	/* counters for metrics (API thread writes, vmm thread reads) */
 	atomic_ullong n_get, n_put, n_patch, n_bad;
@@ -314,9 +326,31 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
  * thread (body checked against its swagger definition), and their work
  * on the vmm thread (API_OP_SNAP_CREATE, API_OP_SNAP_LOAD). */
 void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs);
+/* A fresh ember only (nothing started, nothing boot-specific configured):
+ * else a 400 in rs (what names the request in Firecracker's sentence) and
+ * true. */
+bool api_refuse_unless_fresh(struct api *a, const char *what, struct http_resp *rs);
 void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs);
 void api_snapshot_create(struct api *a, struct api_call *c);
 void api_snapshot_load(struct api *a, struct api_call *c);
+
+/* api_snapshot.c (vmm thread): a restore's overrides from body
+ * (network_overrides, drive_overrides, vsock_override, use_saved_paths)
+ * and PUT /ember/options' name and timeout onto cfg, and the host
+ * resources it names confirmed.  0 or -errno with the reason in err. */
+int api_load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
+		       size_t len);
+
+/* api_migration.c: PUT /migration/{send,receive,cancel,resolve} (API
+ * thread; what is the path's last part) and GET /migration's body; the
+ * target's work on the vmm thread (API_OP_MIG_SETUP, API_OP_MIG_BUILD);
+ * and the ops the migration thread calls (mig_init's). */
+void api_put_migration(struct api *a, const char *what, json_t *body, struct http_resp *rs);
+json_t *api_migration_json(struct api *a);
+void api_mig_setup(struct api *a, struct api_call *c);
+void api_mig_build(struct api *a, struct api_call *c);
+extern const struct mig_source_ops api_mig_source_ops;
+extern const struct mig_target_ops api_mig_target_ops;
 
 /* api_main.c: run a call on the vmm thread (in place when made there) and
  * wait for its reply.  The caller holds a->lock: one configurer at a

@@ -115,6 +115,8 @@ static int watch_api(struct api *a, struct vm *vm)
 	int r = vm->ev.epfd < 0 ? ev_init(&vm->ev) : 0;
 	if (!r)
 		r = ev_add(&vm->ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
+	if (!r) /* a migration's requests and its throttle timer */
+		r = mig_watch(&a->mig, vm);
 	if (!r && g.metrics_ev) {
 		ev_timer_fini(g.metrics_ev, &g.metrics_timer);
 		g.metrics_ev = NULL;
@@ -182,7 +184,8 @@ static void vmm_do(struct api *a, struct api_call *c)
 {
 	int r;
 	c->status = 0;
-	c->fault[0] = '\0';
+	if (c->op != API_OP_FATAL) /* its fault is the message, not the reply */
+		c->fault[0] = '\0';
 	switch (c->op) {
 	case API_OP_OPEN:
 		open_file(c);
@@ -231,6 +234,12 @@ static void vmm_do(struct api *a, struct api_call *c)
 			c->status = 400;
 			snprintf(c->fault, sizeof(c->fault), "track_dirty_pages: %s", strerror(-r));
 		}
+		return;
+	case API_OP_MIG_SETUP:
+		api_mig_setup(a, c);
+		return;
+	case API_OP_MIG_BUILD:
+		api_mig_build(a, c);
 		return;
 	case API_OP_FATAL:
 		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);
@@ -515,7 +524,12 @@ static int serve(struct api *a, int lfd, const struct opts *o, const char *versi
 	if (lfd < 0)
 		return 0;
 	pthread_t t;
-	r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o->seccomp);
+	/* The migration thread too, now: made later, it could not be (the
+	 * API thread's filter has no clone, and the vmm thread's only the
+	 * teardown child's). */
+	r = mig_init(&a->mig, o->seccomp, &api_mig_source_ops, &api_mig_target_ops, a);
+	if (!r)
+		r = jail_filter_build(&g.api_filter, JAIL_ROLE_API, o->seccomp);
 	if (!r)
 		r = http_server_new(&a->srv, lfd, &o->lim, api_handle, a);
 	if (!r)

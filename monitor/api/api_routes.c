@@ -248,6 +248,8 @@ enum route_kind {
 	R_OPTIONS,
 	R_SNAP_CREATE,
 	R_SNAP_LOAD,
+	R_MIG,	   /* GET /migration */
+	R_MIG_PUT, /* PUT /migration/{send,receive,cancel,resolve} */
 };
 
 static const struct {
@@ -272,6 +274,8 @@ static const struct {
     {"/ember/options", R_OPTIONS, "ember-options"},
     {"/snapshot/create", R_SNAP_CREATE, NULL},
     {"/snapshot/load", R_SNAP_LOAD, NULL},
+    {"/migration", R_MIG, NULL},
+    {"/migration/", R_MIG_PUT, NULL},
 };
 
 static void route(struct api *a, const struct http_req *rq, struct http_resp *rs)
@@ -296,9 +300,12 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 	bool get = m == HTTP_GET, put = m == HTTP_PUT, patch = m == HTTP_PATCH;
 	bool allowed =
 	    known && (get     ? (rk == R_INFO || rk == R_VERSION || rk == R_MACHINE ||
-				 rk == R_VMCONFIG || rk == R_STATUS)
+				 rk == R_VMCONFIG || rk == R_STATUS || rk == R_MIG)
 		      : put   ? (rk != R_INFO && rk != R_VERSION && rk != R_VMCONFIG &&
-				 rk != R_STATUS && rk != R_VM)
+				 rk != R_STATUS && rk != R_VM && rk != R_MIG &&
+				 (rk != R_MIG_PUT || !strcmp(id, "send") ||
+				  !strcmp(id, "receive") || !strcmp(id, "cancel") ||
+				  !strcmp(id, "resolve")))
 		      : patch ? (rk == R_MACHINE || rk == R_VM || rk == R_DRIVE || rk == R_NET)
 			      : false);
 	if (!allowed)
@@ -324,6 +331,9 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 		case R_VMCONFIG:
 			o = vm_config_json(a);
 			break;
+		case R_MIG:
+			o = api_migration_json(a);
+			break;
 		default:
 			o = status_json(a);
 			break;
@@ -345,6 +355,13 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 										     : a->job.name);
 	}
 
+	/* A migration holds the VM: changes wait, but for its own calls. */
+	if (mig_busy(&a->mig) && !(rk == R_MIG_PUT && (!strcmp(id, "cancel") ||
+							 !strcmp(id, "resolve"))))
+		return http_fault(rs, 400,
+				  "Operation not allowed now: a migration is in progress (phase "
+				  "%s); GETs are answered, changes wait until it completes.",
+				  mig_phase_name((enum mig_phase)atomic_load(&a->mig.phase)));
 	if (!rq->body_len)
 		return http_fault(rs, 400, "Empty %s request.", put ? "PUT" : "PATCH");
 	json_error_t jerr;
@@ -354,6 +371,11 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 				  jerr.line, jerr.column);
 	char fault[API_FAULT_MAX];
 	int r = 0;
+	if (rk == R_MIG_PUT) {
+		api_put_migration(a, id, body, rs);
+		json_decref(body);
+		return;
+	}
 	if (rk == R_ACTIONS || rk == R_VM || rk == R_SNAP_CREATE || rk == R_SNAP_LOAD) {
 		static const struct {
 			enum api_body kind;

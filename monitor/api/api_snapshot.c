@@ -58,14 +58,22 @@ void api_put_snapshot_create(struct api *a, json_t *body, struct http_resp *rs)
 	api_job_start(a, "snapshot create", body, rs);
 }
 
-void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
+bool api_refuse_unless_fresh(struct api *a, const char *what, struct http_resp *rs)
 {
 	if (atomic_load(&a->state) != API_NOT_STARTED)
-		return http_fault(rs, 400, "%s", api_post_boot);
-	if (a->configured)
-		return http_fault(rs, 400,
-				  "Loading a microVM snapshot not allowed after configuring "
-				  "boot-specific resources.");
+		http_fault(rs, 400, "%s", api_post_boot);
+	else if (a->configured)
+		http_fault(rs, 400, "%s not allowed after configuring boot-specific resources.",
+			   what);
+	else
+		return false;
+	return true;
+}
+
+void api_put_snapshot_load(struct api *a, json_t *body, struct http_resp *rs)
+{
+	if (api_refuse_unless_fresh(a, "Loading a microVM snapshot", rs))
+		return;
 	const json_t *mb = json_object_get(body, "mem_backend");
 	const char *mem = api_str(body, "mem_file_path");
 	bool has_mb = mb && !json_is_null(mb);
@@ -129,8 +137,8 @@ static int device_overrides(struct vm_config *cfg, const json_t *body, bool driv
 	return 0;
 }
 
-static int load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
-			  size_t len)
+int api_load_overrides(struct api *a, struct vm_config *cfg, const json_t *body, char *err,
+		       size_t len)
 {
 	char e[CFG_ERR_MAX];
 	struct vm_restore_paths ok = {.all = json_is_true(json_object_get(body, "use_saved_paths"))};
@@ -183,7 +191,7 @@ void api_snapshot_load(struct api *a, struct api_call *c)
 	/* The state file's configuration, its overrides, then the build
 	 * with the snapshot, which is closed once built. */
 	if (vm_snapshot_open(c->path, a->cfg, &snap, err, sizeof(err)) ||
-	    load_overrides(a, a->cfg, b, err, sizeof(err))) {
+	    api_load_overrides(a, a->cfg, b, err, sizeof(err))) {
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	} else {
 		struct vm_build_opts o = {

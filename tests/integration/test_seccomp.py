@@ -17,7 +17,7 @@ from conftest import (EMBER, EXIT_CONFIG, EXIT_GUEST_HALTED, EXIT_TIMEOUT, EXIT_
 
 PROBE = os.path.abspath(os.environ.get(
     "SECCOMP_PROBE", os.path.join(os.path.dirname(EMBER), "tools", "seccomp_probe")))
-ROLES = ("vmm", "vcpu", "api")
+ROLES = ("vmm", "vcpu", "api", "mig")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ CASES = [
     ("clone-fork", ()),                  # clone without CLONE_VM: a fork
     ("clone-vm", ("vmm",)),              # the teardown child's clone(CLONE_VM)
     ("x32", ()),                         # the x32 ABI: a foreign architecture
-    ("madvise", ("vcpu", "api")),        # MADV_DONTNEED: a thread's exit
+    ("madvise", ("vcpu", "api", "mig")), # MADV_DONTNEED: a thread's exit
 ]
 
 

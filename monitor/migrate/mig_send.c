@@ -1,0 +1,435 @@
+/* The source (docs/migration.md): setup, pre-copy rounds until the rest
+ * fits the downtime budget at the measured bandwidth (throttling the
+ * vCPUs when rounds stop shrinking), stop-and-copy with the vmm thread
+ * holding the VM frozen, then the hand-over: REDY from the target, and
+ * from then on this VM never resumes by itself. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "monitor/exitcodes.h"
+#include "monitor/migrate/migrate.h"
+#include "monitor/snap_records.h"
+#include "monitor/vm.h"
+#include "snapshot/snapshot.h"
+
+#define PAGE SNAP_PAGE
+/* Rounds that do not shrink the dirty set by a tenth before the throttle
+ * takes its next step. */
+#define STALLED_ROUNDS 2
+
+struct sender {
+	struct mig *m;
+	struct vm *vm;
+	struct snap_stream s;
+	uint64_t pages, words;
+	uint64_t *bits;
+	uint8_t *buf; /* SNAP_MIG_RUN_MAX pages: a copy is what the CRC covers */
+	uint64_t *terms; /* each page's hash term as last sent (0: zero, as the target's) */
+	uint64_t deadline_ns, pace_t0, pace_bytes;
+	char err[MIG_ERR_MAX];
+};
+
+static bool page_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)p;
+	for (size_t i = 0; i < PAGE / 8; i++)
+		if (w[i])
+			return false;
+	return true;
+}
+
+/* Cancelled, or past the timeout: -ECANCELED / -ETIMEDOUT with why. */
+static int check_stop(struct sender *x)
+{
+	if (atomic_load(&x->m->cancel)) {
+		snprintf(x->err, sizeof(x->err), "cancelled (PUT /migration/cancel)");
+		return -ECANCELED;
+	}
+	if (x->deadline_ns && mig_now_ns() > x->deadline_ns) {
+		snprintf(x->err, sizeof(x->err), "timed out after %" PRIu64 " ms (timeout_ms)",
+			 x->m->p.timeout_ms);
+		return -ETIMEDOUT;
+	}
+	return 0;
+}
+
+/* max_bandwidth: sleep until the bytes sent so far are due. */
+static void pace(struct sender *x, uint64_t n)
+{
+	uint64_t bw = x->m->p.max_bandwidth;
+	if (!bw)
+		return;
+	x->pace_bytes += n;
+	uint64_t due = x->pace_t0 + (uint64_t)((double)x->pace_bytes * 1e9 / (double)bw);
+	uint64_t now = mig_now_ns();
+	if (due > now) {
+		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
+				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+}
+
+static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
+	       uint32_t len)
+{
+	int r = snap_mig_put(&x->s, type, a, b, payload, len, x->err, sizeof(x->err));
+	if (!r) {
+		atomic_fetch_add(&x->m->bytes_sent, SNAP_MIG_HDR + len);
+		pace(x, SNAP_MIG_HDR + len);
+	}
+	return r;
+}
+
+/* Pages [first, first+n) (n <= SNAP_MIG_RUN_MAX), copied first so the
+ * CRC covers what is sent while the guest writes on: runs of non-zero
+ * pages as DATA, of zero pages as ZERO markers (skipped when zeros is
+ * false: round 0 onto the target's zeroed RAM). */
+static int send_chunk(struct sender *x, uint64_t first, uint64_t n, bool zeros)
+{
+	memcpy(x->buf, x->vm->mem.base + first * PAGE, n * PAGE);
+	for (uint64_t i = 0; i < n;) {
+		bool z = page_zero(x->buf + i * PAGE);
+		uint64_t end = i + 1;
+		while (end < n && page_zero(x->buf + end * PAGE) == z)
+			end++;
+		int r = 0;
+		for (uint64_t k = i; k < end; k++)
+			x->terms[first + k] = z ? 0 : snap_mem_page_term(x->buf + k * PAGE, first + k);
+		if (!z)
+			r = put(x, SNAP_MIG_DATA, first + i, end - i, x->buf + i * PAGE,
+				(uint32_t)((end - i) * PAGE));
+		else if (zeros)
+			r = put(x, SNAP_MIG_ZERO, first + i, end - i, NULL, 0);
+		if (r)
+			return r;
+		if (!z || zeros)
+			atomic_fetch_add(&x->m->pages_sent, end - i);
+		i = end;
+	}
+	return 0;
+}
+
+static bool bit(const uint64_t *b, uint64_t i)
+{
+	return b[i / 64] >> (i % 64) & 1;
+}
+
+/* Every page whose bit is set in x->bits, in runs; checks for a cancel
+ * or the timeout between records unless final.  *n: the pages. */
+static int send_set(struct sender *x, bool zeros, bool final, uint64_t *n)
+{
+	*n = 0;
+	for (uint64_t i = 0; i < x->pages;) {
+		if (!x->bits[i / 64]) {
+			i = (i / 64 + 1) * 64;
+			continue;
+		}
+		if (!bit(x->bits, i)) {
+			i++;
+			continue;
+		}
+		uint64_t end = i + 1;
+		while (end < x->pages && end - i < SNAP_MIG_RUN_MAX && bit(x->bits, end))
+			end++;
+		int r = final ? 0 : check_stop(x);
+		if (!r)
+			r = send_chunk(x, i, end - i, zeros);
+		if (r)
+			return r;
+		*n += end - i;
+		uint64_t left = atomic_load(&x->m->bytes_remaining);
+		atomic_store(&x->m->bytes_remaining,
+			     left > (end - i) * PAGE ? left - (end - i) * PAGE : 0);
+		i = end;
+	}
+	return 0;
+}
+
+static uint64_t count_bits(const uint64_t *b, uint64_t words)
+{
+	uint64_t n = 0;
+	for (uint64_t i = 0; i < words; i++)
+		n += (uint64_t)__builtin_popcountll(b[i]);
+	return n;
+}
+
+static int fetch(struct sender *x)
+{
+	int r = gmem_dirty_fetch(&x->vm->mem, x->bits);
+	if (r)
+		snprintf(x->err, sizeof(x->err), "fetching the dirty pages: %s", strerror(-r));
+	return r;
+}
+
+/* Wait for the target's next record (checking for a cancel and the
+ * timeout unless final) and read it; a NACK's reason goes into err. */
+static int reply(struct sender *x, struct snap_mig_rec *rec, bool final)
+{
+	for (;;) {
+		int r = final ? 0 : check_stop(x);
+		if (r)
+			return r;
+		struct pollfd pf = {.fd = x->s.fd, .events = POLLIN};
+		struct timespec tick = {0, 50000000};
+		if (ppoll(&pf, 1, &tick, NULL) > 0)
+			break;
+	}
+	char reason[SNAP_MIG_NACK_MAX + 1];
+	int r = snap_mig_get_hdr(&x->s, rec, x->err, sizeof(x->err));
+	if (!r && rec->type != SNAP_MIG_OKAY && rec->type != SNAP_MIG_NACK &&
+	    rec->type != SNAP_MIG_REDY) {
+		char n[12];
+		snprintf(x->err, sizeof(x->err), "stream: byte %" PRIu64 ": the target sent %s",
+			 rec->off, snap_mig_name(rec->type, n));
+		return -EPROTO;
+	}
+	if (!r && rec->type == SNAP_MIG_NACK) {
+		r = snap_mig_get_body(&x->s, rec, reason, x->err, sizeof(x->err));
+		if (!r) {
+			reason[rec->len] = '\0';
+			snprintf(x->err, sizeof(x->err), "the target refused: %.600s", reason);
+			return -EPROTO;
+		}
+	}
+	if (r == -EPIPE)
+		snprintf(x->err, sizeof(x->err), "the target closed the stream (it failed or was "
+						 "killed; see its own error)");
+	return r;
+}
+
+/* The state file w holds (made when r is 0) as one record of type; w
+ * freed either way. */
+static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t type)
+{
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (!r)
+		r = snap_w_bytes(w, &bytes, &len, x->err, sizeof(x->err));
+	snap_w_free(w);
+	if (!r)
+		r = put(x, type, 0, 0, bytes, (uint32_t)len);
+	free(bytes);
+	return r;
+}
+
+static int setup(struct sender *x)
+{
+	struct snap_writer w;
+	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, 0, SNAP_MIG_MAGIC, 8);
+	if (!r)
+		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
+			      SNAP_MIG_SETU);
+	struct snap_mig_rec rec;
+	if (!r)
+		r = reply(x, &rec, false);
+	if (!r && rec.type != SNAP_MIG_OKAY) {
+		snprintf(x->err, sizeof(x->err), "the target answered the setup with no OKAY");
+		r = -EPROTO;
+	}
+	return r;
+}
+
+/* Pre-copy: round 0 takes every non-zero page, each later round the
+ * pages dirtied during the one before, until what is left fits the
+ * downtime budget at the bandwidth measured.  x->bits then holds it. */
+static int precopy(struct sender *x)
+{
+	struct mig *m = x->m;
+	uint64_t prev = UINT64_MAX, stalled = 0;
+	/* Clears the log (KVM's and ember's): what round 0 sends is RAM as
+	 * it is from here on. */
+	int r = fetch(x);
+	if (r)
+		return r;
+	memset(x->bits, 0xff, x->words * 8);
+	if (x->pages % 64)
+		x->bits[x->words - 1] = (1ULL << (x->pages % 64)) - 1;
+	atomic_store(&m->bytes_remaining, x->pages * PAGE);
+	mig_set_phase(m, MIG_PRECOPY);
+	for (uint64_t round = 0;; round++) {
+		atomic_store(&m->round, round);
+		uint64_t t0 = mig_now_ns(), b0 = atomic_load(&m->bytes_sent), n;
+		r = send_set(x, round > 0, false, &n);
+		if (!r)
+			r = put(x, SNAP_MIG_ROUN, round, n, NULL, 0);
+		if (!r)
+			r = fetch(x);
+		if (r)
+			return r;
+		uint64_t dt = mig_now_ns() - t0 + 1;
+		uint64_t bytes = atomic_load(&m->bytes_sent) - b0;
+		uint64_t left = count_bits(x->bits, x->words) * PAGE;
+		double bw = (double)bytes * 1e9 / (double)dt;
+		atomic_store(&m->bandwidth_bps, (uint64_t)bw);
+		atomic_store(&m->dirty_rate_bps, (uint64_t)((double)left * 1e9 / (double)dt));
+		atomic_store(&m->bytes_remaining, left);
+		double down_us = bw > 0 ? (double)left * 1e6 / bw : 0;
+		atomic_store(&m->expected_downtime_us, (uint64_t)down_us);
+		if (down_us <= (double)m->p.downtime_ms * 1000.0)
+			return 0;
+		if ((r = check_stop(x)))
+			return r;
+		/* Not shrinking: take vCPU time away, a step at a time. */
+		stalled = left * 10 >= prev * 9 ? stalled + 1 : 0;
+		prev = left;
+		if (stalled >= STALLED_ROUNDS && m->p.throttle) {
+			unsigned pct = atomic_load(&m->throttle_pct);
+			pct = pct ? (pct + 10 > 99 ? 99 : pct + 10) : 20;
+			atomic_store(&m->throttle_pct, pct);
+			mig_vmm_request(m, MIG_REQ_THROTTLE);
+			stalled = 0;
+		}
+	}
+}
+
+/* The VM frozen: the last dirty pages, the state (a whole state file
+ * with the memory's hash), DONE. */
+static int stop_and_copy(struct sender *x)
+{
+	struct snap_writer w;
+	uint64_t n;
+	int r = fetch(x);
+	if (!r)
+		r = send_set(x, true, true, &n);
+	if (!r)
+		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 1, n, NULL, 0);
+	if (r)
+		return r;
+	/* RAM's hash, which DONE carries, takes a pass over every page:
+	 * the same pass finds each page whose content is not what was last
+	 * sent, which goes again.  So the target's RAM is the source's even
+	 * where the dirty log missed a write (on these nested hosts, 1-2
+	 * pages of nearly every migration: the guest's ring-0 writes, which
+	 * the hosts emulate, never reach KVM's log). */
+	struct snap_mem_hash h = {0, NULL};
+	uint64_t missed = 0;
+	memset(x->bits, 0, x->words * 8);
+	for (uint64_t i = 0; i < x->pages; i++) {
+		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
+		h.sum += t;
+		if (t != x->terms[i]) {
+			x->bits[i / 64] |= 1ULL << (i % 64);
+			missed++;
+		}
+	}
+	if (missed && (r = send_set(x, true, true, &n)) == 0)
+		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 2, n, NULL, 0);
+	if (r)
+		return r;
+	if (missed)
+		fprintf(stderr,
+			"ember: migration: %" PRIu64 " pages differed from what was sent though "
+			"the dirty log did not name them; sent again\n",
+			missed);
+	atomic_store(&x->m->bytes_remaining, 0);
+	r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
+	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &h.sum, sizeof(h.sum))))
+		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
+	r = put_state(x, r, &w, SNAP_MIG_STAT);
+	if (!r)
+		r = put(x, SNAP_MIG_DONE, x->pages, h.sum, NULL, 0);
+	return r;
+}
+
+/* After REDY: GOGO, and this process is done.  A GOGO that cannot be
+ * written leaves the outcome unknown: paused until resolved. */
+static void hand_over(struct sender *x)
+{
+	struct mig *m = x->m;
+	mig_set_phase(m, MIG_HANDOVER);
+	if (!put(x, SNAP_MIG_GOGO, 0, 0, NULL, 0)) {
+		atomic_store(&m->t_end_ns, mig_now_ns());
+		mig_set_phase(m, MIG_COMPLETED);
+		struct mig_status st;
+		mig_get_status(m, &st);
+		fprintf(stderr,
+			"ember: migration completed: the VM runs on the target now; this process "
+			"exits (total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
+			" bytes, %" PRIu64 " pages)\n",
+			st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
+			st.pages_sent);
+		m->stop_why = "migrated: the VM runs on the target";
+		(void)mig_vmm_request(m, MIG_REQ_STOP);
+		return;
+	}
+	mig_set_error(m, MIG_UNKNOWN,
+		      "the target said it is ready, but GOGO could not be sent (%s): whether it "
+		      "took over is unknown; this VM stays paused until PUT /migration/resolve",
+		      x->err);
+	pthread_mutex_lock(&m->lock);
+	while (!m->resolve)
+		pthread_cond_wait(&m->cv, &m->lock);
+	int how = m->resolve;
+	pthread_mutex_unlock(&m->lock);
+	if (how == 2) {
+		mig_set_phase(m, MIG_COMPLETED);
+		mig_reply_grace();
+		m->stop_why = "migration resolved: stop here (the VM runs on the target)";
+		(void)mig_vmm_request(m, MIG_REQ_STOP);
+		return;
+	}
+	(void)mig_vmm_request(m, MIG_REQ_RESUME);
+	(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+	mig_set_error(m, MIG_FAILED, "hand-over unknown, resolved: the VM runs here");
+}
+
+void mig_run_send(struct mig *m)
+{
+	struct sender x = {.m = m, .vm = m->vm, .s = {.fd = m->fd}};
+	x.pages = x.vm->mem.ram_size / PAGE;
+	x.words = gmem_dirty_words(&x.vm->mem);
+	x.bits = calloc(x.words, 8);
+	x.buf = malloc(SNAP_MIG_RUN_MAX * PAGE);
+	x.terms = calloc(x.pages, sizeof(*x.terms));
+	x.pace_t0 = mig_now_ns();
+	x.deadline_ns = m->p.timeout_ms ? x.pace_t0 + m->p.timeout_ms * 1000000ULL : 0;
+	int r = x.bits && x.buf && x.terms ? 0 : -ENOMEM;
+	if (r)
+		snprintf(x.err, sizeof(x.err), "out of memory");
+	if (!r && (r = mig_vmm_request(m, MIG_REQ_LOG_ON)))
+		snprintf(x.err, sizeof(x.err), "cannot turn dirty page logging on: %s",
+			 strerror(-r));
+	if (!r)
+		r = setup(&x);
+	if (!r)
+		r = precopy(&x);
+	if (!r && !(r = check_stop(&x))) {
+		mig_set_phase(m, MIG_STOPCOPY);
+		uint64_t t_pause = mig_now_ns();
+		r = mig_vmm_request(m, MIG_REQ_FREEZE);
+		if (r)
+			snprintf(x.err, sizeof(x.err), "cannot pause the VM: %s", strerror(-r));
+		if (!r)
+			r = stop_and_copy(&x);
+		/* The state is out: the vmm thread serves again (the VM
+		 * stays paused). */
+		(void)mig_vmm_request(m, MIG_REQ_THAW);
+		struct snap_mig_rec rec;
+		if (!r)
+			r = reply(&x, &rec, false);
+		if (!r && rec.type != SNAP_MIG_REDY) {
+			snprintf(x.err, sizeof(x.err), "the target answered DONE with no REDY");
+			r = -EPROTO;
+		}
+		if (!r) {
+			/* The hand-over point: from here this VM never resumes
+			 * by itself. */
+			atomic_store(&m->downtime_us, (int64_t)((mig_now_ns() - t_pause) / 1000));
+			hand_over(&x);
+		}
+	}
+	if (r) {
+		/* Before the hand-over point: the VM runs on here. */
+		(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
+		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+		mig_set_error(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s", x.err);
+	}
+	free(x.bits);
+	free(x.buf);
+	free(x.terms);
+}

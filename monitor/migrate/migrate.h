@@ -1,0 +1,211 @@
+/* Live migration, the VMM's side (docs/migration.md): pre-copy of guest
+ * RAM over a stream fd the controller passed (the jailed VMM opens
+ * nothing), a downtime budget, auto-converge by vCPU throttling, then
+ * stop-and-copy and the two-phase hand-over (REDY, GOGO) so the VM never
+ * runs in two places.  The records are snapshot/'s (snap_mig_*).
+ *
+ * Threads: the migration runs on its own thread (made before anything is
+ * sandboxed, under the mig seccomp role), never on the vmm thread, whose
+ * loop goes on serving devices and the API.  What only the vmm thread
+ * may do it asks for through an eventfd on the VM's loop (mig_watch):
+ * freezing the VM for the stop-and-copy (paused, and the vmm thread
+ * itself held, so no device writes RAM behind the saved state), resuming
+ * it, and the throttle's duty cycle (a timer).  The target's setup check
+ * and build go to the owner's ops (the API), on the vmm thread too.
+ *
+ * The owner (monitor/api/) makes one struct mig per process. */
+#ifndef EMBER_MIGRATE_H
+#define EMBER_MIGRATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/evloop.h"
+#include "base/guest_mem.h"
+#include "jail/jail.h"
+
+struct vm;
+
+#define MIG_ERR_MAX 640
+
+enum mig_role { MIG_ROLE_NONE, MIG_ROLE_SOURCE, MIG_ROLE_TARGET };
+
+/* docs/migration.md, "Phases" (mig_phase_name gives the API's names). */
+enum mig_phase {
+	MIG_NONE,
+	MIG_SETUP,
+	MIG_PRECOPY,
+	MIG_STOPCOPY,
+	MIG_HANDOVER,
+	MIG_COMPLETED,
+	MIG_CANCELLED,
+	MIG_FAILED,
+	MIG_UNKNOWN, /* handover-unknown */
+	MIG_RECEIVING,
+	MIG_READY,
+	MIG_RUNNING,
+};
+
+struct mig_params {
+	uint64_t downtime_ms;	/* the stop-and-copy's budget */
+	uint64_t max_bandwidth; /* bytes/s; 0: unlimited */
+	uint64_t timeout_ms;	/* the whole migration; 0: none */
+	bool throttle;		/* converge by throttling the vCPUs */
+};
+
+/* What the target asks of its owner, each waited for (the owner runs it
+ * on the vmm thread).  0 or -errno with the reason in err. */
+struct mig_target_ops {
+	/* SETU's state file (CONF, CPID): check it against this host (the
+	 * CPUID, the configuration with the owner's overrides) and map
+	 * fresh RAM of its size into mem.  The reason goes back in NACK. */
+	int (*setup)(void *opaque, const void *setu, size_t len, struct gmem *mem, char *err,
+		     size_t errlen);
+	/* STAT's state file: build the VM, paused, over mem (filled; taken
+	 * over by the build). */
+	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
+		     size_t errlen);
+	/* GOGO: let the vCPUs run. */
+	int (*go)(void *opaque, char *err, size_t errlen);
+	/* The migration failed or was stopped here: the target process
+	 * ends, non-zero, with why. */
+	void (*fail)(void *opaque, const char *why);
+};
+
+/* What the source tells its owner (from the vmm thread): the VM paused
+ * or running again, for GET /. */
+struct mig_source_ops {
+	void (*state)(void *opaque, bool paused);
+};
+
+/* GET /migration's numbers, a copy. */
+struct mig_status {
+	enum mig_role role;
+	enum mig_phase phase;
+	uint64_t round, bytes_sent, bytes_remaining, pages_sent;
+	uint64_t dirty_rate_bps, bandwidth_bps, expected_downtime_us;
+	unsigned throttle_pct;
+	uint64_t total_ms;
+	int64_t downtime_us; /* -1: not known (yet) */
+	char error[MIG_ERR_MAX]; /* "" for none */
+};
+
+struct mig {
+	/* made by mig_init */
+	pthread_t thread;
+	pthread_mutex_t lock; /* the job and the fields below it */
+	pthread_cond_t cv;
+	struct jail_filter filter; /* the mig role's, loaded by the thread */
+	int efd;		   /* requests to the vmm thread */
+	struct ev_source src;
+	struct ev_timer throttle;
+	struct evloop *ev; /* the loop src and throttle are on; NULL: none */
+	bool throttle_on;  /* vmm thread: the vCPUs are held for this slice */
+	const struct mig_target_ops *tops;
+	const struct mig_source_ops *sops;
+	void *opaque;
+
+	/* the job (under lock) */
+	int job; /* 0 none, 1 send, 2 receive */
+	int fd;
+	struct mig_params p;
+	struct vm *vm;
+	char error[MIG_ERR_MAX];
+	int resolve; /* 0 none, 1 resume, 2 stop */
+	/* the vmm thread's side (under lock) */
+	int req;	 /* the request posted, 0 when none */
+	bool req_done;	 /* its answer is in req_r */
+	int req_r;
+	bool frozen;	 /* the vmm thread is held (stop-and-copy) */
+	bool was_paused; /* the VM was paused before the freeze */
+	bool had_log;	 /* dirty logging was on before the migration */
+	bool dead;	 /* the thread could not sandbox itself: no migrations */
+	const char *stop_why; /* MIG_REQ_STOP's reason */
+
+	_Atomic int role, phase;
+	atomic_bool cancel;
+	_Atomic uint64_t round, bytes_sent, bytes_remaining, pages_sent;
+	_Atomic uint64_t dirty_rate_bps, bandwidth_bps, expected_downtime_us;
+	atomic_uint throttle_pct;
+	_Atomic uint64_t t_start_ns, t_end_ns;
+	_Atomic int64_t downtime_us;
+
+	struct gmem mem; /* the target's RAM until the build takes it */
+};
+
+/* Make the migration thread, once per process, before any thread is
+ * sandboxed (it needs clone and mmap): it drops its capabilities, loads
+ * the mig role's filter (mode) and waits for a job.  0 or -errno. */
+__attribute__((warn_unused_result)) int mig_init(struct mig *m, enum jail_seccomp_mode mode,
+						 const struct mig_source_ops *sops,
+						 const struct mig_target_ops *tops, void *opaque);
+
+/* Serve m's requests on vm's loop (and own its throttle timer): before
+ * vm_start (the timer's fd is made here).  0 or -errno. */
+__attribute__((warn_unused_result)) int mig_watch(struct mig *m, struct vm *vm);
+
+/* Start sending vm (running or paused) into fd (taken: closed when the
+ * migration ends).  0, or -EBUSY when a migration has begun already. */
+__attribute__((warn_unused_result)) int mig_send(struct mig *m, struct vm *vm, int fd,
+						 const struct mig_params *p, char *err,
+						 size_t errlen);
+
+/* Start receiving from fd (taken) into this process, which has no VM
+ * yet.  0 or -EBUSY. */
+__attribute__((warn_unused_result)) int mig_receive(struct mig *m, int fd, char *err,
+						    size_t errlen);
+
+/* Cancel the source's migration before the hand-over point: the VM runs
+ * on as before (done in the background).  0, -ENOENT (none running),
+ * -EBUSY (past the hand-over point, or not a source). */
+__attribute__((warn_unused_result)) int mig_cancel(struct mig *m, char *err, size_t errlen);
+
+/* Settle handover-unknown (source) or ready (target): resume, or stop.
+ * 0 or -EBUSY (not in such a phase). */
+__attribute__((warn_unused_result)) int mig_resolve(struct mig *m, bool resume, char *err,
+						    size_t errlen);
+
+/* Whether a migration holds the VM now (changes to it are refused). */
+bool mig_busy(struct mig *m);
+
+/* A copy of where the migration stands. */
+void mig_get_status(struct mig *m, struct mig_status *st);
+
+/* "none", "setup", "precopy", ... as the API names phases. */
+const char *mig_phase_name(enum mig_phase p);
+
+/* ---- private to monitor/migrate/ ---- */
+
+enum { MIG_REQ_FREEZE = 1, MIG_REQ_THAW, MIG_REQ_RESUME, MIG_REQ_THROTTLE, MIG_REQ_LOG_ON, MIG_REQ_LOG_OFF,
+       MIG_REQ_STOP };
+
+/* Post request req to the vmm thread and wait for its answer (0 or
+ * -errno).  MIG_REQ_FREEZE returns once the VM is paused and the vmm
+ * thread held; MIG_REQ_THAW lets it go; MIG_REQ_RESUME resumes the VM
+ * unless it was paused before the migration; MIG_REQ_THROTTLE starts the
+ * duty cycle at m->throttle_pct; MIG_REQ_LOG_ON turns dirty logging on
+ * (vm_track_dirty) unless it was, MIG_REQ_LOG_OFF back off if it was
+ * not; MIG_REQ_STOP stops the VM (exit 0, reason m->stop_why): vm_stop
+ * kicks the vCPUs, which this thread's filter does not allow. */
+int mig_vmm_request(struct mig *m, int req);
+
+/* Set the phase (and, for a failure, the error). */
+void mig_set_phase(struct mig *m, enum mig_phase p);
+__attribute__((format(printf, 3, 4))) void mig_set_error(struct mig *m, enum mig_phase p,
+							 const char *fmt, ...);
+
+uint64_t mig_now_ns(void);
+
+/* After a resolve that ends the process: wait briefly (100 ms) so the
+ * API's 204 for it goes out first. */
+void mig_reply_grace(void);
+
+/* The two sides, on the migration thread; the fd is closed by the
+ * caller. */
+void mig_run_send(struct mig *m);
+void mig_run_receive(struct mig *m);
+
+#endif
