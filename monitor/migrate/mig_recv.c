@@ -220,8 +220,10 @@ static int done(struct receiver *x)
 
 /* Ready: GOGO from the source, or the controller's resolve.  A stream
  * that ends or fails here leaves the VM paused in ready (the source may
- * have stopped for good): only resolve ends that.  1: go, 0: stop. */
-static int wait_go(struct receiver *x)
+ * have stopped for good): only resolve ends that.  1: go (*gogo: the
+ * record, a = the source's µs since its pause, b = since its start; zero
+ * after a resolve), 0: stop. */
+static int wait_go(struct receiver *x, struct snap_mig_rec *gogo)
 {
 	struct mig *m = x->m;
 	bool stream = true;
@@ -242,8 +244,10 @@ static int wait_go(struct receiver *x)
 			continue;
 		struct snap_mig_rec rec;
 		if (!next(x, &rec, SNAP_MIG_GOGO) &&
-		    !snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err)))
+		    !snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))) {
+			*gogo = rec;
 			return 1;
+		}
 		stream = false;
 		mig_set_error(m, MIG_READY,
 			      "%s; the VM stays paused in ready: the source may have stopped for "
@@ -276,10 +280,21 @@ void mig_run_receive(struct mig *m)
 		r = 0;
 	}
 	if (!r) {
-		if (wait_go(&x)) {
+		struct snap_mig_rec gogo = {0};
+		if (wait_go(&x, &gogo)) {
+			uint64_t t_go = mig_now_ns();
 			r = m->tops->go(m->opaque, x.err, sizeof(x.err));
 			if (!r) {
-				atomic_store(&m->t_end_ns, mig_now_ns());
+				uint64_t t_run = mig_now_ns();
+				/* The source's figures at GOGO plus this end's resume
+				 * (the record's transit is not counted): what a
+				 * controller reads here, the source being gone. */
+				if (gogo.type) {
+					atomic_store(&m->downtime_us,
+						     (int64_t)(gogo.a + (t_run - t_go) / 1000));
+					atomic_store(&m->t_start_ns, t_go - gogo.b * 1000);
+				}
+				atomic_store(&m->t_end_ns, t_run);
 				mig_set_phase(m, MIG_RUNNING);
 				return;
 			}

@@ -31,6 +31,7 @@ struct sender {
 	uint8_t *buf; /* SNAP_MIG_RUN_MAX pages: a copy is what the CRC covers */
 	uint64_t *terms; /* each page's hash term as last sent (0: zero, as the target's) */
 	uint64_t deadline_ns, pace_t0, pace_bytes;
+	uint64_t t_pause; /* when stop-and-copy paused the VM */
 	char err[MIG_ERR_MAX];
 };
 
@@ -342,7 +343,12 @@ static void hand_over(struct sender *x)
 {
 	struct mig *m = x->m;
 	mig_set_phase(m, MIG_HANDOVER);
-	if (!put(x, SNAP_MIG_GOGO, 0, 0, NULL, 0)) {
+	/* GOGO carries this end's figures so far (a: µs since the pause, b:
+	 * µs since the start): the target adds its resume and reports them,
+	 * since this process is gone by the time a controller asks. */
+	uint64_t now = mig_now_ns();
+	if (!put(x, SNAP_MIG_GOGO, (now - x->t_pause) / 1000,
+		 (now - atomic_load(&m->t_start_ns)) / 1000, NULL, 0)) {
 		atomic_store(&m->t_end_ns, mig_now_ns());
 		mig_set_phase(m, MIG_COMPLETED);
 		struct mig_status st;
@@ -400,7 +406,7 @@ void mig_run_send(struct mig *m)
 		r = precopy(&x);
 	if (!r && !(r = check_stop(&x))) {
 		mig_set_phase(m, MIG_STOPCOPY);
-		uint64_t t_pause = mig_now_ns();
+		uint64_t t_pause = x.t_pause = mig_now_ns();
 		r = mig_vmm_request(m, MIG_REQ_FREEZE);
 		if (r)
 			snprintf(x.err, sizeof(x.err), "cannot pause the VM: %s", strerror(-r));

@@ -134,10 +134,19 @@ def _ember_once(ember, work, cmdline, tls):
             if b"Connection refused" not in tx.stderr:
                 break
             time.sleep(0.01)
-        rx.wait(timeout=60)
+        rx_out, _ = rx.communicate(timeout=60)
         if tx.returncode != 0:
             return {"error": "ember migrate: " + tx.stderr.decode(errors="replace")[-200:]}
         summary = json.loads(tx.stdout.decode().strip().splitlines()[-1])
+        # The receiving side's summary has the target's figures: the
+        # downtime (the source's at GOGO plus the target's resume).
+        try:
+            rsum = json.loads(rx_out.decode().strip().splitlines()[-1])
+            for k in ("downtime_ms", "total_ms"):
+                if rsum.get(k) is not None:
+                    summary[k] = rsum[k]
+        except (ValueError, IndexError):
+            pass
         to.wait(lambda x: x.startswith(b"count "), timeout=30)
         n = len(to.text)
         to.wait(lambda x: len(to.text) > n + 20, timeout=30)

@@ -129,6 +129,9 @@ def test_counter_moves(tmp_path):
         start(src, dst)
         js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
         assert js["phase"] == "running", (js, dst.stderr())
+        # the source's figures, carried by GOGO, read at the target (the
+        # source is gone): downtime within the total
+        assert js["downtime_ms"] is not None and 0 < js["downtime_ms"] <= js["total_ms"], js
         assert src.wait(timeout=30) == 0, src.stderr()
         assert "migration completed" in src.stderr()
         dst.wait(timeout=120)
