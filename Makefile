@@ -8,7 +8,7 @@ BUILD   ?= build
 # ember is static: it must run alone in an empty chroot, and a static exec
 # is the cheapest start (see README, "Start budget").
 STATIC  ?= -static
-LIBS    := -linih -lcap-ng -ljansson -lhttp_parser -lpthread
+LIBS    := -linih -lcap-ng -ljansson -lhttp_parser -lz -lpthread
 
 CORE_SRCS := $(wildcard base/*.c monitor/*.c monitor/*/*.c vcpu/*.c config/*.c virtio/*.c snapshot/*.c \
                jail/*.c)
@@ -112,14 +112,17 @@ FUZZ_ARGS_ini := -max_len=12000 -dict=tests/fuzz/ini.dict
 # record's check (snap_check_records), and the configuration's invariants.
 FUZZ_SRCS_snapstate := monitor/snap_check.c snapshot/format.c config/config.c config/import.c \
                        config/units.c monitor/hvt/hvt_mft.c base/guest_mem.c
+FUZZ_LIBS_snapstate := -lz
 FUZZ_ARGS_snapstate := -max_len=65536
 # A stream's memory records (snap_stream_get_mem) onto zeroed RAM and onto
 # RAM holding a previous round: an accepted stream's RAM hashes as it says.
 FUZZ_SRCS_stream := snapshot/stream.c snapshot/format.c snapshot/memfile.c
+FUZZ_LIBS_stream := -lz
 FUZZ_ARGS_stream := -max_len=65536
 # The live migration stream's records (snap_mig_get_hdr/_body): refusals
 # name an offset, accepted records re-encode to the same header.
 FUZZ_SRCS_migstream := snapshot/migstream.c snapshot/stream.c snapshot/format.c snapshot/memfile.c
+FUZZ_LIBS_migstream := -lz
 FUZZ_ARGS_migstream := -max_len=65536
 
 FUZZ_TIME       ?= 300
