@@ -53,6 +53,9 @@ const char mig_usage[] =
     "  --converge MODE        throttle (take vCPU time away when rounds stop\n"
     "                         shrinking) or none (go on until the timeout)\n"
     "                         (unset: the VMM's defaults, docs/migration.md)\n"
+    "  --verify all|dirty     all (default): the last pass hashes every page and\n"
+    "                         resends any the dirty log missed (O(RAM) of\n"
+    "                         downtime); dirty: trust KVM's dirty log\n"
     "  --timeout SECONDS      bound the whole migration (default 60): a timeout\n"
     "                         fails it cleanly, the source runs on.  Receiving:\n"
     "                         also how long to wait for the connection\n"
@@ -173,6 +176,7 @@ static int take(struct mig_args *a, const char *opt, char *val, char *err, size_
 	    {"api-sock", offsetof(struct mig_args, api_sock)},
 	    {"resolve", offsetof(struct mig_args, resolve)},
 	    {"converge", offsetof(struct mig_args, converge)},
+	    {"verify", offsetof(struct mig_args, verify)},
 	    {"tls-cert", offsetof(struct mig_args, tls.cert)},
 	    {"tls-key", offsetof(struct mig_args, tls.key)},
 	    {"tls-ca", offsetof(struct mig_args, tls.ca)},
@@ -282,6 +286,8 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 		return bad(err, len, "between hosts: %s", why);
 	if (a->converge && strcmp(a->converge, "throttle") && strcmp(a->converge, "none"))
 		return bad(err, len, "--converge %s: throttle or none", a->converge);
+	if (a->verify && strcmp(a->verify, "all") && strcmp(a->verify, "dirty"))
+		return bad(err, len, "--verify %s: all or dirty", a->verify);
 	return 0;
 }
 
@@ -322,7 +328,7 @@ int mig_parse_args(int argc, char *const *argv, struct mig_args *a, char *err, s
 		if (r)
 			return r;
 		send_opts |= !strcmp(opt, "downtime-ms") || !strcmp(opt, "max-bandwidth") ||
-			     !strcmp(opt, "converge");
+			     !strcmp(opt, "converge") || !strcmp(opt, "verify");
 		recv_opts |= !strcmp(opt, "drive") || !strcmp(opt, "net") || !strcmp(opt, "vsock");
 	}
 	return choose_mode(a, send_opts, recv_opts, err, len);
@@ -340,6 +346,8 @@ json_t *mig_send_body(const struct mig_args *a)
 						     : (json_int_t)a->max_bandwidth));
 	if (b && a->converge)
 		json_object_set_new(b, "converge", json_string(a->converge));
+	if (b && a->verify)
+		json_object_set_new(b, "verify", json_string(a->verify));
 	return b;
 }
 

@@ -39,6 +39,7 @@ struct mig_args {
 	/* PUT /migration/send */
 	uint64_t downtime_ms, max_bandwidth, timeout_ms;
 	const char *converge;
+	const char *verify; /* "all" or "dirty"; NULL: the VMM's default */
 	/* PUT /migration/receive */
 	bool use_saved_paths;
 	struct mig_override drives[MIG_OVERRIDES_MAX], nets[MIG_OVERRIDES_MAX];

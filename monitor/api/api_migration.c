@@ -225,7 +225,7 @@ static int check_overrides(json_t *body, struct http_resp *rs)
 static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"downtime_ms", "max_bandwidth", "timeout_ms",
-					    "converge", NULL};
+					    "converge", "verify", NULL};
 	struct mig_params p;
 	char err[MIG_ERR_MAX];
 	if (only(body, known, rs) || uint_field(body, "downtime_ms", 5, &p.downtime_ms, rs) ||
@@ -237,6 +237,11 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 							    strcmp(conv, "none"))))
 		return http_fault(rs, 400, "converge: must be \"throttle\" or \"none\"");
 	p.throttle = !conv || !strcmp(conv, "throttle");
+	const char *verify = api_str(body, "verify");
+	if (json_object_get(body, "verify") && (!verify || (strcmp(verify, "all") &&
+							    strcmp(verify, "dirty"))))
+		return http_fault(rs, 400, "verify: must be \"all\" or \"dirty\"");
+	p.verify_all = !verify || !strcmp(verify, "all");
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");

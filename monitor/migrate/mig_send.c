@@ -311,6 +311,10 @@ static int stop_and_copy(struct sender *x)
 	uint64_t missed = 0;
 	memset(x->bits, 0, x->words * 8);
 	for (uint64_t i = 0; i < x->pages; i++) {
+		if (!x->m->p.verify_all) { /* the log trusted: RAM is what was sent */
+			h.sum += x->terms[i];
+			continue;
+		}
 		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
 		h.sum += t;
 		if (t != x->terms[i]) {

@@ -54,6 +54,12 @@ struct mig_params {
 	uint64_t max_bandwidth; /* bytes/s; 0: unlimited */
 	uint64_t timeout_ms;	/* the whole migration; 0: none */
 	bool throttle;		/* converge by throttling the vCPUs */
+	/* The final pass hashes every page of RAM and resends any that
+	 * differs from what was sent (true, the default: correct even where
+	 * KVM's dirty log misses writes, as on this project's nested hosts;
+	 * O(RAM) of downtime), or trusts the log and hashes only what it
+	 * sent (false, "verify": "dirty": what QEMU does). */
+	bool verify_all;
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it

@@ -569,3 +569,24 @@ def test_timeout_fails_cleanly_and_paused_stays_paused(tmp_path):
         src.ok("PATCH", "/vm", {"state": "Resumed"})
         n = len(counts(src.stdout()))
         wait_for(lambda: len(counts(src.stdout())) > n, "the source to count on")
+
+
+def test_verify_dirty_moves_and_bad_verify_refused(tmp_path):
+    """"verify": "dirty" trusts KVM's dirty log for the last pass (no
+    O(RAM) hash at stop-and-copy): the move completes and the target runs.
+    (Its counts are not compared: on these nested hosts the log misses a
+    page now and then, which is why "all" is the default.)  A value other
+    than all/dirty is refused and nothing starts."""
+    with pair(tmp_path) as (src, dst):
+        a, b = socket.socketpair()
+        try:
+            st, js = raw(src.sock, "PUT", "/migration/send", {"verify": "some"}, fds=[a.fileno()])
+            assert st == 400 and "verify" in js["fault_message"], js
+        finally:
+            a.close()
+            b.close()
+        assert mig_or_none(src)["phase"] == "none"
+        start(src, dst, send_body={"verify": "dirty"})
+        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+        assert js["phase"] == "running", (js, dst.stderr())
+        assert src.wait(timeout=30) == 0, src.stderr()
