@@ -115,6 +115,8 @@ static int watch_api(struct api *a, struct vm *vm)
 	int r = vm->ev.epfd < 0 ? ev_init(&vm->ev) : 0;
 	if (!r)
 		r = ev_add(&vm->ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
+	if (!r) /* its timer (a timerfd) exists before the drop */
+		r = dmove_init(&a->move, vm, a->cfg, api_drive_moved, a);
 	if (!r && g.metrics_ev) {
 		ev_timer_fini(g.metrics_ev, &g.metrics_timer);
 		g.metrics_ev = NULL;
@@ -231,6 +233,10 @@ static void vmm_do(struct api *a, struct api_call *c)
 			c->status = 400;
 			snprintf(c->fault, sizeof(c->fault), "track_dirty_pages: %s", strerror(-r));
 		}
+		return;
+	case API_OP_MOVE:
+	case API_OP_MOVE_CANCEL:
+		api_drive_move_do(a, c);
 		return;
 	case API_OP_FATAL:
 		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);
