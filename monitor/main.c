@@ -27,6 +27,7 @@ static const char usage_main[] =
     "commands:\n"
     "  run       boot one microVM (ember run --help)\n"
     "  snapshot  create, load and merge snapshots (ember help snapshot)\n"
+    "  drive     move a running VM's drive to another file (ember help drive)\n"
     "  version   print the version\n"
     "  help      this text, or help on a command (ember help run)\n"
     "\n"
@@ -695,6 +696,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2, false);
 	if (strcmp(cmd, "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
+	if (strcmp(cmd, "drive") == 0)
+		return drive_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("ember %s\n", EMBER_VERSION);
 		return 0;
@@ -704,6 +707,8 @@ int main(int argc, char **argv)
 			fputs(usage_run, stdout);
 		else if (argc > 2 && strcmp(argv[2], "snapshot") == 0)
 			fputs(snap_cli_usage, stdout);
+		else if (argc > 2 && strcmp(argv[2], "drive") == 0)
+			fputs(drive_cli_usage, stdout);
 		else
 			fputs(usage_main, stdout);
 		return 0;

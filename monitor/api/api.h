@@ -62,6 +62,14 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
 int snap_cli_main(int argc, char **argv);
 extern const char snap_cli_usage[];
 
+/* `ember drive move|status|cancel ...` (monitor/drive_cli.c): a client of
+ * a running ember's /drives/{id}/move; move creates the destination and
+ * sends its fd.  argv[0] is the subcommand.  Returns 0, 1 when ember
+ * refused, the move failed or was cancelled (or ember could not be
+ * reached), EXIT_CONFIG for bad arguments. */
+int drive_cli_main(int argc, char **argv);
+extern const char drive_cli_usage[];
+
 /* `ember run --restore`: the configuration c is the snapshot's, and the
  * command line may only point its devices at other host files, taps and
  * sockets (--drive ID,path=, --net ID,tap=, --vsock uds=), rename it, or
