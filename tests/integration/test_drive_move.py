@@ -135,6 +135,7 @@ def test_pattern_guest_across_move(tmp_path):
         assert r["phase"] == "completed" and r["error"] is None, r
         assert r["bytes_copied"] == size and r["bytes_remaining"] == 0
         assert r["pivot_pause_us"] >= 0
+        print("move report:", r)
         old = sha(src)
         cfg = e.curl("GET", "/vm/config")[1]
         assert [d["path_on_host"] for d in cfg["drives"] if d["drive_id"] == "d0"] == \
