@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/backend.h"
 #include "base/blk_mirror.h"
 
 /* Writeback of the destination is started after each step and waited
@@ -60,30 +61,11 @@ int blk_mirror_init(struct blk_mirror *m, int src_fd, int dst_fd, uint64_t size)
 	return 0;
 }
 
-static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
+/* Whole transfers on one of the mirror's fds, as the backend makes them. */
+static int xfer(int fd, bool write, void *p, size_t len, uint64_t off)
 {
-	while (len) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO; /* the file shrank under us */
-		p += n, off += (uint64_t)n, len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int pwrite_all(int fd, const uint8_t *p, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -ENOSPC;
-		p += n, off += (uint64_t)n, len -= (size_t)n;
-	}
-	return 0;
+	struct blk_backend b = {.fd = fd};
+	return write ? blk_write(&b, off, p, len) : blk_read(&b, off, p, len);
 }
 
 static bool all_zero(const uint8_t *p, size_t len)
@@ -137,7 +119,7 @@ int64_t blk_mirror_step(struct blk_mirror *m, uint8_t *buf, size_t chunk, bool *
 		*done = true;
 		goto out;
 	}
-	e = pread_all(m->src_fd, buf, (size_t)s.len, s.off);
+	e = xfer(m->src_fd, false, buf, (size_t)s.len, s.off);
 	if (e) {
 		fail(m, e, "reading the source", s.off);
 		goto out;
@@ -145,7 +127,7 @@ int64_t blk_mirror_step(struct blk_mirror *m, uint8_t *buf, size_t chunk, bool *
 	/* The destination is one hole from blk_mirror_init: zeroes need no
 	 * write. */
 	if (!all_zero(buf, (size_t)s.len)) {
-		e = pwrite_all(m->dst_fd, buf, (size_t)s.len, s.off);
+		e = xfer(m->dst_fd, true, buf, (size_t)s.len, s.off);
 		if (e) {
 			fail(m, e, "writing the destination", s.off);
 			goto out;
@@ -174,7 +156,7 @@ void blk_mirror_wrote(struct blk_mirror *m, uint64_t off, const struct iovec *io
 	uint64_t left = s.len;
 	for (int i = 0; i < n && left && !m->err; i++) {
 		size_t take = iov[i].iov_len < left ? iov[i].iov_len : (size_t)left;
-		int e = pwrite_all(m->dst_fd, iov[i].iov_base, take, off);
+		int e = xfer(m->dst_fd, true, iov[i].iov_base, take, off);
 		if (e)
 			fail(m, e, "mirroring a guest write to the destination", off);
 		off += take, left -= take;

@@ -124,3 +124,27 @@ int api_client_call(const char *sock, const char *method, const char *path, cons
 		*reply = json_loadb(end + 4, (size_t)clen, 0, NULL);
 	return 0;
 }
+
+int api_client_json(const char *sock, const char *method, const char *path, json_t *body,
+		    int send_fd, int timeout_s, int *status, json_t **reply, char *err, size_t len)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_t *r = NULL;
+	json_decref(body);
+	int rc = api_client_call(sock, method, path, text, send_fd, timeout_s, status, &r, err,
+				 len);
+	free(text);
+	if (rc)
+		return -1;
+	if (*status / 100 != 2) {
+		const char *fault = json_string_value(json_object_get(r, "fault_message"));
+		snprintf(err, len, "%s", fault ? fault : "(no fault_message)");
+		json_decref(r);
+		return 1;
+	}
+	if (reply)
+		*reply = r;
+	else
+		json_decref(r);
+	return 0;
+}

@@ -17,4 +17,14 @@ __attribute__((warn_unused_result)) int api_client_call(const char *sock, const 
 							int send_fd, int timeout_s, int *status,
 							json_t **reply, char *err, size_t len);
 
+/* The same with a JSON body (consumed; NULL: none) that must succeed:
+ * 0 with the reply (2xx; NULL when it has no body) in *reply (NULL: not
+ * wanted); 1 when ember refused, with its fault_message in err and the
+ * status in *status; -1 when ember could not be reached or did not answer,
+ * with the reason in err. */
+__attribute__((warn_unused_result)) int api_client_json(const char *sock, const char *method,
+							const char *path, json_t *body,
+							int send_fd, int timeout_s, int *status,
+							json_t **reply, char *err, size_t len);
+
 #endif

@@ -61,29 +61,13 @@ static int call(const struct args *a, const char *method, const char *suffix, js
 		int fd, json_t **reply)
 {
 	char path[CFG_NAME_MAX + 32], err[512];
-	snprintf(path, sizeof(path), "/drives/%s/move%s", a->drive, suffix);
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_decref(body);
 	int status = 0;
-	json_t *r = NULL;
-	int rc = api_client_call(a->sock, method, path, text, fd, CALL_TIMEOUT_S, &status, &r,
+	snprintf(path, sizeof(path), "/drives/%s/move%s", a->drive, suffix);
+	int rc = api_client_json(a->sock, method, path, body, fd, CALL_TIMEOUT_S, &status, reply,
 				 err, sizeof(err));
-	free(text);
-	if (rc) {
-		fprintf(stderr, "ember drive: %s\n", err);
-		return -1; /* ember is gone, or never answered */
-	}
-	if (status / 100 != 2) {
-		const char *f = json_string_value(json_object_get(r, "fault_message"));
-		fprintf(stderr, "ember drive: %s\n", f ? f : "(no fault_message)");
-		json_decref(r);
-		return 1;
-	}
-	if (reply)
-		*reply = r;
-	else
-		json_decref(r);
-	return 0;
+	if (rc)
+		fprintf(stderr, "ember drive: %s\n", err); /* ember's faults name the drive */
+	return rc;
 }
 
 static uint64_t num(json_t *o, const char *k)
@@ -144,6 +128,15 @@ static int cmd_move(const struct args *a)
 	if (a->to[0] != '/' && getcwd(cwd, sizeof(cwd))) {
 		snprintf(abs, sizeof(abs), "%s/%s", cwd, a->to);
 		path = abs;
+	}
+	/* ember is there (a refusal is fine: no move yet) before a file is
+	 * made for it. */
+	char err[512];
+	int status;
+	if (api_client_json(a->sock, "GET", "/", NULL, -1, CALL_TIMEOUT_S, &status, NULL, err,
+			    sizeof(err)) < 0) {
+		fprintf(stderr, "ember drive: drive \"%s\": %s\n", a->drive, err);
+		return 1;
 	}
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (a->force ? 0 : O_EXCL),
 		      0600);

@@ -36,13 +36,8 @@ static void on_timer(struct ev_timer *t);
 int dmove_init(struct dmove *m, struct vm *vm, struct vm_config *cfg, dmove_pivoted_fn fn,
 	       void *opaque)
 {
-	memset(m, 0, sizeof(*m));
+	*m = (struct dmove){.vm = vm, .cfg = cfg, .pivoted = fn, .opaque = opaque, .dst_fd = -1};
 	pthread_mutex_init(&m->lock, NULL);
-	m->vm = vm;
-	m->cfg = cfg;
-	m->pivoted = fn;
-	m->opaque = opaque;
-	m->dst_fd = -1;
 	int r = ev_timer_init(&vm->ev, &m->timer, on_timer, m);
 	m->ready = !r;
 	return r;

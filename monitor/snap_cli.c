@@ -64,31 +64,17 @@ const char snap_cli_usage[] =
 static int call_fd(const char *sock, const char *method, const char *path, json_t *body,
 		   int send_fd, json_t **reply)
 {
-	char err[512], *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-	json_t *r = NULL;
+	char err[512];
 	int status = 0;
 	/* A stream goes as fast as its reader takes it (a pipe to ssh, say):
 	 * no deadline then. */
-	int rc = api_client_call(sock, method, path, text, send_fd,
-				 send_fd >= 0 ? 0 : CALL_TIMEOUT_S, &status, &r, err, sizeof(err));
-	free(text);
-	json_decref(body);
-	if (rc) {
+	int rc = api_client_json(sock, method, path, body, send_fd,
+				 send_fd >= 0 ? 0 : CALL_TIMEOUT_S, &status, reply, err, sizeof(err));
+	if (rc > 0)
+		fprintf(stderr, "ember snapshot: %s %s: %d: %s\n", method, path, status, err);
+	else if (rc < 0)
 		fprintf(stderr, "ember snapshot: %s\n", err);
-		return 1;
-	}
-	if (status / 100 != 2) {
-		const char *fault = json_string_value(json_object_get(r, "fault_message"));
-		fprintf(stderr, "ember snapshot: %s %s: %d: %s\n", method, path, status,
-			fault ? fault : "(no fault_message)");
-		json_decref(r);
-		return 1;
-	}
-	if (reply)
-		*reply = r;
-	else
-		json_decref(r);
-	return 0;
+	return rc ? 1 : 0;
 }
 
 static int call_ok(const char *sock, const char *method, const char *path, json_t *body,

@@ -7,6 +7,7 @@ drive, each read back and checked, until its second drive's sector 0 says
 STOP.  Copies are slowed with --max-bandwidth where a test must catch one in
 flight; nothing waits on a clock: each step waits for what it needs to see.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -59,6 +60,11 @@ def drive_cli(*args, timeout=120):
                           timeout=timeout)
 
 
+def move(e, to, *extra, drive="d0"):
+    """`ember drive move` to to, waited for."""
+    return drive_cli("move", "--api-sock", e.sock, "--drive", drive, "--to", str(to), *extra)
+
+
 def report(e, drive="d0"):
     st, js = e.curl("GET", f"/drives/{drive}/move")
     assert st == 200, js
@@ -92,12 +98,22 @@ def start_move(e, dst, *extra, drive="d0"):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def loop_vm(tmp_path, disk, *drive_opts, name=None):
+def loop_ember(tmp_path, disk, *drive_opts, name=None):
     """The virtio guest reading sector after sector (blkloop) from d0."""
     opts = ",".join((f"d0,path={disk}",) + drive_opts)
     return Ember(tmp_path, name=name, run_args=[
         "--kernel", guest("virtio"), "--cmdline", "test=blkloop spin=200000",
         "--drive", opts, "--timeout", "300"])
+
+
+@contextlib.contextmanager
+def loop_vm(tmp_path, disk, *drive_opts, name=None):
+    """loop_ember, killed at the end of the with block."""
+    e = loop_ember(tmp_path, disk, *drive_opts, name=name)
+    try:
+        yield e
+    finally:
+        e.kill()
 
 
 def rounds(e):
@@ -135,7 +151,6 @@ def test_pattern_guest_across_move(tmp_path):
         assert r["phase"] == "completed" and r["error"] is None, r
         assert r["bytes_copied"] == size and r["bytes_remaining"] == 0
         assert r["pivot_pause_us"] >= 0
-        print("move report:", r)
         old = sha(src)
         cfg = e.curl("GET", "/vm/config")[1]
         assert [d["path_on_host"] for d in cfg["drives"] if d["drive_id"] == "d0"] == \
@@ -167,8 +182,7 @@ def test_pattern_guest_across_move(tmp_path):
 def test_cancel_mid_copy(tmp_path):
     src, dst = fill(tmp_path / "src.img", 4 * MiB), tmp_path / "dst.img"
     before = sha(src)
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         e.wait_output("blkloop: round 2")
         cli = start_move(e, dst, "--max-bandwidth", str(64 << 10))
         wait_report(e, lambda r: r["phase"] == "copying" and r["bytes_copied"] > 0)
@@ -188,15 +202,13 @@ def test_cancel_mid_copy(tmp_path):
         # cancelling again: nothing runs
         c = drive_cli("cancel", "--api-sock", e.sock, "--drive", "d0")
         assert c.returncode == 1 and "no move is running" in c.stderr
-    finally:
-        e.kill()
 
 
 def test_kill_ember_mid_copy(tmp_path):
     """kill -9 of ember: the source is whole and a new ember runs on it."""
     src, dst = fill(tmp_path / "src.img", 4 * MiB), tmp_path / "dst.img"
     before = sha(src)
-    e = loop_vm(tmp_path, src, name="a")
+    e = loop_ember(tmp_path, src, name="a")
     cli = start_move(e, dst, "--max-bandwidth", str(64 << 10))
     wait_report(e, lambda r: r["bytes_copied"] > 0)
     e.p.send_signal(signal.SIGKILL)
@@ -205,26 +217,20 @@ def test_kill_ember_mid_copy(tmp_path):
     assert cli.returncode == 1
     assert "ember went away" in err and "last seen: copying" in err, err
     assert sha(src) == before
-    e2 = loop_vm(tmp_path, src, name="b")
-    try:
+    with loop_vm(tmp_path, src, name="b") as e2:
         e2.wait_output("blkloop: round 3")
-    finally:
-        e2.kill()
 
 
 def test_kill_cli_mid_copy(tmp_path):
     """The move is ember's: the CLI going away changes nothing."""
     src, dst = fill(tmp_path / "src.img", 1 * MiB), tmp_path / "dst.img"
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         cli = start_move(e, dst, "--max-bandwidth", str(256 << 10))
         wait_report(e, lambda r: r["bytes_copied"] > 0)
         cli.kill()
         cli.wait()
         wait_report(e, lambda r: r["phase"] == "completed")
         assert sha(dst) == sha(src)
-    finally:
-        e.kill()
 
 
 @pytest.fixture
@@ -242,11 +248,9 @@ def small_tmpfs(tmp_path):
 def test_destination_fills_up(tmp_path, small_tmpfs):
     src, dst = fill(tmp_path / "src.img", 4 * MiB), small_tmpfs / "dst.img"
     before = sha(src)
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         e.wait_output("blkloop: round 2")
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(dst),
-                      "--wait")
+        r = move(e, dst, "--wait")
         assert r.returncode == 1
         assert 'drive "d0"' in r.stderr and str(dst) in r.stderr
         assert "No space left on device" in r.stderr, r.stderr
@@ -256,16 +260,13 @@ def test_destination_fills_up(tmp_path, small_tmpfs):
         n = rounds(e)
         wait_count(e, r"blkloop: round \d+", n + 5)
         assert sha(src) == before
-    finally:
-        e.kill()
 
 
 def test_destination_missing_or_not_writable(tmp_path):
     src = fill(tmp_path / "src.img", 1 * MiB)
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         missing = tmp_path / "no" / "such" / "dst.img"
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(missing))
+        r = move(e, missing)
         assert r.returncode == 1
         assert f'drive "d0": cannot create {missing}: No such file or directory' in r.stderr
         ro = tmp_path / "ro"
@@ -273,32 +274,26 @@ def test_destination_missing_or_not_writable(tmp_path):
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
                            str(ro)]).returncode == 0:
             try:
-                r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to",
-                              str(ro / "dst.img"))
+                r = move(e, ro / "dst.img")
                 assert r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr
             finally:
                 subprocess.run(["umount", "-l", str(ro)])
         exists = fill(tmp_path / "exists.img", 4096)
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(exists))
+        r = move(e, exists)
         assert r.returncode == 1 and "File exists" in r.stderr and "--force" in r.stderr
         assert exists.stat().st_size == 4096
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "nope", "--to",
-                      str(tmp_path / "x.img"))
+        r = move(e, tmp_path / "x.img", drive="nope")
         assert r.returncode == 1 and 'drive "nope": no such drive' in r.stderr, r.stderr
         assert not (tmp_path / "x.img").exists()
         # the drive's own file, through --force
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(src),
-                      "--force")
+        r = move(e, src, "--force")
         assert r.returncode == 1 and "the drive's own file" in r.stderr, r.stderr
         assert src.stat().st_size == 1 * MiB
-    finally:
-        e.kill()
 
 
 def test_api_refusals(tmp_path):
     src = fill(tmp_path / "src.img", 1 * MiB)
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         assert "no file descriptor" in e.fault("PUT", "/drives/d0/move",
                                                {"path": str(tmp_path / "x")})
         assert "unknown field" in e.fault("PUT", "/drives/d0/move", {"colour": 1})
@@ -306,8 +301,6 @@ def test_api_refusals(tmp_path):
                                           {"path": "/x", "max_bandwidth": -1})
         assert "no move has been started" in e.fault("GET", "/drives/d0/move")
         assert "Invalid request method" in e.fault("PATCH", "/drives/d0/move", {})
-    finally:
-        e.kill()
 
 
 # ---- sparse files, twice, hvt, read-only, rate limits ----
@@ -316,16 +309,12 @@ def test_sparse_source_stays_sparse(tmp_path):
     size = 16 * MiB
     spans = [(0, 64 << 10), (5 * MiB, 256 << 10), (size - (128 << 10), 128 << 10)]
     src, dst = fill(tmp_path / "src.img", size, spans), tmp_path / "dst.img"
-    e = loop_vm(tmp_path, src)
-    try:
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(dst),
-                      "--wait")
+    with loop_vm(tmp_path, src) as e:
+        r = move(e, dst, "--wait")
         assert r.returncode == 0, r.stderr
         rep = report(e)
         # the copy read the data, not the holes
         assert rep["data_bytes"] <= sum(n for _, n in spans) + 2 * 4096, rep
-    finally:
-        e.kill()
     assert sha(dst) == sha(src)
     assert os.stat(dst).st_size == size
     # allocated blocks: the data's, not the disk's (a little slack for
@@ -336,17 +325,13 @@ def test_sparse_source_stays_sparse(tmp_path):
 def test_move_twice(tmp_path):
     src = fill(tmp_path / "a.img", 2 * MiB)
     content = sha(src)
-    e = loop_vm(tmp_path, src)
-    try:
+    with loop_vm(tmp_path, src) as e:
         for to in ("b.img", "c.img"):
-            r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to",
-                          str(tmp_path / to), "--wait")
+            r = move(e, tmp_path / to, "--wait")
             assert r.returncode == 0, r.stderr
             assert report(e)["path"] == str(tmp_path / to)
         n = rounds(e)
         wait_count(e, r"blkloop: round \d+", n + 5)
-    finally:
-        e.kill()
     assert sha(tmp_path / "b.img") == sha(tmp_path / "c.img") == content
 
 
@@ -362,8 +347,7 @@ def test_hvt_block_device(tmp_path):
                                   "--timeout", "300"])
     try:
         e.wait_output("blk: round 3 ")
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "storage", "--to", str(dst),
-                      "--wait")
+        r = move(e, dst, "--wait", drive="storage")
         assert r.returncode == 0, r.stdout + r.stderr
         n = len(re.findall(r"blk: round \d+", e.stdout()))
         wait_count(e, r"blk: round \d+", n + 5)
@@ -380,15 +364,11 @@ def test_hvt_block_device(tmp_path):
 
 def test_read_only_drive(tmp_path):
     src, dst = fill(tmp_path / "src.img", 1 * MiB), tmp_path / "dst.img"
-    e = loop_vm(tmp_path, src, "read_only=on")
-    try:
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(dst),
-                      "--wait")
+    with loop_vm(tmp_path, src, "read_only=on") as e:
+        r = move(e, dst, "--wait")
         assert r.returncode == 0, r.stderr
         n = rounds(e)
         wait_count(e, r"blkloop: round \d+", n + 5)
-    finally:
-        e.kill()
     assert sha(dst) == sha(src)
 
 
@@ -410,8 +390,7 @@ def test_rate_limited_drive_keeps_its_limit(tmp_path):
             "rate_limiter": {"ops": {"size": 1, "refill_time": 50}}})
         e.ok("PUT", "/actions", {"action_type": "InstanceStart"})
         e.wait_output("blkloop: round 3", timeout=60)
-        r = drive_cli("move", "--api-sock", e.sock, "--drive", "d0", "--to", str(dst),
-                      "--wait")
+        r = move(e, dst, "--wait")
         assert r.returncode == 0, r.stderr
         e.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
         n = rounds(e)

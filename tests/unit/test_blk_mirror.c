@@ -243,13 +243,11 @@ static void test_no_temp_files(void **state)
 
 int main(void)
 {
+#define ON_FILES(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_clip),
-	    cmocka_unit_test(test_plan),
-	    cmocka_unit_test_setup_teardown(test_sparse_copy, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_mirrored_writes, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_destination_failure, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_no_temp_files, setup, teardown),
+	    cmocka_unit_test(test_clip),	   cmocka_unit_test(test_plan),
+	    ON_FILES(test_sparse_copy),	   ON_FILES(test_mirrored_writes),
+	    ON_FILES(test_destination_failure), ON_FILES(test_no_temp_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
