@@ -132,12 +132,10 @@ int64_t blk_mirror_step(struct blk_mirror *m, uint8_t *buf, size_t chunk, bool *
 			fail(m, e, "writing the destination", s.off);
 			goto out;
 		}
-		(void)sync_file_range(m->dst_fd, (off_t)s.off, (off_t)s.len,
-				      SYNC_FILE_RANGE_WRITE);
+		(void)sync_file_range(m->dst_fd, (off_t)s.off, (off_t)s.len, SYNC_FILE_RANGE_WRITE);
 		if (s.off > WRITEBACK_LAG)
 			(void)sync_file_range(m->dst_fd, 0, (off_t)(s.off - WRITEBACK_LAG),
-					      SYNC_FILE_RANGE_WAIT_BEFORE |
-						  SYNC_FILE_RANGE_WRITE |
+					      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
 						  SYNC_FILE_RANGE_WAIT_AFTER);
 	}
 	m->copied = s.off + s.len;

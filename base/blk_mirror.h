@@ -33,13 +33,13 @@ struct blk_backend;
 #define BLK_MIRROR_ERR_MAX 256
 
 struct blk_mirror {
-	pthread_mutex_t lock; /* copy steps and mirrored writes */
-	int src_fd, dst_fd;   /* the source is the backend's; not owned */
-	uint64_t size;	      /* the source's size, bytes */
-	uint64_t copied;      /* the watermark: [0, copied) is in the destination */
-	uint64_t data_bytes;  /* data the copy read (holes are free) */
-	uint64_t mirrored;    /* bytes of guest writes also made to the destination */
-	int err;	      /* the first failure (-errno), sticky; 0 while healthy */
+	pthread_mutex_t lock;	      /* copy steps and mirrored writes */
+	int src_fd, dst_fd;	      /* the source is the backend's; not owned */
+	uint64_t size;		      /* the source's size, bytes */
+	uint64_t copied;	      /* the watermark: [0, copied) is in the destination */
+	uint64_t data_bytes;	      /* data the copy read (holes are free) */
+	uint64_t mirrored;	      /* bytes of guest writes also made to the destination */
+	int err;		      /* the first failure (-errno), sticky; 0 while healthy */
 	char why[BLK_MIRROR_ERR_MAX]; /* what failed: "writing the destination at 4096" */
 };
 

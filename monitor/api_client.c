@@ -54,7 +54,7 @@ static int send_with_fd(int fd, const char *p, size_t n, int send_fd)
 }
 
 int api_client_call(const char *sock, const char *method, const char *path, const char *body,
-		     int send_fd, int timeout_s, int *status, json_t **reply, char *err, size_t len)
+		    int send_fd, int timeout_s, int *status, json_t **reply, char *err, size_t len)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct timeval tv = {.tv_sec = timeout_s};
@@ -131,8 +131,8 @@ int api_client_json(const char *sock, const char *method, const char *path, json
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_t *r = NULL;
 	json_decref(body);
-	int rc = api_client_call(sock, method, path, text, send_fd, timeout_s, status, &r, err,
-				 len);
+	int rc =
+	    api_client_call(sock, method, path, text, send_fd, timeout_s, status, &r, err, len);
 	free(text);
 	if (rc)
 		return -1;

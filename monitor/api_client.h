@@ -23,8 +23,8 @@ __attribute__((warn_unused_result)) int api_client_call(const char *sock, const 
  * status in *status; -1 when ember could not be reached or did not answer,
  * with the reason in err. */
 __attribute__((warn_unused_result)) int api_client_json(const char *sock, const char *method,
-							const char *path, json_t *body,
-							int send_fd, int timeout_s, int *status,
-							json_t **reply, char *err, size_t len);
+							const char *path, json_t *body, int send_fd,
+							int timeout_s, int *status, json_t **reply,
+							char *err, size_t len);
 
 #endif

@@ -57,8 +57,8 @@ static int bad_args(const char *fmt, const char *arg)
 
 /* One call; 0 with the reply (2xx), or 1 with the reason on stderr
  * (fault_message, naming what refused). */
-static int call(const struct args *a, const char *method, const char *suffix, json_t *body,
-		int fd, json_t **reply)
+static int call(const struct args *a, const char *method, const char *suffix, json_t *body, int fd,
+		json_t **reply)
 {
 	char path[CFG_NAME_MAX + 32], err[512];
 	int status = 0;
@@ -138,8 +138,8 @@ static int cmd_move(const struct args *a)
 		fprintf(stderr, "ember drive: drive \"%s\": %s\n", a->drive, err);
 		return 1;
 	}
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (a->force ? 0 : O_EXCL),
-		      0600);
+	int fd =
+	    open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (a->force ? 0 : O_EXCL), 0600);
 	bool created = fd >= 0 && !a->force;
 	if (fd < 0) {
 		fprintf(stderr, "ember drive: drive \"%s\": cannot create %s: %s%s\n", a->drive,
@@ -202,8 +202,8 @@ int drive_cli_main(int argc, char **argv)
 			errno = 0;
 			unsigned long long x = strtoull(v, &end, 10);
 			if (*end || errno || v[0] == '-')
-				return bad_args("--max-bandwidth: \"%s\" is not a number of bytes/s",
-						v);
+				return bad_args(
+				    "--max-bandwidth: \"%s\" is not a number of bytes/s", v);
 			a.bw = x;
 		} else if (!strcmp(o, "--wait") || !strcmp(o, "--force")) {
 			*(o[2] == 'w' ? &a.wait : &a.force) = true;

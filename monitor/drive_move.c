@@ -20,9 +20,9 @@
 #include "monitor/vm.h"
 #include "virtio/blk.h"
 
-#define CHUNK (1u << 20)       /* one step's data: large sequential I/O */
-#define MIN_CHUNK (64u << 10)  /* with a low bandwidth limit: smoother pacing */
-#define TURN_NS 1000000ull     /* steps per loop turn stop after this long */
+#define CHUNK (1u << 20)      /* one step's data: large sequential I/O */
+#define MIN_CHUNK (64u << 10) /* with a low bandwidth limit: smoother pacing */
+#define TURN_NS 1000000ull    /* steps per loop turn stop after this long */
 
 const char *dmove_phase_name(enum dmove_phase p)
 {
@@ -123,8 +123,7 @@ static void end(struct dmove *m, enum dmove_phase phase, const char *why)
 	if (why)
 		snprintf(m->rep.error, sizeof(m->rep.error),
 			 "drive \"%.64s\": moving to %.250s: %.200s; the drive stays on %.250s",
-			 m->rep.drive,
-			 m->rep.path, why, m->cfg->blocks[m->index].path);
+			 m->rep.drive, m->rep.path, why, m->cfg->blocks[m->index].path);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -237,14 +236,14 @@ int dmove_start(struct dmove *m, const char *drive, int fd, const char *path,
 	else if (!(be = find_drive(m, drive, &index, &hvt, err, errlen)))
 		r = strstr(err, "no such") ? -ENOENT : -EINVAL;
 	else if (fstat(fd, &sd) < 0 || fstat(be->fd, &ss) < 0)
-		r = -errno, snprintf(err, errlen, "drive \"%s\": %s: %s", drive, path,
-				     strerror(errno));
+		r = -errno,
+		snprintf(err, errlen, "drive \"%s\": %s: %s", drive, path, strerror(errno));
 	else if (!S_ISREG(sd.st_mode))
-		r = -EINVAL, snprintf(err, errlen, "drive \"%s\": %s: not a regular file", drive,
-				      path);
+		r = -EINVAL,
+		snprintf(err, errlen, "drive \"%s\": %s: not a regular file", drive, path);
 	else if (sd.st_dev == ss.st_dev && sd.st_ino == ss.st_ino)
-		r = -EINVAL, snprintf(err, errlen, "drive \"%s\": %s is the drive's own file",
-				      drive, path);
+		r = -EINVAL,
+		snprintf(err, errlen, "drive \"%s\": %s is the drive's own file", drive, path);
 	else if (!(m->buf = malloc(CHUNK)))
 		r = -ENOMEM, snprintf(err, errlen, "drive \"%s\": out of memory", drive);
 	else if ((r = blk_mirror_init(&m->mirror, be->fd, fd, be->capacity))) {

@@ -41,18 +41,19 @@ bool api_drive_move_path(const char *path)
 static json_t *report_json(const struct dmove_report *r)
 {
 	uint64_t ms = r->elapsed_ns / 1000000;
-	uint64_t rate = r->elapsed_ns ? (uint64_t)((unsigned __int128)r->copied * 1000000000u /
-						   r->elapsed_ns)
-				      : 0;
-	json_t *o = json_pack(
-	    "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "drive_id", r->drive, "path", r->path,
-	    "phase", dmove_phase_name(r->phase), "bytes_copied", (json_int_t)r->copied,
-	    "bytes_remaining", (json_int_t)(r->size - r->copied), "bytes_total",
-	    (json_int_t)r->size, "data_bytes", (json_int_t)r->data_bytes, "mirrored_bytes",
-	    (json_int_t)r->mirrored, "rate_bps", (json_int_t)rate, "max_bandwidth",
-	    (json_int_t)r->max_bandwidth, "elapsed_ms", (json_int_t)ms);
+	uint64_t rate = r->elapsed_ns
+			    ? (uint64_t)((unsigned __int128)r->copied * 1000000000u / r->elapsed_ns)
+			    : 0;
+	json_t *o =
+	    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "drive_id", r->drive, "path",
+		      r->path, "phase", dmove_phase_name(r->phase), "bytes_copied",
+		      (json_int_t)r->copied, "bytes_remaining", (json_int_t)(r->size - r->copied),
+		      "bytes_total", (json_int_t)r->size, "data_bytes", (json_int_t)r->data_bytes,
+		      "mirrored_bytes", (json_int_t)r->mirrored, "rate_bps", (json_int_t)rate,
+		      "max_bandwidth", (json_int_t)r->max_bandwidth, "elapsed_ms", (json_int_t)ms);
 	if (o && r->phase == DMOVE_COMPLETED)
-		json_object_set_new(o, "pivot_pause_us", json_integer((json_int_t)(r->pivot_ns / 1000)));
+		json_object_set_new(o, "pivot_pause_us",
+				    json_integer((json_int_t)(r->pivot_ns / 1000)));
 	if (o)
 		json_object_set_new(o, "error", r->error[0] ? json_string(r->error) : json_null());
 	return o;
@@ -79,8 +80,9 @@ static int check_start(json_t *b, const char **path, uint64_t *bw, char *fault, 
 	*bw = v ? (uint64_t)json_integer_value(v) : 0;
 	*path = json_string_value(json_object_get(b, "path"));
 	if (!*path || !**path || strlen(*path) >= CFG_PATH_MAX) {
-		snprintf(fault, len, "missing field \"path\" (the destination's path, which the "
-				     "configuration names after the move)");
+		snprintf(fault, len,
+			 "missing field \"path\" (the destination's path, which the "
+			 "configuration names after the move)");
 		return 400;
 	}
 	return 0;
@@ -112,8 +114,8 @@ void api_drive_move(struct api *a, const struct http_req *rq, struct http_resp *
 	if (!b)
 		return http_fault(rs, 400, "invalid JSON: %s (line %d, column %d)", jerr.text,
 				  jerr.line, jerr.column);
-	struct api_call c = {.op = cancel ? API_OP_MOVE_CANCEL : API_OP_MOVE, .drive = id,
-			     .stream_fd = -1};
+	struct api_call c = {
+	    .op = cancel ? API_OP_MOVE_CANCEL : API_OP_MOVE, .drive = id, .stream_fd = -1};
 	int r = json_is_object(b) ? 0 : 400;
 	if (r)
 		snprintf(fault, sizeof(fault), "the body must be a JSON object");

@@ -402,3 +402,27 @@ def test_rate_limited_drive_keeps_its_limit(tmp_path):
         assert blk and blk[0]["rate_limiter_throttled_events"] > 0, last
     finally:
         e.kill()
+
+
+def test_snapshot_during_move(tmp_path):
+    """A snapshot taken mid-copy names the old file (authoritative until
+    the pivot) and restores on it; the copy goes on while the VM is paused
+    and completes after."""
+    src, dst = fill(tmp_path / "src.img", 2 * MiB), tmp_path / "dst.img"
+    content = sha(src)
+    with loop_vm(tmp_path, src) as e:
+        e.wait_output("blkloop: round 2")
+        cli = start_move(e, dst, "--max-bandwidth", str(256 << 10))
+        wait_report(e, lambda r: r["bytes_copied"] > 0)
+        e.ok("PATCH", "/vm", {"state": "Paused"})
+        e.ok("PUT", "/snapshot/create", {"snapshot_path": str(tmp_path / "s.state"),
+                                         "mem_file_path": str(tmp_path / "s.mem")})
+        e.ok("PATCH", "/vm", {"state": "Resumed"})
+        out, err = cli.communicate(timeout=120)
+        assert cli.returncode == 0, out + err
+    state = (tmp_path / "s.state").read_bytes()
+    assert str(src).encode() in state and str(dst).encode() not in state
+    assert sha(dst) == content
+    r = run(["run", "--restore", str(tmp_path / "s.state"), "--memory-file",
+             str(tmp_path / "s.mem"), "--use-saved-paths", "--timeout", "3"], timeout=60)
+    assert "blkloop: round" in r.stdout, r.stdout + r.stderr

@@ -195,9 +195,8 @@ static void test_mirrored_writes(void **state)
 	for (unsigned i = 0; i < sizeof(r); i++)
 		assert_int_equal(r[i], 0);
 	/* a discard below the watermark: punched in both */
-	assert_int_equal(fallocate(f->sfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 65536,
-				   65536),
-			 0);
+	assert_int_equal(
+	    fallocate(f->sfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 65536, 65536), 0);
 	blk_mirror_fallocated(&m, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 65536, 65536);
 	assert_int_equal(blk_flush(&be), 0);
 	run_to_end(&m, f);
@@ -245,8 +244,8 @@ int main(void)
 {
 #define ON_FILES(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_clip),	   cmocka_unit_test(test_plan),
-	    ON_FILES(test_sparse_copy),	   ON_FILES(test_mirrored_writes),
+	    cmocka_unit_test(test_clip),	cmocka_unit_test(test_plan),
+	    ON_FILES(test_sparse_copy),		ON_FILES(test_mirrored_writes),
 	    ON_FILES(test_destination_failure), ON_FILES(test_no_temp_files),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
