@@ -93,6 +93,9 @@ static const struct allow allowlist[] = {
      * the pivot's fdatasync has little left to do (the fd came with the
      * API request; nothing is opened) */
     ALLOW(sync_file_range, VMM, ARG_ANY),
+    /* drive moves: the destination's "incomplete" mark (DMOVE_XATTR) is
+     * removed from its fd before the pivot */
+    ALLOW(fremovexattr, VMM, ARG_ANY),
     /* virtio-rng: the guest's entropy */
     ALLOW(getrandom, VMM, ARG_ANY),
     /* virtio rate limiters: the retry timer (a timerfd); the metrics

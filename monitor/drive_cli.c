@@ -12,10 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "monitor/api/api.h"
 #include "monitor/api_client.h"
+#include "monitor/drive_move.h"
 #include "monitor/exitcodes.h"
 
 #define POLL_MS 100
@@ -121,6 +125,20 @@ static int wait_end(const struct args *a, char *last, size_t lastlen)
 	}
 }
 
+/* Whether nothing listens on the API socket any more (ember exited), as
+ * opposed to a slow answer. */
+static bool ember_gone(const char *sock)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool gone = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    (errno == ECONNREFUSED || errno == ENOENT);
+	if (fd >= 0)
+		close(fd);
+	return gone;
+}
+
 static int cmd_move(const struct args *a)
 {
 	char abs[PATH_MAX * 2], cwd[PATH_MAX];
@@ -141,6 +159,9 @@ static int cmd_move(const struct args *a)
 	int fd =
 	    open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (a->force ? 0 : O_EXCL), 0600);
 	bool created = fd >= 0 && !a->force;
+	/* Marked until ember is about to pivot (DMOVE_XATTR); a file system
+	 * without user xattrs: no mark, and a lost ember leaves the file. */
+	bool marked = created && !fsetxattr(fd, DMOVE_XATTR, "1", 1, 0);
 	if (fd < 0) {
 		fprintf(stderr, "ember drive: drive \"%s\": cannot create %s: %s%s\n", a->drive,
 			path, strerror(errno),
@@ -156,7 +177,15 @@ static int cmd_move(const struct args *a)
 	else if (!rc)
 		printf("drive %s: moving to %s in the background (ember drive status)\n", a->drive,
 		       path);
-	if (rc < 0) {
+	if (rc < 0 && marked && ember_gone(a->sock) && getxattr(path, DMOVE_XATTR, NULL, 0) >= 0) {
+		/* ember is gone and never took the mark off: the file never
+		 * became the drive, the old file is whole. */
+		fprintf(stderr,
+			"ember drive: drive \"%s\": ember went away during the move (last seen: "
+			"%s), before the pivot: the drive's old file is whole\n",
+			a->drive, last);
+		rc = 1;
+	} else if (rc < 0) {
 		/* ember is gone: the move may have pivoted before it went (then
 		 * this file is the drive's only up-to-date copy), so it stays. */
 		fprintf(stderr,

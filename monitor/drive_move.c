@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "base/backend.h"
@@ -207,6 +208,13 @@ static void on_timer(struct ev_timer *t)
 		publish(m, DMOVE_MIRRORING);
 		if (fdatasync(m->dst_fd) < 0) {
 			snprintf(why, sizeof(why), "syncing the destination: %s", strerror(errno));
+			return end(m, DMOVE_FAILED, why);
+		}
+		/* From here the file may become the drive: unmarked first. */
+		if (fremovexattr(m->dst_fd, DMOVE_XATTR) < 0 && errno != ENODATA &&
+		    errno != ENOTSUP) {
+			snprintf(why, sizeof(why), "removing its %s mark: %s", DMOVE_XATTR,
+				 strerror(errno));
 			return end(m, DMOVE_FAILED, why);
 		}
 	} else {

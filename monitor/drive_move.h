@@ -38,6 +38,13 @@ const char *dmove_phase_name(enum dmove_phase p);
 
 #define DMOVE_ERR_MAX 1024
 
+/* The extended attribute a controller may set on a destination it made:
+ * ember removes it before the pivot (a failure to do so fails the move),
+ * so a file that still has it never became the drive.  A controller that
+ * lost ember (kill -9) may then remove the file; one without the attribute
+ * may be the drive's only up-to-date copy. */
+#define DMOVE_XATTR "user.ember.move-incomplete"
+
 /* What GET /drives/{id}/move reports. */
 struct dmove_report {
 	enum dmove_phase phase;

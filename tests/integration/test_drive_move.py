@@ -216,6 +216,9 @@ def test_kill_ember_mid_copy(tmp_path):
     out, err = cli.communicate(timeout=60)
     assert cli.returncode == 1
     assert "ember went away" in err and "last seen: copying" in err, err
+    # the destination still had its mark (ember takes it off just before a
+    # pivot): it never became the drive, so the CLI removed it
+    assert "before the pivot" in err and f"removed {dst}" in err and not dst.exists(), err
     assert sha(src) == before
     with loop_vm(tmp_path, src, name="b") as e2:
         e2.wait_output("blkloop: round 3")
@@ -231,6 +234,9 @@ def test_kill_cli_mid_copy(tmp_path):
         cli.wait()
         wait_report(e, lambda r: r["phase"] == "completed")
         assert sha(dst) == sha(src)
+        # ember took the file's "incomplete" mark off before the pivot
+        with pytest.raises(OSError):
+            os.getxattr(dst, "user.ember.move-incomplete")
 
 
 @pytest.fixture
