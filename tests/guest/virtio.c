@@ -24,7 +24,9 @@
  *            first drive, each read back, until the second drive's sector 0
  *            says STOP
  *   bench    `kind=pio|rng n=N`: N exits or N rng round trips between
- *            "bench: start" and "bench: done N" (make bench times them)
+ *            "bench: start" and "bench: done N" (make bench times them);
+ *            `kind=blkw`: N 4 KiB writes in the first MiB of the first
+ *            drive, then "bench: done N", for ever (the drive move bench)
  *   hostile  `case=C` (`dev=block|net|rng`): a broken driver's request,
  *            then DEVICE_NEEDS_RESET expected, reset, one good request
  * Exit status 0 on success, 1 on failure (README.md lists the lines). */
@@ -526,6 +528,17 @@ static int do_bench(void)
 			outb(0x80, 0);
 		kprintf("bench: done %lu\n", n);
 		return 0;
+	}
+	if (arg_is("kind", "blkw", 0)) { /* n 4 KiB writes in the first MiB, a line; again */
+		struct vdev *b = find_dev(VIRTIO_ID_BLOCK);
+		if (!b || vdev_init(b, BLK_WANTED, 1))
+			return 1;
+		for (;;) {
+			for (u64 i = 0; i < n; i++)
+				if (blk_req(b, VIRTIO_BLK_T_OUT, (i % 256) * 8, blk_data, 4096))
+					return 1;
+			kprintf("bench: done %lu\n", n);
+		}
 	}
 	struct vdev *d = find_dev(VIRTIO_ID_RNG);
 	if (!d || vdev_init(d, 0, 1))
