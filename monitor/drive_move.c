@@ -167,10 +167,10 @@ static void pivot(struct dmove *m)
 	m->buf = NULL;
 	m->active = false;
 	ev_timer_cancel(&m->timer);
-	publish(m, DMOVE_COMPLETED);
 	pthread_mutex_lock(&m->lock);
-	m->rep.pivot_ns = pause;
+	m->rep.pivot_ns = pause; /* before a reader can see "completed" */
 	pthread_mutex_unlock(&m->lock);
+	publish(m, DMOVE_COMPLETED);
 }
 
 /* When the data copied so far is due at the bandwidth limit: 0 now. */
