@@ -144,6 +144,14 @@ def test_pattern_guest_across_move(tmp_path):
         # ~8 s of copying at this rate: passes of the guest's writes land
         # on copied and uncopied regions alike
         cli = start_move(e, dst, "--max-bandwidth", str(128 << 10))
+        wait_report(e, lambda r: r["bytes_copied"] > 0)
+        seen = len(re.findall(r"pass \d+ ok", e.stdout()))
+        wait_count(e, r"pass \d+ ok", seen + 2)
+        r = report(e)
+        if r["phase"] == "copying":
+            # the second pass began after the watermark passed the first
+            # chunk, and wrote it: that write went to both files
+            assert r["mirrored_bytes"] > 0, r
         out, err = cli.communicate(timeout=300)
         assert cli.returncode == 0, out + err
         assert f"moved to {dst}" in out
