@@ -141,9 +141,9 @@ def test_pattern_guest_across_move(tmp_path):
                                           "is_root_device": False, "is_read_only": False})
         e.ok("PUT", "/actions", {"action_type": "InstanceStart"})
         e.wait_output("blkpattern: 2048 sectors", timeout=60)
-        # ~8 s of copying at this rate: passes of the guest's writes land
+        # ~32 s of copying at this rate: passes of the guest's writes land
         # on copied and uncopied regions alike
-        cli = start_move(e, dst, "--max-bandwidth", str(128 << 10))
+        cli = start_move(e, dst, "--max-bandwidth", str(32 << 10))
         wait_report(e, lambda r: r["bytes_copied"] > 0)
         seen = len(re.findall(r"pass \d+ ok", e.stdout()))
         wait_count(e, r"pass \d+ ok", seen + 2)
