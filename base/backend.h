@@ -11,10 +11,17 @@
 
 #define BLK_SECTOR 512
 
+struct blk_mirror;
+
 struct blk_backend {
 	int fd;
 	uint64_t capacity; /* bytes, a multiple of BLK_SECTOR */
 	bool read_only;
+	/* A drive being moved (base/blk_mirror.h): writes below its watermark
+	 * go to the destination too.  NULL otherwise.  Set and cleared by the
+	 * vmm thread where no write is in flight (a virtio device is served on
+	 * the vmm thread; an hvt guest's vCPU is paused). */
+	struct blk_mirror *mirror;
 };
 
 /* Open a raw disk: an image file or a block device (host_open(): a FIFO
@@ -25,7 +32,9 @@ __attribute__((warn_unused_result)) int blk_open(struct blk_backend *b, const ch
 						 bool read_only, char *err, size_t errlen);
 
 /* Whole transfers at byte offset off; the caller has checked the range
- * against capacity.  0 or -errno (-EROFS for a write to a read-only disk). */
+ * against capacity.  0 or -errno (-EROFS for a write to a read-only disk).
+ * A write (and a flush) reaches a mirror's destination too, as
+ * blk_mirror_wrote (blk_mirror_flush) says. */
 __attribute__((warn_unused_result)) int blk_read(struct blk_backend *b, uint64_t off, void *buf,
 						 size_t len);
 __attribute__((warn_unused_result)) int blk_write(struct blk_backend *b, uint64_t off,

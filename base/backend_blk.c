@@ -6,9 +6,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "base/backend.h"
+#include "base/blk_mirror.h"
 #include "base/hostfile.h"
 
 int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err, size_t errlen)
@@ -40,6 +42,7 @@ int blk_open(struct blk_backend *b, const char *path, bool read_only, char *err,
 	}
 	b->capacity = size;
 	b->read_only = read_only;
+	b->mirror = NULL;
 	return 0;
 }
 
@@ -68,6 +71,8 @@ int blk_read(struct blk_backend *b, uint64_t off, void *buf, size_t len)
 int blk_write(struct blk_backend *b, uint64_t off, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
+	struct iovec whole = {(void *)buf, len};
+	uint64_t at = off;
 	if (b->read_only)
 		return -EROFS;
 	while (len) {
@@ -78,12 +83,20 @@ int blk_write(struct blk_backend *b, uint64_t off, const void *buf, size_t len)
 			return n < 0 ? -errno : -EIO;
 		p += n, off += (uint64_t)n, len -= (size_t)n;
 	}
+	struct blk_mirror *m = __atomic_load_n(&b->mirror, __ATOMIC_ACQUIRE);
+	if (m)
+		blk_mirror_wrote(m, at, &whole, 1);
 	return 0;
 }
 
 int blk_flush(struct blk_backend *b)
 {
-	return fdatasync(b->fd) < 0 ? -errno : 0;
+	if (fdatasync(b->fd) < 0)
+		return -errno;
+	struct blk_mirror *m = __atomic_load_n(&b->mirror, __ATOMIC_ACQUIRE);
+	if (m)
+		blk_mirror_flush(m);
+	return 0;
 }
 
 void blk_close(struct blk_backend *b)

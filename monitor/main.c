@@ -30,6 +30,7 @@ static const char usage_main[] =
     "  migrate   live-migrate a running microVM into another ember, here or on\n"
     "            another host (ember migrate --help; runs ember-migrate, found\n"
     "            beside this binary)\n"
+    "  drive     move a running VM's drive to another file (ember help drive)\n"
     "  version   print the version\n"
     "  help      this text, or help on a command (ember help run)\n"
     "\n"
@@ -720,6 +721,8 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(cmd, "migrate") == 0)
 		return cmd_migrate(argv + 1);
+	if (strcmp(cmd, "drive") == 0)
+		return drive_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("ember %s\n", EMBER_VERSION);
 		return 0;
@@ -731,6 +734,8 @@ int main(int argc, char **argv)
 			fputs(snap_cli_usage, stdout);
 		else if (argc > 2 && strcmp(argv[2], "migrate") == 0)
 			return cmd_migrate((char *[]){"migrate", "--help", NULL});
+		else if (argc > 2 && strcmp(argv[2], "drive") == 0)
+			fputs(drive_cli_usage, stdout);
 		else
 			fputs(usage_main, stdout);
 		return 0;

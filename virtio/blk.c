@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/backend.h"
+#include "base/blk_mirror.h"
 #include "virtio/blk.h"
 #include "virtio/limiter.h"
 
@@ -186,7 +187,11 @@ static int transfer(struct virtio_blk *b, const struct vq_chain *c, bool write, 
 	static struct iovec iov[VQ_MAX_SIZE];
 	if (!b->bounce) {
 		int n = chain_iov(c, !write, from, len, iov);
-		return vec_io(b->be.fd, iov, n, off, write);
+		int r = vec_io(b->be.fd, iov, n, off, write);
+		if (!r && write && b->be.mirror) /* vec_io consumed iov */
+			blk_mirror_wrote(b->be.mirror, off, iov,
+					 chain_iov(c, !write, from, len, iov));
+		return r;
 	}
 	/* O_DIRECT: aligned chunks through the bounce buffer. */
 	while (len) {
@@ -231,6 +236,8 @@ static uint8_t ranges(struct virtio_blk *b, const struct vq_chain *c, bool zeroe
 				      (off_t)off, (off_t)len) < 0)
 				return VIRTIO_BLK_S_IOERR;
 		}
+		if (len && b->be.mirror)
+			blk_mirror_fallocated(b->be.mirror, mode, off, len);
 		b->stats.discard_bytes += len;
 	}
 	return VIRTIO_BLK_S_OK;
@@ -440,6 +447,15 @@ static const struct virtio_dev_ops vblk_ops = {
     .set_limits = set_limits,
     .flush = flush,
 };
+
+struct blk_backend *vblk_backend(struct virtio_dev *d, bool *direct)
+{
+	if (d->ops != &vblk_ops)
+		return NULL;
+	struct virtio_blk *b = d->priv;
+	*direct = b->bounce != NULL;
+	return &b->be;
+}
 
 int vblk_create(const struct vblk_params *p, struct virtio_impl *out, char *err, size_t errlen)
 {

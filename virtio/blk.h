@@ -27,4 +27,13 @@ __attribute__((warn_unused_result)) int vblk_create(const struct vblk_params *p,
 						    struct virtio_impl *out, char *err,
 						    size_t errlen);
 
+struct blk_backend;
+
+/* The disk behind d, or NULL when d is not a virtio-blk device; *direct
+ * says whether it is O_DIRECT.  For a drive move (monitor/drive_move.c):
+ * the vmm thread, which serves d, may attach a mirror to it and switch its
+ * fd between two requests; the capacity, read-only flag and rate limiter
+ * stay the device's. */
+struct blk_backend *vblk_backend(struct virtio_dev *d, bool *direct);
+
 #endif

@@ -32,6 +32,7 @@
 #include "jail/jail.h"
 #include "base/evloop.h"
 #include "monitor/migrate/migrate.h"
+#include "monitor/drive_move.h"
 
 /* Whether argv[1] starts API mode (--api-sock, --config-file, ...). */
 bool api_is_api_mode(const char *arg1);
@@ -61,6 +62,14 @@ int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *
  * not be reached, or EXIT_CONFIG for bad arguments. */
 int snap_cli_main(int argc, char **argv);
 extern const char snap_cli_usage[];
+
+/* `ember drive move|status|cancel ...` (monitor/drive_cli.c): a client of
+ * a running ember's /drives/{id}/move; move creates the destination and
+ * sends its fd.  argv[0] is the subcommand.  Returns 0, 1 when ember
+ * refused, the move failed or was cancelled (or ember could not be
+ * reached), EXIT_CONFIG for bad arguments. */
+int drive_cli_main(int argc, char **argv);
+extern const char drive_cli_usage[];
 
 /* `ember run --restore`: the configuration c is the snapshot's, and the
  * command line may only point its devices at other host files, taps and
@@ -163,6 +172,8 @@ enum api_op {
 	API_OP_TRACK_DIRTY, /* PATCH /machine-config track_dirty_pages after boot: on */
 	API_OP_MIG_SETUP,   /* a migration target's setup check and RAM: data, len, mem */
 	API_OP_MIG_BUILD,   /* a migration target's build from its state: data, len, mem */
+	API_OP_MOVE,	    /* PUT /drives/{id}/move: drive, stream_fd, path, max_bw */
+	API_OP_MOVE_CANCEL, /* PUT /drives/{id}/move/cancel: drive */
 };
 
 struct api_call {
@@ -172,7 +183,9 @@ struct api_call {
 	const char *mem_path; /* snapshots' memory file */
 	bool diff;	      /* SNAP_CREATE: "Diff" */
 	bool stream;	      /* SNAP_CREATE: "stream": write it to stream_fd (then closed) */
-	int stream_fd;	      /* SNAP_CREATE with stream: the fd the request carried */
+	int stream_fd;	      /* SNAP_CREATE with stream, MOVE: the fd the request carried */
+	const char *drive;    /* MOVE, MOVE_CANCEL: the drive's id */
+	uint64_t max_bw;      /* MOVE: bytes/s, 0: no limit */
 	const json_t *body;   /* SNAP_LOAD: its request (a->job holds it) */
 	int fd;		      /* API_OP_OPEN's result */
 	bool net;	      /* LIMITS: a net device (else a drive) */
@@ -240,6 +253,10 @@ struct api {
 	/* The fd that came with the request being handled (API thread;
 	 * NULL outside api_handle): a handler that keeps it sets it to -1. */
 	int *req_fd;
+
+	/* Drive moves (the vmm thread's; reports read by GETs on the API
+	 * thread under its own lock): made with the VM's loop (watch_api). */
+	struct dmove move;
 
 	struct vm *vm;	       /* the vmm thread's */
 	struct vm_config *cfg; /* built at InstanceStart; vm->cfg */
@@ -351,6 +368,17 @@ void api_mig_setup(struct api *a, struct api_call *c);
 void api_mig_build(struct api *a, struct api_call *c);
 extern const struct mig_source_ops api_mig_source_ops;
 extern const struct mig_target_ops api_mig_target_ops;
+/* api_drive.c: ember's /drives/{id}/move, /drives/{id}/move/cancel:
+ * whether path is one of them (then api_drive_move answers it, on the API
+ * thread; GETs from the mover's report, without the vmm thread). */
+bool api_drive_move_path(const char *path);
+void api_drive_move(struct api *a, const struct http_req *rq, struct http_resp *rs);
+/* Their work on the vmm thread (API_OP_MOVE, API_OP_MOVE_CANCEL). */
+void api_drive_move_do(struct api *a, struct api_call *c);
+/* dmove_init's callback: the accepted drive object names the new path. */
+void api_drive_moved(void *opaque, unsigned index, const char *path);
+/* The busy 400 while a long job runs: true when rs holds it. */
+bool api_busy(struct api *a, struct http_resp *rs);
 
 /* api_main.c: run a call on the vmm thread (in place when made there) and
  * wait for its reply.  The caller holds a->lock: one configurer at a

@@ -117,6 +117,8 @@ static int watch_api(struct api *a, struct vm *vm)
 		r = ev_add(&vm->ev, &g.mbox_src, a->mbox.efd, EPOLLIN, on_mbox, a);
 	if (!r) /* a migration's requests and its throttle timer */
 		r = mig_watch(&a->mig, vm);
+	if (!r) /* its timer (a timerfd) exists before the drop */
+		r = dmove_init(&a->move, vm, a->cfg, api_drive_moved, a);
 	if (!r && g.metrics_ev) {
 		ev_timer_fini(g.metrics_ev, &g.metrics_timer);
 		g.metrics_ev = NULL;
@@ -240,6 +242,10 @@ static void vmm_do(struct api *a, struct api_call *c)
 		return;
 	case API_OP_MIG_BUILD:
 		api_mig_build(a, c);
+		return;
+	case API_OP_MOVE:
+	case API_OP_MOVE_CANCEL:
+		api_drive_move_do(a, c);
 		return;
 	case API_OP_FATAL:
 		snprintf(g.fatal_msg, sizeof(g.fatal_msg), "%s", c->fault);

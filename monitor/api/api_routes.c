@@ -278,9 +278,28 @@ static const struct {
     {"/migration/", R_MIG_PUT, NULL},
 };
 
+bool api_busy(struct api *a, struct http_resp *rs)
+{
+	static const char *const doing[] = {
+	    [API_OP_START] = "the microVM is starting (InstanceStart)",
+	    [API_OP_SNAP_CREATE] = "a snapshot is being written (PUT /snapshot/create)",
+	    [API_OP_SNAP_LOAD] = "a snapshot is being loaded (PUT /snapshot/load)",
+	};
+	unsigned op = (unsigned)a->job.call.op;
+	if (!a->job.name)
+		return false;
+	http_fault(rs, 400,
+		   "Operation not allowed now: %s; GETs are answered, changes wait until it "
+		   "completes.",
+		   op < sizeof(doing) / sizeof(doing[0]) && doing[op] ? doing[op] : a->job.name);
+	return true;
+}
+
 static void route(struct api *a, const struct http_req *rq, struct http_resp *rs)
 {
 	unsigned k;
+	if (api_drive_move_path(rq->path))
+		return api_drive_move(a, rq, rs);
 	const char *id = NULL;
 	for (k = 0; k < sizeof(routes) / sizeof(routes[0]); k++) {
 		const char *p = routes[k].path;
@@ -341,19 +360,8 @@ static void route(struct api *a, const struct http_req *rq, struct http_resp *rs
 		pthread_mutex_unlock(&a->view_lock);
 		return http_reply_json(rs, 200, o);
 	}
-	if (a->job.name) {
-		static const char *const doing[] = {
-		    [API_OP_START] = "the microVM is starting (InstanceStart)",
-		    [API_OP_SNAP_CREATE] = "a snapshot is being written (PUT /snapshot/create)",
-		    [API_OP_SNAP_LOAD] = "a snapshot is being loaded (PUT /snapshot/load)",
-		};
-		unsigned op = (unsigned)a->job.call.op;
-		return http_fault(rs, 400,
-				  "Operation not allowed now: %s; GETs are answered, changes "
-				  "wait until it completes.",
-				  op < sizeof(doing) / sizeof(doing[0]) && doing[op] ? doing[op]
-										     : a->job.name);
-	}
+	if (api_busy(a, rs))
+		return;
 
 	/* A migration holds the VM: changes wait, but for its own calls. */
 	if (mig_busy(&a->mig) && !(rk == R_MIG_PUT && (!strcmp(id, "cancel") ||

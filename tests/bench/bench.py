@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from bench_drive_move import drive_move_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
 from bench_snapshot import snapshot_rows
@@ -607,8 +608,14 @@ def main():
                "tests/bench/bench_migrate.py)\n")
     out.append(table(mig_header, mig_rows))
     out += ["- " + n for n in mig_notes]
+    log("bench: drive move rows")
+    move_rows, move_goals = drive_move_rows(ember, a.guests, min(runs, 5))
+    out.append("\nDrive moves: a 1 GiB filled disk, the guest idle, beside dd and cp of the "
+               "same file in the same run (see tests/bench/bench_drive_move.py)\n")
+    out.append(table(["what", "median", "spread", "throughput"], move_rows))
     out.append("\nGoals (from the issues)\n")
-    out.append(table(["goal", "target", "result", "met"], goal_rows + snap_goals + mig_goals))
+    out.append(table(["goal", "target", "result", "met"],
+                     goal_rows + snap_goals + mig_goals + move_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p

@@ -20,8 +20,13 @@
  *            must bring the device's writes (rx buffers, used ring) back
  *   rng      two 64-byte draws, non-zero and different
  *   vsock    connect to host CID 2 `port=`; with `listen=P` also accept
+ *   blkpattern  (virtio_blkpat.c) passes of a checksummed pattern over the
+ *            first drive, each read back, until the second drive's sector 0
+ *            says STOP
  *   bench    `kind=pio|rng n=N`: N exits or N rng round trips between
- *            "bench: start" and "bench: done N" (make bench times them)
+ *            "bench: start" and "bench: done N" (make bench times them);
+ *            `kind=blkw`: N 4 KiB writes in the first MiB of the first
+ *            drive, then "bench: done N", for ever (the drive move bench)
  *   hostile  `case=C` (`dev=block|net|rng`): a broken driver's request,
  *            then DEVICE_NEEDS_RESET expected, reset, one good request
  * Exit status 0 on success, 1 on failure (README.md lists the lines). */
@@ -49,13 +54,18 @@ int arg_is(const char *key, const char *val, int def)
 	return !memcmp(v, val, n) && (v[n] == ' ' || v[n] == 0);
 }
 
-struct vdev *find_dev(u32 id)
+struct vdev *find_dev_nth(u32 id, unsigned nth)
 {
 	for (unsigned i = 0; i < ndevs; i++)
-		if (devs[i].id == id)
+		if (devs[i].id == id && !nth--)
 			return &devs[i];
 	kprintf("virtio: no %s device\n", vdev_name(id));
 	return NULL;
+}
+
+struct vdev *find_dev(u32 id)
+{
+	return find_dev_nth(id, 0);
 }
 
 /* Printable bytes as they are, others as '.', up to n or a NUL. */
@@ -92,17 +102,6 @@ static int do_probe(void)
 
 /* ---- block (§5.2) ---- */
 
-#define VIRTIO_BLK_F_RO 5
-#define VIRTIO_BLK_F_FLUSH 9
-#define VIRTIO_BLK_T_IN 0
-#define VIRTIO_BLK_T_OUT 1
-#define VIRTIO_BLK_T_FLUSH 4
-#define VIRTIO_BLK_T_GET_ID 8
-#define VIRTIO_BLK_S_OK 0
-#define VIRTIO_BLK_S_IOERR 1
-#define BLK_WANTED (1ULL << VIRTIO_BLK_F_RO | 1ULL << VIRTIO_BLK_F_FLUSH)
-#define SECTOR 512
-#define BIG_READ 65536
 
 static struct blk_hdr {
 	u32 type;
@@ -115,7 +114,7 @@ static u8 blk_pattern[SECTOR];
 
 /* One request: header, an optional data buffer, status.  The status byte,
  * or -1 on timeout. */
-static int blk_req(struct vdev *d, u32 type, u64 sector, void *buf, u32 len)
+int blk_req(struct vdev *d, u32 type, u64 sector, void *buf, u32 len)
 {
 	struct vbuf b[3] = {{(u64)&blk_hdr, sizeof(blk_hdr), 0}};
 	unsigned n = 1;
@@ -530,6 +529,17 @@ static int do_bench(void)
 		kprintf("bench: done %lu\n", n);
 		return 0;
 	}
+	if (arg_is("kind", "blkw", 0)) { /* n 4 KiB writes in the first MiB, a line; again */
+		struct vdev *b = find_dev(VIRTIO_ID_BLOCK);
+		if (!b || vdev_init(b, BLK_WANTED, 1))
+			return 1;
+		for (;;) {
+			for (u64 i = 0; i < n; i++)
+				if (blk_req(b, VIRTIO_BLK_T_OUT, (i % 256) * 8, blk_data, 4096))
+					return 1;
+			kprintf("bench: done %lu\n", n);
+		}
+	}
 	struct vdev *d = find_dev(VIRTIO_ID_RNG);
 	if (!d || vdev_init(d, 0, 1))
 		return 1;
@@ -772,9 +782,11 @@ int main(void)
 		return do_vsock();
 	if (arg_is("test", "bench", 0))
 		return do_bench();
+	if (arg_is("test", "blkpattern", 0))
+		return do_blkpattern();
 	if (arg_is("test", "hostile", 0))
 		return do_hostile();
 	print("virtio: unknown test= (probe, blk, blkloop, net, netloop, rng, vsock, bench, "
-	      "hostile)\n");
+	      "blkpattern, hostile)\n");
 	return 1;
 }
