@@ -270,7 +270,7 @@ def _baseline_gap(ember, work, cmdline, seconds=3.0):
 
 
 def _summ(results, key):
-    vals = [r.get(key) for r in results if "error" not in r]
+    vals = [r.get(key) for r in results if not r.get("error")]
     vals = [v for v in vals if v is not None]
     if not vals:
         return "—"
@@ -312,7 +312,7 @@ def migrate_rows(ember, guests, runs):
                 res["qemu tuned"] = [_qemu_once(qemu, work, cmdline, True) for _ in range(n)]
             base = _baseline_gap(ember, work, cmdline)
             for who, rs in res.items():
-                errs = [r["error"] for r in rs if "error" in r]
+                errs = [r["error"] for r in rs if r.get("error")]
                 if errs:
                     notes.append("(%s) %s: %d of %d failed, e.g. %s" % (key, who, len(errs),
                                                                          len(rs), errs[0]))
@@ -324,16 +324,16 @@ def migrate_rows(ember, guests, runs):
             for who in ("ember", "ember --verify dirty"):
                 if key not in ("a", "c"):
                     break
-                ok = [r for r in res[who] if "error" not in r]
+                ok = [r for r in res[who] if not r.get("error")]
                 dt = _median([r.get("downtime_ms") for r in ok])
                 goals.append(["migration (%s) downtime, %s, median of %d" % (key, who, len(ok)),
                               "≤ %.0f ms" % GOAL_DOWNTIME_MS,
                               "%.2f ms" % dt if dt is not None else "—",
                               "met" if dt is not None and dt <= GOAL_DOWNTIME_MS else "not met"])
-            ok = [r for r in res["ember"] if "error" not in r]
+            ok = [r for r in res["ember"] if not r.get("error")]
             if key == "a" and qemu:
                 et = _median([r.get("total_ms") for r in ok])
-                qt = _median([r.get("total_ms") for r in res["qemu tuned"] if "error" not in r])
+                qt = _median([r.get("total_ms") for r in res["qemu tuned"] if not r.get("error")])
                 if et is not None and qt:
                     goals.append(["migration (a) total time ÷ tuned QEMU's", "≤ 0.5",
                                   "%.2f" % (et / qt), "met" if et / qt <= 0.5 else "not met"])
