@@ -21,8 +21,8 @@
  * dirty bitmap stay as gmem_init made them. */
 static int map_fd(struct gmem *m, int fd)
 {
-	if (mmap(m->base, m->ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
-		 fd, 0) == MAP_FAILED)
+	if (mmap(m->base, m->ram_size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd, 0) == MAP_FAILED)
 		return -errno;
 	m->memfd = fd;
 	m->shared = true;
@@ -59,10 +59,11 @@ int gmem_check_memfd(const struct gmem *m, int fd, char *err, size_t errlen)
 				!S_ISREG(st.st_mode) ? "not a regular file" : "it takes no seals"),
 		       -EINVAL;
 	if ((seals & SIZE_SEALS) != SIZE_SEALS)
-		return snprintf(err, errlen,
-				"the memory's fd is not a memfd sealed against resizing (seals 0x%x): "
-				"not an ember's guest RAM",
-				(unsigned)seals),
+		return snprintf(
+			   err, errlen,
+			   "the memory's fd is not a memfd sealed against resizing (seals 0x%x): "
+			   "not an ember's guest RAM",
+			   (unsigned)seals),
 		       -EINVAL;
 	if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
 		return snprintf(err, errlen, "the memory's memfd is sealed against writes"),

@@ -21,8 +21,8 @@ static void wait_fd(int fd, short ev)
 	(void)!ppoll(&pf, 1, NULL, NULL);
 }
 
-int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b, int fd,
-		    char *err, size_t errlen)
+int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b, int fd, char *err,
+		    size_t errlen)
 {
 	uint8_t hdr[SNAP_MIG_HDR];
 	char n[12];
@@ -33,7 +33,9 @@ int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b
 	} c;
 	memset(&c, 0, sizeof(c));
 	struct iovec iov = {.iov_base = hdr, .iov_len = sizeof(hdr)};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = c.buf,
 			     .msg_controllen = sizeof(c.buf)};
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 	cm->cmsg_level = SOL_SOCKET;
@@ -50,15 +52,16 @@ int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b
 		}
 		if (w < 0) {
 			int e = -errno;
-			snap_fail(err, errlen, "stream: byte %" PRIu64 ": writing record %s: %s", s->off,
-				  snap_mig_name(type, n), strerror(-e));
+			snap_fail(err, errlen, "stream: byte %" PRIu64 ": writing record %s: %s",
+				  s->off, snap_mig_name(type, n), strerror(-e));
 			return e;
 		}
 		s->off += (uint64_t)w;
 		/* the fd went with the first bytes; the rest as any record's */
-		return (size_t)w == sizeof(hdr) ? 0
-						 : snap_stream_write(s, hdr + w, sizeof(hdr) - (size_t)w,
-								     "a record header", err, errlen);
+		return (size_t)w == sizeof(hdr)
+			   ? 0
+			   : snap_stream_write(s, hdr + w, sizeof(hdr) - (size_t)w,
+					       "a record header", err, errlen);
 	}
 }
 
@@ -105,7 +108,9 @@ int snap_mig_get_hdr_fd(struct snap_stream *s, struct snap_mig_rec *r, int *fd, 
 			char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
 		} c;
 		struct iovec iov = {.iov_base = hdr + have, .iov_len = sizeof(hdr) - have};
-		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
+		struct msghdr msg = {.msg_iov = &iov,
+				     .msg_iovlen = 1,
+				     .msg_control = c.buf,
 				     .msg_controllen = sizeof(c.buf)};
 		ssize_t n = recvmsg(s->fd, &msg, MSG_CMSG_CLOEXEC);
 		if (n < 0 && errno == EINTR)
@@ -116,8 +121,9 @@ int snap_mig_get_hdr_fd(struct snap_stream *s, struct snap_mig_rec *r, int *fd, 
 		}
 		if (n < 0) {
 			e = -errno;
-			snap_fail(err, errlen, "stream: byte %" PRIu64 ": reading a record header: %s",
-				  s->off, strerror(-e));
+			snap_fail(err, errlen,
+				  "stream: byte %" PRIu64 ": reading a record header: %s", s->off,
+				  strerror(-e));
 			break;
 		}
 		fds += take_fds(&msg, fd);
@@ -126,10 +132,12 @@ int snap_mig_get_hdr_fd(struct snap_stream *s, struct snap_mig_rec *r, int *fd, 
 			e = have ? -EINVAL : -EPIPE;
 			if (have)
 				snap_fail(err, errlen,
-					  "stream: byte %" PRIu64 ": truncated in a record header", s->off);
+					  "stream: byte %" PRIu64 ": truncated in a record header",
+					  s->off);
 			else
 				snap_fail(err, errlen,
-					  "stream: byte %" PRIu64 ": the peer closed the stream", at);
+					  "stream: byte %" PRIu64 ": the peer closed the stream",
+					  at);
 			break;
 		}
 		have += (uint64_t)n, s->off += (uint64_t)n;
@@ -140,7 +148,8 @@ int snap_mig_get_hdr_fd(struct snap_stream *s, struct snap_mig_rec *r, int *fd, 
 		e = snap_mig_crc_check(r, NULL, err, errlen);
 	if (!e && (fds > 1 || trunc)) {
 		snap_fail(err, errlen,
-			  "stream: byte %" PRIu64 ": more than one file descriptor came with a record",
+			  "stream: byte %" PRIu64
+			  ": more than one file descriptor came with a record",
 			  at);
 		e = -EINVAL;
 	}

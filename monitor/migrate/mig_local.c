@@ -46,11 +46,13 @@ int mig_local_recv_memf(struct mig *m, struct snap_stream *s, char *err, size_t 
 	if (rec.type != SNAP_MIG_MEMF || fd < 0 || rec.a != pages) {
 		if (rec.type != SNAP_MIG_MEMF)
 			snprintf(err, errlen,
-				 "stream: byte %" PRIu64 ": record %s where MEMF belongs (mode local)",
+				 "stream: byte %" PRIu64
+				 ": record %s where MEMF belongs (mode local)",
 				 rec.off, snap_mig_name(rec.type, n));
 		else if (fd < 0)
 			snprintf(err, errlen,
-				 "stream: byte %" PRIu64 ": record MEMF came with no file descriptor",
+				 "stream: byte %" PRIu64
+				 ": record MEMF came with no file descriptor",
 				 rec.off);
 		else
 			snprintf(err, errlen,

@@ -23,31 +23,24 @@ import sys
 import tempfile
 import time
 
+from bench_snapshot import read_reply
+
 MEM_MIB = 1024
 FILL_MIB = 1024
 GOAL_DOWNTIME_MS = 2.0
 
 
 def _req(sock, method, path, body=None, fds=()):
+    """(status, JSON or None) of one API request, fds riding on it."""
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(30)
     try:
         s.connect(sock)
         data = json.dumps(body).encode() if body is not None else b""
-        head = (f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
-                f"application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
-        socket.send_fds(s, [head + data], list(fds))
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            c = s.recv(65536)
-            if not c:
-                break
-            buf += c
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        m = re.search(rb"content-length:\s*(\d+)", head, re.I)
-        while m and len(rest) < int(m.group(1)):
-            rest += s.recv(65536)
-        return int(head.split()[1]), (json.loads(rest) if rest.strip() else None)
+        socket.send_fds(s, [("%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                             % (method, path, len(data))).encode() + data], list(fds))
+        st, text = read_reply(s)
+        return st, (json.loads(text) if text.strip() else None)
     finally:
         s.close()
 

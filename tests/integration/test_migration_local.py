@@ -45,10 +45,10 @@ class FdRelay(Relay):
 
     def __init__(self, action=None, fd_action=None):
         self.fd_action = fd_action or (lambda d, hdr, fds: fds)
-        self.pending = {}
+        self.pending = {"s": [], "t": []}
         super().__init__(action)
 
-    def read_hdr(self, sock, d):
+    def recv_hdr(self, sock, d):
         buf, fds = b"", []
         while len(buf) < HDR:
             msg, anc, _, _ = sock.recvmsg(HDR - len(buf), socket.CMSG_SPACE(16))
@@ -56,47 +56,23 @@ class FdRelay(Relay):
                 if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
                     fds += list(struct.unpack(f"{len(data) // 4}i", data[:len(data) // 4 * 4]))
             if not msg:
-                return None, fds
+                break
             buf += msg
-        return buf, fds
+        if len(buf) == HDR and (fds or name(struct.unpack_from("<I", buf)[0]) == "MEMF"):
+            fds = self.fd_action(d, buf, fds)
+        self.pending[d] = fds
+        return buf if len(buf) == HDR else None
 
-    def pump(self, d, a, b):
-        n = 0
+    def send(self, sock, d, out):
+        fds, self.pending[d] = self.pending[d], []
         try:
-            while True:
-                hdr, fds = self.read_hdr(a, d)
-                if hdr is None:
-                    break
-                t, ln = struct.unpack_from("<II", hdr)
-                payload = self.read(a, ln) if ln else b""
-                if payload is None:
-                    break
-                with self.lock:
-                    self.seen.append((d, name(t)))
-                if fds or name(t) == "MEMF":
-                    fds = self.fd_action(d, hdr, fds)
-                out = self.action(d, n, hdr, payload)
-                n += 1
-                if out is None:
-                    self.close()
-                    return
-                try:
-                    if fds:
-                        socket.send_fds(b, [out[:HDR]], fds)
-                        b.sendall(out[HDR:])
-                    else:
-                        b.sendall(out)
-                except OSError:
-                    break
-                finally:
-                    for f in fds:
-                        os.close(f)
-        except OSError:
-            pass
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+            if fds:
+                socket.send_fds(sock, [out[:HDR]], fds)
+                out = out[HDR:]
+            sock.sendall(out)
+        finally:
+            for f in fds:
+                os.close(f)
 
 
 def memfd_of(pid):
