@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from bench_migrate_local import local_rows
 from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
@@ -595,8 +596,13 @@ def main():
     out.append("\nSnapshots: a 256 MiB guest, 250 MiB of it written (see "
                "tests/bench/bench_snapshot.py)\n")
     out.append(table(["what", "median", "p10–p90", "n", "note"], snap_rows))
+    log("bench: same-host migration rows")
+    local_rows_, local_goals = local_rows(ember, a.guests, min(runs, 10))
+    out.append("\nSame-host migration, memory by fd (ember only; see "
+               "tests/bench/bench_migrate_local.py)\n")
+    out.append(table(["what", "median", "note"], local_rows_))
     out.append("\nGoals (from the issues)\n")
-    out.append(table(["goal", "target", "result", "met"], goal_rows + snap_goals))
+    out.append(table(["goal", "target", "result", "met"], goal_rows + snap_goals + local_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p

@@ -269,3 +269,29 @@ def test_kill_around_handover(tmp_path, point, what):
         relay.close()
         src.kill()
         dst.kill()
+
+
+def test_api_mem_backend_memfd(tmp_path):
+    """API mode: machine-config "mem_backend": "memfd" before InstanceStart
+    gives shareable RAM, moved locally; another value is refused."""
+    src, dst = Ember(tmp_path, name="src"), Ember(tmp_path, name="dst")
+    try:
+        st, js = src.curl("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64,
+                                                     "mem_backend": "hugetlb"})
+        assert st == 400 and "mem_backend" in js["fault_message"], (st, js)
+        src.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64,
+                                          "mem_backend": "memfd"})
+        src.ok("PUT", "/boot-source", {"kernel_image_path": guest("counter"),
+                                       "boot_args": f"count={COUNT} spin={SPIN}"})
+        src.ok("PUT", "/actions", {"action_type": "InstanceStart"})
+        src.wait_output("count 2\n", timeout=30)
+        assert memfd_of(src.p.pid) is not None
+        start(src, dst, send_body=LOCAL)
+        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+        assert js["phase"] == "running", (js, dst.stderr())
+        assert src.wait(timeout=30) == 0, src.stderr()
+        dst.wait(timeout=120)
+        counts_on(src.stdout(), dst.stdout(), COUNT)
+    finally:
+        src.kill()
+        dst.kill()
