@@ -295,3 +295,50 @@ def test_api_mem_backend_memfd(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+@pytest.mark.parametrize("outcome", ["stop", "resume"])
+def test_cut_after_redy(tmp_path, outcome):
+    """REDY reaches the source, then the connection is cut: GOGO cannot go,
+    the source waits paused in handover-unknown (its vmm thread still held:
+    GETs are answered), the target in ready.  The controller's part: one of
+    them resumes, the other stops; never both."""
+    src = counter(tmp_path, args="fill=16 check=1")
+    dst = Ember(tmp_path, name="dst")
+    relay = None
+
+    def act(d, n, hdr, payload):
+        if d == "t" and name(struct.unpack_from("<I", hdr)[0]) == "REDY":
+            relay.socks[0].sendall(hdr + payload)
+            return None
+        return hdr + payload
+    relay = FdRelay(act)
+    try:
+        src.wait_output("pattern ok\n", timeout=30)
+        start(src, dst, send_body=LOCAL, relay=relay)
+        s_phase, t_phase = settle(src, dst)
+        s, t = at_most_one_runs(src, dst)
+        if s_phase == "exited":  # GOGO slipped into the socket before the cut
+            assert src.p.returncode == 0
+            dst.ok("PUT", "/migration/resolve", {"outcome": "resume"})
+            return
+        assert (s, s_phase) == ("Paused", "handover-unknown"), (s, s_phase)
+        assert (t, t_phase) == ("Paused", "ready"), (t, t_phase)
+        if outcome == "stop":  # the target runs, the source stops
+            dst.ok("PUT", "/migration/resolve", {"outcome": "resume"})
+            src.ok("PUT", "/migration/resolve", {"outcome": "stop"})
+            assert src.wait(timeout=30) == 0
+            runner = dst
+        else:  # the target stops, the source runs on over its RAM
+            dst.ok("PUT", "/migration/resolve", {"outcome": "stop"})
+            assert dst.wait(timeout=30) != 0
+            src.ok("PUT", "/migration/resolve", {"outcome": "resume"})
+            runner = src
+        n = runner.stdout().count("pattern ok\n")
+        wait_for(lambda: runner.stdout().count("pattern ok\n") >= n + 2, "two more checks")
+        assert "pattern bad" not in runner.stdout()
+        at_most_one_runs(src, dst)
+    finally:
+        relay.close()
+        src.kill()
+        dst.kill()
