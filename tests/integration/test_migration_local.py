@@ -212,6 +212,16 @@ def test_wrong_fd_refused(tmp_path, kind, why):
         dst.kill()
 
 
+def settle_local(src, dst, relay):
+    """Once the source checked its memory: a local move through relay, left
+    to settle.  (source phase, target phase, source state, target state);
+    never both running."""
+    src.wait_output("pattern ok\n", timeout=30)
+    start(src, dst, send_body=LOCAL, relay=relay)
+    s_phase, t_phase = settle(src, dst)
+    return (s_phase, t_phase) + at_most_one_runs(src, dst)
+
+
 # (direction, record): the kill falls before it is passed on
 POINTS = {
     "after-memf": ("s", "STAT"),   # the target maps the memfd; no state yet
@@ -242,10 +252,7 @@ def test_kill_around_handover(tmp_path, point, what):
         return hdr + payload
     relay = FdRelay(act)
     try:
-        src.wait_output("pattern ok\n", timeout=30)
-        start(src, dst, send_body=LOCAL, relay=relay)
-        s_phase, t_phase = settle(src, dst)
-        s, t = at_most_one_runs(src, dst)
+        s_phase, t_phase, s, t = settle_local(src, dst, relay)
         if what == "kill-target" and point == "after-redy":
             # REDY went on to the source, whose GOGO went into the relay:
             # delivered as far as it knows (docs/migration.md, "As built")
@@ -314,10 +321,7 @@ def test_cut_after_redy(tmp_path, outcome):
         return hdr + payload
     relay = FdRelay(act)
     try:
-        src.wait_output("pattern ok\n", timeout=30)
-        start(src, dst, send_body=LOCAL, relay=relay)
-        s_phase, t_phase = settle(src, dst)
-        s, t = at_most_one_runs(src, dst)
+        s_phase, t_phase, s, t = settle_local(src, dst, relay)
         if s_phase == "exited":  # GOGO slipped into the socket before the cut
             assert src.p.returncode == 0
             dst.ok("PUT", "/migration/resolve", {"outcome": "resume"})
