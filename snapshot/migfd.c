@@ -15,10 +15,16 @@
 
 #define MAX_FDS 4 /* room to see (and close) fds beyond the one wanted */
 
-static void wait_fd(int fd, short ev)
+/* A call on fd returned n: whether to make it again (interrupted, or the
+ * non-blocking fd was full or empty: waited for ev first). */
+static bool again(ssize_t n, int fd, short ev)
 {
+	if (n >= 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+		return false;
 	struct pollfd pf = {.fd = fd, .events = ev};
-	(void)!ppoll(&pf, 1, NULL, NULL);
+	if (errno != EINTR)
+		(void)!ppoll(&pf, 1, NULL, NULL);
+	return true;
 }
 
 int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b, int fd, char *err,
@@ -44,12 +50,8 @@ int snap_mig_put_fd(struct snap_stream *s, uint32_t type, uint64_t a, uint64_t b
 	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
 	for (;;) {
 		ssize_t w = sendmsg(s->fd, &msg, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
+		if (again(w, s->fd, POLLOUT))
 			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			wait_fd(s->fd, POLLOUT);
-			continue;
-		}
 		if (w < 0) {
 			int e = -errno;
 			snap_fail(err, errlen, "stream: byte %" PRIu64 ": writing record %s: %s",
@@ -113,12 +115,8 @@ int snap_mig_get_hdr_fd(struct snap_stream *s, struct snap_mig_rec *r, int *fd, 
 				     .msg_control = c.buf,
 				     .msg_controllen = sizeof(c.buf)};
 		ssize_t n = recvmsg(s->fd, &msg, MSG_CMSG_CLOEXEC);
-		if (n < 0 && errno == EINTR)
+		if (again(n, s->fd, POLLIN))
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			wait_fd(s->fd, POLLIN);
-			continue;
-		}
 		if (n < 0) {
 			e = -errno;
 			snap_fail(err, errlen,
