@@ -84,7 +84,9 @@ int ev_run(struct evloop *ev, bool (*stop)(void *opaque), void *opaque)
 				continue;
 			return -errno;
 		}
-		for (int i = 0; i < n; i++) {
+		/* stop is checked between sources too: a source may stop the
+		 * loop, and those after it in the batch are not served */
+		for (int i = 0; i < n && !stop(opaque); i++) {
 			struct ev_source *src = e[i].data.ptr;
 			src->fn(src, e[i].events);
 		}

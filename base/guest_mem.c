@@ -259,6 +259,8 @@ int gmem_dirty_fetch(struct gmem *m, uint64_t *out)
 
 void gmem_free(struct gmem *m)
 {
+	if (m->shared)
+		close(m->memfd);
 	if (m->dirty)
 		munmap((void *)m->dirty, gmem_dirty_words(m) * 8);
 	if (m->base)

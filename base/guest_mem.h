@@ -40,6 +40,11 @@ struct gmem {
 	_Atomic uint64_t *dirty;
 	_Atomic bool logging;
 	bool all;
+	/* Shared RAM (guest_mem_fd.c): the mapping is memfd's, MAP_SHARED,
+	 * so another ember on this host can take it over.  memfd is open
+	 * (and closed by gmem_free) only when shared. */
+	bool shared;
+	int memfd;
 };
 
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
@@ -64,6 +69,27 @@ __attribute__((warn_unused_result)) int gmem_init_file(struct gmem *m, int fd, u
  * Before gmem_kvm_attach() only.  0, -EBUSY when already attached,
  * -ERANGE when RAM would reach past 4 GiB. */
 __attribute__((warn_unused_result)) int gmem_flatten(struct gmem *m);
+
+/* gmem_init's layout over a memfd (sealed against growing and
+ * shrinking) mapped MAP_SHARED, so that its fd can be handed to a new
+ * ember on this host (docs/migration.md, "Same-host upgrade").  Its
+ * pages are shmem's: no transparent huge pages unless shmem_enabled says
+ * so, and a read of an untouched page allocates it.  0 or -errno. */
+__attribute__((warn_unused_result)) int gmem_init_shared(struct gmem *m, uint64_t ram_size);
+
+/* Whether fd is RAM another ember may hand over for m: a memfd (it takes
+ * seals, and has F_SEAL_SHRINK and F_SEAL_GROW: a plain tmpfs file can
+ * never get them, and without them the sender could shrink it under the
+ * guest), not sealed against writes, of exactly m->ram_size bytes.  0,
+ * or -EINVAL / -ERANGE (the size) / -errno with the reason in err. */
+__attribute__((warn_unused_result)) int gmem_check_memfd(const struct gmem *m, int fd, char *err,
+							 size_t errlen);
+
+/* Replace m's RAM (gmem_init's, not yet attached to KVM, untouched) by
+ * fd's, MAP_SHARED at the same address; m then owns fd.  Checked first
+ * as gmem_check_memfd does.  0 or -errno (fd not taken). */
+__attribute__((warn_unused_result)) int gmem_adopt_memfd(struct gmem *m, int fd, char *err,
+							 size_t errlen);
 
 /* Unmap; safe on a zeroed or already-freed gmem. */
 void gmem_free(struct gmem *m);

@@ -148,8 +148,12 @@ static const struct allow allowlist[] = {
      * connections on its uds */
     ALLOW(accept4, VMM | API, ARG_ANY),
     /* API: a request's bytes and the one file descriptor that may come
-     * with them (SCM_RIGHTS: a snapshot stream's pipe or socket) */
-    ALLOW(recvmsg, API, ARG_ANY),
+     * with them (SCM_RIGHTS: a snapshot stream's pipe or socket);
+     * migration, same host (mode local): the target receives the
+     * source's RAM memfd with a record (SCM_RIGHTS) */
+    ALLOW(recvmsg, API | MIG, ARG_ANY),
+    /* migration, same host: the source sends its RAM's memfd so */
+    ALLOW(sendmsg, MIG, ARG_ANY),
     /* virtio-vsock: a guest's connection to <uds>_PORT (unix sockets only) */
     ALLOW(socket, VMM, ARG_AF_UNIX),
     /* virtio-vsock: the same connection (AF_UNIX: it completes at once) */

@@ -66,6 +66,8 @@ static const char usage_run[] =
     "  --api-sock PATH    serve Firecracker's API on this unix socket while the\n"
     "                     guest runs: pause/resume, snapshots (docs/api.md)\n"
     "  --track-dirty      log dirtied guest pages (diff snapshots)\n"
+    "  --memory-shared    guest RAM in a memfd, so it can be handed to a new ember\n"
+    "                     on this host (migration/send \"mode\": \"local\")\n"
     "  --restore STATE    restore a snapshot instead of booting: the configuration\n"
     "                     is the snapshot's; --drive ID,path=, --net ID,tap=,\n"
     "                     --vsock uds=, --name, --timeout, --serial override it\n"
@@ -122,7 +124,7 @@ struct run_opts {
 	const char *ini;
 	bool dry_run, stats, verbose, no_cpuid_cache;
 	const char *api_sock, *restore, *memory_file;
-	bool track_dirty, memory_copy, paused, use_saved_paths;
+	bool track_dirty, memory_copy, paused, use_saved_paths, memory_shared;
 	enum jail_seccomp_mode seccomp;
 	/* cfg_set() calls deferred until the INI file is read */
 	struct {
@@ -328,6 +330,7 @@ static int parse_run_args(int argc, char **argv, struct run_opts *o)
 			     : !strcmp(a, "--memory-copy") ? &o->memory_copy
 			     : !strcmp(a, "--paused")	   ? &o->paused
 			     : !strcmp(a, "--use-saved-paths") ? &o->use_saved_paths
+			     : !strcmp(a, "--memory-shared")   ? &o->memory_shared
 							   : NULL;
 		if (flag) {
 			*flag = true;
@@ -445,6 +448,10 @@ static int check_run_opts(const struct run_opts *o)
 	else if (o->restore && strcmp(o->restore, "-") && !o->memory_file)
 		why = "--restore needs --memory-file MEM (the snapshot's memory), or --restore - "
 		      "for a stream on stdin";
+	else if (o->restore && o->memory_shared)
+		/* a restore maps its memory file MAP_PRIVATE: nothing to hand over */
+		why = "--memory-shared is for a boot: a restore's RAM is its memory file's, mapped "
+		      "privately";
 	else if (o->restore && o->ini)
 		why = "--restore takes no INI file (the configuration is the snapshot's)";
 	else if (o->restore && o->rng)
@@ -507,6 +514,7 @@ static int configure_and_run(struct run_opts *o, struct vm_config *cfg, struct v
 	    .dry_run = o->dry_run,
 	    .verbose = o->verbose,
 	    .track_dirty = o->track_dirty,
+	    .mem_shared = o->memory_shared,
 	    .seccomp = o->seccomp,
 	    .cpuid_cache = o->no_cpuid_cache ? NULL : env ? env : VCPU_CPUID_CACHE_DEFAULT,
 	    .snapshot = *snap,

@@ -436,10 +436,10 @@ static int open_serial(struct vm *vm, char *err, size_t errlen)
 }
 
 /* A boot: fresh RAM, the kernel loaded, boot structures written. */
-static int boot_guest(struct vm *vm, char *err, size_t errlen)
+static int boot_guest(struct vm *vm, bool shared, char *err, size_t errlen)
 {
 	const struct vm_config *cfg = vm->cfg;
-	int r = gmem_init(&vm->mem, cfg->mem_size);
+	int r = shared ? gmem_init_shared(&vm->mem, cfg->mem_size) : gmem_init(&vm->mem, cfg->mem_size);
 	if (r) {
 		snprintf(err, errlen, "memory: cannot map %llu MiB: %s",
 			 (unsigned long long)(cfg->mem_size >> 20), strerror(-r));
@@ -555,7 +555,8 @@ int vm_build(struct vm *vm, const struct vm_config *cfg, const struct vm_build_o
 	vm->nr_vcpus = cfg->vcpus;
 	now(&vm->stats.t_start);
 
-	int r = o->snapshot ? restore_guest(vm, o, err, errlen) : boot_guest(vm, err, errlen);
+	int r = o->snapshot ? restore_guest(vm, o, err, errlen)
+			     : boot_guest(vm, o->mem_shared, err, errlen);
 	if (r)
 		return r;
 	startup_phase("opening the serial output");

@@ -178,6 +178,7 @@ struct vm_build_opts {
 	bool dry_run;			/* load and check the guest only: no KVM */
 	bool verbose;			/* log unhandled port and MMIO accesses */
 	bool track_dirty;		/* memory slots log dirty pages (diff snapshots) */
+	bool mem_shared; /* a boot's RAM in a memfd (gmem_init_shared): same-host upgrades */
 	enum jail_seccomp_mode seccomp; /* the drop phase's (vm_run, vm_start) */
 	const char *cpuid_cache;	/* KVM's supported CPUID cached here; NULL: none */
 	/* A restore instead of a boot: the snapshot cfg came from

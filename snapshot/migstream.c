@@ -11,7 +11,7 @@
 
 static const uint32_t known[] = {SNAP_MIG_MIGR, SNAP_MIG_SETU, SNAP_MIG_DATA, SNAP_MIG_ZERO,
 				 SNAP_MIG_ROUN, SNAP_MIG_STAT, SNAP_MIG_DONE, SNAP_MIG_GOGO,
-				 SNAP_MIG_OKAY, SNAP_MIG_NACK, SNAP_MIG_REDY};
+				 SNAP_MIG_OKAY, SNAP_MIG_NACK, SNAP_MIG_REDY, SNAP_MIG_MEMF};
 
 const char *snap_mig_name(uint32_t type, char buf[12])
 {

@@ -365,6 +365,10 @@ __attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *
 #define SNAP_MIG_STAT SNAP_TAG('S', 'T', 'A', 'T') /* payload: a whole state file */
 #define SNAP_MIG_DONE SNAP_TAG('D', 'O', 'N', 'E') /* a = RAM's pages, b = its content hash */
 #define SNAP_MIG_GOGO SNAP_TAG('G', 'O', 'G', 'O') /* the target may run */
+/* Same-host, memory by fd (docs/migration.md, "Same-host upgrade"): MIGR's
+ * flag; MEMF's header goes with the guest RAM's memfd (SCM_RIGHTS) */
+#define SNAP_MIG_F_MEMFD 1u
+#define SNAP_MIG_MEMF SNAP_TAG('M', 'E', 'M', 'F') /* a = RAM's pages; the memfd with it */
 /* target -> source */
 #define SNAP_MIG_OKAY SNAP_TAG('O', 'K', 'A', 'Y') /* setup accepted */
 #define SNAP_MIG_NACK SNAP_TAG('N', 'A', 'C', 'K') /* payload: the reason, UTF-8 */
@@ -414,6 +418,21 @@ __attribute__((warn_unused_result)) int snap_mig_put(struct snap_stream *s, uint
 __attribute__((warn_unused_result)) int snap_mig_get_hdr(struct snap_stream *s,
 							 struct snap_mig_rec *r, char *err,
 							 size_t errlen);
+
+/* A header-only record (snap_mig_put with no payload) whose first byte
+ * carries fd (SCM_RIGHTS, stream sockets only; fd stays the caller's).
+ * 0 or -errno as snap_mig_put. */
+__attribute__((warn_unused_result)) int snap_mig_put_fd(struct snap_stream *s, uint32_t type,
+							uint64_t a, uint64_t b, int fd, char *err,
+							size_t errlen);
+
+/* Read a header-only record as snap_mig_get_hdr does, CRC checked, and
+ * the one fd that came with it (close-on-exec) into *fd, or -1 when none
+ * did (the caller refuses that); more fds than one are closed and
+ * refused.  0 or -errno as snap_mig_get_hdr; *fd is -1 on failure. */
+__attribute__((warn_unused_result)) int snap_mig_get_hdr_fd(struct snap_stream *s,
+							    struct snap_mig_rec *r, int *fd,
+							    char *err, size_t errlen);
 
 /* Read r's payload (r->len bytes) into buf and check the record's CRC.
  * 0, -EINVAL (truncated, CRC mismatch), or -errno. */

@@ -41,6 +41,8 @@ static const struct field f_machine[] = {{"vcpu_count", T_UINT, true},
 					 {"track_dirty_pages", T_BOOL, false},
 					 {"cpu_template", T_STR, false},
 					 {"huge_pages", T_STR, false},
+					 /* ember's: "anonymous" (default) or "memfd" */
+					 {"mem_backend", T_STR, false},
 					 {NULL, 0, 0}};
 /* PATCH /machine-config: the same fields, none required */
 static const struct field f_machine_patch[] = {{"vcpu_count", T_UINT, false},
@@ -49,6 +51,7 @@ static const struct field f_machine_patch[] = {{"vcpu_count", T_UINT, false},
 					       {"track_dirty_pages", T_BOOL, false},
 					       {"cpu_template", T_STR, false},
 					       {"huge_pages", T_STR, false},
+					       {"mem_backend", T_STR, false},
 					       {NULL, 0, 0}};
 static const struct field f_drive[] = {
     {"drive_id", T_STR, true},		{"is_root_device", T_BOOL, true},
@@ -351,6 +354,12 @@ static int apply_machine(struct vm_config *c, const json_t *m, char *err, size_t
 	if (has(m, "huge_pages") && strcmp(str(m, "huge_pages"), "None"))
 		return snprintf(err, len, "huge_pages: \"%.32s\" is not supported (only \"None\")",
 				str(m, "huge_pages")),
+		       -EINVAL;
+	if (has(m, "mem_backend") && strcmp(str(m, "mem_backend"), "anonymous") &&
+	    strcmp(str(m, "mem_backend"), "memfd"))
+		return snprintf(err, len,
+				"mem_backend: \"%.32s\" is not supported (\"anonymous\" or \"memfd\")",
+				str(m, "mem_backend")),
 		       -EINVAL;
 	if (set_u(c, "vm", "vcpus", "%lld", json_integer_value(json_object_get(m, "vcpu_count")),
 		  "vcpu_count", err, len))

@@ -174,6 +174,7 @@ enum api_op {
 	API_OP_MIG_BUILD,   /* a migration target's build from its state: data, len, mem */
 	API_OP_MOVE,	    /* PUT /drives/{id}/move: drive, stream_fd, path, max_bw */
 	API_OP_MOVE_CANCEL, /* PUT /drives/{id}/move/cancel: drive */
+	API_OP_MIG_MEMFD,   /* a same-host target's RAM: the memfd fd (taken) over mem */
 };
 
 struct api_call {
@@ -366,6 +367,9 @@ void api_put_migration(struct api *a, const char *what, json_t *body, struct htt
 json_t *api_migration_json(struct api *a);
 void api_mig_setup(struct api *a, struct api_call *c);
 void api_mig_build(struct api *a, struct api_call *c);
+/* API_OP_MIG_MEMFD: a same-host target's RAM becomes the source's memfd
+ * (c->fd, taken), checked by gmem_adopt_memfd; 400 with why. */
+void api_mig_memfd(struct api *a, struct api_call *c);
 extern const struct mig_source_ops api_mig_source_ops;
 extern const struct mig_target_ops api_mig_target_ops;
 /* api_drive.c: ember's /drives/{id}/move, /drives/{id}/move/cancel:

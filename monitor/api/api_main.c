@@ -194,7 +194,9 @@ static void vmm_do(struct api *a, struct api_call *c)
 		return;
 	case API_OP_START: {
 		struct vm_build_opts o = {
-		    .track_dirty = json_is_true(json_object_get(a->machine, "track_dirty_pages"))};
+		    .track_dirty = json_is_true(json_object_get(a->machine, "track_dirty_pages")),
+		    .mem_shared = api_str(a->machine, "mem_backend") &&
+				  !strcmp(api_str(a->machine, "mem_backend"), "memfd")};
 		api_start_vm(a, c, &o, "InstanceStart");
 		return;
 	}
@@ -239,6 +241,9 @@ static void vmm_do(struct api *a, struct api_call *c)
 		return;
 	case API_OP_MIG_SETUP:
 		api_mig_setup(a, c);
+		return;
+	case API_OP_MIG_MEMFD:
+		api_mig_memfd(a, c);
 		return;
 	case API_OP_MIG_BUILD:
 		api_mig_build(a, c);

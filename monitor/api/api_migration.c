@@ -43,6 +43,12 @@ static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem
 	return vmm(opaque, &c, err, errlen);
 }
 
+static int t_memfd(void *opaque, int fd, struct gmem *mem, char *err, size_t errlen)
+{
+	struct api_call c = {.op = API_OP_MIG_MEMFD, .fd = fd, .mem = mem};
+	return vmm(opaque, &c, err, errlen);
+}
+
 static int t_go(void *opaque, char *err, size_t errlen)
 {
 	struct api *a = opaque;
@@ -70,7 +76,7 @@ static void s_state(void *opaque, bool paused)
 
 const struct mig_source_ops api_mig_source_ops = {.state = s_state};
 const struct mig_target_ops api_mig_target_ops = {
-    .setup = t_setup, .build = t_build, .go = t_go, .fail = t_fail};
+    .setup = t_setup, .build = t_build, .memfd = t_memfd, .go = t_go, .fail = t_fail};
 
 /* ---- the vmm thread: the target's setup check and build ---- */
 
@@ -124,6 +130,16 @@ void api_mig_setup(struct api *a, struct api_call *c)
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	else
 		c->status = 0;
+}
+
+/* Same host: the source's memfd (c->fd, taken) over the RAM setup mapped. */
+void api_mig_memfd(struct api *a, struct api_call *c)
+{
+	c->status = 0;
+	if (gmem_adopt_memfd(c->mem, c->fd, c->fault, sizeof(c->fault))) {
+		close(c->fd);
+		c->status = 400;
+	}
 }
 
 void api_mig_build(struct api *a, struct api_call *c)
@@ -225,7 +241,7 @@ static int check_overrides(json_t *body, struct http_resp *rs)
 static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"downtime_ms", "max_bandwidth", "timeout_ms",
-					    "converge", "verify", NULL};
+					    "converge", "verify", "mode", NULL};
 	struct mig_params p;
 	char err[MIG_ERR_MAX];
 	if (only(body, known, rs) || uint_field(body, "downtime_ms", 5, &p.downtime_ms, rs) ||
@@ -242,9 +258,18 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 							    strcmp(verify, "dirty"))))
 		return http_fault(rs, 400, "verify: must be \"all\" or \"dirty\"");
 	p.verify_all = !verify || !strcmp(verify, "all");
+	/* "local": same host, RAM handed over as its memfd (mig_local.c) */
+	const char *mode = api_str(body, "mode");
+	if (json_object_get(body, "mode") && (!mode || (strcmp(mode, "copy") &&
+							strcmp(mode, "local"))))
+		return http_fault(rs, 400, "mode: must be \"copy\" or \"local\"");
+	p.local = mode && !strcmp(mode, "local");
+
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");
+	if (p.local && mig_local_check(a->vm, err, sizeof(err)))
+		return http_fault(rs, 400, "%s", err);
 	int fd = take_fd(a, rs);
 	if (fd < 0)
 		return;

@@ -211,7 +211,19 @@ static void on_request(struct ev_source *src, uint32_t events)
 	m->frozen = req == MIG_REQ_FREEZE && !r;
 	while (m->frozen)
 		pthread_cond_wait(&m->cv, &m->lock);
+	bool stop = m->stop_on_thaw;
+	m->stop_on_thaw = false;
 	pthread_mutex_unlock(&m->lock);
+	if (stop) /* before this thread serves any device again */
+		vm_stop(m->vm, 0, m->stop_why);
+}
+
+void mig_thaw_stop(struct mig *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->stop_on_thaw = true;
+	pthread_mutex_unlock(&m->lock);
+	(void)mig_vmm_request(m, MIG_REQ_THAW);
 }
 
 int mig_vmm_request(struct mig *m, int req)

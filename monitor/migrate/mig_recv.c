@@ -25,6 +25,7 @@ struct receiver {
 	 * reading an untouched page of fresh RAM costs a page fault, 16-30 ms
 	 * for 64 MiB here, all of it in the downtime. */
 	uint64_t *terms, sum;
+	bool local; /* MIGR's SNAP_MIG_F_MEMFD: RAM comes as a memfd (mig_local.c) */
 	char err[MIG_ERR_MAX];
 };
 
@@ -98,7 +99,8 @@ static int hello(struct receiver *x)
 			 rec.a, SNAP_MIG_VERSION);
 		r = -EPROTONOSUPPORT;
 	}
-	if (!r && rec.b) {
+	x->local = !r && rec.b == SNAP_MIG_F_MEMFD;
+	if (!r && rec.b && !x->local) {
 		snprintf(x->err, sizeof(x->err), "stream: byte 16: unknown flags 0x%" PRIx64,
 			 rec.b);
 		r = -EINVAL;
@@ -207,6 +209,9 @@ static int done(struct receiver *x)
 	if (r)
 		return r;
 	struct snap_mem_hash h = {x->sum, NULL};
+	/* Same host: RAM is the source's own pages, not a copy to check */
+	if (x->local && rec.a == mem->ram_size / PAGE && !rec.b)
+		return 0;
 	if (rec.a != mem->ram_size / PAGE || rec.b != h.sum) {
 		snprintf(x->err, sizeof(x->err),
 			 "stream: byte %" PRIu64 ": record DONE says 0x%" PRIx64
@@ -264,8 +269,14 @@ void mig_run_receive(struct mig *m)
 	int r = hello(&x);
 	if (!r)
 		r = setup(&x);
-	if (!r)
+	if (!r && x.local) { /* the memfd, then straight to the state */
+		struct snap_mig_rec rec;
+		r = mig_local_recv_memf(m, &x.s, x.err, sizeof(x.err));
+		if (!r && !(r = expect(&x, &rec, SNAP_MIG_STAT, &state)))
+			len = rec.len;
+	} else if (!r) {
 		r = rounds(&x, &state, &len);
+	}
 	if (!r)
 		r = done(&x);
 	if (!r)

@@ -221,7 +221,8 @@ static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t ty
 static int setup(struct sender *x)
 {
 	struct snap_writer w;
-	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, 0, SNAP_MIG_MAGIC, 8);
+	uint64_t flags = x->m->p.local ? SNAP_MIG_F_MEMFD : 0;
+	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, flags, SNAP_MIG_MAGIC, 8);
 	if (!r)
 		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
 			      SNAP_MIG_SETU);
@@ -341,6 +342,33 @@ static int stop_and_copy(struct sender *x)
 	return r;
 }
 
+/* Same host, the VM frozen: its state and DONE with the page count.
+ * MEMH and DONE's hash are 0: the target maps these very pages, and a
+ * pass over RAM to hash them would cost the downtime what copying
+ * does. */
+static int stop_local(struct sender *x)
+{
+	struct snap_writer w;
+	uint64_t none = 0;
+	int r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
+	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &none, sizeof(none))))
+		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
+	r = put_state(x, r, &w, SNAP_MIG_STAT);
+	if (!r)
+		r = put(x, SNAP_MIG_DONE, x->pages, 0, NULL, 0);
+	return r;
+}
+
+/* Stop this VM for good: a same-host source's vmm thread, still frozen,
+ * stops it before serving a device again (its RAM is the target's now). */
+static void stop_here(struct mig *m)
+{
+	if (m->p.local)
+		mig_thaw_stop(m);
+	else
+		(void)mig_vmm_request(m, MIG_REQ_STOP);
+}
+
 /* After REDY: GOGO, and this process is done.  A GOGO that cannot be
  * written leaves the outcome unknown: paused until resolved. */
 static void hand_over(struct sender *x)
@@ -364,7 +392,7 @@ static void hand_over(struct sender *x)
 			st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
 			st.pages_sent);
 		m->stop_why = "migrated: the VM runs on the target";
-		(void)mig_vmm_request(m, MIG_REQ_STOP);
+		stop_here(m);
 		return;
 	}
 	mig_set_error(m, MIG_UNKNOWN,
@@ -380,11 +408,14 @@ static void hand_over(struct sender *x)
 		mig_set_phase(m, MIG_COMPLETED);
 		mig_reply_grace();
 		m->stop_why = "migration resolved: stop here (the VM runs on the target)";
-		(void)mig_vmm_request(m, MIG_REQ_STOP);
+		stop_here(m);
 		return;
 	}
+	if (m->p.local)
+		(void)mig_vmm_request(m, MIG_REQ_THAW);
 	(void)mig_vmm_request(m, MIG_REQ_RESUME);
-	(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+	if (!m->p.local)
+		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
 	mig_set_error(m, MIG_FAILED, "hand-over unknown, resolved: the VM runs here");
 }
 
@@ -401,24 +432,32 @@ void mig_run_send(struct mig *m)
 	int r = x.bits && x.buf && x.terms ? 0 : -ENOMEM;
 	if (r)
 		snprintf(x.err, sizeof(x.err), "out of memory");
-	if (!r && (r = mig_vmm_request(m, MIG_REQ_LOG_ON)))
+	/* Same host: no pages move, so no dirty log */
+	bool local = m->p.local, froze = false;
+	if (!r && local)
+		r = mig_local_check(x.vm, x.err, sizeof(x.err));
+	if (!r && !local && (r = mig_vmm_request(m, MIG_REQ_LOG_ON)))
 		snprintf(x.err, sizeof(x.err), "cannot turn dirty page logging on: %s",
 			 strerror(-r));
 	if (!r)
 		r = setup(&x);
 	if (!r)
-		r = precopy(&x);
+		r = local ? mig_local_send_memf(m, &x.s, x.err, sizeof(x.err)) : precopy(&x);
 	if (!r && !(r = check_stop(&x))) {
 		mig_set_phase(m, MIG_STOPCOPY);
 		uint64_t t_pause = x.t_pause = mig_now_ns();
 		r = mig_vmm_request(m, MIG_REQ_FREEZE);
+		froze = !r;
 		if (r)
 			snprintf(x.err, sizeof(x.err), "cannot pause the VM: %s", strerror(-r));
 		if (!r)
-			r = stop_and_copy(&x);
+			r = local ? stop_local(&x) : stop_and_copy(&x);
 		/* The state is out: the vmm thread serves again (the VM
-		 * stays paused). */
-		(void)mig_vmm_request(m, MIG_REQ_THAW);
+		 * stays paused).  Same host, it stays held until the outcome:
+		 * a device of this VM must not write the RAM the target maps
+		 * (virtio-net fills RX buffers while the vCPUs are parked). */
+		if (!local)
+			(void)mig_vmm_request(m, MIG_REQ_THAW);
 		struct snap_mig_rec rec;
 		if (!r)
 			r = reply(&x, &rec, false);
@@ -435,8 +474,14 @@ void mig_run_send(struct mig *m)
 	}
 	if (r) {
 		/* Before the hand-over point: the VM runs on here. */
-		(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
-		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+		if (local)
+			(void)mig_vmm_request(m, MIG_REQ_THAW);
+		/* (same host, nothing was paused before the freeze: no
+		 * LOG_ON recorded whether the VM was paused then) */
+		if (!local || froze)
+			(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
+		if (!local)
+			(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
 		mig_set_error(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s", x.err);
 	}
 	free(x.bits);

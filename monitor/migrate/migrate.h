@@ -28,6 +28,7 @@
 #include "jail/jail.h"
 
 struct vm;
+struct snap_stream;
 
 #define MIG_ERR_MAX 640
 
@@ -60,6 +61,9 @@ struct mig_params {
 	 * O(RAM) of downtime), or trusts the log and hashes only what it
 	 * sent (false, "verify": "dirty": what QEMU does). */
 	bool verify_all;
+	/* Same host: RAM's memfd goes over the stream instead of its pages
+	 * (docs/migration.md, "Same-host upgrade"); no pre-copy. */
+	bool local;
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it
@@ -74,6 +78,10 @@ struct mig_target_ops {
 	 * over by the build). */
 	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
 		     size_t errlen);
+	/* MEMF (a same-host hand-over): fd, received with it, becomes the
+	 * RAM setup mapped into mem (gmem_adopt_memfd: a memfd of that size
+	 * or a refusal in err).  fd is taken either way. */
+	int (*memfd)(void *opaque, int fd, struct gmem *mem, char *err, size_t errlen);
 	/* GOGO: let the vCPUs run. */
 	int (*go)(void *opaque, char *err, size_t errlen);
 	/* The migration failed or was stopped here: the target process
@@ -126,6 +134,7 @@ struct mig {
 	bool req_done;	 /* its answer is in req_r */
 	int req_r;
 	bool frozen;	 /* the vmm thread is held (stop-and-copy) */
+	bool stop_on_thaw; /* MIG_REQ_THAW then stops the VM (mig_thaw_stop) */
 	bool was_paused; /* the VM was paused before the freeze */
 	bool had_log;	 /* dirty logging was on before the migration */
 	bool dead;	 /* the thread could not sandbox itself: no migrations */
@@ -197,6 +206,24 @@ enum { MIG_REQ_FREEZE = 1, MIG_REQ_THAW, MIG_REQ_RESUME, MIG_REQ_THROTTLE, MIG_R
  * not; MIG_REQ_STOP stops the VM (exit 0, reason m->stop_why): vm_stop
  * kicks the vCPUs, which this thread's filter does not allow. */
 int mig_vmm_request(struct mig *m, int req);
+
+/* Let the frozen vmm thread go and have it stop the VM (exit 0, reason
+ * m->stop_why) before it serves anything else: a same-host source hands
+ * its RAM over, and no device of its may write it afterwards. */
+void mig_thaw_stop(struct mig *m);
+
+/* The same-host hand-over's pieces (mig_local.c).  The source: whether
+ * vm's RAM can be handed over (0, or -EINVAL with why); MEMF with the
+ * memfd.  The target: MEMF read, checked and its fd made m->mem (the
+ * owner's memfd op).  0 or -errno with the reason in err. */
+__attribute__((warn_unused_result)) int mig_local_check(const struct vm *vm, char *err,
+							size_t errlen);
+__attribute__((warn_unused_result)) int mig_local_send_memf(struct mig *m,
+							    struct snap_stream *s, char *err,
+							    size_t errlen);
+__attribute__((warn_unused_result)) int mig_local_recv_memf(struct mig *m,
+							    struct snap_stream *s, char *err,
+							    size_t errlen);
 
 /* Set the phase (and, for a failure, the error). */
 void mig_set_phase(struct mig *m, enum mig_phase p);

@@ -38,6 +38,7 @@ import time
 from bench_drive_move import drive_move_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
+from bench_migrate_local import local_rows
 from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
@@ -613,9 +614,14 @@ def main():
     out.append("\nDrive moves: a 1 GiB filled disk, the guest idle, beside dd and cp of the "
                "same file in the same run (see tests/bench/bench_drive_move.py)\n")
     out.append(table(["what", "median", "spread", "throughput"], move_rows))
+    log("bench: same-host migration rows")
+    local_rows_, local_goals = local_rows(ember, a.guests, min(runs, 10))
+    out.append("\nSame-host migration, memory by fd (ember only; see "
+               "tests/bench/bench_migrate_local.py)\n")
+    out.append(table(["what", "median", "note"], local_rows_))
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
-                     goal_rows + snap_goals + mig_goals + move_goals))
+                     goal_rows + snap_goals + mig_goals + local_goals + move_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p

@@ -12,7 +12,10 @@
  *               "filled N MiB" (N: what it could fill, MiB rounded down);
  *   dirty=PAGES after each count line, write one byte into each of PAGES
  *               pages spread evenly over the filled area (ring 3), so a
- *               diff snapshot between two lines holds about PAGES pages.
+ *               diff snapshot between two lines holds about PAGES pages;
+ *   check=1     after each count line, read the whole filled area back
+ *               (ring 3) and print "pattern ok" or "pattern bad at ADDR"
+ *               (a same-host migration's test: the memory arrived whole).
  * Without them it behaves as it always did. */
 #include "lib.h"
 
@@ -47,7 +50,21 @@ static long fill(void *unused)
 	return 0;
 }
 
-static u64 dirty_pages, dirty_round;
+static u64 dirty_pages, dirty_round, bad_at;
+
+/* Ring 3: the filled area still holds fill's pattern (0, or 1 with the
+ * first address that does not in bad_at). */
+static long verify(void *unused)
+{
+	(void)unused;
+	for (unsigned i = 0; i < nregions; i++)
+		for (volatile u64 *p = (u64 *)regions[i].start; p < (u64 *)regions[i].end; p++)
+			if (*p != ((u64)p ^ PATTERN)) {
+				bad_at = (u64)p;
+				return 1;
+			}
+	return 0;
+}
 
 /* Ring 3: one byte into each of dirty_pages pages spread over the area. */
 static long dirty(void *unused)
@@ -78,7 +95,7 @@ static long spin(void *arg)
 
 int main(void)
 {
-	u64 limit = 0, every = 2000000, fill_mib = 0;
+	u64 limit = 0, every = 2000000, fill_mib = 0, check = 0;
 	const char *v;
 
 	if ((v = cmdline_arg("count")) && parse_u64(v, &limit))
@@ -87,6 +104,8 @@ int main(void)
 		every = 2000000;
 	if ((v = cmdline_arg("fill")) && parse_u64(v, &fill_mib))
 		fill_mib = 0;
+	if ((v = cmdline_arg("check")) && parse_u64(v, &check))
+		check = 0;
 	if ((v = cmdline_arg("dirty")) && parse_u64(v, &dirty_pages))
 		dirty_pages = 0;
 	if (fill_mib || dirty_pages) {
@@ -103,6 +122,12 @@ int main(void)
 		kprintf("count %lu\n", (unsigned long)i);
 		if (dirty_pages)
 			user_call(dirty, NULL);
+		else if (check && fill_mib) {
+			if (user_call(verify, NULL))
+				kprintf("pattern bad at %lx\n", (unsigned long)bad_at);
+			else
+				kprintf("pattern ok\n");
+		}
 		user_call(spin, (void *)(unsigned long)every);
 	}
 	return 0;
