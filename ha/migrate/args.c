@@ -53,6 +53,9 @@ const char mig_usage[] =
     "  --converge MODE        throttle (take vCPU time away when rounds stop\n"
     "                         shrinking) or none (go on until the timeout)\n"
     "                         (unset: the VMM's defaults, docs/migration.md)\n"
+    "  --local                same host: the VM's memory goes over as a file\n"
+    "                         descriptor, not copied (its RAM must be shared:\n"
+    "                         ember run --memory-shared; docs/migration.md)\n"
     "  --verify all|dirty     all (default): the last pass hashes every page and\n"
     "                         resends any the dirty log missed (O(RAM) of\n"
     "                         downtime); dirty: trust KVM's dirty log\n"
@@ -281,6 +284,10 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 	if (extra[f])
 		return bad(err, len, "%s", forms[f].refusal);
 	a->mode = forms[f].mode;
+	if (a->local && a->mode != MIG_SAME_HOST)
+		return bad(err, len, "%s",
+			   "--local hands the VM's memory over as a file descriptor: both ends on "
+			   "this host (--from A.sock --to B.sock)");
 	const char *why = a->mode != MIG_SAME_HOST ? ha_tls_opts_refusal(&a->tls) : NULL;
 	if (why)
 		return bad(err, len, "between hosts: %s", why);
@@ -311,10 +318,13 @@ int mig_parse_args(int argc, char *const *argv, struct mig_args *a, char *err, s
 			return bad(err, len, "unknown option %s", arg);
 		memcpy(opt, arg + 2, ol);
 		opt[ol] = '\0';
-		if (!strcmp(opt, "insecure-plain") || !strcmp(opt, "use-saved-paths")) {
+		if (!strcmp(opt, "insecure-plain") || !strcmp(opt, "use-saved-paths") ||
+		    !strcmp(opt, "local")) {
 			if (arg[2 + ol])
 				return bad(err, len, "--%s takes no value", opt);
-			*(opt[0] == 'i' ? &a->tls.insecure_plain : &a->use_saved_paths) = true;
+			*(opt[0] == 'i'	  ? &a->tls.insecure_plain
+			  : opt[0] == 'l' ? &a->local
+					  : &a->use_saved_paths) = true;
 			recv_opts |= opt[0] == 'u';
 			continue;
 		}
@@ -348,6 +358,8 @@ json_t *mig_send_body(const struct mig_args *a)
 		json_object_set_new(b, "converge", json_string(a->converge));
 	if (b && a->verify)
 		json_object_set_new(b, "verify", json_string(a->verify));
+	if (b && a->local)
+		json_object_set_new(b, "mode", json_string("local"));
 	return b;
 }
 

@@ -42,6 +42,7 @@ struct mig_args {
 	const char *verify; /* "all" or "dirty"; NULL: the VMM's default */
 	/* PUT /migration/receive */
 	bool use_saved_paths;
+	bool local; /* same host: RAM handed over as its memfd ("mode": "local") */
 	struct mig_override drives[MIG_OVERRIDES_MAX], nets[MIG_OVERRIDES_MAX];
 	unsigned nr_drives, nr_nets;
 	const char *vsock_uds;

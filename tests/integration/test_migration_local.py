@@ -108,6 +108,30 @@ def test_local_counter_moves(tmp_path):
         dst.kill()
 
 
+def test_cli_local_counter_moves(tmp_path):
+    """`ember migrate --from A --to B --local`: the controller asks for mode
+    local; the counter counts on, the summary says completed; --local
+    between hosts is refused before anything starts."""
+    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 20\n", timeout=30)
+        bad = subprocess.run([EMBER, "migrate", "--from", src.sock, "--to-host",
+                              "127.0.0.1:1", "--insecure-plain", "--local"],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 121 and "--local" in bad.stderr, bad
+        r = subprocess.run([EMBER, "migrate", "--from", src.sock, "--to", dst.sock, "--local"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        summary = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+        assert summary["result"] == "completed" and summary["bytes_sent"] < 1 << 20, summary
+        assert src.wait(timeout=30) == 0, src.stderr()
+        dst.wait(timeout=120)
+        counts_on(src.stdout(), dst.stdout(), COUNT)
+    finally:
+        src.kill()
+        dst.kill()
+
+
 def test_local_1gib_filled_moves_whole(tmp_path):
     """A 1 GiB guest with its memory filled in ring 3 moves by fd: the
     target's guest reads the whole pattern back after the move (check=1:
