@@ -72,7 +72,33 @@ static int map_ram(struct gmem *m, uint64_t ram_size)
 
 int gmem_init(struct gmem *m, uint64_t ram_size)
 {
-	return map_ram(m, ram_size);
+	int r = map_ram(m, ram_size);
+	m->anon = !r;
+	return r;
+}
+
+int gmem_populated(const struct gmem *m, int pagemap_fd, uint64_t *bits)
+{
+	if (!m->anon || pagemap_fd < 0)
+		return -EINVAL;
+	/* pagemap (Documentation/admin-guide/mm/pagemap.rst): one u64 per
+	 * virtual page, bit 63 present, bit 62 swapped. */
+	enum { CHUNK = 512 };
+	uint64_t e[CHUNK], pages = m->ram_size / PAGE;
+	uint64_t first = (uint64_t)(uintptr_t)m->base / PAGE;
+	memset(bits, 0, gmem_dirty_words(m) * 8);
+	for (uint64_t i = 0; i < pages; i += CHUNK) {
+		uint64_t n = pages - i < CHUNK ? pages - i : CHUNK;
+		ssize_t got = pread(pagemap_fd, e, n * 8, (off_t)((first + i) * 8));
+		if (got < 0)
+			return -errno;
+		if ((uint64_t)got != n * 8)
+			return -EIO;
+		for (uint64_t k = 0; k < n; k++)
+			if (e[k] >> 62)
+				bits[(i + k) / 64] |= 1ULL << ((i + k) % 64);
+	}
+	return 0;
 }
 
 int gmem_flatten(struct gmem *m)
@@ -154,6 +180,7 @@ int gmem_init_file(struct gmem *m, int fd, uint64_t ram_size, bool copy)
 	if ((uint64_t)st.st_size != ram_size)
 		return -ERANGE;
 	int r = map_ram(m, ram_size);
+	m->anon = !r && copy; /* MAP_PRIVATE over the file: absent pages are its data */
 	/* A file that is nearly all data is mapped in one piece: the walk
 	 * over its extents costs more (SEEK_HOLE scans tmpfs's page cache
 	 * page by page: 1.4 ms for 256 MiB) than its few holes can fill. */

@@ -45,12 +45,26 @@ struct gmem {
 	 * (and closed by gmem_free) only when shared. */
 	bool shared;
 	int memfd;
+	/* Anonymous private RAM (gmem_init, or a file read in with copy): a
+	 * page never touched is zero and holds no memory, which
+	 * gmem_populated() can tell without touching it. */
+	bool anon;
 };
 
 /* Map ram_size bytes of anonymous memory (MAP_NORESERVE, untouched pages
  * cost nothing) and lay them out around the hole; the dirty bitmap
  * beside it, logging off.  0 or -errno. */
 __attribute__((warn_unused_result)) int gmem_init(struct gmem *m, uint64_t ram_size);
+
+/* Which pages of anonymous RAM (m->anon) may hold data: bit i of bits
+ * (KVM_GET_DIRTY_LOG's order, gmem_dirty_words() words) set for each page
+ * present or swapped out, clear for one never touched (zero, no memory),
+ * read from pagemap_fd (/proc/self/pagemap, opened before the sandbox)
+ * without faulting any page in.  0, -EINVAL when RAM is not anonymous
+ * (file-backed pages are data though absent), or -errno; bits is then
+ * unspecified. */
+__attribute__((warn_unused_result)) int gmem_populated(const struct gmem *m, int pagemap_fd,
+						       uint64_t *bits);
 
 /* The same layout over a snapshot's memory file (fd, exactly ram_size
  * bytes): its data ranges mapped MAP_PRIVATE, so pages load lazily and

@@ -26,6 +26,7 @@ static int map_fd(struct gmem *m, int fd)
 		return -errno;
 	m->memfd = fd;
 	m->shared = true;
+	m->anon = false; /* a memfd's pages: not this mapping's to judge */
 	return 0;
 }
 

@@ -72,8 +72,9 @@ static const struct allow allowlist[] = {
      * API requests and mailbox eventfds; virtio-vsock: bytes from host
      * sockets */
     ALLOW(read, VMM | VCPU | API | MIG, ARG_ANY),
-    /* hvt: BLOCK_READ */
-    ALLOW(pread64, VMM | VCPU, ARG_ANY),
+    /* hvt: BLOCK_READ; mig: /proc/self/pagemap (opened at start-up), which pages of RAM
+     * were never touched (sent as nothing, never read) */
+    ALLOW(pread64, VMM | VCPU | MIG, ARG_ANY),
     /* virtio-blk: a request's segments straight into guest RAM */
     ALLOW(preadv, VMM, ARG_ANY),
     ALLOW(pwritev, VMM, ARG_ANY),

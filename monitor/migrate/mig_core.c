@@ -2,6 +2,7 @@
  * requests posted through an eventfd on the VM's loop (freeze, thaw,
  * resume, throttle) and the throttle's duty cycle (a timer). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -98,6 +99,10 @@ int mig_init(struct mig *m, enum jail_seccomp_mode mode, const struct mig_source
 	m->tops = tops;
 	m->opaque = opaque;
 	atomic_store(&m->downtime_us, -1);
+	/* Opened now, before any sandbox: the sender asks it which pages of
+	 * RAM were never touched.  Without /proc (a jail) every page is
+	 * looked at, as before. */
+	m->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->efd < 0)
 		return -errno;

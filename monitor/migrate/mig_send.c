@@ -248,9 +248,14 @@ static int precopy(struct sender *x)
 	int r = fetch(x);
 	if (r)
 		return r;
-	memset(x->bits, 0xff, x->words * 8);
-	if (x->pages % 64)
-		x->bits[x->words - 1] = (1ULL << (x->pages % 64)) - 1;
+	/* Round 0: every page, but those never touched (zero, no memory:
+	 * the target's fresh RAM is zero too) are skipped without reading
+	 * them, which would fault each one in (≈1 ms per MiB here). */
+	if (gmem_populated(&x->vm->mem, m->pagemap_fd, x->bits)) {
+		memset(x->bits, 0xff, x->words * 8);
+		if (x->pages % 64)
+			x->bits[x->words - 1] = (1ULL << (x->pages % 64)) - 1;
+	}
 	atomic_store(&m->bytes_remaining, x->pages * PAGE);
 	mig_set_phase(m, MIG_PRECOPY);
 	for (uint64_t round = 0;; round++) {
@@ -310,17 +315,25 @@ static int stop_and_copy(struct sender *x)
 	 * the hosts emulate, never reach KVM's log). */
 	struct snap_mem_hash h = {0, NULL};
 	uint64_t missed = 0;
-	memset(x->bits, 0, x->words * 8);
+	/* Pages never touched are zero, as sent (term 0): not read.  x->bits
+	 * holds the touched ones, then only those that differ. */
+	bool skip = x->m->p.verify_all && !gmem_populated(&x->vm->mem, x->m->pagemap_fd, x->bits);
+	if (!skip)
+		memset(x->bits, 0, x->words * 8);
 	for (uint64_t i = 0; i < x->pages; i++) {
-		if (!x->m->p.verify_all) { /* the log trusted: RAM is what was sent */
+		uint64_t mask = 1ULL << (i % 64);
+		bool touched = !skip || (x->bits[i / 64] & mask);
+		if (!x->m->p.verify_all || !touched) { /* RAM is what was sent */
 			h.sum += x->terms[i];
 			continue;
 		}
 		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
 		h.sum += t;
 		if (t != x->terms[i]) {
-			x->bits[i / 64] |= 1ULL << (i % 64);
+			x->bits[i / 64] |= mask;
 			missed++;
+		} else {
+			x->bits[i / 64] &= ~mask;
 		}
 	}
 	if (missed && (r = send_set(x, true, true, &n)) == 0)

@@ -114,6 +114,7 @@ struct mig {
 	pthread_cond_t cv;
 	struct jail_filter filter; /* the mig role's, loaded by the thread */
 	int efd;		   /* requests to the vmm thread */
+	int pagemap_fd;		   /* /proc/self/pagemap, or -1 (no /proc: a jail) */
 	struct ev_source src;
 	struct ev_timer throttle;
 	struct evloop *ev; /* the loop src and throttle are on; NULL: none */

@@ -2,6 +2,8 @@
  * own marks, the fetch's bitmap over the mapping, and what switching
  * logging on and off means for the next fetch. */
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -169,9 +171,37 @@ static void test_concurrent_marks(void **state)
 	gmem_free(&shared);
 }
 
+/* gmem_populated: exactly the pages written, read from pagemap without
+ * faulting the others in (reading them would populate them too); a
+ * memory that is not anonymous is refused. */
+static void test_populated_pages(void **state)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		skip();
+	struct gmem m;
+	assert_int_equal(gmem_init(&m, 4 * MIB), 0);
+	uint64_t words = gmem_dirty_words(&m);
+	uint64_t *bm = malloc(words * 8);
+	m.base[3 * PAGE] = 1;
+	m.base[700 * PAGE + 5] = 2;
+	assert_int_equal(gmem_populated(&m, fd, bm), 0);
+	assert_int_equal(count(bm, words), 2);
+	assert_true(bit(bm, 3) && bit(bm, 700));
+	assert_int_equal(gmem_populated(&m, fd, bm), 0); /* nothing faulted in meanwhile */
+	assert_int_equal(count(bm, words), 2);
+	assert_int_equal(gmem_populated(&m, -1, bm), -EINVAL);
+	m.anon = false;
+	assert_int_equal(gmem_populated(&m, fd, bm), -EINVAL);
+	free(bm);
+	gmem_free(&m);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_populated_pages),
 	    cmocka_unit_test(test_off_means_every_page), cmocka_unit_test(test_on_then_marks_only),
 	    cmocka_unit_test(test_two_regions),		 cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_concurrent_marks),
