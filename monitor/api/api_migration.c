@@ -225,7 +225,7 @@ static int check_overrides(json_t *body, struct http_resp *rs)
 static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"downtime_ms", "max_bandwidth", "timeout_ms",
-					    "converge", NULL};
+					    "converge", "mode", NULL};
 	struct mig_params p;
 	char err[MIG_ERR_MAX];
 	if (only(body, known, rs) || uint_field(body, "downtime_ms", 5, &p.downtime_ms, rs) ||
@@ -233,10 +233,18 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 	    uint_field(body, "timeout_ms", 60000, &p.timeout_ms, rs))
 		return;
 	const char *conv = api_str(body, "converge");
-	if (json_object_get(body, "converge") && (!conv || (strcmp(conv, "throttle") &&
-							    strcmp(conv, "none"))))
-		return http_fault(rs, 400, "converge: must be \"throttle\" or \"none\"");
+	if (json_object_get(body, "converge") &&
+	    (!conv || (strcmp(conv, "throttle") && strcmp(conv, "none") && strcmp(conv, "postcopy"))))
+		return http_fault(rs, 400,
+				  "converge: must be \"throttle\", \"postcopy\" or \"none\"");
 	p.throttle = !conv || !strcmp(conv, "throttle");
+	p.converge_postcopy = conv && !strcmp(conv, "postcopy");
+	/* post-copy (docs/migration.md, "Post-copy") */
+	const char *mode = api_str(body, "mode");
+	if (json_object_get(body, "mode") &&
+	    (!mode || (strcmp(mode, "precopy") && strcmp(mode, "postcopy"))))
+		return http_fault(rs, 400, "mode: must be \"precopy\" or \"postcopy\"");
+	p.postcopy = mode && !strcmp(mode, "postcopy");
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");
@@ -304,7 +312,7 @@ json_t *api_migration_json(struct api *a)
 	struct mig_status st;
 	mig_get_status(&a->mig, &st);
 	static const char *const roles[] = {"none", "source", "target"};
-	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o}", "role",
+	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o,s:I,s:I}", "role",
 			 roles[st.role], "phase", mig_phase_name(st.phase), "round",
 			 (json_int_t)st.round, "bytes_sent", (json_int_t)st.bytes_sent,
 			 "bytes_remaining", (json_int_t)st.bytes_remaining, "pages_sent",
@@ -313,5 +321,6 @@ json_t *api_migration_json(struct api *a)
 			 (double)st.expected_downtime_us / 1000.0, "throttle_pct",
 			 (int)st.throttle_pct, "total_ms", (json_int_t)st.total_ms, "downtime_ms",
 			 st.downtime_us < 0 ? json_null() : json_real((double)st.downtime_us / 1000.0),
-			 "error", st.error[0] ? json_string(st.error) : json_null());
+			 "error", st.error[0] ? json_string(st.error) : json_null(), "pages_missing",
+			 (json_int_t)st.pages_missing, "faults_served", (json_int_t)st.faults_served);
 }

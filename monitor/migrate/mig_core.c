@@ -33,6 +33,7 @@ const char *mig_phase_name(enum mig_phase p)
 	    [MIG_CANCELLED] = "cancelled", [MIG_FAILED] = "failed",
 	    [MIG_UNKNOWN] = "handover-unknown", [MIG_RECEIVING] = "receiving",
 	    [MIG_READY] = "ready",	 [MIG_RUNNING] = "running",
+	    [MIG_POSTCOPY] = "postcopy",
 	};
 	return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "none";
 }
@@ -101,6 +102,7 @@ int mig_init(struct mig *m, enum jail_seccomp_mode mode, const struct mig_source
 	m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->efd < 0)
 		return -errno;
+	m->uffd = mig_uffd_open();
 	int r = jail_filter_build(&m->filter, JAIL_ROLE_MIG, mode);
 	if (r)
 		return r;
@@ -180,7 +182,7 @@ static int do_request(struct mig *m, int req)
 	case MIG_REQ_LOG_OFF:
 		return m->had_log || !vm->track_dirty ? 0 : vm_track_dirty(vm, false);
 	case MIG_REQ_STOP:
-		vm_stop(vm, 0, m->stop_why);
+		vm_stop(vm, m->stop_code, m->stop_why);
 		return 0;
 	case MIG_REQ_THROTTLE:
 		if (!m->throttle_on)
@@ -281,6 +283,7 @@ static int start(struct mig *m, int job, struct vm *vm, int fd, const struct mig
 		m->p = *p;
 	m->error[0] = '\0';
 	m->resolve = 0;
+	m->stop_code = 0;
 	atomic_store(&m->cancel, false);
 	atomic_store(&m->round, 0);
 	atomic_store(&m->bytes_sent, 0);
@@ -292,6 +295,8 @@ static int start(struct mig *m, int job, struct vm *vm, int fd, const struct mig
 	atomic_store(&m->throttle_pct, 0);
 	atomic_store(&m->t_end_ns, 0);
 	atomic_store(&m->downtime_us, -1);
+	atomic_store(&m->pages_missing, 0);
+	atomic_store(&m->faults_served, 0);
 	atomic_store(&m->role, job == 1 ? MIG_ROLE_SOURCE : MIG_ROLE_TARGET);
 	atomic_store(&m->phase, job == 1 ? MIG_SETUP : MIG_RECEIVING);
 	atomic_store(&m->t_start_ns, mig_now_ns());
@@ -356,6 +361,8 @@ bool mig_busy(struct mig *m)
 {
 	int ph = atomic_load(&m->phase);
 	return ph != MIG_NONE && ph != MIG_CANCELLED && ph != MIG_FAILED && ph != MIG_RUNNING;
+	/* MIG_POSTCOPY is busy: the target's own accesses to RAM wait for
+	 * the source until the last page is in */
 }
 
 void mig_get_status(struct mig *m, struct mig_status *st)
@@ -375,6 +382,8 @@ void mig_get_status(struct mig *m, struct mig_status *st)
 	if (t0)
 		st->total_ms = ((t1 ? t1 : mig_now_ns()) - t0) / 1000000;
 	st->downtime_us = atomic_load(&m->downtime_us);
+	st->pages_missing = atomic_load(&m->pages_missing);
+	st->faults_served = atomic_load(&m->faults_served);
 	pthread_mutex_lock(&m->lock);
 	snprintf(st->error, sizeof(st->error), "%s", m->error);
 	pthread_mutex_unlock(&m->lock);

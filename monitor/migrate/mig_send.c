@@ -220,7 +220,8 @@ static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t ty
 static int setup(struct sender *x)
 {
 	struct snap_writer w;
-	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, 0, SNAP_MIG_MAGIC, 8);
+	uint64_t flags = x->m->p.postcopy || x->m->p.converge_postcopy ? SNAP_MIG_FLAG_POSTCOPY : 0;
+	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, flags, SNAP_MIG_MAGIC, 8);
 	if (!r)
 		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
 			      SNAP_MIG_SETU);
@@ -236,7 +237,9 @@ static int setup(struct sender *x)
 
 /* Pre-copy: round 0 takes every non-zero page, each later round the
  * pages dirtied during the one before, until what is left fits the
- * downtime budget at the bandwidth measured.  x->bits then holds it. */
+ * downtime budget at the bandwidth measured (0), or post-copy takes
+ * over (1: after round 0 for "mode": "postcopy", or when rounds stop
+ * shrinking under "converge": "postcopy").  x->bits then holds it. */
 static int precopy(struct sender *x)
 {
 	struct mig *m = x->m;
@@ -270,6 +273,8 @@ static int precopy(struct sender *x)
 		atomic_store(&m->bytes_remaining, left);
 		double down_us = bw > 0 ? (double)left * 1e6 / bw : 0;
 		atomic_store(&m->expected_downtime_us, (uint64_t)down_us);
+		if (m->p.postcopy)
+			return 1;
 		if (down_us <= (double)m->p.downtime_ms * 1000.0)
 			return 0;
 		if ((r = check_stop(x)))
@@ -277,6 +282,8 @@ static int precopy(struct sender *x)
 		/* Not shrinking: take vCPU time away, a step at a time. */
 		stalled = left * 10 >= prev * 9 ? stalled + 1 : 0;
 		prev = left;
+		if (stalled >= STALLED_ROUNDS && m->p.converge_postcopy)
+			return 1;
 		if (stalled >= STALLED_ROUNDS && m->p.throttle) {
 			unsigned pct = atomic_load(&m->throttle_pct);
 			pct = pct ? (pct + 10 > 99 ? 99 : pct + 10) : 20;
@@ -287,11 +294,40 @@ static int precopy(struct sender *x)
 	}
 }
 
+/* One pass over RAM: its hash (*sum, which DONE carries) and, page by
+ * page, each page whose content is not what was last sent, set in
+ * x->bits (the count returned).  On these nested hosts 1-2 pages of
+ * nearly every migration: the guest's ring-0 writes, which the hosts
+ * emulate, never reach KVM's log. */
+static uint64_t mark_unsent(struct sender *x, uint64_t *sum)
+{
+	uint64_t missed = 0;
+	*sum = 0;
+	for (uint64_t i = 0; i < x->pages; i++) {
+		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
+		*sum += t;
+		if (t != x->terms[i] && !bit(x->bits, i)) {
+			x->bits[i / 64] |= 1ULL << (i % 64);
+			missed++;
+		}
+	}
+	return missed;
+}
+
+/* STAT: a whole state file with RAM's hash (sum). */
+static int put_stat(struct sender *x, uint64_t sum)
+{
+	struct snap_writer w;
+	int r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
+	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &sum, sizeof(sum))))
+		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
+	return put_state(x, r, &w, SNAP_MIG_STAT);
+}
+
 /* The VM frozen: the last dirty pages, the state (a whole state file
  * with the memory's hash), DONE. */
 static int stop_and_copy(struct sender *x)
 {
-	struct snap_writer w;
 	uint64_t n;
 	int r = fetch(x);
 	if (!r)
@@ -303,20 +339,9 @@ static int stop_and_copy(struct sender *x)
 	/* RAM's hash, which DONE carries, takes a pass over every page:
 	 * the same pass finds each page whose content is not what was last
 	 * sent, which goes again.  So the target's RAM is the source's even
-	 * where the dirty log missed a write (on these nested hosts, 1-2
-	 * pages of nearly every migration: the guest's ring-0 writes, which
-	 * the hosts emulate, never reach KVM's log). */
-	struct snap_mem_hash h = {0, NULL};
-	uint64_t missed = 0;
+	 * where the dirty log missed a write. */
 	memset(x->bits, 0, x->words * 8);
-	for (uint64_t i = 0; i < x->pages; i++) {
-		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
-		h.sum += t;
-		if (t != x->terms[i]) {
-			x->bits[i / 64] |= 1ULL << (i % 64);
-			missed++;
-		}
-	}
+	uint64_t sum, missed = mark_unsent(x, &sum);
 	if (missed && (r = send_set(x, true, true, &n)) == 0)
 		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 2, n, NULL, 0);
 	if (r)
@@ -327,22 +352,41 @@ static int stop_and_copy(struct sender *x)
 			"the dirty log did not name them; sent again\n",
 			missed);
 	atomic_store(&x->m->bytes_remaining, 0);
-	r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
-	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &h.sum, sizeof(h.sum))))
-		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
-	r = put_state(x, r, &w, SNAP_MIG_STAT);
+	r = put_stat(x, sum);
 	if (!r)
-		r = put(x, SNAP_MIG_DONE, x->pages, h.sum, NULL, 0);
+		r = put(x, SNAP_MIG_DONE, x->pages, sum, NULL, 0);
+	return r;
+}
+
+/* Post-copy's stop: the state first, then PCPY naming every page the
+ * target lacks as it is now (x->bits, kept for the push): the dirty
+ * set and what the hash pass finds. */
+static int stop_for_postcopy(struct sender *x)
+{
+	int r = fetch(x);
+	if (r)
+		return r;
+	uint64_t sum;
+	mark_unsent(x, &sum);
+	uint64_t n = count_bits(x->bits, x->words);
+	atomic_store(&x->m->pages_missing, n);
+	atomic_store(&x->m->bytes_remaining, n * PAGE);
+	r = put_stat(x, sum);
+	if (!r)
+		r = put(x, SNAP_MIG_PCPY, n, 0, x->bits, (uint32_t)(x->words * 8));
 	return r;
 }
 
 /* After REDY: GOGO, and this process is done.  A GOGO that cannot be
  * written leaves the outcome unknown: paused until resolved. */
-static void hand_over(struct sender *x)
+static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 {
 	struct mig *m = x->m;
 	mig_set_phase(m, MIG_HANDOVER);
-	if (!put(x, SNAP_MIG_GOGO, 0, 0, NULL, 0)) {
+	/* GOGO's a: the downtime so far, which the target completes */
+	if (!put(x, SNAP_MIG_GOGO, (mig_now_ns() - t_pause) / 1000, 0, NULL, 0)) {
+		if (post) /* the VM runs there; the pages it lacks go now */
+			return mig_post_send(m, &x->s, x->vm, x->bits);
 		atomic_store(&m->t_end_ns, mig_now_ns());
 		mig_set_phase(m, MIG_COMPLETED);
 		struct mig_status st;
@@ -396,8 +440,13 @@ void mig_run_send(struct mig *m)
 			 strerror(-r));
 	if (!r)
 		r = setup(&x);
+	bool post = false;
 	if (!r)
 		r = precopy(&x);
+	if (r == 1) { /* post-copy takes over */
+		post = true;
+		r = 0;
+	}
 	if (!r && !(r = check_stop(&x))) {
 		mig_set_phase(m, MIG_STOPCOPY);
 		uint64_t t_pause = mig_now_ns();
@@ -405,7 +454,7 @@ void mig_run_send(struct mig *m)
 		if (r)
 			snprintf(x.err, sizeof(x.err), "cannot pause the VM: %s", strerror(-r));
 		if (!r)
-			r = stop_and_copy(&x);
+			r = post ? stop_for_postcopy(&x) : stop_and_copy(&x);
 		/* The state is out: the vmm thread serves again (the VM
 		 * stays paused). */
 		(void)mig_vmm_request(m, MIG_REQ_THAW);
@@ -420,7 +469,7 @@ void mig_run_send(struct mig *m)
 			/* The hand-over point: from here this VM never resumes
 			 * by itself. */
 			atomic_store(&m->downtime_us, (int64_t)((mig_now_ns() - t_pause) / 1000));
-			hand_over(&x);
+			hand_over(&x, post, t_pause);
 		}
 	}
 	if (r) {

@@ -26,8 +26,10 @@
 #include "base/evloop.h"
 #include "base/guest_mem.h"
 #include "jail/jail.h"
+#include "snapshot/snapshot.h"
 
 struct vm;
+struct mig_post;
 
 #define MIG_ERR_MAX 640
 
@@ -47,6 +49,7 @@ enum mig_phase {
 	MIG_RECEIVING,
 	MIG_READY,
 	MIG_RUNNING,
+	MIG_POSTCOPY, /* both ends: the target runs, pages still come */
 };
 
 struct mig_params {
@@ -54,6 +57,8 @@ struct mig_params {
 	uint64_t max_bandwidth; /* bytes/s; 0: unlimited */
 	uint64_t timeout_ms;	/* the whole migration; 0: none */
 	bool throttle;		/* converge by throttling the vCPUs */
+	bool converge_postcopy; /* converge by switching to post-copy */
+	bool postcopy;		/* "mode": "postcopy": switch after round 0 */
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it
@@ -90,6 +95,7 @@ struct mig_status {
 	unsigned throttle_pct;
 	uint64_t total_ms;
 	int64_t downtime_us; /* -1: not known (yet) */
+	uint64_t pages_missing, faults_served; /* post-copy */
 	char error[MIG_ERR_MAX]; /* "" for none */
 };
 
@@ -124,6 +130,7 @@ struct mig {
 	bool had_log;	 /* dirty logging was on before the migration */
 	bool dead;	 /* the thread could not sandbox itself: no migrations */
 	const char *stop_why; /* MIG_REQ_STOP's reason */
+	int stop_code;	      /* and its exit status (0 unless post-copy failed) */
 
 	_Atomic int role, phase;
 	atomic_bool cancel;
@@ -132,6 +139,14 @@ struct mig {
 	atomic_uint throttle_pct;
 	_Atomic uint64_t t_start_ns, t_end_ns;
 	_Atomic int64_t downtime_us;
+	/* Post-copy: pages the target still lacks (either end), the faults
+	 * the target served (mig_post_recv.c) */
+	_Atomic uint64_t pages_missing, faults_served;
+	/* A userfaultfd made by mig_init before any sandbox (the target's
+	 * post-copy; made without capabilities it would need
+	 * UFFD_USER_MODE_ONLY, which misses KVM's own faults), or -errno */
+	int uffd;
+	struct mig_post *post; /* the target's post-copy (mig_post_recv.c) */
 
 	struct gmem mem; /* the target's RAM until the build takes it */
 };
@@ -202,6 +217,29 @@ uint64_t mig_now_ns(void);
 /* After a resolve that ends the process: wait briefly (100 ms) so the
  * API's 204 for it goes out first. */
 void mig_reply_grace(void);
+
+/* Post-copy, the source (mig_post_send.c): after GOGO went.  The VM is
+ * paused here for good; s carries the pages bits names (a PREQ's first,
+ * the rest in order) until the target's PFIN.  bits is consumed.  Ends
+ * the process either way (stop_code EXIT_HOST on a failure). */
+void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t *bits);
+
+/* Post-copy, the target (mig_post_recv.c).  mig_uffd_open: a
+ * userfaultfd for mig_init (the fd, or -errno).  mig_post_arm, once the
+ * VM is built (over RAM at base, size bytes) and paused: PCPY's bitmap
+ * (rec, its payload still in s) read and checked, those pages dropped
+ * from RAM and RAM registered with m->uffd, so that every access to a
+ * missing page (a vCPU's, KVM's, ember's own) waits for this thread.
+ * 0 or -errno with err. */
+int mig_uffd_open(void);
+__attribute__((warn_unused_result)) int mig_post_arm(struct mig *m, struct snap_stream *s,
+						     const struct snap_mig_rec *rec, uint8_t *base,
+						     uint64_t size, char *err, size_t errlen);
+/* After GOGO, the VM running: serve faults and install pages until
+ * none is missing, then PFIN.  Returns only then; a stream that fails
+ * ends the process at once, loudly (the guest is lost: its missing
+ * pages exist nowhere else), never letting it run on without them. */
+void mig_post_serve(struct mig *m, struct snap_stream *s);
 
 /* The two sides, on the migration thread; the fd is closed by the
  * caller. */
