@@ -36,10 +36,11 @@ static int t_setup(void *opaque, const void *setu, size_t len, struct gmem *mem,
 	return vmm(opaque, &c, err, errlen);
 }
 
-static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
-		   size_t errlen)
+static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem, bool partial,
+		   char *err, size_t errlen)
 {
-	struct api_call c = {.op = API_OP_MIG_BUILD, .data = state, .len = len, .mem = mem};
+	struct api_call c = {
+	    .op = API_OP_MIG_BUILD, .data = state, .len = len, .mem = mem, .on = partial};
 	return vmm(opaque, &c, err, errlen);
 }
 
@@ -139,6 +140,7 @@ void api_mig_build(struct api *a, struct api_call *c)
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	} else {
 		struct vm_build_opts o = {.snapshot = snap, .mem = c->mem, .paused = true};
+		snap->mem_partial = c->on; /* MIG_BUILD: post-copy's RAM */
 		c->status = 0;
 		api_start_vm(a, c, &o, "migration");
 	}
@@ -242,9 +244,12 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 	/* post-copy (docs/migration.md, "Post-copy") */
 	const char *mode = api_str(body, "mode");
 	if (json_object_get(body, "mode") &&
-	    (!mode || (strcmp(mode, "precopy") && strcmp(mode, "postcopy"))))
-		return http_fault(rs, 400, "mode: must be \"precopy\" or \"postcopy\"");
+	    (!mode || (strcmp(mode, "precopy") && strcmp(mode, "postcopy") &&
+		       strcmp(mode, "postcopy-now"))))
+		return http_fault(rs, 400, "mode: must be \"precopy\", \"postcopy\" or "
+					   "\"postcopy-now\"");
 	p.postcopy = mode && !strcmp(mode, "postcopy");
+	p.postcopy_now = mode && !strcmp(mode, "postcopy-now");
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");

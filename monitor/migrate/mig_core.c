@@ -24,6 +24,19 @@ uint64_t mig_now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
+void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw)
+{
+	if (!bw)
+		return;
+	uint64_t due = t0 + (uint64_t)((double)bytes * 1e9 / (double)bw);
+	uint64_t now = mig_now_ns();
+	if (due > now) {
+		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
+				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+}
+
 const char *mig_phase_name(enum mig_phase p)
 {
 	static const char *const names[] = {

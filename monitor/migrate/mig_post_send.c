@@ -29,6 +29,7 @@ struct pusher {
 	uint64_t pages, left, next; /* next: the push's position */
 	uint64_t *bits;		    /* still to send */
 	bool fin;		    /* PFIN read */
+	uint64_t t0, bytes;	    /* max_bandwidth's pace */
 	char err[MIG_ERR_MAX];
 };
 
@@ -61,6 +62,8 @@ static int send_run(struct pusher *x, uint64_t first, uint64_t n)
 		if (r)
 			return r;
 		atomic_fetch_add(&x->m->bytes_sent, SNAP_MIG_HDR + len);
+		x->bytes += SNAP_MIG_HDR + len;
+		mig_pace(x->t0, x->bytes, x->m->p.max_bandwidth);
 		atomic_fetch_add(&x->m->pages_sent, e - i);
 		for (uint64_t k = i; k < e; k++)
 			x->bits[k / 64] &= ~(1ULL << (k % 64));
@@ -132,6 +135,7 @@ void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t
 {
 	struct pusher x = {.m = m, .s = s, .ram = vm->mem.base, .bits = bits};
 	x.pages = vm->mem.ram_size / PAGE;
+	x.t0 = mig_now_ns();
 	for (uint64_t w = 0; w < (x.pages + 63) / 64; w++)
 		x.left += (uint64_t)__builtin_popcountll(bits[w]);
 	mig_set_phase(m, MIG_POSTCOPY);

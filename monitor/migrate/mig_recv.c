@@ -293,7 +293,7 @@ void mig_run_receive(struct mig *m)
 	uint8_t *base = m->mem.base; /* the build takes m->mem */
 	uint64_t size = m->mem.ram_size;
 	if (!r)
-		r = m->tops->build(m->opaque, state, len, &m->mem, x.err, sizeof(x.err));
+		r = m->tops->build(m->opaque, state, len, &m->mem, x.post, x.err, sizeof(x.err));
 	if (!r && x.post)
 		r = mig_post_arm(m, &x.s, &last, base, size, x.err, sizeof(x.err));
 	free(state);

@@ -61,17 +61,8 @@ static int check_stop(struct sender *x)
 /* max_bandwidth: sleep until the bytes sent so far are due. */
 static void pace(struct sender *x, uint64_t n)
 {
-	uint64_t bw = x->m->p.max_bandwidth;
-	if (!bw)
-		return;
 	x->pace_bytes += n;
-	uint64_t due = x->pace_t0 + (uint64_t)((double)x->pace_bytes * 1e9 / (double)bw);
-	uint64_t now = mig_now_ns();
-	if (due > now) {
-		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
-				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
-		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
-	}
+	mig_pace(x->pace_t0, x->pace_bytes, x->m->p.max_bandwidth);
 }
 
 static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
@@ -220,7 +211,9 @@ static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t ty
 static int setup(struct sender *x)
 {
 	struct snap_writer w;
-	uint64_t flags = x->m->p.postcopy || x->m->p.converge_postcopy ? SNAP_MIG_FLAG_POSTCOPY : 0;
+	const struct mig_params *p = &x->m->p;
+	uint64_t flags =
+	    p->postcopy || p->postcopy_now || p->converge_postcopy ? SNAP_MIG_FLAG_POSTCOPY : 0;
 	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, flags, SNAP_MIG_MAGIC, 8);
 	if (!r)
 		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
@@ -249,6 +242,8 @@ static int precopy(struct sender *x)
 	int r = fetch(x);
 	if (r)
 		return r;
+	if (m->p.postcopy_now) /* every non-zero page: the hash pass finds them */
+		return 1;
 	memset(x->bits, 0xff, x->words * 8);
 	if (x->pages % 64)
 		x->bits[x->words - 1] = (1ULL << (x->pages % 64)) - 1;

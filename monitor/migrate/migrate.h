@@ -59,6 +59,7 @@ struct mig_params {
 	bool throttle;		/* converge by throttling the vCPUs */
 	bool converge_postcopy; /* converge by switching to post-copy */
 	bool postcopy;		/* "mode": "postcopy": switch after round 0 */
+	bool postcopy_now;	/* "mode": "postcopy-now": before any round */
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it
@@ -70,9 +71,9 @@ struct mig_target_ops {
 	int (*setup)(void *opaque, const void *setu, size_t len, struct gmem *mem, char *err,
 		     size_t errlen);
 	/* STAT's state file: build the VM, paused, over mem (filled; taken
-	 * over by the build). */
-	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
-		     size_t errlen);
+	 * over by the build; partial: post-copy's, pages still missing). */
+	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, bool partial,
+		     char *err, size_t errlen);
 	/* GOGO: let the vCPUs run. */
 	int (*go)(void *opaque, char *err, size_t errlen);
 	/* The migration failed or was stopped here: the target process
@@ -213,6 +214,10 @@ __attribute__((format(printf, 3, 4))) void mig_set_error(struct mig *m, enum mig
 							 const char *fmt, ...);
 
 uint64_t mig_now_ns(void);
+
+/* max_bandwidth (bw bytes/s, 0: none): sleep until bytes sent since t0
+ * are due. */
+void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw);
 
 /* After a resolve that ends the process: wait briefly (100 ms) so the
  * API's 204 for it goes out first. */

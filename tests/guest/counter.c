@@ -13,6 +13,11 @@
  *   dirty=PAGES after each count line, write one byte into each of PAGES
  *               pages spread evenly over the filled area (ring 3), so a
  *               diff snapshot between two lines holds about PAGES pages.
+ * For post-copy migration (tests/integration/test_migration_postcopy.py):
+ *   check=1     with fill= and no dirty=: before each count line, read
+ *               the whole filled area back (ring 3) and print
+ *               "pattern bad at 0x..." for the first word that is not
+ *               the pattern: memory that moved must still hold it.
  * Without them it behaves as it always did. */
 #include "lib.h"
 
@@ -69,6 +74,17 @@ static long dirty(void *unused)
 	return 0;
 }
 
+/* Ring 3: the pattern still there?  The first bad address, or 0. */
+static long check(void *unused)
+{
+	(void)unused;
+	for (unsigned i = 0; i < nregions; i++)
+		for (volatile u64 *p = (u64 *)regions[i].start; p < (u64 *)regions[i].end; p++)
+			if (*p != ((u64)p ^ PATTERN))
+				return (long)p;
+	return 0;
+}
+
 static long spin(void *arg)
 {
 	for (volatile unsigned long n = (unsigned long)arg; n; n--)
@@ -78,7 +94,7 @@ static long spin(void *arg)
 
 int main(void)
 {
-	u64 limit = 0, every = 2000000, fill_mib = 0;
+	u64 limit = 0, every = 2000000, fill_mib = 0, checks = 0;
 	const char *v;
 
 	if ((v = cmdline_arg("count")) && parse_u64(v, &limit))
@@ -89,6 +105,8 @@ int main(void)
 		fill_mib = 0;
 	if ((v = cmdline_arg("dirty")) && parse_u64(v, &dirty_pages))
 		dirty_pages = 0;
+	if ((v = cmdline_arg("check")) && parse_u64(v, &checks))
+		checks = 0;
 	if (fill_mib || dirty_pages) {
 		/* dirty= alone spreads over all free RAM without filling it */
 		find_ram(fill_mib ? fill_mib << 20 : ~0ULL >> 1);
@@ -100,6 +118,9 @@ int main(void)
 			dirty_pages = filled_pages;
 	}
 	for (u64 i = 1; !limit || i <= limit; i++) {
+		long bad = checks && fill_mib && !dirty_pages ? user_call(check, NULL) : 0;
+		if (bad)
+			kprintf("pattern bad at 0x%lx\n", (unsigned long)bad);
 		kprintf("count %lu\n", (unsigned long)i);
 		if (dirty_pages)
 			user_call(dirty, NULL);

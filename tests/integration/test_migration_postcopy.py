@@ -1,0 +1,124 @@
+"""Post-copy live migration (docs/migration.md, "Post-copy"): the target
+runs after the state and a first round of pages and fetches the rest
+through userfaultfd while the source pushes them.  Two embers on this
+machine joined by a socketpair (test_migration.py's helpers).
+
+No timing is asserted: waits are bounded, and what is checked is the
+count's continuity, the guest's own pattern check and where each end
+ends up."""
+import os
+import signal
+
+import pytest
+
+from conftest import guest, needs_kvm
+from test_api import Ember
+from test_migration import counts, mig, mig_or_none, phase_in, start, wait_for
+
+pytestmark = needs_kvm
+
+
+def guest_ember(tmp_path, cmdline, name="src"):
+    return Ember(tmp_path, run_args=["--kernel", guest("counter"), "--cmdline", cmdline,
+                                     "--timeout", "120"], name=name)
+
+
+def continuous(src, dst):
+    nums = counts(src.stdout() + dst.stdout())
+    assert nums == list(range(1, len(nums) + 1)), nums[-20:]
+    return nums
+
+
+def counts_on_target(src, dst, more=2):
+    n = counts(src.stdout())[-1]
+    wait_for(lambda: counts(dst.stdout()) and counts(dst.stdout())[-1] > n + more,
+             "the target to count on", timeout=90)
+
+
+def test_explicit_postcopy_memory_intact(tmp_path):
+    """"mode": "postcopy-now": no pre-copy round, the target runs with
+    pages missing, the guest reads its 16 MiB pattern back on every
+    line (each missing page a fault served from the source), no word is
+    wrong and the count goes on with no step lost or repeated."""
+    src = guest_ember(tmp_path, "count=100000 spin=20000000 fill=16 check=1")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 3\n", timeout=60)
+        start(src, dst, send_body={"mode": "postcopy-now", "timeout_ms": 100000})
+        seen = set()
+
+        def done():
+            js = mig_or_none(dst)
+            if js:
+                seen.add(js["phase"])
+                assert js["phase"] != "failed", (js, dst.stderr())
+            return js and js["phase"] == "running" and src.p.poll() is not None
+        wait_for(done, "the post-copy to end", timeout=110)
+        assert src.p.returncode == 0, src.stderr()
+        assert "migration completed (post-copy)" in src.stderr()
+        js = mig(dst)
+        assert js["pages_missing"] == 0 and js["faults_served"] > 0, js
+        assert js["downtime_ms"] is not None and js["downtime_ms"] > 0, js
+        counts_on_target(src, dst)
+        continuous(src, dst)
+        assert "pattern bad" not in src.stdout() + dst.stdout()
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_write_heavy_guest_moves_by_postcopy(tmp_path):
+    """A guest that dirties 2048 pages on every line, under 2 MB/s:
+    pre-copy cannot converge (each round finds as many dirty as it
+    sent); "converge": "postcopy" switches, the guest moves and keeps
+    counting."""
+    src = guest_ember(tmp_path, "count=100000 spin=2000000 fill=16 dirty=2048")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 3\n", timeout=60)
+        start(src, dst, send_body={"max_bandwidth": 2000000, "downtime_ms": 5,
+                                   "timeout_ms": 100000, "converge": "postcopy"})
+        seen = {"phases": set(), "rounds": 0}
+
+        def done():
+            js = mig_or_none(src)
+            if js:
+                seen["phases"].add(js["phase"])
+                seen["rounds"] = max(seen["rounds"], js["round"])
+                assert js["phase"] != "failed", (js, src.stderr())
+            return src.p.poll() is not None
+        wait_for(done, "the migration to complete", timeout=110)
+        assert src.p.returncode == 0, src.stderr()
+        assert "migration completed (post-copy)" in src.stderr()
+        assert seen["rounds"] >= 2, seen
+        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+        assert js["phase"] == "running", (js, dst.stderr())
+        assert js["downtime_ms"] is not None, js
+        counts_on_target(src, dst)
+        continuous(src, dst)
+    finally:
+        src.kill()
+        dst.kill()
+
+
+def test_source_killed_mid_postcopy_target_fails_loudly(tmp_path):
+    """kill -9 of the source while the target still lacks pages: the
+    target must not run on with them missing: it says so and exits."""
+    src = guest_ember(tmp_path, "count=100000 spin=20000000 fill=32 check=1")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 2\n", timeout=60)
+        # 200 KB/s: the push of the missing pages takes minutes
+        start(src, dst, send_body={"mode": "postcopy", "max_bandwidth": 200000,
+                                   "timeout_ms": 100000})
+        js = wait_for(phase_in(dst, {"postcopy", "running", "failed"}), "post-copy")
+        assert js["phase"] == "postcopy", js
+        os.kill(src.p.pid, signal.SIGKILL)
+        src.p.wait(timeout=10)
+        rc = dst.p.wait(timeout=60)
+        assert rc != 0
+        err = dst.stderr()
+        assert "migration failed in post-copy" in err and "the guest is lost" in err, err
+    finally:
+        src.kill()
+        dst.kill()
