@@ -1,5 +1,7 @@
 /* Post-copy, the source (docs/migration.md, "Post-copy"): from GOGO on
- * the VM is paused here for good and runs on the target; this thread
+ * the VM is paused here for good (and the vmm thread held, so no device
+ * writes RAM behind the state the target runs from) and runs on the
+ * target; this thread
  * sends the pages the target still lacks, a page a fault waits for
  * (PREQ) before the rest, the rest in order, until the target says
  * every page is in (PFIN).  Then this process ends.  If the target or
@@ -150,6 +152,7 @@ void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t
 		snprintf(x.err, sizeof(x.err), "the target closed the stream");
 	struct mig_status st;
 	atomic_store(&m->t_end_ns, mig_now_ns());
+	(void)mig_vmm_request(m, MIG_REQ_THAW); /* held since the freeze; it stops the VM */
 	if (r) {
 		mig_set_error(m, MIG_FAILED,
 			      "post-copy failed after the hand-over (%s): the guest is lost; this "

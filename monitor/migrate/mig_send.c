@@ -396,6 +396,7 @@ static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 		(void)mig_vmm_request(m, MIG_REQ_STOP);
 		return;
 	}
+	(void)mig_vmm_request(m, MIG_REQ_THAW); /* post-copy held it */
 	mig_set_error(m, MIG_UNKNOWN,
 		      "the target said it is ready, but GOGO could not be sent (%s): whether it "
 		      "took over is unknown; this VM stays paused until PUT /migration/resolve",
@@ -451,8 +452,11 @@ void mig_run_send(struct mig *m)
 		if (!r)
 			r = post ? stop_for_postcopy(&x) : stop_and_copy(&x);
 		/* The state is out: the vmm thread serves again (the VM
-		 * stays paused). */
-		(void)mig_vmm_request(m, MIG_REQ_THAW);
+		 * stays paused).  Not in post-copy: held until the last page
+		 * is out (mig_post_send), so that no device (a tap's packet)
+		 * writes RAM the target has not got yet, behind its state. */
+		if (!post || r)
+			(void)mig_vmm_request(m, MIG_REQ_THAW);
 		struct snap_mig_rec rec;
 		if (!r)
 			r = reply(&x, &rec, false);
@@ -469,6 +473,7 @@ void mig_run_send(struct mig *m)
 	}
 	if (r) {
 		/* Before the hand-over point: the VM runs on here. */
+		(void)mig_vmm_request(m, MIG_REQ_THAW); /* post-copy held it */
 		(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
 		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
 		mig_set_error(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s", x.err);
