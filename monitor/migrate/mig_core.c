@@ -2,6 +2,7 @@
  * requests posted through an eventfd on the VM's loop (freeze, thaw,
  * resume, throttle) and the throttle's duty cycle (a timer). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,22 @@ uint64_t mig_now_ns(void)
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+}
+
+void mig_completed(struct mig *m, const char *how)
+{
+	struct mig_status st;
+	atomic_store(&m->t_end_ns, mig_now_ns());
+	mig_set_phase(m, MIG_COMPLETED);
+	mig_get_status(m, &st);
+	fprintf(stderr,
+		"ember: migration completed%s: the VM runs on the target now; this process exits "
+		"(total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
+		" bytes, %" PRIu64 " pages)\n",
+		how, st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
+		st.pages_sent);
+	m->stop_why = "migrated: the VM runs on the target";
+	(void)mig_vmm_request(m, MIG_REQ_STOP);
 }
 
 void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw)

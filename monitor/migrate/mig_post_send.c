@@ -150,7 +150,6 @@ void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t
 		r = requests(&x, true);
 	if (r == -EPIPE)
 		snprintf(x.err, sizeof(x.err), "the target closed the stream");
-	struct mig_status st;
 	atomic_store(&m->t_end_ns, mig_now_ns());
 	(void)mig_vmm_request(m, MIG_REQ_THAW); /* held since the freeze; it stops the VM */
 	if (r) {
@@ -165,14 +164,5 @@ void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t
 		(void)mig_vmm_request(m, MIG_REQ_STOP);
 		return;
 	}
-	mig_set_phase(m, MIG_COMPLETED);
-	mig_get_status(m, &st);
-	fprintf(stderr,
-		"ember: migration completed (post-copy): the VM runs on the target now; this "
-		"process exits (total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
-		" bytes, %" PRIu64 " pages)\n",
-		st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
-		st.pages_sent);
-	m->stop_why = "migrated: the VM runs on the target";
-	(void)mig_vmm_request(m, MIG_REQ_STOP);
+	mig_completed(m, " (post-copy)");
 }

@@ -382,18 +382,7 @@ static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 	if (!put(x, SNAP_MIG_GOGO, (mig_now_ns() - t_pause) / 1000, 0, NULL, 0)) {
 		if (post) /* the VM runs there; the pages it lacks go now */
 			return mig_post_send(m, &x->s, x->vm, x->bits);
-		atomic_store(&m->t_end_ns, mig_now_ns());
-		mig_set_phase(m, MIG_COMPLETED);
-		struct mig_status st;
-		mig_get_status(m, &st);
-		fprintf(stderr,
-			"ember: migration completed: the VM runs on the target now; this process "
-			"exits (total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
-			" bytes, %" PRIu64 " pages)\n",
-			st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
-			st.pages_sent);
-		m->stop_why = "migrated: the VM runs on the target";
-		(void)mig_vmm_request(m, MIG_REQ_STOP);
+		mig_completed(m, "");
 		return;
 	}
 	(void)mig_vmm_request(m, MIG_REQ_THAW); /* post-copy held it */

@@ -215,6 +215,10 @@ __attribute__((format(printf, 3, 4))) void mig_set_error(struct mig *m, enum mig
 
 uint64_t mig_now_ns(void);
 
+/* The source's end: phase completed, the figures on stderr ("ember:
+ * migration completed<how>: ..."), and the VM stopped (exit 0). */
+void mig_completed(struct mig *m, const char *how);
+
 /* max_bandwidth (bw bytes/s, 0: none): sleep until bytes sent since t0
  * are due. */
 void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw);
