@@ -193,15 +193,17 @@ static int zero(struct mig *m, uint64_t i)
 	struct mig_post *pc = m->post;
 	struct uffdio_zeropage z = {
 	    .range = {.start = (uint64_t)(uintptr_t)pc->base + i * PAGE, .len = PAGE}};
-	if (!ioctl(m->uffd, UFFDIO_ZEROPAGE, &z) || errno == EEXIST) {
-		got(m, i);
-		if (errno == EEXIST) {
-			struct uffdio_range w = z.range;
-			(void)ioctl(m->uffd, UFFDIO_WAKE, &w);
-		}
-		return 0;
+	int r;
+	while ((r = ioctl(m->uffd, UFFDIO_ZEROPAGE, &z)) && errno == EAGAIN)
+		; /* the mm changing under it: again */
+	if (r && errno != EEXIST)
+		return -errno;
+	if (r) { /* in already: its waiters may have missed the wake */
+		struct uffdio_range w = z.range;
+		(void)ioctl(m->uffd, UFFDIO_WAKE, &w);
 	}
-	return -errno;
+	got(m, i);
+	return 0;
 }
 
 static int copy(struct mig *m, uint64_t i, const uint8_t *src)
@@ -210,7 +212,10 @@ static int copy(struct mig *m, uint64_t i, const uint8_t *src)
 	struct uffdio_copy c = {.dst = (uint64_t)(uintptr_t)pc->base + i * PAGE,
 				.src = (uint64_t)(uintptr_t)src,
 				.len = PAGE};
-	if (ioctl(m->uffd, UFFDIO_COPY, &c) && errno != EEXIST)
+	int r;
+	while ((r = ioctl(m->uffd, UFFDIO_COPY, &c)) && errno == EAGAIN)
+		c.copy = 0; /* the mm changing under it: again */
+	if (r && errno != EEXIST)
 		return -errno;
 	got(m, i);
 	return 0;
