@@ -100,6 +100,7 @@ static int premade_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_
 	uint64_t len;
 	const uint64_t *sum = snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	vm->mem_terms = NULL; /* no diff snapshot builds on this */
+	vm->mem.partial = s->mem_partial;
 	vm->mem_hash_sum = sum && len == sizeof(*sum) ? *sum : 0;
 	return 0;
 }

@@ -48,8 +48,16 @@ static int t_go(void *opaque, char *err, size_t errlen)
 {
 	struct api *a = opaque;
 	struct api_call c = {.op = API_OP_RESUME};
+	/* Post-copy: announce while paused: once the guest runs the vmm
+	 * thread may hold a device's lock waiting on a missing page, which
+	 * only this (the migration) thread installs, after this returns. */
+	bool post = a->vm->mem.partial;
+	if (post)
+		vdevs_announce(a->vm);
 	int r = vmm(a, &c, err, errlen);
-	if (!r) /* switches learn the guest's MAC is here now */
+	if (!r && post) /* the restore's sweep, left for now */
+		vdevs_kick(a->vm);
+	else if (!r) /* switches learn the guest's MAC is here now */
 		vdevs_announce(a->vm);
 	return r;
 }

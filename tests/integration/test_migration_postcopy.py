@@ -126,3 +126,37 @@ def test_source_killed_mid_postcopy_target_fails_loudly(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+@pytest.mark.parametrize("kind", ["virtio", "hvt"])
+def test_blk_guest_moves_by_postcopy_now(tmp_path, kind):
+    """virtio-blk reads (the vmm thread writes the sector into guest RAM
+    and reads the queue there) and Solo5 hvt block reads (a hypercall on
+    the vCPU thread) with every page missing at first ("postcopy-now"):
+    ember's own accesses to RAM fault and are served too (the restore's
+    queue sweep waits until RAM can be read), and every round's buffer
+    holds the sector it read."""
+    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS, check_rounds, joined, rounds
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"".join(f"sector {k:05d}".encode().ljust(512, b"\0")
+                              for k in range(SECTORS)))
+    src = Ember(tmp_path, run_args=GUESTS_UNDER_TEST[kind](disk) + ["--timeout", "120"],
+                name="src")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        wait_for(lambda: "round 3 " in src.stdout(), "round 3")
+        start(src, dst, send_body={"mode": "postcopy-now"})
+        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+        assert js["phase"] == "running", (js, dst.stderr())
+        assert js["pages_missing"] == 0, js  # faults: as the push races them
+        assert src.wait(timeout=30) == 0, src.stderr()
+        wait_for(lambda: len(rounds(dst.stdout())) >= 3, "rounds on the target")
+        before = rounds(src.stdout())
+        after = rounds(joined(src.stdout(), dst.stdout()))
+        check_rounds(before)
+        check_rounds(after)
+        assert after[0][0] in (before[-1][0], before[-1][0] + 1), (before[-1:], after[:2])
+        assert "read failed" not in dst.stdout() and "read: status" not in dst.stdout()
+    finally:
+        src.kill()
+        dst.kill()
