@@ -13,7 +13,8 @@ import pytest
 
 from conftest import guest, needs_kvm
 from test_api import Ember
-from test_migration import counts, mig, mig_or_none, phase_in, start, wait_for
+from test_migration import (blk_rounds_go_on, counts, mig, mig_or_none, phase_in, start,
+                            wait_for)
 
 pytestmark = needs_kvm
 
@@ -136,7 +137,7 @@ def test_blk_guest_moves_by_postcopy_now(tmp_path, kind):
     ember's own accesses to RAM fault and are served too (the restore's
     queue sweep waits until RAM can be read), and every round's buffer
     holds the sector it read."""
-    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS, check_rounds, joined, rounds
+    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"".join(f"sector {k:05d}".encode().ljust(512, b"\0")
                               for k in range(SECTORS)))
@@ -150,13 +151,7 @@ def test_blk_guest_moves_by_postcopy_now(tmp_path, kind):
         assert js["phase"] == "running", (js, dst.stderr())
         assert js["pages_missing"] == 0, js  # faults: as the push races them
         assert src.wait(timeout=30) == 0, src.stderr()
-        wait_for(lambda: len(rounds(dst.stdout())) >= 3, "rounds on the target")
-        before = rounds(src.stdout())
-        after = rounds(joined(src.stdout(), dst.stdout()))
-        check_rounds(before)
-        check_rounds(after)
-        assert after[0][0] in (before[-1][0], before[-1][0] + 1), (before[-1:], after[:2])
-        assert "read failed" not in dst.stdout() and "read: status" not in dst.stdout()
+        blk_rounds_go_on(src, dst)
     finally:
         src.kill()
         dst.kill()
