@@ -44,8 +44,20 @@ int mig_uffd_open(void)
 	 * own, not the guest's user mode) must come here too.  Without
 	 * that flag the kernel wants CAP_SYS_PTRACE or
 	 * vm.unprivileged_userfaultfd=1: made here, before any thread drops
-	 * its capabilities. */
+	 * its capabilities (ember jailed under an unprivileged uid has
+	 * neither: /dev/userfaultfd then, if the jail offers it). */
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 && errno == EPERM) {
+		/* Without the capability: /dev/userfaultfd (Linux 6.1), which
+		 * its file mode guards instead, where the host lets us open it */
+		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (dev >= 0) {
+			fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+			close(dev);
+		}
+		if (fd < 0)
+			errno = EPERM;
+	}
 	if (fd < 0)
 		return -errno;
 	struct uffdio_api api = {.api = UFFD_API, .features = 0};
