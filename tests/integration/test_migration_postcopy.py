@@ -155,3 +155,43 @@ def test_blk_guest_moves_by_postcopy_now(tmp_path, kind):
     finally:
         src.kill()
         dst.kill()
+
+
+def test_net_guest_moves_by_postcopy_with_traffic(tmp_path, tap):
+    """The virtio test guest's netloop (a frame out, its echo back, each
+    round, tap_echo.py answering) with every page missing at first:
+    frames keep coming on the target's tap while its RAM fills, the rx
+    path writes them into guest RAM (through the faults), and each
+    round's rx buffers hold the echoes they should.  The target gets
+    another tap (a tap is one process's at a time), with its own echo."""
+    from conftest import ip, tap_echo
+    from test_dirty_tracking import joined
+    from test_dirty_tracking_net import check_rounds, rounds
+    other = tap[:12] + "p"
+    assert ip("tuntap", "add", "dev", other, "mode", "tap").returncode == 0
+    try:
+        assert ip("link", "set", other, "up").returncode == 0
+        with tap_echo(tap, timeout=300), tap_echo(other, timeout=300):
+            src = Ember(tmp_path, run_args=["--kernel", guest("virtio"), "--cmdline",
+                                            "test=netloop spin=200000 resend=200", "--net",
+                                            f"eth0,tap={tap}", "--timeout", "300"], name="src")
+            dst = Ember(tmp_path, name="dst")
+            try:
+                wait_for(lambda: len(rounds(src.stdout())) >= 3, "rounds on the source")
+                start(src, dst, send_body={"mode": "postcopy-now"},
+                      recv_body={"network_overrides": [{"iface_id": "eth0",
+                                                        "host_dev_name": other}]})
+                js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+                assert js["phase"] == "running", (js, dst.stderr())
+                assert src.wait(timeout=30) == 0, src.stderr()
+                n = rounds(src.stdout())[-1][0]
+                wait_for(lambda: rounds(dst.stdout()) and rounds(dst.stdout())[-1][0] > n + 3,
+                         "echo rounds on the target")
+                after = rounds(joined(src.stdout(), dst.stdout()))
+                check_rounds(after)
+                assert "bad used element" not in src.stdout() + dst.stdout()
+            finally:
+                src.kill()
+                dst.kill()
+    finally:
+        ip("link", "del", other)
