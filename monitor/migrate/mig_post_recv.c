@@ -74,7 +74,7 @@ struct mig_post {
 	uint64_t *missing;   /* PCPY's bitmap: set while the page is not in */
 	uint64_t *requested; /* PREQ sent for it */
 	uint64_t pages, words, left;
-	uint8_t *buf; /* one DATA record */
+	uint8_t *buf;  /* one DATA record */
 	uint8_t *base; /* guest RAM (the VM's now) */
 	uint64_t size;
 };
@@ -246,8 +246,8 @@ static int faults(struct mig *m, struct snap_stream *s, char *err, size_t errlen
 		for (size_t k = 0; k < (size_t)n / sizeof(msg[0]); k++) {
 			if (msg[k].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			uint64_t i = (msg[k].arg.pagefault.address -
-				      (uint64_t)(uintptr_t)pc->base) / PAGE;
+			uint64_t i =
+			    (msg[k].arg.pagefault.address - (uint64_t)(uintptr_t)pc->base) / PAGE;
 			if (i >= pc->pages)
 				continue;
 			atomic_fetch_add(&m->faults_served, 1);
@@ -325,8 +325,7 @@ void mig_post_serve(struct mig *m, struct snap_stream *s)
 	if (r && pc->left)
 		lost(m, err);
 	/* Every page is in: nothing faults to this thread any more. */
-	struct uffdio_range all = {.start = (uint64_t)(uintptr_t)pc->base,
-				   .len = pc->size};
+	struct uffdio_range all = {.start = (uint64_t)(uintptr_t)pc->base, .len = pc->size};
 	(void)ioctl(m->uffd, UFFDIO_UNREGISTER, &all);
 	/* Faults that raced the last page: they are in now. */
 	(void)ioctl(m->uffd, UFFDIO_WAKE, &all);

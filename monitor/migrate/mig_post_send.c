@@ -109,12 +109,14 @@ static int requests(struct pusher *x, bool wait)
 		case SNAP_MIG_NACK:
 			if (!(r = snap_mig_get_body(x->s, &rec, reason, x->err, sizeof(x->err)))) {
 				reason[rec.len] = '\0';
-				snprintf(x->err, sizeof(x->err), "the target failed: %.600s", reason);
+				snprintf(x->err, sizeof(x->err), "the target failed: %.600s",
+					 reason);
 			}
 			return -EPROTO;
 		default:
-			snprintf(x->err, sizeof(x->err), "stream: byte %" PRIu64 ": the target sent %s",
-				 rec.off, snap_mig_name(rec.type, nm));
+			snprintf(x->err, sizeof(x->err),
+				 "stream: byte %" PRIu64 ": the target sent %s", rec.off,
+				 snap_mig_name(rec.type, nm));
 			return -EPROTO;
 		}
 	}
