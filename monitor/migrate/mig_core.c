@@ -133,6 +133,7 @@ int mig_init(struct mig *m, enum jail_seccomp_mode mode, const struct mig_source
 	if (m->efd < 0)
 		return -errno;
 	m->uffd = mig_uffd_open();
+	m->pid = getpid();
 	int r = jail_filter_build(&m->filter, JAIL_ROLE_MIG, mode);
 	if (r)
 		return r;

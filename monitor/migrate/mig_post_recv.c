@@ -183,9 +183,10 @@ static _Noreturn void lost(struct mig *m, const char *why)
 			 why, pc->left);
 	(void)!write(2, msg, n > 0 && (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
 	atomic_store(&m->phase, MIG_FAILED);
-	syscall(SYS_tgkill, getpid(), getpid(), SIGABRT);
+	/* the pid kept by mig_init: this role may not ask for it */
+	syscall(SYS_tgkill, m->pid, m->pid, SIGABRT);
 	for (;;)
-		pause();
+		ppoll(NULL, 0, NULL, NULL);
 }
 
 /* Page i is in now (installed, or found present). */

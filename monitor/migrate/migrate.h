@@ -147,6 +147,7 @@ struct mig {
 	 * post-copy; made without capabilities it would need
 	 * UFFD_USER_MODE_ONLY, which misses KVM's own faults), or -errno */
 	int uffd;
+	int pid; /* this process's: lost() signals it (getpid is not in the role) */
 	struct mig_post *post; /* the target's post-copy (mig_post_recv.c) */
 
 	struct gmem mem; /* the target's RAM until the build takes it */
