@@ -27,6 +27,10 @@ struct gmem {
 	struct gmem_region r[GMEM_MAX_REGIONS];
 	unsigned nr;
 	uint64_t ram_size; /* sum of region sizes */
+	/* A post-copy migration's target: pages still on the source when the
+	 * VM is built, so no device reads RAM at its restore (virtio's sweep
+	 * waits for virtio_dev_kick, after GOGO). */
+	bool partial;
 	uint8_t *base;	   /* the one mapping, ram_size bytes */
 	int vm_fd;	   /* the KVM VM whose slots r[i] are (gmem_kvm_attach), or -1 */
 	/* Dirty tracking (gmem_log_dirty).  dirty: the pages ember itself

@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <linux/userfaultfd.h>
+
 #include "jail/jail.h"
 #include "jail/seccomp_rules.h"
 
@@ -125,7 +127,8 @@ static const struct allow allowlist[] = {
      * them before it exits */
     ALLOW(rt_sigprocmask, VMM | VCPU | API | MIG, ARG_ANY),
     /* vcpu_kick (pthread_kill) from vm_stop, on any thread; abort() */
-    ALLOW(tgkill, VMM | VCPU, ARG_OWN_KILL),
+    /* mig: SIGABRT when post-copy's source is lost (mig_post_recv.c) */
+    ALLOW(tgkill, VMM | VCPU | MIG, ARG_OWN_KILL),
     /* glibc: pthread_kill asks for the tgid */
     ALLOW(getpid, VMM | VCPU, ARG_ANY),
     /* glibc: pthread_kill of the calling thread itself (vm_stop on vCPU 0) */
@@ -206,6 +209,13 @@ static const struct {
      * dirty logging on only while it runs, so an existing slot's flags
      * change at run time (gmem_log_dirty, KVM API 4.35) */
     {KVM_SET_USER_MEMORY_REGION, VMM},
+    /* Not KVM's: post-copy's userfaultfd (monitor/migrate/mig_post_recv.c),
+     * the fd made before any sandbox, on the migration thread only */
+    {UFFDIO_REGISTER, MIG},   /* guest RAM, for missing pages, before GOGO */
+    {UFFDIO_UNREGISTER, MIG}, /* every page in */
+    {UFFDIO_COPY, MIG},	      /* a page that came: installed, its waiters woken */
+    {UFFDIO_ZEROPAGE, MIG},   /* a page that is zero */
+    {UFFDIO_WAKE, MIG},	      /* waiters on a page in already */
 };
 
 unsigned rules_names(enum jail_role role, const char **names, unsigned max)

@@ -98,6 +98,9 @@ struct vm_snapshot {
 	struct snap_reader rd;
 	char name[PATH_MAX]; /* the state file's path, or VM_STREAM_NAME: messages */
 	struct snap_stream *stream; /* the memory follows here; NULL: a memory file */
+	/* A post-copy migration's RAM (premade): pages still on the source,
+	 * so no digest to check here (docs/migration.md, "Post-copy") */
+	bool mem_partial;
 };
 
 /* Start w with the header of a snapshot of vm (paused: vm_pause) and add

@@ -310,6 +310,12 @@ void vdevs_announce(struct vm *vm)
 	}
 }
 
+void vdevs_kick(struct vm *vm)
+{
+	for (unsigned i = 0; vm->vdevs && i < vm->vdevs->nr; i++)
+		virtio_dev_kick(&vm->vdevs->d[i]);
+}
+
 struct virtio_dev *vdevs_get(struct vm *vm, unsigned i)
 {
 	return vm->vdevs && i < vm->vdevs->nr ? &vm->vdevs->d[i] : NULL;

@@ -64,6 +64,10 @@ struct virtio_dev *vdevs_get(struct vm *vm, unsigned i);
  * fdatasync).  The vmm thread.  0 or the first -errno. */
 __attribute__((warn_unused_result)) int vdevs_flush(struct vm *vm);
 
+/* Let every device run what its restore left pending (a post-copy
+ * target's, gmem's partial): from any thread, no lock taken. */
+void vdevs_kick(struct vm *vm);
+
 /* After a migration's target resumed: each device that can tells the
  * network where the guest is now (virtio-net: a gratuitous RARP through
  * its tap).  Any thread; best effort. */

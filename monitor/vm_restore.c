@@ -92,13 +92,15 @@ int vm_snapshot_open_mem(const void *buf, size_t len, const char *name, struct v
 static int premade_memory(struct vm_snapshot *s, struct vm *vm, char *err, size_t errlen)
 {
 	if (vm->mem.ram_size != s->rd.h.mem_size ||
-	    snap_mem_digest(vm->mem.base, vm->mem.ram_size) != s->rd.h.mem_digest)
+	    (!s->mem_partial &&
+	     snap_mem_digest(vm->mem.base, vm->mem.ram_size) != s->rd.h.mem_digest))
 		return snap_err(err, errlen, -EINVAL,
 				"%s: the memory received is not the memory its state describes",
 				s->name);
 	uint64_t len;
 	const uint64_t *sum = snap_r_find(&s->rd, TAG_MEMH, 0, &len);
 	vm->mem_terms = NULL; /* no diff snapshot builds on this */
+	vm->mem.partial = s->mem_partial;
 	vm->mem_hash_sum = sum && len == sizeof(*sum) ? *sum : 0;
 	return 0;
 }

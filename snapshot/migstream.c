@@ -11,7 +11,8 @@
 
 static const uint32_t known[] = {SNAP_MIG_MIGR, SNAP_MIG_SETU, SNAP_MIG_DATA, SNAP_MIG_ZERO,
 				 SNAP_MIG_ROUN, SNAP_MIG_STAT, SNAP_MIG_DONE, SNAP_MIG_GOGO,
-				 SNAP_MIG_OKAY, SNAP_MIG_NACK, SNAP_MIG_REDY, SNAP_MIG_MEMF};
+				 SNAP_MIG_OKAY, SNAP_MIG_NACK, SNAP_MIG_REDY, SNAP_MIG_MEMF,
+				 SNAP_MIG_PCPY, SNAP_MIG_PREQ, SNAP_MIG_PFIN};
 
 const char *snap_mig_name(uint32_t type, char buf[12])
 {
@@ -54,7 +55,9 @@ static bool len_ok(const struct snap_mig_rec *r)
 		return r->b && r->b <= SNAP_MIG_RUN_MAX && r->len == r->b * SNAP_PAGE;
 	case SNAP_MIG_NACK:
 		return r->len <= SNAP_MIG_NACK_MAX;
-	default: /* ZERO, ROUN, DONE, GOGO, OKAY, REDY: header only */
+	case SNAP_MIG_PCPY: /* whole 64-bit words of bitmap */
+		return r->len && r->len <= SNAP_MIG_BITMAP_MAX && r->len % 8 == 0;
+	default: /* ZERO, ROUN, DONE, GOGO, OKAY, REDY, PREQ, PFIN: header only */
 		return r->len == 0;
 	}
 }

@@ -364,15 +364,22 @@ __attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *
 #define SNAP_MIG_ROUN SNAP_TAG('R', 'O', 'U', 'N') /* a = round, b = pages in it */
 #define SNAP_MIG_STAT SNAP_TAG('S', 'T', 'A', 'T') /* payload: a whole state file */
 #define SNAP_MIG_DONE SNAP_TAG('D', 'O', 'N', 'E') /* a = RAM's pages, b = its content hash */
-#define SNAP_MIG_GOGO SNAP_TAG('G', 'O', 'G', 'O') /* the target may run */
+#define SNAP_MIG_GOGO SNAP_TAG('G', 'O', 'G', 'O') /* the target may run; a = us since the pause */
 /* Same-host, memory by fd (docs/migration.md, "Same-host upgrade"): MIGR's
  * flag; MEMF's header goes with the guest RAM's memfd (SCM_RIGHTS) */
 #define SNAP_MIG_F_MEMFD 1u
 #define SNAP_MIG_MEMF SNAP_TAG('M', 'E', 'M', 'F') /* a = RAM's pages; the memfd with it */
+/* Post-copy (docs/migration.md, "Post-copy"): after STAT, the pages the
+ * target lacks, one bit a page (payload: the bitmap, a = how many) */
+#define SNAP_MIG_PCPY SNAP_TAG('P', 'C', 'P', 'Y')
+#define SNAP_MIG_FLAG_POSTCOPY 2u /* MIGR's b: the source may switch to post-copy */
+#define SNAP_MIG_BITMAP_MAX (4u << 20) /* PCPY's payload: 128 GiB of RAM */
 /* target -> source */
 #define SNAP_MIG_OKAY SNAP_TAG('O', 'K', 'A', 'Y') /* setup accepted */
 #define SNAP_MIG_NACK SNAP_TAG('N', 'A', 'C', 'K') /* payload: the reason, UTF-8 */
 #define SNAP_MIG_REDY SNAP_TAG('R', 'E', 'D', 'Y') /* loaded and checked, waiting for GOGO */
+#define SNAP_MIG_PREQ SNAP_TAG('P', 'R', 'E', 'Q') /* post-copy: a = the page a fault waits for */
+#define SNAP_MIG_PFIN SNAP_TAG('P', 'F', 'I', 'N') /* post-copy: every page is in */
 
 /* A record as read: its header decoded, the raw header kept for the
  * payload's CRC, and where in the stream it began. */

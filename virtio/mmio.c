@@ -245,6 +245,11 @@ static void kick_vmm(struct virtio_dev *d)
 		(void)!write(d->notify_fd[0], &one, sizeof(one));
 }
 
+void virtio_dev_kick(struct virtio_dev *d)
+{
+	kick_vmm(d);
+}
+
 static void notified(struct ev_source *src, uint32_t events)
 {
 	struct virtio_dev *d = src->opaque;
@@ -554,7 +559,8 @@ int virtio_dev_restore(struct virtio_dev *d, const struct virtio_dev_state *s, c
 	 * taken on the next notification (or the activation's sweep). */
 	if (!r && virtio_live(d)) {
 		d->activate_pending = true;
-		run_pending(d);
+		if (!d->mem->partial) /* else virtio_dev_kick, once RAM can be read */
+			run_pending(d);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return r;

@@ -190,6 +190,11 @@ void virtio_dev_save(struct virtio_dev *d, struct virtio_dev_state *s);
  * drive made read-only, say); ready queues are mapped again with their
  * cursors as saved, and a device the driver had started is activated.
  * 0 or -errno with the reason in err. */
+/* Have the vmm thread run what a restore left pending (the activation's
+ * sweep of the queues): a post-copy target's restore leaves it until its
+ * RAM can be read (gmem's partial).  Any thread; takes no lock. */
+void virtio_dev_kick(struct virtio_dev *d);
+
 __attribute__((warn_unused_result)) int virtio_dev_restore(struct virtio_dev *d,
 							   const struct virtio_dev_state *s,
 							   char *err, size_t errlen);

@@ -51,8 +51,12 @@ const char mig_usage[] =
     "  --max-bandwidth BYTES  bytes per second (K, M, G suffixes: 1024-based);\n"
     "                         0: unlimited\n"
     "  --converge MODE        throttle (take vCPU time away when rounds stop\n"
-    "                         shrinking) or none (go on until the timeout)\n"
+    "                         shrinking), postcopy (switch to post-copy) or\n"
+    "                         none (go on until the timeout)\n"
     "                         (unset: the VMM's defaults, docs/migration.md)\n"
+    "  --mode MODE            precopy (default), postcopy (after the first round)\n"
+    "                         or postcopy-now; --converge postcopy switches when\n"
+    "                         rounds stop shrinking (same host only)\n"
     "  --local                same host: the VM's memory goes over as a file\n"
     "                         descriptor, not copied (its RAM must be shared:\n"
     "                         ember run --memory-shared; docs/migration.md)\n"
@@ -180,6 +184,7 @@ static int take(struct mig_args *a, const char *opt, char *val, char *err, size_
 	    {"resolve", offsetof(struct mig_args, resolve)},
 	    {"converge", offsetof(struct mig_args, converge)},
 	    {"verify", offsetof(struct mig_args, verify)},
+	    {"mode", offsetof(struct mig_args, cmode)},
 	    {"tls-cert", offsetof(struct mig_args, tls.cert)},
 	    {"tls-key", offsetof(struct mig_args, tls.key)},
 	    {"tls-ca", offsetof(struct mig_args, tls.ca)},
@@ -291,8 +296,21 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 	const char *why = a->mode != MIG_SAME_HOST ? ha_tls_opts_refusal(&a->tls) : NULL;
 	if (why)
 		return bad(err, len, "between hosts: %s", why);
-	if (a->converge && strcmp(a->converge, "throttle") && strcmp(a->converge, "none"))
-		return bad(err, len, "--converge %s: throttle or none", a->converge);
+	if (a->converge && strcmp(a->converge, "throttle") && strcmp(a->converge, "none") &&
+	    strcmp(a->converge, "postcopy"))
+		return bad(err, len, "--converge %s: throttle, postcopy or none", a->converge);
+	if (a->cmode && strcmp(a->cmode, "precopy") && strcmp(a->cmode, "postcopy") &&
+	    strcmp(a->cmode, "postcopy-now"))
+		return bad(err, len, "--mode %s: precopy, postcopy or postcopy-now", a->cmode);
+	bool post = (a->cmode && strcmp(a->cmode, "precopy")) ||
+		    (a->converge && !strcmp(a->converge, "postcopy"));
+	if (post && a->mode != MIG_SAME_HOST)
+		return bad(err, len, "%s",
+			   "post-copy through ember migrate is same-host only for now: between "
+			   "hosts the relay would have to outlive the hand-over while the pages "
+			   "still flow (docs/migrate-cli.md)");
+	if (post && a->local)
+		return bad(err, len, "%s", "--local moves no pages: no post-copy with it");
 	if (a->verify && strcmp(a->verify, "all") && strcmp(a->verify, "dirty"))
 		return bad(err, len, "--verify %s: all or dirty", a->verify);
 	return 0;
@@ -338,7 +356,8 @@ int mig_parse_args(int argc, char *const *argv, struct mig_args *a, char *err, s
 		if (r)
 			return r;
 		send_opts |= !strcmp(opt, "downtime-ms") || !strcmp(opt, "max-bandwidth") ||
-			     !strcmp(opt, "converge") || !strcmp(opt, "verify");
+			     !strcmp(opt, "converge") || !strcmp(opt, "verify") ||
+			     !strcmp(opt, "mode");
 		recv_opts |= !strcmp(opt, "drive") || !strcmp(opt, "net") || !strcmp(opt, "vsock");
 	}
 	return choose_mode(a, send_opts, recv_opts, err, len);
@@ -360,6 +379,8 @@ json_t *mig_send_body(const struct mig_args *a)
 		json_object_set_new(b, "verify", json_string(a->verify));
 	if (b && a->local)
 		json_object_set_new(b, "mode", json_string("local"));
+	else if (b && a->cmode)
+		json_object_set_new(b, "mode", json_string(a->cmode));
 	return b;
 }
 

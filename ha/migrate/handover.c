@@ -47,6 +47,12 @@ static enum mig_action both(enum mig_phase src, enum mig_phase dst, bool settled
 enum mig_action mig_decide(enum mig_phase src, enum mig_phase dst, bool watch_src, bool watch_dst,
 			   bool src_committed, bool settled)
 {
+	/* Post-copy: the source has handed over (GOGO) and pushes the rest;
+	 * the target runs the VM while its pages arrive. */
+	if (src == MIG_PH_POSTCOPY)
+		src = MIG_PH_COMPLETED;
+	if (dst == MIG_PH_POSTCOPY)
+		dst = MIG_PH_RUNNING;
 	if (watch_src && watch_dst)
 		return both(src, dst, settled);
 	if (watch_src) { /* sending host: the target is another host's */

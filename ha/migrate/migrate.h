@@ -40,6 +40,7 @@ struct mig_args {
 	uint64_t downtime_ms, max_bandwidth, timeout_ms;
 	const char *converge;
 	const char *verify; /* "all" or "dirty"; NULL: the VMM's default */
+	const char *cmode;  /* "precopy", "postcopy", "postcopy-now"; NULL: default */
 	/* PUT /migration/receive */
 	bool use_saved_paths;
 	bool local; /* same host: RAM handed over as its memfd ("mode": "local") */
@@ -88,6 +89,7 @@ enum mig_phase {
 	MIG_PH_RECEIVING,
 	MIG_PH_READY,
 	MIG_PH_RUNNING,
+	MIG_PH_POSTCOPY, /* after GOGO, pages still flowing: the VM runs on the target */
 };
 
 enum mig_phase mig_phase_parse(const char *s);

@@ -23,6 +23,7 @@ static const char *const phase_names[] = {
     [MIG_PH_RECEIVING] = "receiving",
     [MIG_PH_READY] = "ready",
     [MIG_PH_RUNNING] = "running",
+    [MIG_PH_POSTCOPY] = "postcopy",
 };
 
 enum mig_phase mig_phase_parse(const char *s)

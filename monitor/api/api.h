@@ -192,7 +192,7 @@ struct api_call {
 	bool net;	      /* LIMITS: a net device (else a drive) */
 	unsigned index;	      /* LIMITS: its place among the drives or nets */
 	const struct cfg_rate *rate_a, *rate_b; /* LIMITS: drive or rx, tx */
-	bool on;				/* TRACK_DIRTY: logging on (else off) */
+	bool on; /* TRACK_DIRTY: logging on (else off); MIG_BUILD: RAM partial (post-copy) */
 	const void *data;			/* MIG_*: the record's state file */
 	size_t len;
 	struct gmem *mem; /* MIG_SETUP: RAM to map; MIG_BUILD: the RAM received */

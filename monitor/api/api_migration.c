@@ -36,10 +36,11 @@ static int t_setup(void *opaque, const void *setu, size_t len, struct gmem *mem,
 	return vmm(opaque, &c, err, errlen);
 }
 
-static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
-		   size_t errlen)
+static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem, bool partial,
+		   char *err, size_t errlen)
 {
-	struct api_call c = {.op = API_OP_MIG_BUILD, .data = state, .len = len, .mem = mem};
+	struct api_call c = {
+	    .op = API_OP_MIG_BUILD, .data = state, .len = len, .mem = mem, .on = partial};
 	return vmm(opaque, &c, err, errlen);
 }
 
@@ -53,8 +54,16 @@ static int t_go(void *opaque, char *err, size_t errlen)
 {
 	struct api *a = opaque;
 	struct api_call c = {.op = API_OP_RESUME};
+	/* Post-copy: announce while paused: once the guest runs the vmm
+	 * thread may hold a device's lock waiting on a missing page, which
+	 * only this (the migration) thread installs, after this returns. */
+	bool post = a->vm->mem.partial;
+	if (post)
+		vdevs_announce(a->vm);
 	int r = vmm(a, &c, err, errlen);
-	if (!r) /* switches learn the guest's MAC is here now */
+	if (!r && post) /* the restore's sweep, left for now */
+		vdevs_kick(a->vm);
+	else if (!r) /* switches learn the guest's MAC is here now */
 		vdevs_announce(a->vm);
 	return r;
 }
@@ -155,6 +164,7 @@ void api_mig_build(struct api *a, struct api_call *c)
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	} else {
 		struct vm_build_opts o = {.snapshot = snap, .mem = c->mem, .paused = true};
+		snap->mem_partial = c->on; /* MIG_BUILD: post-copy's RAM */
 		c->status = 0;
 		api_start_vm(a, c, &o, "migration");
 	}
@@ -249,22 +259,28 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 	    uint_field(body, "timeout_ms", 60000, &p.timeout_ms, rs))
 		return;
 	const char *conv = api_str(body, "converge");
-	if (json_object_get(body, "converge") && (!conv || (strcmp(conv, "throttle") &&
-							    strcmp(conv, "none"))))
-		return http_fault(rs, 400, "converge: must be \"throttle\" or \"none\"");
+	if (json_object_get(body, "converge") &&
+	    (!conv || (strcmp(conv, "throttle") && strcmp(conv, "none") && strcmp(conv, "postcopy"))))
+		return http_fault(rs, 400,
+				  "converge: must be \"throttle\", \"postcopy\" or \"none\"");
 	p.throttle = !conv || !strcmp(conv, "throttle");
+	p.converge_postcopy = conv && !strcmp(conv, "postcopy");
 	const char *verify = api_str(body, "verify");
 	if (json_object_get(body, "verify") && (!verify || (strcmp(verify, "all") &&
 							    strcmp(verify, "dirty"))))
 		return http_fault(rs, 400, "verify: must be \"all\" or \"dirty\"");
 	p.verify_all = !verify || !strcmp(verify, "all");
-	/* "local": same host, RAM handed over as its memfd (mig_local.c) */
+	/* "local": same host, RAM handed over as its memfd (mig_local.c);
+	 * post-copy (docs/migration.md, "Post-copy") */
 	const char *mode = api_str(body, "mode");
-	if (json_object_get(body, "mode") && (!mode || (strcmp(mode, "copy") &&
-							strcmp(mode, "local"))))
-		return http_fault(rs, 400, "mode: must be \"copy\" or \"local\"");
+	if (json_object_get(body, "mode") &&
+	    (!mode || (strcmp(mode, "copy") && strcmp(mode, "precopy") && strcmp(mode, "local") &&
+		       strcmp(mode, "postcopy") && strcmp(mode, "postcopy-now"))))
+		return http_fault(rs, 400, "mode: must be \"precopy\" (or \"copy\"), \"local\", "
+					   "\"postcopy\" or \"postcopy-now\"");
 	p.local = mode && !strcmp(mode, "local");
-
+	p.postcopy = mode && !strcmp(mode, "postcopy");
+	p.postcopy_now = mode && !strcmp(mode, "postcopy-now");
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");
@@ -334,7 +350,7 @@ json_t *api_migration_json(struct api *a)
 	struct mig_status st;
 	mig_get_status(&a->mig, &st);
 	static const char *const roles[] = {"none", "source", "target"};
-	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o}", "role",
+	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o,s:I,s:I}", "role",
 			 roles[st.role], "phase", mig_phase_name(st.phase), "round",
 			 (json_int_t)st.round, "bytes_sent", (json_int_t)st.bytes_sent,
 			 "bytes_remaining", (json_int_t)st.bytes_remaining, "pages_sent",
@@ -343,5 +359,6 @@ json_t *api_migration_json(struct api *a)
 			 (double)st.expected_downtime_us / 1000.0, "throttle_pct",
 			 (int)st.throttle_pct, "total_ms", (json_int_t)st.total_ms, "downtime_ms",
 			 st.downtime_us < 0 ? json_null() : json_real((double)st.downtime_us / 1000.0),
-			 "error", st.error[0] ? json_string(st.error) : json_null());
+			 "error", st.error[0] ? json_string(st.error) : json_null(), "pages_missing",
+			 (json_int_t)st.pages_missing, "faults_served", (json_int_t)st.faults_served);
 }

@@ -3,6 +3,7 @@
  * resume, throttle) and the throttle's duty cycle (a timer). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +26,40 @@ uint64_t mig_now_ns(void)
 	return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
 }
 
+void mig_completed(struct mig *m, const char *how)
+{
+	struct mig_status st;
+	atomic_store(&m->t_end_ns, mig_now_ns());
+	mig_set_phase(m, MIG_COMPLETED);
+	mig_get_status(m, &st);
+	fprintf(stderr,
+		"ember: migration completed%s: the VM runs on the target now; this process exits "
+		"(total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
+		" bytes, %" PRIu64 " pages)\n",
+		how, st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
+		st.pages_sent);
+	m->stop_why = "migrated: the VM runs on the target";
+	/* A same-host source's vmm thread, still frozen, stops the VM before
+	 * serving a device again (its RAM is the target's now). */
+	if (m->p.local)
+		mig_thaw_stop(m);
+	else
+		(void)mig_vmm_request(m, MIG_REQ_STOP);
+}
+
+void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw)
+{
+	if (!bw)
+		return;
+	uint64_t due = t0 + (uint64_t)((double)bytes * 1e9 / (double)bw);
+	uint64_t now = mig_now_ns();
+	if (due > now) {
+		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
+				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
+		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+	}
+}
+
 const char *mig_phase_name(enum mig_phase p)
 {
 	static const char *const names[] = {
@@ -34,6 +69,7 @@ const char *mig_phase_name(enum mig_phase p)
 	    [MIG_CANCELLED] = "cancelled", [MIG_FAILED] = "failed",
 	    [MIG_UNKNOWN] = "handover-unknown", [MIG_RECEIVING] = "receiving",
 	    [MIG_READY] = "ready",	 [MIG_RUNNING] = "running",
+	    [MIG_POSTCOPY] = "postcopy",
 	};
 	return (unsigned)p < sizeof(names) / sizeof(names[0]) ? names[p] : "none";
 }
@@ -106,6 +142,8 @@ int mig_init(struct mig *m, enum jail_seccomp_mode mode, const struct mig_source
 	m->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (m->efd < 0)
 		return -errno;
+	m->uffd = mig_uffd_open();
+	m->pid = getpid();
 	int r = jail_filter_build(&m->filter, JAIL_ROLE_MIG, mode);
 	if (r)
 		return r;
@@ -185,7 +223,7 @@ static int do_request(struct mig *m, int req)
 	case MIG_REQ_LOG_OFF:
 		return m->had_log || !vm->track_dirty ? 0 : vm_track_dirty(vm, false);
 	case MIG_REQ_STOP:
-		vm_stop(vm, 0, m->stop_why);
+		vm_stop(vm, m->stop_code, m->stop_why);
 		return 0;
 	case MIG_REQ_THROTTLE:
 		if (!m->throttle_on)
@@ -298,6 +336,7 @@ static int start(struct mig *m, int job, struct vm *vm, int fd, const struct mig
 		m->p = *p;
 	m->error[0] = '\0';
 	m->resolve = 0;
+	m->stop_code = 0;
 	atomic_store(&m->cancel, false);
 	atomic_store(&m->round, 0);
 	atomic_store(&m->bytes_sent, 0);
@@ -309,6 +348,8 @@ static int start(struct mig *m, int job, struct vm *vm, int fd, const struct mig
 	atomic_store(&m->throttle_pct, 0);
 	atomic_store(&m->t_end_ns, 0);
 	atomic_store(&m->downtime_us, -1);
+	atomic_store(&m->pages_missing, 0);
+	atomic_store(&m->faults_served, 0);
 	atomic_store(&m->role, job == 1 ? MIG_ROLE_SOURCE : MIG_ROLE_TARGET);
 	atomic_store(&m->phase, job == 1 ? MIG_SETUP : MIG_RECEIVING);
 	atomic_store(&m->t_start_ns, mig_now_ns());
@@ -373,6 +414,8 @@ bool mig_busy(struct mig *m)
 {
 	int ph = atomic_load(&m->phase);
 	return ph != MIG_NONE && ph != MIG_CANCELLED && ph != MIG_FAILED && ph != MIG_RUNNING;
+	/* MIG_POSTCOPY is busy: the target's own accesses to RAM wait for
+	 * the source until the last page is in */
 }
 
 void mig_get_status(struct mig *m, struct mig_status *st)
@@ -392,6 +435,8 @@ void mig_get_status(struct mig *m, struct mig_status *st)
 	if (t0)
 		st->total_ms = ((t1 ? t1 : mig_now_ns()) - t0) / 1000000;
 	st->downtime_us = atomic_load(&m->downtime_us);
+	st->pages_missing = atomic_load(&m->pages_missing);
+	st->faults_served = atomic_load(&m->faults_served);
 	pthread_mutex_lock(&m->lock);
 	snprintf(st->error, sizeof(st->error), "%s", m->error);
 	pthread_mutex_unlock(&m->lock);

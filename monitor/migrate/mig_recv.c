@@ -26,6 +26,9 @@ struct receiver {
 	 * for 64 MiB here, all of it in the downtime. */
 	uint64_t *terms, sum;
 	bool local; /* MIGR's SNAP_MIG_F_MEMFD: RAM comes as a memfd (mig_local.c) */
+	uint64_t go_us;	 /* GOGO's a: the source's part of the downtime */
+	uint64_t go_total_us; /* GOGO's b: the source's time since the start */
+	bool post;	 /* PCPY came: post-copy */
 	char err[MIG_ERR_MAX];
 };
 
@@ -99,11 +102,18 @@ static int hello(struct receiver *x)
 			 rec.a, SNAP_MIG_VERSION);
 		r = -EPROTONOSUPPORT;
 	}
-	x->local = !r && rec.b == SNAP_MIG_F_MEMFD;
-	if (!r && rec.b && !x->local) {
+	x->local = !r && (rec.b & SNAP_MIG_F_MEMFD);
+	if (!r && rec.b & ~(uint64_t)(SNAP_MIG_F_MEMFD | SNAP_MIG_FLAG_POSTCOPY)) {
 		snprintf(x->err, sizeof(x->err), "stream: byte 16: unknown flags 0x%" PRIx64,
 			 rec.b);
 		r = -EINVAL;
+	}
+	if (!r && rec.b & SNAP_MIG_FLAG_POSTCOPY && x->m->uffd < 0) {
+		snprintf(x->err, sizeof(x->err),
+			 "the source may switch to post-copy, and this ember has no userfaultfd "
+			 "(%s; it needs CAP_SYS_PTRACE at start-up or vm.unprivileged_userfaultfd=1)",
+			 strerror(-x->m->uffd));
+		r = -EPERM;
 	}
 	free(p);
 	return r;
@@ -198,26 +208,38 @@ static int rounds(struct receiver *x, void **state, uint32_t *len)
 	}
 }
 
-/* DONE: RAM's page count and its content hash, which RAM must have. */
-static int done(struct receiver *x)
+/* DONE: RAM's page count and its content hash, which RAM must have; or
+ * PCPY (left in rec, x->post set): post-copy, RAM is not complete. */
+static int done(struct receiver *x, struct snap_mig_rec *rec)
 {
-	struct snap_mig_rec rec;
 	struct gmem *mem = &x->m->mem;
-	int r = next(x, &rec, SNAP_MIG_DONE);
+	int r = next(x, rec, 0);
+	if (!r && rec->type == SNAP_MIG_PCPY) {
+		x->post = true; /* its bitmap is read once the VM is built */
+		return 0;
+	}
+	if (!r && rec->type != SNAP_MIG_DONE) {
+		char a[12];
+		snprintf(x->err, sizeof(x->err),
+			 "stream: byte %" PRIu64 ": record %s where DONE or PCPY belongs: not a "
+			 "stream this ember reads",
+			 rec->off, snap_mig_name(rec->type, a));
+		r = -EINVAL;
+	}
 	if (!r)
-		r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err));
+		r = snap_mig_get_body(&x->s, rec, NULL, x->err, sizeof(x->err));
 	if (r)
 		return r;
 	struct snap_mem_hash h = {x->sum, NULL};
 	/* Same host: RAM is the source's own pages, not a copy to check */
-	if (x->local && rec.a == mem->ram_size / PAGE && !rec.b)
+	if (x->local && rec->a == mem->ram_size / PAGE && !rec->b)
 		return 0;
-	if (rec.a != mem->ram_size / PAGE || rec.b != h.sum) {
+	if (rec->a != mem->ram_size / PAGE || rec->b != h.sum) {
 		snprintf(x->err, sizeof(x->err),
 			 "stream: byte %" PRIu64 ": record DONE says 0x%" PRIx64
 			 " pages hashing to 0x%016" PRIx64 ", RAM has 0x%" PRIx64
 			 " pages hashing to 0x%016" PRIx64 ": the memory is corrupt",
-			 rec.off, rec.a, rec.b, (uint64_t)(mem->ram_size / PAGE), h.sum);
+			 rec->off, rec->a, rec->b, (uint64_t)(mem->ram_size / PAGE), h.sum);
 		return -EINVAL;
 	}
 	return 0;
@@ -225,10 +247,10 @@ static int done(struct receiver *x)
 
 /* Ready: GOGO from the source, or the controller's resolve.  A stream
  * that ends or fails here leaves the VM paused in ready (the source may
- * have stopped for good): only resolve ends that.  1: go (*gogo: the
- * record, a = the source's µs since its pause, b = since its start; zero
- * after a resolve), 0: stop. */
-static int wait_go(struct receiver *x, struct snap_mig_rec *gogo)
+ * have stopped for good): only resolve ends that.  1: go (x->go_us,
+ * x->go_total_us: GOGO's a and b, the source's µs since its pause and
+ * since its start; zero after a resolve), 0: stop. */
+static int wait_go(struct receiver *x)
 {
 	struct mig *m = x->m;
 	bool stream = true;
@@ -237,7 +259,7 @@ static int wait_go(struct receiver *x, struct snap_mig_rec *gogo)
 		int how = m->resolve;
 		pthread_mutex_unlock(&m->lock);
 		if (how)
-			return how == 1;
+			return how == 1 && !x->post;
 		if (!stream) {
 			struct timespec t = {0, 50000000};
 			clock_nanosleep(CLOCK_MONOTONIC, 0, &t, NULL);
@@ -250,9 +272,12 @@ static int wait_go(struct receiver *x, struct snap_mig_rec *gogo)
 		struct snap_mig_rec rec;
 		if (!next(x, &rec, SNAP_MIG_GOGO) &&
 		    !snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))) {
-			*gogo = rec;
+			x->go_us = rec.a;
+			x->go_total_us = rec.b;
 			return 1;
 		}
+		if (x->post) /* RAM lacks pages only the source has: never run */
+			return 0;
 		stream = false;
 		mig_set_error(m, MIG_READY,
 			      "%s; the VM stays paused in ready: the source may have stopped for "
@@ -277,10 +302,15 @@ void mig_run_receive(struct mig *m)
 	} else if (!r) {
 		r = rounds(&x, &state, &len);
 	}
+	struct snap_mig_rec last;
 	if (!r)
-		r = done(&x);
+		r = done(&x, &last);
+	uint8_t *base = m->mem.base; /* the build takes m->mem */
+	uint64_t size = m->mem.ram_size;
 	if (!r)
-		r = m->tops->build(m->opaque, state, len, &m->mem, x.err, sizeof(x.err));
+		r = m->tops->build(m->opaque, state, len, &m->mem, x.post, x.err, sizeof(x.err));
+	if (!r && x.post)
+		r = mig_post_arm(m, &x.s, &last, base, size, x.err, sizeof(x.err));
 	free(state);
 	free(x.terms);
 	x.terms = NULL;
@@ -291,24 +321,31 @@ void mig_run_receive(struct mig *m)
 		r = 0;
 	}
 	if (!r) {
-		struct snap_mig_rec gogo = {0};
-		if (wait_go(&x, &gogo)) {
+		if (wait_go(&x)) {
 			uint64_t t_go = mig_now_ns();
 			r = m->tops->go(m->opaque, x.err, sizeof(x.err));
 			if (!r) {
-				uint64_t t_run = mig_now_ns();
 				/* The source's figures at GOGO plus this end's resume
 				 * (the record's transit is not counted): what a
 				 * controller reads here, the source being gone. */
-				if (gogo.type) {
-					atomic_store(&m->downtime_us,
-						     (int64_t)(gogo.a + (t_run - t_go) / 1000));
-					atomic_store(&m->t_start_ns, t_go - gogo.b * 1000);
+				atomic_store(&m->downtime_us,
+					     (int64_t)(x.go_us + (mig_now_ns() - t_go) / 1000));
+				if (x.go_total_us)
+					atomic_store(&m->t_start_ns, t_go - x.go_total_us * 1000);
+				if (x.post) {
+					mig_set_phase(m, MIG_POSTCOPY);
+					mig_post_serve(m, &x.s);
 				}
-				atomic_store(&m->t_end_ns, t_run);
+				atomic_store(&m->t_end_ns, mig_now_ns());
 				mig_set_phase(m, MIG_RUNNING);
 				return;
 			}
+		} else if (x.post && !x.err[0]) {
+			snprintf(x.err, sizeof(x.err), "post-copy: stopped in ready (resolve): this "
+						       "RAM lacks pages only the source has");
+			r = -ECANCELED;
+		} else if (x.post) {
+			r = -EPIPE;
 		} else {
 			snprintf(x.err, sizeof(x.err), "migration resolved: stop (the VM runs on "
 						       "the source)");

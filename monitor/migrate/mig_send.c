@@ -30,6 +30,7 @@ struct sender {
 	uint64_t *bits;
 	uint8_t *buf; /* SNAP_MIG_RUN_MAX pages: a copy is what the CRC covers */
 	uint64_t *terms; /* each page's hash term as last sent (0: zero, as the target's) */
+	uint64_t *touched; /* gmem_populated()'s answer for the hash pass (may be NULL) */
 	uint64_t deadline_ns, pace_t0, pace_bytes;
 	uint64_t t_pause; /* when stop-and-copy paused the VM */
 	char err[MIG_ERR_MAX];
@@ -62,17 +63,8 @@ static int check_stop(struct sender *x)
 /* max_bandwidth: sleep until the bytes sent so far are due. */
 static void pace(struct sender *x, uint64_t n)
 {
-	uint64_t bw = x->m->p.max_bandwidth;
-	if (!bw)
-		return;
 	x->pace_bytes += n;
-	uint64_t due = x->pace_t0 + (uint64_t)((double)x->pace_bytes * 1e9 / (double)bw);
-	uint64_t now = mig_now_ns();
-	if (due > now) {
-		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
-				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
-		clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
-	}
+	mig_pace(x->pace_t0, x->pace_bytes, x->m->p.max_bandwidth);
 }
 
 static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
@@ -221,7 +213,10 @@ static int put_state(struct sender *x, int r, struct snap_writer *w, uint32_t ty
 static int setup(struct sender *x)
 {
 	struct snap_writer w;
-	uint64_t flags = x->m->p.local ? SNAP_MIG_F_MEMFD : 0;
+	const struct mig_params *p = &x->m->p;
+	uint64_t flags = p->local ? SNAP_MIG_F_MEMFD : 0;
+	if (p->postcopy || p->postcopy_now || p->converge_postcopy)
+		flags |= SNAP_MIG_FLAG_POSTCOPY;
 	int r = put(x, SNAP_MIG_MIGR, SNAP_MIG_VERSION, flags, SNAP_MIG_MAGIC, 8);
 	if (!r)
 		r = put_state(x, vm_setup_records(x->vm, &w, x->err, sizeof(x->err)), &w,
@@ -238,7 +233,9 @@ static int setup(struct sender *x)
 
 /* Pre-copy: round 0 takes every non-zero page, each later round the
  * pages dirtied during the one before, until what is left fits the
- * downtime budget at the bandwidth measured.  x->bits then holds it. */
+ * downtime budget at the bandwidth measured (0), or post-copy takes
+ * over (1: after round 0 for "mode": "postcopy", or when rounds stop
+ * shrinking under "converge": "postcopy").  x->bits then holds it. */
 static int precopy(struct sender *x)
 {
 	struct mig *m = x->m;
@@ -248,6 +245,8 @@ static int precopy(struct sender *x)
 	int r = fetch(x);
 	if (r)
 		return r;
+	if (m->p.postcopy_now) /* every non-zero page: the hash pass finds them */
+		return 1;
 	/* Round 0: every page, but those never touched (zero, no memory:
 	 * the target's fresh RAM is zero too) are skipped without reading
 	 * them, which would fault each one in (≈1 ms per MiB here). */
@@ -277,6 +276,8 @@ static int precopy(struct sender *x)
 		atomic_store(&m->bytes_remaining, left);
 		double down_us = bw > 0 ? (double)left * 1e6 / bw : 0;
 		atomic_store(&m->expected_downtime_us, (uint64_t)down_us);
+		if (m->p.postcopy)
+			return 1;
 		if (down_us <= (double)m->p.downtime_ms * 1000.0)
 			return 0;
 		if ((r = check_stop(x)))
@@ -284,6 +285,8 @@ static int precopy(struct sender *x)
 		/* Not shrinking: take vCPU time away, a step at a time. */
 		stalled = left * 10 >= prev * 9 ? stalled + 1 : 0;
 		prev = left;
+		if (stalled >= STALLED_ROUNDS && m->p.converge_postcopy)
+			return 1;
 		if (stalled >= STALLED_ROUNDS && m->p.throttle) {
 			unsigned pct = atomic_load(&m->throttle_pct);
 			pct = pct ? (pct + 10 > 99 ? 99 : pct + 10) : 20;
@@ -294,11 +297,50 @@ static int precopy(struct sender *x)
 	}
 }
 
+/* One pass over RAM: its hash (*sum, which DONE carries) and, page by
+ * page, each page whose content is not what was last sent, set in
+ * x->bits (the count returned).  On these nested hosts 1-2 pages of
+ * nearly every migration: the guest's ring-0 writes, which the hosts
+ * emulate, never reach KVM's log. */
+static uint64_t mark_unsent(struct sender *x, uint64_t *sum)
+{
+	uint64_t missed = 0;
+	bool verify = x->m->p.verify_all;
+	/* Pages never touched are zero, as sent (term 0): not read (reading
+	 * would fault each in).  "verify": "dirty": the log is trusted,
+	 * RAM is what was sent. */
+	bool skip = verify && x->touched &&
+		    !gmem_populated(&x->vm->mem, x->m->pagemap_fd, x->touched);
+	*sum = 0;
+	for (uint64_t i = 0; i < x->pages; i++) {
+		if (!verify || (skip && !bit(x->touched, i))) {
+			*sum += x->terms[i];
+			continue;
+		}
+		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
+		*sum += t;
+		if (t != x->terms[i] && !bit(x->bits, i)) {
+			x->bits[i / 64] |= 1ULL << (i % 64);
+			missed++;
+		}
+	}
+	return missed;
+}
+
+/* STAT: a whole state file with RAM's hash (sum). */
+static int put_stat(struct sender *x, uint64_t sum)
+{
+	struct snap_writer w;
+	int r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
+	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &sum, sizeof(sum))))
+		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
+	return put_state(x, r, &w, SNAP_MIG_STAT);
+}
+
 /* The VM frozen: the last dirty pages, the state (a whole state file
  * with the memory's hash), DONE. */
 static int stop_and_copy(struct sender *x)
 {
-	struct snap_writer w;
 	uint64_t n;
 	int r = fetch(x);
 	if (!r)
@@ -310,32 +352,9 @@ static int stop_and_copy(struct sender *x)
 	/* RAM's hash, which DONE carries, takes a pass over every page:
 	 * the same pass finds each page whose content is not what was last
 	 * sent, which goes again.  So the target's RAM is the source's even
-	 * where the dirty log missed a write (on these nested hosts, 1-2
-	 * pages of nearly every migration: the guest's ring-0 writes, which
-	 * the hosts emulate, never reach KVM's log). */
-	struct snap_mem_hash h = {0, NULL};
-	uint64_t missed = 0;
-	/* Pages never touched are zero, as sent (term 0): not read.  x->bits
-	 * holds the touched ones, then only those that differ. */
-	bool skip = x->m->p.verify_all && !gmem_populated(&x->vm->mem, x->m->pagemap_fd, x->bits);
-	if (!skip)
-		memset(x->bits, 0, x->words * 8);
-	for (uint64_t i = 0; i < x->pages; i++) {
-		uint64_t mask = 1ULL << (i % 64);
-		bool touched = !skip || (x->bits[i / 64] & mask);
-		if (!x->m->p.verify_all || !touched) { /* RAM is what was sent */
-			h.sum += x->terms[i];
-			continue;
-		}
-		uint64_t t = snap_mem_page_term(x->vm->mem.base + i * PAGE, i);
-		h.sum += t;
-		if (t != x->terms[i]) {
-			x->bits[i / 64] |= mask;
-			missed++;
-		} else {
-			x->bits[i / 64] &= ~mask;
-		}
-	}
+	 * where the dirty log missed a write. */
+	memset(x->bits, 0, x->words * 8);
+	uint64_t sum, missed = mark_unsent(x, &sum);
 	if (missed && (r = send_set(x, true, true, &n)) == 0)
 		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 2, n, NULL, 0);
 	if (r)
@@ -346,12 +365,28 @@ static int stop_and_copy(struct sender *x)
 			"the dirty log did not name them; sent again\n",
 			missed);
 	atomic_store(&x->m->bytes_remaining, 0);
-	r = vm_snapshot_records(x->vm, &w, false, x->err, sizeof(x->err));
-	if (!r && (r = snap_w_add(&w, TAG_MEMH, 0, &h.sum, sizeof(h.sum))))
-		snprintf(x->err, sizeof(x->err), "cannot build the state: %s", strerror(-r));
-	r = put_state(x, r, &w, SNAP_MIG_STAT);
+	r = put_stat(x, sum);
 	if (!r)
-		r = put(x, SNAP_MIG_DONE, x->pages, h.sum, NULL, 0);
+		r = put(x, SNAP_MIG_DONE, x->pages, sum, NULL, 0);
+	return r;
+}
+
+/* Post-copy's stop: the state first, then PCPY naming every page the
+ * target lacks as it is now (x->bits, kept for the push): the dirty
+ * set and what the hash pass finds. */
+static int stop_for_postcopy(struct sender *x)
+{
+	int r = fetch(x);
+	if (r)
+		return r;
+	uint64_t sum;
+	mark_unsent(x, &sum);
+	uint64_t n = count_bits(x->bits, x->words);
+	atomic_store(&x->m->pages_missing, n);
+	atomic_store(&x->m->bytes_remaining, n * PAGE);
+	r = put_stat(x, sum);
+	if (!r)
+		r = put(x, SNAP_MIG_PCPY, n, 0, x->bits, (uint32_t)(x->words * 8));
 	return r;
 }
 
@@ -384,7 +419,7 @@ static void stop_here(struct mig *m)
 
 /* After REDY: GOGO, and this process is done.  A GOGO that cannot be
  * written leaves the outcome unknown: paused until resolved. */
-static void hand_over(struct sender *x)
+static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 {
 	struct mig *m = x->m;
 	mig_set_phase(m, MIG_HANDOVER);
@@ -392,22 +427,15 @@ static void hand_over(struct sender *x)
 	 * µs since the start): the target adds its resume and reports them,
 	 * since this process is gone by the time a controller asks. */
 	uint64_t now = mig_now_ns();
-	if (!put(x, SNAP_MIG_GOGO, (now - x->t_pause) / 1000,
+	if (!put(x, SNAP_MIG_GOGO, (now - t_pause) / 1000,
 		 (now - atomic_load(&m->t_start_ns)) / 1000, NULL, 0)) {
-		atomic_store(&m->t_end_ns, mig_now_ns());
-		mig_set_phase(m, MIG_COMPLETED);
-		struct mig_status st;
-		mig_get_status(m, &st);
-		fprintf(stderr,
-			"ember: migration completed: the VM runs on the target now; this process "
-			"exits (total %" PRIu64 " ms, downtime %.3f ms, %" PRIu64 " rounds, %" PRIu64
-			" bytes, %" PRIu64 " pages)\n",
-			st.total_ms, (double)st.downtime_us / 1000.0, st.round + 1, st.bytes_sent,
-			st.pages_sent);
-		m->stop_why = "migrated: the VM runs on the target";
-		stop_here(m);
+		if (post) /* the VM runs there; the pages it lacks go now */
+			return mig_post_send(m, &x->s, x->vm, x->bits);
+		mig_completed(m, "");
 		return;
 	}
+	if (!m->p.local) /* post-copy held it; same host, it stays held */
+		(void)mig_vmm_request(m, MIG_REQ_THAW);
 	mig_set_error(m, MIG_UNKNOWN,
 		      "the target said it is ready, but GOGO could not be sent (%s): whether it "
 		      "took over is unknown; this VM stays paused until PUT /migration/resolve",
@@ -440,6 +468,7 @@ void mig_run_send(struct mig *m)
 	x.bits = calloc(x.words, 8);
 	x.buf = malloc(SNAP_MIG_RUN_MAX * PAGE);
 	x.terms = calloc(x.pages, sizeof(*x.terms));
+	x.touched = calloc(x.words, 8); /* NULL: every page is read */
 	x.pace_t0 = mig_now_ns();
 	x.deadline_ns = m->p.timeout_ms ? x.pace_t0 + m->p.timeout_ms * 1000000ULL : 0;
 	int r = x.bits && x.buf && x.terms ? 0 : -ENOMEM;
@@ -454,8 +483,13 @@ void mig_run_send(struct mig *m)
 			 strerror(-r));
 	if (!r)
 		r = setup(&x);
+	bool post = false;
 	if (!r)
 		r = local ? mig_local_send_memf(m, &x.s, x.err, sizeof(x.err)) : precopy(&x);
+	if (r == 1) { /* post-copy takes over */
+		post = true;
+		r = 0;
+	}
 	if (!r && !(r = check_stop(&x))) {
 		mig_set_phase(m, MIG_STOPCOPY);
 		uint64_t t_pause = x.t_pause = mig_now_ns();
@@ -464,12 +498,16 @@ void mig_run_send(struct mig *m)
 		if (r)
 			snprintf(x.err, sizeof(x.err), "cannot pause the VM: %s", strerror(-r));
 		if (!r)
-			r = local ? stop_local(&x) : stop_and_copy(&x);
+			r = local  ? stop_local(&x)
+			    : post ? stop_for_postcopy(&x)
+				   : stop_and_copy(&x);
 		/* The state is out: the vmm thread serves again (the VM
 		 * stays paused).  Same host, it stays held until the outcome:
 		 * a device of this VM must not write the RAM the target maps
-		 * (virtio-net fills RX buffers while the vCPUs are parked). */
-		if (!local)
+		 * (virtio-net fills RX buffers while the vCPUs are parked).
+		 * Post-copy: held until the last page is out (mig_post_send),
+		 * so that no device writes RAM the target has not got yet. */
+		if (!local && (!post || r))
 			(void)mig_vmm_request(m, MIG_REQ_THAW);
 		struct snap_mig_rec rec;
 		if (!r)
@@ -482,13 +520,12 @@ void mig_run_send(struct mig *m)
 			/* The hand-over point: from here this VM never resumes
 			 * by itself. */
 			atomic_store(&m->downtime_us, (int64_t)((mig_now_ns() - t_pause) / 1000));
-			hand_over(&x);
+			hand_over(&x, post, t_pause);
 		}
 	}
 	if (r) {
 		/* Before the hand-over point: the VM runs on here. */
-		if (local)
-			(void)mig_vmm_request(m, MIG_REQ_THAW);
+		(void)mig_vmm_request(m, MIG_REQ_THAW); /* same host or post-copy held it */
 		/* (same host, nothing was paused before the freeze: no
 		 * LOG_ON recorded whether the VM was paused then) */
 		if (!local || froze)
@@ -500,4 +537,5 @@ void mig_run_send(struct mig *m)
 	free(x.bits);
 	free(x.buf);
 	free(x.terms);
+	free(x.touched);
 }

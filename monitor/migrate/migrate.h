@@ -26,9 +26,11 @@
 #include "base/evloop.h"
 #include "base/guest_mem.h"
 #include "jail/jail.h"
+#include "snapshot/snapshot.h"
 
 struct vm;
 struct snap_stream;
+struct mig_post;
 
 #define MIG_ERR_MAX 640
 
@@ -48,6 +50,7 @@ enum mig_phase {
 	MIG_RECEIVING,
 	MIG_READY,
 	MIG_RUNNING,
+	MIG_POSTCOPY, /* both ends: the target runs, pages still come */
 };
 
 struct mig_params {
@@ -64,6 +67,9 @@ struct mig_params {
 	/* Same host: RAM's memfd goes over the stream instead of its pages
 	 * (docs/migration.md, "Same-host upgrade"); no pre-copy. */
 	bool local;
+	bool converge_postcopy; /* converge by switching to post-copy */
+	bool postcopy;		/* "mode": "postcopy": switch after round 0 */
+	bool postcopy_now;	/* "mode": "postcopy-now": before any round */
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it
@@ -75,9 +81,9 @@ struct mig_target_ops {
 	int (*setup)(void *opaque, const void *setu, size_t len, struct gmem *mem, char *err,
 		     size_t errlen);
 	/* STAT's state file: build the VM, paused, over mem (filled; taken
-	 * over by the build). */
-	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, char *err,
-		     size_t errlen);
+	 * over by the build; partial: post-copy's, pages still missing). */
+	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, bool partial,
+		     char *err, size_t errlen);
 	/* MEMF (a same-host hand-over): fd, received with it, becomes the
 	 * RAM setup mapped into mem (gmem_adopt_memfd: a memfd of that size
 	 * or a refusal in err).  fd is taken either way. */
@@ -104,6 +110,7 @@ struct mig_status {
 	unsigned throttle_pct;
 	uint64_t total_ms;
 	int64_t downtime_us; /* -1: not known (yet) */
+	uint64_t pages_missing, faults_served; /* post-copy */
 	char error[MIG_ERR_MAX]; /* "" for none */
 };
 
@@ -140,6 +147,7 @@ struct mig {
 	bool had_log;	 /* dirty logging was on before the migration */
 	bool dead;	 /* the thread could not sandbox itself: no migrations */
 	const char *stop_why; /* MIG_REQ_STOP's reason */
+	int stop_code;	      /* and its exit status (0 unless post-copy failed) */
 
 	_Atomic int role, phase;
 	atomic_bool cancel;
@@ -148,6 +156,15 @@ struct mig {
 	atomic_uint throttle_pct;
 	_Atomic uint64_t t_start_ns, t_end_ns;
 	_Atomic int64_t downtime_us;
+	/* Post-copy: pages the target still lacks (either end), the faults
+	 * the target served (mig_post_recv.c) */
+	_Atomic uint64_t pages_missing, faults_served;
+	/* A userfaultfd made by mig_init before any sandbox (the target's
+	 * post-copy; made without capabilities it would need
+	 * UFFD_USER_MODE_ONLY, which misses KVM's own faults), or -errno */
+	int uffd;
+	int pid; /* this process's: lost() signals it (getpid is not in the role) */
+	struct mig_post *post; /* the target's post-copy (mig_post_recv.c) */
 
 	struct gmem mem; /* the target's RAM until the build takes it */
 };
@@ -233,9 +250,40 @@ __attribute__((format(printf, 3, 4))) void mig_set_error(struct mig *m, enum mig
 
 uint64_t mig_now_ns(void);
 
+/* The source's end: phase completed, the figures on stderr ("ember:
+ * migration completed<how>: ..."), and the VM stopped (exit 0). */
+void mig_completed(struct mig *m, const char *how);
+
+/* max_bandwidth (bw bytes/s, 0: none): sleep until bytes sent since t0
+ * are due. */
+void mig_pace(uint64_t t0, uint64_t bytes, uint64_t bw);
+
 /* After a resolve that ends the process: wait briefly (100 ms) so the
  * API's 204 for it goes out first. */
 void mig_reply_grace(void);
+
+/* Post-copy, the source (mig_post_send.c): after GOGO went.  The VM is
+ * paused here for good; s carries the pages bits names (a PREQ's first,
+ * the rest in order) until the target's PFIN.  bits is consumed.  Ends
+ * the process either way (stop_code EXIT_HOST on a failure). */
+void mig_post_send(struct mig *m, struct snap_stream *s, struct vm *vm, uint64_t *bits);
+
+/* Post-copy, the target (mig_post_recv.c).  mig_uffd_open: a
+ * userfaultfd for mig_init (the fd, or -errno).  mig_post_arm, once the
+ * VM is built (over RAM at base, size bytes) and paused: PCPY's bitmap
+ * (rec, its payload still in s) read and checked, those pages dropped
+ * from RAM and RAM registered with m->uffd, so that every access to a
+ * missing page (a vCPU's, KVM's, ember's own) waits for this thread.
+ * 0 or -errno with err. */
+int mig_uffd_open(void);
+__attribute__((warn_unused_result)) int mig_post_arm(struct mig *m, struct snap_stream *s,
+						     const struct snap_mig_rec *rec, uint8_t *base,
+						     uint64_t size, char *err, size_t errlen);
+/* After GOGO, the VM running: serve faults and install pages until
+ * none is missing, then PFIN.  Returns only then; a stream that fails
+ * ends the process at once, loudly (the guest is lost: its missing
+ * pages exist nowhere else), never letting it run on without them. */
+void mig_post_serve(struct mig *m, struct snap_stream *s);
 
 /* The two sides, on the migration thread; the fd is closed by the
  * caller. */

@@ -307,6 +307,10 @@ def migrate_rows(ember, guests, runs):
             if key == "a":
                 res["ember TLS (PSK)"] = [_ember_once(ember, work, cmdline, psk)
                                           for _ in range(n)]
+            if key == "b":
+                res["ember --converge postcopy"] = [
+                    _ember_once(ember, work, cmdline, None, ["--converge", "postcopy"])
+                    for _ in range(n)]
             if qemu:
                 res["qemu"] = [_qemu_once(qemu, work, cmdline, False) for _ in range(n)]
                 res["qemu tuned"] = [_qemu_once(qemu, work, cmdline, True) for _ in range(n)]

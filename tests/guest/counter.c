@@ -15,7 +15,8 @@
  *               diff snapshot between two lines holds about PAGES pages;
  *   check=1     after each count line, read the whole filled area back
  *               (ring 3) and print "pattern ok" or "pattern bad at ADDR"
- *               (a same-host migration's test: the memory arrived whole).
+ *               (the same-host and post-copy migration tests: the memory
+ *               arrived whole).
  * Without them it behaves as it always did. */
 #include "lib.h"
 

@@ -364,10 +364,23 @@ def test_failure_at_each_phase(tmp_path, point, what):
 
 # ---- devices, hvt, throttle, round trips ----
 
+def blk_rounds_go_on(src, dst):
+    """The blk guest's rounds on the target follow the source's, each
+    buffer holding the sector it read (also test_migration_postcopy.py)."""
+    from test_dirty_tracking import check_rounds, joined, rounds
+    wait_for(lambda: len(rounds(dst.stdout())) >= 3, "rounds on the target")
+    before = rounds(src.stdout())
+    after = rounds(joined(src.stdout(), dst.stdout()))
+    check_rounds(before)
+    check_rounds(after)
+    assert after[0][0] in (before[-1][0], before[-1][0] + 1), (before[-1:], after[:2])
+    assert "read failed" not in dst.stdout() and "read: status" not in dst.stdout()
+
+
 def test_blk_guest_moves_mid_io(tmp_path):
     """virtio-blk reads on a shared disk while the VM moves: every round's
     buffer on both sides holds the sector it read."""
-    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS, check_rounds, joined, rounds
+    from test_dirty_tracking import GUESTS_UNDER_TEST, SECTORS, rounds
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"".join(f"sector {k:05d}".encode().ljust(512, b"\0")
                               for k in range(SECTORS)))
@@ -381,15 +394,8 @@ def test_blk_guest_moves_mid_io(tmp_path):
             js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
             assert js["phase"] == "running", (js, dst.stderr())
             assert src.wait(timeout=30) == 0, src.stderr()
-            n = len(rounds(src.stdout()))
-            wait_for(lambda: len(rounds(dst.stdout())) >= 3, "rounds on the target")
-            before = rounds(src.stdout())
-            after = rounds(joined(src.stdout(), dst.stdout()))
-            check_rounds(before)
-            check_rounds(after)
-            assert after[0][0] in (before[-1][0], before[-1][0] + 1), (before[-1:], after[:2])
-            assert n >= 3
-            assert "read failed" not in dst.stdout() and "read: status" not in dst.stdout()
+            assert len(rounds(src.stdout())) >= 3
+            blk_rounds_go_on(src, dst)
         finally:
             src.kill()
             dst.kill()
