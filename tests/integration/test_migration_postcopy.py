@@ -195,3 +195,31 @@ def test_net_guest_moves_by_postcopy_with_traffic(tmp_path, tap):
                 dst.kill()
     finally:
         ip("link", "del", other)
+
+
+def test_cli_postcopy(tmp_path):
+    """`ember migrate --mode postcopy` on one host: the controller asks for
+    post-copy, follows the target through its postcopy phase and reports
+    completed; the guest counts on.  Between hosts it is refused before
+    anything starts (the relay would have to outlive the hand-over)."""
+    import json
+    import subprocess
+    from test_api import EMBER
+    src = guest_ember(tmp_path, "count=100000 spin=2000000 fill=16 check=1")
+    dst = Ember(tmp_path, name="dst")
+    try:
+        src.wait_output("count 3\n", timeout=60)
+        bad = subprocess.run([EMBER, "migrate", "--from", src.sock, "--to-host", "127.0.0.1:1",
+                              "--insecure-plain", "--mode", "postcopy"],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 121 and "same-host only" in bad.stderr, bad
+        r = subprocess.run([EMBER, "migrate", "--from", src.sock, "--to", dst.sock,
+                            "--mode", "postcopy"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert json.loads(r.stdout.strip().splitlines()[-1])["result"] == "completed", r.stdout
+        assert src.wait(timeout=60) == 0, src.stderr()
+        counts_on_target(src, dst)
+        assert "pattern bad" not in src.stdout() + dst.stdout()
+    finally:
+        src.kill()
+        dst.kill()
