@@ -89,16 +89,13 @@ def status_kib(pid, field):
         return int(re.search(field + r":\s+(\d+)", f.read()).group(1))
 
 
-def test_local_counter_moves(tmp_path):
-    """A counting guest moved by fd: no step lost or repeated, no page
-    through the stream, the source exits 0 once the target runs."""
+def moved_by(tmp_path, move):
+    """A counting source and a fresh target; move(src, dst) moves it by
+    fd; then the source must exit 0 and the target count on exactly."""
     src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
     try:
         src.wait_output("count 20\n", timeout=30)
-        start(src, dst, send_body=LOCAL)
-        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
-        assert js["phase"] == "running", (js, dst.stderr())
-        assert js["pages_sent"] == 0 and js["bytes_sent"] < 1 << 20, js
+        move(src, dst)
         assert src.wait(timeout=30) == 0, src.stderr()
         assert "migration completed" in src.stderr()
         dst.wait(timeout=120)
@@ -108,13 +105,22 @@ def test_local_counter_moves(tmp_path):
         dst.kill()
 
 
+def test_local_counter_moves(tmp_path):
+    """A counting guest moved by fd: no step lost or repeated, no page
+    through the stream, the source exits 0 once the target runs."""
+    def move(src, dst):
+        start(src, dst, send_body=LOCAL)
+        js = wait_for(phase_in(dst, {"running", "failed"}), "the target to run")
+        assert js["phase"] == "running", (js, dst.stderr())
+        assert js["pages_sent"] == 0 and js["bytes_sent"] < 1 << 20, js
+    moved_by(tmp_path, move)
+
+
 def test_cli_local_counter_moves(tmp_path):
     """`ember migrate --from A --to B --local`: the controller asks for mode
     local; the counter counts on, the summary says completed; --local
     between hosts is refused before anything starts."""
-    src, dst = counter(tmp_path), Ember(tmp_path, name="dst")
-    try:
-        src.wait_output("count 20\n", timeout=30)
+    def move(src, dst):
         bad = subprocess.run([EMBER, "migrate", "--from", src.sock, "--to-host",
                               "127.0.0.1:1", "--insecure-plain", "--local"],
                              capture_output=True, text=True, timeout=30)
@@ -124,12 +130,7 @@ def test_cli_local_counter_moves(tmp_path):
         assert r.returncode == 0, (r.stdout, r.stderr)
         summary = __import__("json").loads(r.stdout.strip().splitlines()[-1])
         assert summary["result"] == "completed" and summary["bytes_sent"] < 1 << 20, summary
-        assert src.wait(timeout=30) == 0, src.stderr()
-        dst.wait(timeout=120)
-        counts_on(src.stdout(), dst.stdout(), COUNT)
-    finally:
-        src.kill()
-        dst.kill()
+    moved_by(tmp_path, move)
 
 
 def test_local_1gib_filled_moves_whole(tmp_path):
