@@ -248,6 +248,26 @@ static int check_overrides(json_t *body, struct http_resp *rs)
 	return 0;
 }
 
+/* body's string field name as an index into choices (NULL-ended; absent:
+ * dflt, which must not be -1), or -1 with a 400 naming the choices in rs. */
+static int choice_field(const json_t *body, const char *name, const char *const *choices,
+			int dflt, struct http_resp *rs)
+{
+	const char *v = api_str(body, name);
+	if (!json_object_get(body, name))
+		return dflt;
+	for (int i = 0; v && choices[i]; i++)
+		if (!strcmp(v, choices[i]))
+			return i;
+	char list[160];
+	size_t n = 0;
+	for (int i = 0; choices[i] && n < sizeof(list); i++)
+		n += (size_t)snprintf(list + n, sizeof(list) - n, "%s\"%s\"",
+				      !i ? "" : choices[i + 1] ? ", " : " or ", choices[i]);
+	http_fault(rs, 400, "%s: must be %s", name, list);
+	return -1;
+}
+
 static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"downtime_ms", "max_bandwidth", "timeout_ms",
@@ -258,29 +278,23 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 	    uint_field(body, "max_bandwidth", 0, &p.max_bandwidth, rs) ||
 	    uint_field(body, "timeout_ms", 60000, &p.timeout_ms, rs))
 		return;
-	const char *conv = api_str(body, "converge");
-	if (json_object_get(body, "converge") &&
-	    (!conv || (strcmp(conv, "throttle") && strcmp(conv, "none") && strcmp(conv, "postcopy"))))
-		return http_fault(rs, 400,
-				  "converge: must be \"throttle\", \"postcopy\" or \"none\"");
-	p.throttle = !conv || !strcmp(conv, "throttle");
-	p.converge_postcopy = conv && !strcmp(conv, "postcopy");
-	const char *verify = api_str(body, "verify");
-	if (json_object_get(body, "verify") && (!verify || (strcmp(verify, "all") &&
-							    strcmp(verify, "dirty"))))
-		return http_fault(rs, 400, "verify: must be \"all\" or \"dirty\"");
-	p.verify_all = !verify || !strcmp(verify, "all");
+	static const char *const converges[] = {"throttle", "postcopy", "none", NULL};
+	static const char *const verifies[] = {"all", "dirty", NULL};
 	/* "local": same host, RAM handed over as its memfd (mig_local.c);
-	 * post-copy (docs/migration.md, "Post-copy") */
-	const char *mode = api_str(body, "mode");
-	if (json_object_get(body, "mode") &&
-	    (!mode || (strcmp(mode, "copy") && strcmp(mode, "precopy") && strcmp(mode, "local") &&
-		       strcmp(mode, "postcopy") && strcmp(mode, "postcopy-now"))))
-		return http_fault(rs, 400, "mode: must be \"precopy\" (or \"copy\"), \"local\", "
-					   "\"postcopy\" or \"postcopy-now\"");
-	p.local = mode && !strcmp(mode, "local");
-	p.postcopy = mode && !strcmp(mode, "postcopy");
-	p.postcopy_now = mode && !strcmp(mode, "postcopy-now");
+	 * post-copy (docs/migration.md, "Post-copy"); "copy" is "precopy" */
+	static const char *const modes[] = {"precopy", "local", "postcopy", "postcopy-now",
+					    "copy", NULL};
+	int conv = choice_field(body, "converge", converges, 0, rs);
+	int verify = conv < 0 ? -1 : choice_field(body, "verify", verifies, 0, rs);
+	int mode = verify < 0 ? -1 : choice_field(body, "mode", modes, 0, rs);
+	if (mode < 0)
+		return;
+	p.throttle = conv == 0;
+	p.converge_postcopy = conv == 1;
+	p.verify_all = verify == 0;
+	p.local = mode == 1;
+	p.postcopy = mode == 2;
+	p.postcopy_now = mode == 3;
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");
@@ -335,12 +349,15 @@ void api_put_migration(struct api *a, const char *what, json_t *body, struct htt
 	}
 	/* resolve */
 	static const char *const known[] = {"outcome", NULL};
-	const char *o = api_str(body, "outcome");
+	static const char *const outcomes[] = {"resume", "stop", NULL};
 	if (only(body, known, rs))
 		return;
-	if (!o || (strcmp(o, "resume") && strcmp(o, "stop")))
+	int o = choice_field(body, "outcome", outcomes, -2, rs); /* -2: missing */
+	if (o == -2)
 		return http_fault(rs, 400, "outcome: must be \"resume\" or \"stop\"");
-	if (mig_resolve(&a->mig, !strcmp(o, "resume"), err, sizeof(err)))
+	if (o < 0)
+		return;
+	if (mig_resolve(&a->mig, o == 0, err, sizeof(err)))
 		return http_fault(rs, 400, "%s", err);
 	rs->status = 204;
 }

@@ -32,7 +32,6 @@ struct sender {
 	uint64_t *terms; /* each page's hash term as last sent (0: zero, as the target's) */
 	uint64_t *touched; /* gmem_populated()'s answer for the hash pass (may be NULL) */
 	uint64_t deadline_ns, pace_t0, pace_bytes;
-	uint64_t t_pause; /* when stop-and-copy paused the VM */
 	char err[MIG_ERR_MAX];
 };
 
@@ -492,7 +491,7 @@ void mig_run_send(struct mig *m)
 	}
 	if (!r && !(r = check_stop(&x))) {
 		mig_set_phase(m, MIG_STOPCOPY);
-		uint64_t t_pause = x.t_pause = mig_now_ns();
+		uint64_t t_pause = mig_now_ns();
 		r = mig_vmm_request(m, MIG_REQ_FREEZE);
 		froze = !r;
 		if (r)
