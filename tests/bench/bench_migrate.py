@@ -93,6 +93,16 @@ def _gap_ms(*streams):
     return max((b - a for a, b in zip(stamps, stamps[1:])), default=0) * 1000
 
 
+def _counted_on(so, to, summary):
+    """summary with the guest-observed gap, once the target has printed 20
+    lines more (so the gap across the move is in what was stamped)."""
+    to.wait(lambda x: x.startswith(b"count "), timeout=30)
+    n = len(to.text)
+    to.wait(lambda x: len(to.text) > n + 20, timeout=30)
+    summary["gap_ms"] = _gap_ms(so, to)
+    return summary
+
+
 def _start_ember(ember, sock, cmdline):
     return subprocess.Popen(
         [ember, "run", "--memory", "%dM" % MEM_MIB, "--kernel", _kernel[0], "--cmdline",
@@ -126,11 +136,7 @@ def _ember_once(ember, work, cmdline, tls, extra=(), same_host=False):
             if tx.returncode != 0:
                 return {"error": "ember migrate: " + tx.stderr.decode(errors="replace")[-200:]}
             summary = json.loads(tx.stdout.decode().strip().splitlines()[-1])
-            to.wait(lambda x: x.startswith(b"count "), timeout=30)
-            n = len(to.text)
-            to.wait(lambda x: len(to.text) > n + 20, timeout=30)
-            summary["gap_ms"] = _gap_ms(so, to)
-            return summary
+            return _counted_on(so, to, summary)
         port = _free_port()
         auth = ["--psk-file", tls] if tls else ["--insecure-plain"]
         rx = subprocess.Popen([ember, "migrate", "--listen", "127.0.0.1:%d" % port, "--to",
@@ -158,11 +164,7 @@ def _ember_once(ember, work, cmdline, tls, extra=(), same_host=False):
                     summary[k] = rsum[k]
         except (ValueError, IndexError):
             pass
-        to.wait(lambda x: x.startswith(b"count "), timeout=30)
-        n = len(to.text)
-        to.wait(lambda x: len(to.text) > n + 20, timeout=30)
-        summary["gap_ms"] = _gap_ms(so, to)
-        return summary
+        return _counted_on(so, to, summary)
     except (subprocess.TimeoutExpired, ValueError, OSError) as e:
         return {"error": str(e)}
     finally:
@@ -242,13 +244,10 @@ def _qemu_once(qemu, work, cmdline, tuned):
             time.sleep(0.002)
         if st.get("status") != "completed":
             return {"error": "QEMU: migration %s" % st.get("status")}
-        to.wait(lambda x: x.startswith(b"count "), timeout=30)
-        n = len(to.text)
-        to.wait(lambda x: len(to.text) > n + 20, timeout=30)
         ram = st.get("ram", {})
-        out = {"total_ms": st.get("total-time"), "downtime_ms": st.get("downtime"),
-               "bytes_sent": ram.get("transferred"), "rounds": ram.get("dirty-sync-count"),
-               "gap_ms": _gap_ms(so, to)}
+        out = _counted_on(so, to, {
+            "total_ms": st.get("total-time"), "downtime_ms": st.get("downtime"),
+            "bytes_sent": ram.get("transferred"), "rounds": ram.get("dirty-sync-count")})
         q.close()
         qd.close()
         return out
