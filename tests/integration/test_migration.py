@@ -588,6 +588,8 @@ def test_verify_dirty_moves_and_bad_verify_refused(tmp_path):
         try:
             st, js = raw(src.sock, "PUT", "/migration/send", {"verify": "some"}, fds=[a.fileno()])
             assert st == 400 and "verify" in js["fault_message"], js
+            st, js = raw(src.sock, "PUT", "/migration/send", {"mode": "fast"}, fds=[a.fileno()])
+            assert st == 400 and "mode: must be" in js["fault_message"], js
         finally:
             a.close()
             b.close()
