@@ -17,15 +17,19 @@ CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_se
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
 # ha/: the controllers (ember-migrate; emberd later): dynamic binaries
 # that link OpenSSL and jansson, never linked into the static ember.
-HA_SRCS := $(filter-out ha/migrate/main.c,$(wildcard ha/*.c ha/migrate/*.c))
+HA_SRCS := $(filter-out ha/migrate/main.c ha/emberd/main.c ha/ctl/main.c,\
+             $(wildcard ha/*.c ha/migrate/*.c ha/emberd/*.c ha/ctl/*.c))
 HA_OBJS := $(HA_SRCS:%.c=$(BUILD)/%.o)
 HA_LIBS := -lssl -lcrypto -ljansson -lpthread -lm
+# emberd: etcd's JSON gateway through libcurl, INI files through inih,
+# sd_notify through libsystemd (README, "Dependencies").
+EMBERD_LIBS := $(HA_LIBS) -lcurl -linih -lsystemd
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 .PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short
-all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/tools/seccomp_probe \
-     guests
+all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
+     $(BUILD)/tools/seccomp_probe guests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -65,6 +69,13 @@ $(BUILD)/libha.a: $(HA_OBJS)
 $(BUILD)/ember-migrate: $(BUILD)/ha/migrate/main.o $(BUILD)/libha.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(HA_LIBS)
 
+# The supervisor and its control CLI (docs/ha.md).
+$(BUILD)/emberd: $(BUILD)/ha/emberd/main.o $(BUILD)/libha.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(EMBERD_LIBS)
+
+$(BUILD)/emberctl: $(BUILD)/ha/ctl/main.o $(BUILD)/libha.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(EMBERD_LIBS)
+
 # Test-only: loads one role's seccomp filter, then makes one syscall
 # (tests/integration/test_seccomp.py).
 $(BUILD)/tools/seccomp_probe: tests/tools/seccomp_probe.c $(BUILD)/jail/no_nss.o $(BUILD)/libember.a
@@ -78,7 +89,7 @@ $(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libember.a
 # ha/'s tests link ha/ (a shorter stem: this rule wins for test_ha_*).
 $(BUILD)/unit/test_ha_%: tests/unit/test_ha_%.c $(BUILD)/libha.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libha.a $(HA_LIBS) -lcmocka
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libha.a $(EMBERD_LIBS) -lcmocka
 
 guests:
 	$(MAKE) -C tests/guest BUILD=$(abspath $(BUILD))/guest
@@ -154,7 +165,8 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(BUILD)/fuzz/fuzz_%
 	$< $(FUZZ_ARGS_$*) -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
 	    -artifact_prefix=$(BUILD)/fuzz/$*- $(BUILD)/fuzz/corpus-$* $(wildcard tests/fuzz/corpus/$*)
 
-integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/tools/seccomp_probe \
+integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
+             $(BUILD)/tools/seccomp_probe \
              guests
 	$(PYTHON) -m pytest -q -rs tests/integration
 
@@ -186,5 +198,5 @@ format:
 clean:
 	rm -rf build build-asan
 
--include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
+-include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/ha/emberd/main.d $(BUILD)/ha/ctl/main.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
 	$(BUILD)/tools/seccomp_probe.d $(FUZZ_OBJS:.o=.d)
