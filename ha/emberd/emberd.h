@@ -88,6 +88,9 @@ struct ed_cluster_hooks {
 	/* The user stopped vm (emberctl stop) or the policy gave up: release
 	 * or keep ownership as the cluster sees fit. */
 	void (*vm_stopped)(void *arg, struct ed_vm *vm);
+	/* GET /hosts and GET /status's "etcd" (new references / a word). */
+	json_t *(*hosts_json)(void *arg);
+	const char *(*etcd_health)(void *arg); /* "ok" or "unreachable" */
 };
 
 /* Start: how a VM comes up. */
@@ -133,6 +136,30 @@ __attribute__((warn_unused_result)) int ed_vm_stop(struct ed_host *h, struct ed_
 						   uint64_t grace_ms, const char *cause, char *why,
 						   size_t whylen);
 
+/* Restart: stop (grace_ms as ed_vm_stop), then start by policy. */
+__attribute__((warn_unused_result)) int ed_vm_restart(struct ed_host *h, struct ed_vm *vm,
+						      uint64_t grace_ms, const char *cause,
+						      char *why, size_t whylen);
+/* A full snapshot of a running vm now (paused while it is written),
+ * committed as its latest.  0 with the directory in dir and the time it
+ * took in *ms, or -errno with why (-EINVAL: not running). */
+__attribute__((warn_unused_result)) int ed_vm_snapshot(struct ed_host *h, struct ed_vm *vm,
+						     char *dir, size_t dirlen, uint64_t *ms,
+						     char *why, size_t whylen);
+/* The VM's console log file (guest serial output, ember's stderr). */
+const char *ed_vm_console_path(const struct ed_vm *vm);
+
+/* Rescan the VM folder: new files are added (and autostarted), removed
+ * ones stopped and dropped, changed ones take effect at their next start;
+ * a malformed file is reported and skipped while the others run.  0 with
+ * *report {"added", "removed", "changed", "errors": [{"file", "error"}]}
+ * (new reference), or -errno with why. */
+__attribute__((warn_unused_result)) int ed_host_reload(struct ed_host *h, json_t **report,
+						     char *why, size_t whylen);
+/* GET /status and GET /hosts (new references): see docs/ha.md. */
+json_t *ed_host_status_json(struct ed_host *h);
+json_t *ed_host_hosts_json(struct ed_host *h);
+
 /* Self-fencing: SIGKILL every VM's ember now (pidfd_send_signal) and keep
  * every VM from starting until ed_host_unfence().  Thread-safe and
  * non-blocking: the lease keeper calls it from its own thread.  reason is
@@ -151,6 +178,16 @@ bool ed_host_fenced(const struct ed_host *h);
  * stderr in journald's conventions ("<N>" priority prefixes). */
 __attribute__((format(printf, 4, 5))) void ed_event(struct ed_host *h, const char *vm,
 						    const char *kind, const char *fmt, ...);
+
+/* The events newer than since, oldest first, as a JSON array of EVENT
+ * objects (docs/ha.md; new reference); *next: what to pass as since next
+ * time.  The ring keeps the last 4096. */
+json_t *ed_events_since(struct ed_host *h, uint64_t since, uint64_t *next);
+/* fn(arg) runs on the loop after each new event (long polls of GET
+ * /events); ed_events_unwatch removes it.  0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int ed_events_watch(struct ed_host *h, void (*fn)(void *),
+						      void *arg);
+void ed_events_unwatch(struct ed_host *h, void (*fn)(void *), void *arg);
 
 /* ---- the control API (ctl.c; docs/ha.md "Control API") ---- */
 
