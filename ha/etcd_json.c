@@ -412,7 +412,7 @@ int ha_etcd_error(long http_status, const json_t *body, char *err, size_t errlen
 	if (!msg)
 		msg = "(no message)";
 	int64_t code = 0;
-	if (ha_etcd_int64(body, "code", &code))
+	if (ha_etcd_int64(body, "code", &code) || (!code && ha_etcd_int64(body, "grpc_code", &code)))
 		code = 0;
 	snprintf(err, errlen, "HTTP %ld: %s", http_status, msg);
 	/* gRPC codes: 3 invalid argument, 4 deadline, 5 not found, 7 permission
