@@ -22,8 +22,9 @@ HA_SRCS := $(filter-out ha/migrate/main.c ha/emberd/main.c ha/ctl/main.c,\
 HA_OBJS := $(HA_SRCS:%.c=$(BUILD)/%.o)
 HA_LIBS := -lssl -lcrypto -ljansson -lpthread -lm
 # emberd: etcd's JSON gateway through libcurl, INI files through inih,
-# sd_notify through libsystemd (README, "Dependencies").
-EMBERD_LIBS := $(HA_LIBS) -lcurl -linih -lsystemd
+# sd_notify through libsystemd, its control API through http-parser
+# (README, "Dependencies").
+EMBERD_LIBS := $(HA_LIBS) -lcurl -linih -lsystemd -lhttp_parser
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
