@@ -39,6 +39,14 @@ struct ed_events {
 	struct watch *watches;
 };
 
+void ed_fmt(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
 int ed_events_new(struct ed_events **ep, const char *log_path, const char *host)
 {
 	struct ed_events *e = calloc(1, sizeof(*e));

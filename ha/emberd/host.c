@@ -3,6 +3,7 @@
  * here runs on the loop but ed_host_fence(). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -157,7 +158,7 @@ static int dry_run(struct ed_host *h, const char *file, char *err, size_t errlen
 	/* ember's first line says it: "ember: FILE:LINE: ..." */
 	out[strcspn(out, "\n")] = '\0';
 	const char *m = strncmp(out, "ember: ", 7) ? out : out + 7;
-	snprintf(err, errlen, "%s", *m ? m : "ember --dry-run refused it");
+	ed_fmt(err, errlen, "%s", *m ? m : "ember --dry-run refused it");
 	return -EINVAL;
 }
 
@@ -228,7 +229,7 @@ int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
 		}
 		struct ed_vm *vm = ed_host_find(h, f->name);
 		if (vm && strcmp(vm->f.file, path) && !vm->remove) {
-			snprintf(err, sizeof(err), "%s: VM name \"%s\" is taken by %s", path, f->name,
+			ed_fmt(err, sizeof(err), "%s: VM name \"%s\" is taken by %s", path, f->name,
 				 vm->f.file);
 			ed_event(h, NULL, "config-error", "%s", err);
 			json_array_append_new(errors, json_pack("{s:s, s:s}", "file", path, "error", err));
@@ -433,7 +434,7 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	vm->started_ms = ed_now_ms();
 	vm->running_ms = 0;
 	vm->up_kind = from_marker ? "resumed" : resume ? "restored" : !strcmp(cause, "restart") ? "restarted" : "started";
-	snprintf(vm->up_detail, sizeof(vm->up_detail), "%s%s%s (%s; pid %d)",
+	ed_fmt(vm->up_detail, sizeof(vm->up_detail), "%s%s%s (%s; pid %d)",
 		 resume ? "from " : "booted", resume ? snap : "", "", dwhy, (int)vm->pid);
 	ed_vm_set_state(vm, ED_STARTING, NULL);
 	vm->ready_deadline_ms = ed_now_ms() + 60000;

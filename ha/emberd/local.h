@@ -13,6 +13,10 @@
 
 #include "ha/emberd/emberd.h"
 
+/* snprintf where a cut is acceptable: a message, or a path whose folder
+ * was checked to fit (events.c). */
+__attribute__((format(printf, 3, 4))) void ed_fmt(char *buf, size_t len, const char *fmt, ...);
+
 #define ED_MAX_DRIVES 16
 #define ED_MAX_HOSTS 16
 #define ED_ID_MAX 32 /* ember's device names: [A-Za-z0-9_], CFG_NAME_MAX */

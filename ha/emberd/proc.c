@@ -30,7 +30,7 @@ void ed_proc_jail_path(struct ed_vm *vm)
 	const char *exe = strrchr(o->ember, '/') ? strrchr(o->ember, '/') + 1 : o->ember;
 	snprintf(vm->jail_id, sizeof(vm->jail_id), "%s", vm->f.name);
 	snprintf(vm->jail_dir, sizeof(vm->jail_dir), "%s/%s/%s", o->jail_base, exe, vm->jail_id);
-	snprintf(vm->api_sock, sizeof(vm->api_sock), "%s/root/api.sock", vm->jail_dir);
+	ed_fmt(vm->api_sock, sizeof(vm->api_sock), "%s/root/api.sock", vm->jail_dir);
 }
 
 /* The mount points at or below dir, deepest first: 0 with *n, -errno. */
@@ -132,7 +132,7 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 {
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	char root[PATH_MAX], p[PATH_MAX + 64], snap[PATH_MAX];
-	snprintf(root, sizeof(root), "%s/root", vm->jail_dir);
+	ed_fmt(root, sizeof(root), "%s/root", vm->jail_dir);
 	ed_proc_clean_jail(vm->jail_dir);
 	int r = mkdirs(root, 0755);
 	snprintf(p, sizeof(p), "%s/vm", root);

@@ -4,7 +4,6 @@
  * fsync) or, in cluster mode, the cluster's transaction.  resume=rollback
  * copies each writable drive in while the VM is paused, so memory and
  * disks come from one moment. */
-#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

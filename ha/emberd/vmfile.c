@@ -351,7 +351,7 @@ int ed_vmfile_write_jail(const struct ed_vmfile *f, const char *out, char *err, 
 				to = "/vsock.sock";
 			else if ((!strncmp(section, "drive.", 6) || !strncmp(section, "block.", 6)) &&
 				 !strcmp(key, "path")) {
-				snprintf(drv, sizeof(drv), "/vm/drive-%s", section + 6);
+				ed_fmt(drv, sizeof(drv), "/vm/drive-%s", section + 6);
 				to = drv;
 			}
 			if (to) {
