@@ -101,9 +101,10 @@ static int value(int argc, char *const *argv, int *i, const char *opt, const cha
 static int cmd_option(struct ctl_args *a, const char *opt, const char *v, char *err, size_t len)
 {
 	if (!strcmp(opt, "--boot") || !strcmp(opt, "--resume")) {
-		if (a->how && strcmp(a->how, opt + 2))
+		const char *how = !strcmp(opt, "--boot") ? "boot" : "resume";
+		if (a->how && strcmp(a->how, how))
 			return bad(err, len, "start: --boot and --resume exclude each other");
-		a->how = opt + 2;
+		a->how = how;
 	} else if (!strcmp(opt, "--follow")) {
 		a->follow = true;
 	} else if (!strcmp(opt, "--grace")) {
