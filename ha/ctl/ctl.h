@@ -79,7 +79,8 @@ void ctl_fmt_duration(uint64_t ms, char *buf, size_t len);
 void ctl_fmt_bytes(uint64_t bytes, char *buf, size_t len);
 
 /* The table `emberctl list` prints for GET /vms's array of STATUS
- * objects (docs/ha.md); now_ms: the wall clock (a snapshot's age).  0 or
+ * objects (docs/ha.md); now_ms: CLOCK_MONOTONIC, as the API's at_ms (a
+ * snapshot's age).  0 or
  * -ENOMEM. */
 __attribute__((warn_unused_result)) int ctl_vms_table(const json_t *vms, uint64_t now_ms,
 						      struct ctl_table *t);

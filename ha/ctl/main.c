@@ -64,17 +64,18 @@ static void print_json(const json_t *v, bool one_line)
 	fflush(stdout);
 }
 
-static uint64_t wall_ms(void)
+/* emberd's at_ms are CLOCK_MONOTONIC ms: the same clock here, on its host. */
+static uint64_t mono_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static int vms_table(const json_t *vms)
 {
 	struct ctl_table t;
-	if (ctl_vms_table(vms, wall_ms(), &t))
+	if (ctl_vms_table(vms, mono_ms(), &t))
 		return CTL_EXIT_REFUSED;
 	ctl_table_print(&t, stdout);
 	ctl_table_free(&t);
