@@ -1,0 +1,301 @@
+/* A VM's ember, through ember-jailer (docs/jail.md): the jail's root is
+ * staged first, each file the VM needs bind-mounted onto an empty file
+ * inside it (the jailer carries the mounts into its mount namespace: its
+ * bind of the root is recursive), then the jailer is exec'd in a child
+ * watched by a pidfd.  After the exit the mounts and the folder go. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ha/api_client.h"
+#include "ha/emberd/local.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+void ed_proc_jail_path(struct ed_vm *vm)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	const char *exe = strrchr(o->ember, '/') ? strrchr(o->ember, '/') + 1 : o->ember;
+	snprintf(vm->jail_id, sizeof(vm->jail_id), "%s", vm->f.name);
+	snprintf(vm->jail_dir, sizeof(vm->jail_dir), "%s/%s/%s", o->jail_base, exe, vm->jail_id);
+	ed_fmt(vm->api_sock, sizeof(vm->api_sock), "%s/root/api.sock", vm->jail_dir);
+}
+
+/* The mount points at or below dir, deepest first: 0 with *n, -errno. */
+static int mounts_below(const char *dir, char (*out)[PATH_MAX], int max, int *n)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -errno;
+	char line[4096];
+	size_t dl = strlen(dir);
+	*n = 0;
+	while (fgets(line, sizeof(line), f) && *n < max) {
+		char mp[PATH_MAX];
+		/* id parent major:minor root MOUNTPOINT ... */
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		if (!strncmp(mp, dir, dl) && (mp[dl] == '/' || !mp[dl]))
+			snprintf(out[(*n)++], PATH_MAX, "%s", mp);
+	}
+	fclose(f);
+	/* deepest first: longer paths are below shorter ones */
+	for (int i = 0; i < *n; i++)
+		for (int k = i + 1; k < *n; k++)
+			if (strlen(out[k]) > strlen(out[i])) {
+				char t[PATH_MAX];
+				memcpy(t, out[i], PATH_MAX);
+				memcpy(out[i], out[k], PATH_MAX);
+				memcpy(out[k], t, PATH_MAX);
+			}
+	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP ? rmdir(path) : unlink(path))
+		return errno == ENOENT ? 0 : -1;
+	return 0;
+}
+
+void ed_proc_clean_jail(const char *jail_dir)
+{
+	static char mps[64][PATH_MAX];
+	int n = 0;
+	if (mounts_below(jail_dir, mps, 64, &n))
+		return;
+	for (int i = 0; i < n; i++)
+		umount2(mps[i], MNT_DETACH);
+	/* Never remove through a mount that stayed: the snapshot folder and
+	 * the drives are bound in, and a walk would delete them. */
+	if (mounts_below(jail_dir, mps, 64, &n) || n) {
+		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n", jail_dir,
+			n);
+		return;
+	}
+	if (nftw(jail_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
+		fprintf(stderr, "<4>emberd: remove %s: %s\n", jail_dir, strerror(errno));
+}
+
+static int mkdirs(const char *path, mode_t mode)
+{
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = '\0';
+			if (mkdir(p, 0755) < 0 && errno != EEXIST)
+				return -errno;
+			*s = '/';
+		}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Bind src onto an empty file (or folder) at dst; read-only when ro. */
+static int bind(const char *src, const char *dst, bool dir, bool ro, char *why, size_t whylen)
+{
+	int r = 0;
+	if (dir)
+		r = mkdir(dst, 0755) < 0 && errno != EEXIST ? -errno : 0;
+	else {
+		int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+		r = fd < 0 ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (!r && mount(src, dst, NULL, MS_BIND, NULL) < 0)
+		r = -errno;
+	if (!r && ro && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
+		r = -errno;
+	if (r)
+		snprintf(why, whylen, "bind %s onto %s: %s", src, dst, strerror(-r));
+	return r;
+}
+
+static int stage(struct ed_vm *vm, char *why, size_t whylen)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	char root[PATH_MAX], p[PATH_MAX + 64], snap[PATH_MAX];
+	ed_fmt(root, sizeof(root), "%s/root", vm->jail_dir);
+	ed_proc_clean_jail(vm->jail_dir);
+	int r = mkdirs(root, 0755);
+	snprintf(p, sizeof(p), "%s/vm", root);
+	if (!r)
+		r = mkdirs(p, 0755);
+	if (r) {
+		snprintf(why, whylen, "make %s: %s", p, strerror(-r));
+		return r;
+	}
+	snprintf(p, sizeof(p), "%s/vm/kernel", root);
+	r = bind(vm->f.kernel, p, false, true, why, whylen);
+	if (!r && vm->f.initrd[0]) {
+		snprintf(p, sizeof(p), "%s/vm/initrd", root);
+		r = bind(vm->f.initrd, p, false, true, why, whylen);
+	}
+	for (unsigned i = 0; !r && i < vm->f.nr_drives; i++) {
+		const struct ed_drive *d = &vm->f.drives[i];
+		snprintf(p, sizeof(p), "%s/vm/drive-%s", root, d->id);
+		/* the jailed uid writes a writable drive: it must own it */
+		if (!d->ro && chown(d->path, o->uid, o->gid) < 0) {
+			r = -errno;
+			snprintf(why, whylen, "chown %s to the jail's uid: %s", d->path, strerror(errno));
+		}
+		if (!r)
+			r = bind(d->path, p, false, d->ro, why, whylen);
+	}
+	if (!r && (r = ed_snap_vm_dir(vm, snap, sizeof(snap))))
+		snprintf(why, whylen, "snapshot folder of %s: %s", vm->f.name, strerror(-r));
+	snprintf(p, sizeof(p), "%s/snap", root);
+	if (!r)
+		r = bind(snap, p, true, false, why, whylen);
+	snprintf(p, sizeof(p), "%s/vm.ini", root);
+	if (!r)
+		r = ed_vmfile_write_jail(&vm->f, p, why, whylen);
+	if (r)
+		ed_proc_clean_jail(vm->jail_dir);
+	return r;
+}
+
+static void on_exit_fd(void *arg, uint32_t events)
+{
+	(void)events;
+	struct ed_vm *vm = arg;
+	ed_host_vm_exited(vm);
+}
+
+int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t whylen)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	char log[PATH_MAX], uid[16], gid[16], state[PATH_MAX], mem[PATH_MAX];
+	ed_proc_jail_path(vm);
+	int r = ed_host_vm_state_dir(vm->h, vm->f.name, log, sizeof(log) - 16);
+	if (r) {
+		snprintf(why, whylen, "state folder: %s", strerror(-r));
+		return r;
+	}
+	strcat(log, "/console.log");
+	r = stage(vm, why, whylen);
+	if (r)
+		return r;
+	snprintf(uid, sizeof(uid), "%u", (unsigned)o->uid);
+	snprintf(gid, sizeof(gid), "%u", (unsigned)o->gid);
+	const char *base = strrchr(snap_dir ? snap_dir : "", '/');
+	snprintf(state, sizeof(state), "/snap%s/state", base ? base : "");
+	snprintf(mem, sizeof(mem), "/snap%s/mem", base ? base : "");
+	const char *argv[32] = {o->jailer, "--id", vm->jail_id, "--exec-file", o->ember, "--uid",
+				uid, "--gid", gid, "--chroot-base-dir", o->jail_base,
+				"--die-with-parent", "--", "run"};
+	int n = 14;
+	if (snap_dir) {
+		const char *more[] = {"--restore", state, "--memory-file", mem, "--use-saved-paths"};
+		for (size_t i = 0; i < 5; i++)
+			argv[n++] = more[i];
+	} else {
+		argv[n++] = "/vm.ini";
+	}
+	argv[n++] = "--api-sock";
+	argv[n++] = "/api.sock";
+	argv[n] = NULL;
+
+	int logfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (logfd < 0 || nullfd < 0) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", logfd < 0 ? log : "/dev/null", strerror(errno));
+		goto out;
+	}
+	dprintf(logfd, "--- emberd: %s %s ---\n", snap_dir ? "restore from" : "boot",
+		snap_dir ? snap_dir : vm->f.file);
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		snprintf(why, whylen, "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0) {
+		/* emberd blocks the signals its signalfd reads: not ember */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setpgid(0, 0); /* a terminal's ^C is emberd's to handle, not the VMs' */
+		if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
+			_exit(127);
+		execv(o->jailer, (char *const *)argv);
+		dprintf(2, "emberd: exec %s: %s\n", o->jailer, strerror(errno));
+		_exit(127);
+	}
+	vm->pid = pid;
+	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (vm->pidfd < 0) {
+		r = -errno;
+		snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		vm->pid = 0;
+		goto out;
+	}
+	r = ed_loop_add_fd(ed_host_loop(vm->h), vm->pidfd, EPOLLIN, on_exit_fd, vm);
+	if (r) {
+		snprintf(why, whylen, "watch pidfd: %s", strerror(-r));
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		close(vm->pidfd);
+		vm->pidfd = -1;
+		vm->pid = 0;
+	}
+out:
+	if (logfd >= 0)
+		close(logfd);
+	if (nullfd >= 0)
+		close(nullfd);
+	if (r)
+		ed_proc_clean_jail(vm->jail_dir);
+	return r;
+}
+
+void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
+{
+	siginfo_t si = {0};
+	*code = -1;
+	*sig = 0;
+	if (vm->pidfd >= 0) {
+		ed_loop_del_fd(ed_host_loop(vm->h), vm->pidfd);
+		if (waitid((idtype_t)P_PIDFD, (id_t)vm->pidfd, &si, WEXITED) == 0) {
+			if (si.si_code == CLD_EXITED)
+				*code = si.si_status;
+			else
+				*sig = si.si_status;
+		}
+		close(vm->pidfd);
+		vm->pidfd = -1;
+	}
+	vm->pid = 0;
+	ed_proc_clean_jail(vm->jail_dir);
+}
+
+/* ready polling: the API socket answers once ember runs. */
+bool ed_proc_answers(struct ed_vm *vm)
+{
+	struct ha_api_reply rep = {0};
+	char err[256];
+	int r = ha_api_call(vm->api_sock, "GET", "/ember/status", NULL, -1, 1000, &rep, err,
+			    sizeof(err));
+	json_decref(rep.body);
+	return r == 0 && rep.status == 200;
+}

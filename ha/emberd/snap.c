@@ -1,0 +1,352 @@
+/* Snapshots of a VM: <snap-dir>/<name>/<token>-<seq>/{state,mem[,drive-ID],
+ * meta}, written by the jailed ember into its /snap (the VM's folder,
+ * bound in), committed by a `latest` file (temp + fsync + rename + folder
+ * fsync) or, in cluster mode, the cluster's transaction.  resume=rollback
+ * copies each writable drive in while the VM is paused, so memory and
+ * disks come from one moment. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ha/api_client.h"
+#include "ha/emberd/local.h"
+
+int ed_write_atomic(const char *path, const char *data, size_t len)
+{
+	char tmp[PATH_MAX + 16], dir[PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	for (size_t off = 0; off < len && !r;) {
+		ssize_t n = write(fd, data + off, len - off);
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (!r && fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (!r && rename(tmp, path) < 0)
+		r = -errno;
+	if (r) {
+		unlink(tmp);
+		return r;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	int d = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d >= 0) {
+		fsync(d);
+		close(d);
+	}
+	return 0;
+}
+
+int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	if (snprintf(buf, len, "%s/%s", o->snap_dir, vm->f.name) >= (int)len)
+		return -ENAMETOOLONG;
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	/* the jailed ember writes its snapshots' files in there */
+	if (chown(buf, o->uid, o->gid) < 0)
+		return -errno;
+	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return (flag == FTW_DP ? rmdir(path) : unlink(path)) && errno != ENOENT ? -1 : 0;
+}
+
+static void rm_tree(const char *dir)
+{
+	nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Copy src to dst: a reflink where the file system can (FICLONE), else
+ * only the data (SEEK_DATA/SEEK_HOLE + copy_file_range), holes kept;
+ * fsync'ed.  0 or -errno. */
+static int copy_file(const char *src, const char *dst, uid_t uid, gid_t gid)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -errno;
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int r = out < 0 ? -errno : 0;
+	struct stat st;
+	if (!r && fstat(in, &st) < 0)
+		r = -errno;
+	if (!r && ioctl(out, FICLONE, in) < 0) {
+		if (ftruncate(out, st.st_size) < 0)
+			r = -errno;
+		off_t pos = 0;
+		while (!r && pos < st.st_size) {
+			off_t data = lseek(in, pos, SEEK_DATA);
+			if (data < 0) {
+				if (errno != ENXIO)
+					r = -errno;
+				break;
+			}
+			off_t hole = lseek(in, data, SEEK_HOLE);
+			if (hole < 0)
+				hole = st.st_size;
+			loff_t a = data, b = data;
+			while (!r && a < hole) {
+				ssize_t n = copy_file_range(in, &a, out, &b, (size_t)(hole - a), 0);
+				if (n < 0)
+					r = -errno;
+				else if (n == 0)
+					break;
+			}
+			pos = hole;
+		}
+	}
+	if (!r && fchown(out, uid, gid) < 0)
+		r = -errno;
+	if (!r && fsync(out) < 0)
+		r = -errno;
+	if (out >= 0)
+		close(out);
+	close(in);
+	return r;
+}
+
+static int api(struct ed_vm *vm, const char *method, const char *path, json_t *body,
+	       int timeout_ms, char *why, size_t whylen)
+{
+	int r = ha_api_ok(vm->api_sock, method, path, body, -1, timeout_ms, NULL, why, whylen);
+	json_decref(body);
+	return r;
+}
+
+/* The newest seq among the VM's folders, so a new emberd never reuses a
+ * name. */
+static void note_seq(struct ed_vm *vm, const char *name)
+{
+	long long tok;
+	unsigned long long seq;
+	if (sscanf(name, "%lld-%llu", &tok, &seq) == 2 && seq > vm->snap_seq)
+		vm->snap_seq = seq;
+}
+
+/* Note every folder's seq (a new emberd, a snapshot from the suspend
+ * marker): a name is never reused. */
+static void note_all(struct ed_vm *vm, const char *vmdir)
+{
+	DIR *d = opendir(vmdir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));)
+		note_seq(vm, e->d_name);
+	closedir(d);
+}
+
+static void drop_others(const char *vmdir, const char *keep)
+{
+	DIR *d = opendir(vmdir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		char p[PATH_MAX + 256];
+		if (e->d_name[0] == '.' || !strcmp(e->d_name, keep) || e->d_type != DT_DIR)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", vmdir, e->d_name);
+		rm_tree(p);
+	}
+	closedir(d);
+}
+
+int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char *why,
+		 size_t whylen)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	const struct ed_cluster_hooks *hk = ed_host_hooks(vm->h);
+	char vmdir[PATH_MAX], name[64], p[PATH_MAX + 80], q[PATH_MAX + 80];
+	if (vm->state != ED_RUNNING) {
+		snprintf(why, whylen, "%s is not running", vm->f.name);
+		return -EINVAL;
+	}
+	int r = ed_snap_vm_dir(vm, vmdir, sizeof(vmdir));
+	if (r) {
+		snprintf(why, whylen, "%s: %s", vmdir, strerror(-r));
+		return r;
+	}
+	note_all(vm, vmdir);
+	long long token = hk && hk->token ? (long long)hk->token(hk->arg, vm) : 0;
+	snprintf(name, sizeof(name), "%lld-%llu", token, (unsigned long long)++vm->snap_seq);
+	if (snprintf(dir, dirlen, "%s/%s", vmdir, name) >= (int)dirlen)
+		return -ENAMETOOLONG;
+	if (mkdir(dir, 0700) < 0 || chown(dir, o->uid, o->gid) < 0) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+		return r;
+	}
+	bool rollback = vm->f.pol.resume == ED_RESUME_ROLLBACK && !ed_vmfile_all_ro(&vm->f);
+	r = api(vm, "PATCH", "/vm", json_pack("{s:s}", "state", "Paused"), 10000, why, whylen);
+	if (!r) {
+		char sp[128], mp[128];
+		snprintf(sp, sizeof(sp), "/snap/%s/state", name);
+		snprintf(mp, sizeof(mp), "/snap/%s/mem", name);
+		r = api(vm, "PUT", "/snapshot/create",
+			json_pack("{s:s, s:s, s:s}", "snapshot_type", "Full", "snapshot_path", sp,
+				  "mem_file_path", mp),
+			120000, why, whylen);
+	}
+	for (unsigned i = 0; !r && rollback && i < vm->f.nr_drives; i++) {
+		if (vm->f.drives[i].ro)
+			continue;
+		snprintf(p, sizeof(p), "%s/drive-%s", dir, vm->f.drives[i].id);
+		r = copy_file(vm->f.drives[i].path, p, o->uid, o->gid);
+		if (r)
+			snprintf(why, whylen, "copy %s: %s", vm->f.drives[i].path, strerror(-r));
+	}
+	/* the VM runs on whatever happened to its snapshot */
+	if (!suspend) {
+		char w2[256];
+		int rr = api(vm, "PATCH", "/vm", json_pack("{s:s}", "state", "Resumed"), 10000, w2,
+			     sizeof(w2));
+		if (rr && !r) {
+			r = rr;
+			snprintf(why, whylen, "%s", w2);
+		}
+	}
+	if (!r) {
+		char meta[128];
+		int n = snprintf(meta, sizeof(meta), "{\"drives\": %s, \"suspend\": %s}\n",
+				 rollback ? "true" : "false", suspend ? "true" : "false");
+		snprintf(p, sizeof(p), "%s/meta", dir);
+		r = ed_write_atomic(p, meta, (size_t)n);
+		if (r)
+			snprintf(why, whylen, "%s: %s", p, strerror(-r));
+	}
+	if (!r) {
+		if (hk && hk->snapshot_commit) {
+			r = hk->snapshot_commit(hk->arg, vm, dir);
+			if (r)
+				snprintf(why, whylen, "commit: %s", strerror(-r));
+		} else {
+			snprintf(q, sizeof(q), "%s/latest", vmdir);
+			snprintf(p, sizeof(p), "%s\n", name);
+			r = ed_write_atomic(q, p, strlen(p));
+			if (r)
+				snprintf(why, whylen, "%s: %s", q, strerror(-r));
+		}
+	}
+	if (r) {
+		rm_tree(dir); /* never a half-written snapshot */
+		return r;
+	}
+	snprintf(vm->snap_dir, sizeof(vm->snap_dir), "%s", dir);
+	vm->snap_at_ms = ed_now_ms();
+	drop_others(vmdir, name);
+	return 0;
+}
+
+int ed_snap_latest(struct ed_vm *vm, char *buf, size_t len, struct ed_snapinfo *info)
+{
+	const struct ed_cluster_hooks *hk = ed_host_hooks(vm->h);
+	char vmdir[PATH_MAX], p[PATH_MAX + 80], name[256] = "";
+	memset(info, 0, sizeof(*info));
+	int r = ed_snap_vm_dir(vm, vmdir, sizeof(vmdir));
+	if (r)
+		return r;
+	if (hk && hk->snapshot_latest) {
+		r = hk->snapshot_latest(hk->arg, vm, buf, len);
+		if (r)
+			return r;
+	} else {
+		snprintf(p, sizeof(p), "%s/latest", vmdir);
+		FILE *f = fopen(p, "re");
+		if (!f)
+			return errno == ENOENT ? -ENOENT : -errno;
+		if (!fgets(name, sizeof(name), f))
+			name[0] = '\0';
+		fclose(f);
+		name[strcspn(name, "\n")] = '\0';
+		if (!name[0] || strchr(name, '/') || name[0] == '.')
+			return -EINVAL;
+		note_seq(vm, name);
+		if (snprintf(buf, len, "%s/%s", vmdir, name) >= (int)len)
+			return -ENAMETOOLONG;
+	}
+	snprintf(p, sizeof(p), "%s/state", buf);
+	if (access(p, R_OK))
+		return -ENOENT;
+	const char *base = strrchr(buf, '/');
+	note_seq(vm, base ? base + 1 : buf);
+	info->exists = true;
+	snprintf(p, sizeof(p), "%s/meta", buf);
+	FILE *f = fopen(p, "re");
+	if (f) {
+		char m[256] = "";
+		if (fgets(m, sizeof(m), f))
+			info->has_drives = strstr(m, "\"drives\": true") != NULL;
+		fclose(f);
+	}
+	return 0;
+}
+
+int ed_snap_rollback(struct ed_vm *vm, const char *dir, char *why, size_t whylen)
+{
+	const struct ed_host_opts *o = ed_host_opts(vm->h);
+	for (unsigned i = 0; i < vm->f.nr_drives; i++) {
+		const struct ed_drive *d = &vm->f.drives[i];
+		char src[PATH_MAX + 80], tmp[PATH_MAX + 16];
+		if (d->ro)
+			continue;
+		snprintf(src, sizeof(src), "%s/drive-%s", dir, d->id);
+		snprintf(tmp, sizeof(tmp), "%s.rollback", d->path);
+		int r = copy_file(src, tmp, o->uid, o->gid);
+		if (!r && rename(tmp, d->path) < 0)
+			r = -errno;
+		if (r) {
+			unlink(tmp);
+			snprintf(why, whylen, "roll %s back to %s: %s", d->path, src, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static void periodic(void *arg)
+{
+	struct ed_vm *vm = arg;
+	char dir[PATH_MAX], why[ED_ERR_MAX];
+	vm->snap_timer = 0;
+	if (vm->state != ED_RUNNING)
+		return;
+	uint64_t t0 = ed_now_ms();
+	if (ed_snap_take(vm, false, dir, sizeof(dir), why, sizeof(why)))
+		ed_event(vm->h, vm->f.name, "snapshot-failed", "%s", why);
+	else
+		ed_event(vm->h, vm->f.name, "snapshot", "%s (%llu ms)", dir,
+			 (unsigned long long)(ed_now_ms() - t0));
+	ed_snap_arm(vm);
+}
+
+void ed_snap_arm(struct ed_vm *vm)
+{
+	struct ed_loop *l = ed_host_loop(vm->h);
+	if (vm->snap_timer)
+		ed_loop_cancel(l, vm->snap_timer);
+	vm->snap_timer = 0;
+	if (vm->f.pol.snapshot_ms && vm->state == ED_RUNNING)
+		vm->snap_timer = ed_loop_timer(l, vm->f.pol.snapshot_ms, periodic, vm);
+}
