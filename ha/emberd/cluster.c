@@ -118,6 +118,11 @@ void cl_set_reachable(struct ed_cluster *c, bool ok, const char *err)
 
 /* ---- the lease keeper ---- */
 
+static void unfence_on_loop(void *arg)
+{
+	ed_host_unfence(arg);
+}
+
 /* Grant a lease and register hosts/<name> under it: 0, or -errno. */
 static int join(struct ed_cluster *c, struct ha_etcd *e, char *err, size_t errlen)
 {
@@ -140,14 +145,18 @@ static int join(struct ed_cluster *c, struct ha_etcd *e, char *err, size_t errle
 		return r;
 	}
 	pthread_mutex_lock(&c->mu);
+	bool was_fenced = c->fenced;
+	pthread_mutex_unlock(&c->mu);
+	/* Unfence on the loop before the poller can see the new lease: the
+	 * loop runs posts in order, so no start it asks for meets a fence. */
+	if (was_fenced && ed_loop_post(c->loop, unfence_on_loop, c->h))
+		return -ENOMEM;
+	pthread_mutex_lock(&c->mu);
 	c->lease = id;
 	c->lease_at = ed_now_ms();
 	c->last_ok = sent;
-	bool was_fenced = c->fenced;
 	c->fenced = false;
 	pthread_mutex_unlock(&c->mu);
-	if (was_fenced)
-		ed_host_unfence(c->h);
 	cl_event(c, NULL, "lease", "joined the cluster as %s: lease %" PRIx64 " (TTL %" PRIu64
 		 " ms) from %s%s", c->name, (uint64_t)id, c->ttl_ms, ha_etcd_endpoint(e),
 		 was_fenced ? "; unfenced" : "");
@@ -405,19 +414,6 @@ json_t *ed_cluster_hosts_json(struct ed_cluster *c)
 }
 
 /* ---- start and stop ---- */
-
-void cl_specs_free(struct cl_spec *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		for (char **p = s[i].must; p && *p; p++)
-			free(*p);
-		for (char **p = s[i].avoid; p && *p; p++)
-			free(*p);
-		free(s[i].must);
-		free(s[i].avoid);
-	}
-	free(s);
-}
 
 static void cluster_free(struct ed_cluster *c)
 {

@@ -20,9 +20,12 @@
 #include "ha/emberd/cluster_priv.h"
 
 #define POLL_MS 50
+#define ENSURE_MS 500   /* how often an owned VM that is down is started again */
 #define CLAIM_BATCH 50 /* VMs per claim transaction (etcd's --max-txn-ops is 128) */
 
-enum act_kind { A_START, A_STOP, A_REMOTE, A_UNPLACED };
+/* START: just claimed, start unless it runs; ENSURE: ours, start it if
+ * it still shows what the cluster set (remote, unplaced). */
+enum act_kind { A_START, A_ENSURE, A_STOP, A_REMOTE, A_UNPLACED };
 
 struct act {
 	char vm[ED_NAME_MAX];
@@ -43,6 +46,7 @@ struct pvm {
 	bool ready_now;		/* unowned when first seen: no grace */
 	char last_owner[ED_NAME_MAX];
 	char posted[300]; /* the last remote/unplaced told to the loop */
+	uint64_t ensured; /* when an ENSURE was last posted */
 };
 
 struct poller {
@@ -128,6 +132,10 @@ static void apply(void *arg)
 			continue;
 		enum ed_state st = ed_vm_state(vm);
 		switch (a->kind) {
+		case A_ENSURE:
+			if (st != ED_REMOTE && st != ED_UNPLACED)
+				break; /* stopped or failed here: its policy's word stands */
+			/* fall through */
 		case A_START:
 			if (running_here(st))
 				break;
@@ -269,8 +277,10 @@ static void claim(struct poller *p, struct batch *b, const struct ha_etcd_range 
 		char cause[200];
 		snprintf(cause, sizeof(cause), "claimed from %s (token %" PRId64 ")", from, token);
 		cl_event(c, vms[i], "claimed", "%s", cause);
-		if (v)
+		if (v) {
 			v->posted[0] = 0;
+			v->ensured = ed_now_ms();
+		}
 		if (!is_stopped(state, vms[i]))
 			add(b, vms[i], A_START, cause);
 	}
@@ -407,10 +417,11 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 			v->unowned_since = 0;
 			v->ready_now = false;
 			snprintf(v->last_owner, sizeof(v->last_owner), "%s", o->host);
-			if (mine && !had && !is_stopped(state, s->name)) {
-				snprintf(msg, sizeof(msg), "adopted our claim (token %" PRId64 ")",
-					 o->rev);
-				add(b, s->name, A_START, msg);
+			if (mine && !is_stopped(state, s->name) && now - v->ensured >= ENSURE_MS) {
+				v->ensured = now;
+				snprintf(msg, sizeof(msg), "%s (token %" PRId64 ")",
+					 had ? "owned here" : "adopted our claim", o->rev);
+				add(b, s->name, had ? A_ENSURE : A_START, msg);
 			} else if (!mine) {
 				tell(b, v, A_REMOTE,
 				     lease && !strcmp(o->host, c->name) ? "(our previous lease)" : o->host);
