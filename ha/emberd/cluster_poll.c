@@ -66,7 +66,7 @@ struct owner {
 
 void cl_specs_free(struct cl_spec *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; s && i < n; i++) {
 		for (char **p = s[i].must; p && *p; p++)
 			free(*p);
 		for (char **p = s[i].avoid; p && *p; p++)
@@ -489,6 +489,7 @@ void *cl_poller(void *arg)
 			p.specs = c->specs;
 			p.nspecs = c->nspecs;
 			c->specs = NULL;
+			c->nspecs = 0;
 		}
 		bool ask = !c->specs_asked;
 		c->specs_asked = true;

@@ -245,3 +245,264 @@ class Net:
             ip("link", "del", self.veth[i], check=False)
             ip("netns", "del", self.ns[i], check=False)
         self.made = []
+
+
+# ---- emberd hosts in namespaces, and the checker ----
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.path.dirname(os.path.abspath(os.environ.get("EMBER", os.path.join(ROOT, "build", "ember"))))
+EMBERD = os.path.abspath(os.environ.get("EMBERD", os.path.join(BUILD, "emberd")))
+UP_KINDS = ("started", "restored", "restarted", "resumed")
+
+
+def unmount_below(path):
+    """Detach every mount at or below path, deepest first."""
+    path = os.path.realpath(path)
+    mps = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == path or mp.startswith(path + "/"):
+                mps.append(mp)
+    for mp in sorted(mps, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+def jail_root(pid):
+    """Where a jailed process's root comes from: the mount at "/" in its
+    mount namespace, as its file system names it (readlink of
+    /proc/PID/root says only "/" after the jail's pivot_root)."""
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4] == "/":
+                return fields[3].replace("\\040", " ")
+    return None
+
+
+def ember_procs():
+    """{pid: root} of every running ember (comm "ember")."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != "ember":
+                    continue
+            root = jail_root(d)
+        except OSError:
+            continue  # gone, or a zombie: not running
+        if root:
+            out[int(d)] = root
+    return out
+
+
+class Host:
+    """One emberd "host": its own state folder, jail base and socket; the
+    VM folder and snapshots shared.  Runs inside namespace ns when given."""
+
+    def __init__(self, base, name, vm_dir, snap_dir, ns=None):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        self.state = os.path.join(self.dir, "state")
+        self.jail = os.path.join(self.dir, "jail")
+        self.sock = os.path.join(self.dir, "emberd.sock")
+        self.vm_dir, self.snap_dir, self.ns = vm_dir, snap_dir, ns
+        os.makedirs(self.jail, exist_ok=True)
+        self.proc = None
+        self.log = None
+
+    def start(self, etcd, *more, ttl=2, grace="0"):
+        prefix = ["ip", "netns", "exec", self.ns] if self.ns else []
+        cmd = prefix + [EMBERD, "--vm-dir", self.vm_dir, "--state-dir", self.state,
+                        "--snap-dir", self.snap_dir, "--sock", self.sock, "--host", self.name,
+                        "--jail-base", self.jail, "--ember", os.path.join(BUILD, "ember"),
+                        "--jailer", os.path.join(BUILD, "ember-jailer"),
+                        "--etcd", etcd, "--ttl", str(ttl), "--grace", grace] + list(more)
+        self.log = open(os.path.join(self.dir, "emberd.stderr"), "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def events(self):
+        p = os.path.join(self.state, "events.log")
+        try:
+            with open(p) as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
+    def stderr(self):
+        try:
+            with open(os.path.join(self.dir, "emberd.stderr"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def api(self, method, path):
+        """(HTTP status, JSON) from its control socket, through curl."""
+        r = subprocess.run(["curl", "-s", "-m", "10", "-X", method, "-w", "\n%{http_code}",
+                            "--unix-socket", self.sock, "http://localhost" + path],
+                           capture_output=True, text=True)
+        body, _, code = r.stdout.rpartition("\n")
+        try:
+            return int(code or 0), json.loads(body) if body else None
+        except ValueError:
+            return int(code or 0), body
+
+    def vm_of_root(self, root):
+        """The VM name a jailed ember's root (JAIL/ember/VM/root, as its
+        file system names it: see jail_root) belongs to, or None."""
+        tail = "/".join(os.path.realpath(self.jail).split("/")[-3:]) + "/ember/"
+        i = root.find("/" + tail)
+        if i < 0:
+            return None
+        parts = root[i + 1 + len(tail):].split("/")
+        return parts[0] if len(parts) == 2 and parts[1] == "root" else None
+
+    def close(self):
+        self.kill9()
+        for pid, root in ember_procs().items():
+            if self.vm_of_root(root):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.log:
+            self.log.close()
+        unmount_below(self.jail)
+
+
+class Checker:
+    """Polls every host's embers every 10 ms in a thread (never asking
+    emberd): which VM runs under which host's jail.  Any VM under two
+    hosts at once is a violation."""
+
+    def __init__(self, hosts, period=0.01):
+        import threading
+        self.hosts = hosts
+        self.period = period
+        self.where = {}        # vm -> set of hosts now
+        self.first_on = {}     # (vm, host) -> monotonic s when first seen there
+        self.violations = []   # (monotonic s, vm, hosts)
+        self.scans = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            now = time.monotonic()
+            where = {}
+            for _, root in ember_procs().items():
+                for h in self.hosts:
+                    vm = h.vm_of_root(root)
+                    if vm:
+                        where.setdefault(vm, set()).add(h.name)
+                        self.first_on.setdefault((vm, h.name), now)
+            for vm, hs in where.items():
+                if len(hs) > 1:
+                    self.violations.append((now, vm, sorted(hs)))
+            self.where = where
+            self.scans += 1
+            self._stop.wait(self.period)
+
+    def stop(self):
+        self._stop.set()
+        self._t.join()
+
+    def running(self):
+        """{vm: host} for VMs running on exactly one host now."""
+        return {vm: next(iter(hs)) for vm, hs in self.where.items() if len(hs) == 1}
+
+    def wait(self, cond, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond(self.running()):
+                return self.running()
+            time.sleep(0.02)
+        raise AssertionError(f"{what}: not within {timeout} s; running: {self.running()}")
+
+
+class Cluster:
+    """etcd (n_etcd members in the root namespace) + n_hosts emberd hosts,
+    each in its own namespace joined by a veth pair; a shared VM folder and
+    snapshot folder (the "shared storage")."""
+
+    def __init__(self, base, n_hosts=3, n_etcd=1):
+        self.base = base
+        self.net = Net(n_hosts)
+        self.vm_dir = os.path.join(base, "vms")
+        self.snap_dir = os.path.join(base, "snapshots")
+        os.makedirs(self.vm_dir, exist_ok=True)
+        os.makedirs(self.snap_dir, exist_ok=True)
+        self.etcd = None
+        self.n_etcd = n_etcd
+        self.hosts = [Host(base, f"h{i}", self.vm_dir, self.snap_dir, self.net.ns[i])
+                      for i in range(n_hosts)]
+        self.checker = Checker(self.hosts)
+
+    def up(self, start_etcd=True):
+        self.net.up()
+        self.etcd = EtcdCluster(self.n_etcd, client_addrs=self.net.etcd_addrs())
+        if start_etcd:
+            self.etcd.start()
+        self.checker.start()
+        return self
+
+    def endpoints(self, i):
+        """What host i's --etcd is: every member, at host i's veth address."""
+        return self.etcd.endpoints(self.net.etcd_addr(i))
+
+    def start_hosts(self, *more, ttl=2, grace="0"):
+        for i, h in enumerate(self.hosts):
+            h.start(self.endpoints(i), *more, ttl=ttl, grace=grace)
+
+    def write_vm(self, name, kernel, memory="16M", cmdline=None, emberd=None, extra_vm=None):
+        lines = ["[vm]", f"kernel = {kernel}", f"memory = {memory}"]
+        if cmdline:
+            lines.append(f"cmdline = {cmdline}")
+        lines += [f"{k} = {v}" for k, v in (extra_vm or {}).items()]
+        if emberd:
+            lines.append("[emberd]")
+            lines += [f"{k} = {v}" for k, v in emberd.items()]
+        with open(os.path.join(self.vm_dir, name + ".ini"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def host(self, name):
+        return next(h for h in self.hosts if h.name == name)
+
+    def events(self, kinds=None):
+        """Every host's events, by mono_ms."""
+        evs = [e for h in self.hosts for e in h.events() if kinds is None or e["kind"] in kinds]
+        return sorted(evs, key=lambda e: e.get("mono_ms", 0))
+
+    def diagnose(self):
+        out = []
+        for h in self.hosts:
+            out.append(f"==== {h.name} stderr (tail)\n" + h.stderr()[-3000:])
+        return "\n".join(out)
+
+    def close(self):
+        try:
+            self.checker.stop()
+        except Exception:  # noqa: BLE001 - never started
+            pass
+        for h in self.hosts:
+            h.close()
+        if self.etcd:
+            self.etcd.close()
+        self.net.close()
