@@ -36,6 +36,7 @@ import sys
 import time
 
 from bench_drive_move import drive_move_rows
+from bench_failover import failover_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
 from bench_migrate_local import local_rows
@@ -619,9 +620,14 @@ def main():
     out.append("\nSame-host migration, memory by fd (ember only; see "
                "tests/bench/bench_migrate_local.py)\n")
     out.append(table(["what", "median", "note"], local_rows_))
+    log("bench: cluster failover rows")
+    fo_rows, fo_goals = failover_rows(a.guests)
+    out.append("\nCluster failover: 3 emberd hosts in network namespaces, etcd, TTL 2 s (see "
+               "tests/bench/bench_failover.py)\n")
+    out.append(table(["what", "median", "p99", "n", "note"], fo_rows))
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
-                     goal_rows + snap_goals + mig_goals + local_goals + move_goals))
+                     goal_rows + snap_goals + mig_goals + local_goals + move_goals + fo_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p

@@ -395,6 +395,7 @@ class Checker:
         self.where = {}        # vm -> set of hosts now
         self.first_on = {}     # (vm, host) -> monotonic s when first seen there
         self.violations = []   # (monotonic s, vm, hosts)
+        self.appeared = []     # (monotonic s, vm, host): began running there (scan to scan)
         self.scans = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
@@ -414,6 +415,8 @@ class Checker:
                         where.setdefault(vm, set()).add(h.name)
                         self.first_on.setdefault((vm, h.name), now)
             for vm, hs in where.items():
+                for h in hs - self.where.get(vm, set()):
+                    self.appeared.append((now, vm, h))
                 if len(hs) > 1:
                     self.violations.append((now, vm, sorted(hs)))
             self.where = where
@@ -423,6 +426,14 @@ class Checker:
     def stop(self):
         self._stop.set()
         self._t.join()
+
+    def appeared_since(self, t0, vm, not_on=None):
+        """When vm was first seen running on a host (not not_on) at or
+        after monotonic t0, or None."""
+        for t, v, h in list(self.appeared):
+            if t >= t0 and v == vm and h != not_on:
+                return t
+        return None
 
     def running(self):
         """{vm: host} for VMs running on exactly one host now."""
