@@ -331,6 +331,17 @@ static int64_t hk_token(void *arg, struct ed_vm *vm)
 	return t;
 }
 
+/* Did the keeper's or poller's last call get an answer?  The hooks run on
+ * the loop: while etcd is away they fail at once instead of waiting out
+ * a timeout per endpoint. */
+static bool etcd_answers(struct ed_cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	bool ok = c->reachable;
+	pthread_mutex_unlock(&c->mu);
+	return ok;
+}
+
 /* put key = value if owner/<vm>'s create_revision is still our token:
  * 0, -ESTALE, or -errno. */
 static int put_fenced(struct ed_cluster *c, struct ed_vm *vm, const char *kind, const char *value)
@@ -339,6 +350,8 @@ static int put_fenced(struct ed_cluster *c, struct ed_vm *vm, const char *kind, 
 	int64_t token = hk_token(c, vm);
 	if (!token)
 		return -ESTALE;
+	if (!etcd_answers(c))
+		return -EHOSTUNREACH; /* keep the old pointer; the loop does not wait on etcd */
 	char key[128], okey[128], err[ED_ERR_MAX];
 	cl_key(key, sizeof(key), kind, name);
 	cl_key(okey, sizeof(okey), "owner", name);
@@ -371,6 +384,11 @@ static int hk_snapshot_latest(void *arg, struct ed_vm *vm, char *buf, size_t len
 	char key[128], err[ED_ERR_MAX];
 	cl_key(key, sizeof(key), "snap", ed_vm_name(vm));
 	struct ha_etcd_range r;
+	if (!etcd_answers(c)) {
+		ed_event(c->h, ed_vm_name(vm), "etcd-error",
+			 "its snapshot pointer cannot be read: etcd unreachable");
+		return -EHOSTUNREACH;
+	}
 	int ret = ha_etcd_get(c->lc, key, false, &r, err, sizeof(err));
 	if (ret) {
 		ed_event(c->h, ed_vm_name(vm), "etcd-error", "reading its snapshot pointer: %s", err);
@@ -398,11 +416,7 @@ static json_t *hk_hosts_json(void *arg)
 
 static const char *hk_etcd_health(void *arg)
 {
-	struct ed_cluster *c = arg;
-	pthread_mutex_lock(&c->mu);
-	bool ok = c->reachable;
-	pthread_mutex_unlock(&c->mu);
-	return ok ? "ok" : "unreachable";
+	return etcd_answers(arg) ? "ok" : "unreachable";
 }
 
 json_t *ed_cluster_hosts_json(struct ed_cluster *c)

@@ -24,8 +24,9 @@
 #define CLAIM_BATCH 50 /* VMs per claim transaction (etcd's --max-txn-ops is 128) */
 
 /* START: just claimed, start unless it runs; ENSURE: ours, start it if
- * it still shows what the cluster set (remote, unplaced). */
-enum act_kind { A_START, A_ENSURE, A_STOP, A_REMOTE, A_UNPLACED };
+ * it still shows what the cluster set (remote, unplaced); STOPPED: just
+ * claimed, and its desired state is stopped: show it so. */
+enum act_kind { A_START, A_ENSURE, A_STOP, A_REMOTE, A_UNPLACED, A_STOPPED };
 
 struct act {
 	char vm[ED_NAME_MAX];
@@ -158,6 +159,10 @@ static void apply(void *arg)
 			if (!running_here(st))
 				ed_vm_set_unplaced(vm, a->arg);
 			break;
+		case A_STOPPED:
+			if (!running_here(st) && ed_vm_stop(h, vm, 0, a->arg, why, sizeof(why)))
+				ed_event(h, a->vm, "stop-failed", "%s", why);
+			break;
 		}
 	}
 	free(b->a);
@@ -283,6 +288,8 @@ static void claim(struct poller *p, struct batch *b, const struct ha_etcd_range 
 		}
 		if (!is_stopped(state, vms[i]))
 			add(b, vms[i], A_START, cause);
+		else
+			add(b, vms[i], A_STOPPED, "user (stopped before it was claimed here)");
 	}
 }
 
