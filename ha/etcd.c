@@ -320,42 +320,39 @@ int ha_etcd_get(struct ha_etcd *e, const char *key, bool prefix, struct ha_etcd_
 	return r;
 }
 
+/* POST req to path and read one int64 of the reply (in its sub-object
+ * within, or at the top when within is NULL) into *out (may be NULL). */
+static int call_int(struct ha_etcd *e, const char *path, json_t *req, const char *within,
+		    const char *field, int64_t *out, char *err, size_t errlen)
+{
+	json_t *reply;
+	int r = call(e, path, req, &reply, err, errlen);
+	if (r)
+		return r;
+	int64_t v = 0;
+	if (ha_etcd_int64(within ? json_object_get(reply, within) : reply, field, &v)) {
+		snprintf(err, errlen, "etcd %s%s: %s%s%s is not an integer", ha_etcd_endpoint(e),
+			 path, within ? within : "", within ? "." : "", field);
+		r = -EPROTO;
+	}
+	if (out)
+		*out = v;
+	json_decref(reply);
+	return r;
+}
+
 int ha_etcd_put(struct ha_etcd *e, const char *key, const char *value, int64_t lease,
 		int64_t *revision, char *err, size_t errlen)
 {
-	json_t *reply;
-	int r = call(e, "/v3/kv/put", ha_etcd_put_req(key, value, lease), &reply, err, errlen);
-	if (r)
-		return r;
-	int64_t rev = 0;
-	if (ha_etcd_int64(json_object_get(reply, "header"), "revision", &rev)) {
-		snprintf(err, errlen, "etcd %s/v3/kv/put: header.revision is not an integer",
-			 ha_etcd_endpoint(e));
-		r = -EPROTO;
-	}
-	if (revision)
-		*revision = rev;
-	json_decref(reply);
-	return r;
+	return call_int(e, "/v3/kv/put", ha_etcd_put_req(key, value, lease), "header", "revision",
+			revision, err, errlen);
 }
 
 int ha_etcd_delete(struct ha_etcd *e, const char *key, bool prefix, int64_t *deleted, char *err,
 		   size_t errlen)
 {
-	json_t *reply;
-	int r = call(e, "/v3/kv/deleterange", ha_etcd_delete_req(key, prefix), &reply, err, errlen);
-	if (r)
-		return r;
-	int64_t n = 0;
-	if (ha_etcd_int64(reply, "deleted", &n)) {
-		snprintf(err, errlen, "etcd %s/v3/kv/deleterange: deleted is not an integer",
-			 ha_etcd_endpoint(e));
-		r = -EPROTO;
-	}
-	if (deleted)
-		*deleted = n;
-	json_decref(reply);
-	return r;
+	return call_int(e, "/v3/kv/deleterange", ha_etcd_delete_req(key, prefix), NULL, "deleted",
+			deleted, err, errlen);
 }
 
 int ha_etcd_txn_run(struct ha_etcd *e, const struct ha_etcd_txn *t, struct ha_etcd_txn_result *res,

@@ -57,14 +57,7 @@ def _why_not(guests):
     return etcd_util.etcd_missing() or etcd_util.netns_missing()
 
 
-def _wait(cond, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    return None
+_wait = etcd_util.wait_until
 
 
 def _cluster(base, guests, nvms):
@@ -100,6 +93,16 @@ def _trial(c, victim, lost, timeout=60):
     return up, (cl - t0) if cl else None
 
 
+def _record(r, ups, claims, errors, timeout_msg):
+    """File one _trial() result."""
+    if r is None:
+        errors.append(timeout_msg)
+        return
+    ups.append(r[0])
+    if r[1] is not None:
+        claims.append(r[1])
+
+
 def failover_rows(guests, trials=20, trials100=3):
     """(rows, goals): rows [what, median, p99, n, note]; goals [goal,
     target, result, met]."""
@@ -125,13 +128,8 @@ def failover_rows(guests, trials=20, trials100=3):
                 by.setdefault(h, []).append(vm)
             vname = max(sorted(by), key=lambda h: len(by[h]))
             victim, lost = c.host(vname), sorted(by[vname])
-            r = _trial(c, victim, lost)
-            if r is None:
-                errors.append("trial %d: %s not running elsewhere in 60 s" % (t, lost))
-            else:
-                ups.append(r[0])
-                if r[1] is not None:
-                    claims.append(r[1])
+            _record(_trial(c, victim, lost), ups, claims, errors,
+                    "trial %d: %s not running elsewhere in 60 s" % (t, lost))
             # the victim comes back (owning nothing) for the next trial
             n0 = len([e for e in victim.events() if e["kind"] == "lease"])
             victim.start(c.endpoints(c.hosts.index(victim)), ttl=TTL)
@@ -171,13 +169,8 @@ def failover_rows(guests, trials=20, trials100=3):
             for h in c.hosts[1:]:
                 _wait(lambda h=h: any(e["kind"] == "lease" for e in h.events()), 30)
             time.sleep(1.5)
-            r = _trial(c, h0, names, timeout=120)
-            if r is None:
-                big_errors.append("trial %d: not all 100 running elsewhere in 120 s" % t)
-            else:
-                big.append(r[0])
-                if r[1] is not None:
-                    big_claims.append(r[1])
+            _record(_trial(c, h0, names, timeout=120), big, big_claims, big_errors,
+                    "trial %d: not all 100 running elsewhere in 120 s" % t)
             if c.checker.violations:
                 big_errors.append("a VM ran twice: %s" % (c.checker.violations[:3],))
         except AssertionError as e:

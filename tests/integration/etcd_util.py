@@ -44,6 +44,17 @@ def netns_missing():
     return None
 
 
+def wait_until(cond, timeout, period=0.02):
+    """cond()'s first true value within timeout s, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(period)
+    return None
+
+
 def free_port(addr="127.0.0.1"):
     with socket.socket() as s:
         s.bind((addr, 0))

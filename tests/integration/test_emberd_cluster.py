@@ -93,13 +93,21 @@ def counts(path):
 
 
 def wait_for(what, cond, timeout=60, c=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    pytest.fail(f"{what}: not within {timeout} s" + (f"\n{c.diagnose()}" if c else ""))
+    v = etcd_util.wait_until(cond, timeout)
+    if not v:
+        pytest.fail(f"{what}: not within {timeout} s" + (f"\n{c.diagnose()}" if c else ""))
+    return v
+
+
+def six_idle(c):
+    """Six idle VMs over the three hosts: (names, {vm: host}, the host
+    that runs v0)."""
+    names = [f"v{i}" for i in range(6)]
+    for n in names:
+        halt_vm(c, n)
+    c.start_hosts()
+    where = placed(c, names)
+    return names, where, c.host(where["v0"])
 
 
 def test_kill9_host_vms_run_elsewhere_exactly_once(make_cluster):
@@ -167,12 +175,7 @@ def test_kill9_host_vms_run_elsewhere_exactly_once(make_cluster):
 
 def test_partition_fences_before_survivors_start(make_cluster):
     c = make_cluster()
-    names = [f"v{i}" for i in range(6)]
-    for n in names:
-        halt_vm(c, n)
-    c.start_hosts()
-    where = placed(c, names)
-    victim = c.host(where["v0"])
+    names, where, victim = six_idle(c)
     i = c.hosts.index(victim)
     lost = sorted(v for v, h in where.items() if h == victim.name)
     c.net.partition(i)
@@ -200,12 +203,7 @@ def test_partition_fences_before_survivors_start(make_cluster):
 
 def test_etcd_leader_killed_during_failover(make_cluster):
     c = make_cluster(n_etcd=3)
-    names = [f"v{i}" for i in range(6)]
-    for n in names:
-        halt_vm(c, n)
-    c.start_hosts()
-    where = placed(c, names)
-    victim = c.host(where["v0"])
+    names, _, victim = six_idle(c)
     leader = c.etcd.leader()
     victim.kill9()
     leader.kill9()
