@@ -159,6 +159,21 @@ def test_kill9_host_vms_run_elsewhere_exactly_once(make_cluster):
             # resumed from a snapshot taken before the kill: it counts on
             # from where that snapshot was, never from 1
             assert 1 < got[0] <= before[vm] + 1, (vm, got[:3], before[vm])
+    # GET /hosts on a survivor: the dead host is shown dead, owning nothing
+    survivor = next(h for h in c.hosts if h is not victim)
+
+    def hosts():
+        st, body = survivor.api("GET", "/hosts")
+        assert st == 200, body
+        return {h["name"]: h for h in body}
+
+    wait_for("the dead host shown dead", lambda: not hosts().get(victim.name, {"alive": 1})["alive"],
+             c=c)
+    hs = hosts()
+    assert all(hs[h.name]["alive"] for h in c.hosts if h is not victim), hs
+    assert hs[victim.name]["vms"] == 0, hs
+    wait_for("every VM owned by a live host",
+             lambda: sum(h["vms"] for h in hosts().values()) == len(names), c=c)
     if off:
         claimer = wait_for(f"{off} claimed by a survivor", lambda: next(
             (h for h in c.hosts if h is not victim and any(
