@@ -215,8 +215,10 @@ __attribute__((warn_unused_result)) int ed_snap_rollback(struct ed_vm *vm, const
 __attribute__((warn_unused_result)) int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len);
 /* Arm (or re-arm) the periodic snapshot timer of a running vm. */
 void ed_snap_arm(struct ed_vm *vm);
-/* Write path with data: temp + fsync + rename + folder fsync. */
-__attribute__((warn_unused_result)) int ed_write_atomic(const char *path, const char *data,
-						      size_t len);
+/* Write path with data: temp + fsync + rename + folder fsync (durable:
+ * false skips the syncs, for files remade at every start).  0 or -errno. */
+__attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,
+						    size_t len, bool durable);
+#define ed_write_atomic(p, d, l) ed_write_file(p, d, l, true)
 
 #endif

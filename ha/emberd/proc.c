@@ -72,23 +72,59 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return 0;
 }
 
-void ed_proc_clean_jail(const char *jail_dir)
+/* Detach every mount in a jail: 0 once none is left, else -EBUSY.
+ * Never remove through a mount that stayed: the snapshot folder and the
+ * drives are bound in, and a walk would delete them. */
+static int unmount_jail(const char *jail_dir)
 {
 	static char mps[64][PATH_MAX];
 	int n = 0;
 	if (mounts_below(jail_dir, mps, 64, &n))
-		return;
+		return -EIO;
 	for (int i = 0; i < n; i++)
 		umount2(mps[i], MNT_DETACH);
-	/* Never remove through a mount that stayed: the snapshot folder and
-	 * the drives are bound in, and a walk would delete them. */
 	if (mounts_below(jail_dir, mps, 64, &n) || n) {
 		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n", jail_dir,
 			n);
-		return;
+		return -EBUSY;
 	}
-	if (nftw(jail_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
-		fprintf(stderr, "<4>emberd: remove %s: %s\n", jail_dir, strerror(errno));
+	return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
+		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
+}
+
+void ed_proc_clean_jail(const char *jail_dir)
+{
+	if (!unmount_jail(jail_dir))
+		remove_tree(jail_dir);
+}
+
+static void remove_later(void *arg)
+{
+	remove_tree(arg);
+	free(arg);
+}
+
+/* After an exit: the jail's folder is renamed out of the way at once (a
+ * restart stages a fresh one under the same id, and the old lock may
+ * still be held for a moment by ember's exit-time child) and removed off
+ * the restart's path. */
+static void retire_jail(struct ed_vm *vm)
+{
+	static unsigned seq;
+	char gone[PATH_MAX + 32];
+	if (unmount_jail(vm->jail_dir))
+		return;
+	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
+	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
+	if (!copy || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
+		remove_tree(copy ? copy : vm->jail_dir);
+		free(copy);
+	}
 }
 
 static int mkdirs(const char *path, mode_t mode)
@@ -291,7 +327,7 @@ void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
 		vm->pidfd = -1;
 	}
 	vm->pid = 0;
-	ed_proc_clean_jail(vm->jail_dir);
+	retire_jail(vm);
 }
 
 /* ready polling: the API socket answers once ember runs. */

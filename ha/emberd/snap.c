@@ -19,7 +19,7 @@
 #include "ha/api_client.h"
 #include "ha/emberd/local.h"
 
-int ed_write_atomic(const char *path, const char *data, size_t len)
+int ed_write_file(const char *path, const char *data, size_t len, bool durable)
 {
 	char tmp[PATH_MAX + 16], dir[PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -34,7 +34,7 @@ int ed_write_atomic(const char *path, const char *data, size_t len)
 		else if (n > 0)
 			off += (size_t)n;
 	}
-	if (!r && fsync(fd) < 0)
+	if (!r && durable && fsync(fd) < 0)
 		r = -errno;
 	close(fd);
 	if (!r && rename(tmp, path) < 0)
@@ -43,6 +43,8 @@ int ed_write_atomic(const char *path, const char *data, size_t len)
 		unlink(tmp);
 		return r;
 	}
+	if (!durable)
+		return 0;
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
 	if (slash)

@@ -379,7 +379,7 @@ int ed_vmfile_write_jail(const struct ed_vmfile *f, const char *out, char *err, 
 	if (!r && !serial)
 		len += (size_t)sprintf(buf + len, "[serial]\noutput = stdout\n");
 	if (!r)
-		r = ed_write_atomic(out, buf, len);
+		r = ed_write_file(out, buf, len, false); /* remade at every start */
 	if (r)
 		snprintf(err, errlen, "%s: %s", out, strerror(-r));
 	free(buf);
