@@ -242,3 +242,71 @@ def test_jailer_die_with_parent_refusals(tmp_path):
                         "--die-with-parent", "--daemonize", "--", "run"],
                        capture_output=True, text=True)
     assert r.returncode == 121 and "--die-with-parent cannot go with --daemonize" in r.stderr
+
+
+def test_periodic_snapshots_keep_the_latest(emberd):
+    ed = emberd
+    counter_vm(ed, "p1", {"snapshot_interval": "200ms"})
+    ed.start()
+    mark = ed.last_seq()
+    for _ in range(3):
+        ev = ed.wait_event("snapshot", vm="p1", after=mark)
+        mark = ed.all_events().index(ev) + 1
+    folder = os.path.join(ed.state_dir, "snapshots", "p1")
+    with open(os.path.join(folder, "latest")) as f:
+        latest = f.read().strip()
+    # the committed one, and at most one newer being written
+    dirs = sorted(d for d in os.listdir(folder) if d != "latest" and not d.endswith(".tmp"))
+    assert latest in dirs and len(dirs) <= 2, dirs
+    assert {"state", "mem", "meta"} <= set(os.listdir(os.path.join(folder, latest)))
+
+
+def test_stop_is_not_restarted(emberd):
+    ed = emberd
+    counter_vm(ed, "t1")
+    ed.start()
+    pid = ed.vm_pid("t1")
+    st, body = ed.api("PUT", "/vms/t1/stop", {"grace_ms": 2000})
+    assert st == 204, body
+    ed.wait_event("stopped", vm="t1")
+    assert gone(pid)
+    time.sleep(0.3)
+    s = ed.status("t1")
+    assert s["state"] == "stopped" and s["pid"] is None
+    kinds = [e["kind"] for e in ed.all_events() if e["vm"] == "t1"]
+    assert "backoff" not in kinds and "failed" not in kinds
+    st, body = ed.api("PUT", "/vms/t1/start")
+    assert st == 204, body
+    ed.wait_event("started", vm="t1", after=len(ed.all_events()) - 1)
+
+
+def test_reload_adds_and_removes(emberd):
+    ed = emberd
+    counter_vm(ed, "a1")
+    ed.start()
+    ed.vm_pid("a1")
+    counter_vm(ed, "a2")
+    os.unlink(os.path.join(ed.vm_dir, "a1.ini"))
+    mark = ed.last_seq()
+    ed.proc.send_signal(signal.SIGHUP)
+    ed.wait_event("started", vm="a2", after=mark)
+    ed.wait_event("stopped", vm="a1", after=mark)
+    st, body = ed.api("GET", "/vms")
+    assert [v["name"] for v in body] == ["a2"]
+
+
+def test_snapshot_that_will_not_load_boots_if_lossless(emberd):
+    ed = emberd
+    counter_vm(ed, "x1")
+    ed.start()
+    ed.wait_count("x1", 3)
+    _, _, d = snapshot_now(ed, "x1")
+    with open(os.path.join(d, "state"), "r+b") as f:  # a damaged state file
+        f.write(b"NOTASNAP")
+    mark = ed.last_seq()
+    os.kill(ed.vm_pid("x1"), signal.SIGKILL)
+    ev = ed.wait_event("snapshot-failed", vm="x1", after=mark)
+    assert "booting, which loses nothing" in ev["detail"]
+    ed.wait_event("restarted", vm="x1", after=mark)
+    ed.wait_count("x1", 2)
+    assert ed.runs("x1")[-1][0].startswith("--- emberd: boot")
