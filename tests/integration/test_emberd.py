@@ -14,6 +14,7 @@ and the counting guest (build/guest/counter.elf: "count N" lines):
 - kill -9 emberd: its VMs die with it (ember-jailer --die-with-parent)."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -310,3 +311,39 @@ def test_snapshot_that_will_not_load_boots_if_lossless(emberd):
     ed.wait_event("restarted", vm="x1", after=mark)
     ed.wait_count("x1", 2)
     assert ed.runs("x1")[-1][0].startswith("--- emberd: boot")
+
+
+def test_jailer_die_with_parent(tmp_path):
+    """ember-jailer --die-with-parent alone: kill -9 the process that ran
+    the jailer, and the jailed ember dies with it."""
+    if os.geteuid() != 0:
+        pytest.skip("the jailer needs root")
+    base = str(tmp_path / "jails")
+    root = os.path.join(base, "ember", "dwp", "root")
+    os.makedirs(root)
+    shutil.copy(guest("counter"), os.path.join(root, "counter.elf"))
+    parent = subprocess.Popen(
+        ["sh", "-c", f'"$0" --id dwp --exec-file "$1" --uid {JAIL_UID} --gid {JAIL_UID} '
+         f'--chroot-base-dir "$2" --die-with-parent -- run --kernel /counter.elf '
+         f'--cmdline {SPIN} --serial none & echo $!; wait', JAILER, EMBER, base],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the jailer has become ember
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ember\0run"):
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the jailer never exec'd ember")
+        parent.kill()
+        assert gone(pid), "ember outlived the jailer's caller"
+    finally:
+        parent.kill()
+        parent.wait()
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, UnboundLocalError):
+            pass
+        shutil.rmtree(base, ignore_errors=True)
