@@ -191,8 +191,10 @@ __attribute__((warn_unused_result)) int ed_proc_launch(struct ed_vm *vm, const c
 void ed_proc_reap(struct ed_vm *vm, int *code, int *sig);
 /* Whether vm's API socket answers GET /ember/status now. */
 bool ed_proc_answers(struct ed_vm *vm);
-/* Remove a jail's mounts and folder (also a stale one at start). */
-void ed_proc_clean_jail(const char *jail_dir);
+/* Remove a jail's mounts and folder (a stale one before a start): 0,
+ * -EBUSY when its lock is held (a live jail: left alone), or -errno when
+ * a mount would not go (the folder is then kept). */
+__attribute__((warn_unused_result)) int ed_proc_clean_jail(const char *jail_dir);
 /* The jail folder of vm (<base>/<exec name>/<name>) into vm->jail_dir. */
 void ed_proc_jail_path(struct ed_vm *vm);
 

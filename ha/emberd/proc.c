@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -97,10 +99,28 @@ static void remove_tree(const char *dir)
 		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
 }
 
-void ed_proc_clean_jail(const char *jail_dir)
+/* Whether a jail's lock is held: its ember (or that ember's exit-time
+ * child) still lives (docs/jail.md, "One live jail per id"). */
+static bool jail_live(const char *jail_dir)
 {
-	if (!unmount_jail(jail_dir))
+	char p[PATH_MAX + 16];
+	ed_fmt(p, sizeof(p), "%s/jail.lock", jail_dir);
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	bool live = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return live;
+}
+
+int ed_proc_clean_jail(const char *jail_dir)
+{
+	if (jail_live(jail_dir))
+		return -EBUSY;
+	int r = unmount_jail(jail_dir);
+	if (!r)
 		remove_tree(jail_dir);
+	return r;
 }
 
 static void remove_later(void *arg)
@@ -169,8 +189,24 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	char root[PATH_MAX], p[PATH_MAX + 64], snap[PATH_MAX];
 	ed_fmt(root, sizeof(root), "%s/root", vm->jail_dir);
-	ed_proc_clean_jail(vm->jail_dir);
-	int r = mkdirs(root, 0755);
+	int r = ed_proc_clean_jail(vm->jail_dir);
+	if (r) {
+		snprintf(why, whylen, "%s: %s", vm->jail_dir,
+			 r == -EBUSY ? "a jail with this id is live (another emberd?)"
+				     : "its mounts would not go");
+		return r;
+	}
+	/* retired jails an earlier emberd left (it exited before removing them) */
+	glob_t g;
+	snprintf(p, sizeof(p), "%s.gone-*", vm->jail_dir);
+	if (glob(p, GLOB_NOSORT, NULL, &g) == 0) {
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			if (ed_proc_clean_jail(g.gl_pathv[i])) {
+				/* still held a moment, or mounted: the next start tries again */
+			}
+		globfree(&g);
+	}
+	r = mkdirs(root, 0755);
 	snprintf(p, sizeof(p), "%s/vm", root);
 	if (!r)
 		r = mkdirs(p, 0755);
@@ -203,8 +239,9 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 	snprintf(p, sizeof(p), "%s/vm.ini", root);
 	if (!r)
 		r = ed_vmfile_write_jail(&vm->f, p, why, whylen);
-	if (r)
-		ed_proc_clean_jail(vm->jail_dir);
+	if (r && ed_proc_clean_jail(vm->jail_dir)) {
+		/* reported by the next start */
+	}
 	return r;
 }
 
@@ -305,8 +342,9 @@ out:
 		close(logfd);
 	if (nullfd >= 0)
 		close(nullfd);
-	if (r)
-		ed_proc_clean_jail(vm->jail_dir);
+	if (r && ed_proc_clean_jail(vm->jail_dir)) {
+		/* reported by the next start */
+	}
 	return r;
 }
 
