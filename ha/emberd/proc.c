@@ -298,7 +298,8 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	char last = '\n';
 	if (fstat(logfd, &st) == 0 && st.st_size > 0 && pread(logfd, &last, 1, st.st_size - 1) != 1)
 		last = '\n';
-	dprintf(logfd, "%s--- emberd: %s %s ---\n", last == '\n' ? "" : "\n", snap_dir ? "restore from" : "boot",
+	dprintf(logfd, "%s--- emberd: %s%s %s ---\n", last == '\n' ? "" : "\n",
+		last == '\n' ? "" : "(the line above was cut) ", snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
 	pid_t pid = fork();
 	if (pid < 0) {
