@@ -505,7 +505,7 @@ void ed_host_vm_exited(struct ed_vm *vm)
 	int code, sig;
 	uint64_t now = ed_now_ms();
 	bool was_starting = vm->state == ED_STARTING;
-	ed_proc_reap(vm, &code, &sig);
+	ed_proc_reap(vm, false, &code, &sig);
 	cancel_timers(vm);
 	vm->have_exit = true;
 	vm->exit_code = code;
@@ -662,7 +662,7 @@ void ed_host_suspend_all(struct ed_host *h)
 			snprintf(why, sizeof(why), "it was %s", ed_state_name(vm->state));
 		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
 		int code, sig;
-		ed_proc_reap(vm, &code, &sig); /* waitid blocks: SIGKILL ends it */
+		ed_proc_reap(vm, true, &code, &sig); /* waitid blocks: SIGKILL ends it */
 		cancel_timers(vm);
 		marker_path(vm, p, sizeof(p));
 		if (ok) {

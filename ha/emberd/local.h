@@ -187,8 +187,9 @@ void ed_host_vm_exited(struct ed_vm *vm);
 __attribute__((warn_unused_result)) int ed_proc_launch(struct ed_vm *vm, const char *snap_dir,
 						     char *why, size_t whylen);
 /* Reap vm's exited ember (its pidfd readable): the exit code or signal,
- * then the jail's mounts and folder removed. */
-void ed_proc_reap(struct ed_vm *vm, int *code, int *sig);
+ * then the jail's mounts detached and its folder removed (now: at once;
+ * else renamed now, removed later on the loop). */
+void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig);
 /* Whether vm's API socket answers GET /ember/status now. */
 bool ed_proc_answers(struct ed_vm *vm);
 /* Remove a jail's mounts and folder (a stale one before a start): 0,

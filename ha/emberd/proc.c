@@ -133,7 +133,7 @@ static void remove_later(void *arg)
  * restart stages a fresh one under the same id, and the old lock may
  * still be held for a moment by ember's exit-time child) and removed off
  * the restart's path. */
-static void retire_jail(struct ed_vm *vm)
+static void retire_jail(struct ed_vm *vm, bool now)
 {
 	static unsigned seq;
 	char gone[PATH_MAX + 32];
@@ -141,7 +141,7 @@ static void retire_jail(struct ed_vm *vm)
 		return;
 	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
 	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
-	if (!copy || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
+	if (!copy || now || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
 		remove_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
@@ -349,7 +349,7 @@ out:
 	return r;
 }
 
-void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
+void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig)
 {
 	siginfo_t si = {0};
 	*code = -1;
@@ -366,7 +366,7 @@ void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
 		vm->pidfd = -1;
 	}
 	vm->pid = 0;
-	retire_jail(vm);
+	retire_jail(vm, now);
 }
 
 /* ready polling: the API socket answers once ember runs. */
