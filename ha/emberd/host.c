@@ -16,6 +16,9 @@
 
 #include "ha/emberd/local.h"
 
+/* a VM whose API has not answered this long after its launch is killed */
+#define ED_READY_TIMEOUT_MS 60000
+
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
@@ -437,7 +440,7 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	ed_fmt(vm->up_detail, sizeof(vm->up_detail), "%s%s%s (%s; pid %d)",
 		 resume ? "from " : "booted", resume ? snap : "", "", dwhy, (int)vm->pid);
 	ed_vm_set_state(vm, ED_STARTING, NULL);
-	vm->ready_deadline_ms = ed_now_ms() + 60000;
+	vm->ready_deadline_ms = ed_now_ms() + ED_READY_TIMEOUT_MS;
 	vm->ready_timer = ed_loop_timer(h->l, 1, ready_poll, vm);
 	return 0;
 }
@@ -449,8 +452,13 @@ static void ready_poll(void *arg)
 	if (vm->state != ED_STARTING || vm->pid <= 0)
 		return;
 	if (!ed_proc_answers(vm)) {
-		if (ed_now_ms() < vm->ready_deadline_ms)
+		if (ed_now_ms() < vm->ready_deadline_ms) {
 			vm->ready_timer = ed_loop_timer(vm->h->l, 1, ready_poll, vm);
+		} else { /* stuck: its exit then goes through the policy */
+			ed_event(vm->h, vm->f.name, "start-timeout",
+				 "its API did not answer in %d s: killed", ED_READY_TIMEOUT_MS / 1000);
+			syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+		}
 		return;
 	}
 	vm->running_ms = ed_now_ms();
