@@ -86,8 +86,8 @@ static int unmount_jail(const char *jail_dir)
 	for (int i = 0; i < n; i++)
 		umount2(mps[i], MNT_DETACH);
 	if (mounts_below(jail_dir, mps, 64, &n) || n) {
-		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n", jail_dir,
-			n);
+		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n",
+			jail_dir, n);
 		return -EBUSY;
 	}
 	return 0;
@@ -226,7 +226,8 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 		/* the jailed uid writes a writable drive: it must own it */
 		if (!d->ro && chown(d->path, o->uid, o->gid) < 0) {
 			r = -errno;
-			snprintf(why, whylen, "chown %s to the jail's uid: %s", d->path, strerror(errno));
+			snprintf(why, whylen, "chown %s to the jail's uid: %s", d->path,
+				 strerror(errno));
 		}
 		if (!r)
 			r = bind(d->path, p, false, d->ro, why, whylen);
@@ -271,12 +272,14 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	const char *base = strrchr(snap_dir ? snap_dir : "", '/');
 	snprintf(state, sizeof(state), "/snap%s/state", base ? base : "");
 	snprintf(mem, sizeof(mem), "/snap%s/mem", base ? base : "");
-	const char *argv[32] = {o->jailer, "--id", vm->jail_id, "--exec-file", o->ember, "--uid",
-				uid, "--gid", gid, "--chroot-base-dir", o->jail_base,
-				"--die-with-parent", "--", "run"};
+	const char *argv[32] = {
+	    o->jailer, "--id",	vm->jail_id, "--exec-file",	  o->ember,	"--uid",
+	    uid,       "--gid", gid,	     "--chroot-base-dir", o->jail_base, "--die-with-parent",
+	    "--",      "run"};
 	int n = 14;
 	if (snap_dir) {
-		const char *more[] = {"--restore", state, "--memory-file", mem, "--use-saved-paths"};
+		const char *more[] = {"--restore", state, "--memory-file", mem,
+				      "--use-saved-paths"};
 		for (size_t i = 0; i < 5; i++)
 			argv[n++] = more[i];
 	} else {

@@ -130,8 +130,8 @@ static int copy_file(const char *src, const char *dst, uid_t uid, gid_t gid)
 	return r;
 }
 
-static int api(struct ed_vm *vm, const char *method, const char *path, json_t *body,
-	       int timeout_ms, char *why, size_t whylen)
+static int api(struct ed_vm *vm, const char *method, const char *path, json_t *body, int timeout_ms,
+	       char *why, size_t whylen)
 {
 	int r = ha_api_ok(vm->api_sock, method, path, body, -1, timeout_ms, NULL, why, whylen);
 	json_decref(body);
@@ -175,8 +175,7 @@ static void drop_others(const char *vmdir, const char *keep)
 	closedir(d);
 }
 
-int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char *why,
-		 size_t whylen)
+int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char *why, size_t whylen)
 {
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	const struct ed_cluster_hooks *hk = ed_host_hooks(vm->h);
