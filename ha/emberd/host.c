@@ -256,6 +256,10 @@ static void ready_poll(void *arg)
 		return;
 	}
 	vm->running_ms = ed_now_ms();
+	/* From now on its API is reached through its own root: a link the
+	 * jailed uid puts at api.sock then resolves inside the jail, never
+	 * to a socket of the host. */
+	snprintf(vm->api_sock, sizeof(vm->api_sock), "/proc/%d/root/api.sock", (int)vm->pid);
 	ed_vm_set_state(vm, ED_RUNNING, NULL);
 	ed_event(vm->h, vm->f.name, vm->up_kind, "%s", vm->up_detail);
 	if (!strcmp(vm->up_kind, "resumed")) {

@@ -268,6 +268,10 @@ def test_periodic_snapshots_keep_the_latest(emberd):
     dirs = sorted(d for d in os.listdir(folder) if d != "latest" and not d.endswith(".tmp"))
     assert latest in dirs and len(dirs) <= 2, dirs
     assert {"state", "mem", "meta"} <= set(os.listdir(os.path.join(folder, latest)))
+    # the jailed uid writes a snapshot's files while it is made, nothing
+    # else: the VM's folder (with `latest`) and a written snapshot are root's
+    assert os.stat(folder).st_uid == 0 and os.stat(os.path.join(folder, latest)).st_uid == 0
+    assert os.stat(os.path.join(folder, latest, "mem")).st_uid == JAIL_UID
 
 
 def test_stop_is_not_restarted(emberd):
