@@ -262,11 +262,11 @@ static void ready_poll(void *arg)
 	snprintf(vm->api_sock, sizeof(vm->api_sock), "/proc/%d/root/api.sock", (int)vm->pid);
 	ed_vm_set_state(vm, ED_RUNNING, NULL);
 	ed_event(vm->h, vm->f.name, vm->up_kind, "%s", vm->up_detail);
-	if (!strcmp(vm->up_kind, "resumed")) {
-		char p[PATH_MAX];
-		marker_path(vm, p, sizeof(p));
-		unlink(p); /* it has run since: that snapshot is an old moment now */
-	}
+	/* it has run since (resumed or booted): the suspend snapshot is an
+	 * old moment now */
+	char p[PATH_MAX];
+	marker_path(vm, p, sizeof(p));
+	unlink(p);
 	ed_snap_arm(vm);
 }
 
