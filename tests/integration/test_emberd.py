@@ -359,3 +359,20 @@ def test_jailer_die_with_parent(tmp_path):
         except (OSError, UnboundLocalError):
             pass
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args,msg", [
+    ([], "--vm-dir and --state-dir are required"),
+    (["--vm-dir", "v", "--state-dir", "s", "--uid", "0"], "--uid 0: a number, not 0"),
+    (["--vm-dir", "v", "--state-dir", "s", "--gid", "x"], "--gid x: a number"),
+    (["--vm-dir", "v", "--state-dir", "s", "--ttl", "0"], "--ttl 0"),
+    (["--vm-dir", "v", "--state-dir", "s", "--grace", "5"], "--grace 5: a duration"),
+    (["--vm-dir", "v", "--state-dir", "s", "--host", "a_b"], "--host \"a_b\""),
+    (["--bogus", "1"], "unknown option --bogus"),
+])
+def test_usage_errors(args, msg):
+    from emberd_util import EMBERD
+    r = subprocess.run([EMBERD] + args, capture_output=True, text=True)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    r = subprocess.run([EMBERD, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--jail-base" in r.stdout and "--etcd" in r.stdout
