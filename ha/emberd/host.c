@@ -297,7 +297,9 @@ static void drop_if_removed(struct ed_host *h, struct ed_vm *vm)
 		return;
 	for (struct ed_vm **p = &h->vms; *p; p = &(*p)->next)
 		if (*p == vm) {
+			pthread_mutex_lock(&h->mu);
 			*p = vm->next;
+			pthread_mutex_unlock(&h->mu);
 			cancel_timers(vm);
 			ed_vmfile_free(&vm->f);
 			free(vm);
@@ -512,13 +514,13 @@ void ed_host_fence(struct ed_host *h, const char *reason)
 {
 	atomic_store(&h->fenced, true);
 	fprintf(stderr, "<3>emberd: FENCED: %s: killing every VM\n", reason);
-	/* another thread: read pidfds only (an exiting VM's may be closed
-	 * under us; the kill then misses a process that is gone anyway) */
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		int fd = vm->pidfd;
-		if (fd >= 0)
-			syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-	}
+	/* another thread: the list and the pidfds under mu (a launch that
+	 * passed the fenced check before the store kills its own, proc.c) */
+	pthread_mutex_lock(&h->mu);
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
+		if (vm->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&h->mu);
 	if (ed_loop_post(h->l, fenced_events, h)) {
 	}
 }

@@ -6,6 +6,7 @@
 #define EMBER_HA_EMBERD_LOCAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -169,6 +170,10 @@ struct ed_host {
 	struct ed_cluster_hooks hooks;
 	bool have_hooks;
 	atomic_bool fenced;
+	/* The loop alone writes the VM list and the VMs' pidfds; it takes mu
+	 * for those writes, and ed_host_fence() (another thread) for reading
+	 * them, so a fence never walks a freed VM or signals a reused fd. */
+	pthread_mutex_t mu;
 	struct ed_vm *vms; /* name order */
 };
 

@@ -323,7 +323,13 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		_exit(127);
 	}
 	vm->pid = pid;
-	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	pthread_mutex_lock(&vm->h->mu); /* ed_host_fence() reads it */
+	vm->pidfd = pidfd;
+	/* a fence since the start's check: its walk may have missed this one */
+	if (pidfd >= 0 && ed_host_fenced(vm->h))
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&vm->h->mu);
 	if (vm->pidfd < 0) {
 		r = -errno;
 		snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
@@ -337,8 +343,10 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		snprintf(why, whylen, "watch pidfd: %s", strerror(-r));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 		vm->pid = 0;
 	}
 out:
@@ -365,8 +373,10 @@ void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig)
 			else
 				*sig = si.si_status;
 		}
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 	}
 	vm->pid = 0;
 	retire_jail(vm, now);
