@@ -25,6 +25,7 @@ enum {
 	REQUEST_MS = 5000,
 	MAX_CONNS = 128, /* more waiting clients: the newest are refused (503) */
 	BODY_MAX = ED_CTL_REQ_MAX,
+	DRAIN_MAX = 1 << 20, /* what a lingering close reads of a refused request */
 };
 
 struct ed_ctl {
@@ -45,6 +46,7 @@ struct ed_ctl_conn {
 	char url[ED_CTL_URL_MAX + 1];
 	size_t url_len;
 	bool url_long, too_big, complete, deferred;
+	bool lingering; /* replied early: the rest of the request is read and dropped */
 	char *body;
 	size_t body_len;
 	char *out;
@@ -117,8 +119,40 @@ static void clock_start(struct ed_ctl_conn *c)
 	c->timer = ed_loop_timer(c->s->l, REQUEST_MS, on_clock, c);
 }
 
-/* Write what is queued; closes c when done or broken.  true: c is gone. */
-static bool flush(struct ed_ctl_conn *c)
+/* The reply is out.  A refused request may still be on its way in: a
+ * unix socket closed with unread bytes resets the peer, which then loses
+ * the reply (unix(7)), so its rest is read and dropped first (bounded by
+ * DRAIN_MAX and the clock), after a half-close that tells the client. */
+static void done(struct ed_ctl_conn *c)
+{
+	if (!c->complete && !c->lingering && !shutdown(c->fd, SHUT_WR)) {
+		c->lingering = true;
+		watch(c, EPOLLIN);
+		if (c->watching)
+			return;
+	}
+	conn_close(c);
+}
+
+static void drain(struct ed_ctl_conn *c)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		c->got += n > 0 ? (size_t)n : 0;
+		if (n <= 0 || c->got > DRAIN_MAX) {
+			conn_close(c);
+			return;
+		}
+	}
+}
+
+/* Write what is queued; done() when it is out, closes c when broken. */
+static void flush(struct ed_ctl_conn *c)
 {
 	while (c->out_off < c->out_len) {
 		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
@@ -127,14 +161,15 @@ static bool flush(struct ed_ctl_conn *c)
 			continue;
 		if (w < 0 && errno == EAGAIN) {
 			watch(c, EPOLLOUT);
-			return false;
+			return;
 		}
-		if (w <= 0)
-			break;
+		if (w <= 0) {
+			conn_close(c);
+			return;
+		}
 		c->out_off += (size_t)w;
 	}
-	conn_close(c);
-	return true;
+	done(c);
 }
 
 static void queue_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
@@ -304,7 +339,9 @@ static void on_readable(struct ed_ctl_conn *c)
 static void on_event(void *arg, uint32_t events)
 {
 	struct ed_ctl_conn *c = arg;
-	if (c->out)
+	if (c->lingering)
+		drain(c);
+	else if (c->out)
 		flush(c);
 	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 		on_readable(c);
