@@ -213,14 +213,19 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	argv[n++] = "/api.sock";
 	argv[n] = NULL;
 
-	int logfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int logfd = open(log, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (logfd < 0 || nullfd < 0) {
 		r = -errno;
 		snprintf(why, whylen, "%s: %s", logfd < 0 ? log : "/dev/null", strerror(errno));
 		goto out;
 	}
-	dprintf(logfd, "--- emberd: %s %s ---\n", snap_dir ? "restore from" : "boot",
+	/* a killed guest may have left half a line: ours starts a new one */
+	struct stat st;
+	char last = '\n';
+	if (fstat(logfd, &st) == 0 && st.st_size > 0 && pread(logfd, &last, 1, st.st_size - 1) != 1)
+		last = '\n';
+	dprintf(logfd, "%s--- emberd: %s %s ---\n", last == '\n' ? "" : "\n", snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
 	pid_t pid = fork();
 	if (pid < 0) {

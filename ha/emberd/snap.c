@@ -146,6 +146,18 @@ static void note_seq(struct ed_vm *vm, const char *name)
 		vm->snap_seq = seq;
 }
 
+/* Note every folder's seq (a new emberd, a snapshot from the suspend
+ * marker): a name is never reused. */
+static void note_all(struct ed_vm *vm, const char *vmdir)
+{
+	DIR *d = opendir(vmdir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));)
+		note_seq(vm, e->d_name);
+	closedir(d);
+}
+
 static void drop_others(const char *vmdir, const char *keep)
 {
 	DIR *d = opendir(vmdir);
@@ -176,6 +188,7 @@ int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char 
 		snprintf(why, whylen, "%s: %s", vmdir, strerror(-r));
 		return r;
 	}
+	note_all(vm, vmdir);
 	long long token = hk && hk->token ? (long long)hk->token(hk->arg, vm) : 0;
 	snprintf(name, sizeof(name), "%lld-%llu", token, (unsigned long long)++vm->snap_seq);
 	if (snprintf(dir, dirlen, "%s/%s", vmdir, name) >= (int)dirlen)
