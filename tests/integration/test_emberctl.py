@@ -6,25 +6,22 @@ bad requests on a raw socket, a stalled client, long polls, logs, and
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from conftest import ROOT, guest, needs_kvm
+from conftest import guest, needs_kvm
+from emberd_util import Emberd
 
-BUILD = os.path.join(ROOT, "build")
-EMBERD = os.path.join(BUILD, "emberd")
-EMBERCTL = os.path.join(BUILD, "emberctl")
+from emberd_util import EMBERD  # noqa: E402
+
+BUILD = os.path.dirname(EMBERD)
+EMBERCTL = os.path.abspath(os.environ.get("EMBERCTL", os.path.join(BUILD, "emberctl")))
 EMBER = os.path.join(BUILD, "ember")
 
-pytestmark = [
-    needs_kvm,
-    pytest.mark.skipif(os.geteuid() != 0, reason="emberd needs root (the jailer)"),
-]
+pytestmark = needs_kvm
 
 
 def wait_for(cond, timeout=60, what="a condition"):
@@ -39,52 +36,18 @@ def wait_for(cond, timeout=60, what="a condition"):
         time.sleep(0.1)
 
 
-def vm_file(path, name, cmdline="spin=20000000", emberd=""):
-    with open(path, "w") as f:
-        f.write(f"[vm]\nname = {name}\nkernel = {guest('counter')}\nmemory = 32M\n"
-                f"cmdline = {cmdline}\n")
-        if emberd:
-            f.write(f"\n[emberd]\n{emberd}\n")
+def vm_file(ed, name):
+    ed.write_vm(name, kernel=guest("counter"), cmdline="spin=20000000")
 
 
-def umount_under(top):
-    """Anything a failed run left mounted under top (jails), deepest first."""
-    with open("/proc/self/mounts") as f:
-        points = [l.split()[1] for l in f]
-    for p in sorted((p for p in points if p.startswith(top + "/")), key=len, reverse=True):
-        subprocess.run(["umount", "-l", p], capture_output=True)
-
-
-class Emberd:
-    """One emberd on a temp VM folder, state folder and socket."""
-
-    def __init__(self, top, vms=("a", "b"), extra=()):
-        self.top = top
-        self.vm_dir = os.path.join(top, "vms")
-        self.state = os.path.join(top, "state")
-        self.sock = os.path.join(top, "emberd.sock")
-        os.makedirs(self.vm_dir, exist_ok=True)
-        for n in vms:
-            vm_file(os.path.join(self.vm_dir, n + ".ini"), n)
-        self.err = open(os.path.join(top, "emberd.err"), "w+")
-        self.p = subprocess.Popen(
-            [EMBERD, "--vm-dir", self.vm_dir, "--state-dir", self.state, "--sock", self.sock,
-             "--jail-base", os.path.join(top, "jails"), *extra],
-            stdout=self.err, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.p.poll() is not None or self.answers(), 30, "emberd's socket")
-        if self.p.poll() is not None:
-            pytest.fail(f"emberd exited {self.p.returncode}: {self.log()}")
+class Ctl(Emberd):
+    """emberd_util's Emberd, and emberctl on its socket."""
 
     def answers(self):
         try:
             return raw(self.sock, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
         except OSError:
             return False
-
-    def log(self):
-        self.err.flush()
-        with open(self.err.name) as f:
-            return f.read()
 
     def ctl(self, *args, timeout=120):
         return subprocess.run([EMBERCTL, "--sock", self.sock, *args], capture_output=True,
@@ -103,31 +66,24 @@ class Emberd:
 
     def running(self, name, timeout=60):
         wait_for(lambda: self.state_of(name) == "running", timeout, f"{name} running")
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(120)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.err.close()
+        self.vm_pid(name)  # emberd_util's clean-up kills it even if emberd cannot
 
 
 @pytest.fixture
-def top():
-    d = tempfile.mkdtemp(prefix="emberctl-test.")
-    yield d
-    umount_under(d)
-    subprocess.run(["rm", "-rf", "--one-file-system", d])
+def top(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("emberd needs root (ember-jailer, bind mounts)")
+    return tmp_path
 
 
 @pytest.fixture
 def ed(top):
-    e = Emberd(top)
+    e = Ctl(top)
+    for n in ("a", "b"):
+        vm_file(e, n)
+    e.start()
     yield e
-    e.stop()
+    e.close()
 
 
 def raw(sock, data, timeout=30):
@@ -246,7 +202,7 @@ def test_stop_start_restart_snapshot(ed):
 def test_reload(ed):
     out = ed.ok("reload")
     assert out.strip() == "no change"
-    vm_file(os.path.join(ed.vm_dir, "c.ini"), "c")
+    vm_file(ed, "c")
     assert "added: c" in ed.ok("reload")
     assert "c" in [v["name"] for v in ed.json("list")]
     with open(os.path.join(ed.vm_dir, "d.ini"), "w") as f:
@@ -282,8 +238,8 @@ def test_usage(ed):
     assert r.returncode == 0 and "usage: emberctl" in r.stdout
 
 
-def test_emberd_not_running(top):
-    sock = os.path.join(top, "none.sock")
+def test_emberd_not_running(tmp_path):
+    sock = os.path.join(str(tmp_path), "none.sock")
     r = subprocess.run([EMBERCTL, "--sock", sock, "list"], capture_output=True, text=True)
     assert r.returncode == 3
     assert f"cannot reach emberd at {sock}" in r.stderr and "emberd runs" in r.stderr
@@ -303,22 +259,26 @@ def test_emberd_not_running(top):
 
 def test_socket(top):
     # a stale socket file from a crashed emberd is replaced
-    os.makedirs(top, exist_ok=True)
-    sock = os.path.join(top, "emberd.sock")
+    e = Ctl(top)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(sock)
+    s.bind(e.sock)
     s.close()
-    e = Emberd(top, vms=())
     try:
-        assert os.stat(sock).st_mode & 0o777 == 0o600
+        e.start()
+        assert os.stat(e.sock).st_mode & 0o777 == 0o600
+        assert e.answers()
         # a second emberd on a socket that is served is refused, and says why
         r = subprocess.run([EMBERD, "--vm-dir", e.vm_dir, "--state-dir",
-                            os.path.join(top, "state2"), "--sock", sock], capture_output=True,
-                           text=True, timeout=60)
+                            os.path.join(str(top), "state2"), "--sock", e.sock],
+                           capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and "another emberd serves it" in r.stderr
         assert e.answers()
+        # killed (no clean-up of its own): the next emberd replaces the file
+        e.kill()
+        e.start()
+        assert e.answers()
     finally:
-        e.stop()
+        e.close()
 
 
 # ---- raw requests: bad bodies, paths, methods, sizes ----

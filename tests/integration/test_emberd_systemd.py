@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 BUILD = os.path.join(ROOT, "build")
-EMBERD = os.path.join(BUILD, "emberd")
+EMBERD = os.path.abspath(os.environ.get("EMBERD", os.path.join(BUILD, "emberd")))
 
 
 @pytest.fixture
