@@ -137,9 +137,11 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 	int npos = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *w = argv[i];
-		char opt[32];
+		char opt[32]; /* the option's name, without "=VALUE" */
 		size_t olen = strcspn(w, "=");
-		snprintf(opt, sizeof(opt), "%.*s", (int)(olen < 31 ? olen : 31), w);
+		olen = olen < sizeof(opt) - 1 ? olen : sizeof(opt) - 1;
+		memcpy(opt, w, olen);
+		opt[olen] = '\0';
 		if (!strcmp(w, "--json")) {
 			a->json = true;
 		} else if (!strcmp(w, "-h") || !strcmp(w, "--help")) {

@@ -151,8 +151,10 @@ static int action(struct call *c)
 	int r = request(c, "PUT", path, req, timeout);
 	if (r)
 		return r;
-	if (a->json) {
-		print_json(c->body ? c->body : json_object(), false);
+	if (a->json && !c->body) {
+		printf("{}\n"); /* 204: no body, still one document */
+	} else if (a->json) {
+		print_json(c->body, false);
 	} else if (a->cmd == CTL_SNAPSHOT) {
 		printf("snapshot of %s: %s (%" JSON_INTEGER_FORMAT " ms)\n", a->vm,
 		       json_string_value(json_object_get(c->body, "dir")) ?: "?",

@@ -32,12 +32,17 @@ struct ed_ctl {
 	struct ed_host *h;
 	struct ed_loop *l;
 	int fd;
+	char path[108];	 /* the socket's file, unlinked at close if still ours */
+	dev_t dev;
+	ino_t ino;
 	unsigned nconns;
+	struct ed_ctl_conn *conns; /* every open connection, for ed_ctl_close */
 	http_parser_settings settings;
 };
 
 struct ed_ctl_conn {
 	struct ed_ctl *s;
+	struct ed_ctl_conn *prev, *next;
 	int fd;
 	uint32_t watching; /* events on the loop now; 0: none */
 	uint64_t timer;	   /* the clock (request, then reply); 0: none */
@@ -95,6 +100,12 @@ static void conn_close(struct ed_ctl_conn *c)
 		ed_loop_del_fd(c->s->l, c->fd);
 	close(c->fd);
 	c->s->nconns--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	free(c->body);
 	free(c->out);
 	free(c);
@@ -372,6 +383,10 @@ static void on_accept(void *arg, uint32_t events)
 		}
 		c->s = s;
 		c->fd = fd;
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
 		s->nconns++;
 		http_parser_init(&c->p, HTTP_REQUEST);
 		c->p.data = c;
@@ -447,7 +462,8 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
-int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
+int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err,
+		size_t errlen)
 {
 	struct ed_ctl *s = calloc(1, sizeof(*s));
 	if (!s) {
@@ -466,12 +482,42 @@ int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
 		free(s);
 		return r;
 	}
+	struct stat st;
+	snprintf(s->path, sizeof(s->path), "%s", sock); /* bind_sock checked its length */
+	if (!lstat(sock, &st)) {
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
+	}
 	int r = ed_loop_add_fd(s->l, s->fd, EPOLLIN, on_accept, s);
 	if (r) {
 		snprintf(err, errlen, "control socket %s: %s", sock, strerror(-r));
 		close(s->fd);
 		unlink(sock);
 		free(s);
+		return r;
 	}
-	return r;
+	*sp = s;
+	return 0;
+}
+
+void ed_ctl_close(struct ed_ctl *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_close(s->conns); /* long polls let go of their event watches too */
+	ed_loop_del_fd(s->l, s->fd);
+	close(s->fd);
+	/* unlinked only if still ours: a newer emberd may have replaced it */
+	struct stat st;
+	if (!lstat(s->path, &st) && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
+	free(s);
+}
+
+int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
+{
+	/* Serves as long as emberd runs: nothing closes it (see ed_ctl_open). */
+	struct ed_ctl *s;
+	return ed_ctl_open(&s, h, sock, err, errlen);
 }
