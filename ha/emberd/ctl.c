@@ -105,11 +105,19 @@ static void logs(const struct ed_vm *vm, const struct ed_ctl_req *q, struct ed_c
 				    data));
 }
 
-/* ---- GET /events: now, or when one comes ---- */
+/* ---- replies that wait: GET /events?wait_ms=, stop, restart ---- */
 
+/* A deferred reply: check() runs after each event (and once more, last,
+ * at the deadline) and fills rp when the answer is ready. */
 struct poll {
 	struct ed_ctl_conn *c;
-	uint64_t since, timer, wake;
+	bool (*check)(struct poll *p, bool last, struct ed_ctl_reply *rp);
+	uint64_t timer, wake;
+	uint64_t since;		  /* GET /events */
+	char vm[ED_NAME_MAX + 1]; /* stop, restart: the VM, its pid before, how long */
+	json_int_t old_pid;
+	enum ed_route route;
+	uint64_t wait_ms;
 };
 
 static void poll_event(void *arg);
@@ -124,6 +132,63 @@ static void poll_end(struct ed_ctl_conn *c)
 	if (p->wake)
 		ed_loop_cancel(ed_host_loop(h), p->wake);
 	free(p);
+}
+
+static void poll_answer(struct poll *p, bool last)
+{
+	struct ed_ctl_conn *c = p->c;
+	struct ed_ctl_reply rp = {0};
+	if (!p->check(p, last, &rp))
+		return;
+	poll_end(c);
+	ed_ctl_conn_reply(c, &rp);
+}
+
+static void poll_timeout(void *arg)
+{
+	struct poll *p = arg;
+	p->timer = 0;
+	poll_answer(p, true);
+}
+
+static void poll_wake(void *arg)
+{
+	struct poll *p = arg;
+	p->wake = 0;
+	poll_answer(p, false);
+}
+
+/* ed_events_watch's call, maybe from inside ed_event() in the middle of
+ * another handler: the check waits for the loop's next turn. */
+static void poll_event(void *arg)
+{
+	struct poll *p = arg;
+	if (!p->wake)
+		p->wake = ed_loop_timer(ed_host_loop(ed_ctl_conn_host(p->c)), 0, poll_wake, p);
+}
+
+/* Defer c's reply to *tmpl's check, at the latest after ms: 1, or 0 with
+ * rp filled (out of memory). */
+static int poll_start(struct ed_host *h, struct ed_ctl_conn *c, const struct poll *tmpl,
+		      uint64_t ms, struct ed_ctl_reply *rp)
+{
+	struct poll *p = malloc(sizeof(*p));
+	if (p) {
+		*p = *tmpl;
+		p->c = c;
+		p->wake = 0;
+		p->timer = ed_loop_timer(ed_host_loop(h), ms, poll_timeout, p);
+	}
+	if (!p || !p->timer || ed_events_watch(h, poll_event, p)) {
+		if (p && p->timer)
+			ed_loop_cancel(ed_host_loop(h), p->timer);
+		free(p);
+		ed_ctl_fault(rp, 500, "out of memory");
+		return 0;
+	}
+	*ed_ctl_conn_slot(c) = p;
+	ed_ctl_conn_on_close(c, poll_end);
+	return 1;
 }
 
 /* {"next", "events"}, or NULL when there are none yet (and !give_empty). */
@@ -147,51 +212,22 @@ static json_t *events_page(struct ed_host *h, uint64_t since, bool give_empty)
 			break;
 	}
 	if (keep < json_array_size(evs)) {
-		json_int_t last = json_integer_value(json_object_get(json_array_get(evs, keep - 1), "seq"));
-		next = (uint64_t)last;
+		json_t *last = json_array_get(evs, keep - 1);
+		next = (uint64_t)json_integer_value(json_object_get(last, "seq"));
 		while (json_array_size(evs) > keep)
 			json_array_remove(evs, keep);
 	}
 	return json_pack("{s:I, s:o}", "next", (json_int_t)next, "events", evs);
 }
 
-static void poll_answer(struct poll *p, bool give_empty)
+static bool events_check(struct poll *p, bool last, struct ed_ctl_reply *rp)
 {
-	struct ed_ctl_conn *c = p->c;
-	struct ed_host *h = ed_ctl_conn_host(c);
-	json_t *page = events_page(h, p->since, give_empty);
-	if (!page && !give_empty)
-		return;
-	struct ed_ctl_reply rp = {0};
+	json_t *page = events_page(ed_ctl_conn_host(p->c), p->since, last);
 	if (page)
-		ed_ctl_reply_json(&rp, 200, page);
-	else
-		ed_ctl_fault(&rp, 500, "out of memory");
-	poll_end(c);
-	ed_ctl_conn_reply(c, &rp);
-}
-
-static void poll_timeout(void *arg)
-{
-	struct poll *p = arg;
-	p->timer = 0;
-	poll_answer(p, true);
-}
-
-static void poll_wake(void *arg)
-{
-	struct poll *p = arg;
-	p->wake = 0;
-	poll_answer(p, false);
-}
-
-/* ed_events_watch's call, maybe from inside ed_event() in the middle of
- * another handler: the answer waits for the loop's next turn. */
-static void poll_event(void *arg)
-{
-	struct poll *p = arg;
-	if (!p->wake)
-		p->wake = ed_loop_timer(ed_host_loop(ed_ctl_conn_host(p->c)), 0, poll_wake, p);
+		ed_ctl_reply_json(rp, 200, page);
+	else if (last)
+		ed_ctl_fault(rp, 500, "out of memory");
+	return page || last;
 }
 
 static int events(struct ed_host *h, struct ed_ctl_conn *c, const struct ed_ctl_req *q,
@@ -202,28 +238,62 @@ static int events(struct ed_host *h, struct ed_ctl_conn *c, const struct ed_ctl_
 		ed_ctl_reply_json(rp, 200, page);
 		return 0;
 	}
-	struct poll *p = calloc(1, sizeof(*p));
-	if (p) {
-		p->c = c;
-		p->since = q->since;
-		p->timer = ed_loop_timer(ed_host_loop(h), q->wait_ms, poll_timeout, p);
+	struct poll p = {.check = events_check, .since = q->since};
+	return poll_start(h, c, &p, q->wait_ms, rp);
+}
+
+static json_int_t vm_pid(const struct ed_vm *vm)
+{
+	json_t *st = ed_vm_status_json(vm);
+	json_int_t pid = json_integer_value(json_object_get(st, "pid"));
+	json_decref(st);
+	return pid;
+}
+
+/* Stop and restart answer once it is done, so that `emberctl stop a &&
+ * emberctl start a` works: stopped (not running, not starting), or up
+ * again with another pid.  Still not, at the deadline: 409 with its state. */
+static bool vm_check(struct poll *p, bool last, struct ed_ctl_reply *rp)
+{
+	struct ed_host *h = ed_ctl_conn_host(p->c);
+	struct ed_vm *vm = ed_host_find(h, p->vm); /* a reload may have dropped it */
+	bool stop = p->route == ED_R_VM_STOP;
+	const char *what = stop ? "stop" : "restart";
+	if (!vm) {
+		if (stop)
+			ed_ctl_reply_json(rp, 204, NULL);
+		else
+			ed_ctl_fault(rp, 404, "VM \"%s\": %s: its file was removed meanwhile", p->vm,
+				     what);
+		return true;
 	}
-	if (!p || !p->timer || ed_events_watch(h, poll_event, p)) {
-		if (p && p->timer)
-			ed_loop_cancel(ed_host_loop(h), p->timer);
-		free(p);
-		ed_ctl_fault(rp, 500, "out of memory");
-		return 0;
+	enum ed_state st = ed_vm_state(vm);
+	bool up = st == ED_RUNNING || st == ED_STARTING;
+	json_int_t pid = up ? vm_pid(vm) : 0;
+	if (stop ? !up : up && pid > 0 && pid != p->old_pid) {
+		ed_ctl_reply_json(rp, 204, NULL);
+		return true;
 	}
-	*ed_ctl_conn_slot(c) = p;
-	ed_ctl_conn_on_close(c, poll_end);
-	return 1;
+	if (!stop && (st == ED_FAILED || st == ED_STOPPED || st == ED_UNPLACED ||
+		      st == ED_REMOTE)) {
+		json_t *j = ed_vm_status_json(vm);
+		const char *why = json_string_value(json_object_get(j, "reason"));
+		ed_ctl_fault(rp, 409, "VM \"%s\": restart: stopped, not started again: %s (%s)",
+			     p->vm, ed_state_name(st), why ? why : "no reason given");
+		json_decref(j);
+		return true;
+	}
+	if (last)
+		ed_ctl_fault(rp, 409, "VM \"%s\": %s: still %s after %llu ms", p->vm, what,
+			     ed_state_name(st), (unsigned long long)p->wait_ms);
+	return last;
 }
 
 /* ---- the routes ---- */
 
-static void vm_action(struct ed_host *h, struct ed_vm *vm, const struct ed_ctl_req *q,
-		      const char *body, size_t len, struct ed_ctl_reply *rp)
+static int vm_action(struct ed_host *h, struct ed_ctl_conn *c, struct ed_vm *vm,
+		     const struct ed_ctl_req *q, const char *body, size_t len,
+		     struct ed_ctl_reply *rp)
 {
 	char why[ED_ERR_MAX] = "";
 	enum ed_how how;
@@ -232,10 +302,15 @@ static void vm_action(struct ed_host *h, struct ed_vm *vm, const struct ed_ctl_r
 	int st = ed_ctl_body(q->route, body, len, &how, &grace_ms, fault, sizeof(fault));
 	if (st) {
 		ed_ctl_fault(rp, st, "%s", fault);
-		return;
+		return 0;
 	}
 	int r = 0;
 	const char *what = "";
+	struct poll wait = {.check = vm_check,
+			    .route = q->route,
+			    .old_pid = vm_pid(vm),
+			    .wait_ms = grace_ms + 30000};
+	snprintf(wait.vm, sizeof(wait.vm), "%s", q->vm);
 	switch (q->route) {
 	case ED_R_VM_START:
 		what = "start";
@@ -256,14 +331,22 @@ static void vm_action(struct ed_host *h, struct ed_vm *vm, const struct ed_ctl_r
 		if (!r) {
 			ed_ctl_reply_json(rp, 200,
 					  json_pack("{s:s, s:I}", "dir", dir, "ms", (json_int_t)ms));
-			return;
+			return 0;
 		}
 	}
 	}
-	if (r)
+	if (r) {
 		failed(rp, q->vm, what, r, why);
-	else
-		ed_ctl_reply_json(rp, 204, NULL);
+		return 0;
+	}
+	if (q->route == ED_R_VM_STOP || q->route == ED_R_VM_RESTART) {
+		wait.c = c;
+		if (vm_check(&wait, false, rp))
+			return 0;
+		return poll_start(h, c, &wait, wait.wait_ms, rp);
+	}
+	ed_ctl_reply_json(rp, 204, NULL);
+	return 0;
 }
 
 int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, const char *url,
@@ -328,7 +411,6 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 		ed_ctl_reply_json(rp, 200, ed_host_status_json(h));
 		return 0;
 	default:
-		vm_action(h, vm, &q, body, len, rp);
-		return 0;
+		return vm_action(h, c, vm, &q, body, len, rp);
 	}
 }
