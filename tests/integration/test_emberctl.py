@@ -86,6 +86,16 @@ def ed(top):
     e.close()
 
 
+def read_all(s):
+    """Everything s receives until the peer closes."""
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
 def raw(sock, data, timeout=30):
     """Send data on a fresh connection; (status, headers, body) of the reply."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -93,12 +103,7 @@ def raw(sock, data, timeout=30):
     try:
         s.connect(sock)
         s.sendall(data)
-        buf = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
+        buf = read_all(s)
     finally:
         s.close()
     head, _, body = buf.partition(b"\r\n\r\n")
@@ -350,12 +355,7 @@ def test_stalled_client(ed):
                 c.recv(1)
             c.setblocking(True)
         stalled.settimeout(60)
-        reply = b""
-        while True:
-            chunk = stalled.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = read_all(stalled)
         assert reply.startswith(b"HTTP/1.1 408 ")
     finally:
         stalled.close()
@@ -364,6 +364,7 @@ def test_stalled_client(ed):
 
 def test_long_poll(ed):
     ed.running("a")
+    ed.running("b")  # both started: no event comes by itself now
     nxt = ed.json("events")["next"]
     # nothing happens: an empty page when wait_ms ends
     st, _, body = raw(ed.sock, req("GET", f"/events?since={nxt}&wait_ms=300"))
@@ -375,12 +376,7 @@ def test_long_poll(ed):
     s.sendall(req("GET", f"/events?since={nxt}&wait_ms=30000"))
     time.sleep(0.2)
     ed.ok("stop", "a", "--grace", "0")
-    buf = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
+    buf = read_all(s)
     s.close()
     page = json.loads(buf.partition(b"\r\n\r\n")[2])
     assert page["events"] and page["events"][0]["seq"] == nxt + 1
