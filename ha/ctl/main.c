@@ -232,10 +232,11 @@ static int events(struct call *c)
 				ctl_print_event(ev, stdout);
 		}
 		fflush(stdout);
-		bool more = json_array_size(evs) && next > since;
+		/* emberd's next, even below since: its cursor after a restart */
+		bool more = json_array_size(evs);
 		json_decref(c->body);
 		c->body = NULL;
-		since = next > since ? next : since;
+		since = next;
 		if (!more && !a->follow)
 			break;
 	}

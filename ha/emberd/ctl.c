@@ -194,8 +194,18 @@ static int poll_start(struct ed_host *h, struct ed_ctl_conn *c, const struct pol
 /* {"next", "events"}, or NULL when there are none yet (and !give_empty). */
 static json_t *events_page(struct ed_host *h, uint64_t since, bool give_empty)
 {
-	uint64_t next = since;
+	uint64_t next = since, probe_next = 0;
 	json_t *evs = ed_events_since(h, since, &next);
+	if (evs && !json_array_size(evs) && since) {
+		/* since beyond the newest event: a cursor from an earlier emberd
+		 * (seq starts again at 1 with each): start again at the oldest */
+		json_t *probe = ed_events_since(h, since - 1, &probe_next);
+		if (probe && !json_array_size(probe) && probe_next == since - 1) {
+			json_decref(evs);
+			evs = ed_events_since(h, 0, &next);
+		}
+		json_decref(probe);
+	}
 	if (!evs)
 		return NULL;
 	if (!json_array_size(evs) && !give_empty) {

@@ -176,6 +176,9 @@ def test_events_both_forms(ed):
     assert any(re.search(r"\ba +(started|restored) ", l) for l in human)
     later = ed.json("events", "--since", str(doc["next"]))
     assert all(e["seq"] > doc["next"] for e in later["events"])
+    # a cursor from an earlier emberd (beyond the newest): from the oldest again
+    again = ed.json("events", "--since", str(doc["next"] + 1000))
+    assert again["events"][0]["seq"] == doc["events"][0]["seq"]
 
 
 # ---- acting: start, stop, restart, snapshot, reload ----
