@@ -341,6 +341,38 @@ def test_bad_requests(ed):
     assert h["content-type"] == "application/json"
 
 
+def test_hostile_bytes(ed):
+    """Garbage, cut requests and odd-but-valid ones: each gets an answer or a
+    close, and emberd serves on."""
+    import random
+    rnd = random.Random(15)
+    cases = [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 3000)))
+             for _ in range(100)]
+    cases += [req("GET", "/vms")[:n] for n in range(0, 30, 3)]
+    cases += [req("PUT", "/vms/a/stop", b'{"grace_ms": 1' + b"0" * 30 + b"}"),
+              req("GET", "/vms/" + "a" * 3000),
+              req("GET", "/events?since=1&since=2&wait_ms=0&&&"),
+              b"GET /vms HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+              b"GET /vms HTTP/1.1\r\n" + b"X: y\r\n" * 3000 + b"\r\n",
+              req("PUT", "/vms/a/start", "{\"how\": \"\u00e9\"}".encode()),
+              req("PUT", "/vms/a/start", b'{"how": "\xff"}')]
+    for data in cases:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        try:
+            s.connect(ed.sock)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # a cut request: the peer's end, not a stall
+            reply = read_all(s)
+        except (BrokenPipeError, ConnectionResetError):
+            reply = b""
+        finally:
+            s.close()
+        assert reply == b"" or re.match(rb"HTTP/1.1 \d{3} ", reply), (data[:80], reply[:200])
+        assert ed.proc.poll() is None, ed.stderr()
+    assert [v["name"] for v in ed.json("list")] == ["a", "b"]
+
+
 def test_stalled_client(ed):
     """A client that sends half a request and stalls holds its own
     connection only: another client's request is answered meanwhile, and
