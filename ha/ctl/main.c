@@ -37,7 +37,7 @@ static int request(struct call *c, const char *method, const char *path, json_t 
 			"emberctl: cannot reach emberd at %s: %s (check that emberd runs: "
 			"systemctl status emberd; or give --sock / $EMBERD_SOCK)\n",
 			c->a->sock,
-			r == -EPROTO ? "not emberd's reply"
+			r == -EPROTO   ? "not emberd's reply"
 			: r == -EACCES ? "permission denied (the socket is root's: run as root)"
 				       : strerror(-r));
 		return CTL_EXIT_UNREACHABLE;
@@ -119,7 +119,8 @@ static int status(struct call *c)
 	       json_string_value(json_object_get(st, "mode")) ?: "?",
 	       json_is_true(json_object_get(st, "fenced")) ? ", FENCED" : "",
 	       json_integer_value(json_object_get(st, "vms")),
-	       json_integer_value(json_object_get(st, "running")), json_is_string(etcd) ? ", etcd " : "",
+	       json_integer_value(json_object_get(st, "running")),
+	       json_is_string(etcd) ? ", etcd " : "",
 	       json_is_string(etcd) ? json_string_value(etcd) : "");
 	json_decref(st);
 	c->body = NULL;
@@ -129,10 +130,12 @@ static int status(struct call *c)
 
 static int action(struct call *c)
 {
-	static const char *const verbs[] = {[CTL_START] = "start", [CTL_STOP] = "stop",
+	static const char *const verbs[] = {[CTL_START] = "start",
+					    [CTL_STOP] = "stop",
 					    [CTL_RESTART] = "restart",
 					    [CTL_SNAPSHOT] = "snapshot"};
-	static const char *const done[] = {[CTL_START] = "started", [CTL_STOP] = "stopped",
+	static const char *const done[] = {[CTL_START] = "started",
+					   [CTL_STOP] = "stopped",
 					   [CTL_RESTART] = "restarted",
 					   [CTL_SNAPSHOT] = "snapshot of"};
 	const struct ctl_args *a = c->a;
@@ -269,8 +272,8 @@ static int hosts(struct call *c)
 			 json_integer_value(json_object_get(h, "vms")));
 		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_used")), mu,
 			      sizeof(mu));
-		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_capacity")),
-			      mc, sizeof(mc));
+		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_capacity")), mc,
+			      sizeof(mc));
 		snprintf(mem, sizeof(mem), "%s/%s", mu, mc);
 		snprintf(vcpus, sizeof(vcpus), "%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
 			 json_integer_value(json_object_get(h, "vcpus_used")),
@@ -293,8 +296,7 @@ static void name_list(const char *label, const json_t *a)
 	printf("%s:", label);
 	size_t i;
 	json_t *v;
-	json_array_foreach(a, i, v)
-		printf(" %s", json_string_value(v) ?: "?");
+	json_array_foreach(a, i, v) printf(" %s", json_string_value(v) ?: "?");
 	printf("\n");
 }
 
@@ -318,10 +320,9 @@ static int reload(struct call *c)
 	}
 	size_t i;
 	json_t *e;
-	json_array_foreach(errs, i, e)
-		fprintf(stderr, "emberctl: %s: %s\n",
-			json_string_value(json_object_get(e, "file")) ?: "?",
-			json_string_value(json_object_get(e, "error")) ?: "?");
+	json_array_foreach(errs, i, e) fprintf(
+	    stderr, "emberctl: %s: %s\n", json_string_value(json_object_get(e, "file")) ?: "?",
+	    json_string_value(json_object_get(e, "error")) ?: "?");
 	return json_array_size(errs) ? CTL_EXIT_REFUSED : 0;
 }
 

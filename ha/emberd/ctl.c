@@ -24,8 +24,8 @@ static void no_such_vm(struct ed_host *h, const char *name, struct ed_ctl_reply 
 	size_t n = 0;
 	for (struct ed_vm *vm = ed_host_first(h); vm && n < sizeof(known) - 8;
 	     vm = ed_host_next(h, vm)) {
-		int w = snprintf(known + n, sizeof(known) - n, "%s%s", n ? ", " : "",
-				 ed_vm_name(vm));
+		int w =
+		    snprintf(known + n, sizeof(known) - n, "%s%s", n ? ", " : "", ed_vm_name(vm));
 		n += w > 0 ? (size_t)w : 0;
 		if (n >= sizeof(known) - 8) {
 			strcpy(known + sizeof(known) - 8, ", ...");
@@ -40,7 +40,7 @@ static void failed(struct ed_ctl_reply *rp, const char *vm, const char *what, in
 		   const char *why)
 {
 	int status = r == -EALREADY || r == -EPERM || r == -EBUSY || r == -EINVAL ? 409
-		     : r == -ENOENT					      ? 404
+		     : r == -ENOENT						  ? 404
 		     : r == -EAGAIN || r == -ETIMEDOUT || r == -ECONNREFUSED || r == -EHOSTUNREACH
 			 ? 503
 			 : 500;
@@ -66,8 +66,8 @@ static void logs(const struct ed_vm *vm, const struct ed_ctl_req *q, struct ed_c
 	}
 	/* [from, size): from the offset asked for (a log that shrank since,
 	 * truncated or replaced, starts again at 0), or the last tail bytes */
-	uint64_t from = q->has_from ? (q->from <= size ? q->from : 0)
-				    : (q->tail < size ? size - q->tail : 0);
+	uint64_t from =
+	    q->has_from ? (q->from <= size ? q->from : 0) : (q->tail < size ? size - q->tail : 0);
 	uint64_t want = size - from;
 	if (!q->json && want > ED_CTL_LOG_TEXT_MAX) {
 		from = size - ED_CTL_LOG_TEXT_MAX;
@@ -273,8 +273,8 @@ static bool vm_check(struct poll *p, bool last, struct ed_ctl_reply *rp)
 		if (stop)
 			ed_ctl_reply_json(rp, 204, NULL);
 		else
-			ed_ctl_fault(rp, 404, "VM \"%s\": %s: its file was removed meanwhile", p->vm,
-				     what);
+			ed_ctl_fault(rp, 404, "VM \"%s\": %s: its file was removed meanwhile",
+				     p->vm, what);
 		return true;
 	}
 	enum ed_state st = ed_vm_state(vm);
@@ -284,8 +284,8 @@ static bool vm_check(struct poll *p, bool last, struct ed_ctl_reply *rp)
 		ed_ctl_reply_json(rp, 204, NULL);
 		return true;
 	}
-	if (!stop && (st == ED_FAILED || st == ED_STOPPED || st == ED_UNPLACED ||
-		      st == ED_REMOTE)) {
+	if (!stop &&
+	    (st == ED_FAILED || st == ED_STOPPED || st == ED_UNPLACED || st == ED_REMOTE)) {
 		json_t *j = ed_vm_status_json(vm);
 		const char *why = json_string_value(json_object_get(j, "reason"));
 		ed_ctl_fault(rp, 409, "VM \"%s\": restart: stopped, not started again: %s (%s)",
@@ -339,8 +339,8 @@ static int vm_action(struct ed_host *h, struct ed_ctl_conn *c, struct ed_vm *vm,
 		char dir[4096] = "";
 		r = ed_vm_snapshot(h, vm, dir, sizeof(dir), &ms, why, sizeof(why));
 		if (!r) {
-			ed_ctl_reply_json(rp, 200,
-					  json_pack("{s:s, s:I}", "dir", dir, "ms", (json_int_t)ms));
+			ed_ctl_reply_json(
+			    rp, 200, json_pack("{s:s, s:I}", "dir", dir, "ms", (json_int_t)ms));
 			return 0;
 		}
 	}

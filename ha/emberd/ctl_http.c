@@ -32,7 +32,7 @@ struct ed_ctl {
 	struct ed_host *h;
 	struct ed_loop *l;
 	int fd;
-	char path[108];	 /* the socket's file, unlinked at close if still ours */
+	char path[108]; /* the socket's file, unlinked at close if still ours */
 	dev_t dev;
 	ino_t ino;
 	unsigned nconns;
@@ -166,8 +166,7 @@ static void drain(struct ed_ctl_conn *c)
 static void flush(struct ed_ctl_conn *c)
 {
 	while (c->out_off < c->out_len) {
-		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL);
+		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && errno == EAGAIN) {
@@ -187,12 +186,13 @@ static void queue_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
 {
 	char head[512];
 	int status = rp->status ? rp->status : 500;
-	int n = snprintf(head, sizeof(head),
-			 "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
-			 "%s%s%sContent-Length: %zu\r\n\r\n",
-			 status, reason(status), rp->type ? "Content-Type: " : "",
-			 rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
-			 rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
+	int n =
+	    snprintf(head, sizeof(head),
+		     "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
+		     "%s%s%sContent-Length: %zu\r\n\r\n",
+		     status, reason(status), rp->type ? "Content-Type: " : "",
+		     rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
+		     rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
 	c->out = malloc((size_t)n + rp->len);
 	if (c->out) {
 		memcpy(c->out, head, (size_t)n);
@@ -427,7 +427,8 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	struct stat st;
 	if (!lstat(path, &st)) {
 		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "control socket %s: exists and is not a socket", path);
+			snprintf(err, errlen, "control socket %s: exists and is not a socket",
+				 path);
 			return -EEXIST;
 		}
 		int r = served(path);
@@ -462,8 +463,7 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
-int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err,
-		size_t errlen)
+int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
 {
 	struct ed_ctl *s = calloc(1, sizeof(*s));
 	if (!s) {

@@ -12,9 +12,9 @@
 
 #include "ha/emberd/emberd.h"
 
-#define ED_CTL_REQ_MAX 65536   /* a whole request: head and body */
+#define ED_CTL_REQ_MAX 65536 /* a whole request: head and body */
 #define ED_CTL_URL_MAX 2048
-#define ED_CTL_WAIT_MAX 30000  /* GET /events?wait_ms= ceiling */
+#define ED_CTL_WAIT_MAX 30000 /* GET /events?wait_ms= ceiling */
 #define ED_CTL_LOG_DEFAULT 65536
 #define ED_CTL_LOG_TEXT_MAX (4u << 20) /* ?tail= ceiling of a text/plain reply */
 #define ED_CTL_FAULT_MAX 600
@@ -61,7 +61,8 @@ __attribute__((warn_unused_result)) int ed_ctl_route(const char *method, const c
  * field, or the field of the wrong type.  Pure. */
 __attribute__((warn_unused_result)) int ed_ctl_body(enum ed_route route, const char *body,
 						    size_t len, enum ed_how *how,
-						    uint64_t *grace_ms, char *fault, size_t faultlen);
+						    uint64_t *grace_ms, char *fault,
+						    size_t faultlen);
 
 /* A reply: status, content type, body (owned, malloc'd; NULL: none), and
  * Allow: for a 405. */
@@ -75,7 +76,7 @@ struct ed_ctl_reply {
 
 void ed_ctl_reply_json(struct ed_ctl_reply *rp, int status, json_t *v); /* steals v */
 __attribute__((format(printf, 3, 4))) void ed_ctl_fault(struct ed_ctl_reply *rp, int status,
-							 const char *fmt, ...);
+							const char *fmt, ...);
 
 struct ed_ctl;	    /* the server (ctl_http.c) */
 struct ed_ctl_conn; /* one connection */

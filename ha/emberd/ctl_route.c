@@ -11,7 +11,7 @@
 #include "ha/emberd/ctl_priv.h"
 
 static int refuse(char *fault, size_t len, int status, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static int refuse(char *fault, size_t len, int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -102,8 +102,8 @@ static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, s
 			r->since = x;
 		} else if (!strncmp(q, "wait_ms=", 8)) {
 			if (x > ED_CTL_WAIT_MAX)
-				return refuse(fault, len, 400, "wait_ms=%.*s: at most %d", (int)vlen,
-					      v, ED_CTL_WAIT_MAX);
+				return refuse(fault, len, 400, "wait_ms=%.*s: at most %d",
+					      (int)vlen, v, ED_CTL_WAIT_MAX);
 			r->wait_ms = x;
 		} else if (!strncmp(q, "tail=", 5)) {
 			r->tail = x;
@@ -122,8 +122,7 @@ static bool name_char(char c)
 	       c == '-';
 }
 
-int ed_ctl_route(const char *method, const char *url, struct ed_ctl_req *r, char *fault,
-		 size_t len)
+int ed_ctl_route(const char *method, const char *url, struct ed_ctl_req *r, char *fault, size_t len)
 {
 	memset(r, 0, sizeof(*r));
 	r->tail = ED_CTL_LOG_DEFAULT;
@@ -227,7 +226,9 @@ static int body_field(enum ed_route route, const char *key, json_t *v, enum ed_h
 		return 0;
 	}
 	return refuse(fault, len, 400, "unknown field \"%.64s\" (this request takes %s)", key,
-		      start ? "\"how\"" : stop ? "\"grace_ms\"" : "no fields");
+		      start  ? "\"how\""
+		      : stop ? "\"grace_ms\""
+			     : "no fields");
 }
 
 int ed_ctl_body(enum ed_route route, const char *body, size_t n, enum ed_how *how,
@@ -268,8 +269,11 @@ int ed_ctl_body(enum ed_route route, const char *body, size_t n, enum ed_how *ho
 static int utf8_len(const unsigned char *p, size_t n)
 {
 	unsigned c = p[0];
-	int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-			     : (c & 0xf8) == 0xf0 ? 4 : -1;
+	int len = c < 0x80	       ? 1
+		  : (c & 0xe0) == 0xc0 ? 2
+		  : (c & 0xf0) == 0xe0 ? 3
+		  : (c & 0xf8) == 0xf0 ? 4
+				       : -1;
 	if (len < 0 || c == 0xc0 || c == 0xc1 || c > 0xf4)
 		return -1;
 	for (int i = 1; i < len; i++) {

@@ -200,7 +200,9 @@ static void test_text(void **state)
 	text("caf\xc3", 4, false, "caf?", 4);
 	text("\xe2\x82", 2, true, "", 0);
 	/* invalid bytes, overlong forms, surrogates: '?' each */
-	text("a\xff" "b", 3, false, "a?b", 3);
+	text("a\xff"
+	     "b",
+	     3, false, "a?b", 3);
 	text("\xc0\xaf", 2, false, "??", 2);
 	text("\xed\xa0\x80", 3, true, "???", 3);
 	text("\xf4\x90\x80\x80", 4, false, "????", 4);
