@@ -17,6 +17,7 @@
 #define TIMEOUT_MS 60000
 #define FOLLOW_POLL_MS 250
 #define EVENTS_WAIT_MS 25000
+#define LIST_PAGE 64 /* VMs or hosts a request: well under 64 KiB */
 
 struct call {
 	const struct ctl_args *a;
@@ -53,6 +54,33 @@ static int request(struct call *c, const char *method, const char *path, json_t 
 	json_decref(rep.body);
 	c->body = NULL;
 	return CTL_EXIT_REFUSED;
+}
+
+/* GET /vms or /hosts whole, page by page (a reply stays under
+ * ha_api_call's 64 KiB however many there are): c->body the array. */
+static int get_all(struct call *c, const char *path)
+{
+	json_t *all = json_array();
+	char q[256];
+	const char *after = "";
+	for (;;) {
+		snprintf(q, sizeof(q), "%s?limit=%d&after=%s", path, LIST_PAGE, after);
+		int r = request(c, "GET", q, NULL, TIMEOUT_MS);
+		if (r) {
+			json_decref(all);
+			return r;
+		}
+		size_t n = json_array_size(c->body);
+		json_array_extend(all, c->body);
+		json_decref(c->body);
+		c->body = NULL;
+		json_t *last = json_array_get(all, json_array_size(all) - 1);
+		after = json_string_value(json_object_get(last, "name"));
+		if (n < LIST_PAGE || !after)
+			break;
+	}
+	c->body = all;
+	return 0;
 }
 
 static void print_json(const json_t *v, bool one_line)
@@ -124,7 +152,7 @@ static int status(struct call *c)
 	       json_is_string(etcd) ? json_string_value(etcd) : "");
 	json_decref(st);
 	c->body = NULL;
-	r = request(c, "GET", "/vms", NULL, TIMEOUT_MS);
+	r = get_all(c, "/vms");
 	return r ? r : vms_table(c->body);
 }
 
@@ -254,7 +282,7 @@ static int events(struct call *c)
 static int hosts(struct call *c)
 {
 	static const char *const head[] = {"NAME", "ALIVE", "VMS", "MEMORY", "VCPUS"};
-	int r = request(c, "GET", "/hosts", NULL, TIMEOUT_MS);
+	int r = get_all(c, "/hosts");
 	if (r || c->a->json) {
 		if (!r)
 			print_json(c->body, false);
@@ -342,7 +370,7 @@ int main(int argc, char **argv)
 		fputs(ctl_usage, stdout);
 		return 0;
 	case CTL_LIST:
-		r = request(&c, "GET", "/vms", NULL, TIMEOUT_MS);
+		r = get_all(&c, "/vms");
 		if (!r)
 			r = a.json ? (print_json(c.body, false), 0) : vms_table(c.body);
 		break;

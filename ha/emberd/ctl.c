@@ -301,6 +301,22 @@ static bool vm_check(struct poll *p, bool last, struct ed_ctl_reply *rp)
 
 /* ---- the routes ---- */
 
+/* A page of arr (objects in "name" order): those after q->after, at most
+ * q->limit.  Takes arr. */
+static json_t *page(json_t *arr, const struct ed_ctl_req *q)
+{
+	size_t i = 0;
+	while (q->after[0] && i < json_array_size(arr) &&
+	       strcmp(json_string_value(json_object_get(json_array_get(arr, i), "name")) ?: "",
+		      q->after) <= 0)
+		i++;
+	while (i--)
+		json_array_remove(arr, 0);
+	while (q->limit && json_array_size(arr) > q->limit)
+		json_array_remove(arr, json_array_size(arr) - 1);
+	return arr;
+}
+
 static int vm_action(struct ed_host *h, struct ed_ctl_conn *c, struct ed_vm *vm,
 		     const struct ed_ctl_req *q, const char *body, size_t len,
 		     struct ed_ctl_reply *rp)
@@ -386,7 +402,7 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 		json_t *a = json_array();
 		for (struct ed_vm *v = ed_host_first(h); a && v; v = ed_host_next(h, v))
 			json_array_append_new(a, ed_vm_status_json(v));
-		ed_ctl_reply_json(rp, 200, a);
+		ed_ctl_reply_json(rp, 200, page(a, &q));
 		return 0;
 	}
 	case ED_R_VM:
@@ -415,7 +431,7 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 		return 0;
 	}
 	case ED_R_HOSTS:
-		ed_ctl_reply_json(rp, 200, ed_host_hosts_json(h));
+		ed_ctl_reply_json(rp, 200, page(ed_host_hosts_json(h), &q));
 		return 0;
 	case ED_R_STATUS:
 		ed_ctl_reply_json(rp, 200, ed_host_status_json(h));

@@ -43,6 +43,10 @@ struct ed_ctl_req {
 	 * (has_from); json: the paged JSON form instead of text/plain */
 	uint64_t tail, from;
 	bool has_from, json;
+	/* GET /vms, GET /hosts: the page after this name, at most limit (0:
+	 * all) entries */
+	char after[ED_NAME_MAX + 1];
+	uint64_t limit;
 	/* a 405: the method the path takes ("GET" or "PUT") */
 	const char *allow;
 };

@@ -28,7 +28,7 @@ static const struct {
 	enum ed_route route;
 	const char *params; /* the query parameters it takes, space-separated */
 } routes[] = {
-    {"/vms", false, "GET", ED_R_VMS, ""},
+    {"/vms", false, "GET", ED_R_VMS, "after limit"},
     {"", true, "GET", ED_R_VM, ""},
     {"/start", true, "PUT", ED_R_VM_START, ""},
     {"/stop", true, "PUT", ED_R_VM_STOP, ""},
@@ -37,7 +37,7 @@ static const struct {
     {"/logs", true, "GET", ED_R_VM_LOGS, "tail from format"},
     {"/events", false, "GET", ED_R_EVENTS, "since wait_ms"},
     {"/reload", false, "PUT", ED_R_RELOAD, ""},
-    {"/hosts", false, "GET", ED_R_HOSTS, ""},
+    {"/hosts", false, "GET", ED_R_HOSTS, "after limit"},
     {"/status", false, "GET", ED_R_STATUS, ""},
 };
 
@@ -67,6 +67,12 @@ static int number(const char *v, size_t n, uint64_t *out)
 	return 0;
 }
 
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-';
+}
+
 static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, size_t len)
 {
 	while (*q) {
@@ -86,7 +92,17 @@ static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, s
 				      *routes[i].params ? routes[i].params : "none");
 		uint64_t x = 0;
 		bool is_format = klen == 6 && !memcmp(q, "format", 6);
-		if (is_format) {
+		if (klen == 5 && !memcmp(q, "after", 5)) {
+			/* a name: the page starts after it (names sort as strcmp) */
+			size_t ok = 0;
+			while (ok < vlen && name_char(v[ok]))
+				ok++;
+			if (ok < vlen || vlen > ED_NAME_MAX)
+				return refuse(fault, len, 400,
+					      "after=: give a name (letters, digits, '-')");
+			memcpy(r->after, v, vlen);
+			r->after[vlen] = '\0';
+		} else if (is_format) {
 			if (vlen == 4 && !memcmp(v, "json", 4))
 				r->json = true;
 			else if (vlen == 4 && !memcmp(v, "text", 4))
@@ -110,16 +126,12 @@ static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, s
 		} else if (!strncmp(q, "from=", 5)) {
 			r->from = x;
 			r->has_from = true;
+		} else if (!strncmp(q, "limit=", 6)) {
+			r->limit = x;
 		}
 		q += n + (q[n] == '&');
 	}
 	return 0;
-}
-
-static bool name_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '-';
 }
 
 int ed_ctl_route(const char *method, const char *url, struct ed_ctl_req *r, char *fault, size_t len)

@@ -229,6 +229,24 @@ def test_reload(ed):
     assert any(e["file"].endswith("d.ini") for e in doc["errors"])
 
 
+def test_many_vms(ed):
+    """More VMs than one reply of 64 KiB holds: emberctl pages through them."""
+    names = [f"m{i:03d}" for i in range(300)]
+    for n in names:
+        ed.write_vm(n, kernel=guest("counter"), emberd={"autostart": "false"})
+    assert len(ed.json("reload")["added"]) == 300
+    vms = ed.json("list")
+    assert [v["name"] for v in vms] == ["a", "b"] + names
+    rows = ed.ok("list").splitlines()[1:]
+    assert [r.split()[0] for r in rows] == ["a", "b"] + names
+    st, _, body = raw(ed.sock, req("GET", "/vms?after=m100&limit=3"))
+    assert st == 200 and [v["name"] for v in json.loads(body)] == ["m101", "m102", "m103"]
+    st, _, body = raw(ed.sock, req("GET", "/vms?after=zzz"))
+    assert st == 200 and json.loads(body) == []
+    st, _, msg = fault(ed.sock, req("GET", "/vms?after=a_b"))
+    assert st == 400 and "after=" in msg
+
+
 # ---- refusals: unknown VMs, usage, no emberd ----
 
 def test_unknown_vm(ed):
