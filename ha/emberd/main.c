@@ -74,8 +74,12 @@ static int size(const char *v, uint64_t *out)
 	char *end;
 	errno = 0;
 	unsigned long long n = strtoull(v, &end, 10);
-	uint64_t mul = !*end ? 1 : !strcmp(end, "K") ? 1ULL << 10 : !strcmp(end, "M") ? 1ULL << 20
-			       : !strcmp(end, "G") ? 1ULL << 30 : !strcmp(end, "T") ? 1ULL << 40 : 0;
+	uint64_t mul = !*end		   ? 1
+		       : !strcmp(end, "K") ? 1ULL << 10
+		       : !strcmp(end, "M") ? 1ULL << 20
+		       : !strcmp(end, "G") ? 1ULL << 30
+		       : !strcmp(end, "T") ? 1ULL << 40
+					   : 0;
 	if (errno || end == v || *v == '-' || !mul || n > UINT64_MAX / mul)
 		return -EINVAL;
 	*out = n * mul;
@@ -121,7 +125,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		}
 		if (!strcmp(a, "--uid") || !strcmp(a, "--gid")) {
 			if (num(v, UINT32_MAX - 1, &n) || n == 0)
-				USAGE("%s %s: a number, not 0 (the jail needs an unprivileged id)", a, v);
+				USAGE("%s %s: a number, not 0 (the jail needs an unprivileged id)",
+				      a, v);
 			if (a[2] == 'u')
 				o->h.uid = (uid_t)n;
 			else

@@ -259,7 +259,10 @@ class Emberd:
         """The console log split at emberd's "--- emberd: ..." lines: one
         [(header, [counts...])] per run of the VM."""
         out = []
-        for line in self.console(vm).splitlines():
+        text = self.console(vm)
+        if not text.endswith("\n"):  # the line being written
+            text = text[:text.rfind("\n") + 1]
+        for line in text.splitlines():
             if line.startswith("--- emberd:"):
                 out.append((line, []))
             else:
@@ -267,6 +270,16 @@ class Emberd:
                 if m and out:
                     out[-1][1].append(int(m.group(1)))
         return out
+
+    def counts(self, vm):
+        """Every count vm printed, across its runs, with the line a kill or
+        a suspend cut joined to what the next run printed first (emberd's
+        header says "(the line above was cut)" where it put a newline):
+        over a suspend and resume this is 1, 2, 3... without a gap."""
+        text = self.console(vm)
+        text = re.sub(r"\n--- emberd: \(the line above was cut\) [^\n]*\n", "", text)
+        text = re.sub(r"--- emberd: [^\n]*\n", "", text)
+        return [int(m) for m in re.findall(r"^count (\d+)$", text, re.M)]
 
     def wait_count(self, vm, n, timeout=60):
         """Wait until the current run of vm has printed count >= n."""

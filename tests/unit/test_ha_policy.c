@@ -20,15 +20,15 @@ static void test_durations(void **state)
 	static const struct {
 		const char *s;
 		uint64_t ms;
-	} good[] = {{"0", 0}, {"100ms", 100}, {"2s", 2000}, {"1m", 60000}, {"1h", 3600000},
-		    {"0s", 0}};
+	} good[] = {{"0", 0},	   {"100ms", 100},  {"2s", 2000},
+		    {"1m", 60000}, {"1h", 3600000}, {"0s", 0}};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		uint64_t ms = 1;
 		assert_int_equal(ed_parse_duration(good[i].s, &ms), 0);
 		assert_int_equal(ms, good[i].ms);
 	}
-	static const char *const bad[] = {"", "5", "-1s", "1x", "s", "1.5s", " 1s", "1s ",
-					  "99999999999999999999h"};
+	static const char *const bad[] = {
+	    "", "5", "-1s", "1x", "s", "1.5s", " 1s", "1s ", "99999999999999999999h"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		uint64_t ms;
 		assert_int_equal(ed_parse_duration(bad[i], &ms), -EINVAL);
@@ -56,9 +56,9 @@ static void test_backoff_and_limit(void **state)
 	uint64_t d, now = 1000;
 	const uint64_t want[] = {100, 200, 300}; /* doubling, capped */
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(ed_policy_on_exit(&p, &w, now, 50, false, false, &d, why,
-						   sizeof(why)),
-				 ED_V_RESTART);
+		assert_int_equal(
+		    ed_policy_on_exit(&p, &w, now, 50, false, false, &d, why, sizeof(why)),
+		    ED_V_RESTART);
 		assert_int_equal(d, want[i]);
 		now += 500;
 	}
@@ -76,18 +76,19 @@ static void test_window_resets(void **state)
 	char why[256];
 	uint64_t d;
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(ed_policy_on_exit(&p, &w, 1000 + i, 1, false, false, &d, why,
-						   sizeof(why)),
-				 ED_V_RESTART);
+		assert_int_equal(
+		    ed_policy_on_exit(&p, &w, 1000 + i, 1, false, false, &d, why, sizeof(why)),
+		    ED_V_RESTART);
 	/* it then ran a whole interval: counted afresh, the first delay again */
-	assert_int_equal(ed_policy_on_exit(&p, &w, 20000, 10000, false, false, &d, why, sizeof(why)),
-			 ED_V_RESTART);
+	assert_int_equal(
+	    ed_policy_on_exit(&p, &w, 20000, 10000, false, false, &d, why, sizeof(why)),
+	    ED_V_RESTART);
 	assert_int_equal(d, 100);
 	/* or the window passed, however short the runs */
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(ed_policy_on_exit(&p, &w, 20001 + i, 1, false, false, &d, why,
-						   sizeof(why)),
-				 ED_V_RESTART);
+		assert_int_equal(
+		    ed_policy_on_exit(&p, &w, 20001 + i, 1, false, false, &d, why, sizeof(why)),
+		    ED_V_RESTART);
 	assert_int_equal(ed_policy_on_exit(&p, &w, 30001, 1, false, false, &d, why, sizeof(why)),
 			 ED_V_RESTART);
 	assert_int_equal(d, 100);
@@ -120,8 +121,9 @@ static void test_kinds(void **state)
 	struct ed_policy z = pol(ED_RESTART_ALWAYS);
 	z.delay_ms = 0;
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(ed_policy_on_exit(&z, &w, 1, 1, false, false, &d, why, sizeof(why)),
-				 ED_V_RESTART);
+		assert_int_equal(
+		    ed_policy_on_exit(&z, &w, 1, 1, false, false, &d, why, sizeof(why)),
+		    ED_V_RESTART);
 		assert_int_equal(d, 0);
 	}
 }

@@ -34,14 +34,15 @@ static void test_good(void **state)
 	(void)state;
 	struct ed_vmfile f;
 	char err[ED_ERR_MAX] = "";
-	const char *p = file("web-1.ini", "[vm]\nkernel = k.elf\nmemory = 128M\nvcpus = 2\n"
-					  "[drive.root]\npath = /img/root\nread_only = on\n"
-					  "[block.data]\npath = data.img\n"
-					  "[emberd]\nrestart = always ; a comment\nrestart_attempts = 7\n"
-					  "restart_interval = 2m\nrestart_delay = 250ms\n"
-					  "restart_max_delay = 10s\nsnapshot_interval = 30s\n"
-					  "resume = rollback\nautostart = false\nhosts = a, b\n"
-					  "avoid_hosts = c\n");
+	const char *p =
+	    file("web-1.ini", "[vm]\nkernel = k.elf\nmemory = 128M\nvcpus = 2\n"
+			      "[drive.root]\npath = /img/root\nread_only = on\n"
+			      "[block.data]\npath = data.img\n"
+			      "[emberd]\nrestart = always ; a comment\nrestart_attempts = 7\n"
+			      "restart_interval = 2m\nrestart_delay = 250ms\n"
+			      "restart_max_delay = 10s\nsnapshot_interval = 30s\n"
+			      "resume = rollback\nautostart = false\nhosts = a, b\n"
+			      "avoid_hosts = c\n");
 	assert_int_equal(ed_vmfile_parse(p, &f, err, sizeof(err)), 0);
 	assert_string_equal(f.name, "web-1"); /* the stem */
 	assert_int_equal(f.mem_bytes, 128ULL << 20);
@@ -134,7 +135,8 @@ static void test_refusals(void **state)
 	refused("bad.ini", "[vm]\nmemory = lots\nkernel = /k\n", ":2: [vm] memory: \"lots\"");
 	refused("bad.ini", "[vm]\nvcpus = 1\n", ": [vm] kernel: missing");
 	refused("a_b.ini", "[vm]\nkernel = /k\n", ": the VM's name (the file's stem");
-	refused("bad.ini", "[vm]\nkernel = /k\n[drive.d]\nread_only = on\n", ": [drive.d] path: missing");
+	refused("bad.ini", "[vm]\nkernel = /k\n[drive.d]\nread_only = on\n",
+		": [drive.d] path: missing");
 	refused("bad.ini", "[vm]\nkernel = /k\nthis is not ini\n", ":3: not an INI line");
 }
 
@@ -143,10 +145,11 @@ static void test_jail_copy(void **state)
 	(void)state;
 	struct ed_vmfile f;
 	char err[ED_ERR_MAX] = "", out[300], buf[2048] = "";
-	const char *p = file("j.ini", "; top comment\n[vm]\nkernel = /host/k.elf\n"
-				      "cmdline = console=ttyS0\n  quiet\ninitrd = /host/initrd\n"
-				      "[emberd]\nrestart = always\n[drive.d0]\npath = /host/d0.img\n"
-				      "read_only = off\n[vsock]\ncid = 3\nuds = /host/v.sock\n");
+	const char *p =
+	    file("j.ini", "; top comment\n[vm]\nkernel = /host/k.elf\n"
+			  "cmdline = console=ttyS0\n  quiet\ninitrd = /host/initrd\n"
+			  "[emberd]\nrestart = always\n[drive.d0]\npath = /host/d0.img\n"
+			  "read_only = off\n[vsock]\ncid = 3\nuds = /host/v.sock\n");
 	assert_int_equal(ed_vmfile_parse(p, &f, err, sizeof(err)), 0);
 	snprintf(out, sizeof(out), "%s/vm.ini", dir);
 	assert_int_equal(ed_vmfile_write_jail(&f, out, err, sizeof(err)), 0);
@@ -155,10 +158,11 @@ static void test_jail_copy(void **state)
 	size_t n = fread(buf, 1, sizeof(buf) - 1, in);
 	buf[n] = '\0';
 	fclose(in);
-	assert_string_equal(buf, "; top comment\n[vm]\nkernel = /vm/kernel\n"
-				 "cmdline = console=ttyS0\n  quiet\ninitrd = /vm/initrd\n"
-				 "[drive.d0]\npath = /vm/drive-d0\nread_only = off\n[vsock]\ncid = 3\n"
-				 "uds = /vsock.sock\n[serial]\noutput = stdout\n");
+	assert_string_equal(buf,
+			    "; top comment\n[vm]\nkernel = /vm/kernel\n"
+			    "cmdline = console=ttyS0\n  quiet\ninitrd = /vm/initrd\n"
+			    "[drive.d0]\npath = /vm/drive-d0\nread_only = off\n[vsock]\ncid = 3\n"
+			    "uds = /vsock.sock\n[serial]\noutput = stdout\n");
 	ed_vmfile_free(&f);
 	/* a [serial] section of its own: its output goes to the console log */
 	p = file("s.ini", "[vm]\nkernel = /k\n[serial]\noutput = /var/log/x\n");
