@@ -170,7 +170,8 @@ static int action(struct call *c)
 	char path[128];
 	snprintf(path, sizeof(path), "/vms/%s/%s", a->vm, verbs[a->cmd]);
 	json_t *req = NULL;
-	int timeout = TIMEOUT_MS;
+	/* a snapshot writes all of guest RAM: minutes for a big VM on a slow disk */
+	int timeout = a->cmd == CTL_SNAPSHOT ? 10 * TIMEOUT_MS : TIMEOUT_MS;
 	if (a->how)
 		req = json_pack("{s:s}", "how", a->how);
 	if (a->has_grace) {
