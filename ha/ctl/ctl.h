@@ -38,13 +38,13 @@ struct ctl_args {
 	const char *sock; /* --sock, else $EMBERD_SOCK, else CTL_SOCK_DEFAULT */
 	bool json;
 	enum ctl_cmd cmd;
-	const char *vm;	     /* status (optional), start, stop, restart, snapshot, logs */
-	const char *how;     /* start: "boot", "resume", or NULL (the VM's policy) */
-	bool has_grace;	     /* stop, restart: --grace given */
+	const char *vm;	 /* status (optional), start, stop, restart, snapshot, logs */
+	const char *how; /* start: "boot", "resume", or NULL (the VM's policy) */
+	bool has_grace;	 /* stop, restart: --grace given */
 	uint64_t grace_ms;
-	uint64_t tail;	     /* logs --tail (default 65536 bytes) */
-	bool follow;	     /* logs, events */
-	bool has_since;	     /* events --since */
+	uint64_t tail;	/* logs --tail (default 65536 bytes) */
+	bool follow;	/* logs, events */
+	bool has_since; /* events --since */
 	uint64_t since;
 };
 
@@ -79,7 +79,8 @@ void ctl_fmt_duration(uint64_t ms, char *buf, size_t len);
 void ctl_fmt_bytes(uint64_t bytes, char *buf, size_t len);
 
 /* The table `emberctl list` prints for GET /vms's array of STATUS
- * objects (docs/ha.md); now_ms: the wall clock (a snapshot's age).  0 or
+ * objects (docs/ha.md); now_ms: CLOCK_MONOTONIC, as the API's at_ms (a
+ * snapshot's age).  0 or
  * -ENOMEM. */
 __attribute__((warn_unused_result)) int ctl_vms_table(const json_t *vms, uint64_t now_ms,
 						      struct ctl_table *t);

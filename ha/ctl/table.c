@@ -118,7 +118,7 @@ static void int_cell(const json_t *o, const char *key, char *buf, size_t len)
 
 int ctl_vms_table(const json_t *vms, uint64_t now_ms, struct ctl_table *t)
 {
-	static const char *const head[] = {"NAME",   "STATE",    "HOST",	"PID",
+	static const char *const head[] = {"NAME",     "STATE",	 "HOST",     "PID",
 					   "RESTARTS", "UPTIME", "SNAPSHOT", "REASON"};
 	if (ctl_table_init(t, head, 8))
 		return -ENOMEM;
@@ -135,7 +135,7 @@ int ctl_vms_table(const json_t *vms, uint64_t now_ms, struct ctl_table *t)
 			ctl_fmt_duration((uint64_t)json_integer_value(u), up, sizeof(up));
 		json_t *at = json_object_get(json_object_get(vm, "snapshot"), "at_ms");
 		if (json_is_integer(at)) {
-			/* at_ms is wall-clock ms since the epoch: its age */
+			/* at_ms: emberd's CLOCK_MONOTONIC ms; now_ms the same clock */
 			uint64_t a = (uint64_t)json_integer_value(at);
 			char d[24];
 			ctl_fmt_duration(now_ms > a ? now_ms - a : 0, d, sizeof(d));
