@@ -44,7 +44,7 @@ const char ctl_usage[] =
 static const struct {
 	const char *name;
 	enum ctl_cmd cmd;
-	int vm; /* 0: none, 1: required, 2: optional */
+	int vm;		  /* 0: none, 1: required, 2: optional */
 	const char *opts; /* the command's own options */
 } cmds[] = {
     {"help", CTL_HELP, 0, ""},
@@ -84,8 +84,8 @@ static bool word_in(const char *list, const char *w)
 }
 
 /* The value of option opt: "--opt=V" or "--opt V". */
-static int value(int argc, char *const *argv, int *i, const char *opt, const char **v,
-		 char *err, size_t len)
+static int value(int argc, char *const *argv, int *i, const char *opt, const char **v, char *err,
+		 size_t len)
 {
 	const char *eq = strchr(argv[*i], '=');
 	if (eq) {
@@ -126,8 +126,8 @@ static int cmd_option(struct ctl_args *a, const char *opt, const char *v, char *
 	return 0;
 }
 
-int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl_args *a,
-		   char *err, size_t len)
+int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl_args *a, char *err,
+		   size_t len)
 {
 	memset(a, 0, sizeof(*a));
 	a->sock = env_sock && *env_sock ? env_sock : CTL_SOCK_DEFAULT;
@@ -137,9 +137,11 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 	int npos = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *w = argv[i];
-		char opt[32];
+		char opt[32]; /* the option's name, without "=VALUE" */
 		size_t olen = strcspn(w, "=");
-		snprintf(opt, sizeof(opt), "%.*s", (int)(olen < 31 ? olen : 31), w);
+		olen = olen < sizeof(opt) - 1 ? olen : sizeof(opt) - 1;
+		memcpy(opt, w, olen);
+		opt[olen] = '\0';
 		if (!strcmp(w, "--json")) {
 			a->json = true;
 		} else if (!strcmp(w, "-h") || !strcmp(w, "--help")) {
@@ -152,8 +154,10 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 				return bad(err, len, "--sock: give the path of emberd's socket");
 		} else if (w[0] == '-' && w[1]) {
 			if (ci < 0)
-				return bad(err, len, "%s: unknown option (before the command: "
-						     "--sock, --json)", opt);
+				return bad(err, len,
+					   "%s: unknown option (before the command: "
+					   "--sock, --json)",
+					   opt);
 			if (!word_in(cmds[ci].opts, opt))
 				return bad(err, len, "%s: unknown option for %s (it takes %s)", opt,
 					   cmds[ci].name,

@@ -38,13 +38,13 @@ struct ctl_args {
 	const char *sock; /* --sock, else $EMBERD_SOCK, else CTL_SOCK_DEFAULT */
 	bool json;
 	enum ctl_cmd cmd;
-	const char *vm;	     /* status (optional), start, stop, restart, snapshot, logs */
-	const char *how;     /* start: "boot", "resume", or NULL (the VM's policy) */
-	bool has_grace;	     /* stop, restart: --grace given */
+	const char *vm;	 /* status (optional), start, stop, restart, snapshot, logs */
+	const char *how; /* start: "boot", "resume", or NULL (the VM's policy) */
+	bool has_grace;	 /* stop, restart: --grace given */
 	uint64_t grace_ms;
-	uint64_t tail;	     /* logs --tail (default 65536 bytes) */
-	bool follow;	     /* logs, events */
-	bool has_since;	     /* events --since */
+	uint64_t tail;	/* logs --tail (default 65536 bytes) */
+	bool follow;	/* logs, events */
+	bool has_since; /* events --since */
 	uint64_t since;
 };
 

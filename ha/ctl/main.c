@@ -17,6 +17,7 @@
 #define TIMEOUT_MS 60000
 #define FOLLOW_POLL_MS 250
 #define EVENTS_WAIT_MS 25000
+#define LIST_PAGE 64 /* VMs or hosts a request: well under 64 KiB */
 
 struct call {
 	const struct ctl_args *a;
@@ -37,7 +38,7 @@ static int request(struct call *c, const char *method, const char *path, json_t 
 			"emberctl: cannot reach emberd at %s: %s (check that emberd runs: "
 			"systemctl status emberd; or give --sock / $EMBERD_SOCK)\n",
 			c->a->sock,
-			r == -EPROTO ? "not emberd's reply"
+			r == -EPROTO   ? "not emberd's reply"
 			: r == -EACCES ? "permission denied (the socket is root's: run as root)"
 				       : strerror(-r));
 		return CTL_EXIT_UNREACHABLE;
@@ -53,6 +54,33 @@ static int request(struct call *c, const char *method, const char *path, json_t 
 	json_decref(rep.body);
 	c->body = NULL;
 	return CTL_EXIT_REFUSED;
+}
+
+/* GET /vms or /hosts whole, page by page (a reply stays under
+ * ha_api_call's 64 KiB however many there are): c->body the array. */
+static int get_all(struct call *c, const char *path)
+{
+	json_t *all = json_array();
+	char q[256];
+	const char *after = "";
+	for (;;) {
+		snprintf(q, sizeof(q), "%s?limit=%d&after=%s", path, LIST_PAGE, after);
+		int r = request(c, "GET", q, NULL, TIMEOUT_MS);
+		if (r) {
+			json_decref(all);
+			return r;
+		}
+		size_t n = json_array_size(c->body);
+		json_array_extend(all, c->body);
+		json_decref(c->body);
+		c->body = NULL;
+		json_t *last = json_array_get(all, json_array_size(all) - 1);
+		after = json_string_value(json_object_get(last, "name"));
+		if (n < LIST_PAGE || !after)
+			break;
+	}
+	c->body = all;
+	return 0;
 }
 
 static void print_json(const json_t *v, bool one_line)
@@ -119,27 +147,31 @@ static int status(struct call *c)
 	       json_string_value(json_object_get(st, "mode")) ?: "?",
 	       json_is_true(json_object_get(st, "fenced")) ? ", FENCED" : "",
 	       json_integer_value(json_object_get(st, "vms")),
-	       json_integer_value(json_object_get(st, "running")), json_is_string(etcd) ? ", etcd " : "",
+	       json_integer_value(json_object_get(st, "running")),
+	       json_is_string(etcd) ? ", etcd " : "",
 	       json_is_string(etcd) ? json_string_value(etcd) : "");
 	json_decref(st);
 	c->body = NULL;
-	r = request(c, "GET", "/vms", NULL, TIMEOUT_MS);
+	r = get_all(c, "/vms");
 	return r ? r : vms_table(c->body);
 }
 
 static int action(struct call *c)
 {
-	static const char *const verbs[] = {[CTL_START] = "start", [CTL_STOP] = "stop",
+	static const char *const verbs[] = {[CTL_START] = "start",
+					    [CTL_STOP] = "stop",
 					    [CTL_RESTART] = "restart",
 					    [CTL_SNAPSHOT] = "snapshot"};
-	static const char *const done[] = {[CTL_START] = "started", [CTL_STOP] = "stopped",
+	static const char *const done[] = {[CTL_START] = "started",
+					   [CTL_STOP] = "stopped",
 					   [CTL_RESTART] = "restarted",
 					   [CTL_SNAPSHOT] = "snapshot of"};
 	const struct ctl_args *a = c->a;
 	char path[128];
 	snprintf(path, sizeof(path), "/vms/%s/%s", a->vm, verbs[a->cmd]);
 	json_t *req = NULL;
-	int timeout = TIMEOUT_MS;
+	/* a snapshot writes all of guest RAM: minutes for a big VM on a slow disk */
+	int timeout = a->cmd == CTL_SNAPSHOT ? 10 * TIMEOUT_MS : TIMEOUT_MS;
 	if (a->how)
 		req = json_pack("{s:s}", "how", a->how);
 	if (a->has_grace) {
@@ -151,8 +183,10 @@ static int action(struct call *c)
 	int r = request(c, "PUT", path, req, timeout);
 	if (r)
 		return r;
-	if (a->json) {
-		print_json(c->body ? c->body : json_object(), false);
+	if (a->json && !c->body) {
+		printf("{}\n"); /* 204: no body, still one document */
+	} else if (a->json) {
+		print_json(c->body, false);
 	} else if (a->cmd == CTL_SNAPSHOT) {
 		printf("snapshot of %s: %s (%" JSON_INTEGER_FORMAT " ms)\n", a->vm,
 		       json_string_value(json_object_get(c->body, "dir")) ?: "?",
@@ -230,10 +264,11 @@ static int events(struct call *c)
 				ctl_print_event(ev, stdout);
 		}
 		fflush(stdout);
-		bool more = json_array_size(evs) && next > since;
+		/* emberd's next, even below since: its cursor after a restart */
+		bool more = json_array_size(evs);
 		json_decref(c->body);
 		c->body = NULL;
-		since = next > since ? next : since;
+		since = next;
 		if (!more && !a->follow)
 			break;
 	}
@@ -248,7 +283,7 @@ static int events(struct call *c)
 static int hosts(struct call *c)
 {
 	static const char *const head[] = {"NAME", "ALIVE", "VMS", "MEMORY", "VCPUS"};
-	int r = request(c, "GET", "/hosts", NULL, TIMEOUT_MS);
+	int r = get_all(c, "/hosts");
 	if (r || c->a->json) {
 		if (!r)
 			print_json(c->body, false);
@@ -266,8 +301,8 @@ static int hosts(struct call *c)
 			 json_integer_value(json_object_get(h, "vms")));
 		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_used")), mu,
 			      sizeof(mu));
-		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_capacity")),
-			      mc, sizeof(mc));
+		ctl_fmt_bytes((uint64_t)json_integer_value(json_object_get(h, "mem_capacity")), mc,
+			      sizeof(mc));
 		snprintf(mem, sizeof(mem), "%s/%s", mu, mc);
 		snprintf(vcpus, sizeof(vcpus), "%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
 			 json_integer_value(json_object_get(h, "vcpus_used")),
@@ -290,8 +325,7 @@ static void name_list(const char *label, const json_t *a)
 	printf("%s:", label);
 	size_t i;
 	json_t *v;
-	json_array_foreach(a, i, v)
-		printf(" %s", json_string_value(v) ?: "?");
+	json_array_foreach(a, i, v) printf(" %s", json_string_value(v) ?: "?");
 	printf("\n");
 }
 
@@ -315,10 +349,9 @@ static int reload(struct call *c)
 	}
 	size_t i;
 	json_t *e;
-	json_array_foreach(errs, i, e)
-		fprintf(stderr, "emberctl: %s: %s\n",
-			json_string_value(json_object_get(e, "file")) ?: "?",
-			json_string_value(json_object_get(e, "error")) ?: "?");
+	json_array_foreach(errs, i, e) fprintf(
+	    stderr, "emberctl: %s: %s\n", json_string_value(json_object_get(e, "file")) ?: "?",
+	    json_string_value(json_object_get(e, "error")) ?: "?");
 	return json_array_size(errs) ? CTL_EXIT_REFUSED : 0;
 }
 
@@ -338,7 +371,7 @@ int main(int argc, char **argv)
 		fputs(ctl_usage, stdout);
 		return 0;
 	case CTL_LIST:
-		r = request(&c, "GET", "/vms", NULL, TIMEOUT_MS);
+		r = get_all(&c, "/vms");
 		if (!r)
 			r = a.json ? (print_json(c.body, false), 0) : vms_table(c.body);
 		break;

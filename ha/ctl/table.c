@@ -118,7 +118,7 @@ static void int_cell(const json_t *o, const char *key, char *buf, size_t len)
 
 int ctl_vms_table(const json_t *vms, uint64_t now_ms, struct ctl_table *t)
 {
-	static const char *const head[] = {"NAME",   "STATE",    "HOST",	"PID",
+	static const char *const head[] = {"NAME",     "STATE",	 "HOST",     "PID",
 					   "RESTARTS", "UPTIME", "SNAPSHOT", "REASON"};
 	if (ctl_table_init(t, head, 8))
 		return -ENOMEM;

@@ -25,18 +25,24 @@ enum {
 	REQUEST_MS = 5000,
 	MAX_CONNS = 128, /* more waiting clients: the newest are refused (503) */
 	BODY_MAX = ED_CTL_REQ_MAX,
+	DRAIN_MAX = 1 << 20, /* what a lingering close reads of a refused request */
 };
 
 struct ed_ctl {
 	struct ed_host *h;
 	struct ed_loop *l;
 	int fd;
+	char path[108]; /* the socket's file, unlinked at close if still ours */
+	dev_t dev;
+	ino_t ino;
 	unsigned nconns;
+	struct ed_ctl_conn *conns; /* every open connection, for ed_ctl_close */
 	http_parser_settings settings;
 };
 
 struct ed_ctl_conn {
 	struct ed_ctl *s;
+	struct ed_ctl_conn *prev, *next;
 	int fd;
 	uint32_t watching; /* events on the loop now; 0: none */
 	uint64_t timer;	   /* the clock (request, then reply); 0: none */
@@ -45,6 +51,7 @@ struct ed_ctl_conn {
 	char url[ED_CTL_URL_MAX + 1];
 	size_t url_len;
 	bool url_long, too_big, complete, deferred;
+	bool lingering; /* replied early: the rest of the request is read and dropped */
 	char *body;
 	size_t body_len;
 	char *out;
@@ -93,6 +100,12 @@ static void conn_close(struct ed_ctl_conn *c)
 		ed_loop_del_fd(c->s->l, c->fd);
 	close(c->fd);
 	c->s->nconns--;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	free(c->body);
 	free(c->out);
 	free(c);
@@ -117,36 +130,69 @@ static void clock_start(struct ed_ctl_conn *c)
 	c->timer = ed_loop_timer(c->s->l, REQUEST_MS, on_clock, c);
 }
 
-/* Write what is queued; closes c when done or broken.  true: c is gone. */
-static bool flush(struct ed_ctl_conn *c)
+/* The reply is out.  A refused request may still be on its way in: a
+ * unix socket closed with unread bytes resets the peer, which then loses
+ * the reply (unix(7)), so its rest is read and dropped first (bounded by
+ * DRAIN_MAX and the clock), after a half-close that tells the client. */
+static void done(struct ed_ctl_conn *c)
+{
+	if (!c->complete && !c->lingering && !shutdown(c->fd, SHUT_WR)) {
+		c->lingering = true;
+		watch(c, EPOLLIN);
+		if (c->watching)
+			return;
+	}
+	conn_close(c);
+}
+
+static void drain(struct ed_ctl_conn *c)
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		c->got += n > 0 ? (size_t)n : 0;
+		if (n <= 0 || c->got > DRAIN_MAX) {
+			conn_close(c);
+			return;
+		}
+	}
+}
+
+/* Write what is queued; done() when it is out, closes c when broken. */
+static void flush(struct ed_ctl_conn *c)
 {
 	while (c->out_off < c->out_len) {
-		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				 MSG_NOSIGNAL);
+		ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && errno == EAGAIN) {
 			watch(c, EPOLLOUT);
-			return false;
+			return;
 		}
-		if (w <= 0)
-			break;
+		if (w <= 0) {
+			conn_close(c);
+			return;
+		}
 		c->out_off += (size_t)w;
 	}
-	conn_close(c);
-	return true;
+	done(c);
 }
 
 static void queue_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
 {
 	char head[512];
 	int status = rp->status ? rp->status : 500;
-	int n = snprintf(head, sizeof(head),
-			 "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
-			 "%s%s%sContent-Length: %zu\r\n\r\n",
-			 status, reason(status), rp->type ? "Content-Type: " : "",
-			 rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
-			 rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
+	int n =
+	    snprintf(head, sizeof(head),
+		     "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
+		     "%s%s%sContent-Length: %zu\r\n\r\n",
+		     status, reason(status), rp->type ? "Content-Type: " : "",
+		     rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
+		     rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
 	c->out = malloc((size_t)n + rp->len);
 	if (c->out) {
 		memcpy(c->out, head, (size_t)n);
@@ -304,7 +350,9 @@ static void on_readable(struct ed_ctl_conn *c)
 static void on_event(void *arg, uint32_t events)
 {
 	struct ed_ctl_conn *c = arg;
-	if (c->out)
+	if (c->lingering)
+		drain(c);
+	else if (c->out)
 		flush(c);
 	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 		on_readable(c);
@@ -335,6 +383,10 @@ static void on_accept(void *arg, uint32_t events)
 		}
 		c->s = s;
 		c->fd = fd;
+		c->next = s->conns;
+		if (s->conns)
+			s->conns->prev = c;
+		s->conns = c;
 		s->nconns++;
 		http_parser_init(&c->p, HTTP_REQUEST);
 		c->p.data = c;
@@ -375,7 +427,8 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	struct stat st;
 	if (!lstat(path, &st)) {
 		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "control socket %s: exists and is not a socket", path);
+			snprintf(err, errlen, "control socket %s: exists and is not a socket",
+				 path);
 			return -EEXIST;
 		}
 		int r = served(path);
@@ -410,7 +463,7 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
-int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
+int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
 {
 	struct ed_ctl *s = calloc(1, sizeof(*s));
 	if (!s) {
@@ -429,12 +482,42 @@ int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
 		free(s);
 		return r;
 	}
+	struct stat st;
+	snprintf(s->path, sizeof(s->path), "%s", sock); /* bind_sock checked its length */
+	if (!lstat(sock, &st)) {
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
+	}
 	int r = ed_loop_add_fd(s->l, s->fd, EPOLLIN, on_accept, s);
 	if (r) {
 		snprintf(err, errlen, "control socket %s: %s", sock, strerror(-r));
 		close(s->fd);
 		unlink(sock);
 		free(s);
+		return r;
 	}
-	return r;
+	*sp = s;
+	return 0;
+}
+
+void ed_ctl_close(struct ed_ctl *s)
+{
+	if (!s)
+		return;
+	while (s->conns)
+		conn_close(s->conns); /* long polls let go of their event watches too */
+	ed_loop_del_fd(s->l, s->fd);
+	close(s->fd);
+	/* unlinked only if still ours: a newer emberd may have replaced it */
+	struct stat st;
+	if (!lstat(s->path, &st) && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
+	free(s);
+}
+
+int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
+{
+	/* Serves as long as emberd runs: nothing closes it (see ed_ctl_open). */
+	struct ed_ctl *s;
+	return ed_ctl_open(&s, h, sock, err, errlen);
 }

@@ -12,9 +12,9 @@
 
 #include "ha/emberd/emberd.h"
 
-#define ED_CTL_REQ_MAX 65536   /* a whole request: head and body */
+#define ED_CTL_REQ_MAX 65536 /* a whole request: head and body */
 #define ED_CTL_URL_MAX 2048
-#define ED_CTL_WAIT_MAX 30000  /* GET /events?wait_ms= ceiling */
+#define ED_CTL_WAIT_MAX 30000 /* GET /events?wait_ms= ceiling */
 #define ED_CTL_LOG_DEFAULT 65536
 #define ED_CTL_LOG_TEXT_MAX (4u << 20) /* ?tail= ceiling of a text/plain reply */
 #define ED_CTL_FAULT_MAX 600
@@ -43,6 +43,10 @@ struct ed_ctl_req {
 	 * (has_from); json: the paged JSON form instead of text/plain */
 	uint64_t tail, from;
 	bool has_from, json;
+	/* GET /vms, GET /hosts: the page after this name, at most limit (0:
+	 * all) entries */
+	char after[ED_NAME_MAX + 1];
+	uint64_t limit;
 	/* a 405: the method the path takes ("GET" or "PUT") */
 	const char *allow;
 };
@@ -61,7 +65,8 @@ __attribute__((warn_unused_result)) int ed_ctl_route(const char *method, const c
  * field, or the field of the wrong type.  Pure. */
 __attribute__((warn_unused_result)) int ed_ctl_body(enum ed_route route, const char *body,
 						    size_t len, enum ed_how *how,
-						    uint64_t *grace_ms, char *fault, size_t faultlen);
+						    uint64_t *grace_ms, char *fault,
+						    size_t faultlen);
 
 /* A reply: status, content type, body (owned, malloc'd; NULL: none), and
  * Allow: for a 405. */
@@ -75,10 +80,19 @@ struct ed_ctl_reply {
 
 void ed_ctl_reply_json(struct ed_ctl_reply *rp, int status, json_t *v); /* steals v */
 __attribute__((format(printf, 3, 4))) void ed_ctl_fault(struct ed_ctl_reply *rp, int status,
-							 const char *fmt, ...);
+							const char *fmt, ...);
 
 struct ed_ctl;	    /* the server (ctl_http.c) */
 struct ed_ctl_conn; /* one connection */
+
+/* ed_ctl_listen() with a handle for ed_ctl_close(): 0 with *s, or -errno
+ * with err.  (Integrator: for emberd.h, so main.c closes it at exit.) */
+__attribute__((warn_unused_result)) int ed_ctl_open(struct ed_ctl **s, struct ed_host *h,
+						    const char *sock, char *err, size_t errlen);
+/* Stop serving: every connection closed (long polls unwatch their
+ * events), the socket closed and its file unlinked if it is still ours.
+ * Before ed_host_free(). */
+void ed_ctl_close(struct ed_ctl *s);
 
 /* Handle one whole request (ctl.c): 0 with *rp filled, or 1 when the
  * reply comes later (a long poll), through ed_ctl_conn_reply(). */

@@ -11,7 +11,7 @@
 #include "ha/emberd/ctl_priv.h"
 
 static int refuse(char *fault, size_t len, int status, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static int refuse(char *fault, size_t len, int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -28,7 +28,7 @@ static const struct {
 	enum ed_route route;
 	const char *params; /* the query parameters it takes, space-separated */
 } routes[] = {
-    {"/vms", false, "GET", ED_R_VMS, ""},
+    {"/vms", false, "GET", ED_R_VMS, "after limit"},
     {"", true, "GET", ED_R_VM, ""},
     {"/start", true, "PUT", ED_R_VM_START, ""},
     {"/stop", true, "PUT", ED_R_VM_STOP, ""},
@@ -37,7 +37,7 @@ static const struct {
     {"/logs", true, "GET", ED_R_VM_LOGS, "tail from format"},
     {"/events", false, "GET", ED_R_EVENTS, "since wait_ms"},
     {"/reload", false, "PUT", ED_R_RELOAD, ""},
-    {"/hosts", false, "GET", ED_R_HOSTS, ""},
+    {"/hosts", false, "GET", ED_R_HOSTS, "after limit"},
     {"/status", false, "GET", ED_R_STATUS, ""},
 };
 
@@ -67,6 +67,12 @@ static int number(const char *v, size_t n, uint64_t *out)
 	return 0;
 }
 
+static bool name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-';
+}
+
 static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, size_t len)
 {
 	while (*q) {
@@ -86,7 +92,17 @@ static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, s
 				      *routes[i].params ? routes[i].params : "none");
 		uint64_t x = 0;
 		bool is_format = klen == 6 && !memcmp(q, "format", 6);
-		if (is_format) {
+		if (klen == 5 && !memcmp(q, "after", 5)) {
+			/* a name: the page starts after it (names sort as strcmp) */
+			size_t ok = 0;
+			while (ok < vlen && name_char(v[ok]))
+				ok++;
+			if (ok < vlen || vlen > ED_NAME_MAX)
+				return refuse(fault, len, 400,
+					      "after=: give a name (letters, digits, '-')");
+			memcpy(r->after, v, vlen);
+			r->after[vlen] = '\0';
+		} else if (is_format) {
 			if (vlen == 4 && !memcmp(v, "json", 4))
 				r->json = true;
 			else if (vlen == 4 && !memcmp(v, "text", 4))
@@ -102,28 +118,23 @@ static int query(const char *q, unsigned i, struct ed_ctl_req *r, char *fault, s
 			r->since = x;
 		} else if (!strncmp(q, "wait_ms=", 8)) {
 			if (x > ED_CTL_WAIT_MAX)
-				return refuse(fault, len, 400, "wait_ms=%.*s: at most %d", (int)vlen,
-					      v, ED_CTL_WAIT_MAX);
+				return refuse(fault, len, 400, "wait_ms=%.*s: at most %d",
+					      (int)vlen, v, ED_CTL_WAIT_MAX);
 			r->wait_ms = x;
 		} else if (!strncmp(q, "tail=", 5)) {
 			r->tail = x;
 		} else if (!strncmp(q, "from=", 5)) {
 			r->from = x;
 			r->has_from = true;
+		} else if (!strncmp(q, "limit=", 6)) {
+			r->limit = x;
 		}
 		q += n + (q[n] == '&');
 	}
 	return 0;
 }
 
-static bool name_char(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '-';
-}
-
-int ed_ctl_route(const char *method, const char *url, struct ed_ctl_req *r, char *fault,
-		 size_t len)
+int ed_ctl_route(const char *method, const char *url, struct ed_ctl_req *r, char *fault, size_t len)
 {
 	memset(r, 0, sizeof(*r));
 	r->tail = ED_CTL_LOG_DEFAULT;
@@ -227,7 +238,9 @@ static int body_field(enum ed_route route, const char *key, json_t *v, enum ed_h
 		return 0;
 	}
 	return refuse(fault, len, 400, "unknown field \"%.64s\" (this request takes %s)", key,
-		      start ? "\"how\"" : stop ? "\"grace_ms\"" : "no fields");
+		      start  ? "\"how\""
+		      : stop ? "\"grace_ms\""
+			     : "no fields");
 }
 
 int ed_ctl_body(enum ed_route route, const char *body, size_t n, enum ed_how *how,
@@ -268,8 +281,11 @@ int ed_ctl_body(enum ed_route route, const char *body, size_t n, enum ed_how *ho
 static int utf8_len(const unsigned char *p, size_t n)
 {
 	unsigned c = p[0];
-	int len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-			     : (c & 0xf8) == 0xf0 ? 4 : -1;
+	int len = c < 0x80	       ? 1
+		  : (c & 0xe0) == 0xc0 ? 2
+		  : (c & 0xf0) == 0xe0 ? 3
+		  : (c & 0xf8) == 0xf0 ? 4
+				       : -1;
 	if (len < 0 || c == 0xc0 || c == 0xc1 || c > 0xf4)
 		return -1;
 	for (int i = 1; i < len; i++) {

@@ -17,7 +17,7 @@
 #define ED_EVENTS_MAX 4096
 
 struct event {
-	uint64_t seq, mono_ms;
+	uint64_t seq, mono_us;
 	struct timespec time;
 	char vm[ED_NAME_MAX + 1];
 	bool has_vm;
@@ -87,8 +87,10 @@ static json_t *event_json(const struct ed_events *e, const struct event *ev)
 	gmtime_r(&ev->time.tv_sec, &tm);
 	size_t n = strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(t + n, sizeof(t) - n, ".%03ldZ", ev->time.tv_nsec / 1000000);
-	return json_pack("{s:I, s:s, s:I, s:s, s:o, s:s, s:s}", "seq", (json_int_t)ev->seq, "time", t,
-			 "mono_ms", (json_int_t)ev->mono_ms, "host", e->host, "vm",
+	/* mono_ms/mono_us: emberd's CLOCK_MONOTONIC, for intervals between events */
+	return json_pack("{s:I, s:s, s:I, s:I, s:s, s:o, s:s, s:s}", "seq", (json_int_t)ev->seq,
+			 "time", t, "mono_ms", (json_int_t)(ev->mono_us / 1000), "mono_us",
+			 (json_int_t)ev->mono_us, "host", e->host, "vm",
 			 ev->has_vm ? json_string(ev->vm) : json_null(), "kind", ev->kind, "detail",
 			 ev->detail);
 }
@@ -109,7 +111,9 @@ void ed_event(struct ed_host *h, const char *vm, const char *kind, const char *f
 	struct event *ev = &e->ring[e->last % ED_EVENTS_MAX];
 	memset(ev, 0, sizeof(*ev));
 	ev->seq = ++e->last;
-	ev->mono_ms = ed_now_ms();
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ev->mono_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 	clock_gettime(CLOCK_REALTIME, &ev->time);
 	if (vm) {
 		ev->has_vm = true;

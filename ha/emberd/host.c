@@ -1,7 +1,6 @@
 /* The local supervisor: the VMs of one host, their life cycle (start,
  * exit, restart by policy, stop), host shutdown and start.  Everything
  * here runs on the loop but ed_host_fence(). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -16,42 +15,70 @@
 
 #include "ha/emberd/local.h"
 
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
+/* a VM whose API has not answered this long after its launch is killed */
+#define ED_READY_TIMEOUT_MS 60000
 
-struct ed_host {
-	struct ed_loop *l;
-	struct ed_host_opts o;
-	char name[ED_NAME_MAX + 1];
-	struct ed_events *ev;
-	struct ed_cluster_hooks hooks;
-	bool have_hooks;
-	atomic_bool fenced;
-	struct ed_vm *vms; /* name order */
-};
-
-static const char *const state_names[] = {"stopped", "starting", "running",   "backoff",
-					  "failed",  "suspended", "remote", "unplaced"};
+static const char *const state_names[] = {"stopped", "starting",  "running", "backoff",
+					  "failed",  "suspended", "remote",  "unplaced"};
 
 const char *ed_state_name(enum ed_state s)
 {
 	return (unsigned)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s] : "?";
 }
 
-const char *ed_vm_name(const struct ed_vm *vm) { return vm->f.name; }
-enum ed_state ed_vm_state(const struct ed_vm *vm) { return vm->state; }
-uint64_t ed_vm_mem_bytes(const struct ed_vm *vm) { return vm->f.mem_bytes; }
-unsigned ed_vm_vcpus(const struct ed_vm *vm) { return vm->f.vcpus; }
-const char *const *ed_vm_hosts_must(const struct ed_vm *vm) { return (const char *const *)vm->f.hosts; }
-const char *const *ed_vm_hosts_avoid(const struct ed_vm *vm) { return (const char *const *)vm->f.avoid; }
-struct ed_vm *ed_host_first(struct ed_host *h) { return h->vms; }
-struct ed_vm *ed_host_next(struct ed_host *h, struct ed_vm *vm) { (void)h; return vm->next; }
-struct ed_loop *ed_host_loop(struct ed_host *h) { return h->l; }
-const char *ed_host_name(const struct ed_host *h) { return h->name; }
-struct ed_events *ed_host_events(struct ed_host *h) { return h->ev; }
-const struct ed_host_opts *ed_host_opts(const struct ed_host *h) { return &h->o; }
-bool ed_host_fenced(const struct ed_host *h) { return atomic_load(&h->fenced); }
+const char *ed_vm_name(const struct ed_vm *vm)
+{
+	return vm->f.name;
+}
+enum ed_state ed_vm_state(const struct ed_vm *vm)
+{
+	return vm->state;
+}
+uint64_t ed_vm_mem_bytes(const struct ed_vm *vm)
+{
+	return vm->f.mem_bytes;
+}
+unsigned ed_vm_vcpus(const struct ed_vm *vm)
+{
+	return vm->f.vcpus;
+}
+const char *const *ed_vm_hosts_must(const struct ed_vm *vm)
+{
+	return (const char *const *)vm->f.hosts;
+}
+const char *const *ed_vm_hosts_avoid(const struct ed_vm *vm)
+{
+	return (const char *const *)vm->f.avoid;
+}
+struct ed_vm *ed_host_first(struct ed_host *h)
+{
+	return h->vms;
+}
+struct ed_vm *ed_host_next(struct ed_host *h, struct ed_vm *vm)
+{
+	(void)h;
+	return vm->next;
+}
+struct ed_loop *ed_host_loop(struct ed_host *h)
+{
+	return h->l;
+}
+const char *ed_host_name(const struct ed_host *h)
+{
+	return h->name;
+}
+struct ed_events *ed_host_events(struct ed_host *h)
+{
+	return h->ev;
+}
+const struct ed_host_opts *ed_host_opts(const struct ed_host *h)
+{
+	return &h->o;
+}
+bool ed_host_fenced(const struct ed_host *h)
+{
+	return atomic_load(&h->fenced);
+}
 
 const struct ed_cluster_hooks *ed_host_hooks(const struct ed_host *h)
 {
@@ -120,241 +147,6 @@ static bool suspended_snap(struct ed_vm *vm, char *buf, size_t len)
 	return ok && buf[0] == '/';
 }
 
-/* `ember run FILE --dry-run`: ember's own check of every key, its
- * message (naming the file and line) into err.  0 or -EINVAL. */
-static int dry_run(struct ed_host *h, const char *file, char *err, size_t errlen)
-{
-	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "pipe: %s", strerror(errno));
-		return -errno;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(null, 1);
-		dup2(pfd[1], 2);
-		execl(h->o.ember, "ember", "run", file, "--dry-run", (char *)NULL);
-		_exit(127);
-	}
-	close(pfd[1]);
-	char out[2048] = "";
-	size_t n = 0;
-	for (ssize_t k; n + 1 < sizeof(out) && (k = read(pfd[0], out + n, sizeof(out) - 1 - n)) > 0;)
-		n += (size_t)k;
-	out[n] = '\0';
-	close(pfd[0]);
-	int st = 0;
-	if (pid < 0 || waitpid(pid, &st, 0) < 0) {
-		snprintf(err, errlen, "run %s --dry-run: %s", h->o.ember, strerror(errno));
-		return -EINVAL;
-	}
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-		return 0;
-	/* ember's first line says it: "ember: FILE:LINE: ..." */
-	out[strcspn(out, "\n")] = '\0';
-	const char *m = strncmp(out, "ember: ", 7) ? out : out + 7;
-	ed_fmt(err, errlen, "%s", *m ? m : "ember --dry-run refused it");
-	return -EINVAL;
-}
-
-static int vm_cmp_insert(struct ed_host *h, struct ed_vm *vm)
-{
-	struct ed_vm **p = &h->vms;
-	while (*p && strcmp((*p)->f.name, vm->f.name) < 0)
-		p = &(*p)->next;
-	if (*p && !strcmp((*p)->f.name, vm->f.name))
-		return -EEXIST;
-	vm->next = *p;
-	*p = vm;
-	return 0;
-}
-
-/* Read and check one VM file: 0 with *f, or -EINVAL with err. */
-static int load_file(struct ed_host *h, const char *path, struct ed_vmfile *f, char *err,
-		     size_t errlen)
-{
-	int r = ed_vmfile_parse(path, f, err, errlen);
-	if (!r && (r = dry_run(h, path, err, errlen)))
-		ed_vmfile_free(f);
-	return r;
-}
-
-static bool is_vm_file(const char *name)
-{
-	size_t n = strlen(name);
-	return name[0] != '.' && n > 4 && !strcmp(name + n - 4, ".ini");
-}
-
-static int name_sort(const struct dirent **a, const struct dirent **b)
-{
-	return strcmp((*a)->d_name, (*b)->d_name);
-}
-
-int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
-{
-	struct dirent **ents;
-	int n = scandir(h->o.vm_dir, &ents, NULL, name_sort);
-	if (n < 0) {
-		snprintf(why, whylen, "%s: %s", h->o.vm_dir, strerror(errno));
-		return -errno;
-	}
-	json_t *added = json_array(), *removed = json_array(), *changed = json_array(),
-	       *errors = json_array();
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
-		vm->remove = true;
-	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX], err[ED_ERR_MAX];
-		struct ed_vmfile *f = calloc(1, sizeof(*f));
-		snprintf(path, sizeof(path), "%s/%s", h->o.vm_dir, ents[i]->d_name);
-		bool want = is_vm_file(ents[i]->d_name);
-		free(ents[i]);
-		if (!want || !f) {
-			free(f);
-			continue;
-		}
-		if (load_file(h, path, f, err, sizeof(err))) {
-			ed_event(h, NULL, "config-error", "%s", err);
-			json_array_append_new(errors, json_pack("{s:s, s:s}", "file", path, "error", err));
-			/* a VM whose file is now bad keeps running; it is not dropped */
-			for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
-				if (!strcmp(vm->f.file, path))
-					vm->remove = false;
-			free(f);
-			continue;
-		}
-		struct ed_vm *vm = ed_host_find(h, f->name);
-		if (vm && strcmp(vm->f.file, path) && !vm->remove) {
-			ed_fmt(err, sizeof(err), "%s: VM name \"%s\" is taken by %s", path, f->name,
-				 vm->f.file);
-			ed_event(h, NULL, "config-error", "%s", err);
-			json_array_append_new(errors, json_pack("{s:s, s:s}", "file", path, "error", err));
-			ed_vmfile_free(f);
-			free(f);
-			continue;
-		}
-		if (vm) {
-			vm->remove = false;
-			if (vm->f.mtime_ns != f->mtime_ns || vm->f.size != f->size ||
-			    strcmp(vm->f.file, path)) {
-				/* takes effect at its next start; a stopped VM's at once */
-				bool live = vm->pid > 0;
-				if (!live) {
-					ed_vmfile_free(&vm->f);
-					vm->f = *f;
-				} else {
-					vm->changed = true;
-				}
-				json_array_append_new(changed, json_string(f->name));
-				if (live)
-					ed_vmfile_free(f);
-			} else {
-				ed_vmfile_free(f);
-			}
-			free(f);
-			continue;
-		}
-		vm = calloc(1, sizeof(*vm));
-		if (!vm) {
-			ed_vmfile_free(f);
-			free(f);
-			continue;
-		}
-		vm->h = h;
-		vm->f = *f;
-		vm->pidfd = -1;
-		free(f);
-		ed_proc_jail_path(vm);
-		if (vm_cmp_insert(h, vm)) {
-			ed_vmfile_free(&vm->f);
-			free(vm);
-			continue;
-		}
-		json_array_append_new(added, json_string(vm->f.name));
-	}
-	free(ents);
-	for (struct ed_vm **p = &h->vms; *p;) {
-		struct ed_vm *vm = *p;
-		if (!vm->remove) {
-			p = &vm->next;
-			continue;
-		}
-		json_array_append_new(removed, json_string(vm->f.name));
-		if (vm->pid > 0) { /* dropped once down */
-			char w[64];
-			if (ed_vm_stop(h, vm, 5000, "removed", w, sizeof(w))) {
-			}
-			p = &vm->next;
-			continue;
-		}
-		*p = vm->next;
-		if (vm->restart_timer)
-			ed_loop_cancel(h->l, vm->restart_timer);
-		ed_vmfile_free(&vm->f);
-		free(vm);
-	}
-	*report = json_pack("{s:o, s:o, s:o, s:o}", "added", added, "removed", removed, "changed",
-			    changed, "errors", errors);
-	return 0;
-}
-
-int ed_host_new(struct ed_host **hp, struct ed_loop *l, const struct ed_host_opts *o, char *err,
-		size_t errlen)
-{
-	struct ed_host *h = calloc(1, sizeof(*h));
-	char p[PATH_MAX + 32];
-	if (!h)
-		return -ENOMEM;
-	h->l = l;
-	h->o = *o;
-	snprintf(h->name, sizeof(h->name), "%s", o->host);
-	int r = 0;
-	const char *dirs[] = {o->state_dir, NULL, o->snap_dir};
-	snprintf(p, sizeof(p), "%s/vms", o->state_dir);
-	dirs[1] = p;
-	for (int i = 0; i < 3 && !r; i++)
-		if (mkdir(dirs[i], 0750) < 0 && errno != EEXIST) {
-			r = -errno;
-			snprintf(err, errlen, "%s: %s", dirs[i], strerror(errno));
-		}
-	snprintf(p, sizeof(p), "%s/events.log", o->state_dir);
-	if (!r && (r = ed_events_new(&h->ev, p, h->name)))
-		snprintf(err, errlen, "%s: %s", p, strerror(-r));
-	if (r) {
-		free(h);
-		return r;
-	}
-	*hp = h;
-	json_t *rep = NULL;
-	r = ed_host_reload(h, &rep, err, errlen);
-	json_decref(rep);
-	if (r) {
-		ed_host_free(h);
-		return r;
-	}
-	return 0;
-}
-
-void ed_host_free(struct ed_host *h)
-{
-	if (!h)
-		return;
-	while (h->vms) {
-		struct ed_vm *vm = h->vms;
-		h->vms = vm->next;
-		if (vm->pidfd >= 0)
-			close(vm->pidfd);
-		ed_vmfile_free(&vm->f);
-		free(vm);
-	}
-	ed_events_free(h->ev);
-	free(h);
-}
-
 /* ---- start, readiness ---- */
 
 static void ready_poll(void *arg);
@@ -390,11 +182,12 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	if (vm->changed) { /* the file changed while it ran: now it counts */
 		struct ed_vmfile f;
 		char err[ED_ERR_MAX];
-		if (!load_file(h, vm->f.file, &f, err, sizeof(err))) {
+		if (!ed_host_load_file(h, vm->f.file, &f, err, sizeof(err))) {
 			ed_vmfile_free(&vm->f);
 			vm->f = f;
 		} else {
-			ed_event(h, vm->f.name, "config-error", "%s (the old file's settings stay)", err);
+			ed_event(h, vm->f.name, "config-error", "%s (the old file's settings stay)",
+				 err);
 		}
 		vm->changed = false;
 	}
@@ -433,11 +226,14 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	vm->stopping = false;
 	vm->started_ms = ed_now_ms();
 	vm->running_ms = 0;
-	vm->up_kind = from_marker ? "resumed" : resume ? "restored" : !strcmp(cause, "restart") ? "restarted" : "started";
+	vm->up_kind = from_marker		  ? "resumed"
+		      : resume			  ? "restored"
+		      : !strcmp(cause, "restart") ? "restarted"
+						  : "started";
 	ed_fmt(vm->up_detail, sizeof(vm->up_detail), "%s%s%s (%s; pid %d)",
-		 resume ? "from " : "booted", resume ? snap : "", "", dwhy, (int)vm->pid);
+	       resume ? "from " : "booted", resume ? snap : "", "", dwhy, (int)vm->pid);
 	ed_vm_set_state(vm, ED_STARTING, NULL);
-	vm->ready_deadline_ms = ed_now_ms() + 60000;
+	vm->ready_deadline_ms = ed_now_ms() + ED_READY_TIMEOUT_MS;
 	vm->ready_timer = ed_loop_timer(h->l, 1, ready_poll, vm);
 	return 0;
 }
@@ -449,18 +245,28 @@ static void ready_poll(void *arg)
 	if (vm->state != ED_STARTING || vm->pid <= 0)
 		return;
 	if (!ed_proc_answers(vm)) {
-		if (ed_now_ms() < vm->ready_deadline_ms)
+		if (ed_now_ms() < vm->ready_deadline_ms) {
 			vm->ready_timer = ed_loop_timer(vm->h->l, 1, ready_poll, vm);
+		} else { /* stuck: its exit then goes through the policy */
+			ed_event(vm->h, vm->f.name, "start-timeout",
+				 "its API did not answer in %d s: killed",
+				 ED_READY_TIMEOUT_MS / 1000);
+			syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+		}
 		return;
 	}
 	vm->running_ms = ed_now_ms();
+	/* From now on its API is reached through its own root: a link the
+	 * jailed uid puts at api.sock then resolves inside the jail, never
+	 * to a socket of the host. */
+	snprintf(vm->api_sock, sizeof(vm->api_sock), "/proc/%d/root/api.sock", (int)vm->pid);
 	ed_vm_set_state(vm, ED_RUNNING, NULL);
 	ed_event(vm->h, vm->f.name, vm->up_kind, "%s", vm->up_detail);
-	if (!strcmp(vm->up_kind, "resumed")) {
-		char p[PATH_MAX];
-		marker_path(vm, p, sizeof(p));
-		unlink(p); /* it has run since: that snapshot is an old moment now */
-	}
+	/* it has run since (resumed or booted): the suspend snapshot is an
+	 * old moment now */
+	char p[PATH_MAX];
+	marker_path(vm, p, sizeof(p));
+	unlink(p);
 	ed_snap_arm(vm);
 }
 
@@ -491,7 +297,9 @@ static void drop_if_removed(struct ed_host *h, struct ed_vm *vm)
 		return;
 	for (struct ed_vm **p = &h->vms; *p; p = &(*p)->next)
 		if (*p == vm) {
+			pthread_mutex_lock(&h->mu);
 			*p = vm->next;
+			pthread_mutex_unlock(&h->mu);
 			cancel_timers(vm);
 			ed_vmfile_free(&vm->f);
 			free(vm);
@@ -505,7 +313,7 @@ void ed_host_vm_exited(struct ed_vm *vm)
 	int code, sig;
 	uint64_t now = ed_now_ms();
 	bool was_starting = vm->state == ED_STARTING;
-	ed_proc_reap(vm, &code, &sig);
+	ed_proc_reap(vm, false, &code, &sig);
 	cancel_timers(vm);
 	vm->have_exit = true;
 	vm->exit_code = code;
@@ -533,14 +341,16 @@ void ed_host_vm_exited(struct ed_vm *vm)
 	/* a snapshot that would not load: ember ends at once, 121/122 */
 	if (was_starting && vm->loaded && (code == 121 || code == 122)) {
 		if (ed_vmfile_all_ro(&vm->f)) {
-			ed_event(h, vm->f.name, "snapshot-failed",
-				 "the snapshot did not load (exit %d): booting, which loses nothing "
-				 "(read-only drives)",
-				 code);
+			ed_event(
+			    h, vm->f.name, "snapshot-failed",
+			    "the snapshot did not load (exit %d): booting, which loses nothing "
+			    "(read-only drives)",
+			    code);
 			vm->resume_failed_boot = true;
 		} else {
-			ed_vm_set_state(vm, ED_FAILED, "the snapshot did not load, and a boot would "
-							"lose the memory that matches its drives");
+			ed_vm_set_state(vm, ED_FAILED,
+					"the snapshot did not load, and a boot would "
+					"lose the memory that matches its drives");
 			ed_event(h, vm->f.name, "failed", "%s (exit %d)", vm->reason, code);
 			return;
 		}
@@ -581,8 +391,8 @@ static void kill_due(void *arg)
 		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
 }
 
-int ed_vm_stop(struct ed_host *h, struct ed_vm *vm, uint64_t grace_ms, const char *cause,
-	       char *why, size_t whylen)
+int ed_vm_stop(struct ed_host *h, struct ed_vm *vm, uint64_t grace_ms, const char *cause, char *why,
+	       size_t whylen)
 {
 	(void)why;
 	(void)whylen;
@@ -622,7 +432,8 @@ int ed_vm_snapshot(struct ed_host *h, struct ed_vm *vm, char *dir, size_t dirlen
 	if (r)
 		ed_event(h, vm->f.name, "snapshot-failed", "%s", why);
 	else
-		ed_event(h, vm->f.name, "snapshot", "%s (%llu ms, asked)", dir, (unsigned long long)*ms);
+		ed_event(h, vm->f.name, "snapshot", "%s (%llu ms, asked)", dir,
+			 (unsigned long long)*ms);
 	return r;
 }
 
@@ -642,7 +453,8 @@ void ed_host_start_all(struct ed_host *h)
 		bool susp = suspended_snap(vm, snap, sizeof(snap));
 		if (!susp && !vm->f.pol.autostart)
 			continue;
-		if (ed_vm_start(h, vm, ED_HOW_POLICY, susp ? "resume" : "autostart", why, sizeof(why)) &&
+		if (ed_vm_start(h, vm, ED_HOW_POLICY, susp ? "resume" : "autostart", why,
+				sizeof(why)) &&
 		    vm->state != ED_STOPPED) {
 			ed_vm_set_state(vm, ED_FAILED, why);
 			ed_event(h, vm->f.name, "failed", "start: %s", why);
@@ -662,7 +474,7 @@ void ed_host_suspend_all(struct ed_host *h)
 			snprintf(why, sizeof(why), "it was %s", ed_state_name(vm->state));
 		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
 		int code, sig;
-		ed_proc_reap(vm, &code, &sig); /* waitid blocks: SIGKILL ends it */
+		ed_proc_reap(vm, true, &code, &sig); /* waitid blocks: SIGKILL ends it */
 		cancel_timers(vm);
 		marker_path(vm, p, sizeof(p));
 		if (ok) {
@@ -702,13 +514,13 @@ void ed_host_fence(struct ed_host *h, const char *reason)
 {
 	atomic_store(&h->fenced, true);
 	fprintf(stderr, "<3>emberd: FENCED: %s: killing every VM\n", reason);
-	/* another thread: read pidfds only (an exiting VM's may be closed
-	 * under us; the kill then misses a process that is gone anyway) */
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		int fd = vm->pidfd;
-		if (fd >= 0)
-			syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-	}
+	/* another thread: the list and the pidfds under mu (a launch that
+	 * passed the fenced check before the store kills its own, proc.c) */
+	pthread_mutex_lock(&h->mu);
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
+		if (vm->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&h->mu);
 	if (ed_loop_post(h->l, fenced_events, h)) {
 	}
 }
@@ -717,68 +529,4 @@ void ed_host_unfence(struct ed_host *h)
 {
 	atomic_store(&h->fenced, false);
 	ed_event(h, NULL, "unfenced", "VMs may start again");
-}
-
-/* ---- status ---- */
-
-json_t *ed_vm_status_json(const struct ed_vm *vm)
-{
-	const struct ed_policy *p = &vm->f.pol;
-	uint64_t now = ed_now_ms();
-	json_t *last = vm->have_exit ? json_pack("{s:i, s:i, s:I}", "code", vm->exit_code, "signal",
-						 vm->exit_signal, "at_ms", (json_int_t)vm->exit_at_ms)
-				     : json_null();
-	json_t *snap = vm->snap_dir[0] ? json_pack("{s:s, s:I}", "dir", vm->snap_dir, "at_ms",
-						   (json_int_t)vm->snap_at_ms)
-				       : json_null();
-	json_t *pol = json_pack("{s:s, s:i, s:I, s:I, s:I, s:I, s:s, s:b}", "restart",
-				ed_restart_name(p->restart), "restart_attempts", (int)p->attempts,
-				"restart_interval_ms", (json_int_t)p->interval_ms, "restart_delay_ms",
-				(json_int_t)p->delay_ms, "restart_max_delay_ms",
-				(json_int_t)p->max_delay_ms, "snapshot_interval_ms",
-				(json_int_t)p->snapshot_ms, "resume", ed_resume_name(p->resume),
-				"autostart", p->autostart);
-	return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:I, s:o, s:o, s:o, s:s}", "name",
-			 vm->f.name, "state", ed_state_name(vm->state), "host",
-			 vm->state == ED_REMOTE ? vm->remote_host : vm->h->name, "pid",
-			 vm->pid > 0 ? json_integer(vm->pid) : json_null(), "restarts",
-			 (int)vm->restarts, "last_exit", last, "uptime_ms",
-			 (json_int_t)(vm->state == ED_RUNNING ? now - vm->running_ms : 0), "snapshot",
-			 snap, "policy", pol, "reason",
-			 vm->reason[0] ? json_string(vm->reason) : json_null(), "file", vm->f.file);
-}
-
-json_t *ed_host_status_json(struct ed_host *h)
-{
-	int n = 0, running = 0;
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		n++;
-		running += vm->state == ED_RUNNING;
-	}
-	const char *etcd = h->have_hooks && h->hooks.etcd_health ? h->hooks.etcd_health(h->hooks.arg)
-								  : NULL;
-	return json_pack("{s:s, s:s, s:b, s:i, s:i, s:o}", "host", h->name, "mode",
-			 h->have_hooks ? "cluster" : "local", "fenced", ed_host_fenced(h), "vms", n,
-			 "running", running, "etcd", etcd ? json_string(etcd) : json_null());
-}
-
-json_t *ed_host_hosts_json(struct ed_host *h)
-{
-	if (h->have_hooks && h->hooks.hosts_json)
-		return h->hooks.hosts_json(h->hooks.arg);
-	int vms = 0;
-	uint64_t mem = 0;
-	unsigned vcpus = 0;
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
-		if (vm->pid > 0) {
-			vms++;
-			mem += vm->f.mem_bytes;
-			vcpus += vm->f.vcpus;
-		}
-	long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	return json_pack("[{s:s, s:b, s:i, s:I, s:I, s:i, s:i}]", "name", h->name, "alive", 1, "vms",
-			 vms, "mem_used", (json_int_t)mem, "mem_capacity",
-			 (json_int_t)((uint64_t)pages * (uint64_t)psize / 10 * 8), "vcpus_used",
-			 (int)vcpus, "vcpus_capacity", (int)(cpus * 4));
 }

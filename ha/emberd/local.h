@@ -6,6 +6,8 @@
 #define EMBER_HA_EMBERD_LOCAL_H
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -58,9 +60,9 @@ enum ed_verdict ed_policy_on_exit(const struct ed_policy *p, struct ed_window *w
 enum ed_way { ED_WAY_BOOT, ED_WAY_RESUME, ED_WAY_ROLLBACK, ED_WAY_FAIL };
 
 struct ed_snapinfo {
-	bool exists;	  /* a committed snapshot */
-	bool suspend;	  /* taken at host shutdown, and the VM has not run since */
-	bool has_drives;  /* the writable drives were captured with it */
+	bool exists;	 /* a committed snapshot */
+	bool suspend;	 /* taken at host shutdown, and the VM has not run since */
+	bool has_drives; /* the writable drives were captured with it */
 };
 
 /* The start decision (pure): never a memory image with a disk from
@@ -97,21 +99,20 @@ struct ed_vmfile {
  * (its own: ed_vmfile_free).  0, or -EINVAL with "FILE:LINE: [section]
  * key: why" in err (-errno when unreadable). */
 __attribute__((warn_unused_result)) int ed_vmfile_parse(const char *path, struct ed_vmfile *f,
-						      char *err, size_t errlen);
+							char *err, size_t errlen);
 void ed_vmfile_free(struct ed_vmfile *f);
 /* Write the jail's copy of f's file to out: [emberd] left out, paths
  * rewritten to their jail paths (/vm/kernel, /vm/initrd, /vm/drive-ID),
  * the serial on stdout (the console log).  0 or -errno with err. */
-__attribute__((warn_unused_result)) int ed_vmfile_write_jail(const struct ed_vmfile *f,
-							   const char *out, char *err,
-							   size_t errlen);
+__attribute__((warn_unused_result)) int
+ed_vmfile_write_jail(const struct ed_vmfile *f, const char *out, char *err, size_t errlen);
 bool ed_vmfile_all_ro(const struct ed_vmfile *f);
 
 /* ---- events.c ---- */
 
 struct ed_events;
 __attribute__((warn_unused_result)) int ed_events_new(struct ed_events **e, const char *log_path,
-						    const char *host);
+						      const char *host);
 void ed_events_free(struct ed_events *e);
 struct ed_events *ed_host_events(struct ed_host *h);
 
@@ -133,12 +134,12 @@ struct ed_vm {
 	char api_sock[PATH_MAX];
 	uint64_t started_ms, running_ms;
 	uint64_t ready_timer, restart_timer, snap_timer, kill_timer;
-	const char *up_kind;	 /* event once running: "started", "restored"... */
+	const char *up_kind; /* event once running: "started", "restored"... */
 	char up_detail[ED_ERR_MAX];
-	bool stopping;		 /* we asked it to stop */
+	bool stopping;		  /* we asked it to stop */
 	enum ed_state stop_state; /* what it becomes once down */
-	bool loaded;		 /* resumed from a snapshot */
-	bool resume_failed_boot; /* that resume failed at once: boot if lossless */
+	bool loaded;		  /* resumed from a snapshot */
+	bool resume_failed_boot;  /* that resume failed at once: boot if lossless */
 	/* history */
 	unsigned restarts;
 	struct ed_window win;
@@ -161,9 +162,30 @@ struct ed_host_opts {
 	gid_t gid;
 };
 
+struct ed_host {
+	struct ed_loop *l;
+	struct ed_host_opts o;
+	char name[ED_NAME_MAX + 1];
+	struct ed_events *ev;
+	struct ed_cluster_hooks hooks;
+	bool have_hooks;
+	atomic_bool fenced;
+	/* The loop alone writes the VM list and the VMs' pidfds; it takes mu
+	 * for those writes, and ed_host_fence() (another thread) for reading
+	 * them, so a fence never walks a freed VM or signals a reused fd. */
+	pthread_mutex_t mu;
+	struct ed_vm *vms; /* name order */
+};
+
+/* Read and check one VM file (ours, then ember's dry run): 0 with *f, or
+ * -EINVAL with err (reload.c). */
+__attribute__((warn_unused_result)) int ed_host_load_file(struct ed_host *h, const char *path,
+							  struct ed_vmfile *f, char *err,
+							  size_t errlen);
+
 __attribute__((warn_unused_result)) int ed_host_new(struct ed_host **h, struct ed_loop *l,
-						  const struct ed_host_opts *o, char *err,
-						  size_t errlen);
+						    const struct ed_host_opts *o, char *err,
+						    size_t errlen);
 /* Start every VM as emberd starts: suspended ones resume, the others
  * autostart by policy. */
 void ed_host_start_all(struct ed_host *h);
@@ -174,7 +196,7 @@ const struct ed_host_opts *ed_host_opts(const struct ed_host *h);
 const struct ed_cluster_hooks *ed_host_hooks(const struct ed_host *h);
 /* STATE/vms/NAME (made), into buf. */
 __attribute__((warn_unused_result)) int ed_host_vm_state_dir(struct ed_host *h, const char *name,
-							   char *buf, size_t len);
+							     char *buf, size_t len);
 void ed_vm_set_state(struct ed_vm *vm, enum ed_state s, const char *reason);
 /* vm's pidfd is readable: its ember exited (proc.c calls it). */
 void ed_host_vm_exited(struct ed_vm *vm);
@@ -185,14 +207,17 @@ void ed_host_vm_exited(struct ed_vm *vm);
  * snap_dir is NULL, else a restore of that snapshot (its host folder).
  * 0 (pid, pidfd filled; the loop watches it) or -errno with why. */
 __attribute__((warn_unused_result)) int ed_proc_launch(struct ed_vm *vm, const char *snap_dir,
-						     char *why, size_t whylen);
+						       char *why, size_t whylen);
 /* Reap vm's exited ember (its pidfd readable): the exit code or signal,
- * then the jail's mounts and folder removed. */
-void ed_proc_reap(struct ed_vm *vm, int *code, int *sig);
+ * then the jail's mounts detached and its folder removed (now: at once;
+ * else renamed now, removed later on the loop). */
+void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig);
 /* Whether vm's API socket answers GET /ember/status now. */
 bool ed_proc_answers(struct ed_vm *vm);
-/* Remove a jail's mounts and folder (also a stale one at start). */
-void ed_proc_clean_jail(const char *jail_dir);
+/* Remove a jail's mounts and folder (a stale one before a start): 0,
+ * -EBUSY when its lock is held (a live jail: left alone), or -errno when
+ * a mount would not go (the folder is then kept). */
+__attribute__((warn_unused_result)) int ed_proc_clean_jail(const char *jail_dir);
 /* The jail folder of vm (<base>/<exec name>/<name>) into vm->jail_dir. */
 void ed_proc_jail_path(struct ed_vm *vm);
 
@@ -202,21 +227,23 @@ void ed_proc_jail_path(struct ed_vm *vm);
  * stays paused for the kill), commit.  0 with D's folder in dir, or
  * -errno with why (the half-written folder is gone). */
 __attribute__((warn_unused_result)) int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir,
-						   size_t dirlen, char *why, size_t whylen);
+						     size_t dirlen, char *why, size_t whylen);
 /* The VM's latest committed snapshot folder into buf and what it holds:
  * 0, -ENOENT (none) or -errno. */
 __attribute__((warn_unused_result)) int ed_snap_latest(struct ed_vm *vm, char *buf, size_t len,
-						     struct ed_snapinfo *info);
+						       struct ed_snapinfo *info);
 /* Copy the drives captured in snapshot folder dir back over vm's drive
  * files (temp + rename).  0 or -errno with why. */
 __attribute__((warn_unused_result)) int ed_snap_rollback(struct ed_vm *vm, const char *dir,
-						       char *why, size_t whylen);
+							 char *why, size_t whylen);
 /* The VM's snapshot folder on the host: <snap-dir>/<name> (made). */
 __attribute__((warn_unused_result)) int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len);
 /* Arm (or re-arm) the periodic snapshot timer of a running vm. */
 void ed_snap_arm(struct ed_vm *vm);
-/* Write path with data: temp + fsync + rename + folder fsync. */
-__attribute__((warn_unused_result)) int ed_write_atomic(const char *path, const char *data,
-						      size_t len);
+/* Write path with data: temp + fsync + rename + folder fsync (durable:
+ * false skips the syncs, for files remade at every start).  0 or -errno. */
+__attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,
+						      size_t len, bool durable);
+#define ed_write_atomic(p, d, l) ed_write_file(p, d, l, true)
 
 #endif

@@ -259,7 +259,8 @@ int ed_loop_run(struct ed_loop *l)
 			else if (p == &l->efd)
 				run_posts(l);
 			else if (watched(l, p)) /* not removed by an earlier handler */
-				((struct fd_watch *)p)->fn(((struct fd_watch *)p)->arg, evs[i].events);
+				((struct fd_watch *)p)
+				    ->fn(((struct fd_watch *)p)->arg, evs[i].events);
 		}
 	}
 	return 0;

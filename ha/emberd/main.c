@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ha/emberd/ctl_priv.h" /* ed_ctl_open/close (integrator: for emberd.h) */
 #include "ha/emberd/local.h"
 
 static const char usage[] =
@@ -74,8 +75,12 @@ static int size(const char *v, uint64_t *out)
 	char *end;
 	errno = 0;
 	unsigned long long n = strtoull(v, &end, 10);
-	uint64_t mul = !*end ? 1 : !strcmp(end, "K") ? 1ULL << 10 : !strcmp(end, "M") ? 1ULL << 20
-			       : !strcmp(end, "G") ? 1ULL << 30 : !strcmp(end, "T") ? 1ULL << 40 : 0;
+	uint64_t mul = !*end		   ? 1
+		       : !strcmp(end, "K") ? 1ULL << 10
+		       : !strcmp(end, "M") ? 1ULL << 20
+		       : !strcmp(end, "G") ? 1ULL << 30
+		       : !strcmp(end, "T") ? 1ULL << 40
+					   : 0;
 	if (errno || end == v || *v == '-' || !mul || n > UINT64_MAX / mul)
 		return -EINVAL;
 	*out = n * mul;
@@ -121,7 +126,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		}
 		if (!strcmp(a, "--uid") || !strcmp(a, "--gid")) {
 			if (num(v, UINT32_MAX - 1, &n) || n == 0)
-				USAGE("%s %s: a number, not 0 (the jail needs an unprivileged id)", a, v);
+				USAGE("%s %s: a number, not 0 (the jail needs an unprivileged id)",
+				      a, v);
 			if (a[2] == 'u')
 				o->h.uid = (uid_t)n;
 			else
@@ -218,6 +224,7 @@ int main(int argc, char **argv)
 	struct ed_loop *l = NULL;
 	struct ed_host *h = NULL;
 	struct ed_cluster *c = NULL;
+	struct ed_ctl *ctl = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -238,7 +245,7 @@ int main(int argc, char **argv)
 	}
 	sc.h = h;
 	if ((r = ed_loop_add_fd(l, sc.fd, EPOLLIN, on_signal, &sc)) ||
-	    (r = ed_ctl_listen(h, o.sock, err, sizeof(err)))) {
+	    (r = ed_ctl_open(&ctl, h, o.sock, err, sizeof(err)))) {
 		fprintf(stderr, "emberd: %s\n", err[0] ? err : strerror(-r));
 		if (r != -ENOSYS)
 			return 1;
@@ -258,6 +265,8 @@ int main(int argc, char **argv)
 	if (c)
 		ed_cluster_stop(c, true);
 	ed_event(h, NULL, "stopped", "emberd exits");
+	if (ctl)
+		ed_ctl_close(ctl);
 	ed_host_free(h);
 	ed_loop_free(l);
 	return r ? 1 : 0;

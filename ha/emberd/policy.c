@@ -76,7 +76,8 @@ enum ed_verdict ed_policy_on_exit(const struct ed_policy *p, struct ed_window *w
 		w->count = 0;
 	}
 	if (w->count >= p->attempts) {
-		snprintf(why, whylen, "%u restarts within %llu ms (restart_attempts, restart_interval)",
+		snprintf(why, whylen,
+			 "%u restarts within %llu ms (restart_attempts, restart_interval)",
 			 w->count, (unsigned long long)p->interval_ms);
 		return ED_V_FAIL;
 	}
@@ -113,7 +114,7 @@ enum ed_way ed_decide_start(enum ed_how how, enum ed_resume resume, bool all_ro,
 	if (all_ro) {
 		snprintf(why, whylen, "every drive is read-only: resuming loses nothing");
 		return resume == ED_RESUME_NEVER && how != ED_HOW_RESUME ? ED_WAY_BOOT
-									: ED_WAY_RESUME;
+									 : ED_WAY_RESUME;
 	}
 	snprintf(why, whylen,
 		 "a writable drive changed since the snapshot (resume=%s): its memory would not "

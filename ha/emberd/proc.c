@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -72,23 +74,77 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return 0;
 }
 
-void ed_proc_clean_jail(const char *jail_dir)
+/* Detach every mount in a jail: 0 once none is left, else -EBUSY.
+ * Never remove through a mount that stayed: the snapshot folder and the
+ * drives are bound in, and a walk would delete them. */
+static int unmount_jail(const char *jail_dir)
 {
 	static char mps[64][PATH_MAX];
 	int n = 0;
 	if (mounts_below(jail_dir, mps, 64, &n))
-		return;
+		return -EIO;
 	for (int i = 0; i < n; i++)
 		umount2(mps[i], MNT_DETACH);
-	/* Never remove through a mount that stayed: the snapshot folder and
-	 * the drives are bound in, and a walk would delete them. */
 	if (mounts_below(jail_dir, mps, 64, &n) || n) {
-		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n", jail_dir,
-			n);
-		return;
+		fprintf(stderr, "<4>emberd: %s: %d mounts would not go; the folder is kept\n",
+			jail_dir, n);
+		return -EBUSY;
 	}
-	if (nftw(jail_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
-		fprintf(stderr, "<4>emberd: remove %s: %s\n", jail_dir, strerror(errno));
+	return 0;
+}
+
+static void remove_tree(const char *dir)
+{
+	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
+		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
+}
+
+/* Whether a jail's lock is held: its ember (or that ember's exit-time
+ * child) still lives (docs/jail.md, "One live jail per id"). */
+static bool jail_live(const char *jail_dir)
+{
+	char p[PATH_MAX + 16];
+	ed_fmt(p, sizeof(p), "%s/jail.lock", jail_dir);
+	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return false;
+	bool live = flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);
+	return live;
+}
+
+int ed_proc_clean_jail(const char *jail_dir)
+{
+	if (jail_live(jail_dir))
+		return -EBUSY;
+	int r = unmount_jail(jail_dir);
+	if (!r)
+		remove_tree(jail_dir);
+	return r;
+}
+
+static void remove_later(void *arg)
+{
+	remove_tree(arg);
+	free(arg);
+}
+
+/* After an exit: the jail's folder is renamed out of the way at once (a
+ * restart stages a fresh one under the same id, and the old lock may
+ * still be held for a moment by ember's exit-time child) and removed off
+ * the restart's path. */
+static void retire_jail(struct ed_vm *vm, bool now)
+{
+	static unsigned seq;
+	char gone[PATH_MAX + 32];
+	if (unmount_jail(vm->jail_dir))
+		return;
+	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
+	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
+	if (!copy || now || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
+		remove_tree(copy ? copy : vm->jail_dir);
+		free(copy);
+	}
 }
 
 static int mkdirs(const char *path, mode_t mode)
@@ -133,8 +189,24 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	char root[PATH_MAX], p[PATH_MAX + 64], snap[PATH_MAX];
 	ed_fmt(root, sizeof(root), "%s/root", vm->jail_dir);
-	ed_proc_clean_jail(vm->jail_dir);
-	int r = mkdirs(root, 0755);
+	int r = ed_proc_clean_jail(vm->jail_dir);
+	if (r) {
+		snprintf(why, whylen, "%s: %s", vm->jail_dir,
+			 r == -EBUSY ? "a jail with this id is live (another emberd?)"
+				     : "its mounts would not go");
+		return r;
+	}
+	/* retired jails an earlier emberd left (it exited before removing them) */
+	glob_t g;
+	snprintf(p, sizeof(p), "%s.gone-*", vm->jail_dir);
+	if (glob(p, GLOB_NOSORT, NULL, &g) == 0) {
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			if (ed_proc_clean_jail(g.gl_pathv[i])) {
+				/* still held a moment, or mounted: the next start tries again */
+			}
+		globfree(&g);
+	}
+	r = mkdirs(root, 0755);
 	snprintf(p, sizeof(p), "%s/vm", root);
 	if (!r)
 		r = mkdirs(p, 0755);
@@ -154,7 +226,8 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 		/* the jailed uid writes a writable drive: it must own it */
 		if (!d->ro && chown(d->path, o->uid, o->gid) < 0) {
 			r = -errno;
-			snprintf(why, whylen, "chown %s to the jail's uid: %s", d->path, strerror(errno));
+			snprintf(why, whylen, "chown %s to the jail's uid: %s", d->path,
+				 strerror(errno));
 		}
 		if (!r)
 			r = bind(d->path, p, false, d->ro, why, whylen);
@@ -167,8 +240,9 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 	snprintf(p, sizeof(p), "%s/vm.ini", root);
 	if (!r)
 		r = ed_vmfile_write_jail(&vm->f, p, why, whylen);
-	if (r)
-		ed_proc_clean_jail(vm->jail_dir);
+	if (r && ed_proc_clean_jail(vm->jail_dir)) {
+		/* reported by the next start */
+	}
 	return r;
 }
 
@@ -198,12 +272,14 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	const char *base = strrchr(snap_dir ? snap_dir : "", '/');
 	snprintf(state, sizeof(state), "/snap%s/state", base ? base : "");
 	snprintf(mem, sizeof(mem), "/snap%s/mem", base ? base : "");
-	const char *argv[32] = {o->jailer, "--id", vm->jail_id, "--exec-file", o->ember, "--uid",
-				uid, "--gid", gid, "--chroot-base-dir", o->jail_base,
-				"--die-with-parent", "--", "run"};
+	const char *argv[32] = {
+	    o->jailer, "--id",	vm->jail_id, "--exec-file",	  o->ember,	"--uid",
+	    uid,       "--gid", gid,	     "--chroot-base-dir", o->jail_base, "--die-with-parent",
+	    "--",      "run"};
 	int n = 14;
 	if (snap_dir) {
-		const char *more[] = {"--restore", state, "--memory-file", mem, "--use-saved-paths"};
+		const char *more[] = {"--restore", state, "--memory-file", mem,
+				      "--use-saved-paths"};
 		for (size_t i = 0; i < 5; i++)
 			argv[n++] = more[i];
 	} else {
@@ -213,14 +289,20 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	argv[n++] = "/api.sock";
 	argv[n] = NULL;
 
-	int logfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	int logfd = open(log, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (logfd < 0 || nullfd < 0) {
 		r = -errno;
 		snprintf(why, whylen, "%s: %s", logfd < 0 ? log : "/dev/null", strerror(errno));
 		goto out;
 	}
-	dprintf(logfd, "--- emberd: %s %s ---\n", snap_dir ? "restore from" : "boot",
+	/* a killed guest may have left half a line: ours starts a new one */
+	struct stat st;
+	char last = '\n';
+	if (fstat(logfd, &st) == 0 && st.st_size > 0 && pread(logfd, &last, 1, st.st_size - 1) != 1)
+		last = '\n';
+	dprintf(logfd, "%s--- emberd: %s%s %s ---\n", last == '\n' ? "" : "\n",
+		last == '\n' ? "" : "(the line above was cut) ", snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -241,7 +323,13 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		_exit(127);
 	}
 	vm->pid = pid;
-	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	pthread_mutex_lock(&vm->h->mu); /* ed_host_fence() reads it */
+	vm->pidfd = pidfd;
+	/* a fence since the start's check: its walk may have missed this one */
+	if (pidfd >= 0 && ed_host_fenced(vm->h))
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&vm->h->mu);
 	if (vm->pidfd < 0) {
 		r = -errno;
 		snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
@@ -255,8 +343,10 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		snprintf(why, whylen, "watch pidfd: %s", strerror(-r));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 		vm->pid = 0;
 	}
 out:
@@ -264,12 +354,13 @@ out:
 		close(logfd);
 	if (nullfd >= 0)
 		close(nullfd);
-	if (r)
-		ed_proc_clean_jail(vm->jail_dir);
+	if (r && ed_proc_clean_jail(vm->jail_dir)) {
+		/* reported by the next start */
+	}
 	return r;
 }
 
-void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
+void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig)
 {
 	siginfo_t si = {0};
 	*code = -1;
@@ -282,11 +373,13 @@ void ed_proc_reap(struct ed_vm *vm, int *code, int *sig)
 			else
 				*sig = si.si_status;
 		}
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 	}
 	vm->pid = 0;
-	ed_proc_clean_jail(vm->jail_dir);
+	retire_jail(vm, now);
 }
 
 /* ready polling: the API socket answers once ember runs. */

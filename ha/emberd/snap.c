@@ -19,11 +19,15 @@
 #include "ha/api_client.h"
 #include "ha/emberd/local.h"
 
-int ed_write_atomic(const char *path, const char *data, size_t len)
+int ed_write_file(const char *path, const char *data, size_t len, bool durable)
 {
 	char tmp[PATH_MAX + 16], dir[PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* made anew, never through what is there (a snapshot folder was the
+	 * jailed uid's for a while: it may have planted a link) */
+	if (unlink(tmp) < 0 && errno != ENOENT)
+		return -errno;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
 	int r = 0;
@@ -34,7 +38,7 @@ int ed_write_atomic(const char *path, const char *data, size_t len)
 		else if (n > 0)
 			off += (size_t)n;
 	}
-	if (!r && fsync(fd) < 0)
+	if (!r && durable && fsync(fd) < 0)
 		r = -errno;
 	close(fd);
 	if (!r && rename(tmp, path) < 0)
@@ -43,6 +47,8 @@ int ed_write_atomic(const char *path, const char *data, size_t len)
 		unlink(tmp);
 		return r;
 	}
+	if (!durable)
+		return 0;
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
 	if (slash)
@@ -60,10 +66,11 @@ int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len)
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	if (snprintf(buf, len, "%s/%s", o->snap_dir, vm->f.name) >= (int)len)
 		return -ENAMETOOLONG;
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
 		return -errno;
-	/* the jailed ember writes its snapshots' files in there */
-	if (chown(buf, o->uid, o->gid) < 0)
+	/* root's: the jailed ember (bound in on /snap) writes only into the
+	 * snapshot folder being made, never next to `latest` */
+	if (chown(buf, 0, 0) < 0 || chmod(buf, 0755) < 0)
 		return -errno;
 	return 0;
 }
@@ -80,18 +87,22 @@ static void rm_tree(const char *dir)
 	nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-/* Copy src to dst: a reflink where the file system can (FICLONE), else
- * only the data (SEEK_DATA/SEEK_HOLE + copy_file_range), holes kept;
- * fsync'ed.  0 or -errno. */
-static int copy_file(const char *src, const char *dst, uid_t uid, gid_t gid)
+/* Copy src to dst (made anew: a link there is removed, never followed):
+ * a reflink where the file system can (FICLONE), else only the data
+ * (SEEK_DATA/SEEK_HOLE + copy_file_range), holes kept; fsync'ed.  A src
+ * in a snapshot folder (src_in_snap) must be a regular file, no link.
+ * 0 or -errno. */
+static int copy_file(const char *src, bool src_in_snap, const char *dst, uid_t uid, gid_t gid)
 {
-	int in = open(src, O_RDONLY | O_CLOEXEC);
+	int in = open(src, O_RDONLY | O_CLOEXEC | (src_in_snap ? O_NOFOLLOW : 0));
 	if (in < 0)
 		return -errno;
-	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	int r = out < 0 ? -errno : 0;
 	struct stat st;
-	if (!r && fstat(in, &st) < 0)
+	int r = fstat(in, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : 0;
+	if (!r && unlink(dst) < 0 && errno != ENOENT)
+		r = -errno;
+	int out = r ? -1 : open(dst, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (!r && out < 0)
 		r = -errno;
 	if (!r && ioctl(out, FICLONE, in) < 0) {
 		if (ftruncate(out, st.st_size) < 0)
@@ -128,8 +139,8 @@ static int copy_file(const char *src, const char *dst, uid_t uid, gid_t gid)
 	return r;
 }
 
-static int api(struct ed_vm *vm, const char *method, const char *path, json_t *body,
-	       int timeout_ms, char *why, size_t whylen)
+static int api(struct ed_vm *vm, const char *method, const char *path, json_t *body, int timeout_ms,
+	       char *why, size_t whylen)
 {
 	int r = ha_api_ok(vm->api_sock, method, path, body, -1, timeout_ms, NULL, why, whylen);
 	json_decref(body);
@@ -173,8 +184,7 @@ static void drop_others(const char *vmdir, const char *keep)
 	closedir(d);
 }
 
-int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char *why,
-		 size_t whylen)
+int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char *why, size_t whylen)
 {
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	const struct ed_cluster_hooks *hk = ed_host_hooks(vm->h);
@@ -209,11 +219,17 @@ int ed_snap_take(struct ed_vm *vm, bool suspend, char *dir, size_t dirlen, char 
 				  "mem_file_path", mp),
 			120000, why, whylen);
 	}
+	/* written: the folder becomes root's, so nothing more is planted in
+	 * it (ember, restoring it, only reads its own files there) */
+	if (!r && (chown(dir, 0, 0) < 0 || chmod(dir, 0755) < 0)) {
+		r = -errno;
+		snprintf(why, whylen, "%s: %s", dir, strerror(errno));
+	}
 	for (unsigned i = 0; !r && rollback && i < vm->f.nr_drives; i++) {
 		if (vm->f.drives[i].ro)
 			continue;
 		snprintf(p, sizeof(p), "%s/drive-%s", dir, vm->f.drives[i].id);
-		r = copy_file(vm->f.drives[i].path, p, o->uid, o->gid);
+		r = copy_file(vm->f.drives[i].path, false, p, o->uid, o->gid);
 		if (r)
 			snprintf(why, whylen, "copy %s: %s", vm->f.drives[i].path, strerror(-r));
 	}
@@ -313,7 +329,7 @@ int ed_snap_rollback(struct ed_vm *vm, const char *dir, char *why, size_t whylen
 			continue;
 		snprintf(src, sizeof(src), "%s/drive-%s", dir, d->id);
 		snprintf(tmp, sizeof(tmp), "%s.rollback", d->path);
-		int r = copy_file(src, tmp, o->uid, o->gid);
+		int r = copy_file(src, true, tmp, o->uid, o->gid);
 		if (!r && rename(tmp, d->path) < 0)
 			r = -errno;
 		if (r) {

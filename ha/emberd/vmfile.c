@@ -73,7 +73,7 @@ static int parse_mem(const char *v, uint64_t *bytes)
 	unsigned long long n = strtoull(v, &end, 10);
 	if (errno || end == v || *v == '-')
 		return -EINVAL;
-	uint64_t mul = !*end			    ? 1ULL << 20
+	uint64_t mul = !*end		       ? 1ULL << 20
 		       : !strcasecmp(end, "K") ? 1ULL << 10
 		       : !strcasecmp(end, "M") ? 1ULL << 20
 		       : !strcasecmp(end, "G") ? 1ULL << 30
@@ -97,10 +97,13 @@ static int parse_hosts(struct parse *p, const char *key, const char *v, char **l
 	for (char *save, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
 		if (n == ED_MAX_HOSTS)
 			return fail(p, "emberd", key, "at most %d hosts", ED_MAX_HOSTS);
-		if (strlen(t) > ED_NAME_MAX || strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
-							 "tuvwxyz0123456789-") != strlen(t))
-			return fail(p, "emberd", key, "\"%s\" is not a host name ([A-Za-z0-9-], "
-				    "at most %d)", t, ED_NAME_MAX);
+		if (strlen(t) > ED_NAME_MAX ||
+		    strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
+			      "tuvwxyz0123456789-") != strlen(t))
+			return fail(p, "emberd", key,
+				    "\"%s\" is not a host name ([A-Za-z0-9-], "
+				    "at most %d)",
+				    t, ED_NAME_MAX);
 		list[n] = strdup(t);
 		if (!list[n])
 			return fail(p, "emberd", key, "out of memory");
@@ -126,7 +129,8 @@ static int emberd_key(struct parse *p, const char *k, const char *v)
 			uint64_t *ms = (uint64_t *)((char *)pol + durations[i].off);
 			if (ed_parse_duration(v, ms))
 				return fail(p, "emberd", k,
-					    "\"%s\" is not a duration (e.g. 100ms, 2s, 1m, 1h; 0)", v);
+					    "\"%s\" is not a duration (e.g. 100ms, 2s, 1m, 1h; 0)",
+					    v);
 			if (!strcmp(k, "restart_interval") && !*ms)
 				return fail(p, "emberd", k, "must be more than 0");
 			if (!strcmp(k, "snapshot_interval") && *ms && *ms < 100)
@@ -137,14 +141,15 @@ static int emberd_key(struct parse *p, const char *k, const char *v)
 		pol->restart = !strcmp(v, "always")	  ? ED_RESTART_ALWAYS
 			       : !strcmp(v, "on-failure") ? ED_RESTART_ON_FAILURE
 			       : !strcmp(v, "never")	  ? ED_RESTART_NEVER
-							  : (enum ed_restart)-1;
+							  : (enum ed_restart) - 1;
 		if ((int)pol->restart < 0)
-			return fail(p, "emberd", k, "\"%s\": expected always, on-failure or never", v);
+			return fail(p, "emberd", k, "\"%s\": expected always, on-failure or never",
+				    v);
 	} else if (!strcmp(k, "resume")) {
 		pol->resume = !strcmp(v, "auto")       ? ED_RESUME_AUTO
 			      : !strcmp(v, "never")    ? ED_RESUME_NEVER
 			      : !strcmp(v, "rollback") ? ED_RESUME_ROLLBACK
-						       : (enum ed_resume)-1;
+						       : (enum ed_resume) - 1;
 		if ((int)pol->resume < 0)
 			return fail(p, "emberd", k, "\"%s\": expected auto, never or rollback", v);
 	} else if (!strcmp(k, "restart_attempts")) {
@@ -162,10 +167,11 @@ static int emberd_key(struct parse *p, const char *k, const char *v)
 	} else if (!strcmp(k, "avoid_hosts")) {
 		return parse_hosts(p, k, v, p->f->avoid);
 	} else {
-		return fail(p, "emberd", k,
-			    "unknown key (known: restart, restart_attempts, restart_interval, "
-			    "restart_delay, restart_max_delay, snapshot_interval, resume, autostart, "
-			    "hosts, avoid_hosts)");
+		return fail(
+		    p, "emberd", k,
+		    "unknown key (known: restart, restart_attempts, restart_interval, "
+		    "restart_delay, restart_max_delay, snapshot_interval, resume, autostart, "
+		    "hosts, avoid_hosts)");
 	}
 	return 1;
 }
@@ -195,11 +201,11 @@ static int handler(void *user, const char *section, const char *k, const char *v
 	if (!strcmp(section, "vm")) {
 		if (!strcmp(k, "name")) {
 			if (!*v || strlen(v) > ED_NAME_MAX ||
-			    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") !=
-				strlen(v))
+			    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567"
+				      "89-") != strlen(v))
 				return fail(p, section, k,
-					    "\"%s\": emberd's VM names are 1..%d of A-Z a-z 0-9 -", v,
-					    ED_NAME_MAX);
+					    "\"%s\": emberd's VM names are 1..%d of A-Z a-z 0-9 -",
+					    v, ED_NAME_MAX);
 			snprintf(f->name, sizeof(f->name), "%s", v);
 		} else if (!strcmp(k, "memory")) {
 			if (parse_mem(v, &f->mem_bytes))
@@ -247,7 +253,8 @@ int ed_vmfile_parse(const char *path, struct ed_vmfile *f, char *err, size_t err
 	}
 	struct stat st;
 	if (fstat(fileno(p.in), &st) == 0) {
-		f->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000ULL + (uint64_t)st.st_mtim.tv_nsec;
+		f->mtime_ns =
+		    (uint64_t)st.st_mtim.tv_sec * 1000000000ULL + (uint64_t)st.st_mtim.tv_nsec;
 		f->size = (uint64_t)st.st_size;
 	}
 	int r = ini_parse_stream(reader, &p, handler, &p);
@@ -256,13 +263,15 @@ int ed_vmfile_parse(const char *path, struct ed_vmfile *f, char *err, size_t err
 		snprintf(err, errlen, "%s:%d: not an INI line", path, r);
 		p.failed = true;
 	}
-	if (!p.failed && (n == 0 || n > ED_NAME_MAX ||
-			  strspn(f->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") !=
-			      strlen(f->name))) {
-		snprintf(err, errlen,
-			 "%s: the VM's name (the file's stem, or [vm] name) must be 1..%d of A-Z a-z "
-			 "0-9 -",
-			 path, ED_NAME_MAX);
+	if (!p.failed &&
+	    (n == 0 || n > ED_NAME_MAX ||
+	     strspn(f->name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") !=
+		 strlen(f->name))) {
+		snprintf(
+		    err, errlen,
+		    "%s: the VM's name (the file's stem, or [vm] name) must be 1..%d of A-Z a-z "
+		    "0-9 -",
+		    path, ED_NAME_MAX);
 		p.failed = true;
 	}
 	if (!p.failed && !f->kernel[0]) {
@@ -349,7 +358,8 @@ int ed_vmfile_write_jail(const struct ed_vmfile *f, const char *out, char *err, 
 				to = "stdout"; /* the console log */
 			else if (!strcmp(section, "vsock") && !strcmp(key, "uds"))
 				to = "/vsock.sock";
-			else if ((!strncmp(section, "drive.", 6) || !strncmp(section, "block.", 6)) &&
+			else if ((!strncmp(section, "drive.", 6) ||
+				  !strncmp(section, "block.", 6)) &&
 				 !strcmp(key, "path")) {
 				ed_fmt(drv, sizeof(drv), "/vm/drive-%s", section + 6);
 				to = drv;
@@ -379,7 +389,7 @@ int ed_vmfile_write_jail(const struct ed_vmfile *f, const char *out, char *err, 
 	if (!r && !serial)
 		len += (size_t)sprintf(buf + len, "[serial]\noutput = stdout\n");
 	if (!r)
-		r = ed_write_atomic(out, buf, len);
+		r = ed_write_file(out, buf, len, false); /* remade at every start */
 	if (r)
 		snprintf(err, errlen, "%s: %s", out, strerror(-r));
 	free(buf);

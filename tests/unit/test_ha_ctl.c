@@ -114,6 +114,14 @@ static void test_query(void **state)
 	assert_int_equal(r.from, 0);
 	assert_false(r.json);
 
+	r = routed("GET", "/vms?after=web-1&limit=64");
+	assert_string_equal(r.after, "web-1");
+	assert_int_equal(r.limit, 64);
+	r = routed("GET", "/hosts?limit=2&after=");
+	assert_string_equal(r.after, "");
+	assert_int_equal(r.limit, 2);
+	refused("GET", "/vms?after=a_b", 400, "after=: give a name");
+	refused("GET", "/vms?limit=x", 400, "limit=x: give a non-negative whole number");
 	refused("GET", "/events?wait_ms=30001", 400, "wait_ms=30001: at most 30000");
 	refused("GET", "/events?since=-1", 400, "since=-1: give a non-negative whole number");
 	refused("GET", "/events?since=", 400, "since=: give");
@@ -122,7 +130,8 @@ static void test_query(void **state)
 	refused("GET", "/events?since=99999999999999999999", 400, "since=9999");
 	refused("GET", "/events?tail=1", 400,
 		"unknown query parameter \"tail\" (/events takes since wait_ms)");
-	refused("GET", "/vms?x=1", 400, "unknown query parameter \"x\" (/vms takes none)");
+	refused("GET", "/vms?x=1", 400, "unknown query parameter \"x\" (/vms takes after limit)");
+	refused("GET", "/status?x=1", 400, "unknown query parameter \"x\" (/status takes none)");
 	refused("GET", "/vms/a/logs?since=1", 400, "(this path takes tail from format)");
 	refused("GET", "/vms/a/logs?format=xml", 400, "format=xml: give json or text");
 	/* the query is checked after the route: a bad path says so first */
@@ -200,7 +209,9 @@ static void test_text(void **state)
 	text("caf\xc3", 4, false, "caf?", 4);
 	text("\xe2\x82", 2, true, "", 0);
 	/* invalid bytes, overlong forms, surrogates: '?' each */
-	text("a\xff" "b", 3, false, "a?b", 3);
+	text("a\xff"
+	     "b",
+	     3, false, "a?b", 3);
 	text("\xc0\xaf", 2, false, "??", 2);
 	text("\xed\xa0\x80", 3, true, "???", 3);
 	text("\xf4\x90\x80\x80", 4, false, "????", 4);

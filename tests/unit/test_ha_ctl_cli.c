@@ -103,8 +103,8 @@ static void test_durations_sizes(void **state)
 	static const struct {
 		const char *arg;
 		uint64_t ms;
-	} grace[] = {{"5s", 5000}, {"500ms", 500}, {"2m", 120000}, {"0", 0}, {"1.5", 1500},
-		     {"60m", 3600000}};
+	} grace[] = {{"5s", 5000}, {"500ms", 500}, {"2m", 120000},
+		     {"0", 0},	   {"1.5", 1500},  {"60m", 3600000}};
 	for (unsigned i = 0; i < sizeof(grace) / sizeof(grace[0]); i++) {
 		char line[64];
 		snprintf(line, sizeof(line), "stop a --grace %s", grace[i].arg);
@@ -183,7 +183,7 @@ static void test_human(void **state)
 	static const struct {
 		uint64_t ms;
 		const char *s;
-	} d[] = {{0, "0s"},	    {999, "0s"},	 {45000, "45s"},      {192000, "3m12s"},
+	} d[] = {{0, "0s"},	     {999, "0s"},	 {45000, "45s"},      {192000, "3m12s"},
 		 {3600000, "1h00m"}, {7500000, "2h05m"}, {273600000, "3d04h"}};
 	char buf[32];
 	for (unsigned i = 0; i < sizeof(d) / sizeof(d[0]); i++) {
@@ -193,9 +193,9 @@ static void test_human(void **state)
 	static const struct {
 		uint64_t b;
 		const char *s;
-	} b[] = {{0, "0B"},	      {1023, "1023B"},	  {1024, "1K"},
-		 {1536, "1.5K"},      {512 << 20, "512M"}, {3ULL << 30, "3G"},
-		 {1610612736, "1.5G"}, {150ULL << 30, "150G"}};
+	} b[] = {
+	    {0, "0B"},		 {1023, "1023B"},    {1024, "1K"},	   {1536, "1.5K"},
+	    {512 << 20, "512M"}, {3ULL << 30, "3G"}, {1610612736, "1.5G"}, {150ULL << 30, "150G"}};
 	for (unsigned i = 0; i < sizeof(b) / sizeof(b[0]); i++) {
 		ctl_fmt_bytes(b[i].b, buf, sizeof(buf));
 		assert_string_equal(buf, b[i].s);
@@ -205,14 +205,14 @@ static void test_human(void **state)
 static void test_vms_table(void **state)
 {
 	json_error_t je;
-	json_t *vms = json_loads(
-	    "[{\"name\": \"a\", \"state\": \"running\", \"host\": \"h1\", \"pid\": 4242,"
-	    "  \"restarts\": 2, \"uptime_ms\": 65000, \"snapshot\": {\"dir\": \"/s\","
-	    "  \"at_ms\": 1000000}, \"reason\": null},"
-	    " {\"name\": \"bb\", \"state\": \"failed\", \"host\": \"h1\", \"pid\": null,"
-	    "  \"restarts\": 5, \"uptime_ms\": 0, \"snapshot\": null,"
-	    "  \"reason\": \"exited with status 3, 5 restarts in 60s\"}]",
-	    0, &je);
+	json_t *vms =
+	    json_loads("[{\"name\": \"a\", \"state\": \"running\", \"host\": \"h1\", \"pid\": 4242,"
+		       "  \"restarts\": 2, \"uptime_ms\": 65000, \"snapshot\": {\"dir\": \"/s\","
+		       "  \"at_ms\": 1000000}, \"reason\": null},"
+		       " {\"name\": \"bb\", \"state\": \"failed\", \"host\": \"h1\", \"pid\": null,"
+		       "  \"restarts\": 5, \"uptime_ms\": 0, \"snapshot\": null,"
+		       "  \"reason\": \"exited with status 3, 5 restarts in 60s\"}]",
+		       0, &je);
 	assert_non_null(vms);
 	struct ctl_table t;
 	assert_int_equal(ctl_vms_table(vms, 1030000, &t), 0);
@@ -250,9 +250,9 @@ static void test_event_line(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_commands), cmocka_unit_test(test_durations_sizes),
-	    cmocka_unit_test(test_refusals), cmocka_unit_test(test_table),
-	    cmocka_unit_test(test_human),    cmocka_unit_test(test_vms_table),
+	    cmocka_unit_test(test_commands),   cmocka_unit_test(test_durations_sizes),
+	    cmocka_unit_test(test_refusals),   cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_human),      cmocka_unit_test(test_vms_table),
 	    cmocka_unit_test(test_event_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
