@@ -25,7 +25,8 @@ enum {
 	REQUEST_MS = 5000,
 	MAX_CONNS = 128, /* more waiting clients: the newest are refused (503) */
 	BODY_MAX = ED_CTL_REQ_MAX,
-	DRAIN_MAX = 1 << 20, /* what a lingering close reads of a refused request */
+	DRAIN_MAX = 1 << 20,   /* what a lingering close reads of a refused request */
+	ACCEPT_PAUSE_MS = 100, /* out of descriptors: accept again after this */
 };
 
 struct ed_ctl {
@@ -37,6 +38,7 @@ struct ed_ctl {
 	ino_t ino;
 	unsigned nconns;
 	struct ed_ctl_conn *conns; /* every open connection, for ed_ctl_close */
+	uint64_t pause_timer;	   /* accepting paused (out of descriptors) */
 	http_parser_settings settings;
 };
 
@@ -369,13 +371,34 @@ static void watch(struct ed_ctl_conn *c, uint32_t ev)
 		c->watching = ev;
 }
 
+static void on_accept(void *arg, uint32_t events);
+
+static void accept_again(void *arg)
+{
+	struct ed_ctl *s = arg;
+	s->pause_timer = 0;
+	while (ed_loop_add_fd(s->l, s->fd, EPOLLIN, on_accept, s))
+		if ((s->pause_timer = ed_loop_timer(s->l, ACCEPT_PAUSE_MS, accept_again, s)))
+			return;
+}
+
 static void on_accept(void *arg, uint32_t events)
 {
 	struct ed_ctl *s = arg;
 	for (;;) {
 		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 &&
+		    (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+			/* out of descriptors: the socket stays readable, so stop
+			 * watching it a while rather than spin on the loop */
+			ed_loop_del_fd(s->l, s->fd);
+			s->pause_timer = ed_loop_timer(s->l, ACCEPT_PAUSE_MS, accept_again, s);
+			if (!s->pause_timer)
+				accept_again(s); /* no memory for a timer: spinning beats deaf */
+			return;
+		}
 		if (fd < 0)
-			return; /* EAGAIN; or EMFILE...: the next wake-up tries again */
+			return; /* EAGAIN: all taken; a client gone already: the next */
 		struct ed_ctl_conn *c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -506,7 +529,10 @@ void ed_ctl_close(struct ed_ctl *s)
 		return;
 	while (s->conns)
 		conn_close(s->conns); /* long polls let go of their event watches too */
-	ed_loop_del_fd(s->l, s->fd);
+	if (s->pause_timer)
+		ed_loop_cancel(s->l, s->pause_timer);
+	else
+		ed_loop_del_fd(s->l, s->fd);
 	close(s->fd);
 	/* unlinked only if still ours: a newer emberd may have replaced it */
 	struct stat st;
