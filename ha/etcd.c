@@ -83,7 +83,8 @@ int ha_etcd_new(struct ha_etcd **out, const char *endpoints, int timeout_ms, cha
 		while (l && (tok[l - 1] == ' ' || tok[l - 1] == '/'))
 			tok[--l] = 0;
 		if (strncmp(tok, "http://", 7) && strncmp(tok, "https://", 8)) {
-			snprintf(err, errlen, "etcd endpoint '%s': not an http:// or https:// URL", tok);
+			snprintf(err, errlen, "etcd endpoint '%s': not an http:// or https:// URL",
+				 tok);
 			free(copy);
 			ha_etcd_free(e);
 			return -EINVAL;
@@ -274,7 +275,8 @@ int ha_etcd_lease_grant(struct ha_etcd *e, int64_t ttl_s, int64_t *id, char *err
 	if (r)
 		return r;
 	int64_t ttl = 0;
-	if (ha_etcd_int64(reply, "ID", id) || ha_etcd_int64(reply, "TTL", &ttl) || !*id || ttl <= 0) {
+	if (ha_etcd_int64(reply, "ID", id) || ha_etcd_int64(reply, "TTL", &ttl) || !*id ||
+	    ttl <= 0) {
 		snprintf(err, errlen, "etcd %s/v3/lease/grant: a reply without an ID or TTL",
 			 ha_etcd_endpoint(e));
 		r = -EPROTO;

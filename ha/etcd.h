@@ -28,8 +28,8 @@
 /* ---- values ---- */
 
 struct ha_etcd_kv {
-	char *key;	   /* NUL-terminated (keys here are text) */
-	char *value;	   /* NUL-terminated; value_len bytes before the NUL */
+	char *key;   /* NUL-terminated (keys here are text) */
+	char *value; /* NUL-terminated; value_len bytes before the NUL */
 	size_t value_len;
 	int64_t create_revision; /* 0: absent in the reply */
 	int64_t mod_revision;
@@ -105,7 +105,8 @@ char *ha_etcd_prefix_end(const char *prefix);
 /* An int64 field of o that the gateway writes as a string (or a number):
  * 0 with *v (a missing field: 0, as proto3 omits defaults); -EPROTO when
  * present but not an integer. */
-__attribute__((warn_unused_result)) int ha_etcd_int64(const json_t *o, const char *field, int64_t *v);
+__attribute__((warn_unused_result)) int ha_etcd_int64(const json_t *o, const char *field,
+						      int64_t *v);
 
 /* Request bodies (new references, NULL when out of memory). */
 json_t *ha_etcd_range_req(const char *key, bool prefix);
@@ -116,12 +117,12 @@ json_t *ha_etcd_txn_req(const struct ha_etcd_txn *t);
 /* Reply decoders: 0 with the result filled (the caller frees it), or
  * -EPROTO with what is wrong in err.  keepalive: -ENOENT when the reply
  * has no TTL (or TTL 0): the lease is gone. */
-__attribute__((warn_unused_result)) int ha_etcd_range_parse(const json_t *reply, struct ha_etcd_range *r,
-							  char *err, size_t errlen);
-__attribute__((warn_unused_result)) int ha_etcd_txn_parse(const json_t *reply, struct ha_etcd_txn_result *t,
-							char *err, size_t errlen);
+__attribute__((warn_unused_result)) int
+ha_etcd_range_parse(const json_t *reply, struct ha_etcd_range *r, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int
+ha_etcd_txn_parse(const json_t *reply, struct ha_etcd_txn_result *t, char *err, size_t errlen);
 __attribute__((warn_unused_result)) int ha_etcd_keepalive_parse(const json_t *reply, int64_t *ttl,
-							      char *err, size_t errlen);
+								char *err, size_t errlen);
 /* The -errno for an error reply (HTTP status and the gateway's {"error",
  * "code", "message"} body, which may be NULL), its message in err.
  * -ETIMEDOUT for etcd's own "unavailable / no leader / timed out" (the
@@ -146,11 +147,10 @@ const char *ha_etcd_endpoint(const struct ha_etcd *e);
  * keys are deleted with it). */
 __attribute__((warn_unused_result)) int ha_etcd_lease_grant(struct ha_etcd *e, int64_t ttl_s,
 							    int64_t *id, char *err, size_t errlen);
-__attribute__((warn_unused_result)) int ha_etcd_lease_keepalive(struct ha_etcd *e, int64_t id,
-								int64_t *ttl, char *err,
-								size_t errlen);
-__attribute__((warn_unused_result)) int ha_etcd_lease_revoke(struct ha_etcd *e, int64_t id, char *err,
-							     size_t errlen);
+__attribute__((warn_unused_result)) int
+ha_etcd_lease_keepalive(struct ha_etcd *e, int64_t id, int64_t *ttl, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int ha_etcd_lease_revoke(struct ha_etcd *e, int64_t id,
+							     char *err, size_t errlen);
 
 /* Get key, or with prefix every key that starts with key: 0 with *r
  * (r->n 0 when none; the caller frees it). */
@@ -162,10 +162,12 @@ __attribute__((warn_unused_result)) int ha_etcd_put(struct ha_etcd *e, const cha
 						    const char *value, int64_t lease,
 						    int64_t *revision, char *err, size_t errlen);
 /* Delete key (or every key under it): 0 with *deleted (may be NULL). */
-__attribute__((warn_unused_result)) int ha_etcd_delete(struct ha_etcd *e, const char *key, bool prefix,
-						       int64_t *deleted, char *err, size_t errlen);
+__attribute__((warn_unused_result)) int ha_etcd_delete(struct ha_etcd *e, const char *key,
+						       bool prefix, int64_t *deleted, char *err,
+						       size_t errlen);
 /* Run t: 0 with *res (the caller frees it) whichever branch ran. */
-__attribute__((warn_unused_result)) int ha_etcd_txn_run(struct ha_etcd *e, const struct ha_etcd_txn *t,
+__attribute__((warn_unused_result)) int ha_etcd_txn_run(struct ha_etcd *e,
+							const struct ha_etcd_txn *t,
 							struct ha_etcd_txn_result *res, char *err,
 							size_t errlen);
 

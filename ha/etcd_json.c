@@ -292,7 +292,8 @@ static int kv_parse(const json_t *j, struct ha_etcd_kv *kv, char *err, size_t er
 	if (ha_etcd_int64(j, "create_revision", &kv->create_revision) ||
 	    ha_etcd_int64(j, "mod_revision", &kv->mod_revision) ||
 	    ha_etcd_int64(j, "version", &kv->version) || ha_etcd_int64(j, "lease", &kv->lease)) {
-		snprintf(err, errlen, "etcd reply: kv %s: a revision, version or lease is not an integer",
+		snprintf(err, errlen,
+			 "etcd reply: kv %s: a revision, version or lease is not an integer",
 			 kv->key);
 		return -EPROTO;
 	}
@@ -412,7 +413,8 @@ int ha_etcd_error(long http_status, const json_t *body, char *err, size_t errlen
 	if (!msg)
 		msg = "(no message)";
 	int64_t code = 0;
-	if (ha_etcd_int64(body, "code", &code) || (!code && ha_etcd_int64(body, "grpc_code", &code)))
+	if (ha_etcd_int64(body, "code", &code) ||
+	    (!code && ha_etcd_int64(body, "grpc_code", &code)))
 		code = 0;
 	snprintf(err, errlen, "HTTP %ld: %s", http_status, msg);
 	/* gRPC codes: 3 invalid argument, 4 deadline, 5 not found, 7 permission

@@ -157,8 +157,9 @@ static int join(struct ed_cluster *c, struct ha_etcd *e, char *err, size_t errle
 	c->last_ok = sent;
 	c->fenced = false;
 	pthread_mutex_unlock(&c->mu);
-	cl_event(c, NULL, "lease", "joined the cluster as %s: lease %" PRIx64 " (TTL %" PRIu64
-		 " ms) from %s%s", c->name, (uint64_t)id, c->ttl_ms, ha_etcd_endpoint(e),
+	cl_event(c, NULL, "lease",
+		 "joined the cluster as %s: lease %" PRIx64 " (TTL %" PRIu64 " ms) from %s%s",
+		 c->name, (uint64_t)id, c->ttl_ms, ha_etcd_endpoint(e),
 		 was_fenced ? "; unfenced" : "");
 	return 0;
 }
@@ -214,9 +215,11 @@ static void *keeper(void *arg)
 			int r = join(c, e, err, sizeof(err));
 			cl_set_reachable(c, !ha_etcd_unreachable(r), err);
 			if (r && !said)
-				cl_event(c, NULL, "etcd-unreachable",
-					 "cannot join the cluster: %s (retrying; no VM starts until "
-					 "this host owns it)", err);
+				cl_event(
+				    c, NULL, "etcd-unreachable",
+				    "cannot join the cluster: %s (retrying; no VM starts until "
+				    "this host owns it)",
+				    err);
 			said = r != 0;
 			if (r && !cl_sleep(c, 100))
 				break;
@@ -236,8 +239,10 @@ static void *keeper(void *arg)
 				break;
 		} else if (r == -ENOENT) {
 			char why[ED_ERR_MAX + 128];
-			snprintf(why, sizeof(why), "lease %" PRIx64 " is gone (%s): stopping every VM "
-				 "so none runs twice", (uint64_t)id, err);
+			snprintf(why, sizeof(why),
+				 "lease %" PRIx64 " is gone (%s): stopping every VM "
+				 "so none runs twice",
+				 (uint64_t)id, err);
 			fence(c, why);
 			drop_lease(c, e);
 		} else {
@@ -257,8 +262,8 @@ static void *watchdog(void *arg)
 	struct ed_cluster *c = arg;
 	while (cl_sleep(c, 10)) {
 		pthread_mutex_lock(&c->mu);
-		bool due = c->lease && !c->fenced &&
-			   ed_now_ms() >= c->last_ok + c->ttl_ms - c->margin_ms;
+		bool due =
+		    c->lease && !c->fenced && ed_now_ms() >= c->last_ok + c->ttl_ms - c->margin_ms;
 		uint64_t since = ed_now_ms() - c->last_ok;
 		pthread_mutex_unlock(&c->mu);
 		if (!due)
@@ -368,8 +373,8 @@ static int put_fenced(struct ed_cluster *c, struct ed_vm *vm, const char *kind, 
 	ha_etcd_txn_result_free(&res);
 	if (r)
 		ed_event(c->h, name, "claim-lost",
-			 "%s not written: owner/%s is no longer ours (token %" PRId64 ")", kind, name,
-			 token);
+			 "%s not written: owner/%s is no longer ours (token %" PRId64 ")", kind,
+			 name, token);
 	return r;
 }
 
@@ -391,7 +396,8 @@ static int hk_snapshot_latest(void *arg, struct ed_vm *vm, char *buf, size_t len
 	}
 	int ret = ha_etcd_get(c->lc, key, false, &r, err, sizeof(err));
 	if (ret) {
-		ed_event(c->h, ed_vm_name(vm), "etcd-error", "reading its snapshot pointer: %s", err);
+		ed_event(c->h, ed_vm_name(vm), "etcd-error", "reading its snapshot pointer: %s",
+			 err);
 		return ret;
 	}
 	ret = r.n ? 0 : -ENOENT;
@@ -451,8 +457,10 @@ int ed_cluster_start(struct ed_cluster **out, struct ed_host *h, const struct ed
 	unsigned ttl = o->ttl_s ? o->ttl_s : 2;
 	uint64_t margin = o->fence_margin_ms ? o->fence_margin_ms : ttl * 1000 / 4;
 	if (ttl > 3600 || margin >= ttl * 1000ull) {
-		snprintf(err, errlen, "cluster: TTL %u s with a fence margin of %" PRIu64
-			 " ms: the margin must be below the TTL", ttl, margin);
+		snprintf(err, errlen,
+			 "cluster: TTL %u s with a fence margin of %" PRIu64
+			 " ms: the margin must be below the TTL",
+			 ttl, margin);
 		return -EINVAL;
 	}
 	struct ed_cluster *c = calloc(1, sizeof(*c));

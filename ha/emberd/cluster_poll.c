@@ -20,7 +20,7 @@
 #include "ha/emberd/cluster_priv.h"
 
 #define POLL_MS 50
-#define ENSURE_MS 500   /* how often an owned VM that is down is started again */
+#define ENSURE_MS 500  /* how often an owned VM that is down is started again */
 #define CLAIM_BATCH 50 /* VMs per claim transaction (etcd's --max-txn-ops is 128) */
 
 /* START: just claimed, start unless it runs; ENSURE: ours, start it if
@@ -136,7 +136,7 @@ static void apply(void *arg)
 		case A_ENSURE:
 			if (st != ED_REMOTE && st != ED_UNPLACED)
 				break; /* stopped or failed here: its policy's word stands */
-			/* fall through */
+				       /* fall through */
 		case A_START:
 			if (running_here(st))
 				break;
@@ -147,8 +147,9 @@ static void apply(void *arg)
 		case A_STOP:
 		case A_REMOTE:
 			if (running_here(st) &&
-			    ed_vm_stop(h, vm, 0, a->kind == A_STOP ? "claim-lost" : "claimed-elsewhere",
-				       why, sizeof(why)))
+			    ed_vm_stop(h, vm, 0,
+				       a->kind == A_STOP ? "claim-lost" : "claimed-elsewhere", why,
+				       sizeof(why)))
 				ed_event(h, a->vm, "stop-failed", "%s", why);
 			if (a->kind == A_STOP)
 				ed_event(h, a->vm, "claim-lost", "%s", a->arg);
@@ -343,7 +344,8 @@ static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
 		c->stopped = st;
 		for (size_t i = 0; i < state->n; i++)
 			if (!strcmp(state->kvs[i].value, "stopped") &&
-			    (st[c->nstopped] = strdup(state->kvs[i].key + strlen(CL_PREFIX "state/"))))
+			    (st[c->nstopped] =
+				 strdup(state->kvs[i].key + strlen(CL_PREFIX "state/"))))
 				c->nstopped++;
 	}
 	pthread_mutex_unlock(&c->mu);
@@ -378,7 +380,8 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 		ph[i].name = kv->key + strlen(CL_PREFIX "hosts/");
 		json_t *info = json_loads(kv->value, 0, NULL);
 		ph[i].mem_cap = (uint64_t)json_integer_value(json_object_get(info, "mem_capacity"));
-		ph[i].vcpus_cap = (unsigned)json_integer_value(json_object_get(info, "vcpus_capacity"));
+		ph[i].vcpus_cap =
+		    (unsigned)json_integer_value(json_object_get(info, "vcpus_capacity"));
 		json_decref(info);
 		if (!strcmp(ph[i].name, c->name) && kv->lease == lease && lease)
 			me = (int)i;
@@ -431,7 +434,8 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 				add(b, s->name, had ? A_ENSURE : A_START, msg);
 			} else if (!mine) {
 				tell(b, v, A_REMOTE,
-				     lease && !strcmp(o->host, c->name) ? "(our previous lease)" : o->host);
+				     lease && !strcmp(o->host, c->name) ? "(our previous lease)"
+									: o->host);
 			}
 			continue;
 		}
@@ -441,9 +445,9 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 			continue;
 		bool stopped = is_stopped(state, s->name);
 		/* a VM left stopped by the user takes no room */
-		pv[nready] = (struct ed_place_vm){s->name, stopped ? 0 : s->mem, stopped ? 0 : s->vcpus,
-						  (const char *const *)s->must,
-						  (const char *const *)s->avoid};
+		pv[nready] = (struct ed_place_vm){
+		    s->name, stopped ? 0 : s->mem, stopped ? 0 : s->vcpus,
+		    (const char *const *)s->must, (const char *const *)s->avoid};
 		nready++;
 	}
 	ed_place_all(ph, nh, pv, nready, choice, whys);

@@ -53,9 +53,9 @@ struct ed_cluster {
 	size_t nstopped;
 	struct cl_spec *specs; /* the loop's VMs, fresh from the loop; the poller takes them */
 	size_t nspecs;
-	bool specs_asked;	/* a refresh is posted to the loop */
-	json_t *hosts; /* GET /hosts: the last poll's view */
-	json_t *owners; /* vm -> owner host name, the last poll's view */
+	bool specs_asked; /* a refresh is posted to the loop */
+	json_t *hosts;	  /* GET /hosts: the last poll's view */
+	json_t *owners;	  /* vm -> owner host name, the last poll's view */
 };
 
 /* Keys: "ember/" + kind + "/" + name. */
@@ -69,7 +69,7 @@ void cl_claim_drop(struct ed_cluster *c, const char *vm);
 
 /* Post a host event (vm NULL) or a VM event to the loop; from any thread. */
 void cl_event(struct ed_cluster *c, const char *vm, const char *kind, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 /* Sleep up to ms, or less when c stops: false once it has stopped. */
 bool cl_sleep(struct ed_cluster *c, uint64_t ms);

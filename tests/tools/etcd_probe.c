@@ -23,12 +23,13 @@ static json_t *range_json(const struct ha_etcd_range *r)
 {
 	json_t *kvs = json_array();
 	for (size_t i = 0; i < r->n; i++)
-		json_array_append_new(kvs, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "key", r->kvs[i].key,
-						     "value", r->kvs[i].value, "create_revision",
-						     (json_int_t)r->kvs[i].create_revision,
-						     "mod_revision", (json_int_t)r->kvs[i].mod_revision,
-						     "version", (json_int_t)r->kvs[i].version, "lease",
-						     (json_int_t)r->kvs[i].lease));
+		json_array_append_new(kvs,
+				      json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "key", r->kvs[i].key,
+						"value", r->kvs[i].value, "create_revision",
+						(json_int_t)r->kvs[i].create_revision,
+						"mod_revision", (json_int_t)r->kvs[i].mod_revision,
+						"version", (json_int_t)r->kvs[i].version, "lease",
+						(json_int_t)r->kvs[i].lease));
 	return json_pack("{s:o,s:I,s:I}", "kvs", kvs, "count", (json_int_t)r->count, "revision",
 			 (json_int_t)r->revision);
 }
@@ -69,13 +70,15 @@ static int run(struct ha_etcd *e, int argc, char **argv, json_t **out, char *err
 		if (!r)
 			ha_etcd_range_free(&rg);
 	} else if (!strcmp(cmd, "put") && (argc == 3 || argc == 4)) {
-		r = ha_etcd_put(e, argv[1], argv[2], argc == 4 ? atoll(argv[3]) : 0, &v, err, errlen);
+		r = ha_etcd_put(e, argv[1], argv[2], argc == 4 ? atoll(argv[3]) : 0, &v, err,
+				errlen);
 		*out = json_pack("{s:I}", "revision", (json_int_t)v);
 	} else if ((!strcmp(cmd, "del") || !strcmp(cmd, "delprefix")) && argc == 2) {
 		r = ha_etcd_delete(e, argv[1], !strcmp(cmd, "delprefix"), &v, err, errlen);
 		*out = json_pack("{s:I}", "deleted", (json_int_t)v);
 	} else if ((!strcmp(cmd, "claim") && argc == 4) || (!strcmp(cmd, "cas") && argc == 6)) {
-		struct ha_etcd_cmp c = {.key = argv[1], .target = HA_ETCD_CREATE, .result = HA_ETCD_EQ};
+		struct ha_etcd_cmp c = {
+		    .key = argv[1], .target = HA_ETCD_CREATE, .result = HA_ETCD_EQ};
 		struct ha_etcd_op put = {.kind = HA_ETCD_PUT, .key = argv[1], .value = argv[2]};
 		struct ha_etcd_op get = {.kind = HA_ETCD_RANGE, .key = argv[1]};
 		if (!strcmp(cmd, "claim")) {

@@ -24,7 +24,10 @@ static json_t *parse(const char *s)
 
 static void test_b64(void **state)
 {
-	const char *cases[][2] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
+	const char *cases[][2] = {{"", ""},
+				  {"f", "Zg=="},
+				  {"fo", "Zm8="},
+				  {"foo", "Zm9v"},
 				  {"ember/owner/vm-1", "ZW1iZXIvb3duZXIvdm0tMQ=="}};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *b = ha_etcd_b64(cases[i][0], strlen(cases[i][0]));
@@ -88,7 +91,8 @@ static void expect_json(json_t *got, const char *want)
 static void test_requests(void **state)
 {
 	/* "ember/" = ZW1iZXIv, its end "ember0" = ZW1iZXIw */
-	expect_json(ha_etcd_range_req("ember/", true), "{\"key\":\"ZW1iZXIv\",\"range_end\":\"ZW1iZXIw\"}");
+	expect_json(ha_etcd_range_req("ember/", true),
+		    "{\"key\":\"ZW1iZXIv\",\"range_end\":\"ZW1iZXIw\"}");
 	expect_json(ha_etcd_range_req("", true), "{\"key\":\"\",\"range_end\":\"AA==\"}");
 	expect_json(ha_etcd_put_req("k", "v", 0), "{\"key\":\"aw==\",\"value\":\"dg==\"}");
 	expect_json(ha_etcd_put_req("k", "v", 7587899301065180423),
@@ -100,14 +104,16 @@ static void test_requests(void **state)
 				  {HA_ETCD_DELETE, "k", NULL, 0, true}};
 	struct ha_etcd_op no[] = {{HA_ETCD_RANGE, "k", NULL, 0, false}};
 	struct ha_etcd_txn t = {c, 3, ok, 2, no, 1};
-	expect_json(ha_etcd_txn_req(&t),
-		    "{\"compare\":["
-		    "{\"key\":\"aw==\",\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_revision\":\"0\"},"
-		    "{\"key\":\"aw==\",\"target\":\"VALUE\",\"result\":\"NOT_EQUAL\",\"value\":\"dg==\"},"
-		    "{\"key\":\"aw==\",\"target\":\"MOD\",\"result\":\"GREATER\",\"mod_revision\":\"12\"}],"
-		    "\"success\":[{\"request_put\":{\"key\":\"aw==\",\"value\":\"dg==\",\"lease\":\"5\"}},"
-		    "{\"request_delete_range\":{\"key\":\"aw==\",\"range_end\":\"bA==\"}}],"
-		    "\"failure\":[{\"request_range\":{\"key\":\"aw==\"}}]}");
+	expect_json(
+	    ha_etcd_txn_req(&t),
+	    "{\"compare\":["
+	    "{\"key\":\"aw==\",\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_revision\":"
+	    "\"0\"},"
+	    "{\"key\":\"aw==\",\"target\":\"VALUE\",\"result\":\"NOT_EQUAL\",\"value\":\"dg==\"},"
+	    "{\"key\":\"aw==\",\"target\":\"MOD\",\"result\":\"GREATER\",\"mod_revision\":\"12\"}],"
+	    "\"success\":[{\"request_put\":{\"key\":\"aw==\",\"value\":\"dg==\",\"lease\":\"5\"}},"
+	    "{\"request_delete_range\":{\"key\":\"aw==\",\"range_end\":\"bA==\"}}],"
+	    "\"failure\":[{\"request_range\":{\"key\":\"aw==\"}}]}");
 }
 
 static void test_range_reply(void **state)
@@ -115,7 +121,8 @@ static void test_range_reply(void **state)
 	char err[256] = "";
 	struct ha_etcd_range r;
 	/* an empty range: no kvs, no count (proto3 left them out) */
-	json_t *j = parse("{\"header\":{\"cluster_id\":\"1\",\"revision\":\"6\",\"raft_term\":\"2\"}}");
+	json_t *j =
+	    parse("{\"header\":{\"cluster_id\":\"1\",\"revision\":\"6\",\"raft_term\":\"2\"}}");
 	assert_int_equal(ha_etcd_range_parse(j, &r, err, sizeof(err)), 0);
 	assert_int_equal(r.n, 0);
 	assert_int_equal(r.count, 0);
@@ -123,11 +130,12 @@ static void test_range_reply(void **state)
 	ha_etcd_range_free(&r);
 	json_decref(j);
 	/* a value "" and a version left out */
-	j = parse("{\"header\":{\"revision\":\"9\"},\"count\":\"2\",\"kvs\":["
-		  "{\"key\":\"aw==\",\"create_revision\":\"3\",\"mod_revision\":\"4\","
-		  "\"lease\":\"7587899301065180423\"},"
-		  "{\"key\":\"bA==\",\"value\":\"aDE=\",\"create_revision\":\"5\",\"mod_revision\":\"5\","
-		  "\"version\":\"1\"}]}");
+	j = parse(
+	    "{\"header\":{\"revision\":\"9\"},\"count\":\"2\",\"kvs\":["
+	    "{\"key\":\"aw==\",\"create_revision\":\"3\",\"mod_revision\":\"4\","
+	    "\"lease\":\"7587899301065180423\"},"
+	    "{\"key\":\"bA==\",\"value\":\"aDE=\",\"create_revision\":\"5\",\"mod_revision\":\"5\","
+	    "\"version\":\"1\"}]}");
 	assert_int_equal(ha_etcd_range_parse(j, &r, err, sizeof(err)), 0);
 	assert_int_equal(r.n, 2);
 	assert_int_equal(r.count, 2);
@@ -140,8 +148,11 @@ static void test_range_reply(void **state)
 	assert_null(ha_etcd_range_find(&r, "m"));
 	ha_etcd_range_free(&r);
 	json_decref(j);
-	const char *bad[] = {"[]", "{\"header\":{\"revision\":true}}", "{\"kvs\":{}}",
-			     "{\"kvs\":[{\"key\":\"!!!!\"}]}", "{\"kvs\":[{\"value\":\"aw==\"}]}",
+	const char *bad[] = {"[]",
+			     "{\"header\":{\"revision\":true}}",
+			     "{\"kvs\":{}}",
+			     "{\"kvs\":[{\"key\":\"!!!!\"}]}",
+			     "{\"kvs\":[{\"value\":\"aw==\"}]}",
 			     "{\"kvs\":[{\"key\":\"aw==\",\"create_revision\":\"x\"}]}"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		j = parse(bad[i]);
@@ -156,10 +167,11 @@ static void test_txn_reply(void **state)
 	char err[256] = "";
 	struct ha_etcd_txn_result t;
 	/* failed: "succeeded" left out; a put's response, then a range's */
-	json_t *j = parse("{\"header\":{\"revision\":\"3\"},\"responses\":["
-			  "{\"response_put\":{\"header\":{\"revision\":\"3\"}}},"
-			  "{\"response_range\":{\"header\":{\"revision\":\"3\"},\"count\":\"1\","
-			  "\"kvs\":[{\"key\":\"aw==\",\"value\":\"aDE=\",\"create_revision\":\"3\"}]}}]}");
+	json_t *j =
+	    parse("{\"header\":{\"revision\":\"3\"},\"responses\":["
+		  "{\"response_put\":{\"header\":{\"revision\":\"3\"}}},"
+		  "{\"response_range\":{\"header\":{\"revision\":\"3\"},\"count\":\"1\","
+		  "\"kvs\":[{\"key\":\"aw==\",\"value\":\"aDE=\",\"create_revision\":\"3\"}]}}]}");
 	assert_int_equal(ha_etcd_txn_parse(j, &t, err, sizeof(err)), 0);
 	assert_false(t.succeeded);
 	assert_int_equal(t.revision, 3);
@@ -183,7 +195,8 @@ static void test_keepalive_reply(void **state)
 {
 	char err[256] = "";
 	int64_t ttl = 0;
-	json_t *j = parse("{\"result\":{\"header\":{\"revision\":\"6\"},\"ID\":\"5\",\"TTL\":\"2\"}}");
+	json_t *j =
+	    parse("{\"result\":{\"header\":{\"revision\":\"6\"},\"ID\":\"5\",\"TTL\":\"2\"}}");
 	assert_int_equal(ha_etcd_keepalive_parse(j, &ttl, err, sizeof(err)), 0);
 	assert_int_equal(ttl, 2);
 	json_decref(j);
@@ -204,7 +217,8 @@ static void test_errors(void **state)
 	assert_int_equal(ha_etcd_error(404, j, err, sizeof(err)), -ENOENT);
 	assert_non_null(strstr(err, "lease not found"));
 	json_decref(j);
-	j = parse("{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\"}}");
+	j = parse("{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no "
+		  "leader\"}}");
 	assert_int_equal(ha_etcd_error(200, j, err, sizeof(err)), -ETIMEDOUT);
 	json_decref(j);
 	j = parse("{\"code\":3,\"message\":\"bad\"}");
@@ -216,10 +230,14 @@ static void test_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_b64),		 cmocka_unit_test(test_prefix_end),
-	    cmocka_unit_test(test_int64),	 cmocka_unit_test(test_requests),
-	    cmocka_unit_test(test_range_reply),	 cmocka_unit_test(test_txn_reply),
-	    cmocka_unit_test(test_keepalive_reply), cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_b64),
+	    cmocka_unit_test(test_prefix_end),
+	    cmocka_unit_test(test_int64),
+	    cmocka_unit_test(test_requests),
+	    cmocka_unit_test(test_range_reply),
+	    cmocka_unit_test(test_txn_reply),
+	    cmocka_unit_test(test_keepalive_reply),
+	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
