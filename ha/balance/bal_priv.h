@@ -53,8 +53,6 @@ int bal_model_init(struct bal_model *m, const struct ha_bal_cluster *c,
 void bal_model_free(struct bal_model *m);
 double bal_host_load(const struct bal_model *m, uint32_t h, int64_t dcpu, int64_t dmem);
 double bal_sigma(const struct bal_model *m);
-/* n * variance after moving whole unit u (on eligible host a) to b. */
-double bal_nvar_after(const struct bal_model *m, uint32_t u, uint32_t b);
 /* Move every member of u to h in the model. */
 void bal_move_unit(struct bal_model *m, uint32_t u, uint32_t h);
 bool bal_in_group(const struct bal_model *m, uint32_t rule, uint32_t h);

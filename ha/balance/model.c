@@ -36,7 +36,7 @@ int ha_bal_opts_init(struct ha_bal_opts *o, unsigned level)
 	    .max_concurrent = 0,
 	    .link_bps = 1250000000ULL,	 /* 10 Gbit/s */
 	    .move_overhead = 256ULL << 20, /* set-up, downtime, risk: as 256 MiB sent */
-	    .donors = 2,
+	    .donors = 1,
 	    .receivers = 4,
 	};
 	return 0;
@@ -187,17 +187,6 @@ double bal_sigma(const struct bal_model *m)
 		return 0;
 	double var = m->s2 / m->n_elig - (m->s1 / m->n_elig) * (m->s1 / m->n_elig);
 	return var > 0 ? sqrt(var) : 0;
-}
-
-double bal_nvar_after(const struct bal_model *m, uint32_t u, uint32_t b)
-{
-	const struct bal_unit *x = &m->units[u];
-	uint32_t a = x->host;
-	double la = bal_host_load(m, a, -(int64_t)x->cpu, -(int64_t)x->mem);
-	double lb = bal_host_load(m, b, (int64_t)x->cpu, (int64_t)x->mem);
-	double s1 = m->s1 + (la - m->load[a]) + (lb - m->load[b]);
-	double s2 = m->s2 + (la * la - m->load[a] * m->load[a]) + (lb * lb - m->load[b] * m->load[b]);
-	return s2 - s1 * s1 / m->n_elig;
 }
 
 bool bal_in_group(const struct bal_model *m, uint32_t rule, uint32_t h)

@@ -218,6 +218,10 @@ static bool balance_step(struct round *r)
 			if (x->fixed || x->moved || x->n > r->budget)
 				continue;
 			uint32_t legal = 0, scanned = 0;
+			/* a's side of the sums is the same for every receiver */
+			double la = bal_host_load(m, a, -(int64_t)x->cpu, -(int64_t)x->mem);
+			double s1a = m->s1 + la - m->load[a];
+			double s2a = m->s2 + la * la - m->load[a] * m->load[a];
 			for (uint32_t j = m->n_elig - 1; j > i && legal < o->receivers &&
 							  scanned < scan_max;
 			     j--, scanned++) {
@@ -227,7 +231,10 @@ static bool balance_step(struct round *r)
 				if (bal_allowed(m, u, b, &rule) != BB_OK || bal_recent(m, u, b))
 					continue;
 				legal++;
-				double benefit = nvar - bal_nvar_after(m, u, b);
+				double lb = bal_host_load(m, b, (int64_t)x->cpu, (int64_t)x->mem);
+				double s1 = s1a + lb - m->load[b];
+				double s2 = s2a + lb * lb - m->load[b] * m->load[b];
+				double benefit = nvar - (s2 - s1 * s1 / m->n_elig);
 				if (benefit < o->min_benefit)
 					continue;
 				any = true;
