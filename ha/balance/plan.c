@@ -77,24 +77,30 @@ static uint32_t best_host(const struct round *r, uint32_t u, bool strict)
 	uint32_t best = HA_BAL_NONE;
 	double best_load = 0;
 	bool best_soft = false;
-	for (uint32_t h = 0; h < m->nh; h++) {
-		uint32_t rule;
+	uint64_t best_mem = 0; /* a split group: gather where the least must move */
+	/* Least loaded first: once a host's load before the move is no less
+	 * than the best load after, no later host can do better. */
+	for (uint32_t i = m->n_elig; i-- > 0;) {
+		uint32_t h = m->order[i], rule;
+		if (best != HA_BAL_NONE && !best_soft && m->load[h] >= best_load &&
+		    x->host != HA_BAL_NONE)
+			break;
 		enum bal_block b = bal_allowed(m, u, h, &rule);
 		if (b != BB_OK && (b != BB_SHOULD || strict))
 			continue;
 		if (x->host == h)
 			continue;
 		uint64_t cpu = 0, mem = 0; /* what arrives on h */
-		for (uint32_t i = 0; i < x->n; i++) {
-			uint32_t v = m->members[x->first + i];
+		for (uint32_t k = 0; k < x->n; k++) {
+			uint32_t v = m->members[x->first + k];
 			if (m->vm_host[v] != h)
 				cpu += m->c->vms[v].cpu, mem += m->c->vms[v].mem;
 		}
 		double l = bal_host_load(m, h, (int64_t)cpu, (int64_t)mem);
 		bool soft = b == BB_SHOULD;
 		if (best == HA_BAL_NONE || (best_soft && !soft) ||
-		    (best_soft == soft && l < best_load))
-			best = h, best_load = l, best_soft = soft;
+		    (best_soft == soft && (mem < best_mem || (mem == best_mem && l < best_load))))
+			best = h, best_load = l, best_soft = soft, best_mem = mem;
 	}
 	return best;
 }

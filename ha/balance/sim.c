@@ -312,6 +312,8 @@ int main(int argc, char **argv)
 	double first_ms = 0, max_ms = 0, max_wall = 0, sum_ms = 0, first_after = before;
 	uint32_t rounds = 0, notes = 0, worst_must = must0, nrec = 0;
 	int stable = 0, failed = 0;
+	uint32_t stable_at = 0;
+	uint64_t after_stable = 0; /* moves once a round had none (noise) */
 	char err[256];
 	for (; rounds < a.rounds; rounds++) {
 		if (a.noise > 0)
@@ -335,9 +337,14 @@ int main(int argc, char **argv)
 		notes = p.nr_notes + p.notes_dropped;
 		o.resume = p.capped;
 		if (!p.nr_moves) {
-			stable = 1;
+			if (!stable)
+				stable = 1, stable_at = rounds;
+			if (a.noise > 0) /* keep going: does noise bring moves back? */
+				continue;
 			break;
 		}
+		if (stable)
+			after_stable += p.nr_moves;
 		/* slide the recent window: drop the oldest round's moves */
 		if (nwin == RECENT_ROUNDS) {
 			memmove(recent, recent + win[0], (nrec - win[0]) * sizeof(*recent));
@@ -365,11 +372,14 @@ int main(int argc, char **argv)
 	}
 	ha_bal_check(&s.c, NULL, 0, &must, &should);
 	double after = ha_bal_imbalance(&s.c);
-	double mean_ms = sum_ms / (rounds + (stable ? 1 : 0) ? rounds + (stable ? 1 : 0) : 1);
+	uint32_t planned = rounds + (stable && !(a.noise > 0)); /* plan calls made */
+	double mean_ms = sum_ms / (planned ? planned : 1);
+	if (stable)
+		rounds = stable_at; /* rounds with moves before the first without */
 	if (a.json)
 		printf("{\"hosts\": %u, \"vms\": %u, \"seed\": %" PRIu64 ", \"level\": %u, "
 		       "\"target\": %.4f, \"imbalance_before\": %.4f, \"imbalance_after_round1\": "
-		       "%.4f, \"imbalance_after\": %.4f, \"rounds\": %u, \"stable\": %s, "
+		       "%.4f, \"imbalance_after\": %.4f, \"rounds\": %u, \"stable\": %s, \"moves_after_stable\": %" PRIu64 ", "
 		       "\"moves\": %" PRIu64 ", \"moves_maintenance\": %" PRIu64
 		       ", \"moves_rule\": %" PRIu64 ", \"moves_balance\": %" PRIu64
 		       ", \"lower_bound\": %" PRIu64 ", \"returns\": %" PRIu64
@@ -379,18 +389,18 @@ int main(int argc, char **argv)
 		       "\"must_violations_after\": %u, \"should_violations_before\": %u, "
 		       "\"should_violations_after\": %u, \"notes_last_round\": %u}\n",
 		       a.hosts, nv, a.seed, a.level, isfinite(o.target) ? o.target : -1, before,
-		       first_after, after, rounds, stable ? "true" : "false", moves,
+		       first_after, after, rounds, stable ? "true" : "false", after_stable, moves,
 		       by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
 		       by_reason[HA_BAL_R_BALANCE], bound, returns, (double)bytes / GIB, first_ms,
 		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes);
 	else
 		printf("%u hosts x %u VMs (seed %" PRIu64 ", level %u, target %.3f): imbalance "
-		       "%.4f -> %.4f in %u rounds (%s); %" PRIu64 " moves (%" PRIu64
+		       "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64 " moves (%" PRIu64
 		       " maintenance, %" PRIu64 " rule, %" PRIu64 " balance; band bound %" PRIu64
 		       "), %" PRIu64 " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
 		       "violations %u -> %u, should %u -> %u; %u notes\n",
 		       a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
-		       stable ? "stable" : "not stable", moves, by_reason[HA_BAL_R_MAINTENANCE],
+		       stable ? "stable" : "not stable", after_stable, moves, by_reason[HA_BAL_R_MAINTENANCE],
 		       by_reason[HA_BAL_R_RULE], by_reason[HA_BAL_R_BALANCE], bound, returns,
 		       (double)bytes / GIB, first_ms, max_ms, max_wall, must0, must, should0, should,
 		       notes);
