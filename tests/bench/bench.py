@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from bench_balance import balance_lines
 from bench_drive_move import drive_move_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
@@ -619,6 +620,7 @@ def main():
     out.append("\nSame-host migration, memory by fd (ember only; see "
                "tests/bench/bench_migrate_local.py)\n")
     out.append(table(["what", "median", "note"], local_rows_))
+    out += balance_lines(bdir)  # the balancer's simulator: CPU only, its own goal row
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
                      goal_rows + snap_goals + mig_goals + local_goals + move_goals))
