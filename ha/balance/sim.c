@@ -218,18 +218,15 @@ static int generate(struct sim *s, const struct sim_args *a)
  * mean + target, biggest first, for all to be within it (and every VM of
  * a host in maintenance).  On the cluster as generated: host h holds VMs
  * h * per_host ... */
-static uint64_t lower_bound(const struct ha_bal_cluster *c, const struct sim_args *a,
-			    double target)
+/* Each host's load into load[]; the mean over those not in maintenance
+ * (alive all: the simulator kills none).  -1: out of memory. */
+static double host_loads(const struct ha_bal_cluster *c, double *load)
 {
-	uint32_t n = 0;
-	double sum = 0, *load = calloc(c->nr_hosts, sizeof(*load)), *d = NULL;
-	uint64_t bound = 0;
-	d = calloc(a->per_host * 4 + 1, sizeof(*d));
-	if (!load || !d || !isfinite(target))
-		goto out;
 	uint64_t *use = calloc(2 * (size_t)c->nr_hosts, sizeof(*use));
+	double sum = 0;
+	uint32_t n = 0;
 	if (!use)
-		goto out;
+		return -1;
 	for (uint32_t v = 0; v < c->nr_vms; v++)
 		use[2 * c->vms[v].host] += c->vms[v].cpu, use[2 * c->vms[v].host + 1] += c->vms[v].mem;
 	for (uint32_t h = 0; h < c->nr_hosts; h++) {
@@ -240,7 +237,33 @@ static uint64_t lower_bound(const struct ha_bal_cluster *c, const struct sim_arg
 			sum += load[h], n++;
 	}
 	free(use);
-	double band = sum / n + target;
+	return n ? sum / n : 0;
+}
+
+/* Hosts above mean + target (did balancing meet the band goal too?). */
+static uint32_t above_band(const struct ha_bal_cluster *c, double target)
+{
+	double *load = calloc(c->nr_hosts, sizeof(*load));
+	uint32_t n = 0;
+	double mean = load ? host_loads(c, load) : -1;
+	for (uint32_t h = 0; mean >= 0 && isfinite(target) && h < c->nr_hosts; h++)
+		n += !c->hosts[h].maintenance && load[h] > mean + target;
+	free(load);
+	return n;
+}
+
+static uint64_t lower_bound(const struct ha_bal_cluster *c, const struct sim_args *a,
+			    double target)
+{
+	double *load = calloc(c->nr_hosts, sizeof(*load)), *d = NULL;
+	uint64_t bound = 0;
+	d = calloc(a->per_host * 4 + 1, sizeof(*d));
+	if (!load || !d || !isfinite(target))
+		goto out;
+	double sum = host_loads(c, load);
+	if (sum < 0)
+		goto out;
+	double band = sum + target;
 	for (uint32_t h = 0; h < c->nr_hosts; h++) {
 		if (c->hosts[h].maintenance) { /* every VM leaves */
 			bound += a->per_host;
@@ -307,6 +330,7 @@ int main(int argc, char **argv)
 	uint32_t must0, should0, must, should;
 	ha_bal_check(&s.c, NULL, 0, &must0, &should0);
 	double before = ha_bal_imbalance(&s.c);
+	uint32_t above_band_before = above_band(&s.c, o.target);
 	uint64_t bound = lower_bound(&s.c, &a, o.target), moves = 0, bytes = 0, returns = 0;
 	uint64_t by_reason[3] = {0};
 	double first_ms = 0, max_ms = 0, max_wall = 0, sum_ms = 0, first_after = before;
@@ -372,6 +396,7 @@ int main(int argc, char **argv)
 	}
 	ha_bal_check(&s.c, NULL, 0, &must, &should);
 	double after = ha_bal_imbalance(&s.c);
+	uint32_t above0 = above_band_before, above = above_band(&s.c, o.target);
 	uint32_t planned = rounds + (stable && !(a.noise > 0)); /* plan calls made */
 	double mean_ms = sum_ms / (planned ? planned : 1);
 	if (stable)
@@ -387,22 +412,23 @@ int main(int argc, char **argv)
 		       "\"mean_round_ms\": %.3f, \"max_round_wall_ms\": %.3f, "
 		       "\"must_violations_before\": %u, "
 		       "\"must_violations_after\": %u, \"should_violations_before\": %u, "
-		       "\"should_violations_after\": %u, \"notes_last_round\": %u}\n",
+		       "\"should_violations_after\": %u, \"notes_last_round\": %u, "
+		       "\"hosts_above_band_before\": %u, \"hosts_above_band_after\": %u}\n",
 		       a.hosts, nv, a.seed, a.level, isfinite(o.target) ? o.target : -1, before,
 		       first_after, after, rounds, stable ? "true" : "false", after_stable, moves,
 		       by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
 		       by_reason[HA_BAL_R_BALANCE], bound, returns, (double)bytes / GIB, first_ms,
-		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes);
+		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes, above0, above);
 	else
 		printf("%u hosts x %u VMs (seed %" PRIu64 ", level %u, target %.3f): imbalance "
 		       "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64 " moves (%" PRIu64
 		       " maintenance, %" PRIu64 " rule, %" PRIu64 " balance; band bound %" PRIu64
-		       "), %" PRIu64 " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
+		       ", hosts above the band %u -> %u), %" PRIu64 " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
 		       "violations %u -> %u, should %u -> %u; %u notes\n",
 		       a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
 		       stable ? "stable" : "not stable", after_stable, moves, by_reason[HA_BAL_R_MAINTENANCE],
-		       by_reason[HA_BAL_R_RULE], by_reason[HA_BAL_R_BALANCE], bound, returns,
-		       (double)bytes / GIB, first_ms, max_ms, max_wall, must0, must, should0, should,
+		       by_reason[HA_BAL_R_RULE], by_reason[HA_BAL_R_BALANCE], bound, above0, above,
+		       returns, (double)bytes / GIB, first_ms, max_ms, max_wall, must0, must, should0, should,
 		       notes);
 	if (!a.json && notes)
 		for (uint32_t i = 0; i < p.nr_notes && i < 5; i++)
