@@ -8,13 +8,13 @@
 
 /* VMs bound by affinity (transitively): they move as one. */
 struct bal_unit {
-	uint32_t first, n;	  /* members: m->members[first .. first + n) */
-	uint64_t cpu, mem, cost;  /* sums over the members */
-	uint32_t host;		  /* where all members are; HA_BAL_NONE: split or not placed */
-	uint32_t next, prev;	  /* on host's list (whole units on an alive host) */
-	const char *fixed;	  /* non-NULL: may not move, why */
-	bool moved;		  /* moved in this round: balancing leaves it be */
-	bool lost;		  /* a member unplaced or on a dead host: failover's */
+	uint32_t first, n;	 /* members: m->members[first .. first + n) */
+	uint64_t cpu, mem, cost; /* sums over the members */
+	uint32_t host;		 /* where all members are; HA_BAL_NONE: split or not placed */
+	uint32_t next, prev;	 /* on host's list (whole units on an alive host) */
+	const char *fixed;	 /* non-NULL: may not move, why */
+	bool moved;		 /* moved in this round: balancing leaves it be */
+	bool lost;		 /* a member unplaced or on a dead host: failover's */
 };
 
 struct bal_model {
@@ -26,7 +26,7 @@ struct bal_model {
 	uint8_t *elig; /* alive and not in maintenance */
 	uint32_t *vm_host, *vm_unit, *members;
 	struct bal_unit *units;
-	uint32_t *head; /* per host: first unit on it, HA_BAL_NONE at the end */
+	uint32_t *head;	       /* per host: first unit on it, HA_BAL_NONE at the end */
 	uint32_t *vr_off, *vr; /* the rules of vm v: vr[vr_off[v] .. vr_off[v + 1]) */
 	uint32_t *rc_off, *rc; /* the hosts vm v left lately, likewise */
 	uint8_t *bits;	       /* host-group bitmaps, one row per rule */
@@ -48,8 +48,8 @@ enum bal_block {
 
 /* Build m from c (skip_vm, if not HA_BAL_NONE, counts as not placed:
  * placement).  0 or -ENOMEM (m freed). */
-int bal_model_init(struct bal_model *m, const struct ha_bal_cluster *c,
-		   const struct ha_bal_opts *o, uint32_t skip_vm);
+int bal_model_init(struct bal_model *m, const struct ha_bal_cluster *c, const struct ha_bal_opts *o,
+		   uint32_t skip_vm);
 void bal_model_free(struct bal_model *m);
 double bal_host_load(const struct bal_model *m, uint32_t h, int64_t dcpu, int64_t dmem);
 double bal_sigma(const struct bal_model *m);

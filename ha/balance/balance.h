@@ -117,7 +117,7 @@ struct ha_bal_plan {
 	uint32_t cap_moves, nr_moves;
 	struct ha_bal_note *notes; /* caller's array of cap_notes */
 	uint32_t cap_notes, nr_notes;
-	uint32_t notes_dropped;	   /* notes beyond cap_notes */
+	uint32_t notes_dropped; /* notes beyond cap_notes */
 	double imbalance_before, imbalance_after;
 	bool capped; /* stopped at max_moves / max_concurrent / cap_moves: more to do */
 };
@@ -152,8 +152,9 @@ double ha_bal_imbalance(const struct ha_bal_cluster *c);
  * overcommits memory.  c is not changed.  0, -EINVAL (c or o bad, err
  * says why), -ENOMEM. */
 __attribute__((warn_unused_result)) int ha_bal_plan(const struct ha_bal_cluster *c,
-						    const struct ha_bal_opts *o, struct ha_bal_plan *p,
-						    char *err, size_t errlen);
+						    const struct ha_bal_opts *o,
+						    struct ha_bal_plan *p, char *err,
+						    size_t errlen);
 
 /* Initial placement (or failover) of c->vms[vm], whose host field is
  * ignored: the alive, non-maintenance host that obeys every hard rule,

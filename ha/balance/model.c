@@ -16,11 +16,8 @@
 static const struct {
 	double target, stop, min_benefit;
 } levels[6] = {
-    [1] = {INFINITY, INFINITY, INFINITY},
-    [2] = {0.20, 0.15, 0.004},
-    [3] = {0.10, 0.075, 0.002},
-    [4] = {0.05, 0.0375, 0.001},
-    [5] = {0.02, 0.015, 0.0005},
+    [1] = {INFINITY, INFINITY, INFINITY}, [2] = {0.20, 0.15, 0.004},   [3] = {0.10, 0.075, 0.002},
+    [4] = {0.05, 0.0375, 0.001},	  [5] = {0.02, 0.015, 0.0005},
 };
 
 int ha_bal_opts_init(struct ha_bal_opts *o, unsigned level)
@@ -34,7 +31,7 @@ int ha_bal_opts_init(struct ha_bal_opts *o, unsigned level)
 	    .min_benefit = levels[level].min_benefit,
 	    .max_moves = 0,
 	    .max_concurrent = 0,
-	    .link_bps = 1250000000ULL,	 /* 10 Gbit/s */
+	    .link_bps = 1250000000ULL,	   /* 10 Gbit/s */
 	    .move_overhead = 256ULL << 20, /* set-up, downtime, risk: as 256 MiB sent */
 	    .donors = 1,
 	    .receivers = 4,
@@ -103,8 +100,8 @@ int ha_bal_validate(const struct ha_bal_cluster *c, char *err, size_t errlen)
 			return BAD("rule %s: no VM array", x->name);
 		if (x->nr_hosts && !x->hosts)
 			return BAD("rule %s: no host array", x->name);
-		if (x->kind >= HA_BAL_MUST_RUN_ON && !x->nr_hosts && x->kind != HA_BAL_MUST_NOT_RUN_ON &&
-		    x->kind != HA_BAL_SHOULD_NOT_RUN_ON)
+		if (x->kind >= HA_BAL_MUST_RUN_ON && !x->nr_hosts &&
+		    x->kind != HA_BAL_MUST_NOT_RUN_ON && x->kind != HA_BAL_SHOULD_NOT_RUN_ON)
 			return BAD("rule %s: an empty host group", x->name);
 		for (uint32_t i = 0; i < x->nr_vms; i++)
 			if (x->vms[i] >= c->nr_vms)
@@ -275,8 +272,8 @@ void bal_move_unit(struct bal_model *m, uint32_t u, uint32_t h)
 }
 
 /* CSR of pairs (key, value) with keys < nkeys: off[nkeys + 1], val[n]. */
-static int csr(uint32_t nkeys, size_t n, const uint32_t *keys, const uint32_t *vals,
-	       uint32_t **off, uint32_t **val)
+static int csr(uint32_t nkeys, size_t n, const uint32_t *keys, const uint32_t *vals, uint32_t **off,
+	       uint32_t **val)
 {
 	*off = calloc((size_t)nkeys + 1, sizeof(**off));
 	*val = malloc((n ? n : 1) * sizeof(**val));
@@ -302,7 +299,8 @@ static int index_rules(struct bal_model *m)
 	size_t n = 0;
 	for (uint32_t r = 0; r < c->nr_rules; r++)
 		n += c->rules[r].nr_vms;
-	uint32_t *keys = malloc((n ? n : 1) * sizeof(*keys)), *vals = malloc((n ? n : 1) * sizeof(*vals));
+	uint32_t *keys = malloc((n ? n : 1) * sizeof(*keys)),
+		 *vals = malloc((n ? n : 1) * sizeof(*vals));
 	int rc = -ENOMEM;
 	if (keys && vals) {
 		size_t k = 0;
@@ -404,8 +402,8 @@ static int build_units(struct bal_model *m)
 	return 0;
 }
 
-int bal_model_init(struct bal_model *m, const struct ha_bal_cluster *c,
-		   const struct ha_bal_opts *o, uint32_t skip_vm)
+int bal_model_init(struct bal_model *m, const struct ha_bal_cluster *c, const struct ha_bal_opts *o,
+		   uint32_t skip_vm)
 {
 	memset(m, 0, sizeof(*m));
 	m->c = c, m->o = o, m->nh = c->nr_hosts, m->nv = c->nr_vms;

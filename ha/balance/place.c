@@ -42,7 +42,8 @@ int ha_bal_place(const struct ha_bal_cluster *c, const struct ha_bal_opts *o, ui
 			continue;
 		double l = bal_host_load(&m, h, (int64_t)x->cpu, (int64_t)x->mem);
 		bool soft = b == BB_SHOULD;
-		if (best == HA_BAL_NONE || (best_soft && !soft) || (best_soft == soft && l < best_load))
+		if (best == HA_BAL_NONE || (best_soft && !soft) ||
+		    (best_soft == soft && l < best_load))
 			best = h, best_load = l, best_soft = soft;
 	}
 	if (best != HA_BAL_NONE) {

@@ -121,16 +121,16 @@ static bool mandatory(struct round *r, uint32_t u, enum ha_bal_reason why, uint3
 	char text[HA_BAL_WHY_MAX];
 	if (x->fixed) {
 		note(r, v0, rule, "stays on %s (%s%s%s): %s", host_name(r, m->vm_host[v0]), what,
-		     rule != HA_BAL_NONE ? " " : "", rule != HA_BAL_NONE ? bal_rule_name(m, rule) : "",
-		     x->fixed);
+		     rule != HA_BAL_NONE ? " " : "",
+		     rule != HA_BAL_NONE ? bal_rule_name(m, rule) : "", x->fixed);
 		return true;
 	}
 	uint32_t h = best_host(r, u, strict);
 	if (h == HA_BAL_NONE) {
 		bal_why_none(m, u, HA_BAL_NONE, text, sizeof(text));
 		note(r, v0, rule, "stays on %s (%s%s%s): %s", host_name(r, m->vm_host[v0]), what,
-		     rule != HA_BAL_NONE ? " " : "", rule != HA_BAL_NONE ? bal_rule_name(m, rule) : "",
-		     text);
+		     rule != HA_BAL_NONE ? " " : "",
+		     rule != HA_BAL_NONE ? bal_rule_name(m, rule) : "", text);
 		return true;
 	}
 	if (to_move(r, u, h) > r->budget) {
@@ -228,9 +228,8 @@ static bool balance_step(struct round *r)
 			double la = bal_host_load(m, a, -(int64_t)x->cpu, -(int64_t)x->mem);
 			double s1a = m->s1 + la - m->load[a];
 			double s2a = m->s2 + la * la - m->load[a] * m->load[a];
-			for (uint32_t j = m->n_elig - 1; j > i && legal < o->receivers &&
-							  scanned < scan_max;
-			     j--, scanned++) {
+			for (uint32_t j = m->n_elig - 1;
+			     j > i && legal < o->receivers && scanned < scan_max; j--, scanned++) {
 				uint32_t b = m->order[j], rule;
 				if (m->load[b] >= m->load[a])
 					break;
@@ -291,8 +290,9 @@ int ha_bal_plan(const struct ha_bal_cluster *c, const struct ha_bal_opts *o, str
 		r.budget = o->max_moves;
 	if (o->max_concurrent)
 		r.budget = in_flight >= o->max_concurrent ? 0
-			   : o->max_concurrent - in_flight < r.budget ? o->max_concurrent - in_flight
-								       : r.budget;
+			   : o->max_concurrent - in_flight < r.budget
+			       ? o->max_concurrent - in_flight
+			       : r.budget;
 	rc = evacuate(&r);
 	if (!rc && !p->capped)
 		fix_rules(&r, false);

@@ -181,11 +181,12 @@ void bal_why_none(const struct bal_model *m, uint32_t u, uint32_t vm, char *why,
 		if (!count[b])
 			continue;
 		if (b == BB_MUST || b == BB_ANTI)
-			at += (size_t)snprintf(why + at, len - at, "%s %u %s '%s'", any ? "," : "",
-					       count[b], block_words[b], bal_rule_name(m, first[b]));
+			at +=
+			    (size_t)snprintf(why + at, len - at, "%s %u %s '%s'", any ? "," : "",
+					     count[b], block_words[b], bal_rule_name(m, first[b]));
 		else if (b == BB_MEM)
-			at += (size_t)snprintf(why + at, len - at, "%s %u %s (%llu MiB)", any ? "," : "",
-					       count[b], block_words[b],
+			at += (size_t)snprintf(why + at, len - at, "%s %u %s (%llu MiB)",
+					       any ? "," : "", count[b], block_words[b],
 					       (unsigned long long)(need >> 20));
 		else
 			at += (size_t)snprintf(why + at, len - at, "%s %u %s", any ? "," : "",

@@ -141,21 +141,24 @@ static int generate(struct sim *s, const struct sim_args *a)
 	char *nm = s->names;
 	for (uint32_t h = 0; h < nh; h++) {
 		snprintf(nm, 16, "h%u", h);
-		s->c.hosts[h] = (struct ha_bal_host){nm, 64000, 512 * GIB, true, h < a->maintenance};
+		s->c.hosts[h] =
+		    (struct ha_bal_host){nm, 64000, 512 * GIB, true, h < a->maintenance};
 		nm += 16;
 		double skew = 0.1 + 0.9 * unif(), mskew = 0.1 + 0.8 * unif();
 		uint64_t mem_left = 512 * GIB;
 		for (uint32_t i = 0; i < a->per_host; i++) {
 			uint32_t v = h * a->per_host + i;
 			snprintf(nm, 16, "vm%u", v);
-			uint64_t mem = (uint64_t)(mskew * 512.0 * GIB / a->per_host *
-						  (0.25 + 1.5 * unif())) & ~(256 * MIB - 1);
+			uint64_t mem =
+			    (uint64_t)(mskew * 512.0 * GIB / a->per_host * (0.25 + 1.5 * unif())) &
+			    ~(256 * MIB - 1);
 			if (mem < 256 * MIB)
 				mem = 256 * MIB;
 			if (mem > mem_left)
 				mem = mem_left;
 			mem_left -= mem;
-			uint64_t cpu = (uint64_t)(skew * 64000.0 / a->per_host * (0.25 + 1.5 * unif()));
+			uint64_t cpu =
+			    (uint64_t)(skew * 64000.0 / a->per_host * (0.25 + 1.5 * unif()));
 			uint64_t dirty = unif() < 0.1 ? 500 * MIB : (uint64_t)(unif() * 100 * MIB);
 			s->c.vms[v] = (struct ha_bal_vm){nm, h, cpu, mem, dirty, HA_BAL_NONE, NULL};
 			s->base_cpu[v] = cpu;
@@ -168,7 +171,8 @@ static int generate(struct sim *s, const struct sim_args *a)
 	 * round's to fix): anti-affinity triples for 3% of VMs, affinity
 	 * pairs for 2%, must-run-on a "rack" (a fifth of the hosts) for 5%,
 	 * must-not-run-on for 2%, should-run-on for 2%. */
-	uint32_t nanti = nv / 100, naff = nv / 100, nmust = nv / 20, nnot = nv / 50, nshould = nv / 50;
+	uint32_t nanti = nv / 100, naff = nv / 100, nmust = nv / 20, nnot = nv / 50,
+		 nshould = nv / 50;
 	uint32_t nrules = nanti + naff + 3, rack = nh / 5 ? nh / 5 : 1;
 	s->rules = calloc(nrules, sizeof(*s->rules));
 	s->rule_vms = calloc((size_t)3 * nanti + 2 * naff + nmust + nnot + nshould + 1, 4);
@@ -188,7 +192,8 @@ static int generate(struct sim *s, const struct sim_args *a)
 	}
 	for (uint32_t i = 0; i < nanti; i++, vp += 3)
 		vp[0] = perm[pi++], vp[1] = perm[pi++], vp[2] = perm[pi++],
-		s->rules[r++] = (struct ha_bal_rule){"spread", HA_BAL_ANTI_AFFINITY, vp, 3, NULL, 0};
+		s->rules[r++] =
+		    (struct ha_bal_rule){"spread", HA_BAL_ANTI_AFFINITY, vp, 3, NULL, 0};
 	for (uint32_t i = 0; i < naff; i++, vp += 2)
 		vp[0] = perm[pi++], vp[1] = perm[pi++],
 		s->rules[r++] = (struct ha_bal_rule){"together", HA_BAL_AFFINITY, vp, 2, NULL, 0};
@@ -228,7 +233,8 @@ static double host_loads(const struct ha_bal_cluster *c, double *load)
 	if (!use)
 		return -1;
 	for (uint32_t v = 0; v < c->nr_vms; v++)
-		use[2 * c->vms[v].host] += c->vms[v].cpu, use[2 * c->vms[v].host + 1] += c->vms[v].mem;
+		use[2 * c->vms[v].host] += c->vms[v].cpu,
+		    use[2 * c->vms[v].host + 1] += c->vms[v].mem;
 	for (uint32_t h = 0; h < c->nr_hosts; h++) {
 		double x = (double)use[2 * h] / c->hosts[h].cpu_cap,
 		       y = (double)use[2 * h + 1] / c->hosts[h].mem_cap;
@@ -252,8 +258,7 @@ static uint32_t above_band(const struct ha_bal_cluster *c, double target)
 	return n;
 }
 
-static uint64_t lower_bound(const struct ha_bal_cluster *c, const struct sim_args *a,
-			    double target)
+static uint64_t lower_bound(const struct ha_bal_cluster *c, const struct sim_args *a, double target)
 {
 	double *load = calloc(c->nr_hosts, sizeof(*load)), *d = NULL;
 	uint64_t bound = 0;
@@ -342,12 +347,13 @@ int main(int argc, char **argv)
 	for (; rounds < a.rounds; rounds++) {
 		if (a.noise > 0)
 			for (uint32_t v = 0; v < nv; v++)
-				s.c.vms[v].cpu = (uint64_t)(s.base_cpu[v] *
-							    (1.0 + a.noise * (2 * unif() - 1)));
+				s.c.vms[v].cpu =
+				    (uint64_t)(s.base_cpu[v] * (1.0 + a.noise * (2 * unif() - 1)));
 		s.c.recent = recent, s.c.nr_recent = nrec;
 		double t0 = now_ms(CLOCK_THREAD_CPUTIME_ID), w0 = now_ms(CLOCK_MONOTONIC);
 		int rc = ha_bal_plan(&s.c, &o, &p, err, sizeof(err));
-		double ms = now_ms(CLOCK_THREAD_CPUTIME_ID) - t0, wall = now_ms(CLOCK_MONOTONIC) - w0;
+		double ms = now_ms(CLOCK_THREAD_CPUTIME_ID) - t0,
+		       wall = now_ms(CLOCK_MONOTONIC) - w0;
 		max_wall = wall > max_wall ? wall : max_wall;
 		if (rc) {
 			fprintf(stderr, "ember-balance-sim: plan: %s\n", err);
@@ -389,7 +395,8 @@ int main(int argc, char **argv)
 		ha_bal_apply(&s.c, &p);
 		ha_bal_check(&s.c, NULL, 0, &must, &should);
 		if (must > worst_must) {
-			fprintf(stderr, "ember-balance-sim: round %u: %u must violations (had %u)\n",
+			fprintf(stderr,
+				"ember-balance-sim: round %u: %u must violations (had %u)\n",
 				rounds, must, worst_must);
 			failed = 1;
 		}
@@ -404,7 +411,8 @@ int main(int argc, char **argv)
 	if (a.json)
 		printf("{\"hosts\": %u, \"vms\": %u, \"seed\": %" PRIu64 ", \"level\": %u, "
 		       "\"target\": %.4f, \"imbalance_before\": %.4f, \"imbalance_after_round1\": "
-		       "%.4f, \"imbalance_after\": %.4f, \"rounds\": %u, \"stable\": %s, \"moves_after_stable\": %" PRIu64 ", "
+		       "%.4f, \"imbalance_after\": %.4f, \"rounds\": %u, \"stable\": %s, "
+		       "\"moves_after_stable\": %" PRIu64 ", "
 		       "\"moves\": %" PRIu64 ", \"moves_maintenance\": %" PRIu64
 		       ", \"moves_rule\": %" PRIu64 ", \"moves_balance\": %" PRIu64
 		       ", \"lower_bound\": %" PRIu64 ", \"returns\": %" PRIu64
@@ -418,18 +426,21 @@ int main(int argc, char **argv)
 		       first_after, after, rounds, stable ? "true" : "false", after_stable, moves,
 		       by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
 		       by_reason[HA_BAL_R_BALANCE], bound, returns, (double)bytes / GIB, first_ms,
-		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes, above0, above);
+		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes, above0,
+		       above);
 	else
-		printf("%u hosts x %u VMs (seed %" PRIu64 ", level %u, target %.3f): imbalance "
-		       "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64 " moves (%" PRIu64
-		       " maintenance, %" PRIu64 " rule, %" PRIu64 " balance; band bound %" PRIu64
-		       ", hosts above the band %u -> %u), %" PRIu64 " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
-		       "violations %u -> %u, should %u -> %u; %u notes\n",
-		       a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
-		       stable ? "stable" : "not stable", after_stable, moves, by_reason[HA_BAL_R_MAINTENANCE],
-		       by_reason[HA_BAL_R_RULE], by_reason[HA_BAL_R_BALANCE], bound, above0, above,
-		       returns, (double)bytes / GIB, first_ms, max_ms, max_wall, must0, must, should0, should,
-		       notes);
+		printf(
+		    "%u hosts x %u VMs (seed %" PRIu64 ", level %u, target %.3f): imbalance "
+		    "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64
+		    " moves (%" PRIu64 " maintenance, %" PRIu64 " rule, %" PRIu64
+		    " balance; band bound %" PRIu64 ", hosts above the band %u -> %u), %" PRIu64
+		    " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
+		    "violations %u -> %u, should %u -> %u; %u notes\n",
+		    a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
+		    stable ? "stable" : "not stable", after_stable, moves,
+		    by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
+		    by_reason[HA_BAL_R_BALANCE], bound, above0, above, returns, (double)bytes / GIB,
+		    first_ms, max_ms, max_wall, must0, must, should0, should, notes);
 	if (!a.json && notes)
 		for (uint32_t i = 0; i < p.nr_notes && i < 5; i++)
 			printf("  note: %s: %s\n", s.c.vms[p.notes[i].vm].name, p.notes[i].why);

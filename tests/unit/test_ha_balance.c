@@ -45,8 +45,8 @@ static struct fx *fx_new(uint32_t nh)
 	}
 	f->c.nr_hosts = nh;
 	assert_int_equal(ha_bal_opts_init(&f->o, 3), 0);
-	f->p = (struct ha_bal_plan){.moves = f->moves, .cap_moves = MAXV, .notes = f->notes,
-				    .cap_notes = 64};
+	f->p = (struct ha_bal_plan){
+	    .moves = f->moves, .cap_moves = MAXV, .notes = f->notes, .cap_notes = 64};
 	return f;
 }
 
@@ -55,8 +55,8 @@ static uint32_t vm(struct fx *f, uint32_t h, uint64_t cpu, uint64_t mem_gib)
 {
 	uint32_t v = f->c.nr_vms++;
 	snprintf(f->names[MAXH + v], 16, "vm%u", v);
-	f->vms[v] = (struct ha_bal_vm){f->names[MAXH + v], h, cpu, mem_gib * GIB, 0, HA_BAL_NONE,
-				       NULL};
+	f->vms[v] =
+	    (struct ha_bal_vm){f->names[MAXH + v], h, cpu, mem_gib * GIB, 0, HA_BAL_NONE, NULL};
 	return v;
 }
 
@@ -153,7 +153,8 @@ static void test_balances_and_stops(void **state)
 		assert_int_equal(f->p.moves[i].reason, HA_BAL_R_BALANCE);
 		assert_int_equal(f->p.moves[i].from, 0);
 	}
-	assert_true(fabs(f->p.moves[f->p.nr_moves - 1].imbalance_after - f->p.imbalance_after) < 1e-9);
+	assert_true(fabs(f->p.moves[f->p.nr_moves - 1].imbalance_after - f->p.imbalance_after) <
+		    1e-9);
 	ha_bal_apply(&f->c, &f->p);
 	assert_true(fabs(ha_bal_imbalance(&f->c) - f->p.imbalance_after) < 1e-9);
 	plan(f); /* balanced: nothing more */
@@ -501,8 +502,9 @@ static void test_random_checker(void **state)
 		for (uint32_t r = 0; r < 6; r++) {
 			uint32_t k = RND() % 6, n = 1 + RND() % 3;
 			struct ha_bal_rule *x = &f->rules[f->c.nr_rules];
-			*x = (struct ha_bal_rule){"r", (enum ha_bal_kind)k, f->rvms[f->c.nr_rules], 0,
-						  f->rhosts[f->c.nr_rules], 0};
+			*x = (struct ha_bal_rule){
+			    "r", (enum ha_bal_kind)k,	   f->rvms[f->c.nr_rules],
+			    0,	 f->rhosts[f->c.nr_rules], 0};
 			for (uint32_t i = 0; i < n; i++)
 				f->rvms[f->c.nr_rules][x->nr_vms++] = RND() % f->c.nr_vms;
 			if (k >= HA_BAL_MUST_RUN_ON)
