@@ -24,9 +24,7 @@
 #define RECENT_ROUNDS 3
 
 struct sim_args {
-	uint32_t hosts, per_host, rounds, maintenance;
-	uint64_t seed;
-	unsigned level;
+	uint32_t hosts, per_host, rounds, maintenance, seed, level;
 	uint32_t max_moves, max_concurrent;
 	uint32_t donors, receivers, overhead_mib; /* 0: the defaults */
 	double noise;
@@ -76,34 +74,31 @@ static int parse(int argc, char **argv, struct sim_args *a)
 		i++;
 		errno = 0;
 		double d = strtod(v, &end);
-		if (errno || end == v || *end || d < 0 || d > 1e9) {
+		if (errno || end == v || *end || d < 0 || d > 4e9) {
 			fprintf(stderr, "ember-balance-sim: %s: bad number '%s'\n", k, v);
 			return -EINVAL;
 		}
-		if (!strcmp(k, "--hosts"))
-			a->hosts = (uint32_t)d;
-		else if (!strcmp(k, "--vms-per-host"))
-			a->per_host = (uint32_t)d;
-		else if (!strcmp(k, "--seed"))
-			a->seed = (uint64_t)d;
-		else if (!strcmp(k, "--level"))
-			a->level = (unsigned)d;
-		else if (!strcmp(k, "--rounds"))
-			a->rounds = (uint32_t)d;
-		else if (!strcmp(k, "--max-moves"))
-			a->max_moves = (uint32_t)d;
-		else if (!strcmp(k, "--max-concurrent"))
-			a->max_concurrent = (uint32_t)d;
-		else if (!strcmp(k, "--maintenance"))
-			a->maintenance = (uint32_t)d;
+		const struct {
+			const char *name;
+			uint32_t *to;
+		} ints[] = {{"--hosts", &a->hosts},
+			    {"--vms-per-host", &a->per_host},
+			    {"--seed", &a->seed},
+			    {"--level", &a->level},
+			    {"--rounds", &a->rounds},
+			    {"--max-moves", &a->max_moves},
+			    {"--max-concurrent", &a->max_concurrent},
+			    {"--maintenance", &a->maintenance},
+			    {"--donors", &a->donors},
+			    {"--receivers", &a->receivers},
+			    {"--overhead-mib", &a->overhead_mib}};
+		size_t n = 0, nints = sizeof(ints) / sizeof(ints[0]);
+		while (n < nints && strcmp(k, ints[n].name))
+			n++;
+		if (n < nints)
+			*ints[n].to = (uint32_t)d;
 		else if (!strcmp(k, "--noise"))
 			a->noise = d;
-		else if (!strcmp(k, "--donors"))
-			a->donors = (uint32_t)d;
-		else if (!strcmp(k, "--receivers"))
-			a->receivers = (uint32_t)d;
-		else if (!strcmp(k, "--overhead-mib"))
-			a->overhead_mib = (uint32_t)d;
 		else {
 			fprintf(stderr, "ember-balance-sim: unknown option %s\n", k);
 			return -EINVAL;
@@ -409,7 +404,7 @@ int main(int argc, char **argv)
 	if (stable)
 		rounds = stable_at; /* rounds with moves before the first without */
 	if (a.json)
-		printf("{\"hosts\": %u, \"vms\": %u, \"seed\": %" PRIu64 ", \"level\": %u, "
+		printf("{\"hosts\": %u, \"vms\": %u, \"seed\": %u, \"level\": %u, "
 		       "\"target\": %.4f, \"imbalance_before\": %.4f, \"imbalance_after_round1\": "
 		       "%.4f, \"imbalance_after\": %.4f, \"rounds\": %u, \"stable\": %s, "
 		       "\"moves_after_stable\": %" PRIu64 ", "
@@ -430,7 +425,7 @@ int main(int argc, char **argv)
 		       above);
 	else
 		printf(
-		    "%u hosts x %u VMs (seed %" PRIu64 ", level %u, target %.3f): imbalance "
+		    "%u hosts x %u VMs (seed %u, level %u, target %.3f): imbalance "
 		    "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64
 		    " moves (%" PRIu64 " maintenance, %" PRIu64 " rule, %" PRIu64
 		    " balance; band bound %" PRIu64 ", hosts above the band %u -> %u), %" PRIu64
