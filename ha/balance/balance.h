@@ -133,15 +133,16 @@ struct ha_bal_violation {
  * the defaults for everything else; 0 or -EINVAL (level out of range). */
 __attribute__((warn_unused_result)) int ha_bal_opts_init(struct ha_bal_opts *o, unsigned level);
 
-/* Is c well formed: indices in range, capacities non-zero, names set, a
- * VM in at most one place?  0, or -EINVAL with err naming the host, VM
- * or rule at fault. */
+/* Is c well formed: indices in range, capacities non-zero, names set, no
+ * VM twice in a rule, no empty group in a run-on rule?  0, -EINVAL with
+ * err naming the host, VM or rule at fault, or -ENOMEM.  Every function
+ * below validates first. */
 __attribute__((warn_unused_result)) int ha_bal_validate(const struct ha_bal_cluster *c, char *err,
 							size_t errlen);
 
 /* The imbalance: the standard deviation over alive, non-maintenance
  * hosts of load = max(cpu used / cpu cap, mem used / mem cap).  0 for
- * fewer than two hosts. */
+ * fewer than two hosts, NAN when out of memory.  c must be valid. */
 double ha_bal_imbalance(const struct ha_bal_cluster *c);
 
 /* One round: mandatory moves (maintenance, then must rules, then should

@@ -64,9 +64,37 @@ const char *ha_bal_reason_name(enum ha_bal_reason r)
 	return "?";
 }
 
+#define BAD(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
+
+static int check_rule(const struct ha_bal_cluster *c, uint32_t r, uint32_t *seen, char *err,
+		      size_t errlen)
+{
+	const struct ha_bal_rule *x = &c->rules[r];
+	if (!x->name)
+		return BAD("rule %u: no name", r);
+	if ((unsigned)x->kind > HA_BAL_SHOULD_NOT_RUN_ON)
+		return BAD("rule %s: unknown kind %d", x->name, (int)x->kind);
+	if (x->nr_vms && !x->vms)
+		return BAD("rule %s: no VM array", x->name);
+	if (x->nr_hosts && !x->hosts)
+		return BAD("rule %s: no host array", x->name);
+	if ((x->kind == HA_BAL_MUST_RUN_ON || x->kind == HA_BAL_SHOULD_RUN_ON) && !x->nr_hosts)
+		return BAD("rule %s: an empty host group", x->name);
+	for (uint32_t i = 0; i < x->nr_vms; i++) {
+		if (x->vms[i] >= c->nr_vms)
+			return BAD("rule %s: vm index %u out of range", x->name, x->vms[i]);
+		if (seen[x->vms[i]] == r + 1)
+			return BAD("rule %s: vm %s listed twice", x->name, c->vms[x->vms[i]].name);
+		seen[x->vms[i]] = r + 1;
+	}
+	for (uint32_t i = 0; i < x->nr_hosts; i++)
+		if (x->hosts[i] >= c->nr_hosts)
+			return BAD("rule %s: host index %u out of range", x->name, x->hosts[i]);
+	return 0;
+}
+
 int ha_bal_validate(const struct ha_bal_cluster *c, char *err, size_t errlen)
 {
-#define BAD(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
 	if (!c || (c->nr_hosts && !c->hosts) || (c->nr_vms && !c->vms) ||
 	    (c->nr_rules && !c->rules) || (c->nr_recent && !c->recent))
 		return BAD("cluster: an array is missing");
@@ -90,34 +118,24 @@ int ha_bal_validate(const struct ha_bal_cluster *c, char *err, size_t errlen)
 			return BAD("vm %s: migrating_to %u is not another host", x->name,
 				   x->migrating_to);
 	}
-	for (uint32_t r = 0; r < c->nr_rules; r++) {
-		const struct ha_bal_rule *x = &c->rules[r];
-		if (!x->name)
-			return BAD("rule %u: no name", r);
-		if ((unsigned)x->kind > HA_BAL_SHOULD_NOT_RUN_ON)
-			return BAD("rule %s: unknown kind %d", x->name, (int)x->kind);
-		if (x->nr_vms && !x->vms)
-			return BAD("rule %s: no VM array", x->name);
-		if (x->nr_hosts && !x->hosts)
-			return BAD("rule %s: no host array", x->name);
-		if (x->kind >= HA_BAL_MUST_RUN_ON && !x->nr_hosts &&
-		    x->kind != HA_BAL_MUST_NOT_RUN_ON && x->kind != HA_BAL_SHOULD_NOT_RUN_ON)
-			return BAD("rule %s: an empty host group", x->name);
-		for (uint32_t i = 0; i < x->nr_vms; i++)
-			if (x->vms[i] >= c->nr_vms)
-				return BAD("rule %s: vm index %u out of range", x->name, x->vms[i]);
-		for (uint32_t i = 0; i < x->nr_hosts; i++)
-			if (x->hosts[i] >= c->nr_hosts)
-				return BAD("rule %s: host index %u out of range", x->name,
-					   x->hosts[i]);
-	}
+	/* seen[v] = 1 + the last rule that listed v: a VM twice in one rule is
+	 * a mistake (and would make an anti-affinity rule clash with itself) */
+	uint32_t *seen = calloc((size_t)c->nr_vms + 1, sizeof(*seen));
+	if (!seen)
+		return snprintf(err, errlen, "cluster: out of memory"), -ENOMEM;
+	int rc = 0;
+	for (uint32_t r = 0; r < c->nr_rules && !rc; r++)
+		rc = check_rule(c, r, seen, err, errlen);
+	free(seen);
+	if (rc)
+		return rc;
 	for (uint32_t i = 0; i < c->nr_recent; i++)
 		if (c->recent[i].vm >= c->nr_vms || c->recent[i].host >= c->nr_hosts)
 			return BAD("recent move %u: vm %u or host %u out of range", i,
 				   c->recent[i].vm, c->recent[i].host);
 	return 0;
-#undef BAD
 }
+#undef BAD
 
 static double load_of(const struct ha_bal_host *h, uint64_t cpu, uint64_t mem)
 {

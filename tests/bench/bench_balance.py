@@ -56,7 +56,11 @@ def _row(sim, label, args, seeds):
     if not runs:
         return [label, "—", "—", "—", "—", "—", "failed: " + "; ".join(errs)[:120]], None
     med = lambda k: statistics.median(r[k] for r in runs)
-    note = "%d seeds, %s rounds" % (len(runs), "/".join(str(r["rounds"]) for r in runs))
+    note = "%d seeds, %s rounds, %d returns" % (
+        len(runs), "/".join(str(r["rounds"]) for r in runs), sum(r["returns"] for r in runs))
+    if any(r["moves_after_stable"] for r in runs):
+        note += ", %d moves after the first quiet round" % sum(r["moves_after_stable"]
+                                                             for r in runs)
     if any(not r["stable"] for r in runs):
         note += ", NOT stable"
     if any(r["must_violations_after"] for r in runs):

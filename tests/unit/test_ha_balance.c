@@ -139,6 +139,12 @@ static void test_opts_and_validate(void **state)
 	rule(f, "bad", HA_BAL_MUST_RUN_ON, 0, -1, 9, -1);
 	assert_int_equal(ha_bal_plan(&f->c, &f->o, &f->p, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "rule bad"));
+	f->rhosts[0][0] = 1;
+	rule(f, "twice", HA_BAL_ANTI_AFFINITY, 2, 3, 2, -1);
+	assert_int_equal(ha_bal_plan(&f->c, &f->o, &f->p, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "rule twice: vm vm2 listed twice"));
+	uint32_t h;
+	assert_int_equal(ha_bal_place(&f->c, &f->o, 0, &h, err, sizeof(err)), -EINVAL);
 	free(f);
 }
 
@@ -505,8 +511,11 @@ static void test_random_checker(void **state)
 			*x = (struct ha_bal_rule){
 			    "r", (enum ha_bal_kind)k,	   f->rvms[f->c.nr_rules],
 			    0,	 f->rhosts[f->c.nr_rules], 0};
-			for (uint32_t i = 0; i < n; i++)
-				f->rvms[f->c.nr_rules][x->nr_vms++] = RND() % f->c.nr_vms;
+			for (uint32_t i = 0, v0 = RND() % f->c.nr_vms; i < n && i < f->c.nr_vms; i++)
+				f->rvms[f->c.nr_rules][x->nr_vms++] = (v0 + i * 7) % f->c.nr_vms;
+			for (uint32_t i = 1; i < x->nr_vms; i++) /* distinct VMs only */
+				if (f->rvms[f->c.nr_rules][i] == f->rvms[f->c.nr_rules][0])
+					x->nr_vms = i;
 			if (k >= HA_BAL_MUST_RUN_ON)
 				for (uint32_t i = 0; i < 1 + RND() % 3; i++)
 					f->rhosts[f->c.nr_rules][x->nr_hosts++] = RND() % nh;
