@@ -413,10 +413,10 @@ static int build_units(struct bal_model *m)
 			x->fixed = "a migration is in flight";
 	}
 	for (uint32_t u = m->nu; u-- > 0;) /* lists in index order */
-		if (!m->units[u].lost && m->units[u].host != HA_BAL_NONE)
+		if (m->units[u].lost)
+			m->units[u].host = HA_BAL_NONE;
+		else if (m->units[u].host != HA_BAL_NONE)
 			link_unit(m, u, m->units[u].host);
-		else
-			m->units[u].host = m->units[u].lost ? HA_BAL_NONE : m->units[u].host;
 	return 0;
 }
 

@@ -13,6 +13,8 @@ int ha_bal_place(const struct ha_bal_cluster *c, const struct ha_bal_opts *o, ui
 	int rc = ha_bal_validate(c, why, whylen);
 	if (rc)
 		return rc;
+	if (!o || !host)
+		return snprintf(why, whylen, "place: no options or no host pointer"), -EINVAL;
 	if (vm >= c->nr_vms)
 		return snprintf(why, whylen, "place: vm %u out of range", vm), -EINVAL;
 	struct bal_model m;

@@ -378,7 +378,22 @@ static void test_caps(void **state)
 	plan(f);
 	assert_int_equal(f->p.nr_moves, 1);
 	assert_true(f->p.capped);
-	free(f);
+	f->p.cap_moves = MAXV;
+	f->vms[6].migrating_to = 2, f->vms[5].migrating_to = 1; /* all three slots taken */
+	plan(f);
+	assert_int_equal(f->p.nr_moves, 0);
+	assert_true(f->p.capped);
+	/* mandatory moves go first under a cap */
+	struct fx *g = skewed(4);
+	uint32_t m = vm(g, 3, 100, 1);
+	rule(g, "not-3", HA_BAL_MUST_NOT_RUN_ON, (int)m, -1, 3, -1);
+	g->o.max_moves = 1;
+	plan(g);
+	assert_int_equal(g->p.nr_moves, 1);
+	assert_int_equal(g->p.moves[0].vm, m);
+	assert_int_equal(g->p.moves[0].reason, HA_BAL_R_RULE);
+	assert_true(g->p.capped);
+	free(f), free(g);
 }
 
 /* Rounds of a steady load with +-3% noise, no recent list: the balancer
@@ -511,7 +526,8 @@ static void test_random_checker(void **state)
 			*x = (struct ha_bal_rule){
 			    "r", (enum ha_bal_kind)k,	   f->rvms[f->c.nr_rules],
 			    0,	 f->rhosts[f->c.nr_rules], 0};
-			for (uint32_t i = 0, v0 = RND() % f->c.nr_vms; i < n && i < f->c.nr_vms; i++)
+			for (uint32_t i = 0, v0 = RND() % f->c.nr_vms; i < n && i < f->c.nr_vms;
+			     i++)
 				f->rvms[f->c.nr_rules][x->nr_vms++] = (v0 + i * 7) % f->c.nr_vms;
 			for (uint32_t i = 1; i < x->nr_vms; i++) /* distinct VMs only */
 				if (f->rvms[f->c.nr_rules][i] == f->rvms[f->c.nr_rules][0])
