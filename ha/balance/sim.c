@@ -398,6 +398,15 @@ int main(int argc, char **argv)
 	}
 	ha_bal_check(&s.c, NULL, 0, &must, &should);
 	double after = ha_bal_imbalance(&s.c);
+	/* one placement (VM 0 as if new): what failover pays per VM */
+	uint32_t where;
+	double t0 = now_ms(CLOCK_THREAD_CPUTIME_ID);
+	int prc = ha_bal_place(&s.c, &o, 0, &where, err, sizeof(err));
+	double place_ms = now_ms(CLOCK_THREAD_CPUTIME_ID) - t0;
+	if (prc && prc != -ENOSPC) {
+		fprintf(stderr, "ember-balance-sim: place: %s\n", err);
+		failed = 1;
+	}
 	uint32_t above0 = above_band_before, above = above_band(&s.c, o.target);
 	uint32_t planned = rounds + (stable && !(a.noise > 0)); /* plan calls made */
 	double mean_ms = sum_ms / (planned ? planned : 1);
@@ -416,26 +425,28 @@ int main(int argc, char **argv)
 		       "\"must_violations_before\": %u, "
 		       "\"must_violations_after\": %u, \"should_violations_before\": %u, "
 		       "\"should_violations_after\": %u, \"notes_last_round\": %u, "
-		       "\"hosts_above_band_before\": %u, \"hosts_above_band_after\": %u}\n",
+		       "\"hosts_above_band_before\": %u, \"hosts_above_band_after\": %u, "
+		       "\"place_ms\": %.3f}\n",
 		       a.hosts, nv, a.seed, a.level, isfinite(o.target) ? o.target : -1, before,
 		       first_after, after, rounds, stable ? "true" : "false", after_stable, moves,
 		       by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
 		       by_reason[HA_BAL_R_BALANCE], bound, returns, (double)bytes / GIB, first_ms,
 		       max_ms, mean_ms, max_wall, must0, must, should0, should, notes, above0,
-		       above);
+		       above, place_ms);
 	else
-		printf(
-		    "%u hosts x %u VMs (seed %u, level %u, target %.3f): imbalance "
-		    "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64
-		    " moves (%" PRIu64 " maintenance, %" PRIu64 " rule, %" PRIu64
-		    " balance; band bound %" PRIu64 ", hosts above the band %u -> %u), %" PRIu64
-		    " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f); must "
-		    "violations %u -> %u, should %u -> %u; %u notes\n",
-		    a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
-		    stable ? "stable" : "not stable", after_stable, moves,
-		    by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
-		    by_reason[HA_BAL_R_BALANCE], bound, above0, above, returns, (double)bytes / GIB,
-		    first_ms, max_ms, max_wall, must0, must, should0, should, notes);
+		printf("%u hosts x %u VMs (seed %u, level %u, target %.3f): imbalance "
+		       "%.4f -> %.4f in %u rounds (%s, %" PRIu64 " moves after); %" PRIu64
+		       " moves (%" PRIu64 " maintenance, %" PRIu64 " rule, %" PRIu64
+		       " balance; band bound %" PRIu64 ", hosts above the band %u -> %u), %" PRIu64
+		       " returns, %.1f GiB sent; round 1 %.2f ms cpu, max %.2f ms (wall %.2f), a "
+		       "placement %.2f ms; must "
+		       "violations %u -> %u, should %u -> %u; %u notes\n",
+		       a.hosts, a.per_host, a.seed, a.level, o.target, before, after, rounds,
+		       stable ? "stable" : "not stable", after_stable, moves,
+		       by_reason[HA_BAL_R_MAINTENANCE], by_reason[HA_BAL_R_RULE],
+		       by_reason[HA_BAL_R_BALANCE], bound, above0, above, returns,
+		       (double)bytes / GIB, first_ms, max_ms, max_wall, place_ms, must0, must,
+		       should0, should, notes);
 	if (!a.json && notes)
 		for (uint32_t i = 0; i < p.nr_notes && i < 5; i++)
 			printf("  note: %s: %s\n", s.c.vms[p.notes[i].vm].name, p.notes[i].why);
