@@ -67,42 +67,59 @@ static void emit(struct round *r, uint32_t u, uint32_t h, enum ha_bal_reason why
 		r->p->moves[i].imbalance_after = s;
 }
 
+struct pick {
+	uint32_t host; /* HA_BAL_NONE: none yet */
+	double load;   /* h's load after the move */
+	bool soft;     /* a should rule broken there */
+};
+
+/* Is h better for u than p's pick so far?  (Takes it if so.) */
+static void consider(const struct bal_model *m, uint32_t u, uint32_t h, bool strict, struct pick *p)
+{
+	const struct bal_unit *x = &m->units[u];
+	uint32_t rule;
+	if (x->host == h)
+		return;
+	enum bal_block b = bal_allowed(m, u, h, &rule);
+	if (b != BB_OK && (b != BB_SHOULD || strict))
+		return;
+	uint64_t cpu = 0, mem = 0; /* what arrives on h */
+	for (uint32_t k = 0; k < x->n; k++) {
+		uint32_t v = m->members[x->first + k];
+		if (m->vm_host[v] != h)
+			cpu += m->c->vms[v].cpu, mem += m->c->vms[v].mem;
+	}
+	double l = bal_host_load(m, h, (int64_t)cpu, (int64_t)mem);
+	bool soft = b == BB_SHOULD;
+	if (p->host == HA_BAL_NONE || (p->soft && !soft) || (p->soft == soft && l < p->load))
+		*p = (struct pick){h, l, soft};
+}
+
 /* The best host for a unit that must move: hard rules and memory kept,
  * should rules kept when some host allows (strict: only such hosts),
- * least loaded after the move.  HA_BAL_NONE: none. */
+ * least loaded after the move.  A split affinity group gathers on one of
+ * its members' hosts when one is legal (the least to migrate).
+ * HA_BAL_NONE: none. */
 static uint32_t best_host(const struct round *r, uint32_t u, bool strict)
 {
 	const struct bal_model *m = &r->m;
 	const struct bal_unit *x = &m->units[u];
-	uint32_t best = HA_BAL_NONE;
-	double best_load = 0;
-	bool best_soft = false;
-	uint64_t best_mem = 0; /* a split group: gather where the least must move */
+	struct pick p = {HA_BAL_NONE, 0, false};
+	if (x->host == HA_BAL_NONE) {
+		for (uint32_t k = 0; k < x->n; k++)
+			consider(m, u, m->vm_host[m->members[x->first + k]], strict, &p);
+		if (p.host != HA_BAL_NONE)
+			return p.host;
+	}
 	/* Least loaded first: once a host's load before the move is no less
 	 * than the best load after, no later host can do better. */
 	for (uint32_t i = m->n_elig; i-- > 0;) {
-		uint32_t h = m->order[i], rule;
-		if (best != HA_BAL_NONE && !best_soft && m->load[h] >= best_load &&
-		    x->host != HA_BAL_NONE)
+		uint32_t h = m->order[i];
+		if (p.host != HA_BAL_NONE && !p.soft && m->load[h] >= p.load)
 			break;
-		enum bal_block b = bal_allowed(m, u, h, &rule);
-		if (b != BB_OK && (b != BB_SHOULD || strict))
-			continue;
-		if (x->host == h)
-			continue;
-		uint64_t cpu = 0, mem = 0; /* what arrives on h */
-		for (uint32_t k = 0; k < x->n; k++) {
-			uint32_t v = m->members[x->first + k];
-			if (m->vm_host[v] != h)
-				cpu += m->c->vms[v].cpu, mem += m->c->vms[v].mem;
-		}
-		double l = bal_host_load(m, h, (int64_t)cpu, (int64_t)mem);
-		bool soft = b == BB_SHOULD;
-		if (best == HA_BAL_NONE || (best_soft && !soft) ||
-		    (best_soft == soft && (mem < best_mem || (mem == best_mem && l < best_load))))
-			best = h, best_load = l, best_soft = soft, best_mem = mem;
+		consider(m, u, h, strict, &p);
 	}
-	return best;
+	return p.host;
 }
 
 static const char *host_name(const struct round *r, uint32_t h)
