@@ -553,6 +553,50 @@ static void test_random_checker(void **state)
 #undef RND
 }
 
+/* A dead host's VMs are failover's: plan leaves them be; place puts
+ * them on alive hosts, keeping must rules (failover breaks none). */
+static void test_dead_host_and_failover(void **state)
+{
+	struct fx *f = fx_new(3);
+	uint32_t a = vm(f, 0, 1000, 4), b = vm(f, 0, 1000, 4);
+	vm(f, 1, 100, 1);
+	rule(f, "b-not-on-1", HA_BAL_MUST_NOT_RUN_ON, (int)b, -1, 1, -1);
+	f->hosts[0].alive = false;
+	plan(f);
+	assert_null(move_of(f, a));
+	assert_null(move_of(f, b));
+	uint32_t h;
+	char why[256];
+	assert_int_equal(ha_bal_place(&f->c, &f->o, a, &h, why, sizeof(why)), 0);
+	assert_int_not_equal(h, 0);
+	f->vms[a].host = h;
+	assert_int_equal(ha_bal_place(&f->c, &f->o, b, &h, why, sizeof(why)), 0);
+	assert_int_equal(h, 2);
+	f->vms[b].host = h;
+	no_must_broken(f);
+	free(f);
+}
+
+/* A migration in flight holds memory on its target: nothing else is
+ * planned into that room. */
+static void test_in_flight_reserves(void **state)
+{
+	struct fx *f = fx_new(3);
+	uint32_t big = vm(f, 0, 1000, 30);
+	uint32_t moving = vm(f, 2, 1000, 40);
+	f->vms[moving].migrating_to = 1; /* h1: 40 of 64 GiB taken */
+	vm(f, 2, 100, 30);		 /* h2: 70 GiB with the reservation... */
+	f->hosts[2].mem_cap = 128 * GIB;
+	f->hosts[0].maintenance = true;
+	plan(f);
+	const struct ha_bal_move *m = move_of(f, big);
+	assert_non_null(m);
+	assert_int_equal(m->to, 2); /* not h1, though its CPU is idle */
+	ha_bal_apply(&f->c, &f->p);
+	no_must_broken(f);
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -570,6 +614,8 @@ int main(void)
 	    cmocka_unit_test(test_deterministic),
 	    cmocka_unit_test(test_checker),
 	    cmocka_unit_test(test_random_checker),
+	    cmocka_unit_test(test_dead_host_and_failover),
+	    cmocka_unit_test(test_in_flight_reserves),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
