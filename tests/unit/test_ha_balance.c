@@ -1,7 +1,8 @@
-/* The balancer's pure core (ha/balance/balance.h): each rule kind kept
- * by plan and place, must rules never broken, maintenance, affinity
- * moved whole, caps, hysteresis, determinism, and the checker watching
- * random clusters (docs/balancing.md). */
+/* The balancer's pure core (ha/balance/balance.h), rule by rule: each
+ * rule kind kept by plan and place, must rules never broken (not even to
+ * balance), maintenance evacuating what can go and saying why the rest
+ * stays, affinity moved whole, a dead host's VMs left to failover
+ * (docs/balancing.md). */
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
@@ -13,109 +14,7 @@
 
 #include <cmocka.h>
 
-#include "ha/balance/balance.h"
-
-#define GIB (1ULL << 30)
-#define MAXH 64
-#define MAXV 512
-#define MAXR 16
-
-/* A small cluster: hosts of 16 cores (16000) and 64 GiB. */
-struct fx {
-	struct ha_bal_cluster c;
-	struct ha_bal_host hosts[MAXH];
-	struct ha_bal_vm vms[MAXV];
-	struct ha_bal_rule rules[MAXR];
-	uint32_t rvms[MAXR][16], rhosts[MAXR][16];
-	struct ha_bal_move moves[MAXV];
-	struct ha_bal_note notes[64];
-	struct ha_bal_plan p;
-	struct ha_bal_opts o;
-	char names[MAXH + MAXV][16];
-};
-
-static struct fx *fx_new(uint32_t nh)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	f->c.hosts = f->hosts, f->c.vms = f->vms, f->c.rules = f->rules;
-	for (uint32_t h = 0; h < nh; h++) {
-		snprintf(f->names[h], 16, "h%u", h);
-		f->hosts[h] = (struct ha_bal_host){f->names[h], 16000, 64 * GIB, true, false};
-	}
-	f->c.nr_hosts = nh;
-	assert_int_equal(ha_bal_opts_init(&f->o, 3), 0);
-	f->p = (struct ha_bal_plan){
-	    .moves = f->moves, .cap_moves = MAXV, .notes = f->notes, .cap_notes = 64};
-	return f;
-}
-
-/* A VM of cpu millicores and mem GiB on host h; its index. */
-static uint32_t vm(struct fx *f, uint32_t h, uint64_t cpu, uint64_t mem_gib)
-{
-	uint32_t v = f->c.nr_vms++;
-	snprintf(f->names[MAXH + v], 16, "vm%u", v);
-	f->vms[v] =
-	    (struct ha_bal_vm){f->names[MAXH + v], h, cpu, mem_gib * GIB, 0, HA_BAL_NONE, NULL};
-	return v;
-}
-
-/* A rule over n VMs (then the host group: -1 ends the VMs). */
-static uint32_t rule(struct fx *f, const char *name, enum ha_bal_kind k, ...)
-{
-	uint32_t r = f->c.nr_rules++;
-	struct ha_bal_rule *x = &f->rules[r];
-	*x = (struct ha_bal_rule){name, k, f->rvms[r], 0, f->rhosts[r], 0};
-	va_list ap;
-	va_start(ap, k);
-	for (int v; (v = va_arg(ap, int)) >= 0;)
-		f->rvms[r][x->nr_vms++] = (uint32_t)v;
-	if (k >= HA_BAL_MUST_RUN_ON)
-		for (int h; (h = va_arg(ap, int)) >= 0;)
-			f->rhosts[r][x->nr_hosts++] = (uint32_t)h;
-	va_end(ap);
-	return r;
-}
-
-static void plan(struct fx *f)
-{
-	char err[256] = "";
-	int rc = ha_bal_plan(&f->c, &f->o, &f->p, err, sizeof(err));
-	if (rc)
-		fail_msg("plan: %d %s", rc, err);
-}
-
-static void no_must_broken(struct fx *f)
-{
-	uint32_t must, should;
-	ha_bal_check(&f->c, NULL, 0, &must, &should);
-	assert_int_equal(must, 0);
-}
-
-static const struct ha_bal_move *move_of(const struct fx *f, uint32_t v)
-{
-	for (uint32_t i = 0; i < f->p.nr_moves; i++)
-		if (f->p.moves[i].vm == v)
-			return &f->p.moves[i];
-	return NULL;
-}
-
-static bool noted(const struct fx *f, uint32_t v, const char *what)
-{
-	for (uint32_t i = 0; i < f->p.nr_notes; i++)
-		if (f->p.notes[i].vm == v && strstr(f->p.notes[i].why, what))
-			return true;
-	return false;
-}
-
-/* h0 loaded (8 VMs of 1500), h1..: empty. */
-static struct fx *skewed(uint32_t nh)
-{
-	struct fx *f = fx_new(nh);
-	for (int i = 0; i < 8; i++)
-		vm(f, 0, 1500, 4);
-	return f;
-}
+#include "tests/unit/balance_fixture.h"
 
 static void test_opts_and_validate(void **state)
 {
@@ -361,198 +260,6 @@ static void test_affinity_together_or_not(void **state)
 	free(f), free(g), free(k);
 }
 
-static void test_caps(void **state)
-{
-	struct fx *f = skewed(4);
-	f->o.max_moves = 2;
-	plan(f);
-	assert_int_equal(f->p.nr_moves, 2);
-	assert_true(f->p.capped);
-	f->o.max_moves = 0;
-	f->o.max_concurrent = 3;
-	f->vms[7].migrating_to = 3; /* one in flight: two more at most */
-	plan(f);
-	assert_int_equal(f->p.nr_moves, 2);
-	assert_null(move_of(f, 7));
-	f->p.cap_moves = 1;
-	plan(f);
-	assert_int_equal(f->p.nr_moves, 1);
-	assert_true(f->p.capped);
-	f->p.cap_moves = MAXV;
-	f->vms[6].migrating_to = 2, f->vms[5].migrating_to = 1; /* all three slots taken */
-	plan(f);
-	assert_int_equal(f->p.nr_moves, 0);
-	assert_true(f->p.capped);
-	/* mandatory moves go first under a cap */
-	struct fx *g = skewed(4);
-	uint32_t m = vm(g, 3, 100, 1);
-	rule(g, "not-3", HA_BAL_MUST_NOT_RUN_ON, (int)m, -1, 3, -1);
-	g->o.max_moves = 1;
-	plan(g);
-	assert_int_equal(g->p.nr_moves, 1);
-	assert_int_equal(g->p.moves[0].vm, m);
-	assert_int_equal(g->p.moves[0].reason, HA_BAL_R_RULE);
-	assert_true(g->p.capped);
-	free(f), free(g);
-}
-
-/* Rounds of a steady load with +-3% noise, no recent list: the balancer
- * converges and then stays still; no VM ever goes back where it was. */
-static void test_no_oscillation(void **state)
-{
-	struct fx *f = fx_new(8);
-	uint64_t seed = 7, base[MAXV];
-	for (uint32_t i = 0; i < 160; i++) {
-		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-		uint32_t v = vm(f, (uint32_t)(seed >> 33) % 3, 200 + (seed >> 40) % 400, 1);
-		base[v] = f->vms[v].cpu;
-	}
-	uint32_t left[MAXV], moves_late = 0;
-	for (uint32_t v = 0; v < f->c.nr_vms; v++)
-		left[v] = HA_BAL_NONE;
-	for (int round = 0; round < 100; round++) {
-		for (uint32_t v = 0; v < f->c.nr_vms; v++) {
-			seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-			double n = ((double)(seed >> 11) / 9007199254740992.0) * 0.06 - 0.03;
-			f->vms[v].cpu = (uint64_t)(base[v] * (1 + n));
-		}
-		f->o.resume = f->p.capped;
-		plan(f);
-		for (uint32_t i = 0; i < f->p.nr_moves; i++) {
-			const struct ha_bal_move *m = &f->p.moves[i];
-			assert_int_not_equal(left[m->vm], m->to);
-			left[m->vm] = m->from;
-		}
-		if (round >= 2)
-			moves_late += f->p.nr_moves;
-		ha_bal_apply(&f->c, &f->p);
-		no_must_broken(f);
-	}
-	assert_int_equal(moves_late, 0);
-	assert_true(ha_bal_imbalance(&f->c) <= f->o.target);
-	free(f);
-}
-
-static void test_recent_blocks_return(void **state)
-{
-	struct fx *f = skewed(2);
-	struct ha_bal_recent rec[8];
-	for (uint32_t v = 0; v < 8; v++)
-		rec[v] = (struct ha_bal_recent){v, 1};
-	f->c.recent = rec, f->c.nr_recent = 8;
-	plan(f);
-	assert_int_equal(f->p.nr_moves, 0);
-	free(f);
-}
-
-static void test_deterministic(void **state)
-{
-	struct fx *f = fx_new(16);
-	uint64_t seed = 3;
-	for (uint32_t i = 0; i < 300; i++) {
-		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-		vm(f, (uint32_t)(seed >> 33) % 5, 100 + (seed >> 40) % 900, 1 + (seed >> 50) % 3);
-	}
-	rule(f, "apart", HA_BAL_ANTI_AFFINITY, 1, 2, 3, -1);
-	rule(f, "pair", HA_BAL_AFFINITY, 4, 5, -1);
-	plan(f);
-	assert_true(f->p.nr_moves > 0);
-	struct ha_bal_move first[MAXV];
-	uint32_t n = f->p.nr_moves;
-	memcpy(first, f->moves, n * sizeof(*first));
-	plan(f);
-	assert_int_equal(f->p.nr_moves, n);
-	for (uint32_t i = 0; i < n; i++) {
-		assert_int_equal(first[i].vm, f->moves[i].vm);
-		assert_int_equal(first[i].to, f->moves[i].to);
-		assert_true(first[i].imbalance_after == f->moves[i].imbalance_after);
-	}
-	free(f);
-}
-
-static void test_checker(void **state)
-{
-	struct fx *f = fx_new(3);
-	uint32_t a = vm(f, 0, 10, 40), b = vm(f, 0, 10, 40); /* 80 GiB on a 64 GiB host */
-	uint32_t c = vm(f, 1, 10, 1), d = vm(f, 2, 10, 1);
-	rule(f, "pair", HA_BAL_AFFINITY, (int)c, (int)d, -1);
-	rule(f, "apart", HA_BAL_ANTI_AFFINITY, (int)a, (int)b, -1);
-	rule(f, "on-2", HA_BAL_MUST_RUN_ON, (int)c, -1, 2, -1);
-	rule(f, "not-2", HA_BAL_MUST_NOT_RUN_ON, (int)d, -1, 2, -1);
-	rule(f, "pref-2", HA_BAL_SHOULD_RUN_ON, (int)a, -1, 2, -1);
-	rule(f, "avoid-2", HA_BAL_SHOULD_NOT_RUN_ON, (int)d, -1, 2, -1);
-	struct ha_bal_violation v[16];
-	uint32_t must, should;
-	ha_bal_check(&f->c, v, 16, &must, &should);
-	assert_int_equal(must, 5); /* memory, pair, apart, on-2, not-2 */
-	assert_int_equal(should, 2);
-	assert_int_equal(v[0].rule, HA_BAL_NONE);
-	assert_int_equal(v[0].host, 0);
-	assert_false(v[must].must);
-	/* a dead host's VMs break nothing */
-	f->hosts[0].alive = f->hosts[1].alive = f->hosts[2].alive = false;
-	ha_bal_check(&f->c, v, 16, &must, &should);
-	assert_int_equal(must + should, 0);
-	free(f);
-}
-
-/* Random clusters with random rules: whatever plan proposes, the checker
- * finds no must rule broken that was not broken before, and memory never
- * overcommitted; repeated rounds reach a fixed point. */
-static void test_random_checker(void **state)
-{
-	uint64_t seed = 11;
-#define RND() (seed = seed * 6364136223846793005ULL + 1442695040888963407ULL, seed >> 33)
-	for (int trial = 0; trial < 200; trial++) {
-		uint32_t nh = 2 + RND() % 10;
-		struct fx *f = fx_new(nh);
-		assert_int_equal(ha_bal_opts_init(&f->o, 1 + RND() % 5), 0);
-		for (uint32_t h = 0; h < nh; h++)
-			f->hosts[h].maintenance = RND() % 8 == 0;
-		uint32_t nv = 5 + RND() % 60;
-		uint64_t mem[MAXH] = {0};
-		for (uint32_t i = 0; i < nv; i++) {
-			uint32_t h = RND() % nh, g = 1 + RND() % 8;
-			if (mem[h] + g > 64)
-				continue;
-			mem[h] += g;
-			vm(f, h, RND() % 3000, g);
-		}
-		if (!f->c.nr_vms)
-			vm(f, 0, 1, 1);
-		for (uint32_t r = 0; r < 6; r++) {
-			uint32_t k = RND() % 6, n = 1 + RND() % 3;
-			struct ha_bal_rule *x = &f->rules[f->c.nr_rules];
-			*x = (struct ha_bal_rule){
-			    "r", (enum ha_bal_kind)k,	   f->rvms[f->c.nr_rules],
-			    0,	 f->rhosts[f->c.nr_rules], 0};
-			for (uint32_t i = 0, v0 = RND() % f->c.nr_vms; i < n && i < f->c.nr_vms;
-			     i++)
-				f->rvms[f->c.nr_rules][x->nr_vms++] = (v0 + i * 7) % f->c.nr_vms;
-			for (uint32_t i = 1; i < x->nr_vms; i++) /* distinct VMs only */
-				if (f->rvms[f->c.nr_rules][i] == f->rvms[f->c.nr_rules][0])
-					x->nr_vms = i;
-			if (k >= HA_BAL_MUST_RUN_ON)
-				for (uint32_t i = 0; i < 1 + RND() % 3; i++)
-					f->rhosts[f->c.nr_rules][x->nr_hosts++] = RND() % nh;
-			f->c.nr_rules++;
-		}
-		uint32_t must0, should0, must, should, last = 1;
-		ha_bal_check(&f->c, NULL, 0, &must0, &should0);
-		for (int round = 0; round < 20 && last; round++) {
-			plan(f);
-			ha_bal_apply(&f->c, &f->p);
-			ha_bal_check(&f->c, NULL, 0, &must, &should);
-			assert_true(must <= must0);
-			must0 = must;
-			last = f->p.nr_moves;
-		}
-		assert_int_equal(last, 0);
-		free(f);
-	}
-#undef RND
-}
-
 /* A dead host's VMs are failover's: plan leaves them be; place puts
  * them on alive hosts, keeping must rules (failover breaks none). */
 static void test_dead_host_and_failover(void **state)
@@ -577,26 +284,6 @@ static void test_dead_host_and_failover(void **state)
 	free(f);
 }
 
-/* A migration in flight holds memory on its target: nothing else is
- * planned into that room. */
-static void test_in_flight_reserves(void **state)
-{
-	struct fx *f = fx_new(3);
-	uint32_t big = vm(f, 0, 1000, 30);
-	uint32_t moving = vm(f, 2, 1000, 40);
-	f->vms[moving].migrating_to = 1; /* h1: 40 of 64 GiB taken */
-	vm(f, 2, 100, 30);		 /* h2: 70 GiB with the reservation... */
-	f->hosts[2].mem_cap = 128 * GIB;
-	f->hosts[0].maintenance = true;
-	plan(f);
-	const struct ha_bal_move *m = move_of(f, big);
-	assert_non_null(m);
-	assert_int_equal(m->to, 2); /* not h1, though its CPU is idle */
-	ha_bal_apply(&f->c, &f->p);
-	no_must_broken(f);
-	free(f);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -608,14 +295,7 @@ int main(void)
 	    cmocka_unit_test(test_maintenance),
 	    cmocka_unit_test(test_anti_affinity),
 	    cmocka_unit_test(test_affinity_together_or_not),
-	    cmocka_unit_test(test_caps),
-	    cmocka_unit_test(test_no_oscillation),
-	    cmocka_unit_test(test_recent_blocks_return),
-	    cmocka_unit_test(test_deterministic),
-	    cmocka_unit_test(test_checker),
-	    cmocka_unit_test(test_random_checker),
 	    cmocka_unit_test(test_dead_host_and_failover),
-	    cmocka_unit_test(test_in_flight_reserves),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
