@@ -31,10 +31,15 @@ struct bal_model {
 	uint32_t *rc_off, *rc; /* the hosts vm v left lately, likewise */
 	uint8_t *bits;	       /* host-group bitmaps, one row per rule */
 	size_t stride;
+	/* Anti-affinity rules of more than BAL_ANTI_SCAN VMs: members per
+	 * host, row anti_row[r] of anti_cnt (HA_BAL_NONE: small, scanned). */
+	uint32_t *anti_row, *anti_cnt;
 	uint32_t *order, *pos; /* eligible hosts by load, highest first */
 	uint32_t n_elig;
 	double s1, s2; /* sums of load and load^2 over eligible hosts */
 };
+
+#define BAL_ANTI_SCAN 16
 
 enum bal_block {
 	BB_OK,

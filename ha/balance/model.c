@@ -182,9 +182,9 @@ static uint32_t find(uint32_t *parent, uint32_t x)
 
 void bal_model_free(struct bal_model *m)
 {
-	void *ps[] = {m->cpu_used, m->mem_used, m->load,  m->elig,   m->vm_host, m->vm_unit,
-		      m->members,  m->units,	m->head,  m->vr_off, m->vr,	 m->rc_off,
-		      m->rc,	   m->bits,	m->order, m->pos};
+	void *ps[] = {m->cpu_used, m->mem_used, m->load,  m->elig,   m->vm_host,  m->vm_unit,
+		      m->members,  m->units,	m->head,  m->vr_off, m->vr,	  m->rc_off,
+		      m->rc,	   m->bits,	m->order, m->pos,    m->anti_row, m->anti_cnt};
 	for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
 		free(ps[i]);
 	memset(m, 0, sizeof(*m));
@@ -283,6 +283,13 @@ void bal_move_unit(struct bal_model *m, uint32_t u, uint32_t h)
 			continue;
 		set_usage(m, m->vm_host[v], -(int64_t)vm->cpu, -(int64_t)vm->mem);
 		set_usage(m, h, (int64_t)vm->cpu, (int64_t)vm->mem);
+		for (uint32_t k = m->vr_off[v]; k < m->vr_off[v + 1]; k++) {
+			uint32_t row = m->anti_row[m->vr[k]];
+			if (row != HA_BAL_NONE) {
+				m->anti_cnt[(size_t)row * m->nh + m->vm_host[v]]--;
+				m->anti_cnt[(size_t)row * m->nh + h]++;
+			}
+		}
 		m->vm_host[v] = h;
 	}
 	link_unit(m, u, h);
@@ -345,6 +352,25 @@ static int index_rules(struct bal_model *m)
 	m->bits = calloc((size_t)(c->nr_rules ? c->nr_rules : 1) * m->stride + 1, 1);
 	if (!m->bits)
 		return -ENOMEM;
+	/* per-host member counts for the big anti-affinity rules */
+	uint32_t rows = 0;
+	m->anti_row = malloc(((size_t)c->nr_rules + 1) * sizeof(*m->anti_row));
+	if (!m->anti_row)
+		return -ENOMEM;
+	for (uint32_t r = 0; r < c->nr_rules; r++)
+		m->anti_row[r] =
+		    c->rules[r].kind == HA_BAL_ANTI_AFFINITY && c->rules[r].nr_vms > BAL_ANTI_SCAN
+			? rows++
+			: HA_BAL_NONE;
+	m->anti_cnt = calloc((size_t)rows * m->nh + 1, sizeof(*m->anti_cnt));
+	if (!m->anti_cnt)
+		return -ENOMEM;
+	for (uint32_t r = 0; r < c->nr_rules; r++)
+		for (uint32_t i = 0; m->anti_row[r] != HA_BAL_NONE && i < c->rules[r].nr_vms; i++) {
+			uint32_t h = m->vm_host[c->rules[r].vms[i]];
+			if (h != HA_BAL_NONE)
+				m->anti_cnt[(size_t)m->anti_row[r] * m->nh + h]++;
+		}
 	for (uint32_t r = 0; r < c->nr_rules; r++)
 		for (uint32_t i = 0; i < c->rules[r].nr_hosts; i++) {
 			uint32_t h = c->rules[r].hosts[i];

@@ -24,10 +24,29 @@ bool bal_recent(const struct bal_model *m, uint32_t u, uint32_t h)
 	return false;
 }
 
-/* Another VM of anti-affinity rule r, not of unit u, on h? */
+/* Is vm in rule r? */
+static bool in_rule(const struct bal_model *m, uint32_t vm, uint32_t r)
+{
+	for (uint32_t k = m->vr_off[vm]; k < m->vr_off[vm + 1]; k++)
+		if (m->vr[k] == r)
+			return true;
+	return false;
+}
+
+/* Another VM of anti-affinity rule r, not of unit u, on h?  Big rules by
+ * their per-host counts, less u's own members there. */
 static bool anti_clash(const struct bal_model *m, uint32_t r, uint32_t u, uint32_t h)
 {
 	const struct ha_bal_rule *x = &m->c->rules[r];
+	if (m->anti_row[r] != HA_BAL_NONE) {
+		uint32_t n = m->anti_cnt[(size_t)m->anti_row[r] * m->nh + h];
+		const struct bal_unit *un = &m->units[u];
+		for (uint32_t i = 0; i < un->n && n; i++) {
+			uint32_t w = m->members[un->first + i];
+			n -= m->vm_host[w] == h && in_rule(m, w, r);
+		}
+		return n > 0;
+	}
 	for (uint32_t i = 0; i < x->nr_vms; i++) {
 		uint32_t w = x->vms[i];
 		if (m->vm_unit[w] != u && m->vm_host[w] == h)

@@ -23,7 +23,7 @@ struct fx {
 	struct ha_bal_host hosts[MAXH];
 	struct ha_bal_vm vms[MAXV];
 	struct ha_bal_rule rules[MAXR];
-	uint32_t rvms[MAXR][16], rhosts[MAXR][16];
+	uint32_t rvms[MAXR][32], rhosts[MAXR][16];
 	struct ha_bal_move moves[MAXV];
 	struct ha_bal_note notes[64];
 	struct ha_bal_plan p;

@@ -284,6 +284,45 @@ static void test_dead_host_and_failover(void **state)
 	free(f);
 }
 
+/* An anti-affinity rule over many VMs (counted per host, not scanned):
+ * the one VM doubled up moves to a free host, and a new member is placed
+ * on a free one; members with an affinity partner move with it. */
+static void test_big_anti_affinity(void **state)
+{
+	struct fx *f = fx_new(24);
+	struct ha_bal_rule *x = &f->rules[rule(f, "spread-20", HA_BAL_ANTI_AFFINITY, -1)];
+	for (uint32_t i = 0; i < 20; i++)
+		f->rvms[0][x->nr_vms++] = vm(f, i < 19 ? i : 0, 500, 2);
+	uint32_t partner = vm(f, 5, 500, 2); /* with member vm5, not in the rule */
+	rule(f, "with-5", HA_BAL_AFFINITY, 5, (int)partner, -1);
+	uint32_t must, should;
+	ha_bal_check(&f->c, NULL, 0, &must, &should);
+	assert_int_equal(must, 1);
+	plan(f);
+	const struct ha_bal_move *m = move_of(f, 19);
+	const struct ha_bal_move *m0 = move_of(f, 0);
+	assert_true(m != NULL || m0 != NULL);
+	ha_bal_apply(&f->c, &f->p);
+	no_must_broken(f);
+	uint32_t v = vm(f, HA_BAL_NONE, 10, 1), h;
+	f->rvms[0][x->nr_vms++] = v;
+	char why[256];
+	assert_int_equal(ha_bal_place(&f->c, &f->o, v, &h, why, sizeof(why)), 0);
+	for (uint32_t i = 0; i < 20; i++)
+		assert_int_not_equal(f->vms[i].host, h);
+	/* vm5 and its partner may move together: the partner is no clash */
+	f->hosts[5].maintenance = true;
+	f->vms[v].host = h;
+	plan(f);
+	const struct ha_bal_move *a = move_of(f, 5), *b = move_of(f, partner);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(a->to, b->to);
+	ha_bal_apply(&f->c, &f->p);
+	no_must_broken(f);
+	free(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -296,6 +335,7 @@ int main(void)
 	    cmocka_unit_test(test_anti_affinity),
 	    cmocka_unit_test(test_affinity_together_or_not),
 	    cmocka_unit_test(test_dead_host_and_failover),
+	    cmocka_unit_test(test_big_anti_affinity),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,7 +158,7 @@ static void test_random_checker(void **state)
 	uint64_t seed = 11;
 #define RND() (seed = seed * 6364136223846793005ULL + 1442695040888963407ULL, seed >> 33)
 	for (int trial = 0; trial < 200; trial++) {
-		uint32_t nh = 2 + RND() % 10;
+		uint32_t nh = 2 + RND() % 30;
 		struct fx *f = fx_new(nh);
 		assert_int_equal(ha_bal_opts_init(&f->o, 1 + RND() % 5), 0);
 		for (uint32_t h = 0; h < nh; h++)
@@ -175,7 +175,11 @@ static void test_random_checker(void **state)
 		if (!f->c.nr_vms)
 			vm(f, 0, 1, 1);
 		for (uint32_t r = 0; r < 6; r++) {
+			/* now and then an anti-affinity rule big enough to be
+			 * counted per host (BAL_ANTI_SCAN) rather than scanned */
 			uint32_t k = RND() % 6, n = 1 + RND() % 3;
+			if (k == HA_BAL_ANTI_AFFINITY && RND() % 3 == 0)
+				n = 17 + RND() % 8;
 			struct ha_bal_rule *x = &f->rules[f->c.nr_rules];
 			*x = (struct ha_bal_rule){
 			    "r", (enum ha_bal_kind)k,	   f->rvms[f->c.nr_rules],
