@@ -15,6 +15,7 @@ struct bal_unit {
 	const char *fixed;	 /* non-NULL: may not move, why */
 	bool moved;		 /* moved in this round: balancing leaves it be */
 	bool lost;		 /* a member unplaced or on a dead host: failover's */
+	bool plain;		 /* one VM, in no rule, no recent host: memory is all to check */
 };
 
 struct bal_model {

@@ -438,6 +438,12 @@ static int build_units(struct bal_model *m)
 		if (vm->migrating_to != HA_BAL_NONE && !x->fixed)
 			x->fixed = "a migration is in flight";
 	}
+	for (uint32_t u = 0; u < m->nu; u++) {
+		struct bal_unit *x = &m->units[u];
+		uint32_t v = m->members[x->first];
+		x->plain = x->n == 1 && m->vr_off[v] == m->vr_off[v + 1] &&
+			   m->rc_off[v] == m->rc_off[v + 1];
+	}
 	for (uint32_t u = m->nu; u-- > 0;) /* lists in index order */
 		if (m->units[u].lost)
 			m->units[u].host = HA_BAL_NONE;

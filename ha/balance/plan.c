@@ -250,7 +250,9 @@ static bool balance_step(struct round *r)
 				uint32_t b = m->order[j], rule;
 				if (m->load[b] >= m->load[a])
 					break;
-				if (bal_allowed(m, u, b, &rule) != BB_OK || bal_recent(m, u, b))
+				if (x->plain ? m->mem_used[b] + x->mem > m->c->hosts[b].mem_cap
+					     : bal_allowed(m, u, b, &rule) != BB_OK ||
+						   bal_recent(m, u, b))
 					continue;
 				legal++;
 				double lb = bal_host_load(m, b, (int64_t)x->cpu, (int64_t)x->mem);
