@@ -135,8 +135,8 @@ __attribute__((warn_unused_result)) int ha_bal_opts_init(struct ha_bal_opts *o, 
 
 /* Is c well formed: indices in range, capacities non-zero, names set, no
  * VM twice in a rule, no empty group in a run-on rule?  0, -EINVAL with
- * err naming the host, VM or rule at fault, or -ENOMEM.  Every function
- * below validates first. */
+ * err naming the host, VM or rule at fault, or -ENOMEM.  ha_bal_plan and
+ * ha_bal_place validate first; the other functions expect a valid c. */
 __attribute__((warn_unused_result)) int ha_bal_validate(const struct ha_bal_cluster *c, char *err,
 							size_t errlen);
 
