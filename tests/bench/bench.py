@@ -620,7 +620,7 @@ def main():
     out.append("\nSame-host migration, memory by fd (ember only; see "
                "tests/bench/bench_migrate_local.py)\n")
     out.append(table(["what", "median", "note"], local_rows_))
-    out += balance_lines(os.path.abspath(a.build_dir))  # the balancer's simulator: CPU only, its own goal row
+    out += balance_lines(os.path.abspath(a.build_dir))  # balancer simulator: CPU only
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
                      goal_rows + snap_goals + mig_goals + local_goals + move_goals))
