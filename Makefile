@@ -17,8 +17,8 @@ CORE_SRCS := $(filter-out monitor/main.c jail/jailer.c jail/no_nss.c jail/gen_se
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
 # ha/: the controllers (ember-migrate; emberd later): dynamic binaries
 # that link OpenSSL and jansson, never linked into the static ember.
-HA_SRCS := $(filter-out ha/migrate/main.c ha/emberd/main.c ha/ctl/main.c,\
-             $(wildcard ha/*.c ha/migrate/*.c ha/emberd/*.c ha/ctl/*.c))
+HA_SRCS := $(filter-out ha/migrate/main.c ha/emberd/main.c ha/ctl/main.c ha/balance/sim.c,\
+             $(wildcard ha/*.c ha/migrate/*.c ha/emberd/*.c ha/ctl/*.c ha/balance/*.c))
 HA_OBJS := $(HA_SRCS:%.c=$(BUILD)/%.o)
 HA_LIBS := -lssl -lcrypto -ljansson -lpthread -lm
 # emberd: etcd's JSON gateway through libcurl, INI files through inih,
@@ -30,7 +30,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 .PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short install
 all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
-     $(BUILD)/tools/seccomp_probe $(BUILD)/tools/etcd_probe guests
+     $(BUILD)/tools/seccomp_probe $(BUILD)/tools/etcd_probe \
+     $(BUILD)/tools/ember-balance-sim guests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -100,6 +101,11 @@ install: $(INSTALL_BINS:%=$(BUILD)/%)
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/emberd || \
 	    install -m 0644 ha/systemd/emberd.default $(DESTDIR)$(SYSCONFDIR)/default/emberd
 	install -m 0644 docs/ha.md $(DESTDIR)$(PREFIX)/share/doc/ember/ha.md
+
+# The balancer's simulator (docs/balancing.md): pure C and libm.
+$(BUILD)/tools/ember-balance-sim: $(BUILD)/ha/balance/sim.o $(BUILD)/libha.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 # Test-only: loads one role's seccomp filter, then makes one syscall
 # (tests/integration/test_seccomp.py).
@@ -228,5 +234,5 @@ format:
 clean:
 	rm -rf build build-asan
 
--include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/ha/emberd/main.d $(BUILD)/ha/ctl/main.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
+-include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/ha/emberd/main.d $(BUILD)/ha/ctl/main.d $(BUILD)/ha/balance/sim.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
 	$(BUILD)/tools/seccomp_probe.d $(BUILD)/tools/etcd_probe.d $(FUZZ_OBJS:.o=.d)
