@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ha/emberd/balancer.h"
 #include "ha/emberd/cluster_priv.h"
 
 void cl_key(char *buf, size_t len, const char *kind, const char *name)
@@ -444,6 +445,7 @@ static void cluster_free(struct ed_cluster *c)
 		free(c->stopped[i]);
 	free(c->stopped);
 	cl_specs_free(c->specs, c->nspecs);
+	cl_specs_free(c->bal_specs, c->nbal_specs);
 	json_decref(c->hosts);
 	json_decref(c->owners);
 	pthread_mutex_destroy(&c->mu);
@@ -512,6 +514,11 @@ int ed_cluster_start(struct ed_cluster **out, struct ed_host *h, const struct ed
 		c->started_watchdog = true;
 	if (pthread_create(&c->poller, NULL, cl_poller, c) == 0)
 		c->started_poller = true;
+	struct bm_opts bo = {o->balance_level, o->balance_interval_ms, 0, 0, 0};
+	if (bo.level && bm_start(&c->bal, c, &bo, err, errlen)) {
+		ed_cluster_stop(c, false);
+		return -EINVAL;
+	}
 	if (!c->started_keeper || !c->started_watchdog || !c->started_poller) {
 		snprintf(err, errlen, "cluster: cannot start its threads");
 		ed_cluster_stop(c, false);
@@ -535,6 +542,7 @@ void ed_cluster_stop(struct ed_cluster *c, bool release_vms)
 		pthread_join(c->watchdog, NULL);
 	if (c->started_poller)
 		pthread_join(c->poller, NULL);
+	bm_stop(c->bal);
 	ed_host_set_cluster(c->h, NULL);
 	char err[ED_ERR_MAX];
 	if (release_vms && c->lease) {

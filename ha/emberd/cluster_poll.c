@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ha/emberd/cluster_place.h"
+#include "ha/emberd/balancer.h"
 #include "ha/emberd/cluster_priv.h"
 
 #define POLL_MS 50
@@ -65,15 +66,20 @@ struct owner {
 	int64_t rev, lease;
 };
 
+static void free_list(char **l)
+{
+	for (char **p = l; p && *p; p++)
+		free(*p);
+	free(l);
+}
+
 void cl_specs_free(struct cl_spec *s, size_t n)
 {
 	for (size_t i = 0; s && i < n; i++) {
-		for (char **p = s[i].must; p && *p; p++)
-			free(*p);
-		for (char **p = s[i].avoid; p && *p; p++)
-			free(*p);
-		free(s[i].must);
-		free(s[i].avoid);
+		free_list(s[i].must);
+		free_list(s[i].avoid);
+		free_list(s[i].prefer);
+		free_list(s[i].prefer_avoid);
 	}
 	free(s);
 }
@@ -91,27 +97,47 @@ static char **copy_list(const char *const *l)
 	return o;
 }
 
-/* The loop's VMs, copied for the poller. */
-static void refresh_specs(void *arg)
+struct cl_spec *cl_specs_copy(struct ed_host *h, size_t *n)
 {
-	struct ed_cluster *c = arg;
-	size_t n = 0;
-	for (struct ed_vm *vm = ed_host_first(c->h); vm; vm = ed_host_next(c->h, vm))
-		n++;
-	struct cl_spec *s = calloc(n ? n : 1, sizeof(*s));
+	size_t nv = 0;
+	for (struct ed_vm *vm = ed_host_first(h); vm; vm = ed_host_next(h, vm))
+		nv++;
+	struct cl_spec *s = calloc(nv ? nv : 1, sizeof(*s));
 	size_t i = 0;
-	for (struct ed_vm *vm = ed_host_first(c->h); s && vm && i < n;
-	     vm = ed_host_next(c->h, vm), i++) {
+	for (struct ed_vm *vm = ed_host_first(h); s && vm && i < nv;
+	     vm = ed_host_next(h, vm), i++) {
 		snprintf(s[i].name, sizeof(s[i].name), "%s", ed_vm_name(vm));
 		s[i].mem = ed_vm_mem_bytes(vm);
 		s[i].vcpus = ed_vm_vcpus(vm);
 		s[i].must = copy_list(ed_vm_hosts_must(vm));
 		s[i].avoid = copy_list(ed_vm_hosts_avoid(vm));
+		s[i].prefer = copy_list(ed_vm_hosts_prefer(vm));
+		s[i].prefer_avoid = copy_list(ed_vm_hosts_prefer_avoid(vm));
+		snprintf(s[i].affinity, sizeof(s[i].affinity), "%s", ed_vm_affinity(vm));
+		snprintf(s[i].anti_affinity, sizeof(s[i].anti_affinity), "%s",
+			 ed_vm_anti_affinity(vm));
 	}
+	*n = s ? i : 0;
+	return s;
+}
+
+/* The loop's VMs, copied for the poller. */
+static void refresh_specs(void *arg)
+{
+	struct ed_cluster *c = arg;
+	size_t n = 0;
+	struct cl_spec *s = cl_specs_copy(c->h, &n);
+	size_t nb = 0;
+	struct cl_spec *sb = c->bal ? cl_specs_copy(c->h, &nb) : NULL;
 	pthread_mutex_lock(&c->mu);
 	cl_specs_free(c->specs, c->nspecs);
 	c->specs = s;
-	c->nspecs = s ? i : 0;
+	c->nspecs = n;
+	if (sb) {
+		cl_specs_free(c->bal_specs, c->nbal_specs);
+		c->bal_specs = sb;
+		c->nbal_specs = nb;
+	}
 	c->specs_asked = false;
 	pthread_mutex_unlock(&c->mu);
 }
@@ -352,11 +378,48 @@ static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
 	(void)hosts;
 }
 
+/* Placement by ha_bal_place (balancer.h): the rules of the VM files and
+ * rules/, maintenance hosts left out, load from load/.  Overrides
+ * ed_place_all's choice[]; its why stays when both refuse (it names the
+ * must rule's hosts).  Same revision, same specs: same answer everywhere. */
+static void place_rules(struct poller *p, const struct ha_etcd_range *r, const struct ed_place_vm *pv,
+			size_t n, const struct ed_place_host *ph, size_t nh, int *choice,
+			char (*whys)[256])
+{
+	struct bm_model m;
+	struct ha_bal_opts o;
+	if (!n || ha_bal_opts_init(&o, 3) || bm_build(&m, r, p->specs, p->nspecs, NULL, 0))
+		return;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t v = HA_BAL_NONE, h;
+		for (uint32_t k = 0; k < m.c.nr_vms; k++)
+			if (!strcmp(m.c.vms[k].name, pv[i].name))
+				v = k;
+		char why[256];
+		if (v == HA_BAL_NONE)
+			continue;
+		if (ha_bal_place(&m.c, &o, v, &h, why, sizeof(why))) {
+			if (choice[i] >= 0)
+				snprintf(whys[i], sizeof(whys[i]), "%s", why);
+			choice[i] = -1;
+			continue;
+		}
+		m.c.vms[v].host = h; /* counted before the next is placed */
+		m.c.vms[v].mem = pv[i].mem;
+		choice[i] = -1;
+		for (size_t k = 0; k < nh; k++)
+			if (!strcmp(ph[k].name, m.c.hosts[h].name))
+				choice[i] = (int)k;
+	}
+	bm_free(&m);
+}
+
 /* One poll: read, decide, claim, hand the loop its list. */
 static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 {
 	struct ed_cluster *c = p->c;
-	const struct ha_etcd_range *hosts = &r3[0], *owners = &r3[1], *state = &r3[2];
+	const struct ha_etcd_range *hosts = &r3[BM_HOSTS], *owners = &r3[BM_OWNER],
+				   *state = &r3[BM_STATE];
 	uint64_t now = ed_now_ms();
 	pthread_mutex_lock(&c->mu);
 	int64_t lease = c->fenced ? 0 : c->lease;
@@ -451,6 +514,7 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 		nready++;
 	}
 	ed_place_all(ph, nh, pv, nready, choice, whys);
+	place_rules(p, r3, pv, nready, ph, nh, choice, whys);
 	size_t nclaim = 0;
 	for (size_t i = 0; i < nready; i++) {
 		struct pvm *v = pvm_get(p, pv[i].name, true);
@@ -485,14 +549,16 @@ void *cl_poller(void *arg)
 		cl_event(c, NULL, "etcd-unreachable", "%s", err);
 		return NULL;
 	}
-	char kh[64], ko[64], ks[64];
-	snprintf(kh, sizeof(kh), CL_PREFIX "hosts/");
-	snprintf(ko, sizeof(ko), CL_PREFIX "owner/");
-	snprintf(ks, sizeof(ks), CL_PREFIX "state/");
-	const struct ha_etcd_op reads[] = {{HA_ETCD_RANGE, kh, NULL, 0, true},
-					   {HA_ETCD_RANGE, ko, NULL, 0, true},
-					   {HA_ETCD_RANGE, ks, NULL, 0, true}};
-	const struct ha_etcd_txn t = {NULL, 0, reads, 3, NULL, 0};
+	/* the balancer's model's ranges (balancer.h), one revision */
+	static const char *const kinds[BM_NR] = {"hosts", "load",  "owner", "maint",
+						 "rules", "moves", "state"};
+	char keys[BM_NR][64];
+	struct ha_etcd_op reads[BM_NR];
+	for (int i = 0; i < BM_NR; i++) {
+		snprintf(keys[i], sizeof(keys[i]), CL_PREFIX "%s/", kinds[i]);
+		reads[i] = (struct ha_etcd_op){HA_ETCD_RANGE, keys[i], NULL, 0, true};
+	}
+	const struct ha_etcd_txn t = {NULL, 0, reads, BM_NR, NULL, 0};
 	do {
 		pthread_mutex_lock(&c->mu);
 		if (c->specs) { /* take the loop's fresh copy */
@@ -517,7 +583,7 @@ void *cl_poller(void *arg)
 		cl_set_reachable(c, !r || !ha_etcd_unreachable(r), err);
 		if (r)
 			continue; /* never stop a VM on a guess: only fencing does */
-		if (res.n == 3)
+		if (res.n == BM_NR)
 			poll_once(&p, res.ranges);
 		ha_etcd_txn_result_free(&res);
 	} while (cl_sleep(c, POLL_MS));

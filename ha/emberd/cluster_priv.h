@@ -17,6 +17,8 @@ struct cl_spec {
 	uint64_t mem;
 	unsigned vcpus;
 	char **must, **avoid; /* NULL-terminated copies */
+	char **prefer, **prefer_avoid;
+	char affinity[ED_NAME_MAX + 1], anti_affinity[ED_NAME_MAX + 1]; /* "": none */
 };
 
 /* A claim we hold: the VM's owner key under our lease, and its token. */
@@ -53,6 +55,9 @@ struct ed_cluster {
 	size_t nstopped;
 	struct cl_spec *specs; /* the loop's VMs, fresh from the loop; the poller takes them */
 	size_t nspecs;
+	struct cl_spec *bal_specs; /* another copy, for the balancer (balancer.c) to take */
+	size_t nbal_specs;
+	struct bm_balancer *bal;   /* the balancer's thread (NULL: level 0) */
 	bool specs_asked; /* a refresh is posted to the loop */
 	json_t *hosts;	  /* GET /hosts: the last poll's view */
 	json_t *owners;	  /* vm -> owner host name, the last poll's view */

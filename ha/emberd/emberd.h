@@ -108,6 +108,12 @@ unsigned ed_vm_vcpus(const struct ed_vm *vm);
  * terminated list of host names (may be empty, never NULL). */
 const char *const *ed_vm_hosts_must(const struct ed_vm *vm);  /* run only on one of these */
 const char *const *ed_vm_hosts_avoid(const struct ed_vm *vm); /* never run on these */
+/* The balancer's keys (docs/balancing.md): should run on / should not
+ * (lists as above), the affinity and anti-affinity group ("": none). */
+const char *const *ed_vm_hosts_prefer(const struct ed_vm *vm);
+const char *const *ed_vm_hosts_prefer_avoid(const struct ed_vm *vm);
+const char *ed_vm_affinity(const struct ed_vm *vm);
+const char *ed_vm_anti_affinity(const struct ed_vm *vm);
 /* Mark a VM as owned elsewhere (ED_REMOTE, with the host named) or
  * unplaced (with why), for status and events. */
 void ed_vm_set_remote(struct ed_vm *vm, const char *host);
@@ -219,6 +225,8 @@ struct ed_cluster_opts {
 	uint64_t grace_ms;	  /* survivors wait this after a lease's expiry */
 	uint64_t capacity_mem;	  /* bytes of guest RAM this host offers (0: 80% of RAM) */
 	unsigned capacity_vcpus;  /* vCPUs it offers (0: 4 x its CPUs) */
+	unsigned balance_level;	  /* the balancer (docs/balancing.md): 1..5, 0 off */
+	uint64_t balance_interval_ms; /* between its rounds (0: 10 s) */
 };
 
 struct ed_cluster;

@@ -50,6 +50,22 @@ const char *const *ed_vm_hosts_avoid(const struct ed_vm *vm)
 {
 	return (const char *const *)vm->f.avoid;
 }
+const char *const *ed_vm_hosts_prefer(const struct ed_vm *vm)
+{
+	return (const char *const *)vm->f.prefer;
+}
+const char *const *ed_vm_hosts_prefer_avoid(const struct ed_vm *vm)
+{
+	return (const char *const *)vm->f.prefer_avoid;
+}
+const char *ed_vm_affinity(const struct ed_vm *vm)
+{
+	return vm->f.affinity;
+}
+const char *ed_vm_anti_affinity(const struct ed_vm *vm)
+{
+	return vm->f.anti_affinity;
+}
 struct ed_vm *ed_host_first(struct ed_host *h)
 {
 	return h->vms;

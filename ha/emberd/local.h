@@ -92,6 +92,10 @@ struct ed_vmfile {
 	unsigned nr_drives;
 	struct ed_policy pol;
 	char *hosts[ED_MAX_HOSTS + 1], *avoid[ED_MAX_HOSTS + 1]; /* NULL-terminated */
+	/* the balancer's rules (docs/balancing.md): should run on / not on
+	 * (NULL-terminated), the affinity and anti-affinity groups ("": none) */
+	char *prefer[ED_MAX_HOSTS + 1], *prefer_avoid[ED_MAX_HOSTS + 1];
+	char affinity[ED_NAME_MAX + 1], anti_affinity[ED_NAME_MAX + 1];
 	uint64_t mtime_ns, size; /* to tell a changed file at reload */
 };
 

@@ -39,6 +39,8 @@ static const char usage[] =
     "  --grace DUR           wait this after a host's lease ends (default 1s)\n"
     "  --capacity-mem SIZE   guest RAM offered, bytes or 512M/4G (default 80% of RAM)\n"
     "  --capacity-vcpus N    vCPUs offered (default 4 x CPUs)\n"
+    "  --balance-level N     the balancer's threshold, 1..5 as DRS (default 3; 0 off)\n"
+    "  --balance-interval DUR  between its rounds (default 10s)\n"
     "  -h, --help            this text\n";
 
 struct opts {
@@ -100,7 +102,11 @@ static int parse(int argc, char **argv, struct opts *o)
 	unsigned long long n;
 	*o = (struct opts){.sock = "/run/emberd.sock",
 			   .h = {.jail_base = "/srv/jailer", .uid = 65534, .gid = 65534},
-			   .c = {.ttl_s = 2, .fence_margin_ms = 500, .grace_ms = 1000}};
+			   .c = {.ttl_s = 2,
+				 .fence_margin_ms = 500,
+				 .grace_ms = 1000,
+				 .balance_level = 3,
+				 .balance_interval_ms = 10000}};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -144,6 +150,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		} else if (!strcmp(a, "--capacity-mem")) {
 			if (size(v, &o->c.capacity_mem))
 				USAGE("--capacity-mem %s: bytes, or 512M, 4G", v);
+		} else if (!strcmp(a, "--balance-level")) {
+			if (num(v, 5, &n))
+				USAGE("--balance-level %s: 0 (off) .. 5", v);
+			o->c.balance_level = (unsigned)n;
+		} else if (!strcmp(a, "--balance-interval")) {
+			if (ed_parse_duration(v, &o->c.balance_interval_ms) ||
+			    o->c.balance_interval_ms < 100)
+				USAGE("--balance-interval %s: a duration, at least 100ms", v);
 		} else if (!strcmp(a, "--capacity-vcpus")) {
 			if (num(v, 1 << 20, &n))
 				USAGE("--capacity-vcpus %s: a number", v);

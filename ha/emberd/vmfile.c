@@ -166,12 +166,26 @@ static int emberd_key(struct parse *p, const char *k, const char *v)
 		return parse_hosts(p, k, v, p->f->hosts);
 	} else if (!strcmp(k, "avoid_hosts")) {
 		return parse_hosts(p, k, v, p->f->avoid);
+	} else if (!strcmp(k, "prefer_hosts")) {
+		return parse_hosts(p, k, v, p->f->prefer);
+	} else if (!strcmp(k, "prefer_avoid_hosts")) {
+		return parse_hosts(p, k, v, p->f->prefer_avoid);
+	} else if (!strcmp(k, "affinity") || !strcmp(k, "anti_affinity")) {
+		char *g = k[0] == 'a' && k[1] == 'f' ? p->f->affinity : p->f->anti_affinity;
+		if (!*v || strlen(v) > ED_NAME_MAX ||
+		    strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-") !=
+			strlen(v))
+			return fail(p, "emberd", k,
+				    "\"%s\" is not a group name ([A-Za-z0-9-], 1..%d)", v,
+				    ED_NAME_MAX);
+		snprintf(g, ED_NAME_MAX + 1, "%s", v);
 	} else {
 		return fail(
 		    p, "emberd", k,
 		    "unknown key (known: restart, restart_attempts, restart_interval, "
 		    "restart_delay, restart_max_delay, snapshot_interval, resume, autostart, "
-		    "hosts, avoid_hosts)");
+		    "hosts, avoid_hosts, prefer_hosts, prefer_avoid_hosts, affinity, "
+		    "anti_affinity)");
 	}
 	return 1;
 }
@@ -297,7 +311,11 @@ void ed_vmfile_free(struct ed_vmfile *f)
 		free(f->hosts[i]);
 	for (int i = 0; f->avoid[i]; i++)
 		free(f->avoid[i]);
-	f->hosts[0] = f->avoid[0] = NULL;
+	for (int i = 0; f->prefer[i]; i++)
+		free(f->prefer[i]);
+	for (int i = 0; f->prefer_avoid[i]; i++)
+		free(f->prefer_avoid[i]);
+	f->hosts[0] = f->avoid[0] = f->prefer[0] = f->prefer_avoid[0] = NULL;
 }
 
 bool ed_vmfile_all_ro(const struct ed_vmfile *f)
