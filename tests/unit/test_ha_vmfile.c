@@ -42,7 +42,8 @@ static void test_good(void **state)
 			      "restart_interval = 2m\nrestart_delay = 250ms\n"
 			      "restart_max_delay = 10s\nsnapshot_interval = 30s\n"
 			      "resume = rollback\nautostart = false\nhosts = a, b\n"
-			      "avoid_hosts = c\n");
+			      "avoid_hosts = c\nprefer_hosts = b\nprefer_avoid_hosts = a,c\n"
+			      "affinity = web\nanti_affinity = db-pair\n");
 	assert_int_equal(ed_vmfile_parse(p, &f, err, sizeof(err)), 0);
 	assert_string_equal(f.name, "web-1"); /* the stem */
 	assert_int_equal(f.mem_bytes, 128ULL << 20);
@@ -70,6 +71,11 @@ static void test_good(void **state)
 	assert_null(f.hosts[2]);
 	assert_string_equal(f.avoid[0], "c");
 	assert_null(f.avoid[1]);
+	assert_string_equal(f.prefer[0], "b");
+	assert_null(f.prefer[1]);
+	assert_string_equal(f.prefer_avoid[1], "c");
+	assert_string_equal(f.affinity, "web");
+	assert_string_equal(f.anti_affinity, "db-pair");
 	ed_vmfile_free(&f);
 }
 
@@ -124,6 +130,9 @@ static void test_refusals(void **state)
 	    {"resume = maybe", ":4: [emberd] resume: \"maybe\": expected auto, never or rollback"},
 	    {"autostart = perhaps", ":4: [emberd] autostart: \"perhaps\": expected true or false"},
 	    {"hosts = a,b_c", ":4: [emberd] hosts: \"b_c\" is not a host name"},
+	    {"prefer_hosts = a b_c", ":4: [emberd] prefer_hosts: \"b_c\" is not a host name"},
+	    {"affinity = a b", ":4: [emberd] affinity: \"a b\" is not a group name"},
+	    {"anti_affinity = x_y", ":4: [emberd] anti_affinity: \"x_y\" is not a group name"},
 	    {"colour = red", ":4: [emberd] colour: unknown key (known: restart,"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
