@@ -50,6 +50,29 @@ struct ctl_args {
 
 extern const char ctl_usage[];
 
+/* emberctl rule (rule.c): add NAME KIND --vms a,b [--hosts x,y] | rm NAME
+ * | list. */
+enum ctl_rule_op { CTL_RULE_ADD, CTL_RULE_RM, CTL_RULE_LIST };
+struct ctl_rule_args {
+	const char *sock;
+	bool json;
+	enum ctl_rule_op op;
+	const char *name, *kind; /* add: both; rm: name */
+	const char *vms, *hosts; /* add: "a,b" (hosts may be NULL) */
+};
+/* Is argv (without the program's name) a rule command? */
+bool ctl_is_rule(int argc, char *const *argv);
+/* argv (without the program's name, "rule" among it) into *a.  Pure.  0,
+ * or -EINVAL with the reason in err. */
+__attribute__((warn_unused_result)) int ctl_rule_parse(int argc, char *const *argv,
+						       const char *env_sock,
+						       struct ctl_rule_args *a, char *err,
+						       size_t errlen);
+/* "a,b" -> ["a", "b"] (new reference; empty for NULL). */
+json_t *ctl_name_list(const char *s);
+/* Run the rule command: emberctl's exit status. */
+int ctl_rule_main(int argc, char *const *argv, const char *env_sock);
+
 /* argv (without the program's name) into *a.  env_sock: $EMBERD_SOCK
  * (NULL: unset).  Pure.  0, or -EINVAL with the reason in err (naming the
  * option, the command or the value). */

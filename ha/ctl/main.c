@@ -360,6 +360,8 @@ int main(int argc, char **argv)
 	struct ctl_args a;
 	char err[512];
 	signal(SIGPIPE, SIG_IGN);
+	if (ctl_is_rule(argc - 1, argv + 1))
+		return ctl_rule_main(argc - 1, argv + 1, getenv("EMBERD_SOCK"));
 	if (ctl_parse_args(argc - 1, argv + 1, getenv("EMBERD_SOCK"), &a, err, sizeof(err))) {
 		fprintf(stderr, "emberctl: %s\n", err);
 		return CTL_EXIT_USAGE;

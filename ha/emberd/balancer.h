@@ -72,6 +72,11 @@ __attribute__((warn_unused_result)) int bm_start(struct bm_balancer **b, struct 
 						 const struct bm_opts *o, char *err, size_t errlen);
 void bm_stop(struct bm_balancer *b);
 
+/* The ed_cluster_hooks.rules hook (cluster_rules.c): on the loop, with
+ * the loop's etcd client; arg is the struct ed_cluster. */
+int cl_rules_hook(void *arg, const char *method, const char *name, const char *body,
+		  json_t **out, char *err, size_t errlen);
+
 /* The specs of h's VMs, copied (on the loop): cl_specs_free frees them. */
 struct cl_spec *cl_specs_copy(struct ed_host *h, size_t *n);
 

@@ -504,6 +504,7 @@ int ed_cluster_start(struct ed_cluster **out, struct ed_host *h, const struct ed
 	    .vm_stopped = hk_vm_stopped,
 	    .hosts_json = hk_hosts_json,
 	    .etcd_health = hk_etcd_health,
+	    .rules = cl_rules_hook,
 	};
 	c->hooks = hooks;
 	c->hooks.arg = c;

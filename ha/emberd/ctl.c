@@ -380,6 +380,8 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 {
 	struct ed_ctl_req q;
 	char fault[ED_CTL_FAULT_MAX];
+	if (ed_ctl_rules_url(url))
+		return ed_ctl_rules(h, method, url, body, len, rp);
 	int st = ed_ctl_route(method, url, &q, fault, sizeof(fault));
 	if (st) {
 		ed_ctl_fault(rp, st, "%s", fault);

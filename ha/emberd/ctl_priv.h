@@ -98,6 +98,11 @@ void ed_ctl_close(struct ed_ctl *s);
  * reply comes later (a long poll), through ed_ctl_conn_reply(). */
 int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, const char *url,
 		  const char *body, size_t len, struct ed_ctl_reply *rp);
+/* The cluster rules' routes (ctl_rules.c): does url belong to them, and
+ * handle it (0 with *rp filled). */
+bool ed_ctl_rules_url(const char *url);
+int ed_ctl_rules(struct ed_host *h, const char *method, const char *url, const char *body,
+		 size_t len, struct ed_ctl_reply *rp);
 /* A deferred reply for c (takes rp's body).  c is gone after. */
 void ed_ctl_conn_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp);
 /* The handler's slot in c for its deferred state, and its cleanup when

@@ -91,6 +91,13 @@ struct ed_cluster_hooks {
 	/* GET /hosts and GET /status's "etcd" (new references / a word). */
 	json_t *(*hosts_json)(void *arg);
 	const char *(*etcd_health)(void *arg); /* "ok" or "unreachable" */
+	/* The cluster's rules (rules/<name>, docs/balancing.md): method "GET"
+	 * (name NULL: *out is the array of every rule, else that rule),
+	 * "PUT" (body: the rule's JSON, checked), "DELETE".  0 (*out a new
+	 * reference, GET only), -EINVAL (a bad rule or name, err says why),
+	 * -ENOENT (no such rule), -errno (etcd, with err). */
+	int (*rules)(void *arg, const char *method, const char *name, const char *body,
+		     json_t **out, char *err, size_t errlen);
 };
 
 /* Start: how a VM comes up. */
