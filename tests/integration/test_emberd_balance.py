@@ -19,16 +19,18 @@ requests stay in moves/ and the test checks them there."""
 import base64
 import json
 import os
+import subprocess
 import time
 
 import pytest
 
 import etcd_util
-from conftest import guest, needs_kvm
+from conftest import needs_kvm
 from test_emberd_cluster import _why_not, halt_vm, no_doubles, placed, wait_for
 
 pytestmark = [needs_kvm, pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
 
+EMBERCTL = os.path.join(os.path.dirname(etcd_util.EMBERD), "emberctl")
 BAL = ("--balance-interval", "500ms", "--balance-level", "3")
 
 
@@ -117,22 +119,48 @@ def test_anti_affinity_at_start_and_after_failover(cluster):
     no_doubles(c)
 
 
-def test_cluster_rule_anti_affinity_and_must_not(cluster):
-    """rules/ keys (what emberctl rule add writes) hold in initial placement."""
+def emberctl(host, *args):
+    return subprocess.run([EMBERCTL, "--sock", host.sock, *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_cluster_rules_through_emberctl(cluster):
+    """emberctl rule add/list/rm (rules/ keys) hold in initial placement."""
     c = cluster
-    put(c, "rules/spread", json.dumps({"kind": "anti-affinity", "vms": ["r0", "r1", "r2"]}))
-    put(c, "rules/not-h0", json.dumps({"kind": "must-not-run-on", "vms": ["r3"],
-                                       "hosts": ["h0"]}))
+    c.start_hosts(*BAL)
+    h0 = c.host("h0")
+    wait_for("h0 answers", lambda: h0.api("GET", "/status")[0] == 200, c=c)
+    r = emberctl(h0, "rule", "add", "spread", "anti-affinity", "--vms", "r0,r1,r2")
+    assert r.returncode == 0, r.stderr
+    r = emberctl(h0, "rule", "add", "not-h0", "must-not-run-on", "--vms", "r3",
+                 "--hosts", "h0")
+    assert r.returncode == 0, r.stderr
+    r = emberctl(h0, "rule", "add", "odd", "near", "--vms", "r3")
+    assert r.returncode == 1 and "\"kind\": expected affinity" in r.stderr, r.stderr
+    r = emberctl(h0, "rule", "add", "odd", "must-run-on", "--vms", "r3")
+    assert r.returncode == 1 and "\"hosts\"" in r.stderr, r.stderr
+    r = emberctl(h0, "rule", "add", "odd")
+    assert r.returncode == 2, r.stderr
+    r = emberctl(c.host("h1"), "rule", "list")
+    assert r.returncode == 0 and "spread" in r.stdout and "not-h0" in r.stdout, r.stdout
+    assert "odd" not in r.stdout, r.stdout
+    assert keys(c, "rules")["not-h0"] == {"kind": "must-not-run-on", "vms": ["r3"],
+                                          "hosts": ["h0"]}
     put(c, "rules/broken", "{not json")
     for n in ("r0", "r1", "r2", "r3"):
         halt_vm(c, n)
-    c.start_hosts(*BAL)
+    for h in c.hosts:
+        assert emberctl(h, "reload").returncode == 0
     where = placed(c, ["r0", "r1", "r2", "r3"])
     assert len({where["r0"], where["r1"], where["r2"]}) == 3, where
     assert where["r3"] != "h0", where
     # the malformed rule is named in an event of the balancer
     wait_for("the bad rule reported", lambda: any(
         "rules/broken" in e.get("detail", "") for e in c.events(["balance"])), c=c)
+    assert emberctl(h0, "rule", "rm", "spread").returncode == 0
+    r = emberctl(h0, "rule", "rm", "spread")
+    assert r.returncode == 1 and "no rule spread" in r.stderr, r.stderr
+    assert "spread" not in keys(c, "rules")
     no_doubles(c)
 
 

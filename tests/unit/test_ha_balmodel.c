@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "ha/ctl/ctl.h"
 #include "ha/emberd/balancer.h"
 
 #define KV(k, v, rev) {(char *)(k), (char *)(v), sizeof(v) - 1, rev, rev, 1, 0}
@@ -169,12 +170,63 @@ static void test_rule_check(void **st)
 	assert_null(bm_kind_name((enum ha_bal_kind)9));
 }
 
+static void test_rule_cli(void **st)
+{
+	(void)st;
+	struct ctl_rule_args a;
+	char err[256];
+	char *add[] = {"--sock", "/s", "rule", "add", "web", "anti-affinity", "--vms", "a,b"};
+	assert_true(ctl_is_rule(8, add));
+	assert_int_equal(ctl_rule_parse(8, add, NULL, &a, err, sizeof(err)), 0);
+	assert_int_equal(a.op, CTL_RULE_ADD);
+	assert_string_equal(a.sock, "/s");
+	assert_string_equal(a.name, "web");
+	assert_string_equal(a.kind, "anti-affinity");
+	assert_string_equal(a.vms, "a,b");
+	assert_null(a.hosts);
+	json_t *l = ctl_name_list("a, b,c");
+	assert_int_equal(json_array_size(l), 3);
+	assert_string_equal(json_string_value(json_array_get(l, 2)), "c");
+	json_decref(l);
+	char *rm[] = {"rule", "rm", "web"};
+	assert_int_equal(ctl_rule_parse(3, rm, "/env", &a, err, sizeof(err)), 0);
+	assert_int_equal(a.op, CTL_RULE_RM);
+	assert_string_equal(a.sock, "/env");
+	char *list[] = {"--json", "rule", "list"};
+	assert_int_equal(ctl_rule_parse(3, list, NULL, &a, err, sizeof(err)), 0);
+	assert_true(a.json);
+	char *other[] = {"hosts"};
+	assert_false(ctl_is_rule(1, other));
+	static const struct {
+		int argc;
+		char *argv[6];
+		const char *msg;
+	} bad[] = {
+	    {2, {"rule", "add"}, "rule add: give NAME KIND"},
+	    {4, {"rule", "add", "x", "affinity"}, "give --vms"},
+	    {4, {"rule", "rm", "--vms", "a"}, "--vms and --hosts are add's"},
+	    {2, {"rule", "rm"}, "give the rule's NAME"},
+	    {3, {"rule", "list", "x"}, "takes no argument"},
+	    {2, {"rule", "move"}, "give add, rm or list"},
+	    {3, {"rule", "list", "--colour"}, "unknown option --colour"},
+	    {3, {"rule", "add", "--vms"}, "--vms: give a value"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(ctl_rule_parse(bad[i].argc, bad[i].argv, NULL, &a, err, sizeof(err)),
+				 -EINVAL);
+		if (!strstr(err, bad[i].msg))
+			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, bad[i].msg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_build),
 	    cmocka_unit_test(test_place_and_check),
 	    cmocka_unit_test(test_rule_check),
+	    cmocka_unit_test(test_rule_cli),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
