@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -123,10 +124,19 @@ int ed_proc_clean_jail(const char *jail_dir)
 	return r;
 }
 
-static void remove_later(void *arg)
+/* A thread of its own, a while after the exit and at a low priority:
+ * removing a jail (the copy of ember, its device nodes) is file system
+ * work that neither the loop nor the restart should wait behind. */
+static void *remove_later(void *arg)
 {
+	struct timespec pause = {.tv_nsec = 500 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0) {
+		/* at the usual priority, then */
+	}
 	remove_tree(arg);
 	free(arg);
+	return NULL;
 }
 
 /* After an exit: the jail's folder is renamed out of the way at once (a
@@ -141,7 +151,15 @@ static void retire_jail(struct ed_vm *vm, bool now)
 		return;
 	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
 	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
-	if (!copy || now || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
+	pthread_attr_t at;
+	pthread_t t;
+	bool later = copy && !now && !pthread_attr_init(&at);
+	if (later) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		later = pthread_create(&t, &at, remove_later, copy) == 0;
+		pthread_attr_destroy(&at);
+	}
+	if (!later) { /* (a start sweeps what an exit left: stage()) */
 		remove_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
