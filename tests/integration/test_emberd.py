@@ -376,3 +376,34 @@ def test_usage_errors(args, msg):
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     r = subprocess.run([EMBERD, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--jail-base" in r.stdout and "--etcd" in r.stdout
+
+
+def test_resume_never_boots(emberd):
+    ed = emberd
+    counter_vm(ed, "nv", {"resume": "never"})
+    ed.start()
+    ed.wait_count("nv", 3)
+    snapshot_now(ed, "nv")
+    mark = ed.last_seq()
+    os.kill(ed.vm_pid("nv"), signal.SIGKILL)
+    ev = ed.wait_event("restarted", vm="nv", after=mark)
+    assert "booted" in ev["detail"]
+    ed.wait_count("nv", 1)
+    assert booted(ed.runs("nv")[-1][0])
+
+
+def test_changed_file_counts_at_next_start(emberd):
+    ed = emberd
+    counter_vm(ed, "ch")
+    ed.start()
+    pid = ed.vm_pid("ch")
+    counter_vm(ed, "ch", {"restart": "never"})  # changed while it runs
+    st, rep = ed.api("PUT", "/reload")
+    assert st == 200 and rep["changed"] == ["ch"], rep
+    assert ed.status("ch")["policy"]["restart"] == "always"  # still the running one's
+    assert ed.vm_pid("ch") == pid
+    mark = ed.last_seq()
+    st, body = ed.api("PUT", "/vms/ch/restart")
+    assert st == 204, body
+    ed.wait_event("restarted", vm="ch", after=mark)
+    assert ed.status("ch")["policy"]["restart"] == "never"
