@@ -149,7 +149,7 @@ struct ed_vm {
 	char snap_dir[PATH_MAX]; /* committed latest, "" none */
 	uint64_t snap_at_ms;
 	uint64_t snap_seq;
-	bool restart_after_stop; /* ed_vm_restart: start again once down */
+	bool restart_after_stop;   /* ed_vm_restart: start again once down */
 	struct snap_job *snap_job; /* a periodic snapshot being written (snap.c) */
 	uint64_t ready_deadline_ms;
 	struct ed_vm *next;
@@ -248,6 +248,9 @@ void ed_snap_arm(struct ed_vm *vm);
 /* After the loop has ended: wait for vm's periodic snapshot being written,
  * and drop it (it was never committed). */
 void ed_snap_wait(struct ed_vm *vm);
+/* Remove dir and all below it, following no link and crossing no mount
+ * (the caller has detached a jail's). */
+void ed_rm_tree(const char *dir);
 /* Write path with data: temp + fsync + rename + folder fsync (durable:
  * false skips the syncs, for files remade at every start).  0 or -errno. */
 __attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,

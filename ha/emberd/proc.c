@@ -5,7 +5,6 @@
  * watched by a pidfd.  After the exit the mounts and the folder go. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,15 +65,6 @@ static int mounts_below(const char *dir, char (*out)[PATH_MAX], int max, int *n)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP ? rmdir(path) : unlink(path))
-		return errno == ENOENT ? 0 : -1;
-	return 0;
-}
-
 /* Detach every mount in a jail: 0 once none is left, else -EBUSY.
  * Never remove through a mount that stayed: the snapshot folder and the
  * drives are bound in, and a walk would delete them. */
@@ -92,12 +82,6 @@ static int unmount_jail(const char *jail_dir)
 		return -EBUSY;
 	}
 	return 0;
-}
-
-static void remove_tree(const char *dir)
-{
-	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
-		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
 }
 
 /* Whether a jail's lock is held: its ember (or that ember's exit-time
@@ -120,7 +104,7 @@ int ed_proc_clean_jail(const char *jail_dir)
 		return -EBUSY;
 	int r = unmount_jail(jail_dir);
 	if (!r)
-		remove_tree(jail_dir);
+		ed_rm_tree(jail_dir);
 	return r;
 }
 
@@ -134,7 +118,7 @@ static void *remove_later(void *arg)
 	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0) {
 		/* at the usual priority, then */
 	}
-	remove_tree(arg);
+	ed_rm_tree(arg);
 	free(arg);
 	return NULL;
 }
@@ -160,7 +144,7 @@ static void retire_jail(struct ed_vm *vm, bool now)
 		pthread_attr_destroy(&at);
 	}
 	if (!later) { /* (a start sweeps what an exit left: stage()) */
-		remove_tree(copy ? copy : vm->jail_dir);
+		ed_rm_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
 }

@@ -8,8 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <pthread.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,9 +83,10 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return (flag == FTW_DP ? rmdir(path) : unlink(path)) && errno != ENOENT ? -1 : 0;
 }
 
-static void rm_tree(const char *dir)
+void ed_rm_tree(const char *dir)
 {
-	nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
+		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
 }
 
 /* Copy src to dst (made anew: a link there is removed, never followed):
@@ -141,8 +142,8 @@ static int copy_file(const char *src, bool src_in_snap, const char *dst, uid_t u
 }
 
 /* Thread-safe (a snapshot thread's): only its arguments. */
-static int api(const char *sock, const char *method, const char *path, json_t *body,
-	       int timeout_ms, char *why, size_t whylen)
+static int api(const char *sock, const char *method, const char *path, json_t *body, int timeout_ms,
+	       char *why, size_t whylen)
 {
 	int r = ha_api_ok(sock, method, path, body, -1, timeout_ms, NULL, why, whylen);
 	json_decref(body);
@@ -181,7 +182,7 @@ static void drop_others(const char *vmdir, const char *keep)
 		if (e->d_name[0] == '.' || !strcmp(e->d_name, keep) || e->d_type != DT_DIR)
 			continue;
 		snprintf(p, sizeof(p), "%s/%s", vmdir, e->d_name);
-		rm_tree(p);
+		ed_rm_tree(p);
 	}
 	closedir(d);
 }
@@ -209,8 +210,12 @@ static int snap_prepare(struct ed_vm *vm, bool suspend, struct snap_job *j)
 {
 	const struct ed_host_opts *o = ed_host_opts(vm->h);
 	const struct ed_cluster_hooks *hk = ed_host_hooks(vm->h);
-	*j = (struct snap_job){.vm = vm, .pid = vm->pid, .suspend = suspend, .uid = o->uid,
-			       .gid = o->gid, .t0 = ed_now_ms()};
+	*j = (struct snap_job){.vm = vm,
+			       .pid = vm->pid,
+			       .suspend = suspend,
+			       .uid = o->uid,
+			       .gid = o->gid,
+			       .t0 = ed_now_ms()};
 	if (vm->state != ED_RUNNING) {
 		snprintf(j->why, sizeof(j->why), "%s is not running", vm->f.name);
 		return -EINVAL;
@@ -235,8 +240,8 @@ static int snap_prepare(struct ed_vm *vm, bool suspend, struct snap_job *j)
 	for (unsigned i = 0; j->rollback && i < vm->f.nr_drives; i++)
 		if (!vm->f.drives[i].ro) {
 			snprintf(j->drives[j->nr].src, PATH_MAX, "%s", vm->f.drives[i].path);
-			ed_fmt(j->drives[j->nr].dst, sizeof(j->drives[0].dst), "%s/drive-%s", j->dir,
-			       vm->f.drives[i].id);
+			ed_fmt(j->drives[j->nr].dst, sizeof(j->drives[0].dst), "%s/drive-%s",
+			       j->dir, vm->f.drives[i].id);
 			j->nr++;
 		}
 	return 0;
@@ -246,8 +251,8 @@ static void snap_write(struct snap_job *j)
 {
 	char *why = j->why;
 	size_t whylen = sizeof(j->why);
-	int r = api(j->sock, "PATCH", "/vm", json_pack("{s:s}", "state", "Paused"), 10000, why,
-		    whylen);
+	int r =
+	    api(j->sock, "PATCH", "/vm", json_pack("{s:s}", "state", "Paused"), 10000, why, whylen);
 	if (!r) {
 		char sp[128], mp[128];
 		snprintf(sp, sizeof(sp), "/snap/%s/state", j->name);
@@ -314,7 +319,7 @@ static int snap_commit(struct snap_job *j)
 		}
 	}
 	if (r) {
-		rm_tree(j->dir); /* never a half-written snapshot */
+		ed_rm_tree(j->dir); /* never a half-written snapshot */
 		return r;
 	}
 	snprintf(vm->snap_dir, sizeof(vm->snap_dir), "%s", j->dir);
@@ -455,7 +460,7 @@ static void periodic(void *arg)
 		snprintf(j->why, sizeof(j->why), "pthread_create: %s", strerror(-r));
 	if (r) {
 		if (j->dir[0] && r != -EINVAL)
-			rm_tree(j->dir);
+			ed_rm_tree(j->dir);
 		ed_event(vm->h, vm->f.name, "snapshot-failed", "%s", j->why);
 		free(j);
 		ed_snap_arm(vm);
@@ -472,7 +477,7 @@ void ed_snap_wait(struct ed_vm *vm)
 	/* its periodic_done() is posted and never runs: the loop has ended */
 	pthread_join(j->th, NULL);
 	vm->snap_job = NULL;
-	rm_tree(j->dir);
+	ed_rm_tree(j->dir);
 	free(j);
 }
 
