@@ -193,7 +193,9 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	}
 	struct ed_snapinfo si = {0};
 	enum ed_way way;
-	bool from_marker = how != ED_HOW_BOOT && suspended_snap(vm, snap, sizeof(snap));
+	/* (a suspend snapshot that would not load is not tried again) */
+	bool from_marker = how != ED_HOW_BOOT && !vm->resume_failed_boot &&
+			   suspended_snap(vm, snap, sizeof(snap));
 	if (from_marker) {
 		si.exists = si.suspend = true;
 		way = ED_WAY_RESUME;
@@ -358,6 +360,9 @@ void ed_host_vm_exited(struct ed_vm *vm)
 					"the snapshot did not load, and a boot would "
 					"lose the memory that matches its drives");
 			ed_event(h, vm->f.name, "failed", "%s (exit %d)", vm->reason, code);
+			if (h->have_hooks && h->hooks.vm_stopped)
+				h->hooks.vm_stopped(h->hooks.arg, vm);
+			drop_if_removed(h, vm);
 			return;
 		}
 	}
