@@ -475,13 +475,19 @@ void ed_host_start_all(struct ed_host *h)
 
 void ed_host_suspend_all(struct ed_host *h)
 {
+	/* every VM's snapshot written at once (each on a thread: the host's
+	 * stop timeout covers the slowest, not the sum), then each committed */
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
+		ed_snap_wait(vm);
+		if (vm->pid > 0 && vm->state == ED_RUNNING)
+			ed_snap_suspend_begin(vm);
+	}
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char dir[PATH_MAX], why[ED_ERR_MAX], p[PATH_MAX];
-		ed_snap_wait(vm);
 		if (vm->pid <= 0)
 			continue;
 		bool ok = vm->state == ED_RUNNING &&
-			  !ed_snap_take(vm, true, dir, sizeof(dir), why, sizeof(why));
+			  !ed_snap_suspend_end(vm, dir, sizeof(dir), why, sizeof(why));
 		if (!ok && vm->state != ED_RUNNING)
 			snprintf(why, sizeof(why), "it was %s", ed_state_name(vm->state));
 		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);

@@ -248,6 +248,14 @@ void ed_snap_arm(struct ed_vm *vm);
 /* After the loop has ended: wait for vm's periodic snapshot being written,
  * and drop it (it was never committed). */
 void ed_snap_wait(struct ed_vm *vm);
+/* Host shutdown: write a running vm's suspend snapshot on a thread (it
+ * stays paused after), so that every VM's is written at once; then
+ * ed_snap_suspend_end() waits for it and commits it: 0 with dir, or
+ * -errno with why (nothing of it left). */
+void ed_snap_suspend_begin(struct ed_vm *vm);
+__attribute__((warn_unused_result)) int ed_snap_suspend_end(struct ed_vm *vm, char *dir,
+							  size_t dirlen, char *why,
+							  size_t whylen);
 /* Remove dir and all below it, following no link and crossing no mount
  * (the caller has detached a jail's). */
 void ed_rm_tree(const char *dir);
