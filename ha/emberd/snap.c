@@ -423,8 +423,10 @@ static void periodic_done(void *arg)
 	struct ed_vm *vm = j->vm;
 	pthread_join(j->th, NULL);
 	vm->snap_job = NULL;
+	bool gone = vm->pid != j->pid; /* it exited (or was stopped) meanwhile */
 	if (snap_commit(j))
-		ed_event(vm->h, vm->f.name, "snapshot-failed", "%s", j->why);
+		ed_event(vm->h, vm->f.name, gone ? "snapshot-dropped" : "snapshot-failed",
+			 "%s%s", gone ? "its ember exited while it was taken: " : "", j->why);
 	else
 		ed_event(vm->h, vm->f.name, "snapshot", "%s (%llu ms)", j->dir,
 			 (unsigned long long)(ed_now_ms() - j->t0));
