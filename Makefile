@@ -22,12 +22,13 @@ HA_SRCS := $(filter-out ha/migrate/main.c ha/emberd/main.c ha/ctl/main.c ha/bala
 HA_OBJS := $(HA_SRCS:%.c=$(BUILD)/%.o)
 HA_LIBS := -lssl -lcrypto -ljansson -lpthread -lm
 # emberd: etcd's JSON gateway through libcurl, INI files through inih,
-# sd_notify through libsystemd (README, "Dependencies").
-EMBERD_LIBS := $(HA_LIBS) -lcurl -linih -lsystemd
+# sd_notify through libsystemd, its control API through http-parser
+# (README, "Dependencies").
+EMBERD_LIBS := $(HA_LIBS) -lcurl -linih -lsystemd -lhttp_parser
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
-.PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short
+.PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short install
 all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
      $(BUILD)/tools/seccomp_probe $(BUILD)/tools/ember-balance-sim guests
 
@@ -80,6 +81,30 @@ $(BUILD)/emberctl: $(BUILD)/ha/ctl/main.o $(BUILD)/libha.a
 $(BUILD)/tools/ember-balance-sim: $(BUILD)/ha/balance/sim.o $(BUILD)/libha.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binaries (ember-migrate
+# and emberctl beside ember: `ember migrate` and `ember ctl` exec them from
+# there), emberd's systemd unit, an example
+# /etc/default/emberd (never over one that exists), the VM folder, and
+# docs/ha.md, which the unit names (docs/ha.md, "systemd").  The unit's
+# paths follow PREFIX and SYSCONFDIR.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL_BINS := ember ember-jailer ember-migrate emberd emberctl
+install: $(INSTALL_BINS:%=$(BUILD)/%)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default \
+	    $(DESTDIR)$(SYSCONFDIR)/ember/vms $(DESTDIR)$(PREFIX)/share/doc/ember
+	install -m 0755 $(INSTALL_BINS:%=$(BUILD)/%) $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/|$(PREFIX)/share/|g' \
+	    -e 's|=/etc/|=$(SYSCONFDIR)/|g' -e 's|=-/etc/|=-$(SYSCONFDIR)/|g' -e 's| /etc/| $(SYSCONFDIR)/|g' \
+	    ha/systemd/emberd.service > $(DESTDIR)$(UNITDIR)/emberd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/emberd.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/emberd.service.tmp $(DESTDIR)$(UNITDIR)/emberd.service
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/emberd || \
+	    install -m 0644 ha/systemd/emberd.default $(DESTDIR)$(SYSCONFDIR)/default/emberd
+	install -m 0644 docs/ha.md $(DESTDIR)$(PREFIX)/share/doc/ember/ha.md
 
 # Test-only: loads one role's seccomp filter, then makes one syscall
 # (tests/integration/test_seccomp.py).

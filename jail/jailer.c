@@ -187,7 +187,10 @@ static int enter_jail(struct jailer *j)
 		return jailer_fail(j, JAILER_EXIT_HOST, "unshare(CLONE_NEWNS): %s",
 				   strerror(errno));
 	if (mount(NULL, "/", NULL, MS_PRIVATE | MS_REC, NULL) < 0 ||
-	    mount(".", ".", NULL, MS_BIND, NULL) < 0)
+	    /* recursive, as Firecracker's: files a supervisor bind-mounted into
+	     * the root before the jailer ran (emberd's kernel, drives and
+	     * snapshot folder) come along into the jail */
+	    mount(".", ".", NULL, MS_BIND | MS_REC, NULL) < 0)
 		return jailer_fail(j, JAILER_EXIT_HOST, "bind-mount %s: %s", j->root_dir,
 				   strerror(errno));
 	/* the cwd is still the directory under the new mount: step onto it */
@@ -365,6 +368,7 @@ int main(int argc, char **argv)
 				  .lock_fd = -1,
 				  .id_fd = -1,
 				  .root_fd = -1};
+	pid_t parent = getppid(); /* --die-with-parent: whose death ends the program */
 	int r = jailer_parse_args(argc - 1, argv + 1, &j.a, j.err, sizeof(j.err));
 	if (r == 1) {
 		fputs(jailer_usage(), stdout);
@@ -427,6 +431,14 @@ int main(int argc, char **argv)
 		args[i + 1] = j.a.exec_argv[i];
 	args[j.a.exec_argc + 1] = NULL;
 	char *env[] = {NULL};
+	/* Last: setresuid() above clears the death signal.  If the parent
+	 * died before it was set, nothing would ever deliver it: check. */
+	if (j.a.die_with_parent &&
+	    (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)) {
+		fprintf(stderr, "ember-jailer: --die-with-parent: %s\n",
+			getppid() != parent ? "the caller is gone" : strerror(errno));
+		return JAILER_EXIT_HOST;
+	}
 	execve(path, args, env);
 	/* As uid:gid nothing can be removed any more; say what is left. */
 	fprintf(stderr,

@@ -52,6 +52,7 @@ struct jailer_args {
 	const char *parent_cgroup; /* NULL: the exec file's name */
 	int cgroup_version;	   /* 1 or 2 */
 	bool daemonize, new_pid_ns;
+	bool die_with_parent; /* PR_SET_PDEATHSIG SIGKILL just before exec */
 	struct jailer_cgroup cgroups[JAILER_MAX_CGROUPS];
 	unsigned nr_cgroups;
 	struct jailer_rlimit rlimits[JAILER_MAX_RLIMITS];

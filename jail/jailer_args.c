@@ -159,6 +159,8 @@ static const char usage[] =
     "  --daemonize              setsid, stdio to /dev/null\n"
     "  --new-pid-ns             run the program as pid 1 of a new pid namespace;\n"
     "                           its host pid goes to <root>/<exec name>.pid\n"
+    "  --die-with-parent        the program is killed (SIGKILL) when the jailer's\n"
+    "                           caller dies (a supervisor's VMs die with it)\n"
     "  --cgroup-version 1|2     default 1\n"
     "  --cgroup FILE=VALUE      e.g. cpu.shares=512, memory.limit_in_bytes=256M,\n"
     "                           pids.max=64, cpuset.cpus=0 (repeatable)\n"
@@ -197,8 +199,11 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 		}
 		if (strcmp(opt, "-h") == 0 || strcmp(opt, "--help") == 0)
 			return 1;
-		if (strcmp(opt, "--daemonize") == 0 || strcmp(opt, "--new-pid-ns") == 0) {
-			bool *flag = opt[2] == 'd' ? &a->daemonize : &a->new_pid_ns;
+		if (strcmp(opt, "--daemonize") == 0 || strcmp(opt, "--new-pid-ns") == 0 ||
+		    strcmp(opt, "--die-with-parent") == 0) {
+			bool *flag = opt[2] == 'n'	       ? &a->new_pid_ns
+				     : !strcmp(opt, "--daemonize") ? &a->daemonize
+								   : &a->die_with_parent;
 			if (*flag)
 				return ERR("%s given twice", opt);
 			*flag = true;
@@ -327,6 +332,12 @@ int jailer_parse_args(int argc, char **argv, struct jailer_args *a, char *err, s
 		return ERR("--uid is required");
 	if (!a->gid)
 		return ERR("--gid is required");
+	/* The death signal follows the process that made it: with another
+	 * process between the caller and the program it would not reach it. */
+	if (a->die_with_parent && (a->daemonize || a->new_pid_ns))
+		return ERR("--die-with-parent cannot go with %s: the program must be the "
+			   "jailer itself (exec'd in place) for the caller's death to reach it",
+			   a->daemonize ? "--daemonize" : "--new-pid-ns");
 	if (!a->parent_cgroup && jailer_check_cgroup_path(jailer_exec_name(a->exec_file)))
 		return ERR("--exec-file \"%s\": its name cannot name a cgroup; give "
 			   "--parent-cgroup",

@@ -31,6 +31,9 @@ static const char usage_main[] =
     "            another host (ember migrate --help; runs ember-migrate, found\n"
     "            beside this binary)\n"
     "  drive     move a running VM's drive to another file (ember help drive)\n"
+    "  ctl       drive emberd, the VM supervisor: list, status, start, stop,\n"
+    "            logs, events... (ember ctl help; runs emberctl, found beside\n"
+    "            this binary)\n"
     "  version   print the version\n"
     "  help      this text, or help on a command (ember help run)\n"
     "\n"
@@ -685,22 +688,24 @@ static int cmd_snapshot(int argc, char **argv)
 	return cmd_run(argc, argv, false);
 }
 
-/* `ember migrate ARGS`: exec ember-migrate from the folder this binary
- * is in.  The controller links OpenSSL; ember stays static and lean. */
-static int cmd_migrate(char **argv)
+/* `ember migrate ARGS` and `ember ctl ARGS`: exec the controller tool
+ * (ember-migrate, emberctl) from the folder this binary is in, as argv[0]
+ * with argv's words after it.  The controllers link OpenSSL, jansson and
+ * libsystemd; ember stays static and lean. */
+static int exec_beside(const char *cmd, const char *tool, char **argv)
 {
 	char path[4096];
-	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - sizeof("ember-migrate"));
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - strlen(tool) - 1);
 	char *slash = n > 0 ? memrchr(path, '/', (size_t)n) : NULL;
 	if (!slash) {
-		fprintf(stderr, "ember migrate: cannot find this binary's folder: %s\n",
+		fprintf(stderr, "ember %s: cannot find this binary's folder: %s\n", cmd,
 			n < 0 ? strerror(errno) : "no / in /proc/self/exe");
 		return EXIT_CONFIG;
 	}
-	strcpy(slash + 1, "ember-migrate");
-	argv[0] = "ember-migrate";
+	strcpy(slash + 1, tool);
+	argv[0] = (char *)tool;
 	execv(path, argv);
-	fprintf(stderr, "ember migrate: cannot run %s: %s (make builds it beside ember)\n", path,
+	fprintf(stderr, "ember %s: cannot run %s: %s (make builds it beside ember)\n", cmd, path,
 		strerror(errno));
 	return EXIT_CONFIG;
 }
@@ -728,7 +733,9 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "snapshot") == 0)
 		return cmd_snapshot(argc - 2, argv + 2);
 	if (strcmp(cmd, "migrate") == 0)
-		return cmd_migrate(argv + 1);
+		return exec_beside("migrate", "ember-migrate", argv + 1);
+	if (strcmp(cmd, "ctl") == 0)
+		return exec_beside("ctl", "emberctl", argv + 1);
 	if (strcmp(cmd, "drive") == 0)
 		return drive_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
@@ -741,7 +748,10 @@ int main(int argc, char **argv)
 		else if (argc > 2 && strcmp(argv[2], "snapshot") == 0)
 			fputs(snap_cli_usage, stdout);
 		else if (argc > 2 && strcmp(argv[2], "migrate") == 0)
-			return cmd_migrate((char *[]){"migrate", "--help", NULL});
+			return exec_beside("migrate", "ember-migrate",
+					   (char *[]){"migrate", "--help", NULL});
+		else if (argc > 2 && strcmp(argv[2], "ctl") == 0)
+			return exec_beside("ctl", "emberctl", (char *[]){"ctl", "help", NULL});
 		else if (argc > 2 && strcmp(argv[2], "drive") == 0)
 			fputs(drive_cli_usage, stdout);
 		else

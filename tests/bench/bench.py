@@ -37,6 +37,7 @@ import time
 
 from bench_balance import balance_lines
 from bench_drive_move import drive_move_rows
+from bench_emberd import emberd_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
 from bench_migrate_local import local_rows
@@ -620,6 +621,11 @@ def main():
     out.append("\nSame-host migration, memory by fd (ember only; see "
                "tests/bench/bench_migrate_local.py)\n")
     out.append(table(["what", "median", "note"], local_rows_))
+    log("bench: emberd rows")
+    ed_rows, ed_goals = emberd_rows(ember, a.guests, runs); local_goals = local_goals + ed_goals
+    out.append("\nemberd: a VMM crash -> the guest running again on this host (see "
+               "tests/bench/bench_emberd.py)\n")
+    out.append(table(["what", "median", "p99", "n", "note"], ed_rows))
     out += balance_lines(os.path.abspath(a.build_dir))  # balancer simulator: CPU only
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],

@@ -91,6 +91,23 @@ static void test_ini_partial_keeps_rest(void **state)
 	assert_int_equal(c.mem_size, CFG_DEFAULT_MEM);
 }
 
+/* emberd's [emberd] section (docs/ha.md) is emberd's to check: ember
+ * skips it, whatever its keys, and reads the rest as usual. */
+static void test_ini_emberd_skipped(void **state)
+{
+	struct fixture *fx = *state;
+	struct vm_config c;
+	char err[CFG_ERR_MAX] = "";
+	const char *path = write_file(fx, "emberd.ini",
+				      "[vm]\nkernel = /k\nvcpus = 2\n[emberd]\nrestart = always\n"
+				      "anything = goes\n[serial]\noutput = none\n");
+
+	cfg_defaults(&c);
+	assert_int_equal(cfg_parse_ini(path, &c, err, sizeof(err)), 0);
+	assert_int_equal(c.vcpus, 2);
+	assert_string_equal(c.serial_out, "none");
+}
+
 static void test_ini_relative_paths(void **state)
 {
 	struct fixture *fx = *state;
@@ -651,6 +668,7 @@ int main(void)
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_ini_good),
 	    cmocka_unit_test(test_ini_partial_keeps_rest),
+	    cmocka_unit_test(test_ini_emberd_skipped),
 	    cmocka_unit_test(test_ini_relative_paths),
 	    cmocka_unit_test(test_ini_relative_no_folder),
 	    cmocka_unit_test(test_ini_crlf),
