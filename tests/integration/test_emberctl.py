@@ -298,6 +298,20 @@ def test_emberd_not_running(tmp_path):
     assert r.returncode == 3 and sock in r.stderr
 
 
+def test_not_root(ed, tmp_path):
+    """The socket is root's (0600): anyone else is told so, exit 3."""
+    if not shutil.which("setpriv"):
+        pytest.skip("no setpriv(1) to run emberctl as another user")
+    ctl = os.path.join(str(tmp_path), "emberctl-copy")
+    shutil.copy(EMBERCTL, ctl)  # the build tree may be closed to nobody
+    os.chmod(str(tmp_path), 0o755)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ctl,
+                        "--sock", ed.sock, "list"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert r.stderr == (f"emberctl: cannot reach emberd at {ed.sock}: permission denied "
+                        "(the socket is root's: run emberctl as root)\n")
+
+
 # ---- the socket: mode, stale files, a second emberd ----
 
 def test_socket(top):
