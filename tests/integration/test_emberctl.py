@@ -483,6 +483,19 @@ def test_long_poll(ed):
     page = json.loads(buf.partition(b"\r\n\r\n")[2])
     assert page["events"] and page["events"][0]["seq"] == nxt + 1
     assert page["next"] == page["events"][-1]["seq"]
+    # a client that half-closes (shutdown(SHUT_WR)) still gets its answer
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(ed.sock)
+    s.sendall(req("GET", f"/events?since={page['next']}&wait_ms=30000"))
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)
+    ed.ok("start", "a")
+    half = json.loads(read_all(s).partition(b"\r\n\r\n")[2])
+    s.close()
+    assert half["events"] and half["events"][0]["seq"] == page["next"] + 1
+    page = half
+    ed.ok("stop", "a")
     # a client that hangs up on its poll costs nothing
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(ed.sock)
