@@ -293,16 +293,24 @@ static void restart_due(void *arg)
 
 static void drop_if_removed(struct ed_host *h, struct ed_vm *vm)
 {
-	if (!vm->remove)
+	if (!vm->remove || vm->snap_job) /* a snapshot thread holds it: at its end */
 		return;
 	for (struct ed_vm **p = &h->vms; *p; p = &(*p)->next)
 		if (*p == vm) {
+			pthread_mutex_lock(&h->mu);
 			*p = vm->next;
+			pthread_mutex_unlock(&h->mu);
 			cancel_timers(vm);
 			ed_vmfile_free(&vm->f);
 			free(vm);
 			return;
 		}
+}
+
+void ed_host_vm_idle(struct ed_vm *vm)
+{
+	if (vm->pid <= 0)
+		drop_if_removed(vm->h, vm);
 }
 
 void ed_host_vm_exited(struct ed_vm *vm)
@@ -464,6 +472,7 @@ void ed_host_suspend_all(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char dir[PATH_MAX], why[ED_ERR_MAX], p[PATH_MAX];
+		ed_snap_wait(vm);
 		if (vm->pid <= 0)
 			continue;
 		bool ok = vm->state == ED_RUNNING &&
@@ -512,13 +521,13 @@ void ed_host_fence(struct ed_host *h, const char *reason)
 {
 	atomic_store(&h->fenced, true);
 	fprintf(stderr, "<3>emberd: FENCED: %s: killing every VM\n", reason);
-	/* another thread: read pidfds only (an exiting VM's may be closed
-	 * under us; the kill then misses a process that is gone anyway) */
-	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		int fd = vm->pidfd;
-		if (fd >= 0)
-			syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-	}
+	/* another thread: the list and the pidfds under mu (a launch that
+	 * passed the fenced check before the store kills its own, proc.c) */
+	pthread_mutex_lock(&h->mu);
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next)
+		if (vm->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&h->mu);
 	if (ed_loop_post(h->l, fenced_events, h)) {
 	}
 }

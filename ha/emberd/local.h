@@ -6,6 +6,7 @@
 #define EMBER_HA_EMBERD_LOCAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -149,6 +150,7 @@ struct ed_vm {
 	uint64_t snap_at_ms;
 	uint64_t snap_seq;
 	bool restart_after_stop; /* ed_vm_restart: start again once down */
+	struct snap_job *snap_job; /* a periodic snapshot being written (snap.c) */
 	uint64_t ready_deadline_ms;
 	struct ed_vm *next;
 };
@@ -169,6 +171,10 @@ struct ed_host {
 	struct ed_cluster_hooks hooks;
 	bool have_hooks;
 	atomic_bool fenced;
+	/* The loop alone writes the VM list and the VMs' pidfds; it takes mu
+	 * for those writes, and ed_host_fence() (another thread) for reading
+	 * them, so a fence never walks a freed VM or signals a reused fd. */
+	pthread_mutex_t mu;
 	struct ed_vm *vms; /* name order */
 };
 
@@ -195,6 +201,8 @@ __attribute__((warn_unused_result)) int ed_host_vm_state_dir(struct ed_host *h, 
 void ed_vm_set_state(struct ed_vm *vm, enum ed_state s, const char *reason);
 /* vm's pidfd is readable: its ember exited (proc.c calls it). */
 void ed_host_vm_exited(struct ed_vm *vm);
+/* vm's snapshot job ended: a VM removed meanwhile is dropped now. */
+void ed_host_vm_idle(struct ed_vm *vm);
 
 /* ---- proc.c ---- */
 
@@ -233,8 +241,13 @@ __attribute__((warn_unused_result)) int ed_snap_rollback(struct ed_vm *vm, const
 							 char *why, size_t whylen);
 /* The VM's snapshot folder on the host: <snap-dir>/<name> (made). */
 __attribute__((warn_unused_result)) int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len);
-/* Arm (or re-arm) the periodic snapshot timer of a running vm. */
+/* Arm (or re-arm) the periodic snapshot timer of a running vm.  Its
+ * snapshots are written on a thread of their own (vm->snap_job while one
+ * is); ed_snap_take() meanwhile is -EBUSY. */
 void ed_snap_arm(struct ed_vm *vm);
+/* After the loop has ended: wait for vm's periodic snapshot being written,
+ * and drop it (it was never committed). */
+void ed_snap_wait(struct ed_vm *vm);
 /* Write path with data: temp + fsync + rename + folder fsync (durable:
  * false skips the syncs, for files remade at every start).  0 or -errno. */
 __attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,

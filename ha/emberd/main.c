@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ha/emberd/ctl_priv.h" /* ed_ctl_open/close (integrator: for emberd.h) */
 #include "ha/emberd/local.h"
 
 static const char usage[] =
@@ -223,6 +224,7 @@ int main(int argc, char **argv)
 	struct ed_loop *l = NULL;
 	struct ed_host *h = NULL;
 	struct ed_cluster *c = NULL;
+	struct ed_ctl *ctl = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -243,7 +245,7 @@ int main(int argc, char **argv)
 	}
 	sc.h = h;
 	if ((r = ed_loop_add_fd(l, sc.fd, EPOLLIN, on_signal, &sc)) ||
-	    (r = ed_ctl_listen(h, o.sock, err, sizeof(err)))) {
+	    (r = ed_ctl_open(&ctl, h, o.sock, err, sizeof(err)))) {
 		fprintf(stderr, "emberd: %s\n", err[0] ? err : strerror(-r));
 		if (r != -ENOSYS)
 			return 1;
@@ -263,6 +265,8 @@ int main(int argc, char **argv)
 	if (c)
 		ed_cluster_stop(c, true);
 	ed_event(h, NULL, "stopped", "emberd exits");
+	if (ctl)
+		ed_ctl_close(ctl);
 	ed_host_free(h);
 	ed_loop_free(l);
 	return r ? 1 : 0;

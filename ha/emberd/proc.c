@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -123,10 +124,19 @@ int ed_proc_clean_jail(const char *jail_dir)
 	return r;
 }
 
-static void remove_later(void *arg)
+/* A thread of its own, a while after the exit and at a low priority:
+ * removing a jail (the copy of ember, its device nodes) is file system
+ * work that neither the loop nor the restart should wait behind. */
+static void *remove_later(void *arg)
 {
+	struct timespec pause = {.tv_nsec = 500 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0) {
+		/* at the usual priority, then */
+	}
 	remove_tree(arg);
 	free(arg);
+	return NULL;
 }
 
 /* After an exit: the jail's folder is renamed out of the way at once (a
@@ -141,7 +151,15 @@ static void retire_jail(struct ed_vm *vm, bool now)
 		return;
 	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
 	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
-	if (!copy || now || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
+	pthread_attr_t at;
+	pthread_t t;
+	bool later = copy && !now && !pthread_attr_init(&at);
+	if (later) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		later = pthread_create(&t, &at, remove_later, copy) == 0;
+		pthread_attr_destroy(&at);
+	}
+	if (!later) { /* (a start sweeps what an exit left: stage()) */
 		remove_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
@@ -323,7 +341,13 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		_exit(127);
 	}
 	vm->pid = pid;
-	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	pthread_mutex_lock(&vm->h->mu); /* ed_host_fence() reads it */
+	vm->pidfd = pidfd;
+	/* a fence since the start's check: its walk may have missed this one */
+	if (pidfd >= 0 && ed_host_fenced(vm->h))
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_unlock(&vm->h->mu);
 	if (vm->pidfd < 0) {
 		r = -errno;
 		snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
@@ -337,8 +361,10 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		snprintf(why, whylen, "watch pidfd: %s", strerror(-r));
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 		vm->pid = 0;
 	}
 out:
@@ -365,8 +391,10 @@ void ed_proc_reap(struct ed_vm *vm, bool now, int *code, int *sig)
 			else
 				*sig = si.si_status;
 		}
+		pthread_mutex_lock(&vm->h->mu);
 		close(vm->pidfd);
 		vm->pidfd = -1;
+		pthread_mutex_unlock(&vm->h->mu);
 	}
 	vm->pid = 0;
 	retire_jail(vm, now);

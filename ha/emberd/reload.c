@@ -166,7 +166,10 @@ int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
 		vm->pidfd = -1;
 		free(f);
 		ed_proc_jail_path(vm);
-		if (vm_cmp_insert(h, vm)) {
+		pthread_mutex_lock(&h->mu);
+		int dup = vm_cmp_insert(h, vm);
+		pthread_mutex_unlock(&h->mu);
+		if (dup) {
 			ed_vmfile_free(&vm->f);
 			free(vm);
 			continue;
@@ -181,14 +184,16 @@ int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
 			continue;
 		}
 		json_array_append_new(removed, json_string(vm->f.name));
-		if (vm->pid > 0) { /* dropped once down */
+		if (vm->pid > 0 || vm->snap_job) { /* dropped once down, or idle */
 			char w[64];
 			if (ed_vm_stop(h, vm, 5000, "removed", w, sizeof(w))) {
 			}
 			p = &vm->next;
 			continue;
 		}
+		pthread_mutex_lock(&h->mu);
 		*p = vm->next;
+		pthread_mutex_unlock(&h->mu);
 		if (vm->restart_timer)
 			ed_loop_cancel(h->l, vm->restart_timer);
 		ed_vmfile_free(&vm->f);
@@ -208,6 +213,7 @@ int ed_host_new(struct ed_host **hp, struct ed_loop *l, const struct ed_host_opt
 		return -ENOMEM;
 	h->l = l;
 	h->o = *o;
+	pthread_mutex_init(&h->mu, NULL);
 	snprintf(h->name, sizeof(h->name), "%s", o->host);
 	int r = 0;
 	const char *dirs[] = {o->state_dir, NULL, o->snap_dir};
@@ -249,5 +255,6 @@ void ed_host_free(struct ed_host *h)
 		free(vm);
 	}
 	ed_events_free(h->ev);
+	pthread_mutex_destroy(&h->mu);
 	free(h);
 }
