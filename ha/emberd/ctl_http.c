@@ -25,7 +25,8 @@ enum {
 	REQUEST_MS = 5000,
 	MAX_CONNS = 128, /* more waiting clients: the newest are refused (503) */
 	BODY_MAX = ED_CTL_REQ_MAX,
-	DRAIN_MAX = 1 << 20, /* what a lingering close reads of a refused request */
+	DRAIN_MAX = 1 << 20,   /* what a lingering close reads of a refused request */
+	ACCEPT_PAUSE_MS = 100, /* out of descriptors: accept again after this */
 };
 
 struct ed_ctl {
@@ -37,6 +38,7 @@ struct ed_ctl {
 	ino_t ino;
 	unsigned nconns;
 	struct ed_ctl_conn *conns; /* every open connection, for ed_ctl_close */
+	uint64_t pause_timer;	   /* accepting paused (out of descriptors) */
 	http_parser_settings settings;
 };
 
@@ -44,8 +46,9 @@ struct ed_ctl_conn {
 	struct ed_ctl *s;
 	struct ed_ctl_conn *prev, *next;
 	int fd;
-	uint32_t watching; /* events on the loop now; 0: none */
-	uint64_t timer;	   /* the clock (request, then reply); 0: none */
+	bool registered; /* on the loop, watched for: */
+	uint32_t watching;
+	uint64_t timer; /* the clock (request, then reply); 0: none */
 	http_parser p;
 	size_t got; /* bytes of the request read */
 	char url[ED_CTL_URL_MAX + 1];
@@ -96,7 +99,7 @@ static void conn_close(struct ed_ctl_conn *c)
 		c->on_close(c);
 	if (c->timer)
 		ed_loop_cancel(c->s->l, c->timer);
-	if (c->watching)
+	if (c->registered)
 		ed_loop_del_fd(c->s->l, c->fd);
 	close(c->fd);
 	c->s->nconns--;
@@ -139,7 +142,7 @@ static void done(struct ed_ctl_conn *c)
 	if (!c->complete && !c->lingering && !shutdown(c->fd, SHUT_WR)) {
 		c->lingering = true;
 		watch(c, EPOLLIN);
-		if (c->watching)
+		if (c->registered)
 			return;
 	}
 	conn_close(c);
@@ -304,7 +307,7 @@ static void dispatch(struct ed_ctl_conn *c)
 	queue_reply(c, &rp);
 }
 
-static void on_readable(struct ed_ctl_conn *c)
+static void on_readable(struct ed_ctl_conn *c, uint32_t events)
 {
 	char buf[4096];
 	for (int reads = 0; reads < 16; reads++) {
@@ -313,6 +316,13 @@ static void on_readable(struct ed_ctl_conn *c)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
+		if (n == 0 && c->deferred && !(events & EPOLLHUP)) {
+			/* a half-close (shutdown(SHUT_WR)) while its reply waits: the
+			 * client still listens; only its hang-up (EPOLLHUP, which
+			 * epoll reports unasked) ends the wait now */
+			watch(c, 0);
+			return;
+		}
 		if (n <= 0) { /* hung up (a long poll's client too) */
 			conn_close(c);
 			return;
@@ -355,18 +365,30 @@ static void on_event(void *arg, uint32_t events)
 	else if (c->out)
 		flush(c);
 	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-		on_readable(c);
+		on_readable(c, events);
 }
 
+/* Watch c for ev (0: only what epoll reports unasked, EPOLLHUP/EPOLLERR).
+ * c->registered false after: the loop has no room (the caller closes). */
 static void watch(struct ed_ctl_conn *c, uint32_t ev)
 {
-	if (c->watching == ev)
+	if (c->registered && c->watching == ev)
 		return;
-	if (c->watching)
+	if (c->registered)
 		ed_loop_del_fd(c->s->l, c->fd);
-	c->watching = 0;
-	if (!ed_loop_add_fd(c->s->l, c->fd, ev, on_event, c))
-		c->watching = ev;
+	c->registered = !ed_loop_add_fd(c->s->l, c->fd, ev, on_event, c);
+	c->watching = ev;
+}
+
+static void on_accept(void *arg, uint32_t events);
+
+static void accept_again(void *arg)
+{
+	struct ed_ctl *s = arg;
+	s->pause_timer = 0;
+	while (ed_loop_add_fd(s->l, s->fd, EPOLLIN, on_accept, s))
+		if ((s->pause_timer = ed_loop_timer(s->l, ACCEPT_PAUSE_MS, accept_again, s)))
+			return;
 }
 
 static void on_accept(void *arg, uint32_t events)
@@ -374,8 +396,18 @@ static void on_accept(void *arg, uint32_t events)
 	struct ed_ctl *s = arg;
 	for (;;) {
 		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 &&
+		    (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+			/* out of descriptors: the socket stays readable, so stop
+			 * watching it a while rather than spin on the loop */
+			ed_loop_del_fd(s->l, s->fd);
+			s->pause_timer = ed_loop_timer(s->l, ACCEPT_PAUSE_MS, accept_again, s);
+			if (!s->pause_timer)
+				accept_again(s); /* no memory for a timer: spinning beats deaf */
+			return;
+		}
 		if (fd < 0)
-			return; /* EAGAIN; or EMFILE...: the next wake-up tries again */
+			return; /* EAGAIN: all taken; a client gone already: the next */
 		struct ed_ctl_conn *c = calloc(1, sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -396,7 +428,7 @@ static void on_accept(void *arg, uint32_t events)
 		}
 		clock_start(c);
 		watch(c, EPOLLIN);
-		if (!c->watching || !c->timer)
+		if (!c->registered || !c->timer)
 			conn_close(c);
 	}
 }
@@ -506,7 +538,10 @@ void ed_ctl_close(struct ed_ctl *s)
 		return;
 	while (s->conns)
 		conn_close(s->conns); /* long polls let go of their event watches too */
-	ed_loop_del_fd(s->l, s->fd);
+	if (s->pause_timer)
+		ed_loop_cancel(s->l, s->pause_timer);
+	else
+		ed_loop_del_fd(s->l, s->fd);
 	close(s->fd);
 	/* unlinked only if still ours: a newer emberd may have replaced it */
 	struct stat st;
