@@ -457,10 +457,27 @@ const char *ed_vm_console_path(const struct ed_vm *vm)
 
 /* ---- host start and shutdown ---- */
 
+void ed_host_start_fresh(struct ed_host *h)
+{
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
+		char why[ED_ERR_MAX];
+		if (!vm->fresh)
+			continue;
+		vm->fresh = false;
+		if (vm->f.pol.autostart && ed_vm_start(h, vm, ED_HOW_POLICY, "autostart", why,
+						       sizeof(why)) &&
+		    vm->state != ED_STOPPED) {
+			ed_vm_set_state(vm, ED_FAILED, why);
+			ed_event(h, vm->f.name, "failed", "start: %s", why);
+		}
+	}
+}
+
 void ed_host_start_all(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char snap[PATH_MAX], why[ED_ERR_MAX];
+		vm->fresh = false;
 		bool susp = suspended_snap(vm, snap, sizeof(snap));
 		if (!susp && !vm->f.pol.autostart)
 			continue;

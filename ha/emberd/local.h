@@ -123,6 +123,7 @@ struct ed_vm {
 	struct ed_vmfile f;
 	bool changed; /* the file changed: re-read before the next start */
 	bool remove;  /* the file is gone: drop once it is down */
+	bool fresh;   /* added by the last reload: autostarts at ed_host_start_fresh */
 	enum ed_state state;
 	char reason[ED_ERR_MAX];
 	char remote_host[ED_NAME_MAX + 1];
@@ -190,6 +191,7 @@ __attribute__((warn_unused_result)) int ed_host_new(struct ed_host **h, struct e
 /* Start every VM as emberd starts: suspended ones resume, the others
  * autostart by policy. */
 void ed_host_start_all(struct ed_host *h);
+
 /* Host shutdown: suspend every running VM to a snapshot. */
 void ed_host_suspend_all(struct ed_host *h);
 void ed_host_free(struct ed_host *h);
