@@ -283,3 +283,27 @@ def test_must_and_avoid_through_failover(make_cluster):
     assert not {("pin", "h1"), ("pin", "h2"), ("shy", "h1"), ("shy", "h2"),
                 ("pair", "h1")} & seen, seen
     no_doubles(c)
+
+
+def test_claim_lost_stops_the_vm(make_cluster):
+    """An owner key deleted under a running VM (an operator's etcdctl, a
+    bug elsewhere): its host stops it at once ("claim-lost"), and it is
+    claimed again by the normal rule, never running twice."""
+    c = make_cluster()
+    halt_vm(c, "solo")
+    c.start_hosts()
+    first = placed(c, ["solo"])["solo"]
+    owner = c.host(first)
+    token = [e for e in owner.events() if e["kind"] == "claimed" and e["vm"] == "solo"][-1]
+    r = etcd_util.subprocess.run(["etcdctl", "--endpoints", c.etcd.members[0].local, "del",
+                                  "ember/owner/solo"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "1", r
+    wait_for("claim-lost on the owner", lambda: any(
+        e["kind"] == "claim-lost" and e["vm"] == "solo" for e in owner.events()), c=c)
+    # claimed again (a new token), and running once
+    wait_for("claimed again", lambda: any(
+        e["kind"] == "claimed" and e["vm"] == "solo" and e["seq"] != token["seq"]
+        for h in c.hosts for e in h.events() if e["host"] != first or e["seq"] > token["seq"]),
+        c=c)
+    placed(c, ["solo"])
+    no_doubles(c)
