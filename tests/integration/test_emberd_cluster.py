@@ -304,3 +304,28 @@ def test_claim_lost_stops_the_vm(make_cluster):
         c=c)
     placed(c, ["solo"])
     no_doubles(c)
+
+
+def test_sigterm_hands_vms_over(make_cluster):
+    """A host shut down cleanly suspends its VMs (snapshots committed by
+    token) and revokes its lease: the others resume them at once, without
+    waiting out the TTL, each exactly once."""
+    c = make_cluster()
+    names = ["c0", "c1", "c2"]
+    for n in names:
+        counter_vm(c, n)
+    c.start_hosts()
+    where = placed(c, names)
+    leaving = c.host(where["c0"])
+    lost = sorted(v for v, h in where.items() if h == leaving.name)
+    leaving.proc.send_signal(etcd_util.signal.SIGTERM)
+    assert leaving.proc.wait(60) == 0, leaving.stderr()
+    for vm in lost:
+        assert any(e["kind"] == "suspended" and e["vm"] == vm for e in leaving.events())
+    now = placed(c, lost, not_on=leaving.name)
+    for vm in lost:
+        new = c.host(now[vm])
+        ups = wait_for(f"{vm} up on {new.name}", lambda vm=vm, new=new: [
+            e for e in new.events() if e["vm"] == vm and e["kind"] in etcd_util.UP_KINDS], c=c)
+        assert ups[0]["kind"] == "restored", ups
+    no_doubles(c)
