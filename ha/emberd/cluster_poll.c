@@ -300,9 +300,8 @@ static void claim(struct poller *p, struct batch *b, const struct ha_etcd_range 
 }
 
 /* GET /hosts's view and the owner map, for the hooks. */
-static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
-		    const struct ed_place_host *ph, size_t nh, const struct owner *ow, size_t nown,
-		    const struct ha_etcd_range *state)
+static void publish(struct ed_cluster *c, const struct ed_place_host *ph, size_t nh,
+		    const struct owner *ow, size_t nown, const struct ha_etcd_range *state)
 {
 	json_t *hj = json_array(), *oj = json_object();
 	for (size_t i = 0; i < nh; i++) {
@@ -354,7 +353,6 @@ static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
 				c->nstopped++;
 	}
 	pthread_mutex_unlock(&c->mu);
-	(void)hosts;
 }
 
 /* One poll: read, decide, claim, hand the loop its list. */
@@ -402,7 +400,7 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 				ph[i].vcpus_used += s->vcpus;
 			}
 	}
-	publish(c, hosts, ph, nh, ow, nown, state);
+	publish(c, ph, nh, ow, nown, state);
 
 	size_t nready = 0;
 	for (size_t i = 0; i < p->nspecs; i++) {
