@@ -30,7 +30,8 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 
 .PHONY: all deps guests unit integration test run bench asan clean format fuzz fuzz-short install
 all: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
-     $(BUILD)/tools/seccomp_probe $(BUILD)/tools/ember-balance-sim guests
+     $(BUILD)/tools/seccomp_probe $(BUILD)/tools/etcd_probe \
+     $(BUILD)/tools/ember-balance-sim guests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -116,6 +117,11 @@ $(BUILD)/unit/%: tests/unit/%.c $(BUILD)/libember.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libember.a $(LIBS) -lcmocka
 
+# Test-only: one ha/etcd.h call against a real etcd (tests/integration/test_etcd_client.py).
+$(BUILD)/tools/etcd_probe: tests/tools/etcd_probe.c $(BUILD)/libha.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libha.a $(EMBERD_LIBS)
+
 # ha/'s tests link ha/ (a shorter stem: this rule wins for test_ha_*).
 $(BUILD)/unit/test_ha_%: tests/unit/test_ha_%.c $(BUILD)/libha.a
 	@mkdir -p $(dir $@)
@@ -196,7 +202,7 @@ $(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(BUILD)/fuzz/fuzz_%
 	    -artifact_prefix=$(BUILD)/fuzz/$*- $(BUILD)/fuzz/corpus-$* $(wildcard tests/fuzz/corpus/$*)
 
 integration: $(BUILD)/ember $(BUILD)/ember-jailer $(BUILD)/ember-migrate $(BUILD)/emberd $(BUILD)/emberctl \
-             $(BUILD)/tools/seccomp_probe \
+             $(BUILD)/tools/seccomp_probe $(BUILD)/tools/etcd_probe \
              guests
 	$(PYTHON) -m pytest -q -rs tests/integration
 
@@ -229,4 +235,4 @@ clean:
 	rm -rf build build-asan
 
 -include $(CORE_OBJS:.o=.d) $(HA_OBJS:.o=.d) $(BUILD)/ha/migrate/main.d $(BUILD)/ha/emberd/main.d $(BUILD)/ha/ctl/main.d $(BUILD)/ha/balance/sim.d $(BUILD)/monitor/main.d $(UNIT_BINS:=.d) $(BUILD)/jail/jailer.d \
-	$(BUILD)/tools/seccomp_probe.d $(FUZZ_OBJS:.o=.d)
+	$(BUILD)/tools/seccomp_probe.d $(BUILD)/tools/etcd_probe.d $(FUZZ_OBJS:.o=.d)

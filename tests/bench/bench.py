@@ -37,6 +37,7 @@ import time
 
 from bench_balance import balance_lines
 from bench_drive_move import drive_move_rows
+from bench_failover import failover_rows
 from bench_emberd import emberd_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
@@ -626,10 +627,15 @@ def main():
     out.append("\nemberd: a VMM crash -> the guest running again on this host (see "
                "tests/bench/bench_emberd.py)\n")
     out.append(table(["what", "median", "p99", "n", "note"], ed_rows))
+    log("bench: cluster failover rows")
+    fo_rows, fo_goals = failover_rows(a.guests)
+    out.append("\nCluster failover: 3 emberd hosts in network namespaces, etcd, TTL 2 s (see "
+               "tests/bench/bench_failover.py)\n")
+    out.append(table(["what", "median", "p99", "n", "note"], fo_rows))
     out += balance_lines(os.path.abspath(a.build_dir))  # balancer simulator: CPU only
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
-                     goal_rows + snap_goals + mig_goals + local_goals + move_goals))
+                     goal_rows + snap_goals + mig_goals + local_goals + move_goals + fo_goals))
     out.append("\nCommands (timed by build/bench/spawn: CLOCK_MONOTONIC around "
                "posix_spawn → first stdout byte → wait4):\n")
     rel = lambda p: os.path.relpath(p, os.getcwd()) if p.startswith(REPO) else p
