@@ -383,6 +383,9 @@ void ed_host_vm_exited(struct ed_vm *vm)
 	} else if (v == ED_V_STOP) {
 		ed_vm_set_state(vm, ED_STOPPED, why);
 		ed_event(h, vm->f.name, "stopped", "%s", why);
+		/* its policy ended it: a survivor must not start it after a failover */
+		if (h->have_hooks && h->hooks.vm_stopped)
+			h->hooks.vm_stopped(h->hooks.arg, vm);
 	} else {
 		ed_vm_set_state(vm, ED_FAILED, why);
 		ed_event(h, vm->f.name, "failed", "%s", why);
