@@ -78,6 +78,11 @@ $(BUILD)/emberd: $(BUILD)/ha/emberd/main.o $(BUILD)/libha.a
 $(BUILD)/emberctl: $(BUILD)/ha/ctl/main.o $(BUILD)/libha.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(EMBERD_LIBS)
 
+# The balancer's simulator (docs/balancing.md): pure C and libm.
+$(BUILD)/tools/ember-balance-sim: $(BUILD)/ha/balance/sim.o $(BUILD)/libha.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lm
+
 # `make install [PREFIX=/usr/local] [DESTDIR=]`: the binaries (ember-migrate
 # and emberctl beside ember: `ember migrate` and `ember ctl` exec them from
 # there), emberd's systemd unit, an example
@@ -101,11 +106,6 @@ install: $(INSTALL_BINS:%=$(BUILD)/%)
 	test -e $(DESTDIR)$(SYSCONFDIR)/default/emberd || \
 	    install -m 0644 ha/systemd/emberd.default $(DESTDIR)$(SYSCONFDIR)/default/emberd
 	install -m 0644 docs/ha.md $(DESTDIR)$(PREFIX)/share/doc/ember/ha.md
-
-# The balancer's simulator (docs/balancing.md): pure C and libm.
-$(BUILD)/tools/ember-balance-sim: $(BUILD)/ha/balance/sim.o $(BUILD)/libha.a
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lm
 
 # Test-only: loads one role's seccomp filter, then makes one syscall
 # (tests/integration/test_seccomp.py).
