@@ -293,7 +293,7 @@ static void restart_due(void *arg)
 
 static void drop_if_removed(struct ed_host *h, struct ed_vm *vm)
 {
-	if (!vm->remove)
+	if (!vm->remove || vm->snap_job) /* a snapshot thread holds it: at its end */
 		return;
 	for (struct ed_vm **p = &h->vms; *p; p = &(*p)->next)
 		if (*p == vm) {
@@ -305,6 +305,12 @@ static void drop_if_removed(struct ed_host *h, struct ed_vm *vm)
 			free(vm);
 			return;
 		}
+}
+
+void ed_host_vm_idle(struct ed_vm *vm)
+{
+	if (vm->pid <= 0)
+		drop_if_removed(vm->h, vm);
 }
 
 void ed_host_vm_exited(struct ed_vm *vm)
@@ -466,6 +472,7 @@ void ed_host_suspend_all(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char dir[PATH_MAX], why[ED_ERR_MAX], p[PATH_MAX];
+		ed_snap_wait(vm);
 		if (vm->pid <= 0)
 			continue;
 		bool ok = vm->state == ED_RUNNING &&

@@ -149,7 +149,8 @@ struct ed_vm {
 	char snap_dir[PATH_MAX]; /* committed latest, "" none */
 	uint64_t snap_at_ms;
 	uint64_t snap_seq;
-	bool restart_after_stop; /* ed_vm_restart: start again once down */
+	bool restart_after_stop;   /* ed_vm_restart: start again once down */
+	struct snap_job *snap_job; /* a periodic snapshot being written (snap.c) */
 	uint64_t ready_deadline_ms;
 	struct ed_vm *next;
 };
@@ -200,6 +201,8 @@ __attribute__((warn_unused_result)) int ed_host_vm_state_dir(struct ed_host *h, 
 void ed_vm_set_state(struct ed_vm *vm, enum ed_state s, const char *reason);
 /* vm's pidfd is readable: its ember exited (proc.c calls it). */
 void ed_host_vm_exited(struct ed_vm *vm);
+/* vm's snapshot job ended: a VM removed meanwhile is dropped now. */
+void ed_host_vm_idle(struct ed_vm *vm);
 
 /* ---- proc.c ---- */
 
@@ -238,8 +241,16 @@ __attribute__((warn_unused_result)) int ed_snap_rollback(struct ed_vm *vm, const
 							 char *why, size_t whylen);
 /* The VM's snapshot folder on the host: <snap-dir>/<name> (made). */
 __attribute__((warn_unused_result)) int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len);
-/* Arm (or re-arm) the periodic snapshot timer of a running vm. */
+/* Arm (or re-arm) the periodic snapshot timer of a running vm.  Its
+ * snapshots are written on a thread of their own (vm->snap_job while one
+ * is); ed_snap_take() meanwhile is -EBUSY. */
 void ed_snap_arm(struct ed_vm *vm);
+/* After the loop has ended: wait for vm's periodic snapshot being written,
+ * and drop it (it was never committed). */
+void ed_snap_wait(struct ed_vm *vm);
+/* Remove dir and all below it, following no link and crossing no mount
+ * (the caller has detached a jail's). */
+void ed_rm_tree(const char *dir);
 /* Write path with data: temp + fsync + rename + folder fsync (durable:
  * false skips the syncs, for files remade at every start).  0 or -errno. */
 __attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,
