@@ -89,6 +89,16 @@ struct ed_ctl_conn; /* one connection */
  * with err.  (Integrator: for emberd.h, so main.c closes it at exit.) */
 __attribute__((warn_unused_result)) int ed_ctl_open(struct ed_ctl **s, struct ed_host *h,
 						    const char *sock, char *err, size_t errlen);
+/* Another server on the same HTTP code (web.c's TCP listener for metrics
+ * and the dashboard): fd is a listening socket the caller bound (made
+ * non-blocking here); each whole request goes to fn(arg, ...) instead of
+ * ed_ctl_handle (same contract).  0 with *s (ed_ctl_close closes fd), or
+ * -errno (fd left to the caller). */
+typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method,
+			      const char *url, const char *body, size_t len,
+			      struct ed_ctl_reply *rp);
+__attribute__((warn_unused_result)) int ed_ctl_serve(struct ed_ctl **s, struct ed_host *h, int fd,
+						     ed_ctl_handler fn, void *arg);
 /* Stop serving: every connection closed (long polls unwatch their
  * events), the socket closed and its file unlinked if it is still ours.
  * Before ed_host_free(). */
