@@ -459,6 +459,14 @@ json_t *ed_cluster_hosts_json(struct ed_cluster *c)
 	return j;
 }
 
+int64_t ed_cluster_lease(struct ed_cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	int64_t id = c->fenced ? 0 : c->lease;
+	pthread_mutex_unlock(&c->mu);
+	return id;
+}
+
 /* ---- start and stop ---- */
 
 static void cluster_free(struct ed_cluster *c)

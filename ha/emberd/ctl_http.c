@@ -8,6 +8,7 @@
  * poll (GET /events?wait_ms=) has no clock of its own here: its handler
  * answers by its own deadline. */
 #include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <limits.h>
 #include <stdio.h>
@@ -40,6 +41,8 @@ struct ed_ctl {
 	struct ed_ctl_conn *conns; /* every open connection, for ed_ctl_close */
 	uint64_t pause_timer;	   /* accepting paused (out of descriptors) */
 	http_parser_settings settings;
+	ed_ctl_handler handle; /* NULL: the control API (ed_ctl_handle) */
+	void *harg;
 };
 
 struct ed_ctl_conn {
@@ -68,10 +71,14 @@ static const char *reason(int status)
 	switch (status) {
 	case 200:
 		return "OK";
+	case 202:
+		return "Accepted";
 	case 204:
 		return "No Content";
 	case 400:
 		return "Bad Request";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -298,7 +305,9 @@ static void dispatch(struct ed_ctl_conn *c)
 	}
 	struct ed_ctl_reply rp = {0};
 	const char *method = http_method_str((enum http_method)c->p.method);
-	if (ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp) == 1) {
+	int r = c->s->handle ? c->s->handle(c->s->harg, c, method, c->url, c->body, c->body_len, &rp)
+			     : ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp);
+	if (r == 1) {
 		/* A long poll: keep reading, to see the client hang up. */
 		c->deferred = true;
 		watch(c, EPOLLIN);
@@ -529,6 +538,28 @@ int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *e
 		return r;
 	}
 	*sp = s;
+	return 0;
+}
+
+int ed_ctl_serve(struct ed_ctl **sp, struct ed_host *h, int fd, ed_ctl_handler fn, void *arg)
+{
+	struct ed_ctl *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	*s = (struct ed_ctl){.h = h, .l = ed_host_loop(h), .fd = fd, .handle = fn, .harg = arg};
+	s->settings.on_url = on_url;
+	s->settings.on_body = on_body;
+	s->settings.on_headers_complete = on_headers;
+	s->settings.on_message_complete = on_complete;
+	int fl = fcntl(fd, F_GETFL);
+	int r = fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) ? -errno : 0;
+	if (!r)
+		r = ed_loop_add_fd(s->l, fd, EPOLLIN, on_accept, s);
+	if (r) {
+		free(s);
+		return r;
+	}
+	*sp = s; /* path "": nothing to unlink at close */
 	return 0;
 }
 

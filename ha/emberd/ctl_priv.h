@@ -84,6 +84,17 @@ __attribute__((format(printf, 3, 4))) void ed_ctl_fault(struct ed_ctl_reply *rp,
 
 struct ed_ctl_conn; /* one connection */
 
+/* Another server on the same HTTP code (web.c's TCP listener for metrics
+ * and the dashboard): fd is a listening socket the caller bound (made
+ * non-blocking here); each whole request goes to fn(arg, ...) instead of
+ * ed_ctl_handle (same contract).  0 with *s (ed_ctl_close closes fd), or
+ * -errno (fd left to the caller). */
+typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method,
+			      const char *url, const char *body, size_t len,
+			      struct ed_ctl_reply *rp);
+__attribute__((warn_unused_result)) int ed_ctl_serve(struct ed_ctl **s, struct ed_host *h, int fd,
+						     ed_ctl_handler fn, void *arg);
+
 /* Handle one whole request (ctl.c): 0 with *rp filled, or 1 when the
  * reply comes later (a long poll), through ed_ctl_conn_reply(). */
 int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, const char *url,

@@ -259,5 +259,30 @@ __attribute__((warn_unused_result)) int ed_cluster_start(struct ed_cluster **c, 
 void ed_cluster_stop(struct ed_cluster *c, bool release_vms);
 /* GET /hosts: the cluster's hosts (new reference). */
 json_t *ed_cluster_hosts_json(struct ed_cluster *c);
+/* Our current host lease (0: none, or fenced), for keys bound to it
+ * (load/<h>); thread-safe. */
+int64_t ed_cluster_lease(struct ed_cluster *c);
+
+/* ---- observability (web.c, load.c, metrics.c, view.c; docs/ha.md
+ * "Metrics and dashboard") ---- */
+
+struct ed_obs_opts {
+	const char *http;	   /* "ADDR:PORT": serve /metrics and the dashboard; NULL: none */
+	bool allow_actions;	   /* POST /api/hosts/H/maintenance on it */
+	uint64_t load_interval_ms; /* load sampling (default 2000) */
+	uint64_t cpu_cap_m;	   /* CPU offered, millicores (0: CPUs x 1000) */
+	uint64_t mem_cap;	   /* guest RAM offered (0: 80% of RAM) */
+	const char *endpoints;	   /* cluster mode: etcd (load/<h>, the dashboard's view) */
+};
+struct ed_obs;
+/* Sample the VMs' load every interval (cluster mode c: put as load/<h>
+ * under c's lease by a worker thread), count events for the metrics, and
+ * with o->http serve them on TCP.  0 or -errno with err (a bad or busy
+ * address).  Stop it before ed_cluster_stop() and ed_host_free(). */
+__attribute__((warn_unused_result)) int ed_obs_start(struct ed_obs **obs, struct ed_host *h,
+						     struct ed_cluster *c,
+						     const struct ed_obs_opts *o, char *err,
+						     size_t errlen);
+void ed_obs_stop(struct ed_obs *obs);
 
 #endif

@@ -40,12 +40,18 @@ static const char usage[] =
     "  --capacity-vcpus N    vCPUs offered (default 4 x CPUs)\n"
     "  --balance-level N     the balancer's threshold, 1..5 as DRS (default 3; 0 off)\n"
     "  --balance-interval DUR  between its rounds (default 10s)\n"
+    "metrics and dashboard (docs/ha.md):\n"
+    "  --http ADDR:PORT      serve /metrics, the dashboard and /api/cluster on TCP\n"
+    "                        (read-mostly; off by default; e.g. 127.0.0.1:9120)\n"
+    "  --http-allow-actions  allow the dashboard's maintenance enter/exit on it\n"
+    "  --load-interval DUR   sample the VMs' load this often (default 2s)\n"
     "  -h, --help            this text\n";
 
 struct opts {
 	struct ed_host_opts h;
 	const char *sock;
 	struct ed_cluster_opts c;
+	struct ed_obs_opts obs;
 	bool cluster;
 };
 
@@ -112,6 +118,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			fputs(usage, stdout);
 			return 1;
 		}
+		if (!strcmp(a, "--http-allow-actions")) {
+			o->obs.allow_actions = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			USAGE("%s: unknown, or missing its value", a);
 		const char *v = argv[++i];
@@ -124,6 +134,7 @@ static int parse(int argc, char **argv, struct opts *o)
 				 : !strcmp(a, "--jailer")    ? &o->h.jailer
 				 : !strcmp(a, "--jail-base") ? &o->h.jail_base
 				 : !strcmp(a, "--etcd")	     ? &o->c.endpoints
+				 : !strcmp(a, "--http")	     ? &o->obs.http
 							     : NULL;
 		if (s) {
 			*s = v;
@@ -146,6 +157,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			if (ed_parse_duration(v, &ms))
 				USAGE("%s %s: a duration (500ms, 2s)", a, v);
 			*(a[2] == 'f' ? &o->c.fence_margin_ms : &o->c.grace_ms) = ms;
+		} else if (!strcmp(a, "--load-interval")) {
+			if (ed_parse_duration(v, &o->obs.load_interval_ms) ||
+			    o->obs.load_interval_ms < 100 || o->obs.load_interval_ms > 3600000)
+				USAGE("--load-interval %s: a duration, 100ms..1h", v);
 		} else if (!strcmp(a, "--capacity-mem")) {
 			if (size(v, &o->c.capacity_mem))
 				USAGE("--capacity-mem %s: bytes, or 512M, 4G", v);
@@ -186,6 +201,8 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (!o->h.jailer)
 		o->h.jailer = beside(1, "ember-jailer");
 	o->cluster = o->c.endpoints != NULL;
+	o->obs.endpoints = o->c.endpoints;
+	o->obs.mem_cap = o->c.capacity_mem;
 	return 0;
 }
 
@@ -238,6 +255,7 @@ int main(int argc, char **argv)
 	struct ed_host *h = NULL;
 	struct ed_cluster *c = NULL;
 	struct ed_ctl *ctl = NULL;
+	struct ed_obs *obs = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -268,6 +286,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "emberd: cluster: %s\n", err);
 		return 1;
 	}
+	if (ed_obs_start(&obs, h, c, &o.obs, err, sizeof(err))) {
+		fprintf(stderr, "emberd: %s\n", err);
+		return 1;
+	}
 	if (!o.cluster)
 		ed_host_start_all(h);
 	ed_event(h, NULL, "ready", "emberd on %s: %s mode", ed_host_name(h),
@@ -275,6 +297,7 @@ int main(int argc, char **argv)
 	ed_notify_ready(l, "supervising");
 	r = ed_loop_run(l);
 	ed_host_suspend_all(h);
+	ed_obs_stop(obs);
 	if (c)
 		ed_cluster_stop(c, true);
 	ed_event(h, NULL, "stopped", "emberd exits");
