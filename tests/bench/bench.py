@@ -36,6 +36,7 @@ import sys
 import time
 
 from bench_balance import balance_lines
+from bench_balance_live import balance_live_lines
 from bench_drive_move import drive_move_rows
 from bench_failover import failover_rows
 from bench_emberd import emberd_rows
@@ -633,6 +634,7 @@ def main():
                "tests/bench/bench_failover.py)\n")
     out.append(table(["what", "median", "p99", "n", "note"], fo_rows))
     out += balance_lines(os.path.abspath(a.build_dir))  # balancer simulator: CPU only
+    out += balance_live_lines(a.guests)  # emberd's balancer, 3 hosts, real processes
     out.append("\nGoals (from the issues)\n")
     out.append(table(["goal", "target", "result", "met"],
                      goal_rows + snap_goals + mig_goals + local_goals + move_goals + fo_goals))
