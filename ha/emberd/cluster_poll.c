@@ -388,8 +388,10 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 	}
 	for (size_t k = 0; k < nown; k++) {
 		const struct ha_etcd_kv *kv = &owners->kvs[k];
+		/* the token: mod_revision (a claim's put; a move's put makes a new
+		 * one: docs/ha.md "Moving a VM") */
 		ow[k] = (struct owner){kv->key + strlen(CL_PREFIX "owner/"), kv->value,
-				       kv->create_revision, kv->lease};
+				       kv->mod_revision, kv->lease};
 		const struct cl_spec *s = spec_of(p, ow[k].vm);
 		for (size_t i = 0; s && !is_stopped(state, s->name) && i < nh; i++)
 			if (!strcmp(ph[i].name, ow[k].host)) {
@@ -398,6 +400,12 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 			}
 	}
 	publish(c, hosts, ph, nh, ow, nown, state);
+	for (size_t i = 0; i < nh; i++) { /* a host in maintenance takes no new VM */
+		char mk[128];
+		cl_key(mk, sizeof(mk), "maint", ph[i].name);
+		if (ha_etcd_range_find(&r3[3], mk))
+			ph[i].mem_cap = ph[i].vcpus_cap = 0;
+	}
 
 	size_t nready = 0;
 	for (size_t i = 0; i < p->nspecs; i++) {
@@ -485,14 +493,16 @@ void *cl_poller(void *arg)
 		cl_event(c, NULL, "etcd-unreachable", "%s", err);
 		return NULL;
 	}
-	char kh[64], ko[64], ks[64];
+	char kh[64], ko[64], ks[64], km[64];
 	snprintf(kh, sizeof(kh), CL_PREFIX "hosts/");
 	snprintf(ko, sizeof(ko), CL_PREFIX "owner/");
 	snprintf(ks, sizeof(ks), CL_PREFIX "state/");
+	snprintf(km, sizeof(km), CL_PREFIX "maint/");
 	const struct ha_etcd_op reads[] = {{HA_ETCD_RANGE, kh, NULL, 0, true},
 					   {HA_ETCD_RANGE, ko, NULL, 0, true},
-					   {HA_ETCD_RANGE, ks, NULL, 0, true}};
-	const struct ha_etcd_txn t = {NULL, 0, reads, 3, NULL, 0};
+					   {HA_ETCD_RANGE, ks, NULL, 0, true},
+					   {HA_ETCD_RANGE, km, NULL, 0, true}};
+	const struct ha_etcd_txn t = {NULL, 0, reads, 4, NULL, 0};
 	do {
 		pthread_mutex_lock(&c->mu);
 		if (c->specs) { /* take the loop's fresh copy */
@@ -517,7 +527,7 @@ void *cl_poller(void *arg)
 		cl_set_reachable(c, !r || !ha_etcd_unreachable(r), err);
 		if (r)
 			continue; /* never stop a VM on a guess: only fencing does */
-		if (res.n == 3)
+		if (res.n == 4)
 			poll_once(&p, res.ranges);
 		ha_etcd_txn_result_free(&res);
 	} while (cl_sleep(c, POLL_MS));

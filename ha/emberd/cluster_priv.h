@@ -1,6 +1,6 @@
 /* ha/emberd/: cluster mode's state, shared by its files (cluster.c: start,
  * stop, the lease keeper, its watchdog and the hooks; cluster_poll.c: the
- * poller that claims and places).  Private to those two. */
+ * poller that claims and places).  Private to those two and the move files (move.h). */
 #ifndef EMBER_HA_EMBERD_CLUSTER_PRIV_H
 #define EMBER_HA_EMBERD_CLUSTER_PRIV_H
 
@@ -56,6 +56,10 @@ struct ed_cluster {
 	bool specs_asked; /* a refresh is posted to the loop */
 	json_t *hosts;	  /* GET /hosts: the last poll's view */
 	json_t *owners;	  /* vm -> owner host name, the last poll's view */
+	json_t *maint;	  /* host -> maint/<h> value, the mover's last view */
+	struct ed_mover *mover; /* move.c */
+	char migrate_addr[128]; /* our listener, published in hosts/<name> ("": none) */
+	struct ha_tls_opts migrate_tls; /* how moves authenticate (both ways) */
 };
 
 /* Keys: "ember/" + kind + "/" + name. */

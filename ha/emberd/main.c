@@ -39,6 +39,10 @@ static const char usage[] =
     "  --grace DUR           wait this after a host's lease ends (default 1s)\n"
     "  --capacity-mem SIZE   guest RAM offered, bytes or 512M/4G (default 80% of RAM)\n"
     "  --capacity-vcpus N    vCPUs offered (default 4 x CPUs)\n"
+    "  --migrate-listen ADDR:PORT  take live migrations (moves) here\n"
+    "  --migrate-psk FILE    moves authenticate with this pre-shared key (or:)\n"
+    "  --migrate-cert F, --migrate-key F, --migrate-ca F  certificates, both ways\n"
+    "  --migrate-insecure-plain  moves over plain TCP (trusted networks only)\n"
     "  -h, --help            this text\n";
 
 struct opts {
@@ -107,6 +111,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			fputs(usage, stdout);
 			return 1;
 		}
+		if (!strcmp(a, "--migrate-insecure-plain")) {
+			o->c.migrate_tls.insecure_plain = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			USAGE("%s: unknown, or missing its value", a);
 		const char *v = argv[++i];
@@ -119,6 +127,11 @@ static int parse(int argc, char **argv, struct opts *o)
 				 : !strcmp(a, "--jailer")    ? &o->h.jailer
 				 : !strcmp(a, "--jail-base") ? &o->h.jail_base
 				 : !strcmp(a, "--etcd")	     ? &o->c.endpoints
+				 : !strcmp(a, "--migrate-listen") ? &o->c.migrate_listen
+				 : !strcmp(a, "--migrate-psk")	  ? &o->c.migrate_tls.psk_file
+				 : !strcmp(a, "--migrate-cert")	  ? &o->c.migrate_tls.cert
+				 : !strcmp(a, "--migrate-key")	  ? &o->c.migrate_tls.key
+				 : !strcmp(a, "--migrate-ca")	  ? &o->c.migrate_tls.ca
 							     : NULL;
 		if (s) {
 			*s = v;
@@ -173,6 +186,8 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (!o->h.jailer)
 		o->h.jailer = beside(1, "ember-jailer");
 	o->cluster = o->c.endpoints != NULL;
+	if (o->c.migrate_listen && !o->cluster)
+		USAGE("--migrate-listen needs cluster mode (--etcd)");
 	return 0;
 }
 
