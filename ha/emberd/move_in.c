@@ -184,12 +184,18 @@ static int decide(struct in *m, struct ha_etcd *e, int64_t *token)
 		pthread_mutex_unlock(&c->mu);
 		if (!lease)
 			return 0;
-		struct ha_etcd_range o = {0}, mv = {0};
-		if (ha_etcd_get(e, okey, false, &o, err, sizeof(err)) ||
-		    ha_etcd_get(e, mkey, false, &mv, err, sizeof(err))) {
-			ha_etcd_range_free(&o);
+		/* both keys at one revision: the source's txn changes them together */
+		const struct ha_etcd_op reads[] = {{HA_ETCD_RANGE, okey, NULL, 0, false},
+						   {HA_ETCD_RANGE, mkey, NULL, 0, false}};
+		const struct ha_etcd_txn t = {NULL, 0, reads, 2, NULL, 0};
+		struct ha_etcd_txn_result res;
+		if (ha_etcd_txn_run(e, &t, &res, err, sizeof(err)))
+			continue;
+		if (res.n != 2) {
+			ha_etcd_txn_result_free(&res);
 			continue;
 		}
+		const struct ha_etcd_range o = res.ranges[0], mv = res.ranges[1];
 		int v = -1;
 		if (!o.n)
 			v = 0; /* the source's lease ended before its transaction */
@@ -200,8 +206,7 @@ static int decide(struct in *m, struct ha_etcd *e, int64_t *token)
 			v = 0; /* another claim */
 		else if (!mv.n || mv.kvs[0].create_revision != m->move_rev)
 			v = 0; /* the source gave the move up */
-		ha_etcd_range_free(&o);
-		ha_etcd_range_free(&mv);
+		ha_etcd_txn_result_free(&res);
 		if (v >= 0)
 			return v;
 	}
