@@ -314,6 +314,31 @@ static ssize_t conn_io(struct ha_conn *c, bool wr, char *p, size_t n, short *ev)
 		   : -EACCES;
 }
 
+int ha_conn_xfer(struct ha_conn *c, bool send_it, void *buf, size_t n, int timeout_ms, char *err,
+		 size_t len)
+{
+	size_t off = 0;
+	int64_t deadline = mono_ms() + timeout_ms;
+	while (off < n) {
+		short ev = 0;
+		ssize_t r = conn_io(c, send_it, (char *)buf + off, n - off, &ev);
+		if (r < 0) {
+			ERR_clear_error();
+			return snprintf(err, len, "%s",
+					send_it ? "the peer went away"
+						: "the peer closed the connection"),
+			       (int)r;
+		}
+		off += (size_t)r;
+		int64_t left = deadline - mono_ms();
+		struct pollfd p = {.fd = c->fd, .events = ev};
+		if (!r && (left <= 0 || poll(&p, 1, (int)left) == 0))
+			return snprintf(err, len, "no word from the peer in %d ms", timeout_ms),
+			       -ETIMEDOUT;
+	}
+	return 0;
+}
+
 int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, size_t len)
 {
 	char buf[sizeof(HA_HELLO)] = HA_HELLO;

@@ -88,6 +88,13 @@ __attribute__((warn_unused_result)) int ha_conn_handshake(struct ha_tls *t, int 
 __attribute__((warn_unused_result)) int ha_conn_hello(struct ha_conn *c, bool send_it,
 						      int timeout_ms, char *err, size_t errlen);
 
+/* Exactly n bytes of buf sent (send_it) or received over c within
+ * timeout_ms, for a controller's own words before the stream (emberd's
+ * move hello).  0 or -errno with err. */
+__attribute__((warn_unused_result)) int ha_conn_xfer(struct ha_conn *c, bool send_it, void *buf,
+						     size_t n, int timeout_ms, char *err,
+						     size_t errlen);
+
 /* "TLS 1.3 TLS_AES_128_GCM_SHA256, PSK" and the like, for messages. */
 const char *ha_conn_describe(const struct ha_conn *c, char *buf, size_t len);
 

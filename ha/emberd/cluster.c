@@ -19,6 +19,7 @@
 
 #include "ha/emberd/balancer.h"
 #include "ha/emberd/cluster_priv.h"
+#include "ha/emberd/move.h"
 
 void cl_key(char *buf, size_t len, const char *kind, const char *name)
 {
@@ -154,11 +155,14 @@ static int join(struct ed_cluster *c, struct ha_etcd *e, char *err, size_t errle
 	int r = ha_etcd_lease_grant(e, (int64_t)(c->ttl_ms / 1000), &id, err, errlen);
 	if (r)
 		return r;
-	char key[128], info[256];
+	char key[128], info[512], mig[160] = "";
 	cl_key(key, sizeof(key), "hosts", c->name);
+	if (c->migrate_addr[0])
+		snprintf(mig, sizeof(mig), ", \"migrate\": \"%s\"", c->migrate_addr);
 	snprintf(info, sizeof(info),
-		 "{\"mem_capacity\": %" PRIu64 ", \"vcpus_capacity\": %u, \"pid\": %d}", c->mem_cap,
-		 c->vcpus_cap, (int)getpid());
+		 "{\"mem_capacity\": %" PRIu64 ", \"vcpus_capacity\": %u, \"pid\": %d, "
+		 "\"lease\": \"%" PRId64 "\"%s}",
+		 c->mem_cap, c->vcpus_cap, (int)getpid(), id, mig);
 	r = ha_etcd_put(e, key, info, id, NULL, err, errlen);
 	if (r) {
 		char ignored[64];
@@ -337,7 +341,7 @@ static bool hk_may_run(void *arg, struct ed_vm *vm, char *why, size_t whylen)
 		char key[128], okey[128], err[ED_ERR_MAX];
 		cl_key(key, sizeof(key), "state", name);
 		cl_key(okey, sizeof(okey), "owner", name);
-		struct ha_etcd_cmp cmp = {okey, HA_ETCD_CREATE, HA_ETCD_EQ, token, NULL};
+		struct ha_etcd_cmp cmp = {okey, HA_ETCD_MOD, HA_ETCD_EQ, token, NULL};
 		struct ha_etcd_op del = {HA_ETCD_DELETE, key, NULL, 0, false};
 		struct ha_etcd_txn t = {&cmp, 1, &del, 1, NULL, 0};
 		struct ha_etcd_txn_result res;
@@ -383,7 +387,7 @@ static int put_fenced(struct ed_cluster *c, struct ed_vm *vm, const char *kind, 
 	char key[128], okey[128], err[ED_ERR_MAX];
 	cl_key(key, sizeof(key), kind, name);
 	cl_key(okey, sizeof(okey), "owner", name);
-	struct ha_etcd_cmp cmp = {okey, HA_ETCD_CREATE, HA_ETCD_EQ, token, NULL};
+	struct ha_etcd_cmp cmp = {okey, HA_ETCD_MOD, HA_ETCD_EQ, token, NULL};
 	struct ha_etcd_op put = {HA_ETCD_PUT, key, value, 0, false};
 	struct ha_etcd_txn t = {&cmp, 1, &put, 1, NULL, 0};
 	struct ha_etcd_txn_result res;
@@ -441,6 +445,12 @@ static void hk_vm_stopped(void *arg, struct ed_vm *vm)
 	}
 }
 
+static bool hk_move_ctl(void *arg, const char *method, const char *url, const char *body,
+			size_t len, int *status, json_t **reply, char *fault, size_t faultlen)
+{
+	return ed_move_ctl(arg, method, url, body, len, status, reply, fault, faultlen);
+}
+
 static json_t *hk_hosts_json(void *arg)
 {
 	return ed_cluster_hosts_json(arg);
@@ -455,6 +465,14 @@ json_t *ed_cluster_hosts_json(struct ed_cluster *c)
 {
 	pthread_mutex_lock(&c->mu);
 	json_t *j = c->hosts ? json_deep_copy(c->hosts) : json_array();
+	size_t i;
+	json_t *h;
+	json_array_foreach(j, i, h) /* maintenance mode: the mover's view */
+	{
+		const char *name = json_string_value(json_object_get(h, "name"));
+		json_object_set_new(h, "maintenance",
+				    json_boolean(name && c->maint && json_object_get(c->maint, name)));
+	}
 	pthread_mutex_unlock(&c->mu);
 	return j;
 }
@@ -482,6 +500,7 @@ static void cluster_free(struct ed_cluster *c)
 	cl_specs_free(c->bal_specs, c->nbal_specs);
 	json_decref(c->hosts);
 	json_decref(c->owners);
+	json_decref(c->maint);
 	pthread_mutex_destroy(&c->mu);
 	pthread_cond_destroy(&c->cv);
 	free(c);
@@ -536,12 +555,17 @@ int ed_cluster_start(struct ed_cluster **out, struct ed_host *h, const struct ed
 	    .snapshot_commit = hk_snapshot_commit,
 	    .snapshot_latest = hk_snapshot_latest,
 	    .vm_stopped = hk_vm_stopped,
+	    .move_ctl = hk_move_ctl,
 	    .hosts_json = hk_hosts_json,
 	    .etcd_health = hk_etcd_health,
 	    .rules = cl_rules_hook,
 	};
 	c->hooks = hooks;
 	c->hooks.arg = c;
+	if ((r = ed_mover_start(c, o, err, errlen))) {
+		cluster_free(c);
+		return r;
+	}
 	ed_host_set_cluster(h, &c->hooks);
 	if (pthread_create(&c->keeper, NULL, keeper, c) == 0)
 		c->started_keeper = true;
@@ -571,6 +595,7 @@ void ed_cluster_stop(struct ed_cluster *c, bool release_vms)
 	atomic_store(&c->stop, true);
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
+	ed_mover_stop(c);
 	if (c->started_keeper)
 		pthread_join(c->keeper, NULL);
 	if (c->started_watchdog)

@@ -454,8 +454,10 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 	}
 	for (size_t k = 0; k < nown; k++) {
 		const struct ha_etcd_kv *kv = &owners->kvs[k];
+		/* the token: mod_revision (a claim's put; a move's put makes a new
+		 * one: docs/ha.md "Moving a VM") */
 		ow[k] = (struct owner){kv->key + strlen(CL_PREFIX "owner/"), kv->value,
-				       kv->create_revision, kv->lease};
+				       kv->mod_revision, kv->lease};
 		const struct cl_spec *s = spec_of(p, ow[k].vm);
 		for (size_t i = 0; s && !is_stopped(state, s->name) && i < nh; i++)
 			if (!strcmp(ph[i].name, ow[k].host)) {
@@ -464,6 +466,12 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 			}
 	}
 	publish(c, ph, nh, ow, nown, state);
+	for (size_t i = 0; i < nh; i++) { /* a host in maintenance takes no new VM */
+		char mk[128];
+		cl_key(mk, sizeof(mk), "maint", ph[i].name);
+		if (ha_etcd_range_find(&r3[BM_MAINT], mk))
+			ph[i].mem_cap = ph[i].vcpus_cap = 0;
+	}
 
 	size_t nready = 0;
 	for (size_t i = 0; i < p->nspecs; i++) {

@@ -1,6 +1,6 @@
 /* ha/emberd/: cluster mode's state, shared by its files (cluster.c: start,
  * stop, the lease keeper, its watchdog and the hooks; cluster_poll.c: the
- * poller that claims and places).  Private to those two. */
+ * poller that claims and places).  Private to those two and the move files (move.h). */
 #ifndef EMBER_HA_EMBERD_CLUSTER_PRIV_H
 #define EMBER_HA_EMBERD_CLUSTER_PRIV_H
 
@@ -66,6 +66,10 @@ struct ed_cluster {
 	 * the loop only. */
 	char (*self_stops)[ED_NAME_MAX];
 	size_t nself_stops;
+	json_t *maint;	  /* host -> maint/<h> value, the mover's last view */
+	struct ed_mover *mover; /* move.c */
+	char migrate_addr[128]; /* our listener, published in hosts/<name> ("": none) */
+	struct ha_tls_opts migrate_tls; /* how moves authenticate (both ways) */
 };
 
 /* Keys: "ember/" + kind + "/" + name. */

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ha/emberd/ctl_priv.h"
+#include "ha/emberd/local.h"
 
 /* A JSON page of a console log stays well under ha_api_call()'s 64 KiB
  * reply, even if every byte is escaped as \u00XX (6 bytes). */
@@ -382,7 +383,18 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 	char fault[ED_CTL_FAULT_MAX];
 	if (ed_ctl_rules_url(url))
 		return ed_ctl_rules(h, method, url, body, len, rp);
-	int st = ed_ctl_route(method, url, &q, fault, sizeof(fault));
+	const struct ed_cluster_hooks *hk = ed_host_hooks(h);
+	json_t *reply = NULL;
+	int st = 0;
+	if (hk && hk->move_ctl &&
+	    hk->move_ctl(hk->arg, method, url, body, len, &st, &reply, fault, sizeof(fault))) {
+		if (reply || st < 300)
+			ed_ctl_reply_json(rp, st, reply);
+		else
+			ed_ctl_fault(rp, st, "%s", fault);
+		return 0;
+	}
+	st = ed_ctl_route(method, url, &q, fault, sizeof(fault));
 	if (st) {
 		ed_ctl_fault(rp, st, "%s", fault);
 		rp->allow = q.allow;

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ha/tls_relay.h"
+
 #define ED_NAME_MAX 64 /* VM and host names: [A-Za-z0-9-], as the jailer's --id */
 #define ED_ERR_MAX 512
 
@@ -88,6 +90,11 @@ struct ed_cluster_hooks {
 	/* The user stopped vm (emberctl stop) or the policy gave up: release
 	 * or keep ownership as the cluster sees fit. */
 	void (*vm_stopped)(void *arg, struct ed_vm *vm);
+	/* PUT /vms/NAME/migrate, PUT /hosts/H/maintenance (move.c): false
+	 * when url is not one of these; else *status with *reply (new
+	 * reference; NULL: no body) or fault. */
+	bool (*move_ctl)(void *arg, const char *method, const char *url, const char *body,
+			 size_t len, int *status, json_t **reply, char *fault, size_t faultlen);
 	/* GET /hosts and GET /status's "etcd" (new references / a word). */
 	json_t *(*hosts_json)(void *arg);
 	const char *(*etcd_health)(void *arg); /* "ok" or "unreachable" */
@@ -244,6 +251,10 @@ struct ed_cluster_opts {
 	unsigned capacity_vcpus;  /* vCPUs it offers (0: 4 x its CPUs) */
 	unsigned balance_level;	  /* the balancer (docs/balancing.md): 1..5, 0 off */
 	uint64_t balance_interval_ms; /* between its rounds (0: 10 s) */
+	/* live migration (docs/ha.md "Moving a VM"): listen on ADDR:PORT for
+	 * moves into this host (NULL: none), authenticated as tls says */
+	const char *migrate_listen;
+	struct ha_tls_opts migrate_tls;
 };
 
 struct ed_cluster;

@@ -347,6 +347,11 @@ void ed_host_vm_exited(struct ed_vm *vm)
 		ed_event(h, vm->f.name, "exited", "killed by signal %d", sig);
 	else
 		ed_event(h, vm->f.name, "exited", "exit code %d", code);
+	if (vm->moving) { /* a live migration's: move_vm.c decides */
+		ed_vm_move_exited(vm);
+		drop_if_removed(h, vm);
+		return;
+	}
 	if (vm->stopping) {
 		vm->stopping = false;
 		ed_vm_set_state(vm, ED_STOPPED, "stopped");

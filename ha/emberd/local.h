@@ -156,6 +156,12 @@ struct ed_vm {
 	uint64_t snap_seq;
 	bool restart_after_stop;   /* ed_vm_restart: start again once down */
 	struct snap_job *snap_job; /* a periodic snapshot being written (snap.c) */
+	/* a live migration (move.c): its side, and once the source handed
+	 * over, its exit is the move's (not the policy's) */
+	enum ed_move_side { ED_MOVE_NONE, ED_MOVE_OUT, ED_MOVE_IN } moving;
+	bool move_left;
+	char move_to[ED_NAME_MAX + 1], move_phase[24];
+	uint64_t move_bytes, move_since_ms;
 	uint64_t ready_deadline_ms;
 	struct ed_vm *next;
 };
@@ -209,6 +215,9 @@ void ed_vm_set_state(struct ed_vm *vm, enum ed_state s, const char *reason);
 void ed_host_vm_exited(struct ed_vm *vm);
 /* vm's snapshot job ended: a VM removed meanwhile is dropped now. */
 void ed_host_vm_idle(struct ed_vm *vm);
+/* The exit of vm's ember while vm->moving (move_vm.c): the move's, not
+ * the policy's. */
+void ed_vm_move_exited(struct ed_vm *vm);
 
 /* ---- proc.c ---- */
 

@@ -45,6 +45,10 @@ static const char usage[] =
     "                        (read-mostly; off by default; e.g. 127.0.0.1:9120)\n"
     "  --http-allow-actions  allow the dashboard's maintenance enter/exit on it\n"
     "  --load-interval DUR   sample the VMs' load this often (default 2s)\n"
+    "  --migrate-listen ADDR:PORT  take live migrations (moves) here\n"
+    "  --migrate-psk FILE    moves authenticate with this pre-shared key (or:)\n"
+    "  --migrate-cert F, --migrate-key F, --migrate-ca F  certificates, both ways\n"
+    "  --migrate-insecure-plain  moves over plain TCP (trusted networks only)\n"
     "  -h, --help            this text\n";
 
 struct opts {
@@ -122,6 +126,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->obs.allow_actions = true;
 			continue;
 		}
+		if (!strcmp(a, "--migrate-insecure-plain")) {
+			o->c.migrate_tls.insecure_plain = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			USAGE("%s: unknown, or missing its value", a);
 		const char *v = argv[++i];
@@ -135,6 +143,11 @@ static int parse(int argc, char **argv, struct opts *o)
 				 : !strcmp(a, "--jail-base") ? &o->h.jail_base
 				 : !strcmp(a, "--etcd")	     ? &o->c.endpoints
 				 : !strcmp(a, "--http")	     ? &o->obs.http
+				 : !strcmp(a, "--migrate-listen") ? &o->c.migrate_listen
+				 : !strcmp(a, "--migrate-psk")	  ? &o->c.migrate_tls.psk_file
+				 : !strcmp(a, "--migrate-cert")	  ? &o->c.migrate_tls.cert
+				 : !strcmp(a, "--migrate-key")	  ? &o->c.migrate_tls.key
+				 : !strcmp(a, "--migrate-ca")	  ? &o->c.migrate_tls.ca
 							     : NULL;
 		if (s) {
 			*s = v;
@@ -203,6 +216,8 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->cluster = o->c.endpoints != NULL;
 	o->obs.endpoints = o->c.endpoints;
 	o->obs.mem_cap = o->c.capacity_mem;
+	if (o->c.migrate_listen && !o->cluster)
+		USAGE("--migrate-listen needs cluster mode (--etcd)");
 	return 0;
 }
 

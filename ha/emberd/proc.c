@@ -279,7 +279,9 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	    uid,       "--gid", gid,	     "--chroot-base-dir", o->jail_base, "--die-with-parent",
 	    "--",      "run"};
 	int n = 14;
-	if (snap_dir) {
+	if (vm->moving == ED_MOVE_IN) {
+		n = 13; /* a fresh ember, no VM: it waits for PUT /migration/receive */
+	} else if (snap_dir) {
 		const char *more[] = {"--restore", state, "--memory-file", mem,
 				      "--use-saved-paths"};
 		for (size_t i = 0; i < 5; i++)
@@ -304,7 +306,8 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	if (fstat(logfd, &st) == 0 && st.st_size > 0 && pread(logfd, &last, 1, st.st_size - 1) != 1)
 		last = '\n';
 	dprintf(logfd, "%s--- emberd: %s%s %s ---\n", last == '\n' ? "" : "\n",
-		last == '\n' ? "" : "(the line above was cut) ", snap_dir ? "restore from" : "boot",
+		last == '\n' ? "" : "(the line above was cut) ",
+		vm->moving == ED_MOVE_IN ? "live migration into" : snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
 	/* On the loop's thread, which lives as long as emberd: the jailer's
 	 * --die-with-parent (PR_SET_PDEATHSIG) follows the forking thread. */

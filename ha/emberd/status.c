@@ -23,7 +23,7 @@ json_t *ed_vm_status_json(const struct ed_vm *vm)
 	    "restart_delay_ms", (json_int_t)p->delay_ms, "restart_max_delay_ms",
 	    (json_int_t)p->max_delay_ms, "snapshot_interval_ms", (json_int_t)p->snapshot_ms,
 	    "resume", ed_resume_name(p->resume), "autostart", p->autostart);
-	return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:I, s:o, s:o, s:o, s:s}", "name",
+	json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:I, s:o, s:o, s:o, s:s}", "name",
 			 vm->f.name, "state", ed_state_name(vm->state), "host",
 			 vm->state == ED_REMOTE ? vm->remote_host : vm->h->name, "pid",
 			 vm->pid > 0 ? json_integer(vm->pid) : json_null(), "restarts",
@@ -31,6 +31,12 @@ json_t *ed_vm_status_json(const struct ed_vm *vm)
 			 (json_int_t)(vm->state == ED_RUNNING ? now - vm->running_ms : 0),
 			 "snapshot", snap, "policy", pol, "reason",
 			 vm->reason[0] ? json_string(vm->reason) : json_null(), "file", vm->f.file);
+	if (j && vm->moving && vm->move_phase[0]) /* docs/ha.md "Moving a VM" */
+		json_object_set_new(j, "move",
+				    json_pack("{s:s, s:s, s:I, s:I}", "to", vm->move_to, "phase",
+					      vm->move_phase, "bytes", (json_int_t)vm->move_bytes,
+					      "since_ms", (json_int_t)(now - vm->move_since_ms)));
+	return j;
 }
 
 json_t *ed_host_status_json(struct ed_host *h)
