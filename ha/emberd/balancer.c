@@ -20,6 +20,10 @@
 #define BM_MAX_CONCURRENT 2 /* moves/ keys at once */
 #define BM_RECENT_ROUNDS 30 /* a VM moved is not moved back for this many rounds */
 #define BM_NOTES 32
+/* After a move, balancing (not the mandatory moves) waits this long: the
+ * hosts' load is an EWMA (load.c) that takes seconds to show the move,
+ * and a round that saw half of it would move another VM for nothing. */
+#define BM_SETTLE_MS 10000
 
 struct recent {
 	struct bm_recent r;
@@ -35,6 +39,7 @@ struct bm_balancer {
 	size_t nspecs;
 	int64_t elected;  /* create revision of our `balancer` key (0: not the balancer) */
 	uint64_t round;
+	uint64_t quiet_until; /* the round balancing may resume (moves settling) */
 	bool capped;	  /* the previous round stopped at a cap above stop */
 	struct recent *recent;
 	size_t nrecent;
@@ -107,7 +112,7 @@ static int request(struct bm_balancer *b, const struct bm_model *m, const struct
 		 mv->reason == HA_BAL_R_BALANCE ? "balance" : ha_bal_reason_name(mv->reason),
 		 c->name, c->name, b->round, i, token);
 	struct ha_etcd_cmp cmp[3] = {
-	    {ko, HA_ETCD_CREATE, HA_ETCD_EQ, token, NULL},
+	    {ko, HA_ETCD_MOD, HA_ETCD_EQ, token, NULL},
 	    {km, HA_ETCD_CREATE, HA_ETCD_EQ, 0, NULL},
 	    {bal_key(), HA_ETCD_CREATE, HA_ETCD_EQ, b->elected, NULL},
 	};
@@ -161,7 +166,14 @@ static void round_once(struct bm_balancer *b, const struct ha_etcd_range *r)
 	struct ha_bal_note notes[BM_NOTES];
 	struct ha_bal_plan p = {moves, BM_MAX_MOVES * 4, 0, notes, BM_NOTES, 0, 0, 0, 0, false};
 	char err[ED_ERR_MAX];
-	if (ha_bal_opts_init(&o, b->o.level)) {
+	bool in_flight = false;
+	for (uint32_t v = 0; v < m.c.nr_vms; v++)
+		in_flight |= m.in_flight[v];
+	uint64_t settle = BM_SETTLE_MS / b->o.interval_ms + 1;
+	if (in_flight)
+		b->quiet_until = b->round + settle;
+	bool quiet = b->round < b->quiet_until; /* level 1: mandatory moves only */
+	if (ha_bal_opts_init(&o, quiet ? 1 : b->o.level)) {
 		bm_free(&m);
 		return;
 	}
@@ -173,12 +185,15 @@ static void round_once(struct bm_balancer *b, const struct ha_etcd_range *r)
 		bm_free(&m);
 		return;
 	}
-	b->capped = p.capped && p.imbalance_after > o.stop;
+	if (!quiet)
+		b->capped = p.capped && p.imbalance_after > o.stop;
 	uint32_t done = 0;
 	for (uint32_t i = 0; i < p.nr_moves; i++)
 		if (!m.in_flight[p.moves[i].vm] && m.token[p.moves[i].vm] &&
 		    request(b, &m, &p.moves[i], i) == 0)
 			done++;
+	if (done)
+		b->quiet_until = b->round + settle;
 	if (done)
 		cl_event(c, NULL, "balance", "imbalance %.2f \u2192 %.2f: %u move%s",
 			 p.imbalance_before, p.imbalance_after, done, done == 1 ? "" : "s");

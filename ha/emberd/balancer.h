@@ -24,7 +24,7 @@ struct bm_recent {
  * and specs it was built from, which must outlive it. */
 struct bm_model {
 	struct ha_bal_cluster c;
-	int64_t *token;	  /* per VM: its owner key's create revision (0: unowned) */
+	int64_t *token;  /* per VM: owner/<vm>'s mod revision, what a move compares (0: none) */
 	bool *in_flight;  /* per VM: a moves/<vm> key exists */
 	char warn[ED_ERR_MAX]; /* the first rule that was skipped, and why ("": none) */
 	void **allocs;	  /* what bm_free frees */

@@ -342,7 +342,7 @@ static void add_vms(struct build *b, const struct cl_spec *specs, size_t n)
 		if (h == HA_BAL_NONE)
 			continue;
 		v->host = h;
-		m->token[i] = ow->create_revision;
+		m->token[i] = ow->mod_revision; /* changes with every write: a move re-puts it */
 		const struct ha_etcd_kv *lk = find(&b->r[BM_LOAD], "load", ow->value);
 		json_t *load = lk ? json_loads(lk->value, 0, NULL) : NULL;
 		json_t *me = json_object_get(json_object_get(load, "vms"), v->name);

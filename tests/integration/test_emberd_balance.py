@@ -220,3 +220,49 @@ def test_skew_moves_requested_and_balancer_takeover(cluster):
         assert after == before, (before, after)
     assert len(after) <= 2, after
     no_doubles(c)
+
+
+def test_skew_balanced_by_live_moves(tmp_path):
+    """With the move executor (emberd-move): the balancer's requests are
+    carried out live, the two spinning guests end on distinct hosts, and
+    over a window of steady load no VM moves back (bounded moves)."""
+    import test_emberd_move as mv
+    c = mv.make(tmp_path)
+    try:
+        spin, idle = ["s0", "s1"], ["i0", "i1"]
+        names = spin + idle
+        put(c, "rules/all-on-h0", json.dumps({"kind": "must-run-on", "vms": names,
+                                              "hosts": ["h0"]}))
+        for n in spin:
+            spin_vm(c, n)
+        for n in idle:
+            halt_vm(c, n)
+        for i, h in enumerate(c.hosts):
+            h.start(c.endpoints(i), "--migrate-listen", f"{c.addrs[i]}:{mv.PORT}",
+                    "--migrate-psk", c.psk, *BAL, "--load-interval", "500ms")
+        c.checker.wait(lambda r: all(r.get(n) == "h0" for n in names), 60, "all on h0")
+        wait_for("h0 loaded",
+                 lambda: keys(c, "load").get("h0", {}).get("cpu_used_m", 0) > 500, c=c)
+        t0 = time.monotonic()
+        delete(c, "rules/all-on-h0")
+        wait_for("the spinning guests apart", lambda: len(
+            {c.checker.running().get(n) for n in spin} - {None}) == 2, timeout=120, c=c)
+        balanced = time.monotonic() - t0
+        # steady load: watch for moves back and forth
+        time.sleep(15)
+        hops = {}
+        for t, vm, h in c.checker.appeared:
+            if t >= t0:
+                hops.setdefault(vm, []).append(h)
+        for vm, hs in hops.items():
+            assert len(hs) == len(set(hs)), f"{vm} went back to a host it left: {hs}"
+            assert "h0" not in hs, f"{vm} moved back to h0: {hs}"
+        assert sum(len(hs) for hs in hops.values()) <= 4, hops
+        r = c.checker.running()
+        assert len({r.get(n) for n in spin} - {None}) == 2, r
+        assert not c.checker.violations, c.checker.violations[:3]
+        evs = [e["detail"] for e in c.events(["balance"])]
+        assert any("imbalance" in d for d in evs), evs
+        print(f"balanced {balanced:.1f} s after the skew; moves {hops}")
+    finally:
+        mv.close(c)
