@@ -214,14 +214,9 @@ static void *bal_thread(void *arg)
 {
 	struct bm_balancer *b = arg;
 	struct ed_cluster *c = b->c;
-	static const char *const kinds[BM_NR] = {"hosts", "load",  "owner", "maint",
-						 "rules", "moves", "state"};
 	char keys[BM_NR][64];
 	struct ha_etcd_op reads[BM_NR];
-	for (int i = 0; i < BM_NR; i++) {
-		snprintf(keys[i], sizeof(keys[i]), CL_PREFIX "%s/", kinds[i]);
-		reads[i] = (struct ha_etcd_op){HA_ETCD_RANGE, keys[i], NULL, 0, true};
-	}
+	bm_reads(keys, reads);
 	const struct ha_etcd_txn t = {NULL, 0, reads, BM_NR, NULL, 0};
 	while (cl_sleep(c, b->o.interval_ms)) {
 		pthread_mutex_lock(&c->mu);

@@ -15,6 +15,10 @@
  * an empty range): hosts/, load/, owner/, maint/, rules/, moves/, state/. */
 enum { BM_HOSTS, BM_LOAD, BM_OWNER, BM_MAINT, BM_RULES, BM_MOVES, BM_STATE, BM_NR };
 
+/* The transaction's reads of those ranges, in that order, into
+ * keys/reads (the caller's). */
+void bm_reads(char keys[BM_NR][64], struct ha_etcd_op reads[BM_NR]);
+
 /* A recent move, by name: vm left host (balancing never moves it back). */
 struct bm_recent {
 	char vm[ED_NAME_MAX], host[ED_NAME_MAX];

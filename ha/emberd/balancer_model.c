@@ -86,6 +86,16 @@ out:
 	return r;
 }
 
+void bm_reads(char keys[BM_NR][64], struct ha_etcd_op reads[BM_NR])
+{
+	static const char *const what[BM_NR] = {"hosts", "load",  "owner", "maint",
+						 "rules", "moves", "state"};
+	for (int i = 0; i < BM_NR; i++) {
+		snprintf(keys[i], 64, CL_PREFIX "%s/", what[i]);
+		reads[i] = (struct ha_etcd_op){HA_ETCD_RANGE, keys[i], NULL, 0, true};
+	}
+}
+
 /* ---- building ---- */
 
 struct build {

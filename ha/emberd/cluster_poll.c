@@ -567,14 +567,9 @@ void *cl_poller(void *arg)
 		return NULL;
 	}
 	/* the balancer's model's ranges (balancer.h), one revision */
-	static const char *const kinds[BM_NR] = {"hosts", "load",  "owner", "maint",
-						 "rules", "moves", "state"};
 	char keys[BM_NR][64];
 	struct ha_etcd_op reads[BM_NR];
-	for (int i = 0; i < BM_NR; i++) {
-		snprintf(keys[i], sizeof(keys[i]), CL_PREFIX "%s/", kinds[i]);
-		reads[i] = (struct ha_etcd_op){HA_ETCD_RANGE, keys[i], NULL, 0, true};
-	}
+	bm_reads(keys, reads);
 	const struct ha_etcd_txn t = {NULL, 0, reads, BM_NR, NULL, 0};
 	do {
 		pthread_mutex_lock(&c->mu);

@@ -57,10 +57,10 @@ def keys(c, kind):
     return out
 
 
-def create_revision(c, key):
+def mod_revision(c, key):
     r = etcd_util.gateway(c.etcd.members[0].local, "/v3/kv/range", {"key": _b("ember/" + key)})
     kvs = r.get("kvs", [])
-    return int(kvs[0]["create_revision"]) if kvs else 0
+    return int(kvs[0]["mod_revision"]) if kvs else 0
 
 
 def balancer(c):
@@ -175,8 +175,9 @@ def spin_vm(c, name):
     c.write_vm(name, guest("loop"))
 
 
-def test_skew_moves_requested_and_balancer_takeover(cluster):
-    c = cluster
+def skew_on_h0(c, start):
+    """Two spinning and two idle guests held on h0 by a cluster rule,
+    start() the hosts, wait until load.c shows h0 busy in load/h0."""
     spin, idle = ["s0", "s1"], ["i0", "i1"]
     names = spin + idle
     put(c, "rules/all-on-h0", json.dumps({"kind": "must-run-on", "vms": names,
@@ -185,41 +186,62 @@ def test_skew_moves_requested_and_balancer_takeover(cluster):
         spin_vm(c, n)
     for n in idle:
         halt_vm(c, n)
-    c.start_hosts(*BAL, "--load-interval", "500ms")
-    where = placed(c, names)
-    assert set(where.values()) == {"h0"}, where
+    start()
+    c.checker.wait(lambda r: all(r.get(n) == "h0" for n in names), 60, "all on h0")
     wait_for("a balancer elected", lambda: balancer(c), c=c)
-    # the skew, as h0's load reporter (load.c) measures it
     wait_for("h0 loaded", lambda: keys(c, "load").get("h0", {}).get("cpu_used_m", 0) > 500,
              timeout=60, c=c)
+    return spin, names
+
+
+def requested(c):
+    """The balancer's "move requested" events: [(vm, detail)]."""
+    return [(e["vm"], e["detail"]) for e in c.events(["balance"])
+            if e.get("detail", "").startswith("move requested")]
+
+
+def test_skew_moves_requested_and_balancer_takeover(cluster):
+    """No migration listener here: the owners refuse the requests (and
+    delete them), so the test reads the requests as they appear."""
+    c = cluster
+    spin, names = skew_on_h0(c, lambda: c.start_hosts(*BAL, "--load-interval", "500ms"))
     time.sleep(1)
-    assert not keys(c, "moves"), "a must rule was broken by the balancer"
+    assert not keys(c, "moves") and not requested(c), "a must rule was broken"
     owners = keys(c, "owner")
+    revs = {vm: mod_revision(c, f"owner/{vm}") for vm in names}
     delete(c, "rules/all-on-h0")
-    moves = wait_for("moves requested", lambda: keys(c, "moves"), c=c)
-    time.sleep(2)  # several rounds: the cap holds, nothing is requested twice
-    moves = keys(c, "moves")
-    assert 1 <= len(moves) <= 2, moves
-    for vm, m in moves.items():
+    seen = {}
+
+    def caught():
+        seen.update(keys(c, "moves"))
+        return seen
+    wait_for("moves requested", caught, c=c)
+    for vm, m in seen.items():
         assert vm in names and m["to"] in ("h1", "h2") and m["reason"] == "balance", m
-        assert m["by"] == balancer(c) and owners[vm] == "h0", m
-        assert m["token"] == create_revision(c, f"owner/{vm}") != 0, m
-    assert set(moves) & set(spin), f"the spinning VMs are the ones to move: {moves}"
+        assert owners[vm] == "h0" and m["token"] == revs[vm] != 0, (m, revs)
+    assert set(seen) & set(spin), f"the spinning VMs are the ones to move: {seen}"
+    wait_for("the request event", lambda: requested(c), c=c)
+    assert all(vm in names for vm, _ in requested(c)), requested(c)
     evs = [e["detail"] for e in c.events(["balance"])]
     assert any("imbalance" in d and "\u2192" in d for d in evs), evs
-    # kill the balancer's host: another takes over, the requests outlive it
+    # kill the balancer's host: another takes over within a lease's TTL
     old = balancer(c)
-    before = keys(c, "moves")
     c.host(old).kill9()
     new = wait_for("another balancer", lambda: (balancer(c) or old) != old and balancer(c),
                    timeout=30, c=c)
     assert new != old
-    time.sleep(2)
-    after = keys(c, "moves")
-    if old != "h0":  # untouched (h0's death moves its VMs by failover instead)
-        assert after == before, (before, after)
-    assert len(after) <= 2, after
+    assert any(e["kind"] == "balancer" and "is the balancer" in e["detail"]
+               for e in c.host(new).events()), c.host(new).events()[-10:]
     no_doubles(c)
+
+
+def moved(c):
+    """Every "moved" event: [(vm, to)] in time order."""
+    out = []
+    for h in c.hosts:
+        out += [(e.get("mono_ms", 0), e["vm"], h.name) for e in h.events()
+                if e["kind"] == "moved"]
+    return [(vm, to) for _, vm, to in sorted(out)]
 
 
 def test_skew_balanced_by_live_moves(tmp_path):
@@ -229,40 +251,27 @@ def test_skew_balanced_by_live_moves(tmp_path):
     import test_emberd_move as mv
     c = mv.make(tmp_path)
     try:
-        spin, idle = ["s0", "s1"], ["i0", "i1"]
-        names = spin + idle
-        put(c, "rules/all-on-h0", json.dumps({"kind": "must-run-on", "vms": names,
-                                              "hosts": ["h0"]}))
-        for n in spin:
-            spin_vm(c, n)
-        for n in idle:
-            halt_vm(c, n)
-        for i, h in enumerate(c.hosts):
-            h.start(c.endpoints(i), "--migrate-listen", f"{c.addrs[i]}:{mv.PORT}",
-                    "--migrate-psk", c.psk, *BAL, "--load-interval", "500ms")
-        c.checker.wait(lambda r: all(r.get(n) == "h0" for n in names), 60, "all on h0")
-        wait_for("h0 loaded",
-                 lambda: keys(c, "load").get("h0", {}).get("cpu_used_m", 0) > 500, c=c)
+        def start():
+            for i, h in enumerate(c.hosts):
+                h.start(c.endpoints(i), "--migrate-listen", f"{c.addrs[i]}:{mv.PORT}",
+                        "--migrate-psk", c.psk, *BAL, "--load-interval", "500ms")
+        spin, names = skew_on_h0(c, start)
         t0 = time.monotonic()
         delete(c, "rules/all-on-h0")
         wait_for("the spinning guests apart", lambda: len(
             {c.checker.running().get(n) for n in spin} - {None}) == 2, timeout=120, c=c)
         balanced = time.monotonic() - t0
-        # steady load: watch for moves back and forth
-        time.sleep(15)
+        time.sleep(15)  # steady load: watch for moves back and forth
         hops = {}
-        for t, vm, h in c.checker.appeared:
-            if t >= t0:
-                hops.setdefault(vm, []).append(h)
+        for vm, to in moved(c):
+            hops.setdefault(vm, ["h0"]).append(to)
         for vm, hs in hops.items():
             assert len(hs) == len(set(hs)), f"{vm} went back to a host it left: {hs}"
-            assert "h0" not in hs, f"{vm} moved back to h0: {hs}"
-        assert sum(len(hs) for hs in hops.values()) <= 4, hops
+        assert sum(len(hs) - 1 for hs in hops.values()) <= 3, hops
+        assert set(hops) <= set(names), hops
         r = c.checker.running()
         assert len({r.get(n) for n in spin} - {None}) == 2, r
         assert not c.checker.violations, c.checker.violations[:3]
-        evs = [e["detail"] for e in c.events(["balance"])]
-        assert any("imbalance" in d for d in evs), evs
         print(f"balanced {balanced:.1f} s after the skew; moves {hops}")
     finally:
         mv.close(c)
