@@ -188,10 +188,15 @@ static void round_once(struct bm_balancer *b, const struct ha_etcd_range *r)
 	if (!quiet)
 		b->capped = p.capped && p.imbalance_after > o.stop;
 	uint32_t done = 0;
-	for (uint32_t i = 0; i < p.nr_moves; i++)
+	for (uint32_t i = 0; i < p.nr_moves; i++) {
+		/* evacuation is the mover's (move.c); the rest of the plan
+		 * assumes it done, so it waits for the next round */
+		if (p.moves[i].reason == HA_BAL_R_MAINTENANCE)
+			break;
 		if (!m.in_flight[p.moves[i].vm] && m.token[p.moves[i].vm] &&
 		    request(b, &m, &p.moves[i], i) == 0)
 			done++;
+	}
 	if (done)
 		b->quiet_until = b->round + settle;
 	if (done)

@@ -488,9 +488,12 @@ void ed_host_start_fresh(struct ed_host *h)
 		if (!vm->fresh)
 			continue;
 		vm->fresh = false;
-		if (vm->f.pol.autostart && ed_vm_start(h, vm, ED_HOW_POLICY, "autostart", why,
-						       sizeof(why)) &&
-		    vm->state != ED_STOPPED) {
+		int r = vm->f.pol.autostart
+			    ? ed_vm_start(h, vm, ED_HOW_POLICY, "autostart", why, sizeof(why))
+			    : 0;
+		/* running already, or the cluster's to start (may_run said no:
+		 * another host owns it, or not yet claimed): not a failure */
+		if (r && r != -EALREADY && r != -EPERM && vm->state != ED_STOPPED) {
 			ed_vm_set_state(vm, ED_FAILED, why);
 			ed_event(h, vm->f.name, "failed", "start: %s", why);
 		}
