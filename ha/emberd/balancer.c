@@ -30,6 +30,12 @@ struct recent {
 	uint64_t round;
 };
 
+/* A move we requested: once its key is gone, did the VM leave? */
+struct pending {
+	char vm[ED_NAME_MAX], from[ED_NAME_MAX], to[ED_NAME_MAX];
+	uint64_t round; /* requested then; for `failed`: failed then */
+};
+
 struct bm_balancer {
 	struct ed_cluster *c;
 	struct bm_opts o;
@@ -43,6 +49,8 @@ struct bm_balancer {
 	bool capped;	  /* the previous round stopped at a cap above stop */
 	struct recent *recent;
 	size_t nrecent;
+	struct pending *pend, *failed; /* requests in flight; moves that failed lately */
+	size_t npend, nfailed;
 	char last_notes[1024], last_warn[ED_ERR_MAX];
 };
 
@@ -128,16 +136,63 @@ static int request(struct bm_balancer *b, const struct bm_model *m, const struct
 	if (!ok)
 		return 1;
 	remember(b, vm, m->c.hosts[mv->from].name);
+	struct pending *n = realloc(b->pend, (b->npend + 1) * sizeof(*n));
+	if (n) {
+		b->pend = n;
+		struct pending *x = &n[b->npend++];
+		snprintf(x->vm, sizeof(x->vm), "%s", vm);
+		snprintf(x->from, sizeof(x->from), "%s", m->c.hosts[mv->from].name);
+		snprintf(x->to, sizeof(x->to), "%s", m->c.hosts[mv->to].name);
+		x->round = b->round;
+	}
 	cl_event(c, vm, "balance", "move requested: %s -> %s (%s, cost %" PRIu64 " MiB)",
 		 m->c.hosts[mv->from].name, m->c.hosts[mv->to].name,
 		 ha_bal_reason_name(mv->reason), mv->cost >> 20);
 	return 0;
 }
 
+/* Our requests whose key is gone: the VM still on its old host means
+ * the move failed or was refused; it goes elsewhere next (the failed
+ * target is avoided for recent_rounds). */
+static void settle(struct bm_balancer *b, const struct ha_etcd_range *r)
+{
+	size_t keep = 0;
+	for (size_t i = 0; i < b->nfailed; i++)
+		if (b->round - b->failed[i].round < b->o.recent_rounds)
+			b->failed[keep++] = b->failed[i];
+	b->nfailed = keep;
+	keep = 0;
+	for (size_t i = 0; i < b->npend; i++) {
+		struct pending *x = &b->pend[i];
+		char km[160], ko[160];
+		cl_key(km, sizeof(km), "moves", x->vm);
+		cl_key(ko, sizeof(ko), "owner", x->vm);
+		if (ha_etcd_range_find(&r[BM_MOVES], km)) {
+			b->pend[keep++] = *x;
+			continue;
+		}
+		const struct ha_etcd_kv *o = ha_etcd_range_find(&r[BM_OWNER], ko);
+		if (!o || strcmp(o->value, x->from))
+			continue; /* it left (or failed over): done */
+		struct pending *f = realloc(b->failed, (b->nfailed + 1) * sizeof(*f));
+		if (f) {
+			b->failed = f;
+			f[b->nfailed] = *x;
+			f[b->nfailed++].round = b->round;
+		}
+		cl_event(b->c, x->vm, "balance",
+			 "the move to %s failed or was refused: it stays on %s, and goes "
+			 "elsewhere if it moves",
+			 x->to, x->from);
+	}
+	b->npend = keep;
+}
+
 /* One round over ranges r[BM_NR]. */
 static void round_once(struct bm_balancer *b, const struct ha_etcd_range *r)
 {
 	struct ed_cluster *c = b->c;
+	settle(b, r);
 	size_t keep = 0; /* forget moves older than recent_rounds */
 	for (size_t i = 0; i < b->nrecent; i++)
 		if (b->round - b->recent[i].round < b->o.recent_rounds)
@@ -145,17 +200,18 @@ static void round_once(struct bm_balancer *b, const struct ha_etcd_range *r)
 	b->nrecent = keep;
 	struct bm_recent *rec = calloc(b->nrecent + 1, sizeof(*rec));
 	struct bm_model m;
-	if (!rec || bm_build(&m, r, b->specs, b->nspecs, rec, 0)) {
-		free(rec);
+	if (!rec)
 		return;
-	}
-	bm_free(&m);
 	for (size_t i = 0; i < b->nrecent; i++)
 		rec[i] = b->recent[i].r;
 	int rc = bm_build(&m, r, b->specs, b->nspecs, rec, b->nrecent);
 	free(rec);
-	if (rc)
+	for (size_t i = 0; !rc && i < b->nfailed; i++)
+		rc = bm_avoid(&m, b->failed[i].vm, b->failed[i].to);
+	if (rc) {
+		bm_free(&m);
 		return;
+	}
 	if (strcmp(m.warn, b->last_warn)) {
 		snprintf(b->last_warn, sizeof(b->last_warn), "%s", m.warn);
 		if (m.warn[0])
@@ -298,5 +354,7 @@ void bm_stop(struct bm_balancer *b)
 	ha_etcd_free(b->e);
 	cl_specs_free(b->specs, b->nspecs);
 	free(b->recent);
+	free(b->pend);
+	free(b->failed);
 	free(b);
 }

@@ -50,6 +50,11 @@ __attribute__((warn_unused_result)) int bm_build(struct bm_model *m,
 						 const struct ha_etcd_range *r,
 						 const struct cl_spec *specs, size_t n,
 						 const struct bm_recent *recent, size_t nrecent);
+/* Keep vm off host for this model (a move there failed lately): a
+ * must-not-run-on rule named "VM: a move to HOST failed".  0 or -ENOMEM;
+ * unknown names are ignored. */
+__attribute__((warn_unused_result)) int bm_avoid(struct bm_model *m, const char *vm,
+						 const char *host);
 void bm_free(struct bm_model *m);
 /* The index of host name in m (HA_BAL_NONE: none). */
 uint32_t bm_host(const struct bm_model *m, const char *name);

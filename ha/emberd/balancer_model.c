@@ -426,6 +426,32 @@ int bm_build(struct bm_model *m, const struct ha_etcd_range *r, const struct cl_
 	return 0;
 }
 
+int bm_avoid(struct bm_model *m, const char *vm, const char *host)
+{
+	uint32_t v = vm_index(m, vm), h = bm_host(m, host);
+	if (v == HA_BAL_NONE || h == HA_BAL_NONE)
+		return 0;
+	struct ha_bal_rule *rules = malloc((m->c.nr_rules + 1) * sizeof(*rules));
+	uint32_t *idx = keep(m, malloc(2 * sizeof(*idx)));
+	char name[2 * ED_NAME_MAX + 32];
+	snprintf(name, sizeof(name), "%s: a move to %s failed", vm, host);
+	char *dup = idx ? keep(m, strdup(name)) : NULL;
+	if (!rules || !dup || !keep(m, rules)) {
+		if (!dup)
+			free(rules);
+		return -ENOMEM;
+	}
+	/* the old array stays in allocs until bm_free: a copy, not a realloc */
+	memcpy(rules, m->c.rules, m->c.nr_rules * sizeof(*rules));
+	idx[0] = v;
+	idx[1] = h;
+	rules[m->c.nr_rules] =
+	    (struct ha_bal_rule){dup, HA_BAL_MUST_NOT_RUN_ON, &idx[0], 1, &idx[1], 1};
+	m->c.rules = rules;
+	m->c.nr_rules++;
+	return 0;
+}
+
 void bm_free(struct bm_model *m)
 {
 	for (size_t i = 0; i < m->nallocs; i++)

@@ -132,6 +132,14 @@ static void test_place_and_check(void **st)
 	assert_int_equal(ha_bal_place(&m.c, &o, 1, &h, why, sizeof(why)), 0);
 	assert_int_equal(h, 1);
 	bm_free(&m);
+	/* a move of b to h1 failed lately: h1 is avoided, and a is on h0 */
+	assert_int_equal(bm_build(&m, r, specs, 2, NULL, 0), 0);
+	assert_int_equal(bm_avoid(&m, "b", "h1"), 0);
+	assert_int_equal(bm_avoid(&m, "nope", "h1"), 0); /* ignored */
+	assert_int_equal(m.c.nr_rules, 2);
+	assert_string_equal(m.c.rules[1].name, "b: a move to h1 failed");
+	assert_int_equal(ha_bal_place(&m.c, &o, 1, &h, why, sizeof(why)), -ENOSPC);
+	bm_free(&m);
 	specs[1].must = dead;
 	assert_int_equal(bm_build(&m, r, specs, 2, NULL, 0), 0);
 	assert_int_equal(ha_bal_place(&m.c, &o, 1, &h, why, sizeof(why)), -ENOSPC);
