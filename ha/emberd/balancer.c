@@ -24,6 +24,8 @@
  * hosts' load is an EWMA (load.c) that takes seconds to show the move,
  * and a round that saw half of it would move another VM for nothing. */
 #define BM_SETTLE_MS 10000
+/* A failed move's target is avoided for that VM this long. */
+#define BM_FAILED_MS 300000
 
 struct recent {
 	struct bm_recent r;
@@ -153,12 +155,12 @@ static int request(struct bm_balancer *b, const struct bm_model *m, const struct
 
 /* Our requests whose key is gone: the VM still on its old host means
  * the move failed or was refused; it goes elsewhere next (the failed
- * target is avoided for recent_rounds). */
+ * target is avoided for BM_FAILED_MS). */
 static void settle(struct bm_balancer *b, const struct ha_etcd_range *r)
 {
 	size_t keep = 0;
 	for (size_t i = 0; i < b->nfailed; i++)
-		if (b->round - b->failed[i].round < b->o.recent_rounds)
+		if (b->round - b->failed[i].round < BM_FAILED_MS / b->o.interval_ms + 1)
 			b->failed[keep++] = b->failed[i];
 	b->nfailed = keep;
 	keep = 0;

@@ -275,3 +275,36 @@ def test_skew_balanced_by_live_moves(tmp_path):
         print(f"balanced {balanced:.1f} s after the skew; moves {hops}")
     finally:
         mv.close(c)
+
+
+def test_failed_move_retried_elsewhere(tmp_path):
+    """h2 takes no moves (no migration listener): the balancer's request
+    to h2 is refused by the owner, the VM keeps running where it was, and
+    the balancer sends it (or the other spinner) to h1 instead."""
+    import test_emberd_move as mv
+    c = mv.make(tmp_path)
+    try:
+        c.write_vm("big", guest("halt"), memory="256M", extra_vm={"irqchip": "on"},
+                   emberd={"hosts": "h1"})  # h1 a little loaded: h2 is tried first
+
+        def start():
+            for i, h in enumerate(c.hosts):
+                lst = ("--migrate-listen", f"{c.addrs[i]}:{mv.PORT}", "--migrate-psk",
+                       c.psk) if h.name != "h2" else ()
+                h.start(c.endpoints(i), *lst, *BAL, "--load-interval", "500ms",
+                        "--capacity-mem", "1G")
+        spin, _ = skew_on_h0(c, start)
+        t0 = time.monotonic()
+        delete(c, "rules/all-on-h0")
+        wait_for("a refused move reported", lambda: any(
+            "failed or was refused" in d for _, d in
+            [(e["vm"], e["detail"]) for e in c.events(["balance"])]), timeout=60, c=c)
+        wait_for("a spinner moved to h1", lambda: any(
+            c.checker.running().get(n) == "h1" for n in spin), timeout=120, c=c)
+        assert not any(h == "h2" and vm in spin and t >= t0
+                       for t, vm, h in c.checker.appeared), c.checker.appeared
+        r = c.checker.running()
+        assert all(r.get(n) in ("h0", "h1") for n in spin), r
+        assert not c.checker.violations, c.checker.violations[:3]
+    finally:
+        mv.close(c)
