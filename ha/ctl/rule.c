@@ -6,7 +6,6 @@
  * Parsed apart from the other commands (ctl_rule_parse, pure); emberd
  * checks the rule itself (kinds, names) and says what is wrong. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,7 @@
 #include "ha/api_client.h"
 #include "ha/ctl/ctl.h"
 
-static int bad(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
+#define BAD(...) (snprintf(err, len, __VA_ARGS__), -EINVAL)
 
 bool ctl_is_rule(int argc, char *const *argv)
 {
@@ -53,17 +44,17 @@ int ctl_rule_parse(int argc, char *const *argv, const char *env_sock, struct ctl
 							    : NULL;
 		if (slot) {
 			if (i + 1 >= argc || !*argv[i + 1])
-				return bad(err, len, "%s: give a value", w);
+				return BAD("%s: give a value", w);
 			*slot = argv[++i];
 		} else if (!strcmp(w, "--json")) {
 			a->json = true;
 		} else if (w[0] == '-') {
-			return bad(err, len, "rule: unknown option %s (--vms, --hosts, --sock, --json)",
+			return BAD("rule: unknown option %s (--vms, --hosts, --sock, --json)",
 				   w);
 		} else if (npos < 4) {
 			pos[npos++] = w;
 		} else {
-			return bad(err, len, "rule: unexpected \"%s\"", w);
+			return BAD("rule: unexpected \"%s\"", w);
 		}
 	}
 	/* pos[0] is "rule" */
@@ -71,29 +62,29 @@ int ctl_rule_parse(int argc, char *const *argv, const char *env_sock, struct ctl
 	if (!strcmp(op, "add")) {
 		a->op = CTL_RULE_ADD;
 		if (npos != 4)
-			return bad(err, len, "rule add: give NAME KIND --vms a,b [--hosts x,y]");
+			return BAD("rule add: give NAME KIND --vms a,b [--hosts x,y]");
 		a->name = pos[2];
 		a->kind = pos[3];
 		if (!a->vms)
-			return bad(err, len, "rule add %s: give --vms a,b", a->name);
+			return BAD("rule add %s: give --vms a,b", a->name);
 		return 0;
 	}
 	if (a->vms || a->hosts)
-		return bad(err, len, "rule %s: --vms and --hosts are add's", op);
+		return BAD("rule %s: --vms and --hosts are add's", op);
 	if (!strcmp(op, "rm")) {
 		a->op = CTL_RULE_RM;
 		if (npos != 3)
-			return bad(err, len, "rule rm: give the rule's NAME");
+			return BAD("rule rm: give the rule's NAME");
 		a->name = pos[2];
 		return 0;
 	}
 	if (!strcmp(op, "list")) {
 		a->op = CTL_RULE_LIST;
 		if (npos != 2)
-			return bad(err, len, "rule list: takes no argument (\"%s\")", pos[2]);
+			return BAD("rule list: takes no argument (\"%s\")", pos[2]);
 		return 0;
 	}
-	return bad(err, len, "rule: give add, rm or list (\"%s\")", op);
+	return BAD("rule: give add, rm or list (\"%s\")", op);
 }
 
 /* "a,b" -> ["a", "b"] */
