@@ -49,8 +49,7 @@ int ctl_rule_parse(int argc, char *const *argv, const char *env_sock, struct ctl
 		} else if (!strcmp(w, "--json")) {
 			a->json = true;
 		} else if (w[0] == '-') {
-			return BAD("rule: unknown option %s (--vms, --hosts, --sock, --json)",
-				   w);
+			return BAD("rule: unknown option %s (--vms, --hosts, --sock, --json)", w);
 		} else if (npos < 4) {
 			pos[npos++] = w;
 		} else {

@@ -45,10 +45,10 @@ struct bm_balancer {
 	struct ha_etcd *e;
 	struct cl_spec *specs;
 	size_t nspecs;
-	int64_t elected;  /* create revision of our `balancer` key (0: not the balancer) */
+	int64_t elected; /* create revision of our `balancer` key (0: not the balancer) */
 	uint64_t round;
 	uint64_t quiet_until; /* the round balancing may resume (moves settling) */
-	bool capped;	  /* the previous round stopped at a cap above stop */
+	bool capped;	      /* the previous round stopped at a cap above stop */
 	struct recent *recent;
 	size_t nrecent;
 	struct pending *pend, *failed; /* requests in flight; moves that failed lately */
@@ -86,8 +86,9 @@ static void elect(struct bm_balancer *b, int64_t lease)
 	ha_etcd_txn_result_free(&res);
 	if (b->elected && !was) {
 		b->capped = false;
-		cl_event(c, NULL, "balancer", "this host is the balancer (level %u, every %" PRIu64
-			 " ms)", b->o.level, b->o.interval_ms);
+		cl_event(c, NULL, "balancer",
+			 "this host is the balancer (level %u, every %" PRIu64 " ms)", b->o.level,
+			 b->o.interval_ms);
 	} else if (!b->elected && was) {
 		cl_event(c, NULL, "balancer", "this host is no longer the balancer");
 	}
@@ -148,8 +149,8 @@ static int request(struct bm_balancer *b, const struct bm_model *m, const struct
 		x->round = b->round;
 	}
 	cl_event(c, vm, "balance", "move requested: %s -> %s (%s, cost %" PRIu64 " MiB)",
-		 m->c.hosts[mv->from].name, m->c.hosts[mv->to].name,
-		 ha_bal_reason_name(mv->reason), mv->cost >> 20);
+		 m->c.hosts[mv->from].name, m->c.hosts[mv->to].name, ha_bal_reason_name(mv->reason),
+		 mv->cost >> 20);
 	return 0;
 }
 
@@ -294,7 +295,8 @@ static void *bal_thread(void *arg)
 		pthread_mutex_unlock(&c->mu);
 		if (!lease) { /* fenced or not joined: the key dies with the old lease */
 			if (b->elected)
-				cl_event(c, NULL, "balancer", "this host is no longer the balancer");
+				cl_event(c, NULL, "balancer",
+					 "this host is no longer the balancer");
 			b->elected = 0;
 			continue;
 		}

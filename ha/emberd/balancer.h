@@ -28,10 +28,10 @@ struct bm_recent {
  * and specs it was built from, which must outlive it. */
 struct bm_model {
 	struct ha_bal_cluster c;
-	int64_t *token;  /* per VM: owner/<vm>'s mod revision, what a move compares (0: none) */
-	bool *in_flight;  /* per VM: a moves/<vm> key exists */
+	int64_t *token;	 /* per VM: owner/<vm>'s mod revision, what a move compares (0: none) */
+	bool *in_flight; /* per VM: a moves/<vm> key exists */
 	char warn[ED_ERR_MAX]; /* the first rule that was skipped, and why ("": none) */
-	void **allocs;	  /* what bm_free frees */
+	void **allocs;	       /* what bm_free frees */
 	size_t nallocs;
 };
 
@@ -46,8 +46,7 @@ struct bm_model {
  * prefer_avoid_hosts; one rule per affinity / anti-affinity group), then
  * rules/<name> (unknown VMs left out; a malformed rule is skipped and
  * named in m->warn).  0, or -ENOMEM. */
-__attribute__((warn_unused_result)) int bm_build(struct bm_model *m,
-						 const struct ha_etcd_range *r,
+__attribute__((warn_unused_result)) int bm_build(struct bm_model *m, const struct ha_etcd_range *r,
 						 const struct cl_spec *specs, size_t n,
 						 const struct bm_recent *recent, size_t nrecent);
 /* Keep vm off host for this model (a move there failed lately): a
@@ -70,9 +69,9 @@ const char *bm_kind_name(enum ha_bal_kind k);
 /* The elected balancer (balancer.c): a thread started with cluster mode
  * when level > 0. */
 struct bm_opts {
-	unsigned level;	      /* 1..5 as DRS; 0: off */
-	uint64_t interval_ms; /* between rounds */
-	uint32_t max_moves;   /* moves requested per round (the rate limit) */
+	unsigned level;		 /* 1..5 as DRS; 0: off */
+	uint64_t interval_ms;	 /* between rounds */
+	uint32_t max_moves;	 /* moves requested per round (the rate limit) */
 	uint32_t max_concurrent; /* moves/ keys at once */
 	uint32_t recent_rounds;	 /* a VM moved is not moved back for this many rounds */
 };
@@ -83,8 +82,8 @@ void bm_stop(struct bm_balancer *b);
 
 /* The ed_cluster_hooks.rules hook (cluster_rules.c): on the loop, with
  * the loop's etcd client; arg is the struct ed_cluster. */
-int cl_rules_hook(void *arg, const char *method, const char *name, const char *body,
-		  json_t **out, char *err, size_t errlen);
+int cl_rules_hook(void *arg, const char *method, const char *name, const char *body, json_t **out,
+		  char *err, size_t errlen);
 
 /* The specs of h's VMs, copied (on the loop): cl_specs_free frees them. */
 struct cl_spec *cl_specs_copy(struct ed_host *h, size_t *n);

@@ -11,12 +11,9 @@
 #include "ha/emberd/balancer.h"
 
 static const char *const kinds[] = {
-    [HA_BAL_AFFINITY] = "affinity",
-    [HA_BAL_ANTI_AFFINITY] = "anti-affinity",
-    [HA_BAL_MUST_RUN_ON] = "must-run-on",
-    [HA_BAL_MUST_NOT_RUN_ON] = "must-not-run-on",
-    [HA_BAL_SHOULD_RUN_ON] = "should-run-on",
-    [HA_BAL_SHOULD_NOT_RUN_ON] = "should-not-run-on",
+    [HA_BAL_AFFINITY] = "affinity",	      [HA_BAL_ANTI_AFFINITY] = "anti-affinity",
+    [HA_BAL_MUST_RUN_ON] = "must-run-on",     [HA_BAL_MUST_NOT_RUN_ON] = "must-not-run-on",
+    [HA_BAL_SHOULD_RUN_ON] = "should-run-on", [HA_BAL_SHOULD_NOT_RUN_ON] = "should-not-run-on",
 };
 
 const char *bm_kind_name(enum ha_bal_kind k)
@@ -44,8 +41,8 @@ static int check_names(json_t *a, const char *what, bool need, char *err, size_t
 	json_array_foreach(a, i, x)
 	{
 		if (!json_is_string(x) || !is_name(json_string_value(x)))
-			return snprintf(err, errlen, "\"%s\"[%zu]: not a name ([A-Za-z0-9-])",
-					what, i),
+			return snprintf(err, errlen, "\"%s\"[%zu]: not a name ([A-Za-z0-9-])", what,
+					i),
 			       -EINVAL;
 	}
 	return 0;
@@ -89,7 +86,7 @@ out:
 void bm_reads(char keys[BM_NR][64], struct ha_etcd_op reads[BM_NR])
 {
 	static const char *const what[BM_NR] = {"hosts", "load",  "owner", "maint",
-						 "rules", "moves", "state"};
+						"rules", "moves", "state"};
 	for (int i = 0; i < BM_NR; i++) {
 		snprintf(keys[i], 64, CL_PREFIX "%s/", what[i]);
 		reads[i] = (struct ha_etcd_op){HA_ETCD_RANGE, keys[i], NULL, 0, true};
@@ -237,9 +234,8 @@ static void group_rules(struct build *b, const struct cl_spec *specs, bool anti)
 		uint32_t *vms = keep(m, calloc(m->c.nr_vms, sizeof(*vms)));
 		char name[ED_NAME_MAX + 32];
 		snprintf(name, sizeof(name), "%s %s", anti ? "anti_affinity" : "affinity", g);
-		struct ha_bal_rule *x = vms ? new_rule(b, name, anti ? HA_BAL_ANTI_AFFINITY
-								     : HA_BAL_AFFINITY)
-					    : NULL;
+		struct ha_bal_rule *x =
+		    vms ? new_rule(b, name, anti ? HA_BAL_ANTI_AFFINITY : HA_BAL_AFFINITY) : NULL;
 		if (!x) {
 			b->oom = true;
 			return;
@@ -324,9 +320,9 @@ static void add_hosts(struct build *b)
 		if (!cpu)
 			cpu = 1000 * jint(info, "vcpus_capacity");
 		uint64_t mem = jint(info, "mem_capacity");
-		m->c.hosts[m->c.nr_hosts++] = (struct ha_bal_host){
-		    name, cpu ? cpu : 1000, mem ? mem : 1, true,
-		    find(&b->r[BM_MAINT], "maint", name) != NULL};
+		m->c.hosts[m->c.nr_hosts++] =
+		    (struct ha_bal_host){name, cpu ? cpu : 1000, mem ? mem : 1, true,
+					 find(&b->r[BM_MAINT], "maint", name) != NULL};
 		json_decref(info);
 		json_decref(load);
 	}
@@ -380,9 +376,9 @@ int bm_build(struct bm_model *m, const struct ha_etcd_range *r, const struct cl_
 	 * cluster rules' host lists (counted generously) */
 	size_t cap = r[BM_HOSTS].n + 1;
 	for (size_t i = 0; i < n; i++)
-		for (char **const *l = (char **const[]){specs[i].must, specs[i].avoid,
-							specs[i].prefer, specs[i].prefer_avoid,
-							NULL};
+		for (char **const *l =
+			 (char **const[]){specs[i].must, specs[i].avoid, specs[i].prefer,
+					  specs[i].prefer_avoid, NULL};
 		     *l; l++)
 			for (char **p = *l; *p; p++)
 				cap++;

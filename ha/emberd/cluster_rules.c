@@ -39,7 +39,8 @@ int cl_rules_hook(void *arg, const char *method, const char *name, const char *b
 		json_t *a = json_array();
 		for (size_t i = 0; a && i < r.n; i++)
 			json_array_append_new(
-			    a, rule_json(r.kvs[i].key + strlen(CL_PREFIX "rules/"), r.kvs[i].value));
+			    a,
+			    rule_json(r.kvs[i].key + strlen(CL_PREFIX "rules/"), r.kvs[i].value));
 		*out = name ? json_incref(json_array_get(a, 0)) : json_incref(a);
 		json_decref(a);
 		ha_etcd_range_free(&r);
@@ -62,9 +63,9 @@ int cl_rules_hook(void *arg, const char *method, const char *name, const char *b
 	}
 	json_t *in = json_loads(body, 0, NULL);
 	json_t *hosts = json_object_get(in, "hosts");
-	json_t *v = json_pack("{s:s, s:O, s:o}", "kind", bm_kind_name(k), "vms",
-			      json_object_get(in, "vms"), "hosts",
-			      hosts ? json_incref(hosts) : json_array());
+	json_t *v =
+	    json_pack("{s:s, s:O, s:o}", "kind", bm_kind_name(k), "vms", json_object_get(in, "vms"),
+		      "hosts", hosts ? json_incref(hosts) : json_array());
 	char *val = v ? json_dumps(v, JSON_COMPACT) : NULL;
 	json_decref(v);
 	json_decref(in);

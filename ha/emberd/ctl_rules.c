@@ -38,7 +38,8 @@ int ed_ctl_rules(struct ed_host *h, const char *method, const char *url, const c
 	}
 	const struct ed_cluster_hooks *hk = ed_host_hooks(h);
 	if (!hk || !hk->rules) {
-		ed_ctl_fault(rp, 409, "rules are cluster mode's (emberd --etcd): none on a single host");
+		ed_ctl_fault(rp, 409,
+			     "rules are cluster mode's (emberd --etcd): none on a single host");
 		return 0;
 	}
 	char buf[ED_CTL_REQ_MAX + 1];

@@ -15,27 +15,33 @@
 #include "ha/ctl/ctl.h"
 #include "ha/emberd/balancer.h"
 
-#define KV(k, v, rev) {(char *)(k), (char *)(v), sizeof(v) - 1, rev, rev, 1, 0}
+#define KV(k, v, rev)                                                                              \
+	{                                                                                          \
+		(char *)(k), (char *)(v), sizeof(v) - 1, rev, rev, 1, 0                            \
+	}
 
 static struct ha_etcd_kv hosts[] = {
     KV("ember/hosts/h0", "{\"mem_capacity\": 1073741824, \"vcpus_capacity\": 4}", 2),
     KV("ember/hosts/h1", "{\"mem_capacity\": 1073741824, \"vcpus_capacity\": 4}", 3),
 };
 static struct ha_etcd_kv load[] = {
-    KV("ember/load/h0", "{\"cpu_capacity_m\": 2000, \"vms\": {\"a\": {\"cpu_m\": 700, "
-			"\"dirty_bps\": 4096}}}", 9),
+    KV("ember/load/h0",
+       "{\"cpu_capacity_m\": 2000, \"vms\": {\"a\": {\"cpu_m\": 700, "
+       "\"dirty_bps\": 4096}}}",
+       9),
 };
 static struct ha_etcd_kv owner[] = {
-    KV("ember/owner/a", "h0", 5),
-    KV("ember/owner/b", "h1", 6),
+    KV("ember/owner/a", "h0", 5), KV("ember/owner/b", "h1", 6),
     KV("ember/owner/c", "h7", 7), /* a host no longer alive */
 };
 static struct ha_etcd_kv maint[] = {KV("ember/maint/h1", "{\"since\": 1, \"by\": \"h0\"}", 10)};
 static struct ha_etcd_kv rules[] = {
     KV("ember/rules/apart", "{\"kind\": \"anti-affinity\", \"vms\": [\"a\", \"b\", \"zz\"]}", 11),
     KV("ember/rules/bad", "{\"kind\": \"sideways\", \"vms\": [\"a\"]}", 12),
-    KV("ember/rules/on", "{\"kind\": \"should-run-on\", \"vms\": [\"c\"], \"hosts\": "
-			 "[\"h1\", \"h5\"]}", 13),
+    KV("ember/rules/on",
+       "{\"kind\": \"should-run-on\", \"vms\": [\"c\"], \"hosts\": "
+       "[\"h1\", \"h5\"]}",
+       13),
 };
 static struct ha_etcd_kv moves[] = {KV("ember/moves/b", "{\"to\": \"h0\"}", 14)};
 static struct ha_etcd_kv state[] = {KV("ember/state/d", "stopped", 15)};
@@ -221,8 +227,8 @@ static void test_rule_cli(void **st)
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = 0;
-		assert_int_equal(ctl_rule_parse(bad[i].argc, bad[i].argv, NULL, &a, err, sizeof(err)),
-				 -EINVAL);
+		assert_int_equal(
+		    ctl_rule_parse(bad[i].argc, bad[i].argv, NULL, &a, err, sizeof(err)), -EINVAL);
 		if (!strstr(err, bad[i].msg))
 			fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, bad[i].msg);
 	}
