@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ha/emberd/cluster_place.h"
 #include "ha/emberd/balancer.h"
+#include "ha/emberd/cluster_place.h"
 #include "ha/emberd/cluster_priv.h"
 
 #define POLL_MS 50
@@ -385,9 +385,9 @@ static void publish(struct ed_cluster *c, const struct ed_place_host *ph, size_t
  * rules/, maintenance hosts left out, load from load/.  Overrides
  * ed_place_all's choice[]; its why stays when both refuse (it names the
  * must rule's hosts).  Same revision, same specs: same answer everywhere. */
-static void place_rules(struct poller *p, const struct ha_etcd_range *r, const struct ed_place_vm *pv,
-			size_t n, const struct ed_place_host *ph, size_t nh, int *choice,
-			char (*whys)[256])
+static void place_rules(struct poller *p, const struct ha_etcd_range *r,
+			const struct ed_place_vm *pv, size_t n, const struct ed_place_host *ph,
+			size_t nh, int *choice, char (*whys)[256])
 {
 	struct bm_model m;
 	struct ha_bal_opts o;
