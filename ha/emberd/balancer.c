@@ -18,7 +18,7 @@
 
 #define BM_MAX_MOVES 2	    /* moves requested per round: the rate limit */
 #define BM_MAX_CONCURRENT 2 /* moves/ keys at once */
-#define BM_RECENT_ROUNDS 30 /* a VM moved is not moved back for this many rounds */
+#define BM_RECENT_ROUNDS 30 /* a VM moved is not moved back for this many rounds (>= 5 min) */
 #define BM_NOTES 32
 /* After a move, balancing (not the mandatory moves) waits this long: the
  * hosts' load is an EWMA (load.c) that takes seconds to show the move,
@@ -333,8 +333,10 @@ int bm_start(struct bm_balancer **out, struct ed_cluster *c, const struct bm_opt
 		b->o.max_moves = BM_MAX_MOVES;
 	if (!b->o.max_concurrent)
 		b->o.max_concurrent = BM_MAX_CONCURRENT;
-	if (!b->o.recent_rounds)
-		b->o.recent_rounds = BM_RECENT_ROUNDS;
+	if (!b->o.recent_rounds) /* 30 rounds, and at least 5 minutes */
+		b->o.recent_rounds = BM_RECENT_ROUNDS > 300000 / b->o.interval_ms + 1
+					 ? BM_RECENT_ROUNDS
+					 : (uint32_t)(300000 / b->o.interval_ms + 1);
 	int r = ha_etcd_new(&b->e, c->endpoints, (int)(c->ttl_ms / 2), err, errlen);
 	if (r) {
 		free(b);
