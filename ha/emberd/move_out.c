@@ -229,7 +229,7 @@ static void fail(struct mv_req *q, struct ha_etcd *e, const char *why)
 static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char *why, size_t len)
 {
 	uint64_t t0 = ed_now_ms(), said = 0;
-	bool sending = false, cancelled = false;
+	bool cancelled = false;
 	for (;;) {
 		if (atomic_load(&rl->st.to_net_done) &&
 		    mig_stream_ends_with_gogo(rl->st.tail, rl->st.tail_len))
@@ -265,10 +265,6 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 				cl_event(q->c, q->vm, "move-failed", "resolve resume: %s", err);
 			json_decref(b);
 			return snprintf(why, len, "the stream was cut at the hand-over"), false;
-		}
-		if (have && st.bytes_sent && !sending) {
-			sending = true;
-			mv_crash_point("src-sending");
 		}
 		if (have && ed_now_ms() - said >= 200) {
 			said = ed_now_ms();
@@ -335,6 +331,7 @@ void *mv_out_main(void *arg)
 		fail(q, e, r ? why : "cannot start the relay");
 		goto done;
 	}
+	mv_crash_point("src-sending"); /* its VMM sends, the relay runs */
 	bool handed = watch(q, b.sock, &rl, why, sizeof(why));
 	mig_relay_finish(&rl, 2000);
 	if (!handed) {

@@ -5,10 +5,10 @@ to each other by a bridge in a namespace of their own (the migration
 LAN), each listening for moves with a pre-shared key.
 
 The checker lists the jailed embers every 10 ms (never asking emberd)
-and counts an ember as running the VM unless ember itself says it is a
-migration end that does not run it (a target receiving or ready; a
-source stopped for good): any VM running under two hosts at once fails
-the test."""
+and, for a VM seen under two hosts, asks each ember (GET /) whether it
+runs the VM (a migration's target is "Not started" or "Paused" until it
+resumes; a source stopped for good is "Paused"): any VM running under
+two hosts at once fails the test."""
 import http.client
 import json
 import os
@@ -26,9 +26,6 @@ from test_emberd_cluster import _why_not
 pytestmark = [needs_kvm, pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
 
 PORT = 7700
-# phases in which an ember does not run its VM (docs/migration.md)
-NOT_RUNNING = {"receiving", "ready", "stop-and-copy", "handover", "handover-unknown",
-               "completed"}
 
 
 class _Unix(http.client.HTTPConnection):
@@ -43,20 +40,37 @@ class _Unix(http.client.HTTPConnection):
 
 
 def ember_runs(pid):
-    """False when ember's own API says it is a migration end that does
-    not run the VM; True otherwise (also when it does not answer)."""
+    """Whether ember's own API says its VM runs (GET / "state": a fresh
+    receiving ember is "Not started", a migration end that stopped or
+    waits is "Paused"); True when it does not answer in time."""
     try:
         c = _Unix(f"/proc/{pid}/root/api.sock")
-        c.request("GET", "/migration")
-        phase = json.loads(c.getresponse().read()).get("phase")
+        c.request("GET", "/")
+        js = json.loads(c.getresponse().read())
         c.close()
-        return phase not in NOT_RUNNING
+        return js.get("state") == "Running"  # not "Not started", not "Paused"
+    except (ConnectionRefusedError, FileNotFoundError):
+        # its API is closed: the process is exiting (a source after GOGO
+        # closes it as it exits; a live one never refuses)
+        return False
     except (OSError, ValueError, http.client.HTTPException):
-        return True
+        return True  # no answer in time: counted as running
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return " ".join(line.split(None, 1)[1].strip() for line in f
+                            if line.startswith(("State", "PPid")))
+    except OSError:
+        return "gone"
 
 
 class MoveChecker(etcd_util.Checker):
-    """etcd_util.Checker, counting only embers that run their VM."""
+    """etcd_util.Checker, counting only embers that run their VM; what
+    it saw of each double is kept in seen (for the failure message)."""
+
+    seen = []
 
     def _run(self):
         real = etcd_util.ember_procs
@@ -70,9 +84,13 @@ class MoveChecker(etcd_util.Checker):
                     if vm:
                         roots.setdefault(vm, []).append(pid)
             # only a VM seen twice needs asking (the API costs a connect)
-            return {pid: root for pid, root in ps.items()
-                    if not any(pid in p and len(p) > 1 and not ember_runs(pid)
-                               for p in roots.values())}
+            out = {pid: root for pid, root in ps.items()
+                   if not any(pid in p and len(p) > 1 and not ember_runs(pid)
+                              for p in roots.values())}
+            for vm, p in roots.items():
+                if len([x for x in p if x in out]) > 1:
+                    self.seen.append((time.monotonic(), vm, [(x, ps[x], _state(x)) for x in p]))
+            return out
 
         etcd_util.ember_procs = procs
         try:
@@ -165,7 +183,8 @@ def wait_for(what, cond, c, timeout=60):
 
 def no_doubles(c):
     assert not c.checker.violations, \
-        f"a VM ran on two hosts at once: {c.checker.violations[:5]}\n{c.diagnose()}"
+        f"a VM ran on two hosts at once: {c.checker.violations[:5]}\n" \
+        f"{c.checker.seen[:3]}\n{c.diagnose()}"
 
 
 def console(h, vm):
@@ -182,6 +201,38 @@ def counts(text):
 
 def evs(c, vm, kinds):
     return [e for e in c.events(kinds) if e.get("vm") == vm]
+
+
+SRC = ["src-hello", "src-sending", "src-handover", "src-txn"]
+DST = ["dst-receiving", "dst-ready", "dst-owned"]
+
+
+# First in the file: each makes its own cluster (the namespaces are named
+# by pid), before the module's shared one exists.
+@pytest.mark.parametrize("phase", SRC + DST)
+def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
+    c = make(tmp_path, crash=phase)
+    try:
+        c.write_vm("k0", guest("counter"), cmdline="spin=200000000",
+                   emberd={"snapshot_interval": "1s"})
+        for i in range(3):
+            start_host(c, i, c.addrs, crash=phase)
+        c.checker.wait(lambda r: "k0" in r, 60, "k0 running")
+        src = c.host(c.checker.running()["k0"])
+        dst = next(h for h in c.hosts if h is not src)
+        wait_for("a first snapshot", lambda: evs(c, "k0", ["snapshot"]), c)
+        st, body = api(src, "PUT", "/vms/k0/migrate", {"to": dst.name})
+        assert st == 202, body
+        crashed = src if phase.startswith("src") else dst
+        wait_for(f"{crashed.name} aborted at {phase}", lambda: not crashed.alive(), c)
+        # exactly once again within a bound: moved, or restored by failover
+        c.checker.wait(lambda r: r.get("k0") not in (None, crashed.name), 60,
+                       "k0 running on a live host")
+        time.sleep(2)
+        assert c.checker.running().get("k0") not in (None, crashed.name)
+        no_doubles(c)
+    finally:
+        close(c)
 
 
 @pytest.fixture(scope="module")
@@ -277,33 +328,3 @@ def test_maintenance_evacuates_live(cl):
     wait_for("h0 out of maintenance", lambda: not {h["name"]: h["maintenance"] for h in
                                                     api(c.hosts[1], "GET", "/hosts")[1]}["h0"], c)
     no_doubles(c)
-
-
-SRC = ["src-hello", "src-sending", "src-handover", "src-txn"]
-DST = ["dst-receiving", "dst-ready", "dst-owned"]
-
-
-@pytest.mark.parametrize("phase", SRC + DST)
-def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
-    c = make(tmp_path, crash=phase)
-    try:
-        c.write_vm("k0", guest("counter"), cmdline="spin=200000000",
-                   emberd={"snapshot_interval": "1s"})
-        for i in range(3):
-            start_host(c, i, c.addrs, crash=phase)
-        c.checker.wait(lambda r: "k0" in r, 60, "k0 running")
-        src = c.host(c.checker.running()["k0"])
-        dst = next(h for h in c.hosts if h is not src)
-        wait_for("a first snapshot", lambda: evs(c, "k0", ["snapshot"]), c)
-        st, body = api(src, "PUT", "/vms/k0/migrate", {"to": dst.name})
-        assert st == 202, body
-        crashed = src if phase.startswith("src") else dst
-        wait_for(f"{crashed.name} aborted at {phase}", lambda: not crashed.alive(), c)
-        # exactly once again within a bound: moved, or restored by failover
-        c.checker.wait(lambda r: r.get("k0") not in (None, crashed.name), 60,
-                       "k0 running on a live host")
-        time.sleep(2)
-        assert c.checker.running().get("k0") not in (None, crashed.name)
-        no_doubles(c)
-    finally:
-        close(c)
