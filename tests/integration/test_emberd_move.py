@@ -9,170 +9,27 @@ and, for a VM seen under two hosts, asks each ember (GET /) whether it
 runs the VM (a migration's target is "Not started" or "Paused" until it
 resumes; a source stopped for good is "Paused"): any VM running under
 two hosts at once fails the test."""
-import http.client
-import json
 import os
 import re
-import socket
 import subprocess
 import time
 
 import pytest
 
 import etcd_util
-from conftest import EMBER, guest, needs_kvm
+from conftest import guest, needs_kvm
+from move_util import EMBERCTL, api, close, ember_runs, make, start_host
 from test_emberd_cluster import _why_not
 
 pytestmark = [needs_kvm, pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
 
-PORT = 7700
-EMBERCTL = os.path.join(os.path.dirname(EMBER), "emberctl")
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=0.5)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-def ember_runs(pid):
-    """Whether ember's own API says its VM runs (GET / "state": a fresh
-    receiving ember is "Not started", a migration end that stopped or
-    waits is "Paused"); True when it does not answer in time."""
-    try:
-        c = _Unix(f"/proc/{pid}/root/api.sock")
-        c.request("GET", "/")
-        js = json.loads(c.getresponse().read())
-        c.close()
-        return js.get("state") == "Running"  # not "Not started", not "Paused"
-    except (ConnectionRefusedError, FileNotFoundError):
-        # its API is closed: the process is exiting (a source after GOGO
-        # closes it as it exits; a live one never refuses)
-        return False
-    except (OSError, ValueError, http.client.HTTPException):
-        return True  # no answer in time: counted as running
-
-
-def _state(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return " ".join(line.split(None, 1)[1].strip() for line in f
-                            if line.startswith(("State", "PPid")))
-    except OSError:
-        return "gone"
-
-
-class MoveChecker(etcd_util.Checker):
-    """etcd_util.Checker, counting only embers that run their VM; what
-    it saw of each double is kept in seen (for the failure message)."""
-
-    seen = []
-
-    def _run(self):
-        real = etcd_util.ember_procs
-
-        def procs():
-            ps = real()
-            roots = {}
-            for pid, root in ps.items():
-                for h in self.hosts:
-                    vm = h.vm_of_root(root)
-                    if vm:
-                        roots.setdefault(vm, []).append(pid)
-            # only a VM seen twice needs asking (the API costs a connect)
-            out = {pid: root for pid, root in ps.items()
-                   if not any(pid in p and len(p) > 1 and not ember_runs(pid)
-                              for p in roots.values())}
-            for vm, p in roots.items():
-                if len([x for x in p if x in out]) > 1:
-                    self.seen.append((time.monotonic(), vm, [(x, ps[x], _state(x)) for x in p]))
-            return out
-
-        etcd_util.ember_procs = procs
-        try:
-            super()._run()
-        finally:
-            etcd_util.ember_procs = real
-
-
-def lan_up(c):
-    """A bridge in a namespace of its own, a veth from each host's
-    namespace into it: the hosts reach each other at 10.233.X.(i+1)."""
-    octet = c.net.octet
-    lan = f"{c.net.ns[0]}-lan"
-    etcd_util.ip("netns", "add", lan)
-    c.lan = lan
-    etcd_util.ip("link", "add", "br0", "type", "bridge", ns=lan)
-    etcd_util.ip("link", "set", "br0", "up", ns=lan)
-    addrs = []
-    for i, ns in enumerate(c.net.ns):
-        a, b = f"mvl{i}", f"mvh{i}"
-        etcd_util.ip("link", "add", a, "type", "veth", "peer", "name", b, "netns", ns, ns=lan)
-        etcd_util.ip("link", "set", a, "master", "br0", ns=lan)
-        etcd_util.ip("link", "set", a, "up", ns=lan)
-        addr = f"10.233.{octet}.{i + 1}"
-        etcd_util.ip("addr", "add", addr + "/24", "dev", b, ns=ns)
-        etcd_util.ip("link", "set", b, "up", ns=ns)
-        addrs.append(addr)
-    return addrs
-
-
-def start_host(c, i, addrs, crash=None):
-    env_was = os.environ.pop("EMBERD_TEST_CRASH", None)
-    if crash:
-        os.environ["EMBERD_TEST_CRASH"] = crash
-    try:
-        c.hosts[i].start(c.endpoints(i), "--migrate-listen", f"{addrs[i]}:{PORT}",
-                         "--migrate-psk", c.psk)
-    finally:
-        os.environ.pop("EMBERD_TEST_CRASH", None)
-        if env_was is not None:
-            os.environ["EMBERD_TEST_CRASH"] = env_was
-
-
-def make(tmp, crash=None):
+def cluster(tmp, crash=None):
     flags = os.statvfs(str(tmp)).f_flag
     if flags & (os.ST_NODEV | os.ST_NOEXEC):
         pytest.skip(f"{tmp} is nodev or noexec: the jails need exec and devices")
-    c = etcd_util.Cluster(str(tmp), n_hosts=3)
-    c.checker = MoveChecker(c.hosts)
-    c.lan = None
-    c.psk = os.path.join(str(tmp), "move.psk")
-    with open(os.open(c.psk, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-        f.write("ember-migrate:" + os.urandom(32).hex() + "\n")
-    try:
-        c.up()
-        addrs = lan_up(c)
-    except Exception:
-        close(c)
-        raise
-    c.addrs = addrs
-    c.crash = crash
-    return c
-
-
-def close(c):
-    c.close()
-    if c.lan:
-        etcd_util.ip("netns", "del", c.lan, check=False)
-
-
-def api(h, method, path, body=None):
-    cmd = ["curl", "-s", "-m", "20", "-X", method, "-w", "\n%{http_code}",
-           "--unix-socket", h.sock, "http://localhost" + path]
-    if body is not None:
-        cmd += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    out, _, code = r.stdout.rpartition("\n")
-    try:
-        return int(code or 0), json.loads(out) if out else None
-    except ValueError:
-        return int(code or 0), out
+    return make(tmp, crash)
 
 
 def wait_for(what, cond, c, timeout=60):
@@ -212,7 +69,7 @@ DST = ["dst-receiving", "dst-ready", "dst-owned"]
 # by pid), before the module's shared one exists.
 @pytest.mark.parametrize("phase", SRC + DST)
 def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
-    c = make(tmp_path, crash=phase)
+    c = cluster(tmp_path, crash=phase)
     try:
         c.write_vm("k0", guest("counter"), cmdline="spin=200000000",
                    emberd={"snapshot_interval": "1s"})
@@ -241,7 +98,7 @@ def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    c = make(tmp_path_factory.mktemp("move"))
+    c = cluster(tmp_path_factory.mktemp("move"))
     try:
         c.write_vm("c0", guest("counter"), cmdline="spin=200000000")
         c.write_vm("pin", guest("halt"), extra_vm={"irqchip": "on"},
@@ -252,12 +109,6 @@ def cl(tmp_path_factory):
         yield c
     finally:
         close(c)
-
-
-def move(c, vm, to, via=None):
-    src = c.host(c.checker.running()[vm])
-    st, body = api(via or src, "PUT", f"/vms/{vm}/migrate", {"to": to})
-    return st, body
 
 
 def test_move_counter_live(cl):
