@@ -80,7 +80,7 @@ void cl_specs_free(struct cl_spec *s, size_t n)
 
 /* ---- on the loop ---- */
 
-static char **copy_list(const char *const *l)
+char **cl_copy_list(const char *const *l)
 {
 	size_t n = 0;
 	while (l && l[n])
@@ -105,8 +105,8 @@ static void refresh_specs(void *arg)
 		snprintf(s[i].name, sizeof(s[i].name), "%s", ed_vm_name(vm));
 		s[i].mem = ed_vm_mem_bytes(vm);
 		s[i].vcpus = ed_vm_vcpus(vm);
-		s[i].must = copy_list(ed_vm_hosts_must(vm));
-		s[i].avoid = copy_list(ed_vm_hosts_avoid(vm));
+		s[i].must = cl_copy_list(ed_vm_hosts_must(vm));
+		s[i].avoid = cl_copy_list(ed_vm_hosts_avoid(vm));
 	}
 	pthread_mutex_lock(&c->mu);
 	cl_specs_free(c->specs, c->nspecs);

@@ -81,6 +81,8 @@ bool cl_sleep(struct ed_cluster *c, uint64_t ms);
 /* The poller thread (cluster_poll.c). */
 void *cl_poller(void *arg);
 void cl_specs_free(struct cl_spec *s, size_t n);
+/* A NULL-terminated copy of l (NULL when out of memory). */
+char **cl_copy_list(const char *const *l);
 /* Record whether etcd answered (a change is an event). */
 void cl_set_reachable(struct ed_cluster *c, bool ok, const char *err);
 

@@ -32,6 +32,8 @@ def ember_runs(pid):
     """Whether ember's own API says its VM runs (GET / "state": a fresh
     receiving ember is "Not started", a migration end that stopped or
     waits is "Paused"); True when it does not answer in time."""
+    if _state(pid).startswith(("Z", "X", "gone")):
+        return False  # exited: a zombie runs nothing
     try:
         c = _Unix(f"/proc/{pid}/root/api.sock")
         c.request("GET", "/")
