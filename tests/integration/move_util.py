@@ -28,10 +28,10 @@ class _Unix(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def ember_runs(pid):
+def ember_runs(pid, unknown=True):
     """Whether ember's own API says its VM runs (GET / "state": a fresh
     receiving ember is "Not started", a migration end that stopped or
-    waits is "Paused"); True when it does not answer in time."""
+    waits is "Paused"); unknown when it does not answer in time."""
     if _state(pid).startswith(("Z", "X", "gone")):
         return False  # exited: a zombie runs nothing
     try:
@@ -45,7 +45,7 @@ def ember_runs(pid):
         # closes it as it exits; a live one never refuses)
         return False
     except (OSError, ValueError, http.client.HTTPException):
-        return True  # no answer in time: counted as running
+        return unknown  # no answer in time: the checker counts it as running
 
 
 def _state(pid):

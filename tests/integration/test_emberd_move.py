@@ -86,10 +86,14 @@ def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
         # exactly once again within a bound: moved, or restored by failover
         # (a source that handed over is seen until it exits: wait past it)
         live = [h for h in c.hosts if h is not crashed]
-        wait_for("k0 running on a live host, its ember says so", lambda: any(
-            pid for pid, root in etcd_util.ember_procs().items()
-            for h in live if h.vm_of_root(root) == "k0" and ember_runs(pid)), c)
+
+        def runs():
+            return any(pid for pid, root in etcd_util.ember_procs().items()
+                       for h in live if h.vm_of_root(root) == "k0" and ember_runs(pid, False))
+
+        wait_for("k0 running on a live host, its ember says so", runs, c)
         time.sleep(2)
+        wait_for("k0 still running on a live host", runs, c)
         assert c.checker.running().get("k0") not in (None, crashed.name)
         no_doubles(c)
     finally:
