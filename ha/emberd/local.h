@@ -149,7 +149,8 @@ struct ed_vm {
 	char snap_dir[PATH_MAX]; /* committed latest, "" none */
 	uint64_t snap_at_ms;
 	uint64_t snap_seq;
-	bool restart_after_stop; /* ed_vm_restart: start again once down */
+	bool restart_after_stop;   /* ed_vm_restart: start again once down */
+	struct snap_job *snap_job; /* a periodic snapshot being written (snap.c) */
 	/* a live migration (move.c): its side, and once the source handed
 	 * over, its exit is the move's (not the policy's) */
 	enum ed_move_side { ED_MOVE_NONE, ED_MOVE_OUT, ED_MOVE_IN } moving;
@@ -209,6 +210,8 @@ void ed_host_vm_exited(struct ed_vm *vm);
 /* The exit of vm's ember while vm->moving (move_vm.c): the move's, not
  * the policy's. */
 void ed_vm_move_exited(struct ed_vm *vm);
+/* vm's snapshot job ended: a VM removed meanwhile is dropped now. */
+void ed_host_vm_idle(struct ed_vm *vm);
 
 /* ---- proc.c ---- */
 
@@ -247,8 +250,24 @@ __attribute__((warn_unused_result)) int ed_snap_rollback(struct ed_vm *vm, const
 							 char *why, size_t whylen);
 /* The VM's snapshot folder on the host: <snap-dir>/<name> (made). */
 __attribute__((warn_unused_result)) int ed_snap_vm_dir(struct ed_vm *vm, char *buf, size_t len);
-/* Arm (or re-arm) the periodic snapshot timer of a running vm. */
+/* Arm (or re-arm) the periodic snapshot timer of a running vm.  Its
+ * snapshots are written on a thread of their own (vm->snap_job while one
+ * is); ed_snap_take() meanwhile is -EBUSY. */
 void ed_snap_arm(struct ed_vm *vm);
+/* After the loop has ended: wait for vm's periodic snapshot being written,
+ * and drop it (it was never committed). */
+void ed_snap_wait(struct ed_vm *vm);
+/* Host shutdown: write a running vm's suspend snapshot on a thread (it
+ * stays paused after), so that every VM's is written at once; then
+ * ed_snap_suspend_end() waits for it and commits it: 0 with dir, or
+ * -errno with why (nothing of it left). */
+void ed_snap_suspend_begin(struct ed_vm *vm);
+__attribute__((warn_unused_result)) int ed_snap_suspend_end(struct ed_vm *vm, char *dir,
+							  size_t dirlen, char *why,
+							  size_t whylen);
+/* Remove dir and all below it, following no link and crossing no mount
+ * (the caller has detached a jail's). */
+void ed_rm_tree(const char *dir);
 /* Write path with data: temp + fsync + rename + folder fsync (durable:
  * false skips the syncs, for files remade at every start).  0 or -errno. */
 __attribute__((warn_unused_result)) int ed_write_file(const char *path, const char *data,

@@ -5,7 +5,6 @@
  * watched by a pidfd.  After the exit the mounts and the folder go. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <glob.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -65,15 +65,6 @@ static int mounts_below(const char *dir, char (*out)[PATH_MAX], int max, int *n)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP ? rmdir(path) : unlink(path))
-		return errno == ENOENT ? 0 : -1;
-	return 0;
-}
-
 /* Detach every mount in a jail: 0 once none is left, else -EBUSY.
  * Never remove through a mount that stayed: the snapshot folder and the
  * drives are bound in, and a walk would delete them. */
@@ -91,12 +82,6 @@ static int unmount_jail(const char *jail_dir)
 		return -EBUSY;
 	}
 	return 0;
-}
-
-static void remove_tree(const char *dir)
-{
-	if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) && errno != ENOENT)
-		fprintf(stderr, "<4>emberd: remove %s: %s\n", dir, strerror(errno));
 }
 
 /* Whether a jail's lock is held: its ember (or that ember's exit-time
@@ -119,14 +104,23 @@ int ed_proc_clean_jail(const char *jail_dir)
 		return -EBUSY;
 	int r = unmount_jail(jail_dir);
 	if (!r)
-		remove_tree(jail_dir);
+		ed_rm_tree(jail_dir);
 	return r;
 }
 
-static void remove_later(void *arg)
+/* A thread of its own, a while after the exit and at a low priority:
+ * removing a jail (the copy of ember, its device nodes) is file system
+ * work that neither the loop nor the restart should wait behind. */
+static void *remove_later(void *arg)
 {
-	remove_tree(arg);
+	struct timespec pause = {.tv_nsec = 500 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0) {
+		/* at the usual priority, then */
+	}
+	ed_rm_tree(arg);
 	free(arg);
+	return NULL;
 }
 
 /* After an exit: the jail's folder is renamed out of the way at once (a
@@ -141,8 +135,16 @@ static void retire_jail(struct ed_vm *vm, bool now)
 		return;
 	snprintf(gone, sizeof(gone), "%s.gone-%d-%u", vm->jail_dir, (int)getpid(), ++seq);
 	char *copy = rename(vm->jail_dir, gone) == 0 ? strdup(gone) : NULL;
-	if (!copy || now || !ed_loop_timer(ed_host_loop(vm->h), 500, remove_later, copy)) {
-		remove_tree(copy ? copy : vm->jail_dir);
+	pthread_attr_t at;
+	pthread_t t;
+	bool later = copy && !now && !pthread_attr_init(&at);
+	if (later) {
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		later = pthread_create(&t, &at, remove_later, copy) == 0;
+		pthread_attr_destroy(&at);
+	}
+	if (!later) { /* (a start sweeps what an exit left: stage()) */
+		ed_rm_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
 }
@@ -307,6 +309,8 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 		last == '\n' ? "" : "(the line above was cut) ",
 		vm->moving == ED_MOVE_IN ? "live migration into" : snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
+	/* On the loop's thread, which lives as long as emberd: the jailer's
+	 * --die-with-parent (PR_SET_PDEATHSIG) follows the forking thread. */
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = -errno;

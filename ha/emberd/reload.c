@@ -184,7 +184,7 @@ int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
 			continue;
 		}
 		json_array_append_new(removed, json_string(vm->f.name));
-		if (vm->pid > 0) { /* dropped once down */
+		if (vm->pid > 0 || vm->snap_job) { /* dropped once down, or idle */
 			char w[64];
 			if (ed_vm_stop(h, vm, 5000, "removed", w, sizeof(w))) {
 			}

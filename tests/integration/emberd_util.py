@@ -277,6 +277,8 @@ class Emberd:
         header says "(the line above was cut)" where it put a newline):
         over a suspend and resume this is 1, 2, 3... without a gap."""
         text = self.console(vm)
+        if not text.endswith("\n"):  # the line being written
+            text = text[:text.rfind("\n") + 1]
         text = re.sub(r"\n--- emberd: \(the line above was cut\) [^\n]*\n", "", text)
         text = re.sub(r"--- emberd: [^\n]*\n", "", text)
         return [int(m) for m in re.findall(r"^count (\d+)$", text, re.M)]

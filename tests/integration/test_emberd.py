@@ -376,3 +376,62 @@ def test_usage_errors(args, msg):
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     r = subprocess.run([EMBERD, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--jail-base" in r.stdout and "--etcd" in r.stdout
+
+
+def test_resume_never_boots(emberd):
+    ed = emberd
+    counter_vm(ed, "nv", {"resume": "never"})
+    ed.start()
+    ed.wait_count("nv", 3)
+    snapshot_now(ed, "nv")
+    mark = ed.last_seq()
+    os.kill(ed.vm_pid("nv"), signal.SIGKILL)
+    ev = ed.wait_event("restarted", vm="nv", after=mark)
+    assert "booted" in ev["detail"]
+    ed.wait_count("nv", 1)
+    assert booted(ed.runs("nv")[-1][0])
+
+
+def test_changed_file_counts_at_next_start(emberd):
+    ed = emberd
+    counter_vm(ed, "ch")
+    ed.start()
+    pid = ed.vm_pid("ch")
+    counter_vm(ed, "ch", {"restart": "never"})  # changed while it runs
+    st, rep = ed.api("PUT", "/reload")
+    assert st == 200 and rep["changed"] == ["ch"], rep
+    assert ed.status("ch")["policy"]["restart"] == "always"  # still the running one's
+    assert ed.vm_pid("ch") == pid
+    mark = ed.last_seq()
+    st, body = ed.api("PUT", "/vms/ch/restart")
+    assert st == 204, body
+    ed.wait_event("restarted", vm="ch", after=mark)
+    assert ed.status("ch")["policy"]["restart"] == "never"
+
+
+def test_kills_and_shutdown_during_periodic_snapshots(emberd):
+    """Snapshots every 100 ms (each on a thread of emberd's own) while the
+    VM is killed at whatever moment, then a host shutdown: each restart
+    resumes a whole snapshot, the suspend waits for the one in flight."""
+    ed = emberd
+    counter_vm(ed, "ps", {"snapshot_interval": "100ms", "restart_attempts": "50"})
+    ed.start()
+    for i in range(3):
+        ed.wait_event("snapshot", vm="ps", after=ed.last_seq())
+        time.sleep(0.03 * i)  # somewhere in the next one
+        mark = ed.last_seq()
+        os.kill(ed.vm_pid("ps"), signal.SIGKILL)
+        ed.wait_event("restored", vm="ps", after=mark)
+    ed.wait_count("ps", 3)
+    assert ed.stop() == 0
+    ed.wait_event("suspended", vm="ps")
+    kinds = [e["kind"] for e in ed.all_events() if e["vm"] == "ps"]
+    assert "failed" not in kinds
+    before = ed.counts("ps")
+    ed.start()
+    ed.wait_event("resumed", vm="ps")
+    ed.wait_count("ps", before[-1] + 2)
+    after = ed.counts("ps")
+    assert after[:len(before)] == before and after[len(before)] == before[-1] + 1
+    dirs = os.listdir(os.path.join(ed.state_dir, "snapshots", "ps"))
+    assert len([d for d in dirs if d != "latest"]) <= 2, dirs  # no half-written ones pile up
