@@ -33,14 +33,18 @@ static int request(struct call *c, const char *method, const char *path, json_t 
 	struct ha_api_reply rep;
 	int r = ha_api_call(c->a->sock, method, path, req, -1, timeout_ms, &rep, err, sizeof(err));
 	json_decref(req);
+	if (r == -EACCES) {
+		fprintf(stderr,
+			"emberctl: cannot reach emberd at %s: permission denied (the socket is "
+			"root's: run emberctl as root)\n",
+			c->a->sock);
+		return CTL_EXIT_UNREACHABLE;
+	}
 	if (r) {
 		fprintf(stderr,
 			"emberctl: cannot reach emberd at %s: %s (check that emberd runs: "
 			"systemctl status emberd; or give --sock / $EMBERD_SOCK)\n",
-			c->a->sock,
-			r == -EPROTO   ? "not emberd's reply"
-			: r == -EACCES ? "permission denied (the socket is root's: run as root)"
-				       : strerror(-r));
+			c->a->sock, r == -EPROTO ? "not emberd's reply" : strerror(-r));
 		return CTL_EXIT_UNREACHABLE;
 	}
 	c->status = rep.status;

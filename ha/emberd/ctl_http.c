@@ -46,8 +46,9 @@ struct ed_ctl_conn {
 	struct ed_ctl *s;
 	struct ed_ctl_conn *prev, *next;
 	int fd;
-	uint32_t watching; /* events on the loop now; 0: none */
-	uint64_t timer;	   /* the clock (request, then reply); 0: none */
+	bool registered; /* on the loop, watched for: */
+	uint32_t watching;
+	uint64_t timer; /* the clock (request, then reply); 0: none */
 	http_parser p;
 	size_t got; /* bytes of the request read */
 	char url[ED_CTL_URL_MAX + 1];
@@ -98,7 +99,7 @@ static void conn_close(struct ed_ctl_conn *c)
 		c->on_close(c);
 	if (c->timer)
 		ed_loop_cancel(c->s->l, c->timer);
-	if (c->watching)
+	if (c->registered)
 		ed_loop_del_fd(c->s->l, c->fd);
 	close(c->fd);
 	c->s->nconns--;
@@ -141,7 +142,7 @@ static void done(struct ed_ctl_conn *c)
 	if (!c->complete && !c->lingering && !shutdown(c->fd, SHUT_WR)) {
 		c->lingering = true;
 		watch(c, EPOLLIN);
-		if (c->watching)
+		if (c->registered)
 			return;
 	}
 	conn_close(c);
@@ -306,7 +307,7 @@ static void dispatch(struct ed_ctl_conn *c)
 	queue_reply(c, &rp);
 }
 
-static void on_readable(struct ed_ctl_conn *c)
+static void on_readable(struct ed_ctl_conn *c, uint32_t events)
 {
 	char buf[4096];
 	for (int reads = 0; reads < 16; reads++) {
@@ -315,6 +316,13 @@ static void on_readable(struct ed_ctl_conn *c)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
+		if (n == 0 && c->deferred && !(events & EPOLLHUP)) {
+			/* a half-close (shutdown(SHUT_WR)) while its reply waits: the
+			 * client still listens; only its hang-up (EPOLLHUP, which
+			 * epoll reports unasked) ends the wait now */
+			watch(c, 0);
+			return;
+		}
 		if (n <= 0) { /* hung up (a long poll's client too) */
 			conn_close(c);
 			return;
@@ -357,18 +365,19 @@ static void on_event(void *arg, uint32_t events)
 	else if (c->out)
 		flush(c);
 	else if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-		on_readable(c);
+		on_readable(c, events);
 }
 
+/* Watch c for ev (0: only what epoll reports unasked, EPOLLHUP/EPOLLERR).
+ * c->registered false after: the loop has no room (the caller closes). */
 static void watch(struct ed_ctl_conn *c, uint32_t ev)
 {
-	if (c->watching == ev)
+	if (c->registered && c->watching == ev)
 		return;
-	if (c->watching)
+	if (c->registered)
 		ed_loop_del_fd(c->s->l, c->fd);
-	c->watching = 0;
-	if (!ed_loop_add_fd(c->s->l, c->fd, ev, on_event, c))
-		c->watching = ev;
+	c->registered = !ed_loop_add_fd(c->s->l, c->fd, ev, on_event, c);
+	c->watching = ev;
 }
 
 static void on_accept(void *arg, uint32_t events);
@@ -419,7 +428,7 @@ static void on_accept(void *arg, uint32_t events)
 		}
 		clock_start(c);
 		watch(c, EPOLLIN);
-		if (!c->watching || !c->timer)
+		if (!c->registered || !c->timer)
 			conn_close(c);
 	}
 }

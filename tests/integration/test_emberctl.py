@@ -298,6 +298,20 @@ def test_emberd_not_running(tmp_path):
     assert r.returncode == 3 and sock in r.stderr
 
 
+def test_not_root(ed, tmp_path):
+    """The socket is root's (0600): anyone else is told so, exit 3."""
+    if not shutil.which("setpriv"):
+        pytest.skip("no setpriv(1) to run emberctl as another user")
+    ctl = os.path.join(str(tmp_path), "emberctl-copy")
+    shutil.copy(EMBERCTL, ctl)  # the build tree may be closed to nobody
+    os.chmod(str(tmp_path), 0o755)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ctl,
+                        "--sock", ed.sock, "list"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert r.stderr == (f"emberctl: cannot reach emberd at {ed.sock}: permission denied "
+                        "(the socket is root's: run emberctl as root)\n")
+
+
 # ---- the socket: mode, stale files, a second emberd ----
 
 def test_socket(top):
@@ -469,6 +483,19 @@ def test_long_poll(ed):
     page = json.loads(buf.partition(b"\r\n\r\n")[2])
     assert page["events"] and page["events"][0]["seq"] == nxt + 1
     assert page["next"] == page["events"][-1]["seq"]
+    # a client that half-closes (shutdown(SHUT_WR)) still gets its answer
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(ed.sock)
+    s.sendall(req("GET", f"/events?since={page['next']}&wait_ms=30000"))
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.2)
+    ed.ok("start", "a")
+    half = json.loads(read_all(s).partition(b"\r\n\r\n")[2])
+    s.close()
+    assert half["events"] and half["events"][0]["seq"] == page["next"] + 1
+    page = half
+    ed.ok("stop", "a")
     # a client that hangs up on its poll costs nothing
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(ed.sock)
