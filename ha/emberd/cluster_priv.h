@@ -60,6 +60,11 @@ struct ed_cluster {
 	struct ed_mover *mover; /* move.c */
 	char migrate_addr[128]; /* our listener, published in hosts/<name> ("": none) */
 	struct ha_tls_opts migrate_tls; /* how moves authenticate (both ways) */
+	/* VMs the cluster itself is stopping (claim lost, owned elsewhere):
+	 * their stop is not the user's, so vm_stopped records nothing.  On
+	 * the loop only. */
+	char (*self_stops)[ED_NAME_MAX];
+	size_t nself_stops;
 };
 
 /* Keys: "ember/" + kind + "/" + name. */
@@ -77,6 +82,11 @@ void cl_event(struct ed_cluster *c, const char *vm, const char *kind, const char
 
 /* Sleep up to ms, or less when c stops: false once it has stopped. */
 bool cl_sleep(struct ed_cluster *c, uint64_t ms);
+
+/* On the loop: vm is being stopped by the cluster, not by its user;
+ * cl_self_stopped() tells (once) whether vm's stop was such a one. */
+void cl_self_stop(struct ed_cluster *c, const char *vm);
+bool cl_self_stopped(struct ed_cluster *c, const char *vm);
 
 /* The poller thread (cluster_poll.c). */
 void *cl_poller(void *arg);
