@@ -245,7 +245,9 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 		json_decref(r ? NULL : rep.body);
 		if (r && ha_api_gone(r)) {
 			/* exited: after GOGO, the relay may still be passing it on */
-			for (int i = 0; i < 100 && !atomic_load(&rl->done); i++)
+			for (int i = 0; i < 100 && !atomic_load(&rl->done) &&
+					!atomic_load(&rl->st.to_net_done);
+			     i++)
 				sleep_ms(20);
 			if (atomic_load(&rl->st.to_net_done) &&
 			    mig_stream_ends_with_gogo(rl->st.tail, rl->st.tail_len))
@@ -279,7 +281,10 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 			}
 			json_decref(b);
 		}
-		sleep_ms(20);
+		/* the API every 20 ms; GOGO's passing every 1 ms (it starts the
+		 * ownership transaction: GOGO waits for it at the target) */
+		for (int i = 0; i < 20 && !atomic_load(&rl->st.to_net_done); i++)
+			sleep_ms(1);
 	}
 }
 
@@ -333,7 +338,9 @@ void *mv_out_main(void *arg)
 	}
 	mv_crash_point("src-sending"); /* its VMM sends, the relay runs */
 	bool handed = watch(q, b.sock, &rl, why, sizeof(why));
-	mig_relay_finish(&rl, 2000);
+	/* handed over: all of its stream went out already; the target keeps
+	 * its side open until it owns the VM, so do not wait for the end */
+	mig_relay_finish(&rl, handed ? 0 : 2000);
 	if (!handed) {
 		fail(q, e, why);
 		goto done;
