@@ -74,9 +74,15 @@ def move_rows(guests, trials=5):
                 dst = next(h for h in c.hosts if h is not src)
                 n0 = len(_moved(dst, vm, 0))
                 t0 = time.monotonic()
-                r = subprocess.run([move_util.EMBERCTL, "--sock", src.sock, "migrate", vm,
-                                    dst.name, "--wait"], capture_output=True, text=True,
-                                   timeout=120)
+                try:
+                    r = subprocess.run([move_util.EMBERCTL, "--sock", src.sock, "migrate",
+                                        vm, dst.name, "--wait"], capture_output=True,
+                                       text=True, timeout=60)
+                except subprocess.TimeoutExpired:
+                    errors.append("%s not on %s in 60 s" % (vm, dst.name))
+                    if os.environ.get("BENCH_MOVE_DEBUG"):
+                        print(c.diagnose(), file=sys.stderr)
+                    break
                 t = time.monotonic() - t0
                 if r.returncode:
                     errors.append(r.stderr.strip()[:120])

@@ -28,23 +28,39 @@ class _Unix(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+# a source's migration phases in which its vCPUs are stopped for good, or
+# until the copy ends (docs/migration.md); its GET / may still say Running
+SRC_STOPPED = {"stop-and-copy", "handover", "handover-unknown", "completed"}
+
+
+def _get(pid, path):
+    c = _Unix(f"/proc/{pid}/root/api.sock")
+    try:
+        c.request("GET", path)
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
 def ember_runs(pid, unknown=True):
-    """Whether ember's own API says its VM runs (GET / "state": a fresh
-    receiving ember is "Not started", a migration end that stopped or
-    waits is "Paused"); unknown when it does not answer in time."""
+    """Whether ember's own API says its VM runs: GET / "state" is
+    "Running" (a fresh receiving ember is "Not started", a held target
+    "Paused") and it is not a migration source past its pause (GET
+    /migration).  unknown when it does not answer in time."""
     if _state(pid).startswith(("Z", "X", "gone")):
         return False  # exited: a zombie runs nothing
     try:
-        c = _Unix(f"/proc/{pid}/root/api.sock")
-        c.request("GET", "/")
-        js = json.loads(c.getresponse().read())
-        c.close()
-        return js.get("state") == "Running"  # not "Not started", not "Paused"
+        if _get(pid, "/").get("state") != "Running":
+            return False
+        m = _get(pid, "/migration")
+        return not (m.get("role") == "source" and m.get("phase") in SRC_STOPPED)
     except (ConnectionRefusedError, FileNotFoundError):
         # its API is closed: the process is exiting (a source after GOGO
         # closes it as it exits; a live one never refuses)
         return False
     except (OSError, ValueError, http.client.HTTPException):
+        if _state(pid).startswith(("Z", "X", "gone")):
+            return False  # it exited while we asked
         return unknown  # no answer in time: the checker counts it as running
 
 
