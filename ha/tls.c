@@ -323,33 +323,6 @@ int ha_conn_xfer(struct ha_conn *c, bool send_it, void *buf, size_t n, int timeo
 		short ev = 0;
 		ssize_t r = conn_io(c, send_it, (char *)buf + off, n - off, &ev);
 		if (r < 0) {
-			ERR_clear_error();
-			return snprintf(err, len, "%s",
-					send_it ? "the peer went away"
-						: "the peer closed the connection"),
-			       (int)r;
-		}
-		off += (size_t)r;
-		int64_t left = deadline - mono_ms();
-		struct pollfd p = {.fd = c->fd, .events = ev};
-		if (!r && (left <= 0 || poll(&p, 1, (int)left) == 0))
-			return snprintf(err, len, "no word from the peer in %d ms", timeout_ms),
-			       -ETIMEDOUT;
-	}
-	return 0;
-}
-
-int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, size_t len)
-{
-	char buf[sizeof(HA_HELLO)] = HA_HELLO;
-	size_t n = sizeof(HA_HELLO) - 1, off = 0;
-	int64_t deadline = mono_ms() + timeout_ms;
-	if (!send_it)
-		memset(buf, 0, sizeof(buf));
-	while (off < n) {
-		short ev = 0;
-		ssize_t r = conn_io(c, send_it, buf + off, n - off, &ev);
-		if (r < 0) {
 			char why[256] = "";
 			if (r == -EACCES)
 				ERR_error_string_n(ERR_peek_error(), why, sizeof(why));
@@ -368,6 +341,18 @@ int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, si
 			return snprintf(err, len, "no word from the peer in %d ms", timeout_ms),
 			       -ETIMEDOUT;
 	}
+	return 0;
+}
+
+int ha_conn_hello(struct ha_conn *c, bool send_it, int timeout_ms, char *err, size_t len)
+{
+	char buf[sizeof(HA_HELLO)] = HA_HELLO;
+	size_t n = sizeof(HA_HELLO) - 1;
+	if (!send_it)
+		memset(buf, 0, sizeof(buf));
+	int r = ha_conn_xfer(c, send_it, buf, n, timeout_ms, err, len);
+	if (r)
+		return r;
 	if (!send_it && memcmp(buf, HA_HELLO, n))
 		return snprintf(err, len, "the peer is not ember migrate (protocol 1)"), -EPROTO;
 	return 0;

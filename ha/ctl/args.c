@@ -35,6 +35,11 @@ const char ctl_usage[] =
     "                                anti-affinity, must-run-on, must-not-run-on,\n"
     "                                should-run-on, should-not-run-on\n"
     "  rule rm NAME | rule list      remove one / list them\n"
+    "  migrate VM HOST [--wait]      move VM live to HOST (cluster mode); --wait:\n"
+    "                                until it runs there (or the move failed)\n"
+    "  host maintenance enter|exit|status HOST [--wait]\n"
+    "                                maintenance mode: its VMs move off live, new\n"
+    "                                ones avoid it; --wait: until it is empty\n"
     "  help                          this text\n"
     "\n"
     "options:\n"
@@ -63,6 +68,8 @@ static const struct {
     {"events", CTL_EVENTS, 0, "--since --follow"},
     {"hosts", CTL_HOSTS, 0, ""},
     {"reload", CTL_RELOAD, 0, ""},
+    {"migrate", CTL_MIGRATE, 3, "--wait"},
+    {"host", CTL_MAINT, 3, "--wait"},
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
@@ -112,6 +119,8 @@ static int cmd_option(struct ctl_args *a, const char *opt, const char *v, char *
 		a->how = how;
 	} else if (!strcmp(opt, "--follow")) {
 		a->follow = true;
+	} else if (!strcmp(opt, "--wait")) {
+		a->wait = true;
 	} else if (!strcmp(opt, "--grace")) {
 		if (mig_parse_seconds(v, &a->grace_ms) || a->grace_ms > 3600 * 1000)
 			return bad(err, len, "--grace %s: give a duration up to 1h (5s, 500ms, 0)",
@@ -138,7 +147,7 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 	a->sock = env_sock && *env_sock ? env_sock : CTL_SOCK_DEFAULT;
 	a->tail = 65536;
 	int ci = -1; /* the command's index in cmds */
-	const char *pos[2] = {NULL, NULL};
+	const char *pos[3] = {NULL, NULL, NULL};
 	int npos = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *w = argv[i];
@@ -169,7 +178,7 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 					   *cmds[ci].opts ? cmds[ci].opts : "--sock, --json");
 			const char *v = NULL;
 			bool takes = strcmp(opt, "--boot") && strcmp(opt, "--resume") &&
-				     strcmp(opt, "--follow");
+				     strcmp(opt, "--follow") && strcmp(opt, "--wait");
 			if (!takes && strchr(w, '='))
 				return bad(err, len, "%s takes no value", opt);
 			if (takes && value(argc, argv, &i, opt, &v, err, len))
@@ -183,10 +192,11 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 			if (ci < 0)
 				return bad(err, len,
 					   "unknown command \"%s\" (list, status, start, stop, "
-					   "restart, snapshot, logs, events, hosts, reload, help)",
+					   "restart, snapshot, logs, events, hosts, reload, migrate, host, "
+					   "help)",
 					   w);
 			a->cmd = cmds[ci].cmd;
-		} else if (npos < 1) {
+		} else if (npos < (cmds[ci].vm == 3 ? 3 : 1)) {
 			pos[npos++] = w;
 		} else {
 			return bad(err, len, "%s: unexpected \"%s\"", cmds[ci].name, w);
@@ -194,6 +204,21 @@ int ctl_parse_args(int argc, char *const *argv, const char *env_sock, struct ctl
 	}
 	if (ci < 0)
 		return bad(err, len, "give a command (emberctl help)");
+	if (cmds[ci].cmd == CTL_MIGRATE) {
+		if (npos != 2)
+			return bad(err, len, "migrate: give a VM and a host (migrate VM HOST)");
+		a->vm = pos[0];
+		a->host = pos[1];
+		return 0;
+	}
+	if (cmds[ci].cmd == CTL_MAINT) {
+		if (npos != 3 || strcmp(pos[0], "maintenance") ||
+		    (strcmp(pos[1], "enter") && strcmp(pos[1], "exit") && strcmp(pos[1], "status")))
+			return bad(err, len, "host: give maintenance enter|exit|status HOST");
+		a->maint = pos[1];
+		a->host = pos[2];
+		return 0;
+	}
 	if (npos && !cmds[ci].vm)
 		return bad(err, len, "%s: takes no VM (\"%s\")", cmds[ci].name, pos[0]);
 	if (!npos && cmds[ci].vm == 1)

@@ -32,6 +32,8 @@ enum ctl_cmd {
 	CTL_EVENTS,
 	CTL_HOSTS,
 	CTL_RELOAD,
+	CTL_MIGRATE, /* migrate VM HOST [--wait] */
+	CTL_MAINT,   /* host maintenance enter|exit|status HOST [--wait] */
 };
 
 struct ctl_args {
@@ -46,6 +48,9 @@ struct ctl_args {
 	bool follow;	/* logs, events */
 	bool has_since; /* events --since */
 	uint64_t since;
+	const char *host;  /* migrate: the target; host maintenance: the host */
+	const char *maint; /* host maintenance: "enter", "exit" or "status" */
+	bool wait;	   /* migrate, host maintenance: until done */
 };
 
 extern const char ctl_usage[];

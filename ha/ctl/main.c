@@ -359,6 +359,106 @@ static int reload(struct call *c)
 	return json_array_size(errs) ? CTL_EXIT_REFUSED : 0;
 }
 
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+/* migrate VM HOST [--wait]: the request, then (waiting) its status's
+ * "move" until the VM shows on HOST or the request is gone. */
+static int migrate(struct call *c)
+{
+	const struct ctl_args *a = c->a;
+	char path[128];
+	snprintf(path, sizeof(path), "/vms/%s/migrate", a->vm);
+	int r = request(c, "PUT", path, json_pack("{s:s}", "to", a->host), TIMEOUT_MS);
+	if (r)
+		return r;
+	printf("%s: move to %s requested\n", a->vm, a->host);
+	fflush(stdout);
+	snprintf(path, sizeof(path), "/vms/%s", a->vm);
+	for (uint64_t t0 = mono_ms(); a->wait && mono_ms() - t0 < 300000; sleep_ms(200)) {
+		json_decref(c->body);
+		c->body = NULL;
+		if ((r = request(c, "GET", path, NULL, TIMEOUT_MS)))
+			return r;
+		const char *host = json_string_value(json_object_get(c->body, "host"));
+		const char *state = json_string_value(json_object_get(c->body, "state"));
+		json_t *mv = json_object_get(c->body, "move");
+		if (mv)
+			printf("%s: %s, %" JSON_INTEGER_FORMAT " bytes\n", a->vm,
+			       json_string_value(json_object_get(mv, "phase")) ?: "?",
+			       json_integer_value(json_object_get(mv, "bytes")));
+		if (host && !strcmp(host, a->host) && state &&
+		    (!strcmp(state, "remote") || !strcmp(state, "running"))) {
+			printf("%s runs on %s\n", a->vm, a->host);
+			return 0;
+		}
+	}
+	if (a->wait) {
+		fprintf(stderr, "emberctl: %s: not on %s within 5 minutes (see emberctl events)\n",
+			a->vm, a->host);
+		return CTL_EXIT_REFUSED;
+	}
+	return 0;
+}
+
+/* host maintenance enter|exit|status HOST [--wait] */
+static int maintenance(struct call *c)
+{
+	const struct ctl_args *a = c->a;
+	char path[128];
+	int r;
+	if (strcmp(a->maint, "status")) {
+		snprintf(path, sizeof(path), "/hosts/%s/maintenance", a->host);
+		r = request(c, "PUT", path,
+			    json_pack("{s:b}", "enter", !strcmp(a->maint, "enter")), TIMEOUT_MS);
+		if (r)
+			return r;
+		printf("%s: %s maintenance\n", a->host,
+		       !strcmp(a->maint, "enter") ? "in" : "out of");
+		fflush(stdout);
+		if (!a->wait || strcmp(a->maint, "enter"))
+			return 0;
+	}
+	json_int_t last = -1;
+	uint64_t since = mono_ms();
+	for (;; sleep_ms(500)) {
+		json_decref(c->body);
+		c->body = NULL;
+		if ((r = get_all(c, "/hosts")))
+			return r;
+		size_t i;
+		json_t *h, *me = NULL;
+		json_array_foreach(c->body, i, h) if (!strcmp(
+		    json_string_value(json_object_get(h, "name")) ?: "", a->host)) me = h;
+		if (!me) {
+			fprintf(stderr, "emberctl: no host %s\n", a->host);
+			return CTL_EXIT_REFUSED;
+		}
+		bool in = json_is_true(json_object_get(me, "maintenance"));
+		json_int_t left = json_integer_value(json_object_get(me, "vms"));
+		printf("%s: %s, %" JSON_INTEGER_FORMAT " VMs left\n", a->host,
+		       in ? "in maintenance" : "not in maintenance", left);
+		fflush(stdout);
+		if (!a->wait || left == 0)
+			return 0;
+		if (left != last) {
+			last = left;
+			since = mono_ms();
+		}
+		/* the rest stay (must rules, no room): said in the events */
+		if (in && mono_ms() - since > 30000) {
+			fprintf(stderr,
+				"emberctl: %s: %" JSON_INTEGER_FORMAT " VMs stay (emberctl events "
+				"says why: maintenance-stays, move-failed)\n",
+				a->host, left);
+			return CTL_EXIT_REFUSED;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct ctl_args a;
@@ -401,6 +501,12 @@ int main(int argc, char **argv)
 		break;
 	case CTL_RELOAD:
 		r = reload(&c);
+		break;
+	case CTL_MIGRATE:
+		r = migrate(&c);
+		break;
+	case CTL_MAINT:
+		r = maintenance(&c);
 		break;
 	}
 	json_decref(c.body);

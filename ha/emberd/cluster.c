@@ -374,7 +374,7 @@ static bool etcd_answers(struct ed_cluster *c)
 	return ok;
 }
 
-/* put key = value if owner/<vm>'s create_revision is still our token:
+/* put key = value if owner/<vm>'s mod_revision is still our token:
  * 0, -ESTALE, or -errno. */
 static int put_fenced(struct ed_cluster *c, struct ed_vm *vm, const char *kind, const char *value)
 {

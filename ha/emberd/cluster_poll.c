@@ -88,7 +88,7 @@ void cl_specs_free(struct cl_spec *s, size_t n)
 
 /* ---- on the loop ---- */
 
-static char **copy_list(const char *const *l)
+char **cl_copy_list(const char *const *l)
 {
 	size_t n = 0;
 	while (l && l[n])
@@ -111,10 +111,10 @@ struct cl_spec *cl_specs_copy(struct ed_host *h, size_t *n)
 		snprintf(s[i].name, sizeof(s[i].name), "%s", ed_vm_name(vm));
 		s[i].mem = ed_vm_mem_bytes(vm);
 		s[i].vcpus = ed_vm_vcpus(vm);
-		s[i].must = copy_list(ed_vm_hosts_must(vm));
-		s[i].avoid = copy_list(ed_vm_hosts_avoid(vm));
-		s[i].prefer = copy_list(ed_vm_hosts_prefer(vm));
-		s[i].prefer_avoid = copy_list(ed_vm_hosts_prefer_avoid(vm));
+		s[i].must = cl_copy_list(ed_vm_hosts_must(vm));
+		s[i].avoid = cl_copy_list(ed_vm_hosts_avoid(vm));
+		s[i].prefer = cl_copy_list(ed_vm_hosts_prefer(vm));
+		s[i].prefer_avoid = cl_copy_list(ed_vm_hosts_prefer_avoid(vm));
 		snprintf(s[i].affinity, sizeof(s[i].affinity), "%s", ed_vm_affinity(vm));
 		snprintf(s[i].anti_affinity, sizeof(s[i].anti_affinity), "%s",
 			 ed_vm_anti_affinity(vm));

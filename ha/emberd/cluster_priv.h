@@ -61,15 +61,15 @@ struct ed_cluster {
 	bool specs_asked; /* a refresh is posted to the loop */
 	json_t *hosts;	  /* GET /hosts: the last poll's view */
 	json_t *owners;	  /* vm -> owner host name, the last poll's view */
+	json_t *maint;	  /* host -> maint/<h> value, the mover's last view */
+	struct ed_mover *mover; /* move.c */
+	char migrate_addr[128]; /* our listener, published in hosts/<name> ("": none) */
+	struct ha_tls_opts migrate_tls; /* how moves authenticate (both ways) */
 	/* VMs the cluster itself is stopping (claim lost, owned elsewhere):
 	 * their stop is not the user's, so vm_stopped records nothing.  On
 	 * the loop only. */
 	char (*self_stops)[ED_NAME_MAX];
 	size_t nself_stops;
-	json_t *maint;	  /* host -> maint/<h> value, the mover's last view */
-	struct ed_mover *mover; /* move.c */
-	char migrate_addr[128]; /* our listener, published in hosts/<name> ("": none) */
-	struct ha_tls_opts migrate_tls; /* how moves authenticate (both ways) */
 };
 
 /* Keys: "ember/" + kind + "/" + name. */
@@ -96,6 +96,8 @@ bool cl_self_stopped(struct ed_cluster *c, const char *vm);
 /* The poller thread (cluster_poll.c). */
 void *cl_poller(void *arg);
 void cl_specs_free(struct cl_spec *s, size_t n);
+/* A NULL-terminated copy of l (NULL when out of memory). */
+char **cl_copy_list(const char *const *l);
 /* Record whether etcd answered (a change is an event). */
 void cl_set_reachable(struct ed_cluster *c, bool ok, const char *err);
 

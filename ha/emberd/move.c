@@ -162,17 +162,6 @@ void mv_delete_request(struct ha_etcd *e, const char *vm, int64_t move_rev)
 
 /* ---- the VMs' rules, from the loop ---- */
 
-static char **copy_list(const char *const *l)
-{
-	size_t n = 0;
-	while (l && l[n])
-		n++;
-	char **o = calloc(n + 1, sizeof(*o));
-	for (size_t i = 0; o && i < n; i++)
-		o[i] = strdup(l[i]);
-	return o;
-}
-
 static void rules_on_loop(void *arg)
 {
 	struct mv_rules *r = arg;
@@ -184,8 +173,8 @@ static void rules_on_loop(void *arg)
 	snprintf(r->s.name, sizeof(r->s.name), "%s", r->vm);
 	r->s.mem = ed_vm_mem_bytes(vm);
 	r->s.vcpus = ed_vm_vcpus(vm);
-	r->s.must = copy_list(ed_vm_hosts_must(vm));
-	r->s.avoid = copy_list(ed_vm_hosts_avoid(vm));
+	r->s.must = cl_copy_list(ed_vm_hosts_must(vm));
+	r->s.avoid = cl_copy_list(ed_vm_hosts_avoid(vm));
 }
 
 void mv_rules_free(struct mv_rules *r)

@@ -232,6 +232,14 @@ void mv_maintenance_round(struct ed_cluster *c, struct ha_etcd *e, const struct 
 					 (const char *const *)r->s.avoid};
 		char why[256] = "", err[ED_ERR_MAX];
 		int best = ph ? ed_place(ph, nh, &pv, why, sizeof(why)) : -1;
+		if (best < 0 && r->s.must && r->s.must[0]) {
+			snprintf(why, sizeof(why), "its must rule hosts = ");
+			for (char **m = r->s.must; *m; m++)
+				snprintf(why + strlen(why), sizeof(why) - strlen(why), "%s%s",
+					 m == r->s.must ? "" : ",", *m);
+			snprintf(why + strlen(why), sizeof(why) - strlen(why),
+				 " leaves no other live host out of maintenance with room");
+		}
 		if (best < 0) {
 			if (mv_tell_once(c, r->s.name))
 				cl_event(c, r->s.name, "maintenance-stays",

@@ -176,7 +176,7 @@ static int decide(struct in *m, struct ha_etcd *e, int64_t *token)
 	char okey[128], mkey[128], err[ED_ERR_MAX];
 	cl_key(okey, sizeof(okey), "owner", m->vm);
 	cl_key(mkey, sizeof(mkey), "moves", m->vm);
-	for (uint64_t end = ed_now_ms() + DECIDE_MS; ed_now_ms() < end; sleep_ms(20)) {
+	for (uint64_t end = ed_now_ms() + DECIDE_MS; ed_now_ms() < end; sleep_ms(5)) {
 		if (atomic_load(&c->stop))
 			return 0;
 		pthread_mutex_lock(&c->mu);
@@ -316,6 +316,7 @@ static void receive(struct in *m, struct ha_conn *k, struct ha_etcd *e)
 		goto stop;
 	}
 	mv_crash_point("dst-ready");
+	uint64_t held = ed_now_ms(); /* GOGO waits: part of the downtime ember cannot see */
 	int64_t token = 0;
 	if (!decide(m, e, &token)) {
 		no = "the ownership never moved here: removed here";
@@ -325,6 +326,7 @@ static void receive(struct in *m, struct ha_conn *k, struct ha_etcd *e)
 	cl_claim_set(c, m->vm, token);
 	pthread_mutex_unlock(&c->mu);
 	mv_crash_point("dst-owned");
+	held = ed_now_ms() - held;
 	if (write_all(v[1], gogo, HDR)) {
 		/* it waits in ready: run_it resolves it */
 	}
@@ -335,9 +337,13 @@ static void receive(struct in *m, struct ha_conn *k, struct ha_etcd *e)
 	if (mv_on_loop(c, end_on_loop, m)) {
 		/* stopping */
 	}
+	/* ember's figures count from the source's pause to GOGO and the
+	 * resume; GOGO's wait for the ownership transaction is added */
 	cl_event(c, m->vm, "moved",
-		 "from %s: downtime %.1f ms, total %" PRIu64 " ms (token %" PRId64 ")", m->from,
-		 down, total, token);
+		 "from %s: downtime %.1f ms, total %" PRIu64 " ms (ember's %.1f ms + %" PRIu64
+		 " ms until owner/%s was ours; token %" PRId64 ")",
+		 m->from, down < 0 ? -1 : down + (double)held, total + held, down, held, m->vm,
+		 token);
 stop:
 	if (no) {
 		m->ok = false;

@@ -229,7 +229,7 @@ static void fail(struct mv_req *q, struct ha_etcd *e, const char *why)
 static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char *why, size_t len)
 {
 	uint64_t t0 = ed_now_ms(), said = 0;
-	bool sending = false, cancelled = false;
+	bool cancelled = false;
 	for (;;) {
 		if (atomic_load(&rl->st.to_net_done) &&
 		    mig_stream_ends_with_gogo(rl->st.tail, rl->st.tail_len))
@@ -245,7 +245,9 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 		json_decref(r ? NULL : rep.body);
 		if (r && ha_api_gone(r)) {
 			/* exited: after GOGO, the relay may still be passing it on */
-			for (int i = 0; i < 100 && !atomic_load(&rl->done); i++)
+			for (int i = 0; i < 100 && !atomic_load(&rl->done) &&
+					!atomic_load(&rl->st.to_net_done);
+			     i++)
 				sleep_ms(20);
 			if (atomic_load(&rl->st.to_net_done) &&
 			    mig_stream_ends_with_gogo(rl->st.tail, rl->st.tail_len))
@@ -266,10 +268,6 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 			json_decref(b);
 			return snprintf(why, len, "the stream was cut at the hand-over"), false;
 		}
-		if (have && st.bytes_sent && !sending) {
-			sending = true;
-			mv_crash_point("src-sending");
-		}
 		if (have && ed_now_ms() - said >= 200) {
 			said = ed_now_ms();
 			mv_progress(q->c, q->vm, mig_phase_name(st.phase), st.bytes_sent);
@@ -283,7 +281,10 @@ static bool watch(struct mv_req *q, const char *sock, struct mig_relay *rl, char
 			}
 			json_decref(b);
 		}
-		sleep_ms(20);
+		/* the API every 20 ms; GOGO's passing every 1 ms (it starts the
+		 * ownership transaction: GOGO waits for it at the target) */
+		for (int i = 0; i < 20 && !atomic_load(&rl->st.to_net_done); i++)
+			sleep_ms(1);
 	}
 }
 
@@ -335,8 +336,11 @@ void *mv_out_main(void *arg)
 		fail(q, e, r ? why : "cannot start the relay");
 		goto done;
 	}
+	mv_crash_point("src-sending"); /* its VMM sends, the relay runs */
 	bool handed = watch(q, b.sock, &rl, why, sizeof(why));
-	mig_relay_finish(&rl, 2000);
+	/* handed over: all of its stream went out already; the target keeps
+	 * its side open until it owns the VM, so do not wait for the end */
+	mig_relay_finish(&rl, handed ? 0 : 2000);
 	if (!handed) {
 		fail(q, e, why);
 		goto done;

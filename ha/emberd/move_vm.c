@@ -116,7 +116,9 @@ void ed_vm_move_exited(struct ed_vm *vm)
 		vm->move_left = false;
 		vm->stopping = false;
 		vm->move_phase[0] = '\0';
-		ed_vm_set_remote(vm, vm->remote_host);
+		char host[ED_NAME_MAX + 1]; /* set_remote writes remote_host: not in place */
+		snprintf(host, sizeof(host), "%s", vm->remote_host);
+		ed_vm_set_remote(vm, host);
 		return;
 	}
 	/* the source's ember exited mid-move: the move decides (it may have

@@ -43,6 +43,7 @@ from bench_emberd import emberd_rows
 from bench_migrate import migrate_rows
 from bench_ring import ring_rows
 from bench_migrate_local import local_rows
+from bench_move import move_rows
 from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
@@ -633,6 +634,10 @@ def main():
     out.append("\nCluster failover: 3 emberd hosts in network namespaces, etcd, TTL 2 s (see "
                "tests/bench/bench_failover.py)\n")
     out.append(table(["what", "median", "p99", "n", "note"], fo_rows))
+    log("bench: emberd live-move rows")
+    out.append("\nLive moves between emberd hosts (see tests/bench/bench_move.py)\n")
+    out.append(table(["what", "total", "downtime", "VMM total", "n", "note"],
+                     move_rows(a.guests)))
     out += balance_lines(os.path.abspath(a.build_dir))  # balancer simulator: CPU only
     out += balance_live_lines(a.guests)  # emberd's balancer, 3 hosts, real processes
     out.append("\nGoals (from the issues)\n")

@@ -159,6 +159,30 @@ static char *printed(const struct ctl_table *t)
 	return buf;
 }
 
+/* migrate and host maintenance: the move commands (docs/ha.md "Moving a VM") */
+static void test_move_commands(void **state)
+{
+	(void)state;
+	struct ctl_args a = ok("migrate c0 h1 --wait");
+	assert_int_equal(a.cmd, CTL_MIGRATE);
+	assert_string_equal(a.vm, "c0");
+	assert_string_equal(a.host, "h1");
+	assert_true(a.wait);
+	a = ok("host maintenance enter h0");
+	assert_int_equal(a.cmd, CTL_MAINT);
+	assert_string_equal(a.maint, "enter");
+	assert_string_equal(a.host, "h0");
+	assert_false(a.wait);
+	a = ok("--json host maintenance status h2 --wait");
+	assert_string_equal(a.maint, "status");
+	refused("migrate c0", "give a VM and a host");
+	refused("migrate c0 h1 h2", "give a VM and a host");
+	refused("host maintenance leave h0", "enter|exit|status");
+	refused("host upkeep enter h0", "enter|exit|status");
+	refused("migrate c0 h1 --wait=1", "takes no value");
+	refused("migrate c0 h1 --grace 1s", "unknown option for migrate");
+}
+
 static void test_table(void **state)
 {
 	struct ctl_table t;
@@ -253,7 +277,7 @@ int main(void)
 	    cmocka_unit_test(test_commands),   cmocka_unit_test(test_durations_sizes),
 	    cmocka_unit_test(test_refusals),   cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_human),      cmocka_unit_test(test_vms_table),
-	    cmocka_unit_test(test_event_line),
+	    cmocka_unit_test(test_event_line), cmocka_unit_test(test_move_commands),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
