@@ -239,6 +239,8 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         names = ["d0", "d1", "d2", "d3"]
         for n in names:
             halt(c, n)
+        halt(c, "d4", avoid_hosts="nohost")  # a file's rule for the rules table
+        names.append("d4")
         port = 9120
         urls = {}
         for i, h in enumerate(c.hosts):
@@ -286,6 +288,23 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         assert set(load) == {f"ember/load/{h.name}" for h in c.hosts}, load
         one = json.loads(load[f"ember/load/{where['d0']}"])
         assert "d0" in one["vms"] and one["vms"]["d0"]["mem"] == 16 << 20, one
+
+        # a rule put in etcd (one already kept: nothing for a balancer to do)
+        # and a VM file's hosts list show in the rules table
+        import base64
+        b64 = lambda t: base64.b64encode(t.encode()).decode()  # noqa: E731
+        etcd_util.gateway(c.etcd.members[0].local, "/v3/kv/put", {
+            "key": b64("ember/rules/keep-off"),
+            "value": b64(json.dumps({"kind": "must-not-run-on", "vms": ["d1"],
+                                     "hosts": ["nohost"]}))})
+        rules = lambda: drv.execute_script(  # noqa: E731
+            "return Array.prototype.map.call(document.querySelectorAll('#rules tbody tr'),"
+            " function (r) { return r.textContent; });")
+        deadline = time.monotonic() + 30
+        while not (any("keep-off" in r and "nohost" in r for r in rules()) and
+                   any("file:d4" in r and "must-not-run-on" in r for r in rules())):
+            assert time.monotonic() < deadline, f"rule not shown: {rules()}"
+            time.sleep(0.25)
 
         # maintenance from the page: the button puts maint/<h>, the card shows it
         target = c.hosts[1].name
