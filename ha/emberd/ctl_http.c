@@ -305,8 +305,9 @@ static void dispatch(struct ed_ctl_conn *c)
 	}
 	struct ed_ctl_reply rp = {0};
 	const char *method = http_method_str((enum http_method)c->p.method);
-	int r = c->s->handle ? c->s->handle(c->s->harg, c, method, c->url, c->body, c->body_len, &rp)
-			     : ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp);
+	ed_ctl_handler fn = c->s->handle;
+	int r = fn ? fn(c->s->harg, c, method, c->url, c->body, c->body_len, &rp)
+		   : ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp);
 	if (r == 1) {
 		/* A long poll: keep reading, to see the client hang up. */
 		c->deferred = true;

@@ -94,9 +94,8 @@ __attribute__((warn_unused_result)) int ed_ctl_open(struct ed_ctl **s, struct ed
  * non-blocking here); each whole request goes to fn(arg, ...) instead of
  * ed_ctl_handle (same contract).  0 with *s (ed_ctl_close closes fd), or
  * -errno (fd left to the caller). */
-typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method,
-			      const char *url, const char *body, size_t len,
-			      struct ed_ctl_reply *rp);
+typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method, const char *url,
+			      const char *body, size_t len, struct ed_ctl_reply *rp);
 __attribute__((warn_unused_result)) int ed_ctl_serve(struct ed_ctl **s, struct ed_host *h, int fd,
 						     ed_ctl_handler fn, void *arg);
 /* Stop serving: every connection closed (long polls unwatch their

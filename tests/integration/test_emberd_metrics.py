@@ -284,6 +284,7 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         doc = json.loads(http(urls[view.name] + "api/cluster")[1])
         assert doc["mode"] == "cluster" and doc["etcd"]["ok"], doc
         assert all(h["alive"] and h["cpu_capacity_m"] > 0 for h in doc["hosts"]), doc
+        assert isinstance(doc["imbalance"], float) and doc["imbalance"] >= 0, doc
         load = c.etcd.get_prefix("ember/load/")
         assert set(load) == {f"ember/load/{h.name}" for h in c.hosts}, load
         one = json.loads(load[f"ember/load/{where['d0']}"])
