@@ -85,12 +85,12 @@ class Prometheus:
 
     def wait(self, what, q, cond, timeout=90):
         last = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = self.query(q)
-            if cond(last):
-                return last
-            time.sleep(0.5)
+
+        def ok():
+            last[:] = self.query(q)
+            return cond(last)
+        if etcd_util.wait_until(ok, timeout, 0.5):
+            return last
         with open(os.path.join(self.dir, "log")) as f:
             log = f.read()[-2000:]
         targets = http(f"http://127.0.0.1:{self.port}/api/v1/targets")[1][:2000]
@@ -257,12 +257,13 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
 
         def page_shows(cond, what, timeout=60):
             last = {}
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                last = drv.execute_script(PAGE_STATE)
-                if cond(last):
-                    return last
-                time.sleep(0.25)
+
+            def ok():
+                last.clear()
+                last.update(drv.execute_script(PAGE_STATE))
+                return cond(last)
+            if etcd_util.wait_until(ok, timeout, 0.25):
+                return last
             pytest.fail(f"the dashboard: {what}: not within {timeout} s; it shows {last}\n"
                         f"{c.diagnose()}")
 
@@ -301,11 +302,10 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         rules = lambda: drv.execute_script(  # noqa: E731
             "return Array.prototype.map.call(document.querySelectorAll('#rules tbody tr'),"
             " function (r) { return r.textContent; });")
-        deadline = time.monotonic() + 30
-        while not (any("keep-off" in r and "nohost" in r for r in rules()) and
-                   any("file:d4" in r and "must-not-run-on" in r for r in rules())):
-            assert time.monotonic() < deadline, f"rule not shown: {rules()}"
-            time.sleep(0.25)
+        assert etcd_util.wait_until(
+            lambda: any("keep-off" in r and "nohost" in r for r in rules()) and
+            any("file:d4" in r and "must-not-run-on" in r for r in rules()), 30, 0.25), \
+            f"rules not shown: {rules()}"
 
         # maintenance from the page: the button puts maint/<h>, the card shows it
         target = c.hosts[1].name
