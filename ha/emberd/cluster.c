@@ -53,6 +53,28 @@ void cl_claim_drop(struct ed_cluster *c, const char *vm)
 		*cl = c->claims[--c->nclaims];
 }
 
+void cl_self_stop(struct ed_cluster *c, const char *vm)
+{
+	if (cl_self_stopped(c, vm)) {
+		/* it was listed: drop the old entry, list it once */
+	}
+	char(*n)[ED_NAME_MAX] = realloc(c->self_stops, (c->nself_stops + 1) * sizeof(*n));
+	if (!n)
+		return; /* then vm_stopped's token check is what stands */
+	c->self_stops = n;
+	snprintf(n[c->nself_stops++], ED_NAME_MAX, "%s", vm);
+}
+
+bool cl_self_stopped(struct ed_cluster *c, const char *vm)
+{
+	for (size_t i = 0; i < c->nself_stops; i++)
+		if (!strcmp(c->self_stops[i], vm)) {
+			memcpy(c->self_stops[i], c->self_stops[--c->nself_stops], ED_NAME_MAX);
+			return true;
+		}
+	return false;
+}
+
 /* ---- events, posted to the loop ---- */
 
 struct cl_ev {
@@ -409,7 +431,10 @@ static int hk_snapshot_latest(void *arg, struct ed_vm *vm, char *buf, size_t len
 
 static void hk_vm_stopped(void *arg, struct ed_vm *vm)
 {
-	/* Kept owned, marked stopped: a survivor claims it but leaves it down. */
+	/* Kept owned, marked stopped: a survivor claims it but leaves it down.
+	 * A stop the cluster made itself (claim lost) is nobody's wish. */
+	if (cl_self_stopped(arg, ed_vm_name(vm)))
+		return;
 	if (put_fenced(arg, vm, "state", "stopped")) {
 		/* reported; a claim lost means another owner decides */
 	}
@@ -448,6 +473,7 @@ static void cluster_free(struct ed_cluster *c)
 	ha_etcd_free(c->lc);
 	free(c->endpoints);
 	free(c->claims);
+	free(c->self_stops);
 	for (size_t i = 0; i < c->nstopped; i++)
 		free(c->stopped[i]);
 	free(c->stopped);

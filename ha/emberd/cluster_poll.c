@@ -21,6 +21,7 @@
 
 #define POLL_MS 50
 #define ENSURE_MS 500  /* how often an owned VM that is down is started again */
+#define RECLAIM_MS 500 /* after a claim lost here, before it may be claimed again */
 #define CLAIM_BATCH 50 /* VMs per claim transaction (etcd's --max-txn-ops is 128) */
 
 /* START: just claimed, start unless it runs; ENSURE: ours, start it if
@@ -44,6 +45,7 @@ struct batch {
 struct pvm {
 	char name[ED_NAME_MAX];
 	uint64_t unowned_since; /* 0: owned */
+	uint64_t lost_at;	/* when a claim of ours was lost (0: never) */
 	bool ready_now;		/* unowned when first seen: no grace */
 	char last_owner[ED_NAME_MAX];
 	char posted[300]; /* the last remote/unplaced told to the loop */
@@ -146,11 +148,14 @@ static void apply(void *arg)
 			break;
 		case A_STOP:
 		case A_REMOTE:
-			if (running_here(st) &&
-			    ed_vm_stop(h, vm, 0,
-				       a->kind == A_STOP ? "claim-lost" : "claimed-elsewhere", why,
-				       sizeof(why)))
-				ed_event(h, a->vm, "stop-failed", "%s", why);
+			if (running_here(st)) {
+				cl_self_stop(b->c, a->vm);
+				if (ed_vm_stop(h, vm, 0,
+					       a->kind == A_STOP ? "claim-lost"
+								 : "claimed-elsewhere",
+					       why, sizeof(why)))
+					ed_event(h, a->vm, "stop-failed", "%s", why);
+			}
 			if (a->kind == A_STOP)
 				ed_event(h, a->vm, "claim-lost", "%s", a->arg);
 			else
@@ -295,9 +300,8 @@ static void claim(struct poller *p, struct batch *b, const struct ha_etcd_range 
 }
 
 /* GET /hosts's view and the owner map, for the hooks. */
-static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
-		    const struct ed_place_host *ph, size_t nh, const struct owner *ow, size_t nown,
-		    const struct ha_etcd_range *state)
+static void publish(struct ed_cluster *c, const struct ed_place_host *ph, size_t nh,
+		    const struct owner *ow, size_t nown, const struct ha_etcd_range *state)
 {
 	json_t *hj = json_array(), *oj = json_object();
 	for (size_t i = 0; i < nh; i++) {
@@ -349,7 +353,6 @@ static void publish(struct ed_cluster *c, const struct ha_etcd_range *hosts,
 				c->nstopped++;
 	}
 	pthread_mutex_unlock(&c->mu);
-	(void)hosts;
 }
 
 /* One poll: read, decide, claim, hand the loop its list. */
@@ -397,7 +400,7 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 				ph[i].vcpus_used += s->vcpus;
 			}
 	}
-	publish(c, hosts, ph, nh, ow, nown, state);
+	publish(c, ph, nh, ow, nown, state);
 
 	size_t nready = 0;
 	for (size_t i = 0; i < p->nspecs; i++) {
@@ -422,6 +425,8 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 				 s->name, o ? "now belongs to another claim" : "vanished", had);
 			add(b, s->name, A_STOP, msg);
 			v->posted[0] = 0;
+			v->lost_at = now;
+			v->ready_now = false;
 		}
 		if (o) {
 			v->unowned_since = 0;
@@ -441,6 +446,10 @@ static void poll_once(struct poller *p, const struct ha_etcd_range *r3)
 		}
 		if (!v->unowned_since)
 			v->unowned_since = now;
+		/* A claim lost here: its stop must land before anyone (us too)
+		 * claims and starts it again. */
+		if (v->lost_at && now - v->lost_at < RECLAIM_MS)
+			continue;
 		if (!v->ready_now && now - v->unowned_since < c->grace_ms)
 			continue;
 		bool stopped = is_stopped(state, s->name);

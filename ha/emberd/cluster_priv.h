@@ -56,6 +56,11 @@ struct ed_cluster {
 	bool specs_asked; /* a refresh is posted to the loop */
 	json_t *hosts;	  /* GET /hosts: the last poll's view */
 	json_t *owners;	  /* vm -> owner host name, the last poll's view */
+	/* VMs the cluster itself is stopping (claim lost, owned elsewhere):
+	 * their stop is not the user's, so vm_stopped records nothing.  On
+	 * the loop only. */
+	char (*self_stops)[ED_NAME_MAX];
+	size_t nself_stops;
 };
 
 /* Keys: "ember/" + kind + "/" + name. */
@@ -73,6 +78,11 @@ void cl_event(struct ed_cluster *c, const char *vm, const char *kind, const char
 
 /* Sleep up to ms, or less when c stops: false once it has stopped. */
 bool cl_sleep(struct ed_cluster *c, uint64_t ms);
+
+/* On the loop: vm is being stopped by the cluster, not by its user;
+ * cl_self_stopped() tells (once) whether vm's stop was such a one. */
+void cl_self_stop(struct ed_cluster *c, const char *vm);
+bool cl_self_stopped(struct ed_cluster *c, const char *vm);
 
 /* The poller thread (cluster_poll.c). */
 void *cl_poller(void *arg);

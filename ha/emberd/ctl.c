@@ -424,10 +424,12 @@ int ed_ctl_handle(struct ed_host *h, struct ed_ctl_conn *c, const char *method, 
 		json_t *report = NULL;
 		char why[ED_ERR_MAX] = "";
 		int r = ed_host_reload(h, &report, why, sizeof(why));
-		if (r)
+		if (r) {
 			ed_ctl_fault(rp, 500, "reload: %s", *why ? why : strerror(-r));
-		else
+		} else {
+			ed_host_start_fresh(h); /* new ones autostart */
 			ed_ctl_reply_json(rp, 200, report);
+		}
 		return 0;
 	}
 	case ED_R_HOSTS:

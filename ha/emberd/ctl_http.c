@@ -582,9 +582,3 @@ void ed_ctl_close(struct ed_ctl *s)
 	free(s);
 }
 
-int ed_ctl_listen(struct ed_host *h, const char *sock, char *err, size_t errlen)
-{
-	/* Serves as long as emberd runs: nothing closes it (see ed_ctl_open). */
-	struct ed_ctl *s;
-	return ed_ctl_open(&s, h, sock, err, errlen);
-}

@@ -82,13 +82,8 @@ void ed_ctl_reply_json(struct ed_ctl_reply *rp, int status, json_t *v); /* steal
 __attribute__((format(printf, 3, 4))) void ed_ctl_fault(struct ed_ctl_reply *rp, int status,
 							const char *fmt, ...);
 
-struct ed_ctl;	    /* the server (ctl_http.c) */
 struct ed_ctl_conn; /* one connection */
 
-/* ed_ctl_listen() with a handle for ed_ctl_close(): 0 with *s, or -errno
- * with err.  (Integrator: for emberd.h, so main.c closes it at exit.) */
-__attribute__((warn_unused_result)) int ed_ctl_open(struct ed_ctl **s, struct ed_host *h,
-						    const char *sock, char *err, size_t errlen);
 /* Another server on the same HTTP code (web.c's TCP listener for metrics
  * and the dashboard): fd is a listening socket the caller bound (made
  * non-blocking here); each whole request goes to fn(arg, ...) instead of
@@ -98,10 +93,6 @@ typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *meth
 			      const char *body, size_t len, struct ed_ctl_reply *rp);
 __attribute__((warn_unused_result)) int ed_ctl_serve(struct ed_ctl **s, struct ed_host *h, int fd,
 						     ed_ctl_handler fn, void *arg);
-/* Stop serving: every connection closed (long polls unwatch their
- * events), the socket closed and its file unlinked if it is still ours.
- * Before ed_host_free(). */
-void ed_ctl_close(struct ed_ctl *s);
 
 /* Handle one whole request (ctl.c): 0 with *rp filled, or 1 when the
  * reply comes later (a long poll), through ed_ctl_conn_reply(). */

@@ -149,13 +149,17 @@ __attribute__((warn_unused_result)) int ed_vm_snapshot(struct ed_host *h, struct
 /* The VM's console log file (guest serial output, ember's stderr). */
 const char *ed_vm_console_path(const struct ed_vm *vm);
 
-/* Rescan the VM folder: new files are added (and autostarted), removed
+/* Rescan the VM folder: new files are added (autostarted by the caller's
+ * ed_host_start_fresh()), removed
  * ones stopped and dropped, changed ones take effect at their next start;
  * a malformed file is reported and skipped while the others run.  0 with
  * *report {"added", "removed", "changed", "errors": [{"file", "error"}]}
  * (new reference), or -errno with why. */
 __attribute__((warn_unused_result)) int ed_host_reload(struct ed_host *h, json_t **report,
 						     char *why, size_t whylen);
+/* After ed_host_reload(): start the VMs it added whose policy says
+ * autostart (never one the user stopped). */
+void ed_host_start_fresh(struct ed_host *h);
 /* GET /status and GET /hosts (new references): see docs/ha.md. */
 json_t *ed_host_status_json(struct ed_host *h);
 json_t *ed_host_hosts_json(struct ed_host *h);
@@ -192,11 +196,17 @@ void ed_events_unwatch(struct ed_host *h, void (*fn)(void *), void *arg);
 /* ---- the control API (ctl.c; docs/ha.md "Control API") ---- */
 
 /* Serve HTTP/1.1 on the unix socket sock (made 0600, replacing a stale
- * one): one request per connection, JSON replies, errors as
- * {"fault_message": "..."} (ember's own API's shape, so ha_api_fault()
- * reads them).  0 or -errno with err. */
-__attribute__((warn_unused_result)) int ed_ctl_listen(struct ed_host *h, const char *sock, char *err,
-						      size_t errlen);
+ * one, refusing one another emberd serves): one request per connection,
+ * JSON replies, errors as {"fault_message": "..."} (ember's own API's
+ * shape, so ha_api_fault() reads them).  0 with *s (for ed_ctl_close),
+ * or -errno with err. */
+struct ed_ctl;
+__attribute__((warn_unused_result)) int ed_ctl_open(struct ed_ctl **s, struct ed_host *h,
+						    const char *sock, char *err, size_t errlen);
+/* Stop serving: every connection closed (long polls unwatch their
+ * events), the socket closed and its file unlinked if it is still ours.
+ * Before ed_host_free(). */
+void ed_ctl_close(struct ed_ctl *s);
 
 /* A VM's status object, as GET /vms and GET /vms/NAME return it (new
  * reference). */

@@ -193,7 +193,9 @@ int ed_vm_start(struct ed_host *h, struct ed_vm *vm, enum ed_how how, const char
 	}
 	struct ed_snapinfo si = {0};
 	enum ed_way way;
-	bool from_marker = how != ED_HOW_BOOT && suspended_snap(vm, snap, sizeof(snap));
+	/* (a suspend snapshot that would not load is not tried again) */
+	bool from_marker = how != ED_HOW_BOOT && !vm->resume_failed_boot &&
+			   suspended_snap(vm, snap, sizeof(snap));
 	if (from_marker) {
 		si.exists = si.suspend = true;
 		way = ED_WAY_RESUME;
@@ -358,6 +360,9 @@ void ed_host_vm_exited(struct ed_vm *vm)
 					"the snapshot did not load, and a boot would "
 					"lose the memory that matches its drives");
 			ed_event(h, vm->f.name, "failed", "%s (exit %d)", vm->reason, code);
+			if (h->have_hooks && h->hooks.vm_stopped)
+				h->hooks.vm_stopped(h->hooks.arg, vm);
+			drop_if_removed(h, vm);
 			return;
 		}
 	}
@@ -378,6 +383,9 @@ void ed_host_vm_exited(struct ed_vm *vm)
 	} else if (v == ED_V_STOP) {
 		ed_vm_set_state(vm, ED_STOPPED, why);
 		ed_event(h, vm->f.name, "stopped", "%s", why);
+		/* its policy ended it: a survivor must not start it after a failover */
+		if (h->have_hooks && h->hooks.vm_stopped)
+			h->hooks.vm_stopped(h->hooks.arg, vm);
 	} else {
 		ed_vm_set_state(vm, ED_FAILED, why);
 		ed_event(h, vm->f.name, "failed", "%s", why);
@@ -452,10 +460,27 @@ const char *ed_vm_console_path(const struct ed_vm *vm)
 
 /* ---- host start and shutdown ---- */
 
+void ed_host_start_fresh(struct ed_host *h)
+{
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
+		char why[ED_ERR_MAX];
+		if (!vm->fresh)
+			continue;
+		vm->fresh = false;
+		if (vm->f.pol.autostart && ed_vm_start(h, vm, ED_HOW_POLICY, "autostart", why,
+						       sizeof(why)) &&
+		    vm->state != ED_STOPPED) {
+			ed_vm_set_state(vm, ED_FAILED, why);
+			ed_event(h, vm->f.name, "failed", "start: %s", why);
+		}
+	}
+}
+
 void ed_host_start_all(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char snap[PATH_MAX], why[ED_ERR_MAX];
+		vm->fresh = false;
 		bool susp = suspended_snap(vm, snap, sizeof(snap));
 		if (!susp && !vm->f.pol.autostart)
 			continue;
@@ -470,13 +495,19 @@ void ed_host_start_all(struct ed_host *h)
 
 void ed_host_suspend_all(struct ed_host *h)
 {
+	/* every VM's snapshot written at once (each on a thread: the host's
+	 * stop timeout covers the slowest, not the sum), then each committed */
+	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
+		ed_snap_wait(vm);
+		if (vm->pid > 0 && vm->state == ED_RUNNING)
+			ed_snap_suspend_begin(vm);
+	}
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
 		char dir[PATH_MAX], why[ED_ERR_MAX], p[PATH_MAX];
-		ed_snap_wait(vm);
 		if (vm->pid <= 0)
 			continue;
 		bool ok = vm->state == ED_RUNNING &&
-			  !ed_snap_take(vm, true, dir, sizeof(dir), why, sizeof(why));
+			  !ed_snap_suspend_end(vm, dir, sizeof(dir), why, sizeof(why));
 		if (!ok && vm->state != ED_RUNNING)
 			snprintf(why, sizeof(why), "it was %s", ed_state_name(vm->state));
 		syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);

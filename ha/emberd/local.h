@@ -123,6 +123,7 @@ struct ed_vm {
 	struct ed_vmfile f;
 	bool changed; /* the file changed: re-read before the next start */
 	bool remove;  /* the file is gone: drop once it is down */
+	bool fresh;   /* added by the last reload: autostarts at ed_host_start_fresh */
 	enum ed_state state;
 	char reason[ED_ERR_MAX];
 	char remote_host[ED_NAME_MAX + 1];
@@ -190,6 +191,7 @@ __attribute__((warn_unused_result)) int ed_host_new(struct ed_host **h, struct e
 /* Start every VM as emberd starts: suspended ones resume, the others
  * autostart by policy. */
 void ed_host_start_all(struct ed_host *h);
+
 /* Host shutdown: suspend every running VM to a snapshot. */
 void ed_host_suspend_all(struct ed_host *h);
 void ed_host_free(struct ed_host *h);
@@ -248,6 +250,14 @@ void ed_snap_arm(struct ed_vm *vm);
 /* After the loop has ended: wait for vm's periodic snapshot being written,
  * and drop it (it was never committed). */
 void ed_snap_wait(struct ed_vm *vm);
+/* Host shutdown: write a running vm's suspend snapshot on a thread (it
+ * stays paused after), so that every VM's is written at once; then
+ * ed_snap_suspend_end() waits for it and commits it: 0 with dir, or
+ * -errno with why (nothing of it left). */
+void ed_snap_suspend_begin(struct ed_vm *vm);
+__attribute__((warn_unused_result)) int ed_snap_suspend_end(struct ed_vm *vm, char *dir,
+							  size_t dirlen, char *why,
+							  size_t whylen);
 /* Remove dir and all below it, following no link and crossing no mount
  * (the caller has detached a jail's). */
 void ed_rm_tree(const char *dir);

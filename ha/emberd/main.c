@@ -13,7 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ha/emberd/ctl_priv.h" /* ed_ctl_open/close (integrator: for emberd.h) */
 #include "ha/emberd/local.h"
 
 static const char usage[] =
@@ -219,7 +218,7 @@ static void on_signal(void *arg, uint32_t events)
 				char *s = json_dumps(rep, JSON_COMPACT);
 				ed_event(c->h, NULL, "reloaded", "%s", s ? s : "");
 				free(s);
-				ed_host_start_all(c->h); /* new ones autostart */
+				ed_host_start_fresh(c->h); /* new ones autostart */
 			}
 			json_decref(rep);
 		}

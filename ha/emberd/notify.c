@@ -9,10 +9,12 @@
 
 #include "ha/emberd/emberd.h"
 
-struct keepalive {
+/* The keep-alives' state: one per process, as $NOTIFY_SOCKET and the
+ * watchdog systemd keeps for it are (static: nothing to free at exit). */
+static struct keepalive {
 	struct ed_loop *l;
 	uint64_t period_ms;
-};
+} keep;
 
 static void keepalive(void *arg)
 {
@@ -31,12 +33,11 @@ void ed_notify_ready(struct ed_loop *l, const char *status)
 	/* > 0: WATCHDOG_USEC is set (and WATCHDOG_PID, if set, is ours) */
 	if (sd_watchdog_enabled(0, &usec) <= 0 || !usec)
 		return;
-	struct keepalive *k = malloc(sizeof(*k)); /* lives as long as emberd */
-	if (!k)
-		return;
-	k->l = l;
-	k->period_ms = usec / 2000 ? usec / 2000 : 1; /* half the watchdog's period */
-	keepalive(k);
+	if (keep.l)
+		return; /* already sending */
+	keep.l = l;
+	keep.period_ms = usec / 2000 ? usec / 2000 : 1; /* half the watchdog's period */
+	keepalive(&keep);
 }
 
 void ed_notify_stopping(const char *status)

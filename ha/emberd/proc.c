@@ -306,6 +306,8 @@ int ed_proc_launch(struct ed_vm *vm, const char *snap_dir, char *why, size_t why
 	dprintf(logfd, "%s--- emberd: %s%s %s ---\n", last == '\n' ? "" : "\n",
 		last == '\n' ? "" : "(the line above was cut) ", snap_dir ? "restore from" : "boot",
 		snap_dir ? snap_dir : vm->f.file);
+	/* On the loop's thread, which lives as long as emberd: the jailer's
+	 * --die-with-parent (PR_SET_PDEATHSIG) follows the forking thread. */
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = -errno;

@@ -174,6 +174,7 @@ int ed_host_reload(struct ed_host *h, json_t **report, char *why, size_t whylen)
 			free(vm);
 			continue;
 		}
+		vm->fresh = true;
 		json_array_append_new(added, json_string(vm->f.name));
 	}
 	free(ents);

@@ -423,8 +423,10 @@ static void periodic_done(void *arg)
 	struct ed_vm *vm = j->vm;
 	pthread_join(j->th, NULL);
 	vm->snap_job = NULL;
+	bool gone = vm->pid != j->pid; /* it exited (or was stopped) meanwhile */
 	if (snap_commit(j))
-		ed_event(vm->h, vm->f.name, "snapshot-failed", "%s", j->why);
+		ed_event(vm->h, vm->f.name, gone ? "snapshot-dropped" : "snapshot-failed",
+			 "%s%s", gone ? "its ember exited while it was taken: " : "", j->why);
 	else
 		ed_event(vm->h, vm->f.name, "snapshot", "%s (%llu ms)", j->dir,
 			 (unsigned long long)(ed_now_ms() - j->t0));
@@ -467,6 +469,46 @@ static void periodic(void *arg)
 		return;
 	}
 	vm->snap_job = j;
+}
+
+static void *suspend_thread(void *arg)
+{
+	snap_write(arg);
+	return NULL;
+}
+
+void ed_snap_suspend_begin(struct ed_vm *vm)
+{
+	struct snap_job *j = malloc(sizeof(*j));
+	if (!j)
+		return; /* ed_snap_suspend_end() takes it the slow way */
+	j->r = snap_prepare(vm, true, j);
+	j->th = pthread_self(); /* nothing to join unless a thread takes it */
+	if (!j->r) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, suspend_thread, j) == 0)
+			j->th = t;
+		else
+			snap_write(j); /* no thread: here, now */
+	}
+	vm->snap_job = j;
+}
+
+int ed_snap_suspend_end(struct ed_vm *vm, char *dir, size_t dirlen, char *why, size_t whylen)
+{
+	struct snap_job *j = vm->snap_job;
+	if (!j)
+		return ed_snap_take(vm, true, dir, dirlen, why, whylen);
+	if (!pthread_equal(j->th, pthread_self()))
+		pthread_join(j->th, NULL);
+	vm->snap_job = NULL;
+	int r = j->r ? j->r : snap_commit(j);
+	if (r && j->dir[0] && j->r != -EINVAL)
+		ed_rm_tree(j->dir);
+	snprintf(why, whylen, "%s", j->why);
+	snprintf(dir, dirlen, "%s", j->dir);
+	free(j);
+	return r;
 }
 
 void ed_snap_wait(struct ed_vm *vm)

@@ -1,5 +1,5 @@
 """The cluster failover rows of `make bench` (imported by bench.py; also
-runs alone: python3 tests/bench/bench_failover.py [--trials N]).
+runs alone: /usr/bin/python3 tests/bench/bench_failover.py [--trials N]).
 
 Three emberd hosts, each in its own network namespace joined to one etcd
 member by a veth pair (tests/integration/etcd_util.py), TTL 2 s, grace 0,

@@ -18,6 +18,8 @@ import subprocess
 import time
 import urllib.request
 
+from emberd_util import api_call, unmount_below  # the core's harness (needs pytest)
+
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 FLAGS = ["--heartbeat-interval", "50", "--election-timeout", "500",
          "--log-level", "warn", "--logger", "zap"]
@@ -267,19 +269,6 @@ EMBERD = os.path.abspath(os.environ.get("EMBERD", os.path.join(BUILD, "emberd"))
 UP_KINDS = ("started", "restored", "restarted", "resumed")
 
 
-def unmount_below(path):
-    """Detach every mount at or below path, deepest first."""
-    path = os.path.realpath(path)
-    mps = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].replace("\\040", " ")
-            if mp == path or mp.startswith(path + "/"):
-                mps.append(mp)
-    for mp in sorted(mps, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], capture_output=True)
-
-
 def jail_root(pid):
     """Where a jailed process's root comes from: the mount at "/" in its
     mount namespace, as its file system names it (readlink of
@@ -361,15 +350,8 @@ class Host:
             return ""
 
     def api(self, method, path):
-        """(HTTP status, JSON) from its control socket, through curl."""
-        r = subprocess.run(["curl", "-s", "-m", "10", "-X", method, "-w", "\n%{http_code}",
-                            "--unix-socket", self.sock, "http://localhost" + path],
-                           capture_output=True, text=True)
-        body, _, code = r.stdout.rpartition("\n")
-        try:
-            return int(code or 0), json.loads(body) if body else None
-        except ValueError:
-            return int(code or 0), body
+        """(HTTP status, JSON) from its control socket."""
+        return api_call(self.sock, method, path, timeout=10)
 
     def vm_of_root(self, root):
         """The VM name a jailed ember's root (JAIL/ember/VM/root, as its

@@ -230,9 +230,6 @@ def test_reload(ed):
     assert any(e["file"].endswith("d.ini") for e in doc["errors"])
 
 
-@pytest.mark.xfail(strict=True, reason="emberd core: ed_host_reload() does not autostart the "
-                   "new VMs as emberd.h says (only main.c's SIGHUP path calls "
-                   "ed_host_start_all); drop this mark once it does")
 def test_reload_autostarts(ed):
     vm_file(ed, "c")
     assert "added: c" in ed.ok("reload")
