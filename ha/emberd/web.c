@@ -251,13 +251,13 @@ static int maintenance(struct ed_obs *o, const char *host, const char *body, siz
 		ed_ctl_fault(rp, 409, "maintenance mode needs cluster mode (--etcd)");
 		return 0;
 	}
+	/* the control API's PUT /hosts/H/maintenance body (MOVE's move_ctl) */
 	json_error_t e;
 	json_t *j = json_loadb(body ? body : "", len, 0, &e);
-	const char *act = json_string_value(json_object_get(j, "action"));
-	bool enter = act && !strcmp(act, "enter");
-	if (!j || !act || (!enter && strcmp(act, "exit")) || json_object_size(j) != 1) {
-		ed_ctl_fault(rp, 400,
-			     "body: give {\"action\": \"enter\"} or {\"action\": \"exit\"}%s%s",
+	json_t *en = json_object_get(j, "enter");
+	bool enter = json_is_true(en);
+	if (!json_is_boolean(en) || json_object_size(j) != 1) {
+		ed_ctl_fault(rp, 400, "body: give {\"enter\": true} or {\"enter\": false}%s%s",
 			     j ? "" : ": ", j ? "" : e.text);
 		json_decref(j);
 		return 0;
@@ -277,7 +277,7 @@ static int maintenance(struct ed_obs *o, const char *host, const char *body, siz
 		return 0;
 	}
 	/* carried out by the etcd worker: its outcome is an event */
-	ed_ctl_reply_json(rp, 202, json_pack("{s:s, s:s}", "host", host, "action", act));
+	ed_ctl_reply_json(rp, 202, json_pack("{s:s, s:b}", "host", host, "enter", enter));
 	return 0;
 }
 

@@ -6,7 +6,8 @@ checks the exposition text; headless Chromium (through chromedriver and
 Debian's python3-selenium) loads the dashboard from a 3-host cluster
 (network namespaces + etcd, as test_emberd_cluster.py) and must show every
 host with its VMs, then follow a host's death and a maintenance action
-without a reload, and show its error banner once emberd is gone."""
+without a reload, and show its error banner once emberd is gone; there
+Prometheus scrapes all three hosts and counts the failovers."""
 import json
 import os
 import shutil
@@ -145,7 +146,7 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
         assert sorted(v["name"] for v in doc["hosts"][0]["vms"]) == ["m1", "m2"], body
         # read-mostly: no writes here, clear refusals
         assert http(f"http://{addr}/api/hosts/x/maintenance", "POST",
-                    {"action": "enter"})[0] == 403
+                    {"enter": True})[0] == 403
         assert http(f"http://{addr}/metrics", "POST", {})[0] == 405
         assert http(f"http://{addr}/nope")[0] == 404
         page = http(f"http://{addr}/")
@@ -233,7 +234,7 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
     if flags & (os.ST_NODEV | os.ST_NOEXEC):
         pytest.skip(f"{tmp_path} is nodev or noexec: the jails need exec and devices")
     c = etcd_util.Cluster(str(tmp_path), n_hosts=3)
-    drv = None
+    drv = prom = None
     try:
         c.up()
         names = ["d0", "d1", "d2", "d3"]
@@ -249,6 +250,12 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
             h.start(c.endpoints(i), "--http", f"{a}:{port}", "--http-allow-actions",
                     "--load-interval", "500ms", ttl=2, grace="0")
         where = c.checker.wait(lambda r: all(n in r for n in names), 90, "VMs placed")
+        if PROMETHEUS:  # every host scraped: the cluster's VMs, once each
+            prom = Prometheus(str(tmp_path), [u[7:-1] for u in urls.values()])
+            prom.wait("5 VMs over the hosts", "sum(ember_host_vms)",
+                      lambda r: len(r) == 1 and r[0][1] == len(names))
+            prom.wait("each VM up once", "ember_vm_up == 1",
+                      lambda r: sorted(m["vm"] for m, _ in r) == sorted(names))
         drv = browser()
         drv.set_script_timeout(10)
         view = c.hosts[0]
@@ -267,29 +274,36 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
             pytest.fail(f"the dashboard: {what}: not within {timeout} s; it shows {last}\n"
                         f"{c.diagnose()}")
 
-        def placed_as(w):
+        def as_running(vms):
+            """The page shows each of vms running where its ember runs now
+            (the checker's view, read at each poll: a host starved on this
+            shared machine may fence and its VMs move meanwhile)."""
             def cond(s):
-                if s["marker"] != "no reload":
-                    return False
-                for vm, host in w.items():
-                    vms = dict(s["hosts"].get(host, {}).get("vms", []))
-                    if vms.get(vm) != "running":
-                        return False
-                return True
+                now = c.checker.running()
+                return s["marker"] == "no reload" and all(
+                    vm in now and
+                    dict(s["hosts"].get(now[vm], {}).get("vms", [])).get(vm) == "running"
+                    for vm in vms)
             return cond
 
-        s = page_shows(placed_as(where), f"every VM on its host {where}")
+        s = page_shows(as_running(names), f"every VM on its host {where}")
         assert set(s["hosts"]) == {h.name for h in c.hosts}, s
         assert s["error"] is None, s
         # the JSON behind it names the same
-        doc = json.loads(http(urls[view.name] + "api/cluster")[1])
-        assert doc["mode"] == "cluster" and doc["etcd"]["ok"], doc
-        assert all(h["alive"] and h["cpu_capacity_m"] > 0 for h in doc["hosts"]), doc
-        assert isinstance(doc["imbalance"], float) and doc["imbalance"] >= 0, doc
-        load = c.etcd.get_prefix("ember/load/")
-        assert set(load) == {f"ember/load/{h.name}" for h in c.hosts}, load
-        one = json.loads(load[f"ember/load/{where['d0']}"])
-        assert "d0" in one["vms"] and one["vms"]["d0"]["mem"] == 16 << 20, one
+        def doc_ok():
+            d = json.loads(http(urls[view.name] + "api/cluster")[1])
+            return d if (d["mode"] == "cluster" and d["etcd"]["ok"] and
+                         all(h["alive"] and h["cpu_capacity_m"] > 0 for h in d["hosts"]) and
+                         isinstance(d["imbalance"], float) and d["imbalance"] >= 0) else None
+        assert etcd_util.wait_until(doc_ok, 30, 0.25), http(urls[view.name] + "api/cluster")
+
+        def load_ok():  # load/<h> of every host; d0's entry where d0 runs now
+            now, load = c.checker.running(), c.etcd.get_prefix("ember/load/")
+            if set(load) != {f"ember/load/{h.name}" for h in c.hosts} or "d0" not in now:
+                return None
+            one = json.loads(load[f"ember/load/{now['d0']}"])
+            return one if one["vms"].get("d0", {}).get("mem") == 16 << 20 else None
+        assert etcd_util.wait_until(load_ok, 30, 0.25), c.etcd.get_prefix("ember/load/")
 
         # a rule put in etcd (one already kept: nothing for a balancer to do)
         # and a VM file's hosts list show in the rules table
@@ -318,13 +332,16 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         page_shows(lambda s: not s["hosts"].get(target, {}).get("maint"), f"{target} back")
 
         # a host dies: its VMs show on the survivors, without a reload
+        where = c.checker.running()
         victim = next(h for h in c.hosts[1:] if h.name in where.values())
         lost = [v for v, h in where.items() if h == victim.name]
         victim.kill9()
         after = c.checker.wait(lambda r: all(v in r and r[v] != victim.name for v in lost),
                                90, f"{lost} moved off {victim.name}")
-        s = page_shows(placed_as({v: after[v] for v in lost}),
-                       f"{lost} shown on their new hosts")
+        s = page_shows(as_running(lost), f"{lost} shown on their new hosts {after}")
+        if prom:
+            prom.wait("the failovers counted", "sum(ember_failovers_total)",
+                      lambda r: len(r) == 1 and r[0][1] >= len(lost))
         page_shows(lambda s: victim.name not in s["hosts"] or s["hosts"][victim.name]["dead"],
                    f"{victim.name} shown down or gone")
         # the emberd behind the page goes away: the error banner says so
@@ -334,4 +351,6 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
     finally:
         if drv:
             drv.quit()
+        if prom:
+            prom.close()
         c.close()
