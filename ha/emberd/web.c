@@ -96,6 +96,11 @@ static json_t *imbalance(json_t *hosts)
 	return out;
 }
 
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static json_t *vm_entry(const char *name, const char *state, json_t *lv)
 {
 	return json_pack("{s:s, s:s, s:I, s:I, s:I}", "name", name, "state", state, "cpu_m",
@@ -171,7 +176,7 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 		const char **sorted = calloc(json_object_size(names) + 1, sizeof(*sorted));
 		size_t ns = 0;
 		json_object_foreach(names, n, x) if (sorted) sorted[ns++] = n;
-		qsort(sorted, ns, sizeof(*sorted), (int (*)(const void *, const void *))strcmp);
+		qsort(sorted, ns, sizeof(*sorted), by_name);
 		for (size_t i = 0; i < ns; i++) {
 			const char *hn = sorted[i];
 			bool is_self = !strcmp(hn, self);
@@ -203,7 +208,7 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 				continue;
 			json_t *st = ed_vm_status_json(vm);
 			json_array_append_new(json_object_get(doc, "unplaced"),
-					      json_pack("{s:s, s:s, s:O}", "name", ed_vm_name(vm),
+					      json_pack("{s:s, s:s, s:O?}", "name", ed_vm_name(vm),
 							"state", ed_state_name(ed_vm_state(vm)),
 							"reason", json_object_get(st, "reason")));
 			json_decref(st);
@@ -288,7 +293,7 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 	struct ed_obs *o = arg;
 	char path[ED_CTL_URL_MAX + 1];
 	snprintf(path, sizeof(path), "%.*s", (int)strcspn(url, "?#"), url);
-	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+	bool get = !strcmp(method, "GET");
 	const char *pre = "/api/hosts/", *suf = "/maintenance";
 	size_t pl = strlen(path), sl = strlen(suf);
 	if (!strncmp(path, pre, strlen(pre)) && pl > strlen(pre) + sl &&
