@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +56,13 @@ struct ed_ctl_conn {
 	http_parser p;
 	size_t got; /* bytes of the request read */
 	char url[ED_CTL_URL_MAX + 1];
+	/* two headers a handler may check (ed_ctl_conn_header): the rest are
+	 * parsed and dropped */
+	char hfield[16];
+	size_t hfield_len;
+	bool in_value;
+	char *hval; /* NULL: not one we keep */
+	char ctype[128], host[256];
 	size_t url_len;
 	bool url_long, too_big, complete, deferred;
 	bool lingering; /* replied early: the rest of the request is read and dropped */
@@ -89,6 +97,8 @@ static const char *reason(int status)
 		return "Conflict";
 	case 413:
 		return "Payload Too Large";
+	case 415:
+		return "Unsupported Media Type";
 	case 500:
 		return "Internal Server Error";
 	case 503:
@@ -259,6 +269,45 @@ static int on_url(http_parser *p, const char *at, size_t n)
 	c->url_len += n;
 	c->url[c->url_len] = '\0';
 	return 0;
+}
+
+static int on_hfield(http_parser *p, const char *at, size_t n)
+{
+	struct ed_ctl_conn *c = p->data;
+	if (c->in_value) {
+		c->in_value = false;
+		c->hfield_len = 0;
+	}
+	size_t take = c->hfield_len + n < sizeof(c->hfield) ? n : 0;
+	memcpy(c->hfield + c->hfield_len, at, take);
+	/* a name longer than ours: never matches */
+	c->hfield_len = take ? c->hfield_len + n : sizeof(c->hfield);
+	return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n)
+{
+	struct ed_ctl_conn *c = p->data;
+	if (!c->in_value) {
+		c->in_value = true;
+		size_t l = c->hfield_len;
+		c->hval = l == 12 && !strncasecmp(c->hfield, "content-type", 12) ? c->ctype
+			  : l == 4 && !strncasecmp(c->hfield, "host", 4)	 ? c->host
+										 : NULL;
+		if (c->hval)
+			c->hval[0] = '\0';
+	}
+	size_t cap = c->hval == c->ctype ? sizeof(c->ctype) : sizeof(c->host);
+	if (c->hval && strlen(c->hval) + n < cap)
+		strncat(c->hval, at, n);
+	return 0;
+}
+
+const char *ed_ctl_conn_header(struct ed_ctl_conn *c, const char *name)
+{
+	return !strcasecmp(name, "content-type") ? c->ctype
+	       : !strcasecmp(name, "host")	 ? c->host
+						 : "";
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
@@ -515,6 +564,8 @@ int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *e
 	s->h = h;
 	s->l = ed_host_loop(h);
 	s->settings.on_url = on_url;
+	s->settings.on_header_field = on_hfield;
+	s->settings.on_header_value = on_hvalue;
 	s->settings.on_body = on_body;
 	s->settings.on_headers_complete = on_headers;
 	s->settings.on_message_complete = on_complete;
@@ -549,6 +600,8 @@ int ed_ctl_serve(struct ed_ctl **sp, struct ed_host *h, int fd, ed_ctl_handler f
 		return -ENOMEM;
 	*s = (struct ed_ctl){.h = h, .l = ed_host_loop(h), .fd = fd, .handle = fn, .harg = arg};
 	s->settings.on_url = on_url;
+	s->settings.on_header_field = on_hfield;
+	s->settings.on_header_value = on_hvalue;
 	s->settings.on_body = on_body;
 	s->settings.on_headers_complete = on_headers;
 	s->settings.on_message_complete = on_complete;
@@ -581,4 +634,3 @@ void ed_ctl_close(struct ed_ctl *s)
 		unlink(s->path);
 	free(s);
 }
-

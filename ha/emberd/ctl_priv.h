@@ -105,6 +105,9 @@ void ed_ctl_conn_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp);
 void **ed_ctl_conn_slot(struct ed_ctl_conn *c);
 void ed_ctl_conn_on_close(struct ed_ctl_conn *c, void (*fn)(struct ed_ctl_conn *c));
 struct ed_host *ed_ctl_conn_host(struct ed_ctl_conn *c);
+/* The request's Content-Type or Host header ("" when absent or too long;
+ * only these two are kept). */
+const char *ed_ctl_conn_header(struct ed_ctl_conn *c, const char *name);
 
 /* Valid UTF-8 from bytes p[0..n) (invalid bytes become '?'): a new JSON
  * string, and *used: how many bytes of p it covers (short of n when p

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@ struct ed_obs {
 	struct ed_view *view; /* cluster mode */
 	struct ed_metrics *m;
 	struct ed_ctl *srv; /* --http */
+	char addr[300];	    /* its ADDR:PORT, as given */
 	bool actions;
 };
 
@@ -243,8 +245,31 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 
 /* ---- requests ---- */
 
-static int maintenance(struct ed_obs *o, const char *host, const char *body, size_t len,
-		       struct ed_ctl_reply *rp)
+/* A browser elsewhere must not be able to act through a page that can
+ * reach this listener: a cross-site POST cannot carry application/json
+ * without a CORS preflight (never answered here), and a DNS-rebound name
+ * does not match the Host this listener was given. */
+static bool same_origin(struct ed_obs *o, struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
+{
+	const char *ct = ed_ctl_conn_header(c, "content-type");
+	const char *host = ed_ctl_conn_header(c, "host");
+	if (strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';')) {
+		ed_ctl_fault(rp, 415,
+			     "send the body as Content-Type: application/json (got \"%.60s\")", ct);
+		return false;
+	}
+	if (strcmp(host, o->addr)) {
+		ed_ctl_fault(rp, 403,
+			     "Host \"%.80s\" is not this listener's address %s: actions are "
+			     "refused under any other name",
+			     host, o->addr);
+		return false;
+	}
+	return true;
+}
+
+static int maintenance(struct ed_obs *o, struct ed_ctl_conn *c, const char *host, const char *body,
+		       size_t len, struct ed_ctl_reply *rp)
 {
 	if (!o->actions) {
 		ed_ctl_fault(rp, 403,
@@ -252,6 +277,8 @@ static int maintenance(struct ed_obs *o, const char *host, const char *body, siz
 			     "(start emberd with --http-allow-actions)");
 		return 0;
 	}
+	if (!same_origin(o, c, rp))
+		return 0;
 	if (!o->view) {
 		ed_ctl_fault(rp, 409, "maintenance mode needs cluster mode (--etcd)");
 		return 0;
@@ -289,7 +316,6 @@ static int maintenance(struct ed_obs *o, const char *host, const char *body, siz
 static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const char *url,
 		  const char *body, size_t len, struct ed_ctl_reply *rp)
 {
-	(void)c;
 	struct ed_obs *o = arg;
 	char path[ED_CTL_URL_MAX + 1];
 	snprintf(path, sizeof(path), "%.*s", (int)strcspn(url, "?#"), url);
@@ -304,7 +330,7 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 			return 0;
 		}
 		path[pl - sl] = '\0';
-		return maintenance(o, path + strlen(pre), body, len, rp);
+		return maintenance(o, c, path + strlen(pre), body, len, rp);
 	}
 	bool known = !strcmp(path, "/") || !strcmp(path, "/index.html") ||
 		     !strcmp(path, "/metrics") || !strcmp(path, "/api/cluster");
@@ -435,6 +461,7 @@ int ed_obs_start(struct ed_obs **out, struct ed_host *h, struct ed_cluster *c,
 	if (!r)
 		ed_load_on_sample(o->load, on_sample, o);
 	if (!r && op->http) {
+		snprintf(o->addr, sizeof(o->addr), "%s", op->http);
 		int fd = listen_tcp(op->http, err, errlen);
 		r = fd < 0 ? fd : ed_ctl_serve(&o->srv, h, fd, handle, o);
 		if (fd >= 0 && r) {

@@ -30,9 +30,9 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def http(url, method="GET", body=None, timeout=10):
+def http(url, method="GET", body=None, timeout=10, headers=None):
     """(status, body text) of one request."""
-    req = urllib.request.Request(url, method=method,
+    req = urllib.request.Request(url, method=method, headers=headers or {},
                                  data=json.dumps(body).encode() if body is not None else None)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -320,6 +320,19 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
             lambda: any("keep-off" in r and "nohost" in r for r in rules()) and
             any("file:d4" in r and "must-not-run-on" in r for r in rules()), 30, 0.25), \
             f"rules not shown: {rules()}"
+
+        # actions only as the page sends them: JSON, to this listener's own name
+        # (a cross-site form post, a DNS-rebound name: refused, nothing written)
+        act = urls[view.name] + f"api/hosts/{c.hosts[1].name}/maintenance"
+        st, body = http(act, "POST", {"enter": True})
+        assert st == 415 and "application/json" in body, body
+        st, body = http(act, "POST", {"enter": True},
+                        headers={"Content-Type": "application/json", "Host": "evil.example:9120"})
+        assert st == 403 and "evil.example" in body, body
+        st, body = http(act, "POST", {"enter": "yes"},
+                        headers={"Content-Type": "application/json"})
+        assert st == 400 and "enter" in json.loads(body)["fault_message"], body
+        assert not c.etcd.get_prefix("ember/maint/")
 
         # maintenance from the page: the button puts maint/<h>, the card shows it
         target = c.hosts[1].name
