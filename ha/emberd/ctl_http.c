@@ -204,15 +204,20 @@ static void flush(struct ed_ctl_conn *c)
 
 static void queue_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
 {
-	char head[512];
+	char head[1024];
 	int status = rp->status ? rp->status : 500;
-	int n =
-	    snprintf(head, sizeof(head),
-		     "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
-		     "%s%s%sContent-Length: %zu\r\n\r\n",
-		     status, reason(status), rp->type ? "Content-Type: " : "",
-		     rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
-		     rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
+			 "%s%s%s%sContent-Length: %zu\r\n\r\n",
+			 status, reason(status), rp->type ? "Content-Type: " : "",
+			 rp->type ? rp->type : "", rp->type ? "\r\n" : "",
+			 rp->allow ? "Allow: " : "", rp->allow ? rp->allow : "",
+			 rp->allow ? "\r\n" : "", rp->headers ? rp->headers : "", rp->len);
+	if (n < 0 || (size_t)n >= sizeof(head))
+		n = snprintf(head, sizeof(head),
+			     "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+			     "Content-Length: %zu\r\n\r\n",
+			     rp->len);
 	c->out = malloc((size_t)n + rp->len);
 	if (c->out) {
 		memcpy(c->out, head, (size_t)n);

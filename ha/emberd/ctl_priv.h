@@ -76,6 +76,7 @@ struct ed_ctl_reply {
 	char *body;
 	size_t len;
 	const char *allow;
+	const char *headers; /* more header lines, each ending "\r\n" (NULL: none) */
 };
 
 void ed_ctl_reply_json(struct ed_ctl_reply *rp, int status, json_t *v); /* steals v */

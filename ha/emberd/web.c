@@ -373,8 +373,18 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 		return 0;
 	}
 	memcpy(page, ed_dashboard_html, n);
-	*rp = (struct ed_ctl_reply){
-	    .status = 200, .type = "text/html; charset=utf-8", .body = page, .len = n};
+	/* the page needs nothing from elsewhere, and no one may frame it (its
+	 * maintenance buttons) */
+	static const char csp[] =
+	    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+	    "style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+	    "frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n"
+	    "Cache-Control: no-store\r\n";
+	*rp = (struct ed_ctl_reply){.status = 200,
+				    .type = "text/html; charset=utf-8",
+				    .body = page,
+				    .len = n,
+				    .headers = csp};
 	return 0;
 }
 

@@ -149,8 +149,11 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
                     {"enter": True})[0] == 403
         assert http(f"http://{addr}/metrics", "POST", {})[0] == 405
         assert http(f"http://{addr}/nope")[0] == 404
-        page = http(f"http://{addr}/")
-        assert page[0] == 200 and "<title>ember cluster</title>" in page[1]
+        with urllib.request.urlopen(f"http://{addr}/", timeout=10) as r:
+            assert r.status == 200 and "<title>ember cluster</title>" in r.read().decode()
+            # nothing from elsewhere, never framed (its buttons)
+            csp = r.headers["Content-Security-Policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
 
         prom = Prometheus(str(tmp_path), [addr])
         prom.wait("ember_host_vms = 2", "ember_host_vms",
