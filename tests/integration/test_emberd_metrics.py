@@ -370,3 +370,52 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         if prom:
             prom.close()
         c.close()
+
+
+@needs_kvm
+@pytest.mark.skipif(_cluster_missing() is not None, reason=_cluster_missing() or "")
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_dashboard_follows_a_live_move(tmp_path):
+    """Once live moves exist (emberd-move's move_util and PUT
+    /vms/NAME/migrate): the page shows the VM on its new host without a
+    reload, and the target counts the migration."""
+    mu = pytest.importorskip("move_util", reason="no live moves on this branch (emberd-move)")
+    flags = os.statvfs(str(tmp_path)).f_flag
+    if flags & (os.ST_NODEV | os.ST_NOEXEC):
+        pytest.skip(f"{tmp_path} is nodev or noexec: the jails need exec and devices")
+    c = mu.make(tmp_path, n_hosts=2)
+    drv = None
+    try:
+        c.write_vm("mv0", guest("halt"), extra_vm={"irqchip": "on"})
+        urls = []
+        for i, h in enumerate(c.hosts):
+            a = f"{c.net.host_addr(i)}:9120"
+            urls.append(f"http://{a}/")
+            h.start(c.endpoints(i), "--migrate-listen", f"{c.addrs[i]}:{mu.PORT}",
+                    "--migrate-psk", c.psk, "--http", a, "--load-interval", "500ms")
+        c.checker.wait(lambda r: "mv0" in r, 60, "mv0 running")
+        src = c.host(c.checker.running()["mv0"])
+        dst = next(h for h in c.hosts if h is not src)
+        drv = browser()
+        drv.get(urls[0])
+        drv.execute_script("window.__marker = 'no reload';")
+
+        def shows_on(host):
+            s = drv.execute_script(PAGE_STATE)
+            return s["marker"] == "no reload" and \
+                dict(s["hosts"].get(host, {}).get("vms", [])).get("mv0") == "running"
+        assert etcd_util.wait_until(lambda: shows_on(src.name), 60, 0.25), \
+            drv.execute_script(PAGE_STATE)
+        st, body = mu.api(src, "PUT", "/vms/mv0/migrate", {"to": dst.name})
+        assert st == 202, body
+        c.checker.wait(lambda r: r.get("mv0") == dst.name, 90, f"mv0 on {dst.name}")
+        assert etcd_util.wait_until(lambda: shows_on(dst.name), 60, 0.25), \
+            f"{drv.execute_script(PAGE_STATE)}\n{c.diagnose()}"
+        i = c.hosts.index(dst)
+        assert etcd_util.wait_until(
+            lambda: 'ember_migrations_total{result="ok"} 1' in http(urls[i] + "metrics")[1],
+            30, 0.25), http(urls[i] + "metrics")[1]
+    finally:
+        if drv:
+            drv.quit()
+        mu.close(c)
