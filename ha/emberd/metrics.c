@@ -34,9 +34,10 @@ static bool is(const char *kind, const char *const *set)
 	return false;
 }
 
-/* The MOVE part's event kinds for a live migration's end. */
-static const char *const mig_ok[] = {"migrated", "moved", NULL};
-static const char *const mig_failed[] = {"migrate-failed", "migration-failed", "move-failed", NULL};
+/* A live move's end (move.c): "moved" on the target once it owns and
+ * runs the VM, "move-failed" on the side that saw it fail. */
+static const char *const mig_ok[] = {"moved", NULL};
+static const char *const mig_failed[] = {"move-failed", NULL};
 
 static void count(struct ed_metrics *m, const char *kind, const char *detail)
 {
@@ -201,7 +202,7 @@ char *ed_metrics_text(struct ed_metrics *m, struct ed_load *l, json_t *cluster, 
 		       "VMs this host claimed from a host that failed (or left)");
 	ed_prom_sample(&p, "ember_failovers_total", NULL, 0, (double)m->failovers);
 	ed_prom_family(&p, "ember_migrations_total", "counter",
-		       "Live migrations of VMs this host ran, by result");
+		       "Live moves into this host (ok), or failed as seen here");
 	const char *const ok[][2] = {{"result", "ok"}}, *const bad[][2] = {{"result", "failed"}};
 	ed_prom_sample(&p, "ember_migrations_total", ok, 1, (double)m->mig_ok);
 	ed_prom_sample(&p, "ember_migrations_total", bad, 1, (double)m->mig_failed);
