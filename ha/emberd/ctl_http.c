@@ -559,13 +559,12 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
-int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
+/* A server on h's loop, its HTTP callbacks set; NULL when out of memory. */
+static struct ed_ctl *server_new(struct ed_host *h)
 {
 	struct ed_ctl *s = calloc(1, sizeof(*s));
-	if (!s) {
-		snprintf(err, errlen, "control socket: out of memory");
-		return -ENOMEM;
-	}
+	if (!s)
+		return NULL;
 	s->h = h;
 	s->l = ed_host_loop(h);
 	s->settings.on_url = on_url;
@@ -574,6 +573,16 @@ int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *e
 	s->settings.on_body = on_body;
 	s->settings.on_headers_complete = on_headers;
 	s->settings.on_message_complete = on_complete;
+	return s;
+}
+
+int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
+{
+	struct ed_ctl *s = server_new(h);
+	if (!s) {
+		snprintf(err, errlen, "control socket: out of memory");
+		return -ENOMEM;
+	}
 	s->fd = bind_sock(sock, err, errlen);
 	if (s->fd < 0) {
 		int r = s->fd;
@@ -600,16 +609,12 @@ int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *e
 
 int ed_ctl_serve(struct ed_ctl **sp, struct ed_host *h, int fd, ed_ctl_handler fn, void *arg)
 {
-	struct ed_ctl *s = calloc(1, sizeof(*s));
+	struct ed_ctl *s = server_new(h);
 	if (!s)
 		return -ENOMEM;
-	*s = (struct ed_ctl){.h = h, .l = ed_host_loop(h), .fd = fd, .handle = fn, .harg = arg};
-	s->settings.on_url = on_url;
-	s->settings.on_header_field = on_hfield;
-	s->settings.on_header_value = on_hvalue;
-	s->settings.on_body = on_body;
-	s->settings.on_headers_complete = on_headers;
-	s->settings.on_message_complete = on_complete;
+	s->fd = fd;
+	s->handle = fn;
+	s->harg = arg;
 	int fl = fcntl(fd, F_GETFL);
 	int r = fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) ? -errno : 0;
 	if (!r)
