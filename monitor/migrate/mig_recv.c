@@ -192,7 +192,16 @@ static int rounds(struct receiver *x, void **state, uint32_t *len)
 				return r;
 			atomic_store(&x->m->round, rec.a);
 			break;
+		case SNAP_MIG_DSKB:
+		case SNAP_MIG_DSKD:
+		case SNAP_MIG_DSKZ:
+		case SNAP_MIG_DSKE:
+			if ((r = mig_disk_recv(x->m, &x->s, &rec, x->err, sizeof(x->err))))
+				return r;
+			break;
 		case SNAP_MIG_STAT:
+			if ((r = mig_disk_recv_check(x->m, x->err, sizeof(x->err))))
+				return r;
 			*len = rec.len;
 			return body(x, &rec, state);
 		default: {
@@ -307,6 +316,7 @@ void mig_run_receive(struct mig *m)
 		r = done(&x, &last);
 	uint8_t *base = m->mem.base; /* the build takes m->mem */
 	uint64_t size = m->mem.ram_size;
+	mig_disk_recv_close(m); /* synced at DSKE; the build opens its own */
 	if (!r)
 		r = m->tops->build(m->opaque, state, len, &m->mem, x.post, x.err, sizeof(x.err));
 	if (!r && x.post)
@@ -353,6 +363,7 @@ void mig_run_receive(struct mig *m)
 			r = -ECANCELED;
 		}
 	}
+	mig_disk_recv_close(m);
 	/* Tell the source why (best effort), then this process ends. */
 	size_t n = strnlen(x.err, SNAP_MIG_NACK_MAX);
 	char ignore[SNAP_ERR_MAX];

@@ -77,6 +77,23 @@ static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const vo
 	return r;
 }
 
+static int io_put(void *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
+		  uint32_t len)
+{
+	return put(x, type, a, b, payload, len);
+}
+
+static int io_check(void *x)
+{
+	return check_stop(x);
+}
+
+static struct mig_disk_io disk_io(struct sender *x)
+{
+	return (struct mig_disk_io){
+	    .put = io_put, .check = io_check, .x = x, .err = x->err, .errlen = sizeof(x->err)};
+}
+
 /* Pages [first, first+n) (n <= SNAP_MIG_RUN_MAX), copied first so the
  * CRC covers what is sent while the guest writes on: runs of non-zero
  * pages as DATA, of zero pages as ZERO markers (skipped when zeros is
@@ -256,10 +273,15 @@ static int precopy(struct sender *x)
 	}
 	atomic_store(&m->bytes_remaining, x->pages * PAGE);
 	mig_set_phase(m, MIG_PRECOPY);
+	struct mig_disk_io io = disk_io(x);
 	for (uint64_t round = 0;; round++) {
 		atomic_store(&m->round, round);
 		uint64_t t0 = mig_now_ns(), b0 = atomic_load(&m->bytes_sent), n;
-		r = send_set(x, round > 0, false, &n);
+		/* Disks first (round 0: their whole data, the tracker marking
+		 * what the guest writes meanwhile; then what it wrote). */
+		r = round ? mig_disk_send_dirty(m, &io, false) : mig_disk_send_bulk(m, &io);
+		if (!r)
+			r = send_set(x, round > 0, false, &n);
 		if (!r)
 			r = put(x, SNAP_MIG_ROUN, round, n, NULL, 0);
 		if (!r)
@@ -268,7 +290,7 @@ static int precopy(struct sender *x)
 			return r;
 		uint64_t dt = mig_now_ns() - t0 + 1;
 		uint64_t bytes = atomic_load(&m->bytes_sent) - b0;
-		uint64_t left = count_bits(x->bits, x->words) * PAGE;
+		uint64_t left = count_bits(x->bits, x->words) * PAGE + mig_disk_dirty(m);
 		double bw = (double)bytes * 1e9 / (double)dt;
 		atomic_store(&m->bandwidth_bps, (uint64_t)bw);
 		atomic_store(&m->dirty_rate_bps, (uint64_t)((double)left * 1e9 / (double)dt));
@@ -346,6 +368,9 @@ static int stop_and_copy(struct sender *x)
 		r = send_set(x, true, true, &n);
 	if (!r)
 		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 1, n, NULL, 0);
+	struct mig_disk_io io = disk_io(x);
+	if (!r) /* the disks' last blocks (the VM frozen: nothing writes), DSKE */
+		r = mig_disk_send_dirty(x->m, &io, true);
 	if (r)
 		return r;
 	/* RAM's hash, which DONE carries, takes a pass over every page:
@@ -456,6 +481,8 @@ static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 	(void)mig_vmm_request(m, MIG_REQ_RESUME);
 	if (!m->p.local)
 		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+	if (m->nr_disks)
+		(void)mig_vmm_request(m, MIG_REQ_DISK_OFF);
 	mig_set_error(m, MIG_FAILED, "hand-over unknown, resolved: the VM runs here");
 }
 
@@ -480,6 +507,9 @@ void mig_run_send(struct mig *m)
 	if (!r && !local && (r = mig_vmm_request(m, MIG_REQ_LOG_ON)))
 		snprintf(x.err, sizeof(x.err), "cannot turn dirty page logging on: %s",
 			 strerror(-r));
+	bool disks = m->p.copy_all || m->p.nr_copy;
+	if (!r && disks && (r = mig_vmm_request(m, MIG_REQ_DISK_ON)))
+		snprintf(x.err, sizeof(x.err), "%s", m->disk_err);
 	if (!r)
 		r = setup(&x);
 	bool post = false;
@@ -531,6 +561,8 @@ void mig_run_send(struct mig *m)
 			(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
 		if (!local)
 			(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+		if (disks && m->nr_disks) /* the source's files were never anything but the VM's */
+			(void)mig_vmm_request(m, MIG_REQ_DISK_OFF);
 		mig_set_error(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s", x.err);
 	}
 	free(x.bits);
