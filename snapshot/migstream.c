@@ -63,7 +63,7 @@ static bool len_ok(const struct snap_mig_rec *r)
 	case SNAP_MIG_DSKZ:
 		return SNAP_MIG_DISK_N(r->a) < SNAP_MIG_DISKS_MAX &&
 		       SNAP_MIG_DISK_OFF(r->a) % 512 == 0 && r->b && r->b % 512 == 0 &&
-		       r->b <= SNAP_MIG_DISK_OFF(UINT64_MAX) - SNAP_MIG_DISK_OFF(r->a) &&
+		       r->b <= (1ULL << SNAP_MIG_DISK_SHIFT) - SNAP_MIG_DISK_OFF(r->a) &&
 		       (r->type == SNAP_MIG_DSKZ ? r->len == 0
 						 : r->b <= SNAP_MIG_DISK_RUN_MAX && r->len == r->b);
 	case SNAP_MIG_DSKE:
