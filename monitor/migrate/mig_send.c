@@ -66,10 +66,28 @@ static void pace(struct sender *x, uint64_t n)
 	mig_pace(x->pace_t0, x->pace_bytes, x->m->p.max_bandwidth);
 }
 
+/* A write to the stream failed: the target may have said why before it
+ * closed (a NACK: a disk it cannot write, say).  Its reason replaces the
+ * write's error when one is there within a second. */
+static void peer_reason(struct sender *x)
+{
+	struct pollfd pf = {.fd = x->s.fd, .events = POLLIN};
+	struct timespec wait = {1, 0};
+	struct snap_mig_rec rec;
+	char e[SNAP_ERR_MAX], reason[SNAP_MIG_NACK_MAX + 1];
+	if (ppoll(&pf, 1, &wait, NULL) <= 0 || snap_mig_get_hdr(&x->s, &rec, e, sizeof(e)) ||
+	    rec.type != SNAP_MIG_NACK || snap_mig_get_body(&x->s, &rec, reason, e, sizeof(e)))
+		return;
+	reason[rec.len] = '\0';
+	snprintf(x->err, sizeof(x->err), "the target refused: %.600s", reason);
+}
+
 static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
 	       uint32_t len)
 {
 	int r = snap_mig_put(&x->s, type, a, b, payload, len, x->err, sizeof(x->err));
+	if (r && type != SNAP_MIG_GOGO)
+		peer_reason(x);
 	if (!r) {
 		atomic_fetch_add(&x->m->bytes_sent, SNAP_MIG_HDR + len);
 		pace(x, SNAP_MIG_HDR + len);
