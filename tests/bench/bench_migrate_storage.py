@@ -24,13 +24,9 @@ import tempfile
 import threading
 import time
 
-SIZE = 1 << 30
-MiB = 1 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def _median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else None
+from bench_drive_move import MiB, SIZE, _median
 
 
 def _make_source(path):

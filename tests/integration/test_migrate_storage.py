@@ -8,10 +8,10 @@ back and checked, until drive ctl's sector 0 says STOP.  ctl is "shared
 storage": the target opens the same file.  The disk copy is slowed with
 --max-bandwidth where a test must catch it in flight; nothing waits on a
 clock: each step polls for what it needs to see."""
+import json
 import os
 import re
 import signal
-import subprocess
 import time
 
 import pytest
@@ -97,6 +97,15 @@ def final_pass(e):
     return int(m.group(1))
 
 
+def check_target_pattern(dst, ctl, dst_img, size=1 * MiB):
+    """One more whole pass on the target, then STOP: every pass read back
+    whole, and the destination file is exactly the last one."""
+    wait_passes(dst, passes(dst) + 1)
+    stop_guest(ctl)
+    last = final_pass(dst)
+    assert open(dst_img, "rb").read() == expected(last, size)
+
+
 def check_source_runs_on(src):
     st, js = src.curl("GET", "/")
     assert js["state"] == "Running", js
@@ -139,11 +148,7 @@ def test_same_host_pattern_moves_with_its_disk(tmp_path, real_vmms):
         assert summary(out)["result"] == "completed"
         assert src.wait(timeout=WAIT) == 0, src.stderr()
         old = sha(src_img)
-        n = passes(dst)
-        wait_passes(dst, n + 1)
-        stop_guest(ctl)
-        last = final_pass(dst)
-        assert open(dst_img, "rb").read() == expected(last, 1 * MiB)
+        check_target_pattern(dst, ctl, dst_img)
         assert sha(src_img) == old, "the source's file changed after the hand-over"
     finally:
         src.kill()
@@ -174,10 +179,7 @@ def test_between_namespaces_over_tls(tmp_path, nets, real_vmms, auth):
         assert send.returncode == 0, send.stdout + send.stderr
         assert summary(send.stdout)["handover"] == "gogo"
         assert src.wait(timeout=WAIT) == 0, src.stderr()
-        wait_passes(dst, passes(dst) + 1)
-        stop_guest(ctl)
-        last = final_pass(dst)
-        assert open(dst_img, "rb").read() == expected(last, 1 * MiB)
+        check_target_pattern(dst, ctl, dst_img)
     finally:
         src.kill()
         dst.kill()
@@ -371,19 +373,19 @@ def test_rate_limited_drive_keeps_its_limit(tmp_path, real_vmms):
     limiter = {"ops": {"size": 1, "refill_time": 50}}
     src = pattern_vm(tmp_path, src_img, ctl, limiter=limiter)
     dst = Ember(tmp_path, name="dst")
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("")
     try:
+        dst.ok("PUT", "/metrics", {"metrics_path": str(metrics)})
         r = migrate("--from", src.sock, "--to", dst.sock, "--downtime-ms", "50",
                     *target_args(dst_img, ctl), timeout=WAIT)
         assert r.returncode == 0, r.stdout + r.stderr
-        cfg = dst.curl("GET", "/vm/config")[1]
-        d0 = [d for d in cfg["drives"] if d["drive_id"] == "d0"]
-        assert d0 and d0[0]["path_on_host"] == str(dst_img), cfg["drives"]
-        assert d0[0]["rate_limiter"]["ops"]["size"] == 1, d0
-        assert d0[0]["rate_limiter"]["ops"]["refill_time"] == 50, d0
         wait_passes(dst, passes(dst) + 1)
-        stop_guest(ctl)
-        last = final_pass(dst)
-        assert open(dst_img, "rb").read() == expected(last, 1 * MiB)
+        dst.ok("PUT", "/actions", {"action_type": "FlushMetrics"})
+        last = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()][-1]
+        blk = [v for k, v in last.items() if k.startswith("block")]
+        assert blk and blk[0]["rate_limiter_throttled_events"] > 0, last
+        check_target_pattern(dst, ctl, dst_img)
     finally:
         src.kill()
         dst.kill()
