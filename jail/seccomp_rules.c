@@ -103,8 +103,9 @@ static const struct allow allowlist[] = {
     /* drive moves (base/blk_mirror.c): the destination's writeback is
      * started after each copy step and waited for a little behind it, so
      * the pivot's fdatasync has little left to do (the fd came with the
-     * API request; nothing is opened) */
-    ALLOW(sync_file_range, VMM, ARG_ANY),
+     * API request; nothing is opened); mig: a disk copied with the VM,
+     * its writeback started as each extent lands on the target */
+    ALLOW(sync_file_range, VMM | MIG, ARG_ANY),
     /* drive moves: the destination's "incomplete" mark (DMOVE_XATTR) is
      * removed from its fd before the pivot */
     ALLOW(fremovexattr, VMM, ARG_ANY),

@@ -22,6 +22,7 @@
 #include "monitor/vm.h"
 
 #define RUN SNAP_MIG_DISK_RUN_MAX
+#define WRITEBACK_LAG (32ull << 20)
 
 /* ---- the source ---- */
 
@@ -324,12 +325,32 @@ int mig_disk_recv(struct mig *m, struct snap_stream *s, const struct snap_mig_re
 	int r = snap_mig_get_body(s, rec, buf, err, errlen);
 	if (!r && (r = write_at(d->fd, buf, rec->b, off)))
 		r = io_fail(d, err, errlen, "writing", off, r);
+	/* Writeback starts now and is waited for WRITEBACK_LAG behind (as a
+	 * drive move's copy does): the copy goes at the destination's pace,
+	 * and DSKE's sync, in the downtime, has only the last blocks left. */
+	if (!r) {
+		(void)sync_file_range(d->fd, (off_t)off, (off_t)rec->b, SYNC_FILE_RANGE_WRITE);
+		if (off > WRITEBACK_LAG)
+			(void)sync_file_range(d->fd, 0, (off_t)(off - WRITEBACK_LAG),
+					      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+						  SYNC_FILE_RANGE_WAIT_AFTER);
+	}
 	free(buf);
 	if (!r) {
 		d->data_bytes += rec->b;
 		atomic_fetch_add(&m->disk_sent, rec->b);
 	}
 	return r;
+}
+
+int mig_disk_recv_sync(struct mig *m, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < m->nr_disks; i++) {
+		struct mig_disk *d = &m->disks[i];
+		if (!d->ended && fdatasync(d->fd) < 0)
+			return io_fail(d, err, errlen, "syncing", 0, -errno);
+	}
+	return 0;
 }
 
 int mig_disk_recv_check(struct mig *m, char *err, size_t errlen)

@@ -188,7 +188,8 @@ static int rounds(struct receiver *x, void **state, uint32_t *len)
 			atomic_fetch_add(&x->m->pages_sent, rec.b);
 			break;
 		case SNAP_MIG_ROUN:
-			if ((r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))))
+			if ((r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))) ||
+			    (r = mig_disk_recv_sync(x->m, x->err, sizeof(x->err))))
 				return r;
 			atomic_store(&x->m->round, rec.a);
 			break;

@@ -312,6 +312,11 @@ uint64_t mig_disk_dirty(struct mig *m);
 __attribute__((warn_unused_result)) int mig_disk_recv(struct mig *m, struct snap_stream *s,
 						      const struct snap_mig_rec *rec, char *err,
 						      size_t errlen);
+/* The target, at the end of a round (ROUN): the disks synced so far, so
+ * that DSKE's sync, in the downtime, has only the last blocks left.  0 or
+ * -errno with err. */
+__attribute__((warn_unused_result)) int mig_disk_recv_sync(struct mig *m, char *err,
+							   size_t errlen);
 /* The target, at STAT: every disk complete (DSKE), or a refusal. */
 __attribute__((warn_unused_result)) int mig_disk_recv_check(struct mig *m, char *err,
 							    size_t errlen);
