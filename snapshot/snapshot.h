@@ -396,6 +396,8 @@ __attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *
 #define SNAP_MIG_REDY SNAP_TAG('R', 'E', 'D', 'Y') /* loaded and checked, waiting for GOGO */
 #define SNAP_MIG_PREQ SNAP_TAG('P', 'R', 'E', 'Q') /* post-copy: a = the page a fault waits for */
 #define SNAP_MIG_PFIN SNAP_TAG('P', 'F', 'I', 'N') /* post-copy: every page is in */
+/* disks copied: a = the round whose ROUN came; its disks' data is synced */
+#define SNAP_MIG_DSKS SNAP_TAG('D', 'S', 'K', 'S')
 
 /* A record as read: its header decoded, the raw header kept for the
  * payload's CRC, and where in the stream it began. */

@@ -343,6 +343,14 @@ int mig_disk_recv(struct mig *m, struct snap_stream *s, const struct snap_mig_re
 	return r;
 }
 
+bool mig_disk_recv_open(struct mig *m)
+{
+	for (unsigned i = 0; i < m->nr_disks; i++)
+		if (!m->disks[i].ended)
+			return true;
+	return false;
+}
+
 int mig_disk_recv_sync(struct mig *m, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < m->nr_disks; i++) {

@@ -188,8 +188,13 @@ static int rounds(struct receiver *x, void **state, uint32_t *len)
 			atomic_fetch_add(&x->m->pages_sent, rec.b);
 			break;
 		case SNAP_MIG_ROUN:
-			if ((r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))) ||
-			    (r = mig_disk_recv_sync(x->m, x->err, sizeof(x->err))))
+			if ((r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))))
+				return r;
+			/* disks still coming: synced, and the source told */
+			if (mig_disk_recv_open(x->m) &&
+			    ((r = mig_disk_recv_sync(x->m, x->err, sizeof(x->err))) ||
+			     (r = snap_mig_put(&x->s, SNAP_MIG_DSKS, rec.a, 0, NULL, 0, x->err,
+					       sizeof(x->err)))))
 				return r;
 			atomic_store(&x->m->round, rec.a);
 			break;

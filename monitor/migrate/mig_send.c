@@ -209,7 +209,7 @@ static int reply(struct sender *x, struct snap_mig_rec *rec, bool final)
 	char reason[SNAP_MIG_NACK_MAX + 1];
 	int r = snap_mig_get_hdr(&x->s, rec, x->err, sizeof(x->err));
 	if (!r && rec->type != SNAP_MIG_OKAY && rec->type != SNAP_MIG_NACK &&
-	    rec->type != SNAP_MIG_REDY) {
+	    rec->type != SNAP_MIG_REDY && rec->type != SNAP_MIG_DSKS) {
 		char n[12];
 		snprintf(x->err, sizeof(x->err), "stream: byte %" PRIu64 ": the target sent %s",
 			 rec->off, snap_mig_name(rec->type, n));
@@ -265,6 +265,25 @@ static int setup(struct sender *x)
 	return r;
 }
 
+/* With disks: the target's DSKS for round, once what it wrote of them
+ * is on its disk, so the round's time includes the target's writeback
+ * and the stop-and-copy never starts with the target behind (its sync
+ * would be in the downtime). */
+static int disks_synced(struct sender *x, uint64_t round)
+{
+	struct snap_mig_rec rec;
+	int r = reply(x, &rec, false);
+	if (!r && (rec.type != SNAP_MIG_DSKS || rec.a != round)) {
+		char n[12];
+		snprintf(x->err, sizeof(x->err),
+			 "stream: byte %" PRIu64 ": the target sent %s where DSKS for round %" PRIu64
+			 " belongs",
+			 rec.off, snap_mig_name(rec.type, n), round);
+		r = -EPROTO;
+	}
+	return r;
+}
+
 /* Pre-copy: round 0 takes every non-zero page, each later round the
  * pages dirtied during the one before, until what is left fits the
  * downtime budget at the bandwidth measured (0), or post-copy takes
@@ -302,6 +321,8 @@ static int precopy(struct sender *x)
 			r = send_set(x, round > 0, false, &n);
 		if (!r)
 			r = put(x, SNAP_MIG_ROUN, round, n, NULL, 0);
+		if (!r && m->nr_disks)
+			r = disks_synced(x, round);
 		if (!r)
 			r = fetch(x);
 		if (r)
@@ -381,14 +402,16 @@ static int put_stat(struct sender *x, uint64_t sum)
 static int stop_and_copy(struct sender *x)
 {
 	uint64_t n;
-	int r = fetch(x);
+	struct mig_disk_io io = disk_io(x);
+	/* the disks' last blocks (the VM frozen: nothing writes), DSKE, before
+	 * the pages: after DSKE the target answers no ROUN with DSKS */
+	int r = mig_disk_send_dirty(x->m, &io, true);
+	if (!r)
+		r = fetch(x);
 	if (!r)
 		r = send_set(x, true, true, &n);
 	if (!r)
 		r = put(x, SNAP_MIG_ROUN, atomic_load(&x->m->round) + 1, n, NULL, 0);
-	struct mig_disk_io io = disk_io(x);
-	if (!r) /* the disks' last blocks (the VM frozen: nothing writes), DSKE */
-		r = mig_disk_send_dirty(x->m, &io, true);
 	if (r)
 		return r;
 	/* RAM's hash, which DONE carries, takes a pass over every page:

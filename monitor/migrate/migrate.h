@@ -312,9 +312,11 @@ uint64_t mig_disk_dirty(struct mig *m);
 __attribute__((warn_unused_result)) int mig_disk_recv(struct mig *m, struct snap_stream *s,
 						      const struct snap_mig_rec *rec, char *err,
 						      size_t errlen);
-/* The target, at the end of a round (ROUN): the disks synced so far, so
- * that DSKE's sync, in the downtime, has only the last blocks left.  0 or
- * -errno with err. */
+/* The target, at the end of a round (ROUN) while a disk is still open
+ * (mig_disk_recv_open: one without DSKE): the disks synced so far, so
+ * that DSKE's sync, in the downtime, has only the last blocks left; then
+ * DSKS goes back (the source waits for it).  0 or -errno with err. */
+bool mig_disk_recv_open(struct mig *m);
 __attribute__((warn_unused_result)) int mig_disk_recv_sync(struct mig *m, char *err,
 							   size_t errlen);
 /* The target, at STAT: every disk complete (DSKE), or a refusal. */
