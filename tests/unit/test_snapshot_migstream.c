@@ -261,6 +261,8 @@ static void test_disk_records(void **state)
 	    {SNAP_MIG_DSKE, 0, 3, 12345, true},
 	    {SNAP_MIG_DSKE, 0, SNAP_MIG_DISKS_MAX, 0, false},
 	    {SNAP_MIG_DSKE, 8, 0, 0, false},
+	    {SNAP_MIG_DSKS, 0, 3, 0, true},
+	    {SNAP_MIG_DSKS, 4, 3, 0, false},
 	};
 	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
 		snap_mig_encode(hdr, cases[k].type, cases[k].a, cases[k].b, NULL, 0);
