@@ -48,8 +48,8 @@ int mig_disk_attach(struct mig *m, struct vm *vm)
 		while (k < c->nr_blocks && strcmp(c->blocks[k].name, m->p.copy[i]))
 			k++;
 		if (k == c->nr_blocks) {
-			snprintf(m->disk_err, sizeof(m->disk_err), "copy_storage: drive \"%s\": no such drive",
-				 m->p.copy[i]);
+			snprintf(m->disk_err, sizeof(m->disk_err),
+				 "copy_storage: drive \"%s\": no such drive", m->p.copy[i]);
 			return -ENOENT;
 		}
 	}
@@ -63,9 +63,9 @@ int mig_disk_attach(struct mig *m, struct vm *vm)
 		    dmove_backend(vm, c, c->blocks[k].name, &index, &hvt, why, sizeof(why));
 		int r = be ? 0 : -EINVAL;
 		if (!r && be->mirror)
-			r = -EBUSY, snprintf(why, sizeof(why),
-					     "drive \"%s\": a drive move is running on it",
-					     c->blocks[k].name);
+			r = -EBUSY,
+			snprintf(why, sizeof(why), "drive \"%s\": a drive move is running on it",
+				 c->blocks[k].name);
 		if (!r && (r = blk_mirror_init_track(&d->track, be->fd, be->capacity)))
 			snprintf(why, sizeof(why), "drive \"%s\": out of memory for its bitmap",
 				 c->blocks[k].name);
@@ -201,8 +201,8 @@ int mig_disk_send_dirty(struct mig *m, const struct mig_disk_io *io, bool final)
 static int refuse(char *err, size_t errlen, const struct snap_mig_rec *rec, const char *what)
 {
 	char n[12];
-	snprintf(err, errlen, "stream: byte %" PRIu64 ": record %s (a 0x%" PRIx64 ", b 0x%" PRIx64
-			      "): %s",
+	snprintf(err, errlen,
+		 "stream: byte %" PRIu64 ": record %s (a 0x%" PRIx64 ", b 0x%" PRIx64 "): %s",
 		 rec->off, snap_mig_name(rec->type, n), rec->a, rec->b, what);
 	return -EINVAL;
 }
@@ -227,8 +227,7 @@ static int begin(struct mig *m, struct snap_stream *s, const struct snap_mig_rec
 	d->data_bytes = 0;
 	d->ended = false;
 	d->fd = -1;
-	r = m->tops->disk(m->opaque, d->id, d->size, &d->fd, d->path, sizeof(d->path), err,
-			  errlen);
+	r = m->tops->disk(m->opaque, d->id, d->size, &d->fd, d->path, sizeof(d->path), err, errlen);
 	if (r)
 		return r;
 	m->nr_disks++;
@@ -271,13 +270,13 @@ static int write_at(int fd, const uint8_t *p, uint64_t len, uint64_t off)
 static int io_fail(struct mig_disk *d, char *err, size_t errlen, const char *what, uint64_t off,
 		   int e)
 {
-	snprintf(err, errlen, "drive \"%s\": %s %s at offset %" PRIu64 ": %s", d->id, what,
-		 d->path, off, strerror(-e));
+	snprintf(err, errlen, "drive \"%s\": %s %s at offset %" PRIu64 ": %s", d->id, what, d->path,
+		 off, strerror(-e));
 	return e;
 }
 
-int mig_disk_recv(struct mig *m, struct snap_stream *s, const struct snap_mig_rec *rec,
-		  char *err, size_t errlen)
+int mig_disk_recv(struct mig *m, struct snap_stream *s, const struct snap_mig_rec *rec, char *err,
+		  size_t errlen)
 {
 	if (rec->type == SNAP_MIG_DSKB)
 		return begin(m, s, rec, err, errlen);
@@ -312,7 +311,8 @@ int mig_disk_recv(struct mig *m, struct snap_stream *s, const struct snap_mig_re
 			/* No hole punching here: zeroes written. */
 			static const uint8_t zero[64 << 10];
 			for (uint64_t at = 0; !r && at < rec->b; at += sizeof(zero)) {
-				uint64_t n = rec->b - at < sizeof(zero) ? rec->b - at : sizeof(zero);
+				uint64_t n =
+				    rec->b - at < sizeof(zero) ? rec->b - at : sizeof(zero);
 				if ((r = write_at(d->fd, zero, n, off + at)))
 					r = io_fail(d, err, errlen, "writing", off + at, r);
 			}
@@ -365,8 +365,9 @@ int mig_disk_recv_check(struct mig *m, char *err, size_t errlen)
 {
 	for (unsigned i = 0; i < m->nr_disks; i++)
 		if (!m->disks[i].ended) {
-			snprintf(err, errlen, "drive \"%s\": the state came before the disk's end "
-					      "(DSKE): the copy is incomplete",
+			snprintf(err, errlen,
+				 "drive \"%s\": the state came before the disk's end "
+				 "(DSKE): the copy is incomplete",
 				 m->disks[i].id);
 			return -EINVAL;
 		}
