@@ -218,6 +218,39 @@ def test_stopped_mid_disk_copy(tmp_path, real_vmms, how):
         dst.kill()
 
 
+def test_sending_controller_killed_between_namespaces(tmp_path, nets, real_vmms):
+    """kill -9 of the sending host's controller (its TLS relay) during the
+    disk copy: the source fails the migration and runs on; the receiving
+    controller sees its target fail and removes the destination."""
+    src_img, ctl, dst_img = files(tmp_path, 2 * MiB, byte=None)
+    src = pattern_vm(tmp_path, src_img, ctl)
+    dst = Ember(tmp_path, name="dst")
+    key = "ab" * 32
+    port = next(_port)
+    try:
+        recv = start("--listen", f"{nets['addr']}:{port}", "--to", dst.sock, "--timeout", "90",
+                     *psk_file(tmp_path / "r.psk", key), *target_args(dst_img, ctl),
+                     netns=nets["recv"])
+        assert "listening on" in recv.stderr.readline()
+        send = start("--from", src.sock, "--to-host", f"{nets['addr']}:{port}", "--timeout",
+                     "90", "--copy-storage", "d0", "--max-bandwidth", str(64 << 10),
+                     *psk_file(tmp_path / "s.psk", key), netns=nets["send"])
+        wait_disk_copy(src)
+        send.kill()  # ip netns exec execs the controller: this is its pid
+        send.wait()
+        rc, out, err = finish(recv, timeout=WAIT)
+        assert rc == 1, out + err
+        assert not dst_img.exists(), err
+        deadline = time.monotonic() + WAIT
+        while status(src).get("phase") not in ("failed", "cancelled"):
+            assert time.monotonic() < deadline, status(src)
+            time.sleep(0.05)
+        check_source_runs_on(src)
+    finally:
+        src.kill()
+        dst.kill()
+
+
 def test_destination_fills_up(tmp_path, small_tmpfs, real_vmms):
     """The destination on a 1 MiB tmpfs, the disk 4 MiB of data: ENOSPC on
     the target fails the migration before the hand-over, naming the drive,
