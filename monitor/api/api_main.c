@@ -245,6 +245,9 @@ static void vmm_do(struct api *a, struct api_call *c)
 	case API_OP_MIG_MEMFD:
 		api_mig_memfd(a, c);
 		return;
+	case API_OP_MIG_DISK:
+		api_mig_disk(a, c);
+		return;
 	case API_OP_MIG_BUILD:
 		api_mig_build(a, c);
 		return;
