@@ -403,6 +403,10 @@ def test_rate_limited_drive_keeps_its_limit(tmp_path, real_vmms):
         last = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()][-1]
         blk = [v for k, v in last.items() if k.startswith("block")]
         assert blk and blk[0]["rate_limiter_throttled_events"] > 0, last
+        st, conf = dst.curl("GET", "/vm/config")
+        assert st == 200, conf
+        drives = {d["drive_id"]: d for d in conf["drives"]}
+        assert drives["d0"]["path_on_host"] == str(dst_img), drives  # the new file
         check_target_pattern(dst, ctl, dst_img)
     finally:
         src.kill()
