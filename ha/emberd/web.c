@@ -398,6 +398,12 @@ static int listen_tcp(const char *spec, char *err, size_t errlen)
 			 spec);
 		return -EINVAL;
 	}
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || !port || port > 65535 || colon[1] == '+' || colon[1] == '-') {
+		snprintf(err, errlen, "--http %s: the port must be 1..65535", spec);
+		return -EINVAL;
+	}
 	const char *a = spec;
 	size_t alen = (size_t)(colon - spec);
 	if (*a == '[' && alen >= 2 && a[alen - 1] == ']') {

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -179,6 +180,24 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
         if prom:
             prom.close()
         ed.close()
+
+
+@needs_root
+def test_bad_http_address_refused(tmp_path):
+    """--http and --load-interval: a bad value is named, and emberd exits."""
+    base = [EMBERD, "--vm-dir", str(tmp_path), "--state-dir", str(tmp_path / "state"),
+            "--sock", str(tmp_path / "s.sock"), "--jail-base", str(tmp_path / "jail")]
+    busy = etcd_util.free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", busy))
+        held.listen()
+        for args, want in ((["--http", "nohost"], "give ADDR:PORT"),
+                           (["--http", "127.0.0.1:99999"], "port must be 1..65535"),
+                           (["--http", "not-an-ip:80"], "--http not-an-ip:80:"),
+                           (["--http", f"127.0.0.1:{busy}"], "Address already in use"),
+                           (["--load-interval", "10ms"], "100ms..1h")):
+            r = subprocess.run(base + args, capture_output=True, text=True, timeout=30)
+            assert r.returncode != 0 and want in r.stderr, (args, r.returncode, r.stderr)
 
 
 # ---- the dashboard in headless Chromium, over a 3-host cluster ----
