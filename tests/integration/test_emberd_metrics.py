@@ -119,8 +119,11 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
     ed = Emberd(tmp_path, args=["--http", addr, "--load-interval", "500ms"])
     prom = None
     try:
-        for n in ("m1", "m2"):
-            halt(ed, n, restart="always", restart_delay="0")
+        # m1 busy (a counter that spins between its lines: its CPU is measured),
+        # m2 idle
+        ed.write_vm("m1", guest("counter"), cmdline="spin=20000000", memory="16M",
+                    emberd={"restart": "always", "restart_delay": "0"})
+        halt(ed, "m2", restart="always", restart_delay="0")
         ed.start()
         pid = ed.vm_pid("m1")
         ed.vm_pid("m2")
@@ -163,6 +166,10 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
                   lambda r: sorted(m["vm"] for m, _ in r) == ["m1", "m2"])
         prom.wait("CPU seconds counted", "ember_vm_cpu_seconds_total{vm='m1'}",
                   lambda r: len(r) == 1 and r[0][1] > 0)
+        prom.wait("m1's demand measured", "ember_vm_cpu_used_cores{vm='m1'}",
+                  lambda r: len(r) == 1 and r[0][1] > 0.05)
+        prom.wait("the host's use is its VMs'", "ember_host_cpu_used_cores",
+                  lambda r: len(r) == 1 and r[0][1] > 0.05)
         prom.wait("RSS seen", "ember_vm_memory_rss_bytes{vm='m1'}",
                   lambda r: len(r) == 1 and r[0][1] > 1 << 20)
         prom.wait("no restarts yet", "ember_vm_restarts_total{vm='m1'}",
