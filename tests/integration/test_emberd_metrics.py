@@ -158,6 +158,7 @@ def test_prometheus_scrapes_vms_and_restarts(tmp_path):
             # nothing from elsewhere, never framed (its buttons)
             csp = r.headers["Content-Security-Policy"]
             assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, csp
+            assert "unsafe-inline" not in csp and "'sha256-" in csp, csp
 
         prom = Prometheus(str(tmp_path), [addr])
         prom.wait("ember_host_vms = 2", "ember_host_vms",
@@ -318,6 +319,9 @@ def test_dashboard_in_chromium_follows_the_cluster(tmp_path):
         s = page_shows(as_running(names), f"every VM on its host {where}")
         assert set(s["hosts"]) == {h.name for h in c.hosts}, s
         assert s["error"] is None, s
+        # its inline style ran too (the CSP allows it by its hash, as the script)
+        assert drv.execute_script("return getComputedStyle(document.querySelector('header'))"
+                                  ".backgroundColor;") == "rgb(38, 50, 56)"
         # the JSON behind it names the same
         def doc_ok():
             d = json.loads(http(urls[view.name] + "api/cluster")[1])
