@@ -66,7 +66,7 @@ $(BUILD)/ember-jailer: $(BUILD)/jail/jailer.o $(BUILD)/libember.a
 # The dashboard page, built into emberd as a C string (ha/emberd/web.c).
 $(BUILD)/gen/dashboard.h: ha/emberd/dashboard.html ha/emberd/html2c.sh
 	@mkdir -p $(dir $@)
-	sh ha/emberd/html2c.sh ed_dashboard_html < $< > $@.tmp && mv $@.tmp $@
+	sh ha/emberd/html2c.sh ed_dashboard_html $< > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/ha/emberd/web.o: override CFLAGS += -I$(BUILD)/gen
 $(BUILD)/ha/emberd/web.o: $(BUILD)/gen/dashboard.h

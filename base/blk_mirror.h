@@ -40,6 +40,12 @@ struct blk_mirror {
 	uint64_t data_bytes;	      /* data the copy read (holes are free) */
 	uint64_t mirrored;	      /* bytes of guest writes also made to the destination */
 	int err;		      /* the first failure (-errno), sticky; 0 while healthy */
+	/* Tracking mode (dst_fd -1, blk_mirror_init_track): a write below
+	 * the watermark sets the bits of its blocks (BLK_TRACK_BLOCK bytes
+	 * each) instead of reaching a destination; a live migration sends
+	 * them again (monitor/migrate/mig_disk.c).  NULL otherwise. */
+	uint64_t *dirty;
+	uint64_t dirty_next; /* where blk_mirror_take_dirty looks first */
 	char why[BLK_MIRROR_ERR_MAX]; /* what failed: "writing the destination at 4096" */
 };
 
@@ -67,6 +73,42 @@ struct blk_span blk_mirror_plan(uint64_t pos, uint64_t size, int64_t data_off, i
  * watermark is 0.  0 or -errno with the reason in m->why. */
 __attribute__((warn_unused_result)) int blk_mirror_init(struct blk_mirror *m, int src_fd,
 							int dst_fd, uint64_t size);
+
+/* The block size of tracking mode: a guest's 4 KiB write marks one. */
+#define BLK_TRACK_BLOCK 4096u
+
+/* Set m up to track src_fd (size bytes) for a copy that goes elsewhere
+ * (a migration stream): no destination, a dirty bitmap of size's blocks,
+ * all clear, the watermark at 0.  0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int blk_mirror_init_track(struct blk_mirror *m, int src_fd,
+							      uint64_t size);
+
+/* Tracking mode's copy step: the next data from the watermark (holes
+ * skipped) read into buf (at most chunk bytes) and the watermark moved
+ * past it, under the lock, so a racing write is either in what was read
+ * or marked dirty.  *span is what was read (len 0: only a hole skipped,
+ * or *done), *zero whether it is all zeroes.  Returns 0 or -errno (kept
+ * in m->err with the reason). */
+__attribute__((warn_unused_result)) int blk_mirror_read_step(struct blk_mirror *m, uint8_t *buf,
+							     size_t chunk, struct blk_span *span,
+							     bool *zero, bool *done);
+
+/* Tracking mode: the next run of dirty blocks (from where the last call
+ * stopped, wrapping once), at most max bytes, cleared and read into buf
+ * under the lock (a write racing it marks its block again).  *span is
+ * the run (len 0: nothing is dirty), *zero whether it is all zeroes.
+ * 0 or -errno (kept in m->err). */
+__attribute__((warn_unused_result)) int blk_mirror_take_dirty(struct blk_mirror *m, uint8_t *buf,
+							      size_t max, struct blk_span *span,
+							      bool *zero);
+
+/* Tracking mode: the bytes of the blocks marked dirty now. */
+uint64_t blk_mirror_dirty_bytes(struct blk_mirror *m);
+
+/* Stop m for good (a writer sees err and does nothing more): -ECANCELED
+ * unless it failed already; a tracking bitmap is freed.  The mirror
+ * itself stays valid memory: a writer may still hold its pointer. */
+void blk_mirror_stop(struct blk_mirror *m);
 
 /* One copy step: the next data from the watermark (holes skipped, a chunk
  * of zeroes read but not written), at most chunk bytes through buf (chunk

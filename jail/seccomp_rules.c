@@ -80,8 +80,9 @@ static const struct allow allowlist[] = {
     /* virtio-blk: a request's segments straight into guest RAM */
     ALLOW(preadv, VMM, ARG_ANY),
     ALLOW(pwritev, VMM, ARG_ANY),
-    /* virtio-blk: FLUSH */
-    ALLOW(fdatasync, VMM, ARG_ANY),
+    /* virtio-blk: FLUSH; mig: a disk copied with the VM, synced at its end
+     * (DSKE) on the target */
+    ALLOW(fdatasync, VMM | MIG, ARG_ANY),
     /* snapshots (vm_snapshot.c, snapshot/): the state and memory files
      * are created under a temp name, sized, written, synced and renamed
      * over the old ones; the folder is opened to sync the rename; a failed
@@ -91,17 +92,20 @@ static const struct allow allowlist[] = {
     ALLOW(fsync, VMM, ARG_ANY),
     ALLOW(rename, VMM, ARG_ANY),
     ALLOW(unlink, VMM, ARG_ANY),
-    ALLOW(lseek, VMM, ARG_ANY),
+    /* mig: the source's disk copy finds data past holes (SEEK_DATA) */
+    ALLOW(lseek, VMM | MIG, ARG_ANY),
     /* snapshots: the new memory file's identity (device, inode), which
      * the state file records */
     ALLOW(newfstatat, VMM, ARG_ANY),
-    /* virtio-blk: DISCARD and WRITE_ZEROES (punch a hole / zero a range) */
-    ALLOW(fallocate, VMM, ARG_ANY),
+    /* virtio-blk: DISCARD and WRITE_ZEROES (punch a hole / zero a range);
+     * mig: a copied disk's zeroed blocks punched on the target */
+    ALLOW(fallocate, VMM | MIG, ARG_ANY),
     /* drive moves (base/blk_mirror.c): the destination's writeback is
      * started after each copy step and waited for a little behind it, so
      * the pivot's fdatasync has little left to do (the fd came with the
-     * API request; nothing is opened) */
-    ALLOW(sync_file_range, VMM, ARG_ANY),
+     * API request; nothing is opened); mig: a disk copied with the VM,
+     * its writeback started as each extent lands on the target */
+    ALLOW(sync_file_range, VMM | MIG, ARG_ANY),
     /* drive moves: the destination's "incomplete" mark (DMOVE_XATTR) is
      * removed from its fd before the pivot */
     ALLOW(fremovexattr, VMM, ARG_ANY),
@@ -113,8 +117,9 @@ static const struct allow allowlist[] = {
      * timer (API mode); the API's connection clocks; virtio-vsock:
      * its connection deadlines */
     ALLOW(timerfd_settime, VMM | API, ARG_ANY),
-    /* hvt: BLOCK_WRITE */
-    ALLOW(pwrite64, VMM | VCPU, ARG_ANY),
+    /* hvt: BLOCK_WRITE; mig: a copied disk's extents into its
+     * destination on the target (the fd the vmm thread opened) */
+    ALLOW(pwrite64, VMM | VCPU | MIG, ARG_ANY),
     /* hvt: POLL waits for a tap to become readable; a stream (snapshot,
      * migration) waits on a non-blocking fd that is full or empty */
     ALLOW(ppoll, VMM | VCPU | MIG, ARG_ANY),

@@ -71,10 +71,9 @@ static void publish(struct dmove *m, enum dmove_phase phase)
 
 /* The drive's backend: a virtio-blk device's or an hvt manifest device's.
  * NULL with the reason in err. */
-static struct blk_backend *find_drive(struct dmove *m, const char *drive, unsigned *index,
-				      bool *hvt, char *err, size_t errlen)
+struct blk_backend *dmove_backend(struct vm *vm, const struct vm_config *c, const char *drive,
+				  unsigned *index, bool *hvt, char *err, size_t errlen)
 {
-	const struct vm_config *c = m->cfg;
 	unsigned i;
 	for (i = 0; i < c->nr_blocks && strcmp(c->blocks[i].name, drive); i++)
 		;
@@ -83,9 +82,9 @@ static struct blk_backend *find_drive(struct dmove *m, const char *drive, unsign
 		return NULL;
 	}
 	*index = i;
-	*hvt = m->vm->hvt != NULL;
+	*hvt = vm->hvt != NULL;
 	if (*hvt) {
-		struct hvt_guest *g = m->vm->hvt;
+		struct hvt_guest *g = vm->hvt;
 		for (unsigned e = 1; e < g->mft.nr; e++)
 			if (g->mft.e[e].type == HVT_MFT_BLOCK && !strcmp(g->mft.e[e].name, drive))
 				return &g->blk[e];
@@ -93,7 +92,7 @@ static struct blk_backend *find_drive(struct dmove *m, const char *drive, unsign
 		return NULL;
 	}
 	bool direct = false;
-	struct virtio_dev *d = vdevs_get(m->vm, i); /* drives come first */
+	struct virtio_dev *d = vdevs_get(vm, i); /* drives come first */
 	struct blk_backend *be = d ? vblk_backend(d, &direct) : NULL;
 	if (!be)
 		snprintf(err, errlen, "drive \"%s\": no virtio-blk device", drive);
@@ -101,6 +100,12 @@ static struct blk_backend *find_drive(struct dmove *m, const char *drive, unsign
 		snprintf(err, errlen,
 			 "drive \"%s\": an O_DIRECT drive (direct=on) cannot be moved yet", drive);
 	return be && !direct ? be : NULL;
+}
+
+static struct blk_backend *find_drive(struct dmove *m, const char *drive, unsigned *index,
+				      bool *hvt, char *err, size_t errlen)
+{
+	return dmove_backend(m->vm, m->cfg, drive, index, hvt, err, errlen);
 }
 
 /* The move is over (not completed): the mirror stops before its

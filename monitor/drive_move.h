@@ -114,6 +114,16 @@ __attribute__((warn_unused_result)) int dmove_cancel(struct dmove *m, const char
 /* The current report (any thread). */
 void dmove_report(struct dmove *m, struct dmove_report *out);
 
+/* Drive (its configured name in c, vm's configuration) as its backend,
+ * the one its guest's writes go through (a virtio-blk device's, or an
+ * hvt guest's block device; *hvt says which), its place in c->blocks in
+ * *index; NULL with err naming the drive when there is no such drive or
+ * it is O_DIRECT (a copy's buffer would need aligned I/O).  Also what a
+ * live migration with disks copies (monitor/migrate/mig_disk.c).  The
+ * vmm thread. */
+struct blk_backend *dmove_backend(struct vm *vm, const struct vm_config *c, const char *drive,
+				  unsigned *index, bool *hvt, char *err, size_t errlen);
+
 /* Release everything (a running move is cancelled).  The vmm thread. */
 void dmove_fini(struct dmove *m);
 

@@ -12,7 +12,8 @@
 static const uint32_t known[] = {SNAP_MIG_MIGR, SNAP_MIG_SETU, SNAP_MIG_DATA, SNAP_MIG_ZERO,
 				 SNAP_MIG_ROUN, SNAP_MIG_STAT, SNAP_MIG_DONE, SNAP_MIG_GOGO,
 				 SNAP_MIG_OKAY, SNAP_MIG_NACK, SNAP_MIG_REDY, SNAP_MIG_MEMF,
-				 SNAP_MIG_PCPY, SNAP_MIG_PREQ, SNAP_MIG_PFIN};
+				 SNAP_MIG_PCPY, SNAP_MIG_PREQ, SNAP_MIG_PFIN, SNAP_MIG_DSKB,
+				 SNAP_MIG_DSKD, SNAP_MIG_DSKZ, SNAP_MIG_DSKE, SNAP_MIG_DSKS};
 
 const char *snap_mig_name(uint32_t type, char buf[12])
 {
@@ -55,6 +56,18 @@ static bool len_ok(const struct snap_mig_rec *r)
 		return r->b && r->b <= SNAP_MIG_RUN_MAX && r->len == r->b * SNAP_PAGE;
 	case SNAP_MIG_NACK:
 		return r->len <= SNAP_MIG_NACK_MAX;
+	case SNAP_MIG_DSKB:
+		return r->a < SNAP_MIG_DISKS_MAX && r->b && r->b % 512 == 0 && r->len &&
+		       r->len <= SNAP_MIG_DISK_ID_MAX;
+	case SNAP_MIG_DSKD:
+	case SNAP_MIG_DSKZ:
+		return SNAP_MIG_DISK_N(r->a) < SNAP_MIG_DISKS_MAX &&
+		       SNAP_MIG_DISK_OFF(r->a) % 512 == 0 && r->b && r->b % 512 == 0 &&
+		       r->b <= (1ULL << SNAP_MIG_DISK_SHIFT) - SNAP_MIG_DISK_OFF(r->a) &&
+		       (r->type == SNAP_MIG_DSKZ ? r->len == 0
+						 : r->b <= SNAP_MIG_DISK_RUN_MAX && r->len == r->b);
+	case SNAP_MIG_DSKE:
+		return r->a < SNAP_MIG_DISKS_MAX && r->len == 0;
 	case SNAP_MIG_PCPY: /* whole 64-bit words of bitmap */
 		return r->len && r->len <= SNAP_MIG_BITMAP_MAX && r->len % 8 == 0;
 	default: /* ZERO, ROUN, DONE, GOGO, OKAY, REDY, PREQ, PFIN: header only */

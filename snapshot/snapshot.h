@@ -374,12 +374,30 @@ __attribute__((warn_unused_result)) int snap_stream_get_mem(struct snap_stream *
 #define SNAP_MIG_PCPY SNAP_TAG('P', 'C', 'P', 'Y')
 #define SNAP_MIG_FLAG_POSTCOPY 2u /* MIGR's b: the source may switch to post-copy */
 #define SNAP_MIG_BITMAP_MAX (4u << 20) /* PCPY's payload: 128 GiB of RAM */
+/* Disks copied with the VM (docs/storage-migration.md, "Between hosts"):
+ * after OKAY, before and between the memory rounds, and last at the
+ * stop-and-copy before STAT.  Disk n (0..SNAP_MIG_DISKS_MAX-1) is named
+ * once by DSKB; DSKD and DSKZ carry n in a's top byte and a byte offset
+ * (a multiple of 512) below it; a run is b bytes, a multiple of 512. */
+#define SNAP_MIG_DISKS_MAX 8u
+#define SNAP_MIG_DISK_RUN_MAX (1u << 20) /* bytes in one DSKD */
+#define SNAP_MIG_DISK_ID_MAX 64u	 /* DSKB's payload: the drive's id */
+#define SNAP_MIG_DISK_SHIFT 56
+#define SNAP_MIG_DISK_AT(n, off) ((uint64_t)(n) << SNAP_MIG_DISK_SHIFT | (off))
+#define SNAP_MIG_DISK_N(a) ((unsigned)((a) >> SNAP_MIG_DISK_SHIFT))
+#define SNAP_MIG_DISK_OFF(a) ((a) & ((1ULL << SNAP_MIG_DISK_SHIFT) - 1))
+#define SNAP_MIG_DSKB SNAP_TAG('D', 'S', 'K', 'B') /* a = n, b = size; payload: the drive id */
+#define SNAP_MIG_DSKD SNAP_TAG('D', 'S', 'K', 'D') /* a = n|offset, b = bytes; payload: them */
+#define SNAP_MIG_DSKZ SNAP_TAG('D', 'S', 'K', 'Z') /* a = n|offset, b = bytes, all zero */
+#define SNAP_MIG_DSKE SNAP_TAG('D', 'S', 'K', 'E') /* a = n, b = data bytes sent: complete */
 /* target -> source */
 #define SNAP_MIG_OKAY SNAP_TAG('O', 'K', 'A', 'Y') /* setup accepted */
 #define SNAP_MIG_NACK SNAP_TAG('N', 'A', 'C', 'K') /* payload: the reason, UTF-8 */
 #define SNAP_MIG_REDY SNAP_TAG('R', 'E', 'D', 'Y') /* loaded and checked, waiting for GOGO */
 #define SNAP_MIG_PREQ SNAP_TAG('P', 'R', 'E', 'Q') /* post-copy: a = the page a fault waits for */
 #define SNAP_MIG_PFIN SNAP_TAG('P', 'F', 'I', 'N') /* post-copy: every page is in */
+/* disks copied: a = the round whose ROUN came; its disks' data is synced */
+#define SNAP_MIG_DSKS SNAP_TAG('D', 'S', 'K', 'S')
 
 /* A record as read: its header decoded, the raw header kept for the
  * payload's CRC, and where in the stream it began. */

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -55,6 +56,13 @@ struct ed_ctl_conn {
 	http_parser p;
 	size_t got; /* bytes of the request read */
 	char url[ED_CTL_URL_MAX + 1];
+	/* two headers a handler may check (ed_ctl_conn_header): the rest are
+	 * parsed and dropped */
+	char hfield[16];
+	size_t hfield_len;
+	bool in_value;
+	char *hval; /* NULL: not one we keep */
+	char ctype[128], host[256];
 	size_t url_len;
 	bool url_long, too_big, complete, deferred;
 	bool lingering; /* replied early: the rest of the request is read and dropped */
@@ -89,6 +97,8 @@ static const char *reason(int status)
 		return "Conflict";
 	case 413:
 		return "Payload Too Large";
+	case 415:
+		return "Unsupported Media Type";
 	case 500:
 		return "Internal Server Error";
 	case 503:
@@ -194,15 +204,20 @@ static void flush(struct ed_ctl_conn *c)
 
 static void queue_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
 {
-	char head[512];
+	char head[1024];
 	int status = rp->status ? rp->status : 500;
-	int n =
-	    snprintf(head, sizeof(head),
-		     "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
-		     "%s%s%sContent-Length: %zu\r\n\r\n",
-		     status, reason(status), rp->type ? "Content-Type: " : "",
-		     rp->type ? rp->type : "", rp->type ? "\r\n" : "", rp->allow ? "Allow: " : "",
-		     rp->allow ? rp->allow : "", rp->allow ? "\r\n" : "", rp->len);
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nServer: emberd\r\nConnection: close\r\n%s%s%s"
+			 "%s%s%s%sContent-Length: %zu\r\n\r\n",
+			 status, reason(status), rp->type ? "Content-Type: " : "",
+			 rp->type ? rp->type : "", rp->type ? "\r\n" : "",
+			 rp->allow ? "Allow: " : "", rp->allow ? rp->allow : "",
+			 rp->allow ? "\r\n" : "", rp->headers ? rp->headers : "", rp->len);
+	if (n < 0 || (size_t)n >= sizeof(head))
+		n = snprintf(head, sizeof(head),
+			     "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+			     "Content-Length: %zu\r\n\r\n",
+			     rp->len);
 	c->out = malloc((size_t)n + rp->len);
 	if (c->out) {
 		memcpy(c->out, head, (size_t)n);
@@ -261,6 +276,45 @@ static int on_url(http_parser *p, const char *at, size_t n)
 	return 0;
 }
 
+static int on_hfield(http_parser *p, const char *at, size_t n)
+{
+	struct ed_ctl_conn *c = p->data;
+	if (c->in_value) {
+		c->in_value = false;
+		c->hfield_len = 0;
+	}
+	size_t take = c->hfield_len + n < sizeof(c->hfield) ? n : 0;
+	memcpy(c->hfield + c->hfield_len, at, take);
+	/* a name longer than ours: never matches */
+	c->hfield_len = take ? c->hfield_len + n : sizeof(c->hfield);
+	return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n)
+{
+	struct ed_ctl_conn *c = p->data;
+	if (!c->in_value) {
+		c->in_value = true;
+		size_t l = c->hfield_len;
+		c->hval = l == 12 && !strncasecmp(c->hfield, "content-type", 12) ? c->ctype
+			  : l == 4 && !strncasecmp(c->hfield, "host", 4)	 ? c->host
+										 : NULL;
+		if (c->hval)
+			c->hval[0] = '\0';
+	}
+	size_t cap = c->hval == c->ctype ? sizeof(c->ctype) : sizeof(c->host);
+	if (c->hval && strlen(c->hval) + n < cap)
+		strncat(c->hval, at, n);
+	return 0;
+}
+
+const char *ed_ctl_conn_header(struct ed_ctl_conn *c, const char *name)
+{
+	return !strcasecmp(name, "content-type") ? c->ctype
+	       : !strcasecmp(name, "host")	 ? c->host
+						 : "";
+}
+
 static int on_body(http_parser *p, const char *at, size_t n)
 {
 	struct ed_ctl_conn *c = p->data;
@@ -305,8 +359,9 @@ static void dispatch(struct ed_ctl_conn *c)
 	}
 	struct ed_ctl_reply rp = {0};
 	const char *method = http_method_str((enum http_method)c->p.method);
-	int r = c->s->handle ? c->s->handle(c->s->harg, c, method, c->url, c->body, c->body_len, &rp)
-			     : ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp);
+	ed_ctl_handler fn = c->s->handle;
+	int r = fn ? fn(c->s->harg, c, method, c->url, c->body, c->body_len, &rp)
+		   : ed_ctl_handle(c->s->h, c, method, c->url, c->body, c->body_len, &rp);
 	if (r == 1) {
 		/* A long poll: keep reading, to see the client hang up. */
 		c->deferred = true;
@@ -504,19 +559,30 @@ static int bind_sock(const char *path, char *err, size_t errlen)
 	return fd;
 }
 
-int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
+/* A server on h's loop, its HTTP callbacks set; NULL when out of memory. */
+static struct ed_ctl *server_new(struct ed_host *h)
 {
 	struct ed_ctl *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->h = h;
+	s->l = ed_host_loop(h);
+	s->settings.on_url = on_url;
+	s->settings.on_header_field = on_hfield;
+	s->settings.on_header_value = on_hvalue;
+	s->settings.on_body = on_body;
+	s->settings.on_headers_complete = on_headers;
+	s->settings.on_message_complete = on_complete;
+	return s;
+}
+
+int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *err, size_t errlen)
+{
+	struct ed_ctl *s = server_new(h);
 	if (!s) {
 		snprintf(err, errlen, "control socket: out of memory");
 		return -ENOMEM;
 	}
-	s->h = h;
-	s->l = ed_host_loop(h);
-	s->settings.on_url = on_url;
-	s->settings.on_body = on_body;
-	s->settings.on_headers_complete = on_headers;
-	s->settings.on_message_complete = on_complete;
 	s->fd = bind_sock(sock, err, errlen);
 	if (s->fd < 0) {
 		int r = s->fd;
@@ -543,14 +609,12 @@ int ed_ctl_open(struct ed_ctl **sp, struct ed_host *h, const char *sock, char *e
 
 int ed_ctl_serve(struct ed_ctl **sp, struct ed_host *h, int fd, ed_ctl_handler fn, void *arg)
 {
-	struct ed_ctl *s = calloc(1, sizeof(*s));
+	struct ed_ctl *s = server_new(h);
 	if (!s)
 		return -ENOMEM;
-	*s = (struct ed_ctl){.h = h, .l = ed_host_loop(h), .fd = fd, .handle = fn, .harg = arg};
-	s->settings.on_url = on_url;
-	s->settings.on_body = on_body;
-	s->settings.on_headers_complete = on_headers;
-	s->settings.on_message_complete = on_complete;
+	s->fd = fd;
+	s->handle = fn;
+	s->harg = arg;
 	int fl = fcntl(fd, F_GETFL);
 	int r = fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) ? -errno : 0;
 	if (!r)
@@ -580,4 +644,3 @@ void ed_ctl_close(struct ed_ctl *s)
 		unlink(s->path);
 	free(s);
 }
-

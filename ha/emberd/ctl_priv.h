@@ -76,6 +76,7 @@ struct ed_ctl_reply {
 	char *body;
 	size_t len;
 	const char *allow;
+	const char *headers; /* more header lines, each ending "\r\n" (NULL: none) */
 };
 
 void ed_ctl_reply_json(struct ed_ctl_reply *rp, int status, json_t *v); /* steals v */
@@ -89,9 +90,8 @@ struct ed_ctl_conn; /* one connection */
  * non-blocking here); each whole request goes to fn(arg, ...) instead of
  * ed_ctl_handle (same contract).  0 with *s (ed_ctl_close closes fd), or
  * -errno (fd left to the caller). */
-typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method,
-			      const char *url, const char *body, size_t len,
-			      struct ed_ctl_reply *rp);
+typedef int (*ed_ctl_handler)(void *arg, struct ed_ctl_conn *c, const char *method, const char *url,
+			      const char *body, size_t len, struct ed_ctl_reply *rp);
 __attribute__((warn_unused_result)) int ed_ctl_serve(struct ed_ctl **s, struct ed_host *h, int fd,
 						     ed_ctl_handler fn, void *arg);
 
@@ -111,6 +111,9 @@ void ed_ctl_conn_reply(struct ed_ctl_conn *c, struct ed_ctl_reply *rp);
 void **ed_ctl_conn_slot(struct ed_ctl_conn *c);
 void ed_ctl_conn_on_close(struct ed_ctl_conn *c, void (*fn)(struct ed_ctl_conn *c));
 struct ed_host *ed_ctl_conn_host(struct ed_ctl_conn *c);
+/* The request's Content-Type or Host header ("" when absent or too long;
+ * only these two are kept). */
+const char *ed_ctl_conn_header(struct ed_ctl_conn *c, const char *name);
 
 /* Valid UTF-8 from bytes p[0..n) (invalid bytes become '?'): a new JSON
  * string, and *used: how many bytes of p it covers (short of n when p

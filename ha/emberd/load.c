@@ -22,14 +22,14 @@
 
 struct vmload {
 	char name[ED_NAME_MAX + 1];
-	pid_t pid;	     /* the ember sampled last (0: none) */
-	uint64_t ticks;	     /* its utime + stime then */
-	uint64_t at_ms;	     /* when */
-	double cpu_m;	     /* smoothed millicores */
-	bool have;	     /* cpu_m has history */
-	uint64_t rss;	     /* bytes */
-	double cpu_seconds;  /* every ember's CPU time, summed: a counter */
-	bool seen;	     /* in this round */
+	pid_t pid;	    /* the ember sampled last (0: none) */
+	uint64_t ticks;	    /* its utime + stime then */
+	uint64_t at_ms;	    /* when */
+	double cpu_m;	    /* smoothed millicores */
+	bool have;	    /* cpu_m has history */
+	uint64_t rss;	    /* bytes */
+	double cpu_seconds; /* every ember's CPU time, summed: a counter */
+	bool seen;	    /* in this round */
 	struct vmload *next;
 };
 
@@ -207,8 +207,8 @@ json_t *ed_load_json(struct ed_load *l)
 	return l->doc ? json_deep_copy(l->doc)
 		      : json_pack("{s:I, s:I, s:I, s:I, s:I, s:{}}", "at_ms", (json_int_t)0,
 				  "cpu_capacity_m", (json_int_t)l->cpu_cap_m, "cpu_used_m",
-				  (json_int_t)0, "mem_capacity", (json_int_t)l->mem_cap,
-				  "mem_used", (json_int_t)0, "vms");
+				  (json_int_t)0, "mem_capacity", (json_int_t)l->mem_cap, "mem_used",
+				  (json_int_t)0, "vms");
 }
 
 double ed_load_vm_cpu_seconds(struct ed_load *l, const char *vm)

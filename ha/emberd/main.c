@@ -303,6 +303,7 @@ int main(int argc, char **argv)
 	}
 	if (ed_obs_start(&obs, h, c, &o.obs, err, sizeof(err))) {
 		fprintf(stderr, "emberd: %s\n", err);
+		ed_cluster_stop(c, false); /* no VM started yet: the lease just lapses */
 		return 1;
 	}
 	if (!o.cluster)

@@ -34,10 +34,10 @@ static bool is(const char *kind, const char *const *set)
 	return false;
 }
 
-/* The MOVE part's event kinds for a live migration's end. */
-static const char *const mig_ok[] = {"migrated", "moved", NULL};
-static const char *const mig_failed[] = {"migrate-failed", "migration-failed", "move-failed",
-					 NULL};
+/* A live move's end (move.c): "moved" on the target once it owns and
+ * runs the VM, "move-failed" on the side that saw it fail. */
+static const char *const mig_ok[] = {"moved", NULL};
+static const char *const mig_failed[] = {"move-failed", NULL};
 
 static void count(struct ed_metrics *m, const char *kind, const char *detail)
 {
@@ -142,7 +142,8 @@ static void host_gauges(struct ed_prom *p, struct ed_host *h, struct ed_load *l)
 	    {"ember_host_memory_capacity_bytes", "Guest RAM this host offers", "mem_capacity", 1},
 	    {"ember_host_memory_used_bytes", "Guest RAM of the VMs it runs", "mem_used", 1},
 	};
-	ed_prom_family(p, "ember_host_vms", "gauge", "VMs this host runs (running, starting, backoff)");
+	ed_prom_family(p, "ember_host_vms", "gauge",
+		       "VMs this host runs (running, starting, backoff)");
 	ed_prom_sample(p, "ember_host_vms", lh, 1, vms);
 	for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
 		ed_prom_family(p, g[i].name, "gauge", g[i].help);
@@ -178,13 +179,14 @@ static void vm_metrics(struct ed_prom *p, struct ed_host *h, struct ed_load *l)
 			const char *name = ed_vm_name(vm);
 			json_t *one = json_object_get(lv, name);
 			const char *const lab[][2] = {{"vm", name}, {"host", host}};
-			double val = f == 0   ? (double)(st == ED_RUNNING)
-				     : f == 1 ? ed_load_vm_cpu_seconds(l, name)
-				     : f == 2 ? (double)json_integer_value(
-						    json_object_get(one, "cpu_m")) / 1000.0
-				     : f == 3 ? (double)json_integer_value(json_object_get(one, "rss"))
-				     : f == 4 ? (double)ed_vm_mem_bytes(vm)
-					      : (double)vm->restarts;
+			double val =
+			    f == 0   ? (double)(st == ED_RUNNING)
+			    : f == 1 ? ed_load_vm_cpu_seconds(l, name)
+			    : f == 2
+				? (double)json_integer_value(json_object_get(one, "cpu_m")) / 1000.0
+			    : f == 3 ? (double)json_integer_value(json_object_get(one, "rss"))
+			    : f == 4 ? (double)ed_vm_mem_bytes(vm)
+				     : (double)vm->restarts;
 			ed_prom_sample(p, fams[f][0], lab, f == 0 ? 2 : 1, val);
 		}
 	}
@@ -200,7 +202,7 @@ char *ed_metrics_text(struct ed_metrics *m, struct ed_load *l, json_t *cluster, 
 		       "VMs this host claimed from a host that failed (or left)");
 	ed_prom_sample(&p, "ember_failovers_total", NULL, 0, (double)m->failovers);
 	ed_prom_family(&p, "ember_migrations_total", "counter",
-		       "Live migrations of VMs this host ran, by result");
+		       "Live moves into this host (ok), or failed as seen here");
 	const char *const ok[][2] = {{"result", "ok"}}, *const bad[][2] = {{"result", "failed"}};
 	ed_prom_sample(&p, "ember_migrations_total", ok, 1, (double)m->mig_ok);
 	ed_prom_sample(&p, "ember_migrations_total", bad, 1, (double)m->mig_failed);
@@ -224,7 +226,8 @@ char *ed_metrics_text(struct ed_metrics *m, struct ed_load *l, json_t *cluster, 
 		maint += !json_is_null(json_object_get(hj, "maintenance")) &&
 			 json_object_get(hj, "maintenance");
 	}
-	const char *const la[][2] = {{"state", "alive"}}, *const lm[][2] = {{"state", "maintenance"}};
+	const char *const la[][2] = {{"state", "alive"}}, *const lm[][2] = {
+							      {"state", "maintenance"}};
 	ed_prom_sample(&p, "ember_cluster_hosts", la, 1, (double)alive);
 	ed_prom_sample(&p, "ember_cluster_hosts", lm, 1, (double)maint);
 	ed_prom_family(&p, "ember_snapshots_total", "counter", "Snapshots this host committed");

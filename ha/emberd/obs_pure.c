@@ -102,7 +102,10 @@ int ed_prom_escape(const char *in, char *out, size_t outlen)
 {
 	size_t o = 0;
 	for (const char *s = in; *s; s++) {
-		const char *rep = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+		const char *rep = *s == '\\'   ? "\\\\"
+				  : *s == '"'  ? "\\\""
+				  : *s == '\n' ? "\\n"
+					       : NULL;
 		size_t n = rep ? 2 : 1;
 		if (o + n >= outlen) {
 			if (outlen)

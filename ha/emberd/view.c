@@ -72,8 +72,8 @@ __attribute__((format(printf, 3, 4))) static void post_event(struct ed_view *v, 
 		free(e);
 }
 
-/* kind/ -> {name: value}: values that are JSON are kept as such, others
- * as strings (owner/ holds a plain host name). */
+/* kind/ -> {name: value}: JSON objects kept as such, anything else as a
+ * string (owner/ holds a plain host name, which may look like a number). */
 static int read_kind(struct ed_view *v, const char *kind, json_t *into, char *err, size_t errlen)
 {
 	char key[64];
@@ -85,7 +85,7 @@ static int read_kind(struct ed_view *v, const char *kind, json_t *into, char *er
 	json_t *o = json_object();
 	for (size_t i = 0; o && i < r.n; i++) {
 		const char *name = r.kvs[i].key + strlen(key);
-		json_t *val = json_loads(r.kvs[i].value, JSON_DECODE_ANY, NULL);
+		json_t *val = strcmp(kind, "owner") ? json_loads(r.kvs[i].value, 0, NULL) : NULL;
 		json_object_set_new(o, name, val ? val : json_string(r.kvs[i].value));
 	}
 	ha_etcd_range_free(&r);

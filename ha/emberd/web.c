@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@ struct ed_obs {
 	struct ed_view *view; /* cluster mode */
 	struct ed_metrics *m;
 	struct ed_ctl *srv; /* --http */
+	char addr[300];	    /* its ADDR:PORT, as given */
 	bool actions;
 };
 
@@ -37,61 +39,68 @@ static double host_load(json_t *ld)
 {
 	double cap_c = (double)json_integer_value(json_object_get(ld, "cpu_capacity_m"));
 	double cap_m = (double)json_integer_value(json_object_get(ld, "mem_capacity"));
-	double c = cap_c > 0 ? (double)json_integer_value(json_object_get(ld, "cpu_used_m")) / cap_c
-			     : 0;
-	double m = cap_m > 0 ? (double)json_integer_value(json_object_get(ld, "mem_used")) / cap_m
-			     : 0;
+	double c =
+	    cap_c > 0 ? (double)json_integer_value(json_object_get(ld, "cpu_used_m")) / cap_c : 0;
+	double m =
+	    cap_m > 0 ? (double)json_integer_value(json_object_get(ld, "mem_used")) / cap_m : 0;
 	return c > m ? c : m;
 }
 
 /* docs/balancing.md's imbalance over hosts[] (each with "alive",
- * "maintenance", "load_doc"), through ha_bal_imbalance. */
+ * "maintenance", "load_doc"), through ha_bal_imbalance.  Hosts with no
+ * load reported yet (just joined, or gone) are left out: they are not
+ * counted by it either way, and zero capacities would not validate. */
 static json_t *imbalance(json_t *hosts)
 {
 	size_t nh = json_array_size(hosts), nv = 0, i;
 	json_t *hj;
-	json_array_foreach(hosts, i, hj) nv += json_object_size(
-	    json_object_get(json_object_get(hj, "load_doc"), "vms"));
+	json_array_foreach(hosts, i, hj) nv +=
+	    json_object_size(json_object_get(json_object_get(hj, "load_doc"), "vms"));
 	struct ha_bal_host *bh = calloc(nh ? nh : 1, sizeof(*bh));
 	struct ha_bal_vm *bv = calloc(nv ? nv : 1, sizeof(*bv));
 	json_t *out = json_null();
-	if (bh && bv) {
-		uint32_t k = 0;
-		json_array_foreach(hosts, i, hj)
+	uint32_t kh = 0, kv = 0;
+	json_array_foreach(hosts, i, hj)
+	{
+		json_t *ld = json_object_get(hj, "load_doc");
+		uint64_t cpu = (uint64_t)json_integer_value(json_object_get(ld, "cpu_capacity_m"));
+		uint64_t mem = (uint64_t)json_integer_value(json_object_get(ld, "mem_capacity"));
+		if (!bh || !bv || !cpu || !mem)
+			continue;
+		bh[kh] = (struct ha_bal_host){
+		    .name = json_string_value(json_object_get(hj, "name")),
+		    .cpu_cap = cpu,
+		    .mem_cap = mem,
+		    .alive = json_is_true(json_object_get(hj, "alive")),
+		    .maintenance = !json_is_null(json_object_get(hj, "maintenance"))};
+		const char *vn;
+		json_t *vj;
+		json_object_foreach(json_object_get(ld, "vms"), vn, vj)
 		{
-			json_t *ld = json_object_get(hj, "load_doc");
-			bh[i] = (struct ha_bal_host){
-			    .name = json_string_value(json_object_get(hj, "name")),
-			    .cpu_cap = (uint64_t)json_integer_value(
-				json_object_get(ld, "cpu_capacity_m")),
-			    .mem_cap =
-				(uint64_t)json_integer_value(json_object_get(ld, "mem_capacity")),
-			    .alive = json_is_true(json_object_get(hj, "alive")) && ld,
-			    .maintenance = !json_is_null(json_object_get(hj, "maintenance"))};
-			const char *vn;
-			json_t *vj;
-			json_object_foreach(json_object_get(ld, "vms"), vn, vj)
-			{
-				bv[k++] = (struct ha_bal_vm){
-				    .name = vn,
-				    .host = (uint32_t)i,
-				    .cpu = (uint64_t)json_integer_value(json_object_get(vj, "cpu_m")),
-				    .mem = (uint64_t)json_integer_value(json_object_get(vj, "mem")),
-				    .migrating_to = HA_BAL_NONE};
-			}
+			bv[kv++] = (struct ha_bal_vm){
+			    .name = vn,
+			    .host = kh,
+			    .cpu = (uint64_t)json_integer_value(json_object_get(vj, "cpu_m")),
+			    .mem = (uint64_t)json_integer_value(json_object_get(vj, "mem")),
+			    .migrating_to = HA_BAL_NONE};
 		}
-		struct ha_bal_cluster c = {.hosts = bh, .nr_hosts = (uint32_t)nh, .vms = bv,
-					   .nr_vms = k};
-		char err[200];
-		if (!ha_bal_validate(&c, err, sizeof(err))) {
-			double x = ha_bal_imbalance(&c);
-			if (!isnan(x))
-				out = json_real(x);
-		}
+		kh++;
+	}
+	struct ha_bal_cluster c = {.hosts = bh, .nr_hosts = kh, .vms = bv, .nr_vms = kv};
+	char err[200];
+	if (bh && bv && !ha_bal_validate(&c, err, sizeof(err))) {
+		double x = ha_bal_imbalance(&c);
+		if (!isnan(x))
+			out = json_real(x);
 	}
 	free(bh);
 	free(bv);
 	return out;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static json_t *vm_entry(const char *name, const char *state, json_t *lv)
@@ -104,13 +113,13 @@ static json_t *vm_entry(const char *name, const char *state, json_t *lv)
 
 static json_t *host_entry(const char *name, bool alive, json_t *maint, json_t *ld)
 {
-	json_t *j = json_pack("{s:s, s:b, s:O, s:f, s:[]}", "name", name, "alive", alive,
-			      "maintenance", maint ? maint : json_null(), "load",
-			      ld ? host_load(ld) : 0.0, "vms");
-	static const char *const f[] = {"cpu_capacity_m", "cpu_used_m", "mem_capacity",
-					"mem_used"};
+	json_t *j =
+	    json_pack("{s:s, s:b, s:O, s:f, s:[]}", "name", name, "alive", alive, "maintenance",
+		      maint ? maint : json_null(), "load", ld ? host_load(ld) : 0.0, "vms");
+	static const char *const f[] = {"cpu_capacity_m", "cpu_used_m", "mem_capacity", "mem_used"};
 	for (size_t i = 0; j && i < 4; i++)
-		json_object_set_new(j, f[i], json_integer(json_integer_value(json_object_get(ld, f[i]))));
+		json_object_set_new(j, f[i],
+				    json_integer(json_integer_value(json_object_get(ld, f[i]))));
 	if (j && ld)
 		json_object_set(j, "load_doc", ld);
 	return j;
@@ -125,9 +134,8 @@ static void add_list_rule(json_t *rules, struct ed_vm *vm, const char *kind,
 	for (; *list; list++)
 		json_array_append_new(hosts, json_string(*list));
 	json_array_append_new(rules, json_pack("{s:s+, s:s, s:[s], s:o, s:s}", "name", "file:",
-					       ed_vm_name(vm), "kind", kind, "vms",
-					       ed_vm_name(vm), "hosts", hosts, "source",
-					       vm->f.file));
+					       ed_vm_name(vm), "kind", kind, "vms", ed_vm_name(vm),
+					       "hosts", hosts, "source", vm->f.file));
 }
 
 json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
@@ -146,10 +154,11 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 	if (!v) {
 		json_t *he = host_entry(self, true, NULL, mine);
 		for (struct ed_vm *vm = ed_host_first(h); he && vm; vm = ed_host_next(h, vm))
-			json_array_append_new(
-			    json_object_get(he, "vms"),
-			    vm_entry(ed_vm_name(vm), ed_state_name(ed_vm_state(vm)),
-				     json_object_get(json_object_get(mine, "vms"), ed_vm_name(vm))));
+			json_array_append_new(json_object_get(he, "vms"),
+					      vm_entry(ed_vm_name(vm),
+						       ed_state_name(ed_vm_state(vm)),
+						       json_object_get(json_object_get(mine, "vms"),
+								       ed_vm_name(vm))));
 		json_array_append_new(hosts, he);
 	} else {
 		/* every host any key names, in name order */
@@ -169,13 +178,15 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 		const char **sorted = calloc(json_object_size(names) + 1, sizeof(*sorted));
 		size_t ns = 0;
 		json_object_foreach(names, n, x) if (sorted) sorted[ns++] = n;
-		qsort(sorted, ns, sizeof(*sorted), (int (*)(const void *, const void *))strcmp);
+		qsort(sorted, ns, sizeof(*sorted), by_name);
 		for (size_t i = 0; i < ns; i++) {
 			const char *hn = sorted[i];
 			bool is_self = !strcmp(hn, self);
-			json_t *ld = is_self ? mine : json_object_get(json_object_get(view, "load"), hn);
+			json_t *ld =
+			    is_self ? mine : json_object_get(json_object_get(view, "load"), hn);
 			bool alive = json_object_get(json_object_get(view, "hosts"), hn) != NULL;
-			json_t *he = host_entry(hn, alive, json_object_get(json_object_get(view, "maint"), hn), ld);
+			json_t *he = host_entry(
+			    hn, alive, json_object_get(json_object_get(view, "maint"), hn), ld);
 			const char *vn;
 			json_t *oh;
 			json_object_foreach(owner, vn, oh)
@@ -184,8 +195,9 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 					continue;
 				json_t *lv = json_object_get(json_object_get(ld, "vms"), vn);
 				struct ed_vm *vm = is_self ? ed_host_find(h, vn) : NULL;
-				const char *st = vm ? ed_state_name(ed_vm_state(vm))
-						 : json_string_value(json_object_get(lv, "state"));
+				const char *st =
+				    vm ? ed_state_name(ed_vm_state(vm))
+				       : json_string_value(json_object_get(lv, "state"));
 				json_array_append_new(json_object_get(he, "vms"),
 						      vm_entry(vn, st ? st : "owned", lv));
 			}
@@ -198,17 +210,15 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 				continue;
 			json_t *st = ed_vm_status_json(vm);
 			json_array_append_new(json_object_get(doc, "unplaced"),
-					      json_pack("{s:s, s:s, s:O}", "name", ed_vm_name(vm),
+					      json_pack("{s:s, s:s, s:O?}", "name", ed_vm_name(vm),
 							"state", ed_state_name(ed_vm_state(vm)),
 							"reason", json_object_get(st, "reason")));
 			json_decref(st);
 		}
-		json_object_foreach(json_object_get(view, "rules"), n, x)
-		    json_array_append_new(rules, json_pack("{s:s, s:O?, s:O?, s:O?, s:s}", "name",
-							   n, "kind", json_object_get(x, "kind"),
-							   "vms", json_object_get(x, "vms"),
-							   "hosts", json_object_get(x, "hosts"),
-							   "source", "etcd"));
+		json_object_foreach(json_object_get(view, "rules"), n, x) json_array_append_new(
+		    rules, json_pack("{s:s, s:O?, s:O?, s:O?, s:s}", "name", n, "kind",
+				     json_object_get(x, "kind"), "vms", json_object_get(x, "vms"),
+				     "hosts", json_object_get(x, "hosts"), "source", "etcd"));
 		json_object_foreach(json_object_get(view, "moves"), n, x)
 		{
 			json_t *mv = json_is_object(x) ? json_deep_copy(x) : json_object();
@@ -235,24 +245,51 @@ json_t *ed_web_cluster(struct ed_host *h, struct ed_load *l, struct ed_view *v,
 
 /* ---- requests ---- */
 
-static int maintenance(struct ed_obs *o, const char *host, const char *body, size_t len,
-		       struct ed_ctl_reply *rp)
+/* A browser elsewhere must not be able to act through a page that can
+ * reach this listener: a cross-site POST cannot carry application/json
+ * without a CORS preflight (never answered here), and a DNS-rebound name
+ * does not match the Host this listener was given. */
+static bool same_origin(struct ed_obs *o, struct ed_ctl_conn *c, struct ed_ctl_reply *rp)
+{
+	const char *ct = ed_ctl_conn_header(c, "content-type");
+	const char *host = ed_ctl_conn_header(c, "host");
+	if (strncasecmp(ct, "application/json", 16) || (ct[16] && ct[16] != ';')) {
+		ed_ctl_fault(rp, 415,
+			     "send the body as Content-Type: application/json (got \"%.60s\")", ct);
+		return false;
+	}
+	if (strcmp(host, o->addr)) {
+		ed_ctl_fault(rp, 403,
+			     "Host \"%.80s\" is not this listener's address %s: actions are "
+			     "refused under any other name",
+			     host, o->addr);
+		return false;
+	}
+	return true;
+}
+
+static int maintenance(struct ed_obs *o, struct ed_ctl_conn *c, const char *host, const char *body,
+		       size_t len, struct ed_ctl_reply *rp)
 {
 	if (!o->actions) {
-		ed_ctl_fault(rp, 403, "maintenance actions are off on this listener "
-				      "(start emberd with --http-allow-actions)");
+		ed_ctl_fault(rp, 403,
+			     "maintenance actions are off on this listener "
+			     "(start emberd with --http-allow-actions)");
 		return 0;
 	}
+	if (!same_origin(o, c, rp))
+		return 0;
 	if (!o->view) {
 		ed_ctl_fault(rp, 409, "maintenance mode needs cluster mode (--etcd)");
 		return 0;
 	}
+	/* the control API's PUT /hosts/H/maintenance body (MOVE's move_ctl) */
 	json_error_t e;
 	json_t *j = json_loadb(body ? body : "", len, 0, &e);
-	const char *act = json_string_value(json_object_get(j, "action"));
-	bool enter = act && !strcmp(act, "enter");
-	if (!j || !act || (!enter && strcmp(act, "exit")) || json_object_size(j) != 1) {
-		ed_ctl_fault(rp, 400, "body: give {\"action\": \"enter\"} or {\"action\": \"exit\"}%s%s",
+	json_t *en = json_object_get(j, "enter");
+	bool enter = json_is_true(en);
+	if (!json_is_boolean(en) || json_object_size(j) != 1) {
+		ed_ctl_fault(rp, 400, "body: give {\"enter\": true} or {\"enter\": false}%s%s",
 			     j ? "" : ": ", j ? "" : e.text);
 		json_decref(j);
 		return 0;
@@ -272,18 +309,17 @@ static int maintenance(struct ed_obs *o, const char *host, const char *body, siz
 		return 0;
 	}
 	/* carried out by the etcd worker: its outcome is an event */
-	ed_ctl_reply_json(rp, 202, json_pack("{s:s, s:s}", "host", host, "action", act));
+	ed_ctl_reply_json(rp, 202, json_pack("{s:s, s:b}", "host", host, "enter", enter));
 	return 0;
 }
 
 static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const char *url,
 		  const char *body, size_t len, struct ed_ctl_reply *rp)
 {
-	(void)c;
 	struct ed_obs *o = arg;
 	char path[ED_CTL_URL_MAX + 1];
 	snprintf(path, sizeof(path), "%.*s", (int)strcspn(url, "?#"), url);
-	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+	bool get = !strcmp(method, "GET");
 	const char *pre = "/api/hosts/", *suf = "/maintenance";
 	size_t pl = strlen(path), sl = strlen(suf);
 	if (!strncmp(path, pre, strlen(pre)) && pl > strlen(pre) + sl &&
@@ -294,13 +330,14 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 			return 0;
 		}
 		path[pl - sl] = '\0';
-		return maintenance(o, path + strlen(pre), body, len, rp);
+		return maintenance(o, c, path + strlen(pre), body, len, rp);
 	}
 	bool known = !strcmp(path, "/") || !strcmp(path, "/index.html") ||
 		     !strcmp(path, "/metrics") || !strcmp(path, "/api/cluster");
 	if (!known) {
-		ed_ctl_fault(rp, 404, "no such path: %s (paths: / /metrics /api/cluster "
-				      "/api/hosts/H/maintenance)",
+		ed_ctl_fault(rp, 404,
+			     "no such path: %s (paths: / /metrics /api/cluster "
+			     "/api/hosts/H/maintenance)",
 			     path);
 		return 0;
 	}
@@ -325,7 +362,8 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 		return 0;
 	}
 	if (!strcmp(path, "/api/cluster")) {
-		ed_ctl_reply_json(rp, 200, ed_web_cluster(o->h, o->load, o->view, o->m, o->actions));
+		ed_ctl_reply_json(rp, 200,
+				  ed_web_cluster(o->h, o->load, o->view, o->m, o->actions));
 		return 0;
 	}
 	size_t n = sizeof(ed_dashboard_html) - 1;
@@ -335,8 +373,18 @@ static int handle(void *arg, struct ed_ctl_conn *c, const char *method, const ch
 		return 0;
 	}
 	memcpy(page, ed_dashboard_html, n);
-	*rp = (struct ed_ctl_reply){
-	    .status = 200, .type = "text/html; charset=utf-8", .body = page, .len = n};
+	/* the page runs only its own inline style and script (their hashes,
+	 * made at build time), needs nothing from elsewhere, and no one may
+	 * frame it (its maintenance buttons) */
+	static const char csp[] =
+	    "Content-Security-Policy: default-src 'none'; " ED_DASHBOARD_HTML_CSP
+	    "; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors "
+	    "'none'\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n";
+	*rp = (struct ed_ctl_reply){.status = 200,
+				    .type = "text/html; charset=utf-8",
+				    .body = page,
+				    .len = n,
+				    .headers = csp};
 	return 0;
 }
 
@@ -348,6 +396,12 @@ static int listen_tcp(const char *spec, char *err, size_t errlen)
 	if (!colon || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof(host)) {
 		snprintf(err, errlen, "--http %s: give ADDR:PORT (127.0.0.1:9120, [::1]:9120)",
 			 spec);
+		return -EINVAL;
+	}
+	char *end;
+	unsigned long port = strtoul(colon + 1, &end, 10);
+	if (*end || !port || port > 65535 || colon[1] == '+' || colon[1] == '-') {
+		snprintf(err, errlen, "--http %s: the port must be 1..65535", spec);
 		return -EINVAL;
 	}
 	const char *a = spec;
@@ -423,6 +477,7 @@ int ed_obs_start(struct ed_obs **out, struct ed_host *h, struct ed_cluster *c,
 	if (!r)
 		ed_load_on_sample(o->load, on_sample, o);
 	if (!r && op->http) {
+		snprintf(o->addr, sizeof(o->addr), "%s", op->http);
 		int fd = listen_tcp(op->http, err, errlen);
 		r = fd < 0 ? fd : ed_ctl_serve(&o->srv, h, fd, handle, o);
 		if (fd >= 0 && r) {

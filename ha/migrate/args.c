@@ -72,6 +72,13 @@ const char mig_usage[] =
     "  --drive ID,path=FILE   drive ID opens FILE       (repeatable)\n"
     "  --net ID,tap=TAP       interface ID attaches TAP (repeatable)\n"
     "  --vsock uds=PATH       the vsock device's host socket\n"
+    "Disks copied with the VM (both sides; docs/storage-migration.md):\n"
+    "  --copy-storage all|ID[,ID...]\n"
+    "                         sending: copy these drives (all: every writable\n"
+    "                         one) over the same stream, their writes tracked;\n"
+    "                         receiving: each named drive's --drive FILE is\n"
+    "                         created here (it must not exist), written, and\n"
+    "                         removed again if the VM does not move\n"
     "Hand-over, by hand:\n"
     "  --resolve resume|stop --api-sock SOCK\n"
     "                         end a source's handover-unknown or a target's\n"
@@ -190,6 +197,7 @@ static int take(struct mig_args *a, const char *opt, char *val, char *err, size_
 	    {"tls-ca", offsetof(struct mig_args, tls.ca)},
 	    {"tls-peer-name", offsetof(struct mig_args, tls.peer_name)},
 	    {"psk-file", offsetof(struct mig_args, tls.psk_file)},
+	    {"copy-storage", offsetof(struct mig_args, copy_storage)},
 	};
 	for (size_t k = 0; k < sizeof(strs) / sizeof(strs[0]); k++)
 		if (!strcmp(opt, strs[k].name)) {
@@ -313,6 +321,31 @@ static int choose_mode(struct mig_args *a, bool send_opts, bool recv_opts, char 
 		return bad(err, len, "%s", "--local moves no pages: no post-copy with it");
 	if (a->verify && strcmp(a->verify, "all") && strcmp(a->verify, "dirty"))
 		return bad(err, len, "--verify %s: all or dirty", a->verify);
+	if (a->copy_storage && (post || a->local))
+		return bad(err, len, "%s",
+			   "--copy-storage copies disks with pre-copy only (not with --local or "
+			   "post-copy)");
+	/* The receiving side creates each copied drive's --drive FILE */
+	if (a->copy_storage && a->mode != MIG_SEND && strcmp(a->copy_storage, "all")) {
+		char ids[512];
+		snprintf(ids, sizeof(ids), "%s", a->copy_storage);
+		for (char *save, *id = strtok_r(ids, ",", &save); id;
+		     id = strtok_r(NULL, ",", &save)) {
+			unsigned k = 0;
+			while (k < a->nr_drives && strcmp(a->drives[k].id, id))
+				k++;
+			if (k == a->nr_drives) {
+				snprintf(err, len,
+					 "--copy-storage: drive %s needs --drive %s,path=FILE (the file "
+					 "its copy is written to)",
+					 id, id);
+				return -EINVAL;
+			}
+		}
+	}
+	if (a->copy_storage && a->mode != MIG_SEND && !a->nr_drives)
+		return bad(err, len, "%s",
+			   "--copy-storage all: give --drive ID,path=FILE for each drive copied");
 	return 0;
 }
 
@@ -363,6 +396,19 @@ int mig_parse_args(int argc, char *const *argv, struct mig_args *a, char *err, s
 	return choose_mode(a, send_opts, recv_opts, err, len);
 }
 
+json_t *mig_copy_storage_json(const char *spec)
+{
+	if (!strcmp(spec, "all"))
+		return json_string("all");
+	json_t *arr = json_array();
+	char ids[512];
+	snprintf(ids, sizeof(ids), "%s", spec);
+	for (char *save, *id = strtok_r(ids, ",", &save); arr && id;
+	     id = strtok_r(NULL, ",", &save))
+		json_array_append_new(arr, json_string(id));
+	return arr;
+}
+
 json_t *mig_send_body(const struct mig_args *a)
 {
 	json_t *b = json_pack("{s:I}", "timeout_ms", (json_int_t)a->timeout_ms);
@@ -377,6 +423,8 @@ json_t *mig_send_body(const struct mig_args *a)
 		json_object_set_new(b, "converge", json_string(a->converge));
 	if (b && a->verify)
 		json_object_set_new(b, "verify", json_string(a->verify));
+	if (b && a->copy_storage)
+		json_object_set_new(b, "copy_storage", mig_copy_storage_json(a->copy_storage));
 	if (b && a->local)
 		json_object_set_new(b, "mode", json_string("local"));
 	else if (b && a->cmode)
@@ -401,6 +449,8 @@ json_t *mig_receive_body(const struct mig_args *a)
 			json_object_set_new(b, drives ? "drive_overrides" : "network_overrides",
 					    arr);
 	}
+	if (b && a->copy_storage)
+		json_object_set_new(b, "copy_storage", mig_copy_storage_json(a->copy_storage));
 	if (b && a->vsock_uds)
 		json_object_set_new(b, "vsock_override",
 				    json_pack("{s:s}", "uds_path", a->vsock_uds));

@@ -47,6 +47,8 @@ struct mig_args {
 	struct mig_override drives[MIG_OVERRIDES_MAX], nets[MIG_OVERRIDES_MAX];
 	unsigned nr_drives, nr_nets;
 	const char *vsock_uds;
+	/* "all" or ID[,ID...]: disks copied with the VM (both sides) */
+	const char *copy_storage;
 	struct ha_tls_opts tls;
 };
 
@@ -68,6 +70,9 @@ __attribute__((warn_unused_result)) int mig_parse_seconds(const char *s, uint64_
 /* The bodies of PUT /migration/send and PUT /migration/receive; new
  * references (NULL: out of memory). */
 json_t *mig_send_body(const struct mig_args *a);
+/* --copy-storage's spec as the API's "copy_storage": "all" or an array
+ * of the ids (a new reference; NULL: out of memory). */
+json_t *mig_copy_storage_json(const char *spec);
 json_t *mig_receive_body(const struct mig_args *a);
 
 extern const char mig_usage[];

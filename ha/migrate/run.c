@@ -3,6 +3,7 @@
  * before anything else), hands the VMMs their ends with PUT
  * /migration/receive and /migration/send (SCM_RIGHTS), then watches. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,68 @@ static int put_fd(const char *sock, const char *path, json_t *body, int fd, cons
 	return r;
 }
 
+/* The destinations of the disks copied with the VM (--copy-storage on
+ * the receiving side): each named drive's --drive FILE, created here
+ * (O_EXCL: never one that exists, which may be someone's disk). */
+struct dests {
+	const char *path[MIG_OVERRIDES_MAX];
+	unsigned n;
+};
+
+static bool copied(const char *spec, const char *id)
+{
+	if (!strcmp(spec, "all"))
+		return true;
+	size_t n = strlen(id);
+	for (const char *p = spec; (p = strstr(p, id)); p += n)
+		if ((p == spec || p[-1] == ',') && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
+
+static void remove_dests(struct dests *d, const char *why)
+{
+	for (unsigned i = 0; i < d->n; i++)
+		if (!unlink(d->path[i]))
+			mig_say("%s: removed %s", why, d->path[i]);
+	d->n = 0;
+}
+
+static int create_dests(const struct mig_args *a, struct dests *d)
+{
+	d->n = 0;
+	for (unsigned i = 0; a->copy_storage && i < a->nr_drives; i++) {
+		if (!copied(a->copy_storage, a->drives[i].id))
+			continue;
+		int fd = open(a->drives[i].path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			mig_say("drive \"%s\": cannot create %s: %s%s", a->drives[i].id,
+				a->drives[i].path, strerror(errno),
+				errno == EEXIST ? " (a copied drive's file must not exist yet)" : "");
+			remove_dests(d, "not started");
+			return -1;
+		}
+		close(fd);
+		d->path[d->n++] = a->drives[i].path;
+	}
+	return 0;
+}
+
+/* After the watch: a migration that did not complete leaves no copy
+ * behind (the source's files are the disks); one whose outcome is
+ * unknown leaves them for whoever resolves it. */
+static int settle_dests(struct dests *d, int rc)
+{
+	if (rc == MIG_EXIT_FAILED)
+		remove_dests(d, "the VM did not move (it runs on at the source)");
+	else if (rc == MIG_EXIT_UNKNOWN)
+		for (unsigned i = 0; i < d->n; i++)
+			mig_say("left %s: the hand-over's outcome is unknown (remove it only if "
+				"the VM runs at the source)",
+				d->path[i]);
+	return rc;
+}
+
 /* The summary of a migration that never started. */
 static int not_started(const char *why)
 {
@@ -42,8 +105,12 @@ static int not_started(const char *why)
 int mig_run_same_host(const struct mig_args *a)
 {
 	int sv[2];
+	struct dests d;
+	if (create_dests(a, &d))
+		return not_started("cannot create a copied drive's file (see stderr)");
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
-		return mig_say("socketpair: %s", strerror(errno)), not_started("socketpair");
+		return mig_say("socketpair: %s", strerror(errno)), remove_dests(&d, "not started"),
+		       not_started("socketpair");
 	/* The target first: a source with no reader would fail at once. */
 	int r = put_fd(a->to, "/migration/receive", mig_receive_body(a), sv[1], "the target");
 	close(sv[1]);
@@ -51,9 +118,10 @@ int mig_run_same_host(const struct mig_args *a)
 		r = put_fd(a->from, "/migration/send", mig_send_body(a), sv[0], "the source");
 	close(sv[0]); /* a refused source: the target reads the end and fails */
 	if (r)
-		return not_started("a VMM refused to start (see stderr)");
+		return remove_dests(&d, "not started"),
+		       not_started("a VMM refused to start (see stderr)");
 	struct mig_watch w = {.src = a->from, .dst = a->to, .timeout_ms = a->timeout_ms};
-	return mig_watch_run(&w);
+	return settle_dests(&d, mig_watch_run(&w));
 }
 
 /* The peer authenticated on fd (taken over): 0 with *c, or -errno said. */
@@ -136,13 +204,19 @@ static int connected(const struct mig_args *a, int fd, const char *peer, const c
 	if (authenticate(a, server, fd, peer, &c))
 		return not_started(server ? "the sending host failed authentication"
 					  : "the receiving host failed authentication");
+	struct dests d = {.n = 0};
+	if (server && create_dests(a, &d)) {
+		ha_conn_free(c);
+		return not_started("cannot create a copied drive's file (see stderr)");
+	}
 	if (hand_over_stream(a, c, &rl))
-		return not_started("a VMM or the other side refused (see stderr)");
+		return remove_dests(&d, "not started"),
+		       not_started("a VMM or the other side refused (see stderr)");
 	struct mig_watch w = {.src = server ? NULL : a->from,
 			      .dst = server ? a->to : NULL,
 			      .timeout_ms = a->timeout_ms,
 			      .relay = &rl};
-	return mig_watch_run(&w);
+	return settle_dests(&d, mig_watch_run(&w));
 }
 
 int mig_run_send(const struct mig_args *a)

@@ -175,6 +175,7 @@ enum api_op {
 	API_OP_MOVE,	    /* PUT /drives/{id}/move: drive, stream_fd, path, max_bw */
 	API_OP_MOVE_CANCEL, /* PUT /drives/{id}/move/cancel: drive */
 	API_OP_MIG_MEMFD,   /* a same-host target's RAM: the memfd fd (taken) over mem */
+	API_OP_MIG_DISK,    /* a copied disk's destination: drive, max_bw its size; fd, path out */
 };
 
 struct api_call {
@@ -185,7 +186,7 @@ struct api_call {
 	bool diff;	      /* SNAP_CREATE: "Diff" */
 	bool stream;	      /* SNAP_CREATE: "stream": write it to stream_fd (then closed) */
 	int stream_fd;	      /* SNAP_CREATE with stream, MOVE: the fd the request carried */
-	const char *drive;    /* MOVE, MOVE_CANCEL: the drive's id */
+	const char *drive;    /* MOVE, MOVE_CANCEL, MIG_DISK: the drive's id */
 	uint64_t max_bw;      /* MOVE: bytes/s, 0: no limit */
 	const json_t *body;   /* SNAP_LOAD: its request (a->job holds it) */
 	int fd;		      /* API_OP_OPEN's result */
@@ -370,6 +371,11 @@ void api_mig_build(struct api *a, struct api_call *c);
 /* API_OP_MIG_MEMFD: a same-host target's RAM becomes the source's memfd
  * (c->fd, taken), checked by gmem_adopt_memfd; 400 with why. */
 void api_mig_memfd(struct api *a, struct api_call *c);
+/* API_OP_MIG_DISK: the destination of a disk copied with the VM (c->drive,
+ * c->max_bw bytes): the receive must have named it in "copy_storage" and
+ * "drive_overrides"; that path opened for writing and sized, its fd in
+ * c->fd, the path in c->path (a->cfg's); 400 with why. */
+void api_mig_disk(struct api *a, struct api_call *c);
 extern const struct mig_source_ops api_mig_source_ops;
 extern const struct mig_target_ops api_mig_target_ops;
 /* api_drive.c: ember's /drives/{id}/move, /drives/{id}/move/cancel:

@@ -141,6 +141,36 @@ static const char *cpuid_cache(const struct api *a)
 	return env ? env : VCPU_CPUID_CACHE_DEFAULT;
 }
 
+/* GET /vm/config's drives and network interfaces from cfg, for a VM whose
+ * devices came from a command line, a snapshot or a migration rather than
+ * from PUT requests (those keep the bodies the client sent). */
+static void describe_devices(struct api *a, const struct vm_config *cfg)
+{
+	json_t *drives = json_array(), *nets = json_array();
+	for (unsigned i = 0; i < cfg->nr_blocks; i++)
+		json_array_append_new(drives,
+				      json_pack("{s:s,s:s,s:b,s:b}", "drive_id", cfg->blocks[i].name,
+						"path_on_host", cfg->blocks[i].path, "is_root_device",
+						i == 0, "is_read_only", cfg->blocks[i].read_only));
+	for (unsigned i = 0; i < cfg->nr_nets; i++) {
+		const uint8_t *m = cfg->nets[i].mac;
+		char mac[18];
+		snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
+			 m[4], m[5]);
+		json_t *n = json_pack("{s:s,s:s}", "iface_id", cfg->nets[i].name, "host_dev_name",
+				      cfg->nets[i].tap);
+		if (n && cfg->nets[i].has_mac)
+			json_object_set_new(n, "guest_mac", json_string(mac));
+		json_array_append_new(nets, n);
+	}
+	pthread_mutex_lock(&a->view_lock);
+	json_decref(a->drives);
+	json_decref(a->nets);
+	a->drives = drives;
+	a->nets = nets;
+	pthread_mutex_unlock(&a->view_lock);
+}
+
 void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, const char *what)
 {
 	struct vm *vm = a->vm;
@@ -180,6 +210,8 @@ void api_start_vm(struct api *a, struct api_call *c, struct vm_build_opts *o, co
 	}
 	a->started = true;
 	atomic_store(&a->state, vm->paused ? API_PAUSED : API_RUNNING);
+	if (o->snapshot) /* a load or a migration: the devices are the state's */
+		describe_devices(a, a->cfg);
 }
 
 static void vmm_do(struct api *a, struct api_call *c)
@@ -244,6 +276,9 @@ static void vmm_do(struct api *a, struct api_call *c)
 		return;
 	case API_OP_MIG_MEMFD:
 		api_mig_memfd(a, c);
+		return;
+	case API_OP_MIG_DISK:
+		api_mig_disk(a, c);
 		return;
 	case API_OP_MIG_BUILD:
 		api_mig_build(a, c);
@@ -639,6 +674,7 @@ static void describe(struct api *a, const struct vm *vm, const struct vm_config 
 	if (cfg->kernel[0] && !vm->restored)
 		a->boot_source = json_pack("{s:s,s:s}", "kernel_image_path", cfg->kernel,
 					   "boot_args", cfg->cmdline);
+	describe_devices(a, cfg);
 }
 
 int api_run(struct vm *vm, struct vm_config *cfg, const char *sock, const char *version)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/hostfile.h"
 #include "monitor/api/api.h"
 #include "monitor/exitcodes.h"
 #include "monitor/snap_records.h"
@@ -42,6 +43,23 @@ static int t_build(void *opaque, const void *state, size_t len, struct gmem *mem
 	struct api_call c = {
 	    .op = API_OP_MIG_BUILD, .data = state, .len = len, .mem = mem, .on = partial};
 	return vmm(opaque, &c, err, errlen);
+}
+
+/* DSKB: drive id's destination, which the receive named (drive_overrides)
+ * and asked to be copied into (copy_storage): opened for writing (this
+ * process has not dropped yet, as for the build, which opens it again),
+ * emptied and sized: all one hole. */
+static int t_disk(void *opaque, const char *id, uint64_t size, int *fd, char *path,
+		  size_t pathlen, char *err, size_t errlen)
+{
+	struct api *a = opaque;
+	struct api_call c = {.op = API_OP_MIG_DISK, .drive = id, .max_bw = size, .fd = -1};
+	int r = vmm(a, &c, err, errlen);
+	if (!r) {
+		*fd = c.fd;
+		snprintf(path, pathlen, "%s", c.path); /* a->cfg's */
+	}
+	return r;
 }
 
 static int t_memfd(void *opaque, int fd, struct gmem *mem, char *err, size_t errlen)
@@ -85,7 +103,7 @@ static void s_state(void *opaque, bool paused)
 
 const struct mig_source_ops api_mig_source_ops = {.state = s_state};
 const struct mig_target_ops api_mig_target_ops = {
-    .setup = t_setup, .build = t_build, .memfd = t_memfd, .go = t_go, .fail = t_fail};
+    .setup = t_setup, .build = t_build, .disk = t_disk, .memfd = t_memfd, .go = t_go, .fail = t_fail};
 
 /* ---- the vmm thread: the target's setup check and build ---- */
 
@@ -139,6 +157,70 @@ void api_mig_setup(struct api *a, struct api_call *c)
 		snprintf(c->fault, sizeof(c->fault), "%.600s", err);
 	else
 		c->status = 0;
+}
+
+/* Whether the receive's copy_storage names drive id ("all": any). */
+static bool copy_asked(json_t *body, const char *id)
+{
+	json_t *v = json_object_get(body, "copy_storage"), *e;
+	size_t i;
+	if (json_is_string(v))
+		return !strcmp(json_string_value(v), "all");
+	json_array_foreach(v, i, e) if (json_is_string(e) && !strcmp(json_string_value(e), id))
+	    return true;
+	return false;
+}
+
+static bool overridden(json_t *body, const char *id)
+{
+	json_t *arr = json_object_get(body, "drive_overrides"), *o;
+	size_t i;
+	json_array_foreach(arr, i, o)
+	{
+		const char *d = api_str(o, "drive_id");
+		if (d && !strcmp(d, id))
+			return true;
+	}
+	return false;
+}
+
+void api_mig_disk(struct api *a, struct api_call *c)
+{
+	const struct vm_config *cfg = a->cfg;
+	unsigned i = 0;
+	char why[CFG_PATH_MAX + 128];
+	c->status = 400;
+	while (i < cfg->nr_blocks && strcmp(cfg->blocks[i].name, c->drive))
+		i++;
+	if (i == cfg->nr_blocks) {
+		snprintf(c->fault, sizeof(c->fault),
+			 "drive \"%.64s\": the source copies it, its configuration has no such drive",
+			 c->drive);
+		return;
+	}
+	if (!copy_asked(a->mig_body, c->drive) || !overridden(a->mig_body, c->drive)) {
+		snprintf(c->fault, sizeof(c->fault),
+			 "drive \"%.64s\": the source copies it, and this receive did not ask for "
+			 "its copy (\"copy_storage\" with a \"drive_overrides\" path for it): "
+			 "refused, so that no file is written that was not meant to be",
+			 c->drive);
+		return;
+	}
+	const char *path = cfg->blocks[i].path;
+	int fd = host_open(path, O_RDWR | O_CLOEXEC, HOST_REG, why, sizeof(why));
+	if (fd < 0) {
+		snprintf(c->fault, sizeof(c->fault), "drive \"%.64s\": %.500s", c->drive, why);
+		return;
+	}
+	if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)c->max_bw) < 0) {
+		snprintf(c->fault, sizeof(c->fault), "drive \"%.64s\": sizing %.400s to %llu bytes: %s",
+			 c->drive, path, (unsigned long long)c->max_bw, strerror(errno));
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->path = path;
+	c->status = 0;
 }
 
 /* Same host: the source's memfd (c->fd, taken) over the RAM setup mapped. */
@@ -248,6 +330,42 @@ static int check_overrides(json_t *body, struct http_resp *rs)
 	return 0;
 }
 
+/* "copy_storage": "all" or an array of drive ids (at most
+ * SNAP_MIG_DISKS_MAX); into p when p is not NULL. */
+static int copy_field(json_t *body, struct mig_params *p, struct http_resp *rs)
+{
+	json_t *v = json_object_get(body, "copy_storage"), *e;
+	size_t i;
+	if (p)
+		p->nr_copy = 0, p->copy_all = false;
+	if (!v)
+		return 0;
+	if (json_is_string(v) && !strcmp(json_string_value(v), "all")) {
+		if (p)
+			p->copy_all = true;
+		return 0;
+	}
+	if (!json_is_array(v) || json_array_size(v) > SNAP_MIG_DISKS_MAX)
+		return http_fault(rs, 400,
+				  "copy_storage: must be \"all\" or an array of at most %u drive ids",
+				  SNAP_MIG_DISKS_MAX),
+		       -1;
+	json_array_foreach(v, i, e)
+	{
+		const char *id = json_string_value(e);
+		if (!id || !*id || strlen(id) > CFG_NAME_MAX)
+			return http_fault(rs, 400, "copy_storage: each must be a drive id"), -1;
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(id, json_string_value(json_array_get(v, k))))
+				return http_fault(rs, 400, "copy_storage: drive \"%s\" named twice",
+						  id),
+				       -1;
+		if (p)
+			snprintf(p->copy[p->nr_copy++], sizeof(p->copy[0]), "%s", id);
+	}
+	return 0;
+}
+
 /* body's string field name as an index into choices (NULL-ended; absent:
  * dflt, which must not be -1), or -1 with a 400 naming the choices in rs. */
 static int choice_field(const json_t *body, const char *name, const char *const *choices,
@@ -271,7 +389,7 @@ static int choice_field(const json_t *body, const char *name, const char *const 
 static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"downtime_ms", "max_bandwidth", "timeout_ms",
-					    "converge", "verify", "mode", NULL};
+					    "converge", "verify", "mode", "copy_storage", NULL};
 	struct mig_params p;
 	char err[MIG_ERR_MAX];
 	if (only(body, known, rs) || uint_field(body, "downtime_ms", 5, &p.downtime_ms, rs) ||
@@ -295,6 +413,13 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 	p.local = mode == 1;
 	p.postcopy = mode == 2;
 	p.postcopy_now = mode == 3;
+	if (copy_field(body, &p, rs))
+		return;
+	if ((p.copy_all || p.nr_copy) && (p.local || p.postcopy || p.postcopy_now ||
+					  p.converge_postcopy))
+		return http_fault(rs, 400,
+				  "copy_storage: disks are copied with pre-copy only (not with mode "
+				  "\"local\", post-copy, or converge \"postcopy\")");
 	enum api_state st = (enum api_state)atomic_load(&a->state);
 	if (st != API_RUNNING && st != API_PAUSED)
 		return http_fault(rs, 400, "migration/send: there is no running or paused VM here");
@@ -313,9 +438,10 @@ static void put_send(struct api *a, json_t *body, struct http_resp *rs)
 static void put_receive(struct api *a, json_t *body, struct http_resp *rs)
 {
 	static const char *const known[] = {"drive_overrides", "network_overrides",
-					    "vsock_override", "use_saved_paths", NULL};
+					    "vsock_override", "use_saved_paths", "copy_storage",
+					    NULL};
 	char err[MIG_ERR_MAX];
-	if (only(body, known, rs) || check_overrides(body, rs))
+	if (only(body, known, rs) || check_overrides(body, rs) || copy_field(body, NULL, rs))
 		return;
 	if (api_refuse_unless_fresh(a, "Receiving a migration", rs))
 		return;
@@ -367,7 +493,7 @@ json_t *api_migration_json(struct api *a)
 	struct mig_status st;
 	mig_get_status(&a->mig, &st);
 	static const char *const roles[] = {"none", "source", "target"};
-	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o,s:I,s:I}", "role",
+	json_t *j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:I,s:o,s:o,s:I,s:I}", "role",
 			 roles[st.role], "phase", mig_phase_name(st.phase), "round",
 			 (json_int_t)st.round, "bytes_sent", (json_int_t)st.bytes_sent,
 			 "bytes_remaining", (json_int_t)st.bytes_remaining, "pages_sent",
@@ -378,4 +504,11 @@ json_t *api_migration_json(struct api *a)
 			 st.downtime_us < 0 ? json_null() : json_real((double)st.downtime_us / 1000.0),
 			 "error", st.error[0] ? json_string(st.error) : json_null(), "pages_missing",
 			 (json_int_t)st.pages_missing, "faults_served", (json_int_t)st.faults_served);
+	if (j && st.disk_total) /* disks copied with the VM */
+		json_object_set_new(j, "disks",
+				    json_pack("{s:I,s:I,s:I}", "bytes_total",
+					      (json_int_t)st.disk_total, "bytes_copied",
+					      (json_int_t)st.disk_sent, "bytes_dirty",
+					      (json_int_t)st.disk_remaining));
+	return j;
 }

@@ -225,6 +225,11 @@ static int do_request(struct mig *m, int req)
 	case MIG_REQ_STOP:
 		vm_stop(vm, m->stop_code, m->stop_why);
 		return 0;
+	case MIG_REQ_DISK_ON: /* the guest's writes are served on this thread */
+		return mig_disk_attach(m, vm);
+	case MIG_REQ_DISK_OFF:
+		mig_disk_detach(m);
+		return 0;
 	case MIG_REQ_THROTTLE:
 		if (!m->throttle_on)
 			return ev_timer_arm(&m->throttle, 1);
@@ -431,6 +436,9 @@ void mig_get_status(struct mig *m, struct mig_status *st)
 	st->bandwidth_bps = atomic_load(&m->bandwidth_bps);
 	st->expected_downtime_us = atomic_load(&m->expected_downtime_us);
 	st->throttle_pct = atomic_load(&m->throttle_pct);
+	st->disk_total = atomic_load(&m->disk_total);
+	st->disk_sent = atomic_load(&m->disk_sent);
+	st->disk_remaining = atomic_load(&m->disk_remaining);
 	uint64_t t0 = atomic_load(&m->t_start_ns), t1 = atomic_load(&m->t_end_ns);
 	if (t0)
 		st->total_ms = ((t1 ? t1 : mig_now_ns()) - t0) / 1000000;

@@ -190,9 +190,24 @@ static int rounds(struct receiver *x, void **state, uint32_t *len)
 		case SNAP_MIG_ROUN:
 			if ((r = snap_mig_get_body(&x->s, &rec, NULL, x->err, sizeof(x->err))))
 				return r;
+			/* disks still coming: synced, and the source told */
+			if (mig_disk_recv_open(x->m) &&
+			    ((r = mig_disk_recv_sync(x->m, x->err, sizeof(x->err))) ||
+			     (r = snap_mig_put(&x->s, SNAP_MIG_DSKS, rec.a, 0, NULL, 0, x->err,
+					       sizeof(x->err)))))
+				return r;
 			atomic_store(&x->m->round, rec.a);
 			break;
+		case SNAP_MIG_DSKB:
+		case SNAP_MIG_DSKD:
+		case SNAP_MIG_DSKZ:
+		case SNAP_MIG_DSKE:
+			if ((r = mig_disk_recv(x->m, &x->s, &rec, x->err, sizeof(x->err))))
+				return r;
+			break;
 		case SNAP_MIG_STAT:
+			if ((r = mig_disk_recv_check(x->m, x->err, sizeof(x->err))))
+				return r;
 			*len = rec.len;
 			return body(x, &rec, state);
 		default: {
@@ -307,6 +322,7 @@ void mig_run_receive(struct mig *m)
 		r = done(&x, &last);
 	uint8_t *base = m->mem.base; /* the build takes m->mem */
 	uint64_t size = m->mem.ram_size;
+	mig_disk_recv_close(m); /* synced at DSKE; the build opens its own */
 	if (!r)
 		r = m->tops->build(m->opaque, state, len, &m->mem, x.post, x.err, sizeof(x.err));
 	if (!r && x.post)
@@ -353,6 +369,7 @@ void mig_run_receive(struct mig *m)
 			r = -ECANCELED;
 		}
 	}
+	mig_disk_recv_close(m);
 	/* Tell the source why (best effort), then this process ends. */
 	size_t n = strnlen(x.err, SNAP_MIG_NACK_MAX);
 	char ignore[SNAP_ERR_MAX];

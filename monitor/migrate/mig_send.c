@@ -66,15 +66,50 @@ static void pace(struct sender *x, uint64_t n)
 	mig_pace(x->pace_t0, x->pace_bytes, x->m->p.max_bandwidth);
 }
 
+/* A write to the stream failed: the target may have said why before it
+ * closed (a NACK: a disk it cannot write, say).  Its reason replaces the
+ * write's error when one is there within a second. */
+static void peer_reason(struct sender *x)
+{
+	struct pollfd pf = {.fd = x->s.fd, .events = POLLIN};
+	struct timespec wait = {1, 0};
+	struct snap_mig_rec rec;
+	char e[SNAP_ERR_MAX], reason[SNAP_MIG_NACK_MAX + 1];
+	if (ppoll(&pf, 1, &wait, NULL) <= 0 || snap_mig_get_hdr(&x->s, &rec, e, sizeof(e)) ||
+	    rec.type != SNAP_MIG_NACK || snap_mig_get_body(&x->s, &rec, reason, e, sizeof(e)))
+		return;
+	reason[rec.len] = '\0';
+	snprintf(x->err, sizeof(x->err), "the target refused: %.600s", reason);
+}
+
 static int put(struct sender *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
 	       uint32_t len)
 {
 	int r = snap_mig_put(&x->s, type, a, b, payload, len, x->err, sizeof(x->err));
+	if (r && type != SNAP_MIG_GOGO)
+		peer_reason(x);
 	if (!r) {
 		atomic_fetch_add(&x->m->bytes_sent, SNAP_MIG_HDR + len);
 		pace(x, SNAP_MIG_HDR + len);
 	}
 	return r;
+}
+
+static int io_put(void *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
+		  uint32_t len)
+{
+	return put(x, type, a, b, payload, len);
+}
+
+static int io_check(void *x)
+{
+	return check_stop(x);
+}
+
+static struct mig_disk_io disk_io(struct sender *x)
+{
+	return (struct mig_disk_io){
+	    .put = io_put, .check = io_check, .x = x, .err = x->err, .errlen = sizeof(x->err)};
 }
 
 /* Pages [first, first+n) (n <= SNAP_MIG_RUN_MAX), copied first so the
@@ -174,7 +209,7 @@ static int reply(struct sender *x, struct snap_mig_rec *rec, bool final)
 	char reason[SNAP_MIG_NACK_MAX + 1];
 	int r = snap_mig_get_hdr(&x->s, rec, x->err, sizeof(x->err));
 	if (!r && rec->type != SNAP_MIG_OKAY && rec->type != SNAP_MIG_NACK &&
-	    rec->type != SNAP_MIG_REDY) {
+	    rec->type != SNAP_MIG_REDY && rec->type != SNAP_MIG_DSKS) {
 		char n[12];
 		snprintf(x->err, sizeof(x->err), "stream: byte %" PRIu64 ": the target sent %s",
 			 rec->off, snap_mig_name(rec->type, n));
@@ -230,6 +265,25 @@ static int setup(struct sender *x)
 	return r;
 }
 
+/* With disks: the target's DSKS for round, once what it wrote of them
+ * is on its disk, so the round's time includes the target's writeback
+ * and the stop-and-copy never starts with the target behind (its sync
+ * would be in the downtime). */
+static int disks_synced(struct sender *x, uint64_t round)
+{
+	struct snap_mig_rec rec;
+	int r = reply(x, &rec, false);
+	if (!r && (rec.type != SNAP_MIG_DSKS || rec.a != round)) {
+		char n[12];
+		snprintf(x->err, sizeof(x->err),
+			 "stream: byte %" PRIu64 ": the target sent %s where DSKS for round %" PRIu64
+			 " belongs",
+			 rec.off, snap_mig_name(rec.type, n), round);
+		r = -EPROTO;
+	}
+	return r;
+}
+
 /* Pre-copy: round 0 takes every non-zero page, each later round the
  * pages dirtied during the one before, until what is left fits the
  * downtime budget at the bandwidth measured (0), or post-copy takes
@@ -256,19 +310,26 @@ static int precopy(struct sender *x)
 	}
 	atomic_store(&m->bytes_remaining, x->pages * PAGE);
 	mig_set_phase(m, MIG_PRECOPY);
+	struct mig_disk_io io = disk_io(x);
 	for (uint64_t round = 0;; round++) {
 		atomic_store(&m->round, round);
 		uint64_t t0 = mig_now_ns(), b0 = atomic_load(&m->bytes_sent), n;
-		r = send_set(x, round > 0, false, &n);
+		/* Disks first (round 0: their whole data, the tracker marking
+		 * what the guest writes meanwhile; then what it wrote). */
+		r = round ? mig_disk_send_dirty(m, &io, false) : mig_disk_send_bulk(m, &io);
+		if (!r)
+			r = send_set(x, round > 0, false, &n);
 		if (!r)
 			r = put(x, SNAP_MIG_ROUN, round, n, NULL, 0);
+		if (!r && m->nr_disks)
+			r = disks_synced(x, round);
 		if (!r)
 			r = fetch(x);
 		if (r)
 			return r;
 		uint64_t dt = mig_now_ns() - t0 + 1;
 		uint64_t bytes = atomic_load(&m->bytes_sent) - b0;
-		uint64_t left = count_bits(x->bits, x->words) * PAGE;
+		uint64_t left = count_bits(x->bits, x->words) * PAGE + mig_disk_dirty(m);
 		double bw = (double)bytes * 1e9 / (double)dt;
 		atomic_store(&m->bandwidth_bps, (uint64_t)bw);
 		atomic_store(&m->dirty_rate_bps, (uint64_t)((double)left * 1e9 / (double)dt));
@@ -341,7 +402,12 @@ static int put_stat(struct sender *x, uint64_t sum)
 static int stop_and_copy(struct sender *x)
 {
 	uint64_t n;
-	int r = fetch(x);
+	struct mig_disk_io io = disk_io(x);
+	/* the disks' last blocks (the VM frozen: nothing writes), DSKE, before
+	 * the pages: after DSKE the target answers no ROUN with DSKS */
+	int r = mig_disk_send_dirty(x->m, &io, true);
+	if (!r)
+		r = fetch(x);
 	if (!r)
 		r = send_set(x, true, true, &n);
 	if (!r)
@@ -456,6 +522,8 @@ static void hand_over(struct sender *x, bool post, uint64_t t_pause)
 	(void)mig_vmm_request(m, MIG_REQ_RESUME);
 	if (!m->p.local)
 		(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+	if (m->nr_disks)
+		(void)mig_vmm_request(m, MIG_REQ_DISK_OFF);
 	mig_set_error(m, MIG_FAILED, "hand-over unknown, resolved: the VM runs here");
 }
 
@@ -480,6 +548,9 @@ void mig_run_send(struct mig *m)
 	if (!r && !local && (r = mig_vmm_request(m, MIG_REQ_LOG_ON)))
 		snprintf(x.err, sizeof(x.err), "cannot turn dirty page logging on: %s",
 			 strerror(-r));
+	bool disks = m->p.copy_all || m->p.nr_copy;
+	if (!r && disks && (r = mig_vmm_request(m, MIG_REQ_DISK_ON)))
+		snprintf(x.err, sizeof(x.err), "%s", m->disk_err);
 	if (!r)
 		r = setup(&x);
 	bool post = false;
@@ -531,6 +602,8 @@ void mig_run_send(struct mig *m)
 			(void)mig_vmm_request(m, MIG_REQ_RESUME); /* and the throttle off */
 		if (!local)
 			(void)mig_vmm_request(m, MIG_REQ_LOG_OFF);
+		if (disks && m->nr_disks) /* the source's files were never anything but the VM's */
+			(void)mig_vmm_request(m, MIG_REQ_DISK_OFF);
 		mig_set_error(m, r == -ECANCELED ? MIG_CANCELLED : MIG_FAILED, "%s", x.err);
 	}
 	free(x.bits);

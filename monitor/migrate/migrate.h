@@ -24,7 +24,9 @@
 #include <stdint.h>
 
 #include "base/evloop.h"
+#include "base/blk_mirror.h"
 #include "base/guest_mem.h"
+#include "config/config.h"
 #include "jail/jail.h"
 #include "snapshot/snapshot.h"
 
@@ -70,6 +72,26 @@ struct mig_params {
 	bool converge_postcopy; /* converge by switching to post-copy */
 	bool postcopy;		/* "mode": "postcopy": switch after round 0 */
 	bool postcopy_now;	/* "mode": "postcopy-now": before any round */
+	/* Disks copied with the VM ("copy_storage"; docs/storage-migration.md,
+	 * "Between hosts"): these drive ids, or every writable drive. */
+	char copy[SNAP_MIG_DISKS_MAX][CFG_NAME_MAX + 1];
+	unsigned nr_copy;
+	bool copy_all;
+};
+
+/* A disk copied with the VM (mig_disk.c).  The source: the drive's
+ * backend and the tracker of its writes (a blk_mirror in tracking mode;
+ * kept in struct mig for the process's life: an hvt vCPU may still hold
+ * its pointer after the migration ends).  The target: the destination. */
+struct mig_disk {
+	char id[CFG_NAME_MAX + 1];
+	uint64_t size;
+	struct blk_mirror track;     /* source */
+	struct blk_backend *be;	     /* source; NULL: not attached */
+	int fd;			     /* target: the destination, or -1 */
+	char path[CFG_PATH_MAX];     /* target: the destination's path (messages) */
+	uint64_t data_bytes;	     /* data sent (source) or written (target) */
+	bool ended;		     /* target: DSKE came */
 };
 
 /* What the target asks of its owner, each waited for (the owner runs it
@@ -84,6 +106,12 @@ struct mig_target_ops {
 	 * over by the build; partial: post-copy's, pages still missing). */
 	int (*build)(void *opaque, const void *state, size_t len, struct gmem *mem, bool partial,
 		     char *err, size_t errlen);
+	/* DSKB: the destination of drive id (size bytes) copied with the VM,
+	 * opened for writing and sized (all one hole); its fd in *fd, its
+	 * path in path.  Refused unless the receive asked for that drive's
+	 * copy ("copy_storage") and gave it a path (drive_overrides). */
+	int (*disk)(void *opaque, const char *id, uint64_t size, int *fd, char *path,
+		    size_t pathlen, char *err, size_t errlen);
 	/* MEMF (a same-host hand-over): fd, received with it, becomes the
 	 * RAM setup mapped into mem (gmem_adopt_memfd: a memfd of that size
 	 * or a refusal in err).  fd is taken either way. */
@@ -111,6 +139,7 @@ struct mig_status {
 	uint64_t total_ms;
 	int64_t downtime_us; /* -1: not known (yet) */
 	uint64_t pages_missing, faults_served; /* post-copy */
+	uint64_t disk_total, disk_sent, disk_remaining; /* disks copied with the VM */
 	char error[MIG_ERR_MAX]; /* "" for none */
 };
 
@@ -167,6 +196,12 @@ struct mig {
 	struct mig_post *post; /* the target's post-copy (mig_post_recv.c) */
 
 	struct gmem mem; /* the target's RAM until the build takes it */
+
+	/* Disks copied with the VM (mig_disk.c) */
+	struct mig_disk disks[SNAP_MIG_DISKS_MAX];
+	unsigned nr_disks;
+	_Atomic uint64_t disk_total, disk_sent, disk_remaining;
+	char disk_err[300]; /* mig_disk_attach's refusal */
 };
 
 /* Make the migration thread, once per process, before any thread is
@@ -213,7 +248,7 @@ const char *mig_phase_name(enum mig_phase p);
 /* ---- private to monitor/migrate/ ---- */
 
 enum { MIG_REQ_FREEZE = 1, MIG_REQ_THAW, MIG_REQ_RESUME, MIG_REQ_THROTTLE, MIG_REQ_LOG_ON, MIG_REQ_LOG_OFF,
-       MIG_REQ_STOP };
+       MIG_REQ_STOP, MIG_REQ_DISK_ON, MIG_REQ_DISK_OFF };
 
 /* Post request req to the vmm thread and wait for its answer (0 or
  * -errno).  MIG_REQ_FREEZE returns once the VM is paused and the vmm
@@ -242,6 +277,53 @@ __attribute__((warn_unused_result)) int mig_local_send_memf(struct mig *m,
 __attribute__((warn_unused_result)) int mig_local_recv_memf(struct mig *m,
 							    struct snap_stream *s, char *err,
 							    size_t errlen);
+
+/* Disks copied with the VM (mig_disk.c; docs/storage-migration.md,
+ * "Between hosts").  The source's sends go through io (its put, paced
+ * and counted, and its cancel/timeout check). */
+struct mig_disk_io {
+	int (*put)(void *x, uint32_t type, uint64_t a, uint64_t b, const void *payload,
+		   uint32_t len);
+	int (*check)(void *x); /* 0, or -errno: cancelled or timed out */
+	void *x;
+	char *err; /* the reason of a failure of the disks' own */
+	size_t errlen;
+};
+/* The vmm thread (MIG_REQ_DISK_ON): m->p's drives found and a tracker
+ * attached to each (every guest write from now on marks its blocks).
+ * 0 or -errno with the reason in m->disk_err. */
+int mig_disk_attach(struct mig *m, struct vm *vm);
+/* The vmm thread (MIG_REQ_DISK_OFF): the trackers detached and stopped. */
+void mig_disk_detach(struct mig *m);
+/* The source, after OKAY: DSKB for each disk, then every data extent
+ * (holes and zeroes skipped: the target's file starts as one hole). */
+__attribute__((warn_unused_result)) int mig_disk_send_bulk(struct mig *m,
+							   const struct mig_disk_io *io);
+/* The blocks the guest wrote since they were last sent (DSKD, or DSKZ
+ * for zeroes); at most what was dirty when called unless final.  final
+ * (the VM frozen): all of them, then DSKE for each disk. */
+__attribute__((warn_unused_result)) int mig_disk_send_dirty(struct mig *m,
+							    const struct mig_disk_io *io,
+							    bool final);
+/* The bytes the disks' trackers hold dirty now. */
+uint64_t mig_disk_dirty(struct mig *m);
+/* The target: a DSK* record rec (its payload still in s) applied.  0 or
+ * -errno with the reason in err naming the drive, the file, the offset. */
+__attribute__((warn_unused_result)) int mig_disk_recv(struct mig *m, struct snap_stream *s,
+						      const struct snap_mig_rec *rec, char *err,
+						      size_t errlen);
+/* The target, at the end of a round (ROUN) while a disk is still open
+ * (mig_disk_recv_open: one without DSKE): the disks synced so far, so
+ * that DSKE's sync, in the downtime, has only the last blocks left; then
+ * DSKS goes back (the source waits for it).  0 or -errno with err. */
+bool mig_disk_recv_open(struct mig *m);
+__attribute__((warn_unused_result)) int mig_disk_recv_sync(struct mig *m, char *err,
+							   size_t errlen);
+/* The target, at STAT: every disk complete (DSKE), or a refusal. */
+__attribute__((warn_unused_result)) int mig_disk_recv_check(struct mig *m, char *err,
+							    size_t errlen);
+/* The target: the destinations' fds closed (the build opened its own). */
+void mig_disk_recv_close(struct mig *m);
 
 /* Set the phase (and, for a failure, the error). */
 void mig_set_phase(struct mig *m, enum mig_phase p);

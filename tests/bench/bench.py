@@ -44,6 +44,7 @@ from bench_migrate import migrate_rows
 from bench_ring import ring_rows
 from bench_migrate_local import local_rows
 from bench_move import move_rows
+from bench_migrate_storage import migrate_storage_rows
 from bench_snapshot import snapshot_rows
 from bench_virtio import virtio_rows
 
@@ -615,10 +616,17 @@ def main():
     out.append(table(mig_header, mig_rows))
     out += ["- " + n for n in mig_notes]
     log("bench: drive move rows")
-    move_rows, move_goals = drive_move_rows(ember, a.guests, min(runs, 5))
+    dm_rows, move_goals = drive_move_rows(ember, a.guests, min(runs, 5))
     out.append("\nDrive moves: a 1 GiB filled disk, the guest idle, beside dd and cp of the "
                "same file in the same run (see tests/bench/bench_drive_move.py)\n")
-    out.append(table(["what", "median", "spread", "throughput"], move_rows))
+    out.append(table(["what", "median", "spread", "throughput"], dm_rows))
+    log("bench: migration with disk copy rows")
+    stor_rows, stor_errors = migrate_storage_rows(ember, a.guests, min(runs, 3))
+    out.append("\nLive migration with disk copy: a 1 GiB disk, half data, over loopback TCP, "
+               "beside the file over TCP and cp --sparse (see "
+               "tests/bench/bench_migrate_storage.py)\n")
+    out.append(table(["what", "median", "spread"], stor_rows))
+    out += ["- error: " + e for e in stor_errors]
     log("bench: same-host migration rows")
     local_rows_, local_goals = local_rows(ember, a.guests, min(runs, 10))
     out.append("\nSame-host migration, memory by fd (ember only; see "

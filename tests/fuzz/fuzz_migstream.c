@@ -46,5 +46,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(memcmp(again, r.raw, SNAP_MIG_HDR) == 0);
 		if (r.type == SNAP_MIG_DATA)
 			CHECK(r.b && r.b <= SNAP_MIG_RUN_MAX && r.len == r.b * SNAP_PAGE);
+		if (r.type == SNAP_MIG_DSKD) /* a run the target may pwrite as it is */
+			CHECK(r.len == r.b && r.b % 512 == 0 && r.b <= SNAP_MIG_DISK_RUN_MAX &&
+			      SNAP_MIG_DISK_N(r.a) < SNAP_MIG_DISKS_MAX &&
+			      SNAP_MIG_DISK_OFF(r.a) + r.b <= 1ULL << SNAP_MIG_DISK_SHIFT);
 	}
 }

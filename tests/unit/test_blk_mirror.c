@@ -240,11 +240,81 @@ static void test_no_temp_files(void **state)
 	assert_int_equal(count_tmp(f->dir), 0);
 }
 
+/* Tracking mode (a live migration's disk copy): the copy reads extents
+ * (holes skipped) that the caller sends elsewhere, writes below the
+ * watermark mark blocks, the dirty blocks are taken and sent again; what
+ * arrives (here: written into dst) equals the source. */
+static void apply(struct fx *f, struct blk_span sp, const uint8_t *buf, bool zero)
+{
+	if (zero)
+		assert_int_equal(fallocate(f->dfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+					   (off_t)sp.off, (off_t)sp.len),
+				 0);
+	else
+		assert_int_equal(pwrite(f->dfd, buf, sp.len, (off_t)sp.off), (ssize_t)sp.len);
+}
+
+static void test_track(void **state)
+{
+	struct fx *f = *state;
+	struct blk_mirror m;
+	struct blk_backend be = {.fd = f->sfd, .capacity = SIZE};
+	put(f->sfd, 1 * MiB, 512 * KiB, 0xa1);
+	put(f->sfd, 6 * MiB, 64 * KiB, 0xb2);
+	assert_int_equal(blk_mirror_init_track(&m, f->sfd, SIZE), 0);
+	assert_int_equal(ftruncate(f->dfd, SIZE), 0);
+	be.mirror = &m;
+	bool done = false, zero;
+	struct blk_span sp;
+	int steps = 0;
+	uint64_t data = 0;
+	while (!done) {
+		assert_int_equal(blk_mirror_read_step(&m, f->buf, CHUNK, &sp, &zero, &done), 0);
+		if (sp.len && !zero)
+			apply(f, sp, f->buf, false), data += sp.len;
+		if (steps++ == 1) {
+			/* between steps: below the watermark (marked), above
+			 * it (the copy reads it), and a discard below it */
+			uint8_t w[4096];
+			memset(w, 0xc3, sizeof(w));
+			assert_int_equal(blk_write(&be, 1 * MiB, w, sizeof(w)), 0);
+			assert_int_equal(blk_write(&be, 7 * MiB, w, sizeof(w)), 0);
+			assert_int_equal(fallocate(f->sfd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+						   (off_t)(1 * MiB + 8 * KiB), 8 * KiB),
+					 0);
+			blk_mirror_fallocated(&m, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+					      1 * MiB + 8 * KiB, 8 * KiB);
+		}
+		assert_true(steps < 1000);
+	}
+	assert_int_equal(data, 512 * KiB + 64 * KiB + 4096); /* the write above: copied */
+	/* 1 MiB's 4 KiB write and the 8 KiB discard 8 KiB further: three
+	 * blocks, two runs */
+	assert_int_equal(blk_mirror_dirty_bytes(&m), 3 * BLK_TRACK_BLOCK);
+	int runs = 0;
+	for (;;) {
+		assert_int_equal(blk_mirror_take_dirty(&m, f->buf, CHUNK, &sp, &zero), 0);
+		if (!sp.len)
+			break;
+		apply(f, sp, f->buf, zero);
+		runs++;
+	}
+	assert_int_equal(runs, 2);
+	assert_int_equal(blk_mirror_dirty_bytes(&m), 0);
+	assert_same(f);
+	/* stopped: writes mark nothing, a step fails */
+	blk_mirror_stop(&m);
+	uint8_t w[512] = {1};
+	assert_int_equal(blk_write(&be, 0, w, sizeof(w)), 0);
+	assert_int_equal(blk_mirror_take_dirty(&m, f->buf, CHUNK, &sp, &zero), -ECANCELED);
+	blk_mirror_fini(&m);
+}
+
 int main(void)
 {
 #define ON_FILES(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_clip),	cmocka_unit_test(test_plan),
+	    cmocka_unit_test(test_clip),	cmocka_unit_test(test_plan), ON_FILES(test_track),
 	    ON_FILES(test_sparse_copy),		ON_FILES(test_mirrored_writes),
 	    ON_FILES(test_destination_failure), ON_FILES(test_no_temp_files),
 	};

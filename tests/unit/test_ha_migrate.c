@@ -142,6 +142,38 @@ static void test_between_hosts(void **state)
 	assert_int_equal(a.mode, MIG_RESOLVE);
 }
 
+/* --copy-storage: both sides' "copy_storage"; the receiving side needs a
+ * --drive for each drive it receives. */
+static void test_copy_storage(void **state)
+{
+	struct mig_args a;
+	char err[600];
+	assert_int_equal(parse("--from a --to-host h:1 --psk-file k --copy-storage d0,d1", &a, err,
+			       sizeof(err)),
+			 0);
+	char *send = text_of(mig_send_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
+	assert_string_equal(send, "{\"copy_storage\":[\"d0\",\"d1\"],\"timeout_ms\":60000}");
+	free(send);
+	assert_int_equal(parse("--listen h:1 --to b --psk-file k --copy-storage all --drive "
+			       "d0,path=/x.img",
+			       &a, err, sizeof(err)),
+			 0);
+	char *recv = text_of(mig_receive_body(&a), JSON_SORT_KEYS | JSON_COMPACT);
+	assert_string_equal(recv, "{\"copy_storage\":\"all\",\"drive_overrides\":[{\"drive_id\":"
+				  "\"d0\",\"path_on_host\":\"/x.img\"}]}");
+	free(recv);
+	assert_int_equal(parse("--from a --to b --copy-storage d0 --drive d0,path=/x.img", &a, err,
+			       sizeof(err)),
+			 0);
+	refused("--listen h:1 --to b --psk-file k --copy-storage d0", "needs --drive d0,path=FILE");
+	refused("--listen h:1 --to b --psk-file k --copy-storage d0,d1 --drive d0,path=/x",
+		"drive d1 needs --drive d1");
+	refused("--from a --to b --copy-storage all", "give --drive ID,path=FILE");
+	refused("--from a --to b --local --copy-storage d0 --drive d0,path=/x", "pre-copy only");
+	refused("--from a --to b --mode postcopy --copy-storage d0 --drive d0,path=/x",
+		"pre-copy only");
+}
+
 static void test_refusals(void **state)
 {
 	refused("--from a --to-host h:1", "no authentication chosen");
@@ -325,6 +357,7 @@ int main(void)
 	    cmocka_unit_test(test_same_host),
 	    cmocka_unit_test(test_between_hosts),
 	    cmocka_unit_test(test_refusals),
+	    cmocka_unit_test(test_copy_storage),
 	    cmocka_unit_test(test_status_and_progress),
 	    cmocka_unit_test(test_summary),
 	    cmocka_unit_test(test_handover_same_host),

@@ -36,10 +36,10 @@ static void test_stat(void **state)
 	assert_int_equal(ed_obs_stat_ticks("42 ember S 1", &t), -EINVAL);
 	assert_int_equal(ed_obs_stat_ticks("", &t), -EINVAL);
 	assert_int_equal(ed_obs_stat_ticks(NULL, &t), -EINVAL);
-	assert_int_equal(
-	    ed_obs_stat_ticks("1 (x) S 1 2 3 0 -1 4194560 100 0 0 0 -5 567 8\n", &t), -EINVAL);
-	assert_int_equal(
-	    ed_obs_stat_ticks("1 (x) S 1 2 3 0 -1 4194560 100 0 0 0 12x 567 8\n", &t), -EINVAL);
+	assert_int_equal(ed_obs_stat_ticks("1 (x) S 1 2 3 0 -1 4194560 100 0 0 0 -5 567 8\n", &t),
+			 -EINVAL);
+	assert_int_equal(ed_obs_stat_ticks("1 (x) S 1 2 3 0 -1 4194560 100 0 0 0 12x 567 8\n", &t),
+			 -EINVAL);
 }
 
 static void test_status(void **state)
@@ -114,8 +114,8 @@ static void test_text(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_stat),   cmocka_unit_test(test_status),
-	    cmocka_unit_test(test_ewma),   cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_stat), cmocka_unit_test(test_status),
+	    cmocka_unit_test(test_ewma), cmocka_unit_test(test_escape),
 	    cmocka_unit_test(test_text),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

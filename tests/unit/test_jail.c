@@ -40,7 +40,7 @@ static void test_budget_and_names(void **state)
 	 * also serves every virtio device and its backends (files, taps,
 	 * vsock sockets) and writes snapshots, the API thread its socket. */
 	static const unsigned budget[JAIL_ROLE_COUNT] = {
-	    [JAIL_ROLE_VMM] = 40, [JAIL_ROLE_VCPU] = 20, [JAIL_ROLE_API] = 24, [JAIL_ROLE_MIG] = 17};
+	    [JAIL_ROLE_VMM] = 40, [JAIL_ROLE_VCPU] = 20, [JAIL_ROLE_API] = 24, [JAIL_ROLE_MIG] = 22};
 	for (enum jail_role r = 0; r < JAIL_ROLE_COUNT; r++) {
 		unsigned n = jail_role_syscalls(r, NULL, 0);
 		assert_true(n > 0);

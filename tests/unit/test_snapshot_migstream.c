@@ -226,10 +226,68 @@ static void test_postcopy_records(void **state)
 	assert_int_equal(read_one(buf, len), 0);
 }
 
+/* The disk records: which a, b and lengths each may have. */
+static void test_disk_records(void **state)
+{
+	uint8_t hdr[SNAP_MIG_HDR];
+	struct snap_mig_rec r;
+	char n[12];
+	const uint64_t top = (1ULL << SNAP_MIG_DISK_SHIFT) - 512; /* the last offset */
+	const struct {
+		uint32_t type, len;
+		uint64_t a, b;
+		bool ok;
+	} cases[] = {
+	    {SNAP_MIG_DSKB, 2, 0, 1 << 20, true},
+	    {SNAP_MIG_DSKB, SNAP_MIG_DISK_ID_MAX, 7, 512, true},
+	    {SNAP_MIG_DSKB, 0, 0, 1 << 20, false},			 /* no id */
+	    {SNAP_MIG_DSKB, SNAP_MIG_DISK_ID_MAX + 1, 0, 512, false}, /* too long */
+	    {SNAP_MIG_DSKB, 2, SNAP_MIG_DISKS_MAX, 512, false},	 /* disk 8 */
+	    {SNAP_MIG_DSKB, 2, 0, 0, false},				 /* empty disk */
+	    {SNAP_MIG_DSKB, 2, 0, 1000, false},			 /* not sectors */
+	    {SNAP_MIG_DSKD, 4096, SNAP_MIG_DISK_AT(1, 8192), 4096, true},
+	    {SNAP_MIG_DSKD, SNAP_MIG_DISK_RUN_MAX, SNAP_MIG_DISK_AT(7, 0), SNAP_MIG_DISK_RUN_MAX,
+	     true},
+	    {SNAP_MIG_DSKD, 512, SNAP_MIG_DISK_AT(0, top), 512, true},
+	    {SNAP_MIG_DSKD, 1024, SNAP_MIG_DISK_AT(0, top), 1024, false}, /* past 2^56 */
+	    {SNAP_MIG_DSKD, 4096, SNAP_MIG_DISK_AT(0, 0), 8192, false},	  /* len != b */
+	    {SNAP_MIG_DSKD, 0, SNAP_MIG_DISK_AT(0, 0), 0, false},	  /* empty */
+	    {SNAP_MIG_DSKD, 4096, SNAP_MIG_DISK_AT(0, 100), 4096, false},	  /* unaligned */
+	    {SNAP_MIG_DSKD, 4096, SNAP_MIG_DISK_AT(8, 0), 4096, false},	  /* disk 8 */
+	    {SNAP_MIG_DSKD, SNAP_MIG_DISK_RUN_MAX + 512, 0, SNAP_MIG_DISK_RUN_MAX + 512, false},
+	    {SNAP_MIG_DSKZ, 0, SNAP_MIG_DISK_AT(2, 4096), 1ULL << 40, true}, /* any size */
+	    {SNAP_MIG_DSKZ, 512, SNAP_MIG_DISK_AT(2, 4096), 512, false},	   /* a payload */
+	    {SNAP_MIG_DSKZ, 0, SNAP_MIG_DISK_AT(2, 4096), 100, false},
+	    {SNAP_MIG_DSKE, 0, 3, 12345, true},
+	    {SNAP_MIG_DSKE, 0, SNAP_MIG_DISKS_MAX, 0, false},
+	    {SNAP_MIG_DSKE, 8, 0, 0, false},
+	    {SNAP_MIG_DSKS, 0, 3, 0, true},
+	    {SNAP_MIG_DSKS, 4, 3, 0, false},
+	};
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		snap_mig_encode(hdr, cases[k].type, cases[k].a, cases[k].b, NULL, 0);
+		memcpy(hdr + 4, &cases[k].len, 4);
+		if (snap_mig_decode(hdr, 0, &r, err, sizeof(err)) != (cases[k].ok ? 0 : -EINVAL))
+			fail_msg("case %zu (%s): %s", k, snap_mig_name(cases[k].type, n), err);
+	}
+	assert_string_equal(snap_mig_name(SNAP_MIG_DSKD, n), "DSKD");
+	assert_int_equal(SNAP_MIG_DISK_N(SNAP_MIG_DISK_AT(5, 123 * 512)), 5);
+	assert_int_equal(SNAP_MIG_DISK_OFF(SNAP_MIG_DISK_AT(5, 123 * 512)), 123 * 512);
+	/* a DSKD round trip, its payload checked */
+	static uint8_t data[4096 + SNAP_MIG_HDR];
+	memset(data, 0x5a, 4096);
+	uint8_t buf[SNAP_MIG_HDR + 4096];
+	size_t len = one(SNAP_MIG_DSKD, SNAP_MIG_DISK_AT(1, 512), 4096, data, 4096, buf);
+	assert_int_equal(read_one(buf, len), 0);
+	buf[SNAP_MIG_HDR + 100] ^= 1;
+	assert_int_equal(read_one(buf, len), -EINVAL); /* CRC */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_postcopy_records),
+	    cmocka_unit_test(test_disk_records),
 	    cmocka_unit_test(test_layout),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_every_flip_refused),
