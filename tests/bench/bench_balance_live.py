@@ -12,7 +12,7 @@ runs:
   * skew -> a spinning VM running on another host (the checker's word:
     jailed embers listed every 10 ms): the request carried out by a live
     move (the move executor, over the hosts' migration LAN with a
-    pre-shared key, as tests/integration/test_emberd_move.py sets up).
+    pre-shared key, as tests/integration/move_util.py sets up).
 
 Anchors: DRS runs every 5 minutes; Proxmox CRS every 10 s (ours by
 default).  It never fails on a number: what cannot run gives a row that
@@ -57,7 +57,7 @@ def _put(c, key, value):
 
 def _trial(base, guests):
     """(skew -> first request, skew -> a spinner elsewhere or None, note)."""
-    import test_emberd_move as mv  # its migration LAN and pre-shared key
+    import move_util as mv  # its migration LAN and pre-shared key
     os.makedirs(base)
     c = mv.make(base)
     try:

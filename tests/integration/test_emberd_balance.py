@@ -263,11 +263,11 @@ def lasting_doubles(c, span=0.1):
 
 @pytest.fixture
 def move_cluster(tmp_path):
-    """test_emberd_move's cluster (a migration LAN, a pre-shared key, its
+    """move_util's cluster (a migration LAN, a pre-shared key, its
     checker that asks an ember seen twice whether it runs its VM).  Two
     guests burn the 2 CPUs here, so an ember may take longer than the
     checker's 0.5 s to answer: give it 5 s, as a busy host needs."""
-    import test_emberd_move as mv
+    import move_util as mv
 
     class Patient(mv._Unix):
         def __init__(self, path):
