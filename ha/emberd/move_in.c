@@ -213,9 +213,22 @@ static int decide(struct in *m, struct ha_etcd *e, int64_t *token)
 	return 0;
 }
 
+/* The target VMM's migration phase now (MIG_PH_NOANSWER: no answer). */
+static enum mig_phase phase_of(struct in *m)
+{
+	struct ha_api_reply rep = {0};
+	char err[ED_ERR_MAX];
+	struct mig_status st;
+	if (ha_api_call(m->sock, "GET", "/migration", NULL, -1, 1000, &rep, err, sizeof(err)))
+		return MIG_PH_NOANSWER;
+	bool have = rep.status == 200 && !mig_status_parse(rep.body, &st);
+	json_decref(rep.body);
+	return have ? st.phase : MIG_PH_NOANSWER;
+}
+
 /* The target VMM runs after GOGO: wait for it, resolve if it stays
  * ready.  The figures for the event. */
-static void run_it(struct in *m, double *down, uint64_t *total)
+static void run_it(struct in *m, bool resolve_now, double *down, uint64_t *total)
 {
 	*down = -1;
 	*total = 0;
@@ -233,7 +246,7 @@ static void run_it(struct in *m, double *down, uint64_t *total)
 			*total = st.total_ms;
 			return;
 		}
-		if (have && st.phase == MIG_PH_READY && i == 100) {
+		if (have && st.phase == MIG_PH_READY && i == (resolve_now ? 0 : 100)) {
 			json_t *b = json_pack("{s:s}", "outcome", "resume");
 			if (ha_api_ok(m->sock, "PUT", "/migration/resolve", b, -1, 5000, NULL, err,
 				      sizeof(err)))
@@ -310,6 +323,12 @@ static void receive(struct in *m, struct ha_conn *k, struct ha_etcd *e)
 	relaying = true;
 	unsigned char gogo[HDR];
 	int f = filter(m, a[1], v[1], gogo);
+	bool have_gogo = f == 1;
+	/* The stream cut after REDY, GOGO lost on the way: the source may
+	 * still have handed over (its GOGO left it whole), so etcd decides
+	 * as with GOGO held; a resume then needs no GOGO (resolve). */
+	if (f == 0 && phase_of(m) == MIG_PH_READY)
+		f = 1;
 	if (f != 1) {
 		no = f == 0 ? "the source never handed over (no GOGO): removed here"
 			    : "the receiving ember failed";
@@ -327,12 +346,11 @@ static void receive(struct in *m, struct ha_conn *k, struct ha_etcd *e)
 	pthread_mutex_unlock(&c->mu);
 	mv_crash_point("dst-owned");
 	held = ed_now_ms() - held;
-	if (write_all(v[1], gogo, HDR)) {
-		/* it waits in ready: run_it resolves it */
-	}
+	if (have_gogo && write_all(v[1], gogo, HDR))
+		have_gogo = false; /* it waits in ready: resolved */
 	double down;
 	uint64_t total;
-	run_it(m, &down, &total);
+	run_it(m, !have_gogo, &down, &total);
 	m->ok = true;
 	if (mv_on_loop(c, end_on_loop, m)) {
 		/* stopping */

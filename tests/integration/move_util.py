@@ -19,7 +19,7 @@ EMBERCTL = os.path.join(etcd_util.BUILD, "emberctl")
 
 class _Unix(http.client.HTTPConnection):
     def __init__(self, path):
-        super().__init__("localhost", timeout=0.5)
+        super().__init__("localhost", timeout=2.0)
         self._path = path
 
     def connect(self):
@@ -59,6 +59,8 @@ def ember_runs(pid, unknown=True):
         # closes it as it exits; a live one never refuses)
         return False
     except (OSError, ValueError, http.client.HTTPException):
+        # (2 s: an ember tearing a VM down after its hand-over answers no
+        # more; by then it is gone)
         if _state(pid).startswith(("Z", "X", "gone")):
             return False  # it exited while we asked
         return unknown  # no answer in time: the checker counts it as running

@@ -83,6 +83,11 @@ def test_crash_at_each_step_leaves_one_copy(tmp_path, phase):
         assert st == 202, body
         crashed = src if phase.startswith("src") else dst
         wait_for(f"{crashed.name} aborted at {phase}", lambda: not crashed.alive(), c)
+        if phase == "dst-receiving":
+            # failed before the hand-over: abandoned cleanly, the source runs on
+            wait_for("move-failed", lambda: evs(c, "k0", ["move-failed"]), c)
+            assert c.checker.running().get("k0") == src.name
+            assert not evs(c, "k0", ["restarted", "restored"]), evs(c, "k0", None)
         # exactly once again within a bound: moved, or restored by failover
         # (a source that handed over is seen until it exits: wait past it)
         live = [h for h in c.hosts if h is not crashed]
