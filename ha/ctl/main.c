@@ -441,6 +441,10 @@ static int maintenance(struct call *c)
 		json_int_t left = json_integer_value(json_object_get(me, "vms"));
 		printf("%s: %s, %" JSON_INTEGER_FORMAT " VMs left\n", a->host,
 		       in ? "in maintenance" : "not in maintenance", left);
+		const char *vm;
+		json_t *why;
+		json_object_foreach(json_object_get(me, "stays"), vm, why)
+		    printf("  %s stays: %s\n", vm, json_string_value(why) ?: "?");
 		fflush(stdout);
 		if (!a->wait || left == 0)
 			return 0;

@@ -470,8 +470,13 @@ json_t *ed_cluster_hosts_json(struct ed_cluster *c)
 	json_array_foreach(j, i, h) /* maintenance mode: the mover's view */
 	{
 		const char *name = json_string_value(json_object_get(h, "name"));
-		json_object_set_new(h, "maintenance",
-				    json_boolean(name && c->maint && json_object_get(c->maint, name)));
+		json_t *mv = name && c->maint ? json_object_get(c->maint, name) : NULL;
+		json_object_set_new(h, "maintenance", json_boolean(mv));
+		/* the VMs that stay, and why (move_maint.c writes them there) */
+		json_t *mj = mv ? json_loads(json_string_value(mv), 0, NULL) : NULL;
+		json_t *st = json_object_get(mj, "stays");
+		json_object_set_new(h, "stays", json_is_object(st) ? json_incref(st) : json_object());
+		json_decref(mj);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return j;

@@ -13,7 +13,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "ha/emberd/cluster_place.h"
 #include "ha/emberd/move.h"
 
 #define MOVER_MS 100
@@ -427,10 +426,11 @@ static void *mover(void *arg)
 					   !busy(c->mover, vm);
 			}
 			if (nout + pending < MV_MAX_ACTIVE)
-				mv_maintenance_round(c, e, &v, lease,
-						     MV_MAX_ACTIVE - nout - pending);
+				mv_maintenance_round(c, e, lease, MV_MAX_ACTIVE - nout - pending);
 		} else {
-			c->mover->ntold = 0; /* out of maintenance: say it again next time */
+			if (c->mover->ntold) /* out of maintenance: the stays' reasons go */
+				mv_maintenance_over(c);
+			c->mover->ntold = 0; /* ...and are said again next time */
 		}
 		ha_etcd_txn_result_free(&v.res);
 	}

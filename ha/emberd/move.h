@@ -115,10 +115,13 @@ __attribute__((warn_unused_result)) int mv_put_request(struct ha_etcd *e, const 
 /* True the first time vm is named since this host entered maintenance
  * (a VM that stays is said once). */
 bool mv_tell_once(struct ed_cluster *c, const char *vm);
-/* Maintenance (move_ctl.c): one round of this host's evacuation, from
- * view v: requests for up to `room` of its VMs. */
-void mv_maintenance_round(struct ed_cluster *c, struct ha_etcd *e, const struct mv_view *v,
-			  int64_t lease, size_t room);
+/* Maintenance (move_maint.c): one round of this host's evacuation, read
+ * from etcd at one revision and placed by ha_bal_place over the
+ * balancer's model: requests for up to `room` of its VMs; those no host
+ * may take stay, with their reason (event, STATUS, maint/<h> "stays"). */
+void mv_maintenance_round(struct ed_cluster *c, struct ha_etcd *e, int64_t lease, size_t room);
+/* Maintenance is over here: clear the STATUS reasons the rounds set. */
+void mv_maintenance_over(struct ed_cluster *c);
 
 /* ---- on the loop (move_vm.c) ---- */
 

@@ -198,3 +198,58 @@ def test_maintenance_evacuates_live(cl):
     wait_for("h0 out of maintenance", lambda: not {h["name"]: h["maintenance"] for h in
                                                     api(c.hosts[1], "GET", "/hosts")[1]}["h0"], c)
     no_doubles(c)
+
+
+def test_maintenance_keeps_anti_affinity(cl):
+    """Two anti-affine VMs (anti_affinity = g) that may run only on h0 and
+    h1, one on each: h0's maintenance places through the same rules as
+    failover and the balancer, so its one cannot go to h1 (the other is
+    there) nor h2 (not allowed): it stays, and says why (event, STATUS
+    reason, GET /hosts, emberctl); the two never share a host."""
+    c = cl
+    for n in ("a0", "a1"):
+        c.write_vm(n, guest("halt"), extra_vm={"irqchip": "on"},
+                   emberd={"hosts": "h0,h1", "anti_affinity": "g"})
+    for h in c.hosts:
+        assert api(h, "PUT", "/reload")[0] == 200
+    wait_for("a0, a1 running", lambda: all(n in c.checker.running() for n in ("a0", "a1")), c)
+    run = c.checker.running()
+    assert {run["a0"], run["a1"]} == {"h0", "h1"}, run
+    stay, other = ("a0", "a1") if run["a0"] == "h0" else ("a1", "a0")
+    h0 = c.host("h0")
+    st, body = api(c.hosts[1], "PUT", "/hosts/h0/maintenance", {"enter": True})
+    assert st == 204, body
+    try:
+        ev = wait_for(f"{stay} told why it stays", lambda: evs(c, stay, ["maintenance-stays"]), c)
+        assert "anti_affinity g" in ev[-1]["detail"], ev
+
+        def reason():
+            st, body = api(h0, "GET", f"/vms/{stay}")
+            r = body.get("reason") if st == 200 else None
+            return r if r and r.startswith("stays on h0") else None
+        why = wait_for(f"{stay}'s status says why", reason, c)
+        assert "anti_affinity g" in why and body_state(h0, stay) == "running", why
+
+        def stays():
+            hosts = api(c.hosts[2], "GET", "/hosts")[1]
+            return {h["name"]: h.get("stays") or {} for h in hosts}["h0"].get(stay)
+        assert "anti_affinity g" in wait_for("GET /hosts lists it", stays, c)
+        r = subprocess.run([EMBERCTL, "--sock", c.hosts[2].sock, "host", "maintenance",
+                            "status", "h0"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and f"{stay} stays:" in r.stdout, (r.stdout, r.stderr)
+        # the rest of h0 leaves meanwhile; the pair never shares a host
+        wait_for("h0 emptied but for pin and " + stay, lambda: all(
+            h != "h0" or v in ("pin", stay) for v, h in c.checker.running().items()), c,
+            timeout=90)
+        run = c.checker.running()
+        assert run.get(stay) == "h0" and run.get(other) == "h1", run
+        assert not evs(c, stay, ["moved"]) and not evs(c, other, ["moved"])
+    finally:
+        st, body = api(c.hosts[2], "PUT", "/hosts/h0/maintenance", {"enter": False})
+    assert st == 204, body
+    wait_for("its reason cleared after exit", lambda: reason() is None, c)
+    no_doubles(c)
+
+
+def body_state(h, vm):
+    return api(h, "GET", f"/vms/{vm}")[1].get("state")
