@@ -237,13 +237,14 @@ int jailer_make_chroot(struct jailer *j)
 	r = jailer_replace_file(j, j->root_fd, j->root_dir, j->exec_name, 0755, &out);
 	if (r)
 		return r;
-	/* A copy, never a hard link (Firecracker's jailer says why): two
-	 * jails sharing one inode share its page cache, the .text of every
-	 * ember on the host, which cross-VM cache side channels (Flush+Reload)
-	 * feed on.  copy_file_range makes the copy in the kernel (a new inode,
-	 * its own pages; no bounce through this buffer): ~3 MiB less to move
-	 * through user space on each start.  What it cannot copy (another file
-	 * system on an old kernel, a special file system) the loop below does. */
+	/* A copy, never a hard link (Firecracker's jailer, env.rs, says why:
+	 * two jails sharing one inode share its page cache, every ember's
+	 * code, and its threat model allows no memory shared between VMMs).
+	 * copy_file_range still makes a copy, in the kernel: a new inode with
+	 * its own pages (a reflink on btrfs or XFS shares disk blocks, never
+	 * page cache), without bouncing 3 MiB through this buffer on each
+	 * start.  What it cannot copy (across file systems on an old kernel,
+	 * a special file system) the loop below does. */
 	off_t off = 0;
 	ssize_t n;
 	while ((n = copy_file_range(j->exec_fd, &off, out, NULL, 1 << 30, 0)) > 0) {
