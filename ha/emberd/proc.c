@@ -143,7 +143,7 @@ static void retire_jail(struct ed_vm *vm, bool now)
 		later = pthread_create(&t, &at, remove_later, copy) == 0;
 		pthread_attr_destroy(&at);
 	}
-	if (!later) { /* (a start sweeps what an exit left: stage()) */
+	if (!later) { /* (the next emberd sweeps what this one left: stage()) */
 		ed_rm_tree(copy ? copy : vm->jail_dir);
 		free(copy);
 	}
@@ -198,12 +198,21 @@ static int stage(struct ed_vm *vm, char *why, size_t whylen)
 				     : "its mounts would not go");
 		return r;
 	}
-	/* retired jails an earlier emberd left (it exited before removing them) */
+	/* Retired jails an earlier emberd left (it exited before removing
+	 * them).  Ours (.gone-<our pid>-N) are skipped: retire_jail's thread
+	 * removes them off the restart's path, and sweeping the one the exit
+	 * just made here put its removal (the copy of ember, the device nodes:
+	 * a third of the restart) back on it.  Safe: nothing of a retired jail
+	 * is used again, and one this emberd failed to remove is swept by the
+	 * next emberd (another pid). */
 	glob_t g;
+	char mine[64];
+	snprintf(mine, sizeof(mine), ".gone-%d-", (int)getpid());
 	snprintf(p, sizeof(p), "%s.gone-*", vm->jail_dir);
 	if (glob(p, GLOB_NOSORT, NULL, &g) == 0) {
 		for (size_t i = 0; i < g.gl_pathc; i++)
-			if (ed_proc_clean_jail(g.gl_pathv[i])) {
+			if (!strstr(g.gl_pathv[i] + strlen(vm->jail_dir), mine) &&
+			    ed_proc_clean_jail(g.gl_pathv[i])) {
 				/* still held a moment, or mounted: the next start tries again */
 			}
 		globfree(&g);

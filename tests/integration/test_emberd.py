@@ -114,6 +114,28 @@ def test_kill_restores_from_snapshot(emberd):
     assert ed.status("c1")["restarts"] == 1
 
 
+def test_retired_jails_removed_off_the_restart_path(emberd):
+    """After a kill the old jail is renamed aside (.gone-PID-N) and removed
+    by emberd's thread, not by the restart; one an earlier emberd (another
+    pid) left is swept by the next start."""
+    ed = emberd
+    counter_vm(ed, "g1")
+    ed.start()
+    ed.wait_event("started", vm="g1")
+    base = os.path.join(ed.jail_base, "ember")
+    stale = os.path.join(base, "g1.gone-1-1")  # an earlier emberd's (pid 1 is never emberd)
+    os.makedirs(os.path.join(stale, "root"))
+    mark = ed.last_seq()
+    os.kill(ed.vm_pid("g1"), signal.SIGKILL)
+    ed.wait_event("restarted", vm="g1", after=mark)
+    assert not os.path.exists(stale), "the start did not sweep an earlier emberd's jail"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and [n for n in os.listdir(base) if ".gone-" in n]:
+        time.sleep(0.05)
+    assert not [n for n in os.listdir(base) if ".gone-" in n], os.listdir(base)
+    assert "g1" in os.listdir(base)
+
+
 def test_writable_drive_boots_fresh(emberd, tmp_path):
     ed = emberd
     disk = tmp_path / "disk.img"
