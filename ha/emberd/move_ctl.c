@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ha/emberd/balancer.h"
 #include "ha/emberd/move.h"
 
 static bool name_ok(const char *s, size_t n)
@@ -19,6 +20,63 @@ static bool name_ok(const char *s, size_t n)
 		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
 			return false;
 	return true;
+}
+
+/* Must rules vm breaks where it stands in m: VM-host and VM-VM rules
+ * naming it, and memory overcommitted on its host; the first one's name
+ * into why. */
+static uint32_t must_broken(const struct bm_model *m, uint32_t vm, char *why, size_t len)
+{
+	struct ha_bal_violation v[64];
+	uint32_t nm = 0, ns = 0, mine = 0;
+	ha_bal_check(&m->c, v, 64, &nm, &ns);
+	for (uint32_t i = 0; i < nm && i < 64; i++) {
+		if (!v[i].must || (v[i].vm != vm && v[i].host != m->c.vms[vm].host))
+			continue;
+		if (!mine++)
+			snprintf(why, len, "%s",
+				 v[i].rule == HA_BAL_NONE ? "the host's memory would be overcommitted"
+							  : m->c.rules[v[i].rule].name);
+	}
+	return mine;
+}
+
+/* Would moving vm to host `to` break a must or VM-VM rule that holds now:
+ * the cluster's rules/ keys and the VM files' affinity, anti_affinity,
+ * hosts, avoid_hosts (the same model as placement, maintenance and the
+ * balancer: balancer.h)?  The reason into why, or NULL.  On the loop. */
+static const char *breaks_rule(struct ed_cluster *c, const char *vm, const char *to, char *why,
+			       size_t len)
+{
+	char keys[BM_NR][64], err[ED_ERR_MAX], rule[ED_ERR_MAX] = "";
+	struct ha_etcd_op reads[BM_NR];
+	bm_reads(keys, reads);
+	const struct ha_etcd_txn t = {NULL, 0, reads, BM_NR, NULL, 0};
+	struct ha_etcd_txn_result res;
+	if (ha_etcd_txn_run(c->lc, &t, &res, err, sizeof(err)))
+		return snprintf(why, len, "etcd: %.400s", err), why;
+	size_t n = 0;
+	struct cl_spec *specs = cl_specs_copy(c->h, &n);
+	struct bm_model m;
+	const char *no = NULL;
+	if (res.n != BM_NR || !specs || bm_build(&m, res.ranges, specs, n, NULL, 0)) {
+		no = "out of memory";
+		snprintf(why, len, "%s", no);
+	} else {
+		uint32_t h = bm_host(&m, to), i;
+		for (i = 0; i < m.c.nr_vms && strcmp(m.c.vms[i].name, vm); i++)
+			;
+		if (h != HA_BAL_NONE && i < m.c.nr_vms) {
+			uint32_t before = must_broken(&m, i, rule, sizeof(rule));
+			m.c.vms[i].host = h;
+			if (must_broken(&m, i, rule, sizeof(rule)) > before)
+				no = why, snprintf(why, len, "must rule: %.400s", rule);
+		}
+		bm_free(&m);
+	}
+	cl_specs_free(specs, n);
+	ha_etcd_txn_result_free(&res);
+	return no;
 }
 
 #define FAULT(st, ...) (snprintf(fault, faultlen, __VA_ARGS__), *status = (st), true)
@@ -54,6 +112,8 @@ static bool migrate(struct ed_cluster *c, const char *vm, json_t *body, int *sta
 				       sizeof(addr), why, sizeof(why));
 	if (!no)
 		no = mv_rule_refuses(&s, to, why, sizeof(why));
+	if (!no)
+		no = breaks_rule(c, vm, to, why, sizeof(why));
 	int r = 0;
 	if (!no) {
 		r = mv_put_request(c->lc, c->name, vm, to, "user", o->mod_revision, err,

@@ -248,6 +248,10 @@ def test_maintenance_keeps_anti_affinity(cl):
         st, body = api(c.hosts[2], "PUT", "/hosts/h0/maintenance", {"enter": False})
     assert st == 204, body
     wait_for("its reason cleared after exit", lambda: reason() is None, c)
+    # nor may a user's move put them together: the same rules, the same model
+    st, body = api(c.hosts[2], "PUT", f"/vms/{stay}/migrate", {"to": "h1"})
+    assert st == 409 and "anti_affinity g" in body["fault_message"], body
+    assert c.checker.running().get(stay) == "h0"
     no_doubles(c)
 
 
