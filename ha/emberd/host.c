@@ -481,39 +481,39 @@ const char *ed_vm_console_path(const struct ed_vm *vm)
 
 /* ---- host start and shutdown ---- */
 
+/* Start vm by its policy at emberd's start or after a reload; a start
+ * that fails makes it ED_FAILED with an event.  Running already, or the
+ * cluster's to start (may_run said no: another host owns it, or not yet
+ * claimed) is not a failure. */
+static void autostart(struct ed_host *h, struct ed_vm *vm, const char *cause)
+{
+	char why[ED_ERR_MAX];
+	int r = ed_vm_start(h, vm, ED_HOW_POLICY, cause, why, sizeof(why));
+	if (r && r != -EALREADY && r != -EPERM && vm->state != ED_STOPPED) {
+		ed_vm_set_state(vm, ED_FAILED, why);
+		ed_event(h, vm->f.name, "failed", "start: %s", why);
+	}
+}
+
 void ed_host_start_fresh(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		char why[ED_ERR_MAX];
 		if (!vm->fresh)
 			continue;
 		vm->fresh = false;
-		int r = vm->f.pol.autostart
-			    ? ed_vm_start(h, vm, ED_HOW_POLICY, "autostart", why, sizeof(why))
-			    : 0;
-		/* running already, or the cluster's to start (may_run said no:
-		 * another host owns it, or not yet claimed): not a failure */
-		if (r && r != -EALREADY && r != -EPERM && vm->state != ED_STOPPED) {
-			ed_vm_set_state(vm, ED_FAILED, why);
-			ed_event(h, vm->f.name, "failed", "start: %s", why);
-		}
+		if (vm->f.pol.autostart)
+			autostart(h, vm, "autostart");
 	}
 }
 
 void ed_host_start_all(struct ed_host *h)
 {
 	for (struct ed_vm *vm = h->vms; vm; vm = vm->next) {
-		char snap[PATH_MAX], why[ED_ERR_MAX];
+		char snap[PATH_MAX];
 		vm->fresh = false;
 		bool susp = suspended_snap(vm, snap, sizeof(snap));
-		if (!susp && !vm->f.pol.autostart)
-			continue;
-		if (ed_vm_start(h, vm, ED_HOW_POLICY, susp ? "resume" : "autostart", why,
-				sizeof(why)) &&
-		    vm->state != ED_STOPPED) {
-			ed_vm_set_state(vm, ED_FAILED, why);
-			ed_event(h, vm->f.name, "failed", "start: %s", why);
-		}
+		if (susp || vm->f.pol.autostart)
+			autostart(h, vm, susp ? "resume" : "autostart");
 	}
 }
 
